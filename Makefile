@@ -1,0 +1,44 @@
+# ferry: make demo | make test | make bench   (run as root on Debian)
+SHELL := /bin/bash
+NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bin/node; else echo node; fi)
+NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
+export PATH := /opt/ferry/node/bin:$(PATH)
+
+.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds
+
+all: setup
+
+setup: node_modules/.ferry-stamp
+	@bash scripts/setup.sh all
+	@ln -sf $(CURDIR)/bin/ferry /usr/local/bin/ferry
+
+node_modules/.ferry-stamp: package.json package-lock.json
+	@bash scripts/setup.sh node
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+typecheck: setup
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+
+lint: setup
+	node_modules/.bin/biome check src test bench
+
+unit: setup
+	$(NODE_TEST) 'src/**/*.test.ts'
+
+integration: setup
+	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'test/integration/*.test.ts'
+
+test: setup
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	node_modules/.bin/biome check src test bench
+	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/integration/*.test.ts'
+
+demo: setup
+	bin/ferry demo
+
+bench: setup
+	bin/ferry bench all
+
+clean-testbeds:
+	bin/ferry testbed down --all

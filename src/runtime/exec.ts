@@ -1,0 +1,94 @@
+// The one thin child-process layer: every spawn in ferry goes through a Runner.
+import { spawn } from 'node:child_process';
+import { FerryError, type ErrorCode, type Phase } from '../core/errors.ts';
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  timeoutMs?: number;
+  /** Resolve even on a non-zero exit (the caller inspects `code`). */
+  allowFail?: boolean;
+  /** 'null' gives the child /dev/null for stdout/stderr: needed when the child hands its stdio to a container. */
+  stdio?: 'pipe' | 'null';
+  /** Error code and phase used when the command fails. */
+  errorCode?: ErrorCode;
+  phase?: Phase;
+  /** Extra context for the error message (e.g. the CRIU log's first error). */
+  onFailure?: (r: ExecResult) => Promise<string | undefined> | string | undefined;
+}
+
+export interface ExecResult {
+  argv: string[];
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface Runner {
+  run(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+}
+
+export function tail(text: string, lines = 5): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+export class ProcessRunner implements Runner {
+  async run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const started = performance.now();
+    const [cmd, ...args] = argv;
+    if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
+    const nullOut = opts.stdio === 'null';
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', nullOut ? 'ignore' : 'pipe', nullOut ? 'ignore' : 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    let timer: NodeJS.Timeout | undefined;
+    const result = await new Promise<ExecResult>((resolve, reject) => {
+      child.on('error', (err) => {
+        reject(
+          new FerryError(opts.errorCode ?? 'FERRY_E_EXEC', `cannot run ${cmd}: ${err.message}`, {
+            ...(opts.phase ? { phase: opts.phase } : {}),
+            cause: err,
+            details: { argv },
+          }),
+        );
+      });
+      // 'exit', not 'close': a detached child (runc run -d) may leave its pipes to a container.
+      child.on('exit', (code, signal) => {
+        setImmediate(() =>
+          resolve({ argv, code, signal, stdout, stderr, ms: Math.round(performance.now() - started) }),
+        );
+      });
+      if (opts.timeoutMs) {
+        timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+      }
+    }).finally(() => clearTimeout(timer));
+    if (result.code !== 0 && !opts.allowFail) {
+      const extra = opts.onFailure ? await opts.onFailure(result) : undefined;
+      const why = result.signal ? `killed by ${result.signal}` : `exit status ${result.code}`;
+      const errText = extra ?? (tail(result.stderr, 3) || tail(result.stdout, 3));
+      throw new FerryError(
+        opts.errorCode ?? 'FERRY_E_EXEC',
+        `${argv.slice(0, 3).join(' ')}… failed (${why})${errText ? `: ${errText}` : ''}`,
+        {
+          ...(opts.phase ? { phase: opts.phase } : {}),
+          details: { argv, code: result.code, signal: result.signal, ms: result.ms, stderr: tail(result.stderr, 10) },
+        },
+      );
+    }
+    return result;
+  }
+}
