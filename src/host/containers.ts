@@ -1,0 +1,220 @@
+// This host's containers: their records and bundles on disk, their processes through runc.
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FerryError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
+import { buildCommandBundle, placeConfig, readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import type { Runc } from '../runtime/runc.ts';
+import { bundleDir, containerDir, type HostPaths } from './paths.ts';
+
+export type NetMode = 'none' | 'own' | 'host';
+
+export interface ContainerRecord {
+  name: string;
+  createdAt: string;
+  net: NetMode;
+  ip?: string;
+  mac?: string;
+  command?: string[];
+  /** How it got here: started on this host, or arrived by migration (with the source host). */
+  origin: { kind: 'run' } | { kind: 'migration'; from: string; id: string };
+}
+
+export interface ContainerInfo {
+  name: string;
+  host: string;
+  status: string;
+  pid?: number;
+  ip?: string;
+  net: NetMode;
+  createdAt: string;
+  command?: string[];
+}
+
+export interface CreateRequest {
+  name: string;
+  command?: string[];
+  /** A directory holding an uploaded bundle (config.json + rootfs), moved into this host's storage. */
+  uploadedBundle?: string;
+  net?: NetMode;
+  ip?: string;
+}
+
+export class ContainerHost {
+  readonly hostName: string;
+  readonly paths: HostPaths;
+  readonly runc: Runc;
+  readonly cgroupParent: string;
+  private readonly log: Logger;
+  /** Names with an operation in flight (create, remove, migration). */
+  private readonly busy = new Map<string, string>();
+
+  constructor(deps: { hostName: string; paths: HostPaths; runc: Runc; cgroupParent: string; log: Logger }) {
+    this.hostName = deps.hostName;
+    this.paths = deps.paths;
+    this.runc = deps.runc;
+    this.cgroupParent = deps.cgroupParent;
+    this.log = deps.log;
+  }
+
+  async init(): Promise<void> {
+    const p = this.paths;
+    for (const d of [p.stateDir, p.runcRoot, p.containersDir, p.incomingDir, p.logsDir, p.imagesDir]) {
+      await mkdir(d, { recursive: true, mode: 0o700 });
+    }
+  }
+
+  cgroupsPath(name: string): string {
+    return `${this.cgroupParent}/${name}`;
+  }
+
+  /** Marks a name busy for the duration of fn; a second operation on it fails at once. */
+  async exclusive<T>(name: string, what: string, fn: () => Promise<T>): Promise<T> {
+    const current = this.busy.get(name);
+    if (current) {
+      throw new FerryError('FERRY_E_CONTAINER_BUSY', `container ${name} is busy (${current} in progress)`, {
+        phase: 'input',
+      });
+    }
+    this.busy.set(name, what);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(name);
+    }
+  }
+
+  isBusy(name: string): boolean {
+    return this.busy.has(name);
+  }
+
+  async readRecord(name: string): Promise<ContainerRecord | undefined> {
+    try {
+      return JSON.parse(await readFile(join(containerDir(this.paths, name), 'record.json'), 'utf8')) as ContainerRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async writeRecord(rec: ContainerRecord): Promise<void> {
+    const dir = containerDir(this.paths, rec.name);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const tmp = join(dir, 'record.json.tmp');
+    await writeFile(tmp, `${JSON.stringify(rec, null, 2)}\n`);
+    await rename(tmp, join(dir, 'record.json'));
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.readRecord(name)) !== undefined || (await this.runc.state(name)) !== undefined;
+  }
+
+  async names(): Promise<string[]> {
+    try {
+      return (await readdir(this.paths.containersDir)).sort();
+    } catch {
+      return [];
+    }
+  }
+
+  async info(name: string): Promise<ContainerInfo> {
+    checkName(name);
+    const rec = await this.readRecord(name);
+    if (!rec) {
+      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no container named ${name} on host ${this.hostName}`, {
+        phase: 'input',
+      });
+    }
+    const st = await this.runc.state(name);
+    const out: ContainerInfo = {
+      name,
+      host: this.hostName,
+      status: this.busy.get(name) === 'migration' ? 'migrating' : (st?.status ?? 'stopped'),
+      net: rec.net,
+      createdAt: rec.createdAt,
+    };
+    if (st?.pid && st.status === 'running') out.pid = st.pid;
+    if (rec.ip) out.ip = rec.ip;
+    if (rec.command) out.command = rec.command;
+    return out;
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    const out: ContainerInfo[] = [];
+    for (const n of await this.names()) {
+      try {
+        out.push(await this.info(n));
+      } catch {
+        // a half-written record (create or migration in flight) is not listed
+      }
+    }
+    return out;
+  }
+
+  async create(req: CreateRequest): Promise<ContainerInfo> {
+    const name = checkName(req.name);
+    if (!req.command?.length && !req.uploadedBundle) {
+      throw new FerryError('FERRY_E_INPUT_ARGS', 'give a command or a bundle', { phase: 'input' });
+    }
+    if (req.net && req.net !== 'none') {
+      throw new FerryError('FERRY_E_INPUT_ARGS', `network mode ${req.net} is not available in this version`, {
+        phase: 'input',
+      });
+    }
+    return this.exclusive(name, 'create', async () => {
+      if (await this.exists(name)) {
+        throw new FerryError('FERRY_E_CONTAINER_EXISTS', `a container named ${name} already exists on host ${this.hostName}`, {
+          phase: 'input',
+        });
+      }
+      const dir = containerDir(this.paths, name);
+      const bundle = bundleDir(this.paths, name);
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        if (req.uploadedBundle) {
+          await rename(req.uploadedBundle, bundle);
+        } else {
+          await buildCommandBundle(bundle, req.command ?? [], name);
+        }
+        const config = await readConfig(bundle);
+        validateConfig(config);
+        await writeConfig(bundle, placeConfig(config, { cgroupsPath: this.cgroupsPath(name), hostname: name }));
+        const rec: ContainerRecord = {
+          name,
+          createdAt: new Date().toISOString(),
+          net: 'none',
+          origin: { kind: 'run' },
+        };
+        if (req.command) rec.command = req.command;
+        await this.writeRecord(rec);
+        await this.runc.run(name, bundle, join(dir, 'runc-run.log'));
+        this.log.info({ container: name }, 'container started');
+      } catch (err) {
+        await this.runc.destroy(name).catch(() => {});
+        await rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+      return this.info(name);
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    checkName(name);
+    if (!(await this.readRecord(name)) && !(await this.runc.state(name))) {
+      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no container named ${name} on host ${this.hostName}`, {
+        phase: 'input',
+      });
+    }
+    await this.exclusive(name, 'remove', async () => {
+      await this.runc.destroy(name);
+      await rm(containerDir(this.paths, name), { recursive: true, force: true });
+      this.log.info({ container: name }, 'container removed');
+    });
+  }
+
+  /** Drops a container's files after it moved away (runc already forgot it at checkpoint). */
+  async forget(name: string): Promise<void> {
+    await this.runc.destroy(name);
+    await rm(containerDir(this.paths, name), { recursive: true, force: true });
+  }
+}

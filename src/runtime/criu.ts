@@ -1,0 +1,53 @@
+// Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks.
+import type { Runner } from './exec.ts';
+
+export const CRIU_MIN_VERSION = '4.2';
+
+export const CRIU_FEATURES = ['mem_dirty_track', 'uffd', 'uffd-noncoop', 'network_lock_nftables', 'tcp_half_closed'] as const;
+export type CriuFeature = (typeof CRIU_FEATURES)[number];
+
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0);
+  const pb = b.split(/[.-]/).map((x) => Number.parseInt(x, 10) || 0);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
+}
+
+export class Criu {
+  readonly path: string;
+  private readonly runner: Runner;
+
+  constructor(runner: Runner, path = 'criu') {
+    this.runner = runner;
+    this.path = path;
+  }
+
+  /** The installed version, or undefined when criu is missing. */
+  async version(): Promise<string | undefined> {
+    try {
+      const r = await this.runner.run([this.path, '--version'], { allowFail: true });
+      return /Version:\s*(\S+)/.exec(r.stdout)?.[1];
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** `criu check`: the basic set ferry needs (includes TCP repair). */
+  async checkBasic(): Promise<{ ok: boolean; message: string }> {
+    const r = await this.runner.run([this.path, 'check'], { allowFail: true });
+    const text = `${r.stdout}\n${r.stderr}`.trim();
+    return { ok: r.code === 0, message: text.split('\n').filter((l) => !/kdat cache/.test(l)).slice(-1)[0] ?? '' };
+  }
+
+  async checkFeature(f: CriuFeature): Promise<{ ok: boolean; message: string }> {
+    const r = await this.runner.run([this.path, 'check', '--feature', f], { allowFail: true });
+    const text = `${r.stdout}\n${r.stderr}`.trim();
+    const last = text.split('\n').filter((l) => !/kdat cache/.test(l)).slice(-1)[0] ?? '';
+    // criu exits 0 for some missing features; trust the words too
+    const ok = r.code === 0 && /is supported|supported$/i.test(last) && !/not supported|OFF/i.test(last);
+    return { ok, message: last.replace(/^Warn\s*\([^)]*\):\s*/, '') };
+  }
+}

@@ -1,0 +1,172 @@
+// Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
+import { join } from 'node:path';
+import { FerryError } from '../core/errors.ts';
+import { criuLogError } from './criu-log.ts';
+import type { Runner } from './exec.ts';
+import { tail } from './exec.ts';
+import { readFile, rm } from 'node:fs/promises';
+
+export interface RuncContainerState {
+  id: string;
+  pid: number;
+  status: 'created' | 'running' | 'paused' | 'stopped' | string;
+  bundle: string;
+}
+
+export interface CheckpointOptions {
+  imagePath: string;
+  workPath: string;
+  leaveRunning?: boolean;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
+  lazyPages?: boolean;
+  pageServer?: string;
+  statusFd?: number;
+}
+
+export interface RestoreOptions {
+  bundle: string;
+  imagePath: string;
+  workPath: string;
+  tcpEstablished?: boolean;
+  fileLocks?: boolean;
+  lazyPages?: boolean;
+}
+
+export class Runc {
+  readonly root: string;
+  private readonly runner: Runner;
+  private readonly runcPath: string;
+  private readonly criuPath: string | undefined;
+
+  constructor(runner: Runner, opts: { root: string; runcPath?: string; criuPath?: string }) {
+    this.runner = runner;
+    this.root = opts.root;
+    this.runcPath = opts.runcPath ?? 'runc';
+    this.criuPath = opts.criuPath;
+  }
+
+  private argv(logFile: string | undefined, ...args: string[]): string[] {
+    const base = [this.runcPath, '--root', this.root];
+    if (logFile) base.push('--log', logFile, '--log-format', 'json');
+    if (this.criuPath) base.push('--criu', this.criuPath);
+    return [...base, ...args];
+  }
+
+  async version(): Promise<string> {
+    const r = await this.runner.run([this.runcPath, '--version']);
+    return /runc version (\S+)/.exec(r.stdout)?.[1] ?? 'unknown';
+  }
+
+  /** Starts a container detached; its stdio is /dev/null (a host file would make the dump fail). */
+  async run(id: string, bundle: string, logFile: string): Promise<void> {
+    await rm(logFile, { force: true });
+    await this.runner.run(this.argv(logFile, 'run', '-d', '--bundle', bundle, id), {
+      stdio: 'null',
+      errorCode: 'FERRY_E_RUN_FAILED',
+      phase: 'run',
+      onFailure: () => runcLogError(logFile),
+      timeoutMs: 60_000,
+    });
+  }
+
+  async state(id: string): Promise<RuncContainerState | undefined> {
+    const r = await this.runner.run(this.argv(undefined, 'state', id), { allowFail: true });
+    if (r.code !== 0) return undefined;
+    return JSON.parse(r.stdout) as RuncContainerState;
+  }
+
+  async list(): Promise<RuncContainerState[]> {
+    const r = await this.runner.run(this.argv(undefined, 'list', '--format', 'json'), { allowFail: true });
+    if (r.code !== 0 || !r.stdout.trim() || r.stdout.trim() === 'null') return [];
+    return JSON.parse(r.stdout) as RuncContainerState[];
+  }
+
+  async kill(id: string, signal = 'KILL', all = true): Promise<void> {
+    await this.runner.run(this.argv(undefined, 'kill', ...(all ? ['--all'] : []), id, signal), { allowFail: true });
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.runner.run(this.argv(undefined, 'delete', '--force', id), { allowFail: true });
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.runner.run(this.argv(undefined, 'pause', id));
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.runner.run(this.argv(undefined, 'resume', id));
+  }
+
+  /** Kills and deletes a container, waiting until runc no longer knows it. */
+  async destroy(id: string): Promise<void> {
+    await this.kill(id, 'KILL');
+    for (let i = 0; i < 50; i++) {
+      const s = await this.state(id);
+      if (!s) return;
+      if (s.status === 'stopped' || s.status === 'created' || i > 10) await this.delete(id);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }> {
+    const args = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.leaveRunning) args.push('--leave-running');
+    if (o.tcpEstablished) args.push('--tcp-established');
+    if (o.fileLocks) args.push('--file-locks');
+    if (o.lazyPages) args.push('--lazy-pages');
+    if (o.pageServer) args.push('--page-server', o.pageServer);
+    if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
+    const logFile = join(o.workPath, 'runc-checkpoint.log');
+    const r = await this.runner.run(this.argv(logFile, ...args, id), {
+      errorCode: 'FERRY_E_CHECKPOINT_FAILED',
+      phase: 'checkpoint',
+      onFailure: async () => (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
+      timeoutMs: 600_000,
+    });
+    return { ms: r.ms };
+  }
+
+  async restore(id: string, o: RestoreOptions): Promise<{ ms: number }> {
+    const args = ['restore', '-d', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+    if (o.tcpEstablished) args.push('--tcp-established');
+    if (o.fileLocks) args.push('--file-locks');
+    if (o.lazyPages) args.push('--lazy-pages');
+    const logFile = join(o.workPath, 'runc-restore.log');
+    const r = await this.runner.run(this.argv(logFile, ...args, id), {
+      stdio: 'null',
+      errorCode: 'FERRY_E_RESTORE_FAILED',
+      phase: 'restore',
+      onFailure: async () => (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
+      timeoutMs: 600_000,
+    });
+    return { ms: r.ms };
+  }
+}
+
+/** The last error message in a runc JSON log. */
+export async function runcLogError(logFile: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(logFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const msgs: string[] = [];
+  for (const line of text.trim().split('\n')) {
+    try {
+      const j = JSON.parse(line) as { level?: string; msg?: string };
+      if ((j.level === 'error' || j.level === 'fatal') && j.msg) msgs.push(j.msg);
+    } catch {
+      if (line.trim()) msgs.push(line.trim());
+    }
+  }
+  return msgs.length ? msgs[msgs.length - 1] : tail(text, 1) || undefined;
+}
+
+export function assertRunning(s: RuncContainerState | undefined, id: string): RuncContainerState {
+  if (!s || s.status !== 'running') {
+    throw new FerryError('FERRY_E_CONTAINER_NOT_RUNNING', `container ${id} is ${s?.status ?? 'not known to runc'}`);
+  }
+  return s;
+}
