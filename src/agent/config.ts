@@ -1,0 +1,52 @@
+// The agent's configuration: one schema, one defaults object, validated once at start.
+import { readFile } from 'node:fs/promises';
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { FerryError } from '../core/errors.ts';
+import { NAME_PATTERN } from '../core/names.ts';
+
+export const AgentConfigSchema = Type.Object({
+  host: Type.String({ pattern: NAME_PATTERN }),
+  listen: Type.Object({ address: Type.String(), port: Type.Integer({ minimum: 1, maximum: 65535 }) }),
+  stateDir: Type.String({ minLength: 1 }),
+  imagesDir: Type.String({ minLength: 1 }),
+  cgroupParent: Type.String({ pattern: '^/[a-zA-Z0-9_.-]+$' }),
+  tls: Type.Object({ cert: Type.String(), key: Type.String(), ca: Type.String() }),
+  criuPath: Type.String(),
+  runcPath: Type.String(),
+  logLevel: Type.String(),
+  faults: Type.Array(Type.String()),
+});
+
+export type AgentConfig = Static<typeof AgentConfigSchema>;
+
+export const AGENT_DEFAULTS = {
+  listen: { address: '0.0.0.0', port: 7470 },
+  stateDir: '/var/lib/ferry/agent',
+  imagesDir: '/run/ferry/images',
+  cgroupParent: '/ferry',
+  criuPath: 'criu',
+  runcPath: 'runc',
+  logLevel: 'info',
+  faults: [] as string[],
+};
+
+export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const merged = { ...AGENT_DEFAULTS, ...(raw as object) } as Record<string, unknown>;
+  if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
+  if (!Value.Check(AgentConfigSchema, merged)) {
+    const first = [...Value.Errors(AgentConfigSchema, merged)][0];
+    throw new FerryError('FERRY_E_INPUT_ARGS', `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim());
+  }
+  return merged as AgentConfig;
+}
+
+export async function loadAgentConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new FerryError('FERRY_E_INPUT_ARGS', `cannot read agent config ${path}`, { cause: err });
+  }
+  return parseAgentConfig(JSON.parse(text), env);
+}

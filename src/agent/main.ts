@@ -1,0 +1,64 @@
+// Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { createLogger, type Logger } from '../core/log.ts';
+import { ContainerHost } from '../host/containers.ts';
+import { hostPaths } from '../host/paths.ts';
+import { IncomingMigrations } from '../migration/destination.ts';
+import { MigrationSource } from '../migration/source.ts';
+import { Criu } from '../runtime/criu.ts';
+import { ProcessRunner } from '../runtime/exec.ts';
+import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
+import { Runc } from '../runtime/runc.ts';
+import { AgentClient, type Endpoint, type TlsMaterial } from './client.ts';
+import type { AgentConfig } from './config.ts';
+import { capabilitiesOnce, gatherFacts } from './facts.ts';
+import { HttpDestinationPeer } from './peer.ts';
+import { buildAgentApp } from './server.ts';
+
+export const VERSION = '0.1.0';
+
+export interface RunningAgent {
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+export async function startAgent(cfg: AgentConfig, log: Logger = createLogger({ name: `agent-${cfg.host}`, level: cfg.logLevel })): Promise<RunningAgent> {
+  const runner = new ProcessRunner();
+  const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
+  const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
+  const criu = new Criu(runner, cfg.criuPath);
+  const host = new ContainerHost({ hostName: cfg.host, paths, runc, cgroupParent: cfg.cgroupParent, log });
+  await host.init();
+  if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
+  const incoming = new IncomingMigrations(host, log, { faults: cfg.faults });
+  const aborted = await incoming.recover();
+  if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
+  const capabilities = capabilitiesOnce(() => gatherFacts(cfg.host, criu, runc));
+  const tls: TlsMaterial = {
+    key: readFileSync(cfg.tls.key),
+    cert: readFileSync(cfg.tls.cert),
+    ca: readFileSync(cfg.tls.ca),
+  };
+  const source = new MigrationSource({ host, log, capabilities });
+  const clients: AgentClient[] = [];
+  const peerFor = (ep: Endpoint) => {
+    const c = new AgentClient(ep, tls, { timeoutMs: 30_000 });
+    clients.push(c);
+    return new HttpDestinationPeer(c);
+  };
+  const app = buildAgentApp(
+    { host, incoming, source, capabilities, peerFor, log, version: VERSION },
+    { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
+  );
+  await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
+  log.info({ host: cfg.host, listen: cfg.listen }, 'agent listening');
+  void capabilities().catch(() => {});
+  return {
+    app,
+    async close() {
+      for (const c of clients) c.close();
+      await app.close();
+    },
+  };
+}

@@ -1,0 +1,49 @@
+// The destination agent as the migration engine sees it, over the agent API.
+import type { Readable } from 'node:stream';
+import { FerryError } from '../core/errors.ts';
+import type { CapabilitiesReport, DestinationPeer, IncomingRequest, RestoreResult } from '../migration/types.ts';
+import type { AgentClient } from './client.ts';
+
+export class HttpDestinationPeer implements DestinationPeer {
+  readonly name: string;
+  private readonly client: AgentClient;
+
+  constructor(client: AgentClient) {
+    this.client = client;
+    this.name = client.endpoint.name;
+  }
+
+  capabilities(): Promise<CapabilitiesReport> {
+    return this.client.request('GET', '/v1/capabilities');
+  }
+
+  async hasContainer(name: string): Promise<boolean> {
+    try {
+      const c = await this.client.request<{ status: string }>('GET', `/v1/containers/${encodeURIComponent(name)}`);
+      return c.status === 'running';
+    } catch (err) {
+      if (err instanceof FerryError && err.code === 'FERRY_E_CONTAINER_UNKNOWN') return false;
+      throw err;
+    }
+  }
+
+  async prepare(req: IncomingRequest): Promise<void> {
+    await this.client.request('POST', '/v1/incoming', { json: req });
+  }
+
+  send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }> {
+    return this.client.request('PUT', `/v1/incoming/${id}/${part}`, { body, timeoutMs: 120_000 });
+  }
+
+  restore(id: string): Promise<RestoreResult> {
+    return this.client.request('POST', `/v1/incoming/${id}/restore`, { timeoutMs: 600_000 });
+  }
+
+  async commit(id: string): Promise<void> {
+    await this.client.request('POST', `/v1/incoming/${id}/commit`);
+  }
+
+  async abort(id: string): Promise<void> {
+    await this.client.request('DELETE', `/v1/incoming/${id}`, { timeoutMs: 60_000 });
+  }
+}

@@ -1,0 +1,72 @@
+// Request schemas of the agent API: every body and parameter is validated before a handler runs.
+import { Type } from '@sinclair/typebox';
+import { NAME_PATTERN } from '../core/names.ts';
+
+export const Name = Type.String({ pattern: NAME_PATTERN, maxLength: 64 });
+export const Id = Type.String({ pattern: '^m[0-9a-f]{12}$' });
+export const NameParams = Type.Object({ name: Name }, { additionalProperties: false });
+export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
+export const PartParams = Type.Object(
+  { id: Id, part: Type.Union([Type.Literal('bundle'), Type.Literal('images')]) },
+  { additionalProperties: false },
+);
+
+export const NetMode = Type.Union([Type.Literal('none'), Type.Literal('own'), Type.Literal('host')]);
+
+export const CreateBody = Type.Object(
+  {
+    name: Name,
+    command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 256 })),
+    upload: Type.Optional(Type.Boolean()),
+    net: Type.Optional(NetMode),
+    ip: Type.Optional(Type.String({ format: 'ipv4' })),
+  },
+  { additionalProperties: false },
+);
+
+export const Endpoint = Type.Object(
+  {
+    name: Name,
+    address: Type.String({ format: 'ipv4' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+);
+
+export const MigrateBody = Type.Object(
+  {
+    to: Endpoint,
+    strategy: Type.Union([
+      Type.Literal('auto'),
+      Type.Literal('cold'),
+      Type.Literal('precopy'),
+      Type.Literal('postcopy'),
+      Type.Literal('hybrid'),
+    ]),
+    maxDowntimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
+    thresholdBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+export const IncomingBody = Type.Object(
+  {
+    id: Id,
+    name: Name,
+    from: Name,
+    record: Type.Object(
+      {
+        name: Name,
+        createdAt: Type.String({ maxLength: 64 }),
+        net: NetMode,
+        ip: Type.Optional(Type.String({ format: 'ipv4' })),
+        mac: Type.Optional(Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' })),
+        command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+        origin: Type.Object({}, { additionalProperties: true }),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);

@@ -1,0 +1,169 @@
+// ferry <command>: parses, calls the agents (or the testbed), prints for humans or --json for scripts.
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import { asFerryError, FerryError } from '../core/errors.ts';
+import { ProcessRunner } from '../runtime/exec.ts';
+import { checkCommand } from './check.ts';
+import { demoCommand } from './demo.ts';
+import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+
+/** How to start this CLI again (agents are started by the testbed with the same node and flags). */
+export function ferryArgv(): string[] {
+  const main = realpathSync(fileURLToPath(import.meta.url));
+  return [process.execPath, ...process.execArgv, main];
+}
+
+export function fail(err: unknown, json: boolean): never {
+  const fe = asFerryError(err);
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ok: false, error: fe.toJSON() })}\n`);
+  } else {
+    process.stderr.write(`ferry: ${fe.code}: ${fe.message}\n`);
+    if (fe.hint) process.stderr.write(`ferry: hint: ${fe.hint}\n`);
+  }
+  process.exit(1);
+}
+
+function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const opts = args.find((a) => a && typeof a === 'object' && !Array.isArray(a) && !(a instanceof Command)) as
+      | { json?: boolean }
+      | undefined;
+    try {
+      await fn(...args);
+    } catch (err) {
+      fail(err, opts?.json === true);
+    }
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('live migration of running containers between hosts (runc + CRIU)')
+    .option('--cluster <file>', 'cluster file (default: $FERRY_CLUSTER or the last testbed brought up)')
+    .showHelpAfterError()
+    .exitOverride();
+  const runner = new ProcessRunner();
+
+  const tb = program.command('testbed').description('simulated hosts on this machine');
+  tb.command('up')
+    .description('build a LAN bridge, one network namespace and agent per host, and a client namespace')
+    .option('--hosts <list>', 'comma-separated host names', 'a,b')
+    .option('--name <name>', 'testbed name (1-6 of [a-z0-9]); prefixes everything it creates', 'tb')
+    .option('--rate <rate>', 'bandwidth limit per host link, e.g. 100mbit (tc tbf)')
+    .option('--controller', 'also start a controller (not available in this version)')
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => testbedUpCommand(o, runner, ferryArgv())));
+  tb.command('down')
+    .description('remove a testbed and everything it created')
+    .option('--name <name>', 'testbed name', 'tb')
+    .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => testbedDownCommand(o, runner, ferryArgv())));
+
+  program
+    .command('hosts')
+    .description('list the hosts and whether their agents answer')
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => hostsCommand({ ...program.opts(), ...o })));
+
+  program
+    .command('run')
+    .description('start a container: ferry run --host a --name N -- CMD ARGS...  or  --bundle DIR')
+    .option('--host <host>', 'host to run on (default: the host with the fewest containers)')
+    .requiredOption('--name <name>', 'container name')
+    .option('--bundle <dir>', 'an OCI bundle (config.json + rootfs); copied to the host')
+    .addOption(new Option('--net <mode>', 'network: none (isolated)').choices(['none', 'own', 'host']).default('none'))
+    .option('--ip <addr>', 'container address (with --net own|host)')
+    .option('--json', 'print JSON')
+    .argument('[command...]', 'command to run (after --)')
+    .action(wrap(async (cmd: string[], o) => runCommand(cmd, { ...program.opts(), ...o })));
+
+  program
+    .command('ps')
+    .description('list containers')
+    .option('--host <host>', 'only this host')
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => psCommand({ ...program.opts(), ...o })));
+
+  program
+    .command('rm')
+    .description('stop and remove a container')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(wrap(async (name: string, o) => rmCommand(name, { ...program.opts(), ...o })));
+
+  program
+    .command('migrate')
+    .description('move a running container to another host')
+    .argument('<name>')
+    .requiredOption('--to <host>', 'destination host')
+    .addOption(
+      new Option('--strategy <s>', 'cold | precopy | postcopy | hybrid | auto')
+        .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
+        .default('auto'),
+    )
+    .option('--max-downtime <ms>', 'downtime budget for auto/precopy', (v) => positiveInt(v, '--max-downtime'))
+    .option('--threshold <bytes>', 'pre-copy: switch over below this many dirty bytes', (v) => positiveInt(v, '--threshold'))
+    .option('--max-rounds <n>', 'pre-copy: at most this many rounds', (v) => positiveInt(v, '--max-rounds'))
+    .option('--json', 'print the report as JSON')
+    .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
+
+  program
+    .command('check')
+    .description('what this host (or --host) can do, and which strategies work')
+    .option('--host <host>', 'ask this host\'s agent instead of checking locally')
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o }, runner)));
+
+  program
+    .command('agent')
+    .description('run a host agent (HTTPS API with mutual TLS)')
+    .requiredOption('--config <file>', 'agent config (JSON)')
+    .action(
+      wrap(async (o: { config: string }) => {
+        const { loadAgentConfig } = await import('../agent/config.ts');
+        const { startAgent } = await import('../agent/main.ts');
+        const agent = await startAgent(await loadAgentConfig(o.config));
+        const stop = async () => {
+          await agent.close();
+          process.exit(0);
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      }),
+    );
+
+  program
+    .command('demo')
+    .description('two simulated hosts, a counter container migrated a -> b -> a, a report')
+    .action(wrap(async () => demoCommand(runner, ferryArgv())));
+
+  return program;
+}
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new FerryError('FERRY_E_INPUT_ARGS', `${flag} takes a whole number, not ${v}`);
+  return n;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) process.exit(0);
+      process.stderr.write(`ferry: FERRY_E_INPUT_ARGS: ${err.message.replace(/^error: /, '')}\n`);
+      process.exit(2);
+    }
+    fail(err, argv.includes('--json'));
+  }
+}
+
+if (realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
+  await main();
+}

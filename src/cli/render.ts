@@ -1,0 +1,111 @@
+// Terminal output: progress bars and phase lines for a TTY, plain lines otherwise, nothing in --json mode.
+import type { MigrationEvent, MigrationReport } from '../migration/types.ts';
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+export class MigrationRenderer {
+  private readonly out: NodeJS.WriteStream;
+  private readonly tty: boolean;
+  private barShown = false;
+  private readonly started = performance.now();
+  private lastBytes = 0;
+  private lastT = performance.now();
+  private rate = 0;
+
+  constructor(out: NodeJS.WriteStream = process.stderr) {
+    this.out = out;
+    this.tty = out.isTTY === true;
+  }
+
+  private clearBar(): void {
+    if (this.barShown) {
+      this.out.write('\r\x1b[2K');
+      this.barShown = false;
+    }
+  }
+
+  event(e: MigrationEvent): void {
+    const t = ((performance.now() - this.started) / 1000).toFixed(2).padStart(6);
+    if (e.type === 'phase') {
+      if (e.state === 'start') return;
+      this.clearBar();
+      const mark = e.state === 'end' ? 'ok  ' : 'FAIL';
+      this.out.write(`${t}s  ${mark} ${e.phase.padEnd(10)} ${String(e.ms ?? 0).padStart(6)} ms\n`);
+    } else if (e.type === 'progress') {
+      const now = performance.now();
+      if (now > this.lastT) {
+        const inst = ((e.bytes - this.lastBytes) / (now - this.lastT)) * 1000;
+        this.rate = this.rate ? this.rate * 0.7 + inst * 0.3 : inst;
+      }
+      this.lastBytes = e.bytes;
+      this.lastT = now;
+      if (!this.tty) return;
+      const frac = e.total ? Math.min(1, e.bytes / e.total) : 0;
+      const width = 30;
+      const fill = Math.round(frac * width);
+      const bar = `[${'#'.repeat(fill)}${'.'.repeat(width - fill)}]`;
+      this.out.write(
+        `\r\x1b[2K        ${e.phase} ${bar} ${formatBytes(e.bytes)}${e.total ? ` / ${formatBytes(e.total)}` : ''}  ${formatBytes(this.rate)}/s`,
+      );
+      this.barShown = true;
+    } else if (e.type === 'info') {
+      this.clearBar();
+      this.out.write(`        ${e.message}\n`);
+    }
+  }
+
+  finish(): void {
+    this.clearBar();
+  }
+}
+
+export function reportText(r: MigrationReport): string {
+  const lines: string[] = [];
+  const head = r.ok
+    ? `migrated ${r.container}: ${r.from} -> ${r.to} (${r.strategy})`
+    : `migration of ${r.container} ${r.from} -> ${r.to} FAILED`;
+  lines.push(head);
+  if (r.strategyReason && r.strategyReason !== 'requested') lines.push(`  strategy: ${r.strategyReason}`);
+  const rows = [['phase', 'ms']];
+  for (const p of r.phases) rows.push([p.name, String(p.ms)]);
+  lines.push(
+    table(rows)
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
+  );
+  if (r.ok) {
+    lines.push(`  freeze ${r.freezeMs} ms, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}`);
+    const d = r.criu.dump;
+    const s = r.criu.restore;
+    if (d || s) {
+      const parts: string[] = [];
+      if (d?.frozenTimeUs !== undefined) parts.push(`frozen ${(d.frozenTimeUs / 1000).toFixed(1)} ms`);
+      if (d?.memdumpTimeUs !== undefined) parts.push(`memdump ${(d.memdumpTimeUs / 1000).toFixed(1)} ms`);
+      if (d?.pagesWritten !== undefined) parts.push(`${d.pagesWritten} pages written`);
+      if (s?.restoreTimeUs !== undefined) parts.push(`restore ${(s.restoreTimeUs / 1000).toFixed(1)} ms`);
+      lines.push(`  criu: ${parts.join(', ')}`);
+    }
+  }
+  if (r.rollback) {
+    lines.push(
+      `  rollback: source ${r.rollback.sourceRunning ? 'running' : 'NOT running'}, destination ${r.rollback.destinationCleaned ? 'cleaned' : 'NOT cleaned'}${r.rollback.note ? ` (${r.rollback.note})` : ''}`,
+    );
+  }
+  return lines.join('\n');
+}

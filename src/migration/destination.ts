@@ -1,0 +1,192 @@
+// The destination half: receive a container's bundle and images, restore it, then commit or abort.
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FerryError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
+import type { ContainerHost } from '../host/containers.ts';
+import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
+import { readStats } from '../images/stats.ts';
+import { placeConfig, readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import { decodeTree } from '../transport/image-stream.ts';
+import type { IncomingRequest, RestoreResult } from './types.ts';
+
+type IncomingState = 'prepared' | 'restoring' | 'restored';
+
+interface IncomingRecord extends IncomingRequest {
+  state: IncomingState;
+  received: ('bundle' | 'images')[];
+  createdAt: string;
+}
+
+export interface DestinationOptions {
+  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
+  faults?: string[];
+}
+
+export class IncomingMigrations {
+  private readonly host: ContainerHost;
+  private readonly log: Logger;
+  private readonly faults: Set<string>;
+  /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
+  private readonly reserved = new Map<string, string>();
+
+  constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
+    this.host = host;
+    this.log = log;
+    this.faults = new Set(opts.faults ?? []);
+  }
+
+  private recordPath(id: string): string {
+    return join(this.host.paths.incomingDir, `${checkName(id, 'migration')}.json`);
+  }
+
+  private async load(id: string): Promise<IncomingRecord> {
+    try {
+      return JSON.parse(await readFile(this.recordPath(id), 'utf8')) as IncomingRecord;
+    } catch {
+      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `no incoming migration ${id} on host ${this.host.hostName}`);
+    }
+  }
+
+  private async save(rec: IncomingRecord): Promise<void> {
+    await writeFile(this.recordPath(rec.id), JSON.stringify(rec));
+  }
+
+  isReserved(name: string): boolean {
+    return this.reserved.has(name);
+  }
+
+  async prepare(req: IncomingRequest): Promise<void> {
+    checkName(req.id, 'migration');
+    checkName(req.name);
+    if (this.reserved.has(req.name) || this.host.isBusy(req.name) || (await this.host.exists(req.name))) {
+      throw new FerryError(
+        'FERRY_E_CONTAINER_EXISTS',
+        `host ${this.host.hostName} already has a container named ${req.name}`,
+        { phase: 'prepare' },
+      );
+    }
+    this.reserved.set(req.name, req.id);
+    try {
+      await mkdir(imageDir(this.host.paths, req.id), { recursive: true, mode: 0o700 });
+      await this.save({ ...req, state: 'prepared', received: [], createdAt: new Date().toISOString() });
+    } catch (err) {
+      this.reserved.delete(req.name);
+      throw err;
+    }
+  }
+
+  async receive(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }> {
+    const rec = await this.load(id);
+    if (rec.state !== 'prepared') {
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, { phase: 'transfer' });
+    }
+    const dest = part === 'bundle' ? bundleDir(this.host.paths, rec.name) : imageDir(this.host.paths, id);
+    if (part === 'bundle') {
+      await rm(dest, { recursive: true, force: true });
+      await mkdir(dest, { recursive: true, mode: 0o700 });
+    }
+    const stats = await decodeTree(body, dest);
+    const fresh = await this.load(id);
+    if (!fresh.received.includes(part)) fresh.received.push(part);
+    await this.save(fresh);
+    return { bytes: stats.bytes };
+  }
+
+  async restore(id: string): Promise<RestoreResult> {
+    const rec = await this.load(id);
+    for (const part of ['bundle', 'images'] as const) {
+      if (!rec.received.includes(part)) {
+        throw new FerryError('FERRY_E_RESTORE_FAILED', `cannot restore ${rec.name}: its ${part} did not arrive`, {
+          phase: 'restore',
+        });
+      }
+    }
+    rec.state = 'restoring';
+    await this.save(rec);
+    const bundle = bundleDir(this.host.paths, rec.name);
+    const images = imageDir(this.host.paths, id);
+    const config = await readConfig(bundle);
+    validateConfig(config);
+    const placed = placeConfig(config, { cgroupsPath: this.host.cgroupsPath(rec.name), hostname: rec.name });
+    if (this.faults.has('invalid-bundle')) placed.root.path = 'rootfs-missing';
+    await writeConfig(bundle, placed);
+    let ms: number;
+    try {
+      ({ ms } = await this.host.runc.restore(rec.name, { bundle, imagePath: images, workPath: images }));
+    } catch (err) {
+      await this.keepLog(id, images, 'restore.log');
+      throw err;
+    }
+    const st = await this.host.runc.state(rec.name);
+    if (!st || st.status !== 'running') {
+      throw new FerryError('FERRY_E_CONFIRM_FAILED', `${rec.name} is ${st?.status ?? 'gone'} right after restore`, {
+        phase: 'confirm',
+      });
+    }
+    await this.host.writeRecord({ ...rec.record, origin: { kind: 'migration', from: rec.from, id } });
+    rec.state = 'restored';
+    await this.save(rec);
+    const stats = await readStats(join(images, 'stats-restore'));
+    const out: RestoreResult = { pid: st.pid, ms };
+    if (stats?.restore) out.stats = stats.restore;
+    this.log.info({ container: rec.name, migration: id, ms }, 'restored');
+    return out;
+  }
+
+  async commit(id: string): Promise<void> {
+    const rec = await this.load(id);
+    if (rec.state !== 'restored') {
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, cannot commit`);
+    }
+    await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
+    await rm(this.recordPath(id), { force: true });
+    this.reserved.delete(rec.name);
+    this.log.info({ container: rec.name, migration: id }, 'incoming migration committed');
+  }
+
+  /** Removes everything this migration created here, including a restored container. Idempotent. */
+  async abort(id: string): Promise<void> {
+    let rec: IncomingRecord;
+    try {
+      rec = await this.load(id);
+    } catch {
+      return;
+    }
+    await this.host.runc.destroy(rec.name);
+    await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });
+    await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
+    await rm(this.recordPath(id), { force: true });
+    this.reserved.delete(rec.name);
+    this.log.warn({ container: rec.name, migration: id, state: rec.state }, 'incoming migration aborted');
+  }
+
+  /** At agent start: nothing uncommitted survives a restart (the source has rolled back or will). */
+  async recover(): Promise<string[]> {
+    let files: string[] = [];
+    try {
+      files = await readdir(this.host.paths.incomingDir);
+    } catch {
+      return [];
+    }
+    const aborted: string[] = [];
+    for (const f of files) {
+      if (!f.endsWith('.json')) continue;
+      const id = f.slice(0, -5);
+      await this.abort(id);
+      aborted.push(id);
+    }
+    return aborted;
+  }
+
+  private async keepLog(id: string, dir: string, file: string): Promise<void> {
+    try {
+      await mkdir(this.host.paths.logsDir, { recursive: true });
+      await writeFile(join(this.host.paths.logsDir, `${id}-${file}`), await readFile(join(dir, file)));
+    } catch {
+      // no log to keep
+    }
+  }
+}

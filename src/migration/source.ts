@@ -1,0 +1,299 @@
+// The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
+// with a defined rollback for every phase before the destination is confirmed.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { asFerryError, FerryError, type ErrorCode } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { ContainerHost } from '../host/containers.ts';
+import { bundleDir, imageDir } from '../host/paths.ts';
+import { readStats } from '../images/stats.ts';
+import { encodeTree } from '../transport/image-stream.ts';
+import type { StrategyName } from './capabilities.ts';
+import { planStrategy } from './plan.ts';
+import type {
+  CapabilitiesReport,
+  DestinationPeer,
+  MigrationEvent,
+  MigrationPhase,
+  MigrationReport,
+  MigrationRequest,
+} from './types.ts';
+
+const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
+  plan: 'FERRY_E_PLAN_STRATEGY',
+  prepare: 'FERRY_E_HOST_UNREACHABLE',
+  checkpoint: 'FERRY_E_CHECKPOINT_FAILED',
+  transfer: 'FERRY_E_TRANSFER_FAILED',
+  restore: 'FERRY_E_RESTORE_FAILED',
+  confirm: 'FERRY_E_CONFIRM_FAILED',
+  cleanup: 'FERRY_E_INTERNAL',
+};
+
+export interface SourceDeps {
+  host: ContainerHost;
+  log: Logger;
+  capabilities: () => Promise<CapabilitiesReport>;
+  now?: () => number;
+}
+
+/** What has happened so far; rollback reads it to know what to undo. */
+interface Progress {
+  phase: MigrationPhase;
+  prepared: boolean;
+  sourceStopped: boolean;
+  restoreRequested: boolean;
+  freezeStart?: number;
+}
+
+async function treeSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+export class MigrationSource {
+  private readonly host: ContainerHost;
+  private readonly log: Logger;
+  private readonly capabilities: () => Promise<CapabilitiesReport>;
+  private readonly now: () => number;
+
+  constructor(deps: SourceDeps) {
+    this.host = deps.host;
+    this.log = deps.log;
+    this.capabilities = deps.capabilities;
+    this.now = deps.now ?? (() => performance.now());
+  }
+
+  async migrate(req: MigrationRequest, peer: DestinationPeer, emit: (e: MigrationEvent) => void): Promise<MigrationReport> {
+    const id = `m${randomBytes(6).toString('hex')}`;
+    const started = this.now();
+    const report: MigrationReport = {
+      ok: false,
+      id,
+      container: req.name,
+      from: this.host.hostName,
+      to: req.to,
+      strategy: req.strategy === 'auto' ? 'cold' : req.strategy,
+      phases: [],
+      freezeMs: 0,
+      rounds: [],
+      bytesSent: 0,
+      totalMs: 0,
+      criu: {},
+    };
+    const progress: Progress = { phase: 'plan', prepared: false, sourceStopped: false, restoreRequested: false };
+    const phase = async <T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> => {
+      progress.phase = name;
+      const t0 = this.now();
+      emit({ type: 'phase', phase: name, state: 'start' });
+      try {
+        const out = await fn();
+        const ms = Math.round(this.now() - t0);
+        report.phases.push({ name, ms });
+        emit({ type: 'phase', phase: name, state: 'end', ms });
+        return out;
+      } catch (err) {
+        const ms = Math.round(this.now() - t0);
+        report.phases.push({ name, ms });
+        emit({ type: 'phase', phase: name, state: 'fail', ms });
+        throw err;
+      }
+    };
+
+    try {
+      await this.host.exclusive(req.name, 'migration', async () => {
+        try {
+          await this.run(req, id, peer, report, progress, phase, emit);
+        } catch (err) {
+          const cause = asFerryError(err, PHASE_ERROR[progress.phase], progress.phase);
+          if (progress.phase === 'plan') {
+            // nothing was touched yet: the cause is the whole story
+            report.error = { ...cause.toJSON(), phase: 'plan' };
+            return;
+          }
+          const rb = await this.rollback(req.name, id, peer, progress);
+          report.rollback = rb;
+          const state = rb.sourceRunning
+            ? `rolled back: ${req.name} is running on ${this.host.hostName}`
+            : `ROLLBACK FAILED: ${rb.note ?? 'see the agent log'}`;
+          const error = new FerryError(
+            rb.sourceRunning ? cause.code : 'FERRY_E_ROLLBACK_FAILED',
+            `migration of ${req.name} to ${req.to} failed in phase ${progress.phase}: ${cause.message}; ${state}`,
+            { phase: progress.phase, cause, ...(cause.details ? { details: cause.details } : {}) },
+          );
+          report.error = error.toJSON();
+        }
+      });
+    } catch (err) {
+      // the container was busy or unknown before anything started
+      report.error = asFerryError(err, 'FERRY_E_INTERNAL', 'plan').toJSON();
+    }
+    report.totalMs = Math.round(this.now() - started);
+    this.log.info({ report }, report.ok ? 'migration done' : 'migration failed');
+    return report;
+  }
+
+  private async run(
+    req: MigrationRequest,
+    id: string,
+    peer: DestinationPeer,
+    report: MigrationReport,
+    progress: Progress,
+    phase: <T>(name: MigrationPhase, fn: () => Promise<T>) => Promise<T>,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<void> {
+    const name = req.name;
+    const images = imageDir(this.host.paths, id);
+    const bundle = bundleDir(this.host.paths, name);
+
+    const strategy: StrategyName = await phase('plan', async () => {
+      if (req.to === this.host.hostName) {
+        throw new FerryError('FERRY_E_HOST_SAME', `${name} is already on ${req.to}`, { phase: 'plan' });
+      }
+      await this.host.info(name);
+      const st = await this.host.runc.state(name);
+      if (st?.status !== 'running') {
+        throw new FerryError('FERRY_E_CONTAINER_NOT_RUNNING', `container ${name} is ${st?.status ?? 'stopped'}, not running`, {
+          phase: 'plan',
+        });
+      }
+      const [local, remote] = await Promise.all([this.capabilities(), peer.capabilities()]);
+      const plan = planStrategy({
+        requested: req.strategy,
+        source: local.strategies,
+        destination: remote.strategies,
+        sourceHost: this.host.hostName,
+        destinationHost: peer.name,
+      });
+      if (await peer.hasContainer(name)) {
+        throw new FerryError('FERRY_E_CONTAINER_EXISTS', `host ${peer.name} already has a container named ${name}`, {
+          phase: 'plan',
+        });
+      }
+      report.strategyReason = plan.reason;
+      return plan.strategy;
+    });
+    report.strategy = strategy;
+
+    const record = await this.host.readRecord(name);
+    if (!record) throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
+    await phase('prepare', async () => {
+      await mkdir(images, { recursive: true, mode: 0o700 });
+      await peer.prepare({ id, name, from: this.host.hostName, record });
+      progress.prepared = true;
+    });
+
+    await phase('checkpoint', async () => {
+      progress.freezeStart = this.now();
+      try {
+        await this.host.runc.checkpoint(name, { imagePath: images, workPath: images });
+      } finally {
+        // CRIU stops the container only on success; a failed dump resumes it (checked in rollback)
+        progress.sourceStopped = (await this.host.runc.state(name))?.status !== 'running';
+      }
+      const stats = await readStats(join(images, 'stats-dump'));
+      if (stats?.dump) report.criu.dump = stats.dump;
+    });
+
+    await phase('transfer', async () => {
+      const total = (await treeSize(images)) + (await treeSize(bundle));
+      let sent = 0;
+      let lastEmit = 0;
+      const onBytes = (n: number) => {
+        sent += n;
+        const t = this.now();
+        if (t - lastEmit > 100) {
+          lastEmit = t;
+          emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+        }
+      };
+      const isLog = (rel: string) => rel.endsWith('.log');
+      const t0 = this.now();
+      const [b, i] = await Promise.all([
+        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes })),
+        peer.send(id, 'images', encodeTree([{ root: images, prefix: '' }], { onBytes, exclude: isLog })),
+      ]);
+      emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+      report.bytesSent = b.bytes + i.bytes;
+      report.rounds.push({ bytes: report.bytesSent, ms: Math.round(this.now() - t0) });
+    });
+
+    await phase('restore', async () => {
+      progress.restoreRequested = true;
+      const r = await peer.restore(id);
+      if (r.stats) report.criu.restore = r.stats;
+    });
+
+    await phase('confirm', async () => {
+      if (!(await peer.hasContainer(name))) {
+        throw new FerryError('FERRY_E_CONFIRM_FAILED', `${peer.name} does not report ${name} after restore`, {
+          phase: 'confirm',
+        });
+      }
+      await peer.commit(id);
+      report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? this.now()));
+    });
+    report.ok = true;
+
+    await phase('cleanup', async () => {
+      try {
+        await this.host.forget(name);
+        await rm(images, { recursive: true, force: true });
+      } catch (err) {
+        // the container runs on the destination; leftovers here are reported, not fatal
+        this.log.warn({ err, container: name }, 'source cleanup incomplete');
+        emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
+      }
+    });
+  }
+
+  private async rollback(
+    name: string,
+    id: string,
+    peer: DestinationPeer,
+    progress: Progress,
+  ): Promise<{ sourceRunning: boolean; destinationCleaned: boolean; note?: string }> {
+    const notes: string[] = [];
+    let destinationCleaned = !progress.prepared;
+    // destination first: two copies must never run at once
+    if (progress.prepared) {
+      for (let attempt = 0; attempt < 3 && !destinationCleaned; attempt++) {
+        try {
+          await peer.abort(id);
+          destinationCleaned = true;
+        } catch (err) {
+          if (attempt === 2) notes.push(`destination ${peer.name} not cleaned: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      if (!destinationCleaned && progress.restoreRequested) {
+        notes.push(`${peer.name} drops its uncommitted copy when its agent restarts`);
+      }
+    }
+    const images = imageDir(this.host.paths, id);
+    let sourceRunning = false;
+    const st = await this.host.runc.state(name);
+    if (st?.status === 'running') {
+      sourceRunning = true;
+    } else if (st?.status === 'paused') {
+      await this.host.runc.resume(name).catch(() => {});
+      sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+    } else if (progress.sourceStopped) {
+      try {
+        await this.host.runc.delete(name);
+        await this.host.runc.restore(name, { bundle: bundleDir(this.host.paths, name), imagePath: images, workPath: images });
+        sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+      } catch (err) {
+        notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);
+      }
+    }
+    if (sourceRunning) await rm(images, { recursive: true, force: true });
+    this.log.warn({ container: name, migration: id, sourceRunning, destinationCleaned, notes }, 'migration rolled back');
+    const out: { sourceRunning: boolean; destinationCleaned: boolean; note?: string } = { sourceRunning, destinationCleaned };
+    if (notes.length) out.note = notes.join('; ');
+    return out;
+  }
+}

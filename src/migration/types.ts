@@ -1,0 +1,71 @@
+// Shared shapes of the migration engine: the report, events, and the peer the source talks to.
+import type { Readable } from 'node:stream';
+import type { FerryErrorJSON } from '../core/errors.ts';
+import type { ContainerRecord } from '../host/containers.ts';
+import type { DumpStats, RestoreStats } from '../images/stats.ts';
+import type { HostFacts, StrategyName, StrategySupport } from './capabilities.ts';
+
+export type MigrationPhase = 'plan' | 'prepare' | 'checkpoint' | 'transfer' | 'restore' | 'confirm' | 'cleanup';
+
+export interface MigrationRequest {
+  name: string;
+  to: string;
+  strategy: StrategyName | 'auto';
+  maxDowntimeMs?: number;
+  thresholdBytes?: number;
+  maxRounds?: number;
+}
+
+export interface MigrationReport {
+  ok: boolean;
+  id: string;
+  container: string;
+  from: string;
+  to: string;
+  strategy: StrategyName;
+  strategyReason?: string;
+  phases: { name: MigrationPhase; ms: number }[];
+  freezeMs: number;
+  rounds: { bytes: number; ms: number }[];
+  bytesSent: number;
+  totalMs: number;
+  criu: { dump?: DumpStats; restore?: RestoreStats };
+  rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
+  error?: FerryErrorJSON;
+}
+
+export type MigrationEvent =
+  | { type: 'phase'; phase: MigrationPhase; state: 'start' | 'end' | 'fail'; ms?: number }
+  | { type: 'progress'; phase: MigrationPhase; bytes: number; total?: number }
+  | { type: 'info'; message: string }
+  | { type: 'result'; report: MigrationReport };
+
+export interface CapabilitiesReport {
+  facts: HostFacts;
+  strategies: Record<StrategyName, StrategySupport>;
+}
+
+export interface IncomingRequest {
+  id: string;
+  name: string;
+  from: string;
+  record: ContainerRecord;
+}
+
+export interface RestoreResult {
+  pid: number;
+  ms: number;
+  stats?: RestoreStats;
+}
+
+/** The destination as the source sees it; implemented over HTTP by the agent, by fakes in unit tests. */
+export interface DestinationPeer {
+  readonly name: string;
+  capabilities(): Promise<CapabilitiesReport>;
+  hasContainer(name: string): Promise<boolean>;
+  prepare(req: IncomingRequest): Promise<void>;
+  send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
+  restore(id: string): Promise<RestoreResult>;
+  commit(id: string): Promise<void>;
+  abort(id: string): Promise<void>;
+}

@@ -1,0 +1,77 @@
+// Cgroup housekeeping: find and remove the cgroups a testbed or host created (v1, v2 and hybrid layouts).
+import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const CGROUP_ROOT = '/sys/fs/cgroup';
+
+/** Hierarchy roots: each v1 controller mount, the unified mount, or the root itself on pure v2. */
+export async function hierarchies(root = CGROUP_ROOT): Promise<string[]> {
+  const out: string[] = [];
+  try {
+    await readFile(join(root, 'cgroup.procs'));
+    return [root];
+  } catch {
+    // not pure v2
+  }
+  for (const e of await readdir(root, { withFileTypes: true })) {
+    if (e.isDirectory()) out.push(join(root, e.name));
+  }
+  return out;
+}
+
+async function subdirs(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  } catch {
+    return [];
+  }
+}
+
+async function killAndRemove(dir: string): Promise<void> {
+  for (const d of await subdirs(dir)) await killAndRemove(d);
+  for (let attempt = 0; attempt < 40; attempt++) {
+    let pids: number[] = [];
+    try {
+      pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+    } catch {
+      return;
+    }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    try {
+      await rmdir(dir);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** Kills every process in, and removes, each top-level cgroup whose name matches. */
+export async function removeCgroups(match: (name: string) => boolean, root = CGROUP_ROOT): Promise<string[]> {
+  const removed: string[] = [];
+  for (const h of await hierarchies(root)) {
+    for (const d of await subdirs(h)) {
+      const base = d.slice(h.length + 1);
+      if (match(base)) {
+        await killAndRemove(d);
+        removed.push(d);
+      }
+    }
+  }
+  return removed;
+}
+
+/** Top-level cgroups (in any hierarchy) whose name matches. */
+export async function listCgroups(match: (name: string) => boolean, root = CGROUP_ROOT): Promise<string[]> {
+  const out: string[] = [];
+  for (const h of await hierarchies(root)) {
+    for (const d of await subdirs(h)) if (match(d.slice(h.length + 1))) out.push(d);
+  }
+  return out;
+}

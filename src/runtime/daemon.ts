@@ -1,0 +1,64 @@
+// Long-running child processes (agents, controllers): started detached, tracked by pid files.
+import { spawn } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+
+export function startDaemon(argv: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new Error('empty command');
+  const fd = openSync(logFile, 'a');
+  try {
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env });
+    child.unref();
+    if (!child.pid) throw new Error(`could not start ${cmd}`);
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readPid(file: string): Promise<number | undefined> {
+  try {
+    const n = Number.parseInt(await readFile(file, 'utf8'), 10);
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writePid(file: string, pid: number): Promise<void> {
+  await writeFile(file, `${pid}\n`);
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
+export async function stopProcess(pid: number, graceMs = 3000): Promise<void> {
+  if (!alive(pid)) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (alive(pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export async function removePidFile(file: string): Promise<void> {
+  await rm(file, { force: true });
+}

@@ -1,0 +1,283 @@
+// Simulated hosts on one machine (DESIGN.md section 7): a LAN bridge, a network namespace and an agent per host,
+// a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AgentClient } from '../agent/client.ts';
+import { type ClusterFile, clearCurrentCluster, setCurrentCluster, stateRoot, writeClusterFile } from '../core/cluster-file.ts';
+import { FerryError } from '../core/errors.ts';
+import { IpNet } from '../network/ip.ts';
+import { removeCgroups } from '../runtime/cgroups.ts';
+import { alive, readPid, startDaemon, stopProcess, writePid } from '../runtime/daemon.ts';
+import type { Runner } from '../runtime/exec.ts';
+import { mountsUnder, mountTmpfs, umount } from '../runtime/mounts.ts';
+import { tlsClientOptions, ClusterCA } from '../runtime/pki.ts';
+import { Runc } from '../runtime/runc.ts';
+import {
+  AGENT_PORT,
+  ANY_TESTBED_LINK,
+  ANY_TESTBED_NETNS,
+  checkTestbedName,
+  type HostLayout,
+  pickSubnet,
+  type TestbedLayout,
+  testbedLayout,
+} from './layout.ts';
+
+export interface TestbedState extends TestbedLayout {
+  dir: string;
+  clusterFile: string;
+  createdAt: string;
+  rate?: string;
+}
+
+export interface TestbedDeps {
+  runner: Runner;
+  env?: NodeJS.ProcessEnv;
+  /** argv that starts the ferry CLI (node + flags + main script). */
+  ferryArgv: string[];
+  log?: (msg: string) => void;
+}
+
+export interface UpOptions {
+  name: string;
+  hosts: string[];
+  rate?: string;
+  /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
+  agentEnv?: Record<string, NodeJS.ProcessEnv>;
+}
+
+export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(stateRoot(env), 'testbeds', checkTestbedName(name));
+}
+
+export async function loadTestbed(name: string, env: NodeJS.ProcessEnv = process.env): Promise<TestbedState | undefined> {
+  try {
+    return JSON.parse(await readFile(join(testbedDir(name, env), 'testbed.json'), 'utf8')) as TestbedState;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function listTestbeds(env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  try {
+    return (await readdir(join(stateRoot(env), 'testbeds'))).filter((n) => /^[a-z0-9]{1,6}$/.test(n));
+  } catch {
+    return [];
+  }
+}
+
+function hostDir(tb: TestbedState, h: HostLayout): string {
+  return join(tb.dir, 'hosts', h.name);
+}
+
+export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<TestbedState> {
+  const env = deps.env ?? process.env;
+  const log = deps.log ?? (() => {});
+  const ip = new IpNet(deps.runner);
+  const dir = testbedDir(opts.name, env);
+  if (await loadTestbed(opts.name, env)) {
+    throw new FerryError('FERRY_E_TESTBED', `testbed ${opts.name} is already up`, {
+      phase: 'testbed',
+      hint: `ferry testbed down${opts.name === 'tb' ? '' : ` --name ${opts.name}`} first`,
+    });
+  }
+  const subnet = pickSubnet(await ip.ipv4Networks());
+  const layout = testbedLayout(opts.name, opts.hosts, subnet);
+  const tb: TestbedState = {
+    ...layout,
+    dir,
+    clusterFile: join(dir, 'cluster.json'),
+    createdAt: new Date().toISOString(),
+    ...(opts.rate ? { rate: opts.rate } : {}),
+  };
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // written first: a crash from here on is still cleaned up by `down`
+  await writeFile(join(dir, 'testbed.json'), JSON.stringify(tb, null, 2));
+  try {
+    log(`LAN ${subnet}.0/24 on bridge ${tb.bridge}`);
+    await ip.delLink(tb.bridge);
+    await ip.addBridge(tb.bridge, tb.bridgeMac);
+    await ip.addAddress(tb.bridge, `${tb.bridgeAddress}/24`);
+    await ip.up(tb.bridge);
+    const ns = [...tb.hosts.map((h) => ({ ...h })), { ...tb.client, name: 'client', index: -1 }];
+    for (const n of ns) {
+      await ip.delNetns(n.netns);
+      await ip.addNetns(n.netns);
+      await ip.addVeth(n.vethOuter, n.vethInner, n.netns, 'eth0', n.mac);
+      await ip.setMaster(n.vethOuter, tb.bridge);
+      await ip.up(n.vethOuter);
+      await ip.addAddress('eth0', `${n.address}/24`, n.netns);
+      await ip.up('eth0', n.netns);
+      if (opts.rate) {
+        await ip.shape(n.vethOuter, opts.rate);
+        await ip.shape('eth0', opts.rate, n.netns);
+      }
+    }
+    log('certificates');
+    const ca = new ClusterCA(join(dir, 'pki'), deps.runner);
+    await ca.ensure();
+    const hostCerts = new Map<string, { cert: string; key: string; ca: string }>();
+    for (const h of tb.hosts) hostCerts.set(h.name, await ca.issue(h.name, { kind: 'host', ips: [h.address] }));
+    const cli = await ca.issue('cli', { kind: 'client' });
+    const cluster: ClusterFile = {
+      name: tb.name,
+      testbed: tb.name,
+      tls: cli,
+      hosts: tb.hosts.map((h) => ({ name: h.name, address: h.address, port: AGENT_PORT })),
+      client: { netns: tb.client.netns, address: tb.client.address },
+    };
+    for (const h of tb.hosts) {
+      const hd = hostDir(tb, h);
+      await mkdir(join(hd, 'images'), { recursive: true, mode: 0o700 });
+      await mountTmpfs(deps.runner, join(hd, 'images'));
+      const certs = hostCerts.get(h.name)!;
+      await writeFile(
+        join(hd, 'agent.json'),
+        JSON.stringify(
+          {
+            host: h.name,
+            listen: { address: h.address, port: AGENT_PORT },
+            stateDir: hd,
+            imagesDir: join(hd, 'images'),
+            cgroupParent: h.cgroupParent,
+            tls: certs,
+          },
+          null,
+          2,
+        ),
+      );
+    }
+    await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
+    await writeClusterFile(tb.clusterFile, cluster);
+    await setCurrentCluster(tb.clusterFile, env);
+    log(`testbed ${tb.name} up: ${tb.hosts.map((h) => `${h.name}=${h.address}`).join(' ')}`);
+    return tb;
+  } catch (err) {
+    await testbedDown(tb.name, deps).catch(() => {});
+    throw err instanceof FerryError
+      ? err
+      : new FerryError('FERRY_E_TESTBED', `testbed up failed: ${(err as Error).message}`, { cause: err, phase: 'testbed' });
+  }
+}
+
+function agentPidFile(tb: TestbedState, h: HostLayout): string {
+  return join(hostDir(tb, h), 'agent.pid');
+}
+
+/** Starts (or restarts) the agent of one host inside its network namespace, and waits until it answers. */
+export async function startAgent(tb: TestbedState, h: HostLayout, deps: TestbedDeps, extraEnv?: NodeJS.ProcessEnv): Promise<number> {
+  const hd = hostDir(tb, h);
+  const old = await readPid(agentPidFile(tb, h));
+  if (old && alive(old)) await stopProcess(old);
+  // nsenter --net switches only the network namespace; `ip netns exec` would remount /sys and break runc
+  const argv = ['nsenter', `--net=/run/netns/${h.netns}`, '--', ...deps.ferryArgv, 'agent', '--config', join(hd, 'agent.json')];
+  const env = { ...(deps.env ?? process.env), ...(extraEnv ?? {}) };
+  const pid = startDaemon(argv, join(hd, 'agent.log'), env);
+  await writePid(agentPidFile(tb, h), pid);
+  const pki = join(tb.dir, 'pki');
+  const client = new AgentClient({ name: h.name, address: h.address, port: AGENT_PORT }, tlsClientOptions({
+    ca: join(pki, 'ca.crt'),
+    cert: join(pki, 'cli.crt'),
+    key: join(pki, 'cli.key'),
+  }), { timeoutMs: 2000 });
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await client.request('GET', '/v1/health');
+        return pid;
+      } catch (err) {
+        if (!alive(pid) || Date.now() > deadline) {
+          let logTail = '';
+          try {
+            logTail = (await readFile(join(hd, 'agent.log'), 'utf8')).trim().split('\n').slice(-5).join('\n');
+          } catch {
+            // no log
+          }
+          throw new FerryError('FERRY_E_TESTBED', `agent of host ${h.name} did not start: ${(err as Error).message}\n${logTail}`, {
+            phase: 'testbed',
+          });
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export async function stopAgent(tb: TestbedState, h: HostLayout, signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM'): Promise<void> {
+  const pid = await readPid(agentPidFile(tb, h));
+  if (!pid) return;
+  if (signal === 'SIGKILL') {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+  } else {
+    await stopProcess(pid);
+  }
+}
+
+async function agentPidsOf(dir: string): Promise<number[]> {
+  // any agent started with a config under this testbed's directory, even if its pid file is gone
+  const pids: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = (await readFile(`/proc/${e}/cmdline`, 'utf8')).split('\0');
+      const i = cmd.indexOf('--config');
+      if (cmd.includes('agent') && i >= 0 && cmd[i + 1]?.startsWith(`${dir}/`)) pids.push(Number(e));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Removes one testbed (by name), or with `all` every testbed and every object with a testbed prefix. */
+export async function testbedDown(name: string | 'all', deps: TestbedDeps): Promise<string[]> {
+  const env = deps.env ?? process.env;
+  const ip = new IpNet(deps.runner);
+  const names = name === 'all' ? await listTestbeds(env) : [checkTestbedName(name)];
+  const removed: string[] = [];
+  for (const n of names) {
+    const dir = testbedDir(n, env);
+    const tb = await loadTestbed(n, env);
+    const prefix = `fy${n}`;
+    for (const pid of await agentPidsOf(dir)) await stopProcess(pid, 2000);
+    // containers: runc knows them per host root
+    let hostDirs: string[] = [];
+    try {
+      hostDirs = (await readdir(join(dir, 'hosts'))).map((h) => join(dir, 'hosts', h));
+    } catch {
+      // none
+    }
+    for (const hd of hostDirs) {
+      const runc = new Runc(deps.runner, { root: join(hd, 'runc') });
+      for (const c of await runc.list()) await runc.destroy(c.id);
+    }
+    await removeCgroups((base) => base.startsWith(`${prefix}-`));
+    let mountinfo = '';
+    try {
+      mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    } catch {
+      // no procfs?
+    }
+    for (const m of await mountsUnder(dir, mountinfo)) await umount(deps.runner, m);
+    for (const ns of await ip.listNetns()) if (ns.startsWith(`${prefix}-`)) await ip.delNetns(ns);
+    for (const l of await ip.listLinks()) if (l === `${prefix}br` || new RegExp(`^${prefix}(h\\d+|i\\d+|c|ci)$`).test(l)) await ip.delLink(l);
+    await rm(dir, { recursive: true, force: true });
+    if (tb) await clearCurrentCluster(tb.clusterFile, env);
+    removed.push(n);
+  }
+  if (name === 'all') {
+    // leftovers of testbeds whose state directory is gone
+    await removeCgroups((base) => ANY_TESTBED_NETNS.test(base));
+    for (const ns of await ip.listNetns()) if (ANY_TESTBED_NETNS.test(ns)) await ip.delNetns(ns);
+    for (const l of await ip.listLinks()) if (ANY_TESTBED_LINK.test(l)) await ip.delLink(l);
+  }
+  return removed;
+}
