@@ -33,6 +33,7 @@ export const AGENT_DEFAULTS = {
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const merged = { ...AGENT_DEFAULTS, ...(raw as object) } as Record<string, unknown>;
+  if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
   if (!Value.Check(AgentConfigSchema, merged)) {
     const first = [...Value.Errors(AgentConfigSchema, merged)][0];

@@ -5,7 +5,7 @@ import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import { buildCommandBundle, placeConfig, readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
-import type { Runc } from '../runtime/runc.ts';
+import type { RuncLike } from '../runtime/runc.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
 export type NetMode = 'none' | 'own' | 'host';
@@ -44,13 +44,13 @@ export interface CreateRequest {
 export class ContainerHost {
   readonly hostName: string;
   readonly paths: HostPaths;
-  readonly runc: Runc;
+  readonly runc: RuncLike;
   readonly cgroupParent: string;
   private readonly log: Logger;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
 
-  constructor(deps: { hostName: string; paths: HostPaths; runc: Runc; cgroupParent: string; log: Logger }) {
+  constructor(deps: { hostName: string; paths: HostPaths; runc: RuncLike; cgroupParent: string; log: Logger }) {
     this.hostName = deps.hostName;
     this.paths = deps.paths;
     this.runc = deps.runc;

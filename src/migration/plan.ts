@@ -28,6 +28,18 @@ function why(s: StrategyName, p: PlanInput): string | undefined {
 
 export function planStrategy(p: PlanInput): Plan {
   const usable = STRATEGIES.filter((s) => !why(s, p));
+  for (const [host, caps] of [
+    [p.sourceHost, p.source],
+    [p.destinationHost, p.destination],
+  ] as const) {
+    const cold = caps.cold;
+    if (cold && !cold.ok && /CRIU .* is older than/.test(cold.why ?? '')) {
+      throw new FerryError('FERRY_E_CRIU_TOO_OLD', `host ${host}: ${cold.why}`, {
+        phase: 'plan',
+        hint: 'install CRIU 4.2 or newer on that host (make setup does it on Debian)',
+      });
+    }
+  }
   if (p.requested !== 'auto') {
     const reason = why(p.requested, p);
     if (reason) {

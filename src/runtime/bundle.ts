@@ -149,10 +149,6 @@ export function validateConfig(config: OciConfig): void {
   if (!Array.isArray(args) || args.length === 0 || !args.every((a: unknown) => typeof a === 'string')) {
     throw bad('process.args must be a non-empty list of strings');
   }
-  if (config.process?.terminal === true) {
-    // a terminal is owned by whoever started the container; it cannot move to another host
-    throw bad('process.terminal must be false (a container with a terminal cannot be migrated)');
-  }
   if (!Array.isArray(config.mounts ?? [])) throw bad('mounts must be a list');
   if (config.linux !== undefined && (typeof config.linux !== 'object' || config.linux === null)) throw bad('linux must be an object');
 }
@@ -167,6 +163,7 @@ export interface HostPlacement {
 /** Adapts a config to this host: own PID namespace, this host's cgroup path, its network namespace. */
 export function placeConfig(config: OciConfig, p: HostPlacement): OciConfig {
   const c = structuredClone(config);
+  // a terminal belongs to whoever started the container and cannot move between hosts: stdio is /dev/null
   c.process.terminal = false;
   c.linux ??= {};
   c.linux.cgroupsPath = p.cgroupsPath;

@@ -33,7 +33,22 @@ export interface RestoreOptions {
   lazyPages?: boolean;
 }
 
-export class Runc {
+/** What ferry needs from runc; the real one below, fakes in unit tests. */
+export interface RuncLike {
+  readonly root: string;
+  run(id: string, bundle: string, logFile: string): Promise<void>;
+  state(id: string): Promise<RuncContainerState | undefined>;
+  list(): Promise<RuncContainerState[]>;
+  kill(id: string, signal?: string, all?: boolean): Promise<void>;
+  delete(id: string): Promise<void>;
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  destroy(id: string): Promise<void>;
+  checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }>;
+  restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
+}
+
+export class Runc implements RuncLike {
   readonly root: string;
   private readonly runner: Runner;
   private readonly runcPath: string;

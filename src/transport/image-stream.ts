@@ -1,0 +1,796 @@
+/*
+ * Image stream: a framed byte stream carrying a directory tree (regular files, directories, symlinks) from
+ * one host to another over an HTTP body, with integrity checks. Used to ship an OCI bundle (config.json +
+ * rootfs) and CRIU checkpoint images from the source agent to the destination agent.
+ *
+ * Wire format (version 1):
+ *
+ *   stream  := magic record* end
+ *   magic   := "FERRYIS1"                          8 bytes, ASCII (magic + format version)
+ *   record  := hlen header [content digest]         content + digest only for t:'f'
+ *   hlen    := uint32 big-endian                    byte length of header, 1 .. 65536
+ *   header  := UTF-8 JSON object
+ *              { t: 'd' | 'f' | 'l', p: path, m: mode, s?: size, l?: target, u?: uid, g?: gid }
+ *                t  'd' directory, 'f' regular file, 'l' symlink
+ *                p  relative path inside the stream: '/'-separated, no empty, '.' or '..' component,
+ *                   no leading '/', no NUL (e.g. 'bundle/rootfs/etc/passwd')
+ *                m  permission bits (mode & 0o7777, includes setuid/setgid/sticky)
+ *                s  file size in bytes ('f' only)
+ *                l  symlink target, sent verbatim and never followed ('l' only)
+ *                u, g  owner uid/gid (optional; applied by the decoder only when it runs as root)
+ *   content := exactly s bytes of file data
+ *   digest  := 32 bytes, SHA-256 of content
+ *   end     := hlen header with { t: 'e', n, s, h }
+ *                n  number of records before the end record
+ *                s  total content bytes (sum of all s)
+ *                h  hex SHA-256 over all the JSON headers before it, concatenated (without hlen)
+ *
+ * Nothing may follow the end record. A directory is always sent before anything inside it (depth-first,
+ * names sorted), so the decoder never has to create a parent on its own. Sockets, fifos and device nodes
+ * are skipped; hard links are sent as independent files.
+ */
+
+import { createHash } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { constants as fsc } from 'node:fs';
+import {
+  chmod,
+  type FileHandle,
+  lchown,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  stat,
+  symlink,
+} from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { FerryError } from '../core/errors.ts';
+
+export interface StreamEntrySource {
+  root: string;
+  prefix: string;
+}
+
+export interface StreamStats {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+}
+
+export interface EncodeOptions {
+  /** Called for each entry below a source root; relPath is relative to the root ('rootfs/proc'). True skips it (and its subtree). */
+  exclude?: (relPath: string, prefix: string) => boolean;
+  /** Progress: called with the number of file content bytes just read (increments, not totals). */
+  onBytes?: (n: number) => void;
+}
+
+export interface DecodeOptions {
+  /** Progress: called with the number of file content bytes just received (increments, not totals). */
+  onBytes?: (n: number) => void;
+  /** Upper bound on the whole stream size in bytes (content + framing); checked early from declared sizes. */
+  maxBytes?: number;
+}
+
+export const STREAM_MAGIC = 'FERRYIS1';
+export const MAX_HEADER_BYTES = 64 * 1024;
+const MAGIC_BUF = Buffer.from(STREAM_MAGIC, 'latin1');
+const DIGEST_BYTES = 32;
+const MAX_PATH_BYTES = 4096;
+/** Read size for large files in the encoder; each chunk is its own Buffer handed downstream. */
+const READ_CHUNK = 1024 * 1024;
+/** Small pieces (headers, digests, small files) are coalesced up to this size before being emitted. */
+const COALESCE_BYTES = 256 * 1024;
+/** Pieces at least this big are emitted as they are rather than copied into a coalesced buffer. */
+const DIRECT_PIECE = 64 * 1024;
+/** How much the encoder's Readable reads ahead of its consumer. */
+const ENCODER_HWM = 4 * 1024 * 1024;
+/** The decoder writes file data in batches of this many bytes (one writev), one batch in flight. */
+const WRITE_BATCH = 1024 * 1024;
+const WRITE_BATCH_PIECES = 1024;
+const STAT_CONCURRENCY = 64;
+
+const O_READ = fsc.O_RDONLY | fsc.O_NOFOLLOW;
+const O_CREATE = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+
+function corrupt(message: string, cause?: unknown): FerryError {
+  return new FerryError('FERRY_E_TRANSFER_CORRUPT', `image stream: ${message}`, {
+    phase: 'transfer',
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+function failed(message: string, cause?: unknown): FerryError {
+  return new FerryError('FERRY_E_TRANSFER_FAILED', `image stream: ${message}`, {
+    phase: 'transfer',
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+function errCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const c = (err as { code: unknown }).code;
+    return typeof c === 'string' ? c : undefined;
+  }
+  return undefined;
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function show(p: string): string {
+  return JSON.stringify(p);
+}
+
+const noop = (): void => {};
+
+/** Null when `p` is a safe stream path, else why it is not. */
+export function unsafePathReason(p: unknown): string | null {
+  if (typeof p !== 'string') return 'path is not a string';
+  if (p.length === 0) return 'path is empty';
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return 'path is too long';
+  if (p.includes('\0')) return 'path contains NUL';
+  if (p.startsWith('/')) return 'path is absolute';
+  for (const c of p.split('/')) {
+    if (c === '..') return "path has a '..' component";
+    if (c === '' || c === '.') return 'path is not normalised';
+  }
+  return null;
+}
+
+function normalisePrefix(prefix: string): string {
+  if (prefix === '') return '';
+  const reason = unsafePathReason(prefix);
+  if (reason !== null) throw failed(`invalid prefix ${show(prefix)}: ${reason}`);
+  return prefix;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Walking the source trees
+
+type WalkEntry =
+  | { kind: 'd'; path: string; mode: number; uid?: number; gid?: number; abs?: string }
+  | { kind: 'f'; path: string; abs: string }
+  | { kind: 'l'; path: string; abs: string; mode: number; uid: number; gid: number };
+
+function joinStream(dir: string, name: string): string {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+async function* walkSources(
+  sources: StreamEntrySource[],
+  exclude: EncodeOptions['exclude'],
+): AsyncGenerator<WalkEntry> {
+  const declaredDirs = new Set<string>();
+  for (const src of sources) {
+    const prefix = normalisePrefix(src.prefix);
+    let st: Stats;
+    try {
+      st = await stat(src.root);
+    } catch (err) {
+      throw failed(`cannot read source ${show(src.root)}: ${errText(err)}`, err);
+    }
+    // Ancestors of a multi-component prefix ('a/b' needs 'a' first).
+    const parts = prefix === '' ? [] : prefix.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (declaredDirs.has(d)) continue;
+      declaredDirs.add(d);
+      yield { kind: 'd', path: d, mode: 0o755 };
+    }
+    if (st.isDirectory()) {
+      if (prefix !== '') {
+        declaredDirs.add(prefix);
+        yield { kind: 'd', path: prefix, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      }
+      yield* walkDir(src.root, '', prefix, prefix, exclude);
+    } else if (prefix === '') {
+      throw failed(`source ${show(src.root)} is not a directory, so it needs a non-empty prefix`);
+    } else if (st.isFile()) {
+      yield { kind: 'f', path: prefix, abs: src.root };
+    } else {
+      throw failed(`source ${show(src.root)} is neither a directory nor a regular file`);
+    }
+  }
+}
+
+async function* walkDir(
+  absDir: string,
+  rel: string,
+  streamDir: string,
+  prefix: string,
+  exclude: EncodeOptions['exclude'],
+): AsyncGenerator<WalkEntry> {
+  let names: string[];
+  try {
+    names = await readdir(absDir);
+  } catch (err) {
+    throw failed(`cannot list ${show(absDir)}: ${errText(err)}`, err);
+  }
+  names.sort();
+  if (exclude) names = names.filter((n) => !exclude(joinStream(rel, n), prefix));
+  for (let i = 0; i < names.length; i += STAT_CONCURRENCY) {
+    const batch = names.slice(i, i + STAT_CONCURRENCY);
+    const stats = await Promise.all(
+      batch.map((n) =>
+        lstat(join(absDir, n)).catch((err: unknown) => {
+          if (errCode(err) === 'ENOENT') return null; // vanished since readdir
+          throw failed(`cannot stat ${show(join(absDir, n))}: ${errText(err)}`, err);
+        }),
+      ),
+    );
+    for (let j = 0; j < batch.length; j++) {
+      const name = batch[j]!;
+      const st = stats[j];
+      if (!st) continue;
+      const abs = join(absDir, name);
+      const path = joinStream(streamDir, name);
+      if (st.isDirectory()) {
+        yield { kind: 'd', path, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, abs };
+        yield* walkDir(abs, joinStream(rel, name), path, prefix, exclude);
+      } else if (st.isFile()) {
+        yield { kind: 'f', path, abs };
+      } else if (st.isSymbolicLink()) {
+        yield { kind: 'l', path, abs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      }
+      // sockets, fifos, devices: not part of a bundle or an image directory
+    }
+  }
+}
+
+/** What encodeTree would send (entry counts and content bytes), without reading file contents. */
+export async function measureTree(
+  sources: StreamEntrySource[],
+  opts: { exclude?: EncodeOptions['exclude'] } = {},
+): Promise<StreamStats> {
+  const out: StreamStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  for await (const e of walkSources(sources, opts.exclude)) {
+    if (e.kind === 'd') out.dirs++;
+    else if (e.kind === 'l') out.symlinks++;
+    else {
+      out.files++;
+      try {
+        out.bytes += (await stat(e.abs)).size;
+      } catch {
+        // vanished: the encoder would skip it too
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoder
+
+class Coalescer {
+  private parts: Buffer[] = [];
+  private len = 0;
+
+  push(b: Buffer): void {
+    this.parts.push(b);
+    this.len += b.length;
+  }
+
+  /** The pending bytes as one Buffer once there are enough of them (or any at all when forced). */
+  take(force: boolean): Buffer | null {
+    if (this.len === 0 || (!force && this.len < COALESCE_BYTES)) return null;
+    const out = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.len);
+    this.parts = [];
+    this.len = 0;
+    return out;
+  }
+}
+
+/**
+ * The framed stream for `sources`, as a byte-mode Readable. It reads lazily and respects backpressure (it
+ * reads ahead at most a few MiB); destroying it stops the walk and closes any open file. Errors (unreadable
+ * source, file shrinking while sent) destroy it with a FerryError FERRY_E_TRANSFER_FAILED.
+ */
+export function encodeTree(sources: StreamEntrySource[], opts: EncodeOptions = {}): Readable {
+  return Readable.from(generateStream(sources, opts), { objectMode: false, highWaterMark: ENCODER_HWM });
+}
+
+async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions): AsyncGenerator<Buffer> {
+  const headerHash = createHash('sha256');
+  const out = new Coalescer();
+  let records = 0;
+  let total = 0;
+
+  const frame = (h: Record<string, unknown>, path: string, hashed = true): Buffer => {
+    const json = JSON.stringify(h);
+    const n = Buffer.byteLength(json);
+    if (n > MAX_HEADER_BYTES) throw failed(`header for ${show(path)} is too large (${n} bytes)`);
+    const b = Buffer.allocUnsafe(4 + n);
+    b.writeUInt32BE(n, 0);
+    b.write(json, 4, 'utf8');
+    if (hashed) headerHash.update(b.subarray(4));
+    return b;
+  };
+
+  out.push(Buffer.from(MAGIC_BUF));
+  for await (const e of walkSources(sources, opts.exclude)) {
+    if (e.kind === 'd') {
+      const h: Record<string, unknown> = { t: 'd', p: e.path, m: e.mode };
+      if (e.uid !== undefined) h['u'] = e.uid;
+      if (e.gid !== undefined) h['g'] = e.gid;
+      out.push(frame(h, e.path));
+      records++;
+    } else if (e.kind === 'l') {
+      let target: string;
+      try {
+        target = await readlink(e.abs);
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') continue;
+        throw failed(`cannot read symlink ${show(e.abs)}: ${errText(err)}`, err);
+      }
+      out.push(frame({ t: 'l', p: e.path, m: e.mode, l: target, u: e.uid, g: e.gid }, e.path));
+      records++;
+    } else {
+      let fh: FileHandle;
+      try {
+        fh = await open(e.abs, O_READ);
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') continue;
+        throw failed(`cannot open ${show(e.abs)}: ${errText(err)}`, err);
+      }
+      try {
+        const st = await fh.stat();
+        if (!st.isFile()) throw failed(`${show(e.abs)} changed type while being sent`);
+        const size = st.size;
+        out.push(frame({ t: 'f', p: e.path, m: st.mode & 0o7777, s: size, u: st.uid, g: st.gid }, e.path));
+        records++;
+        const hash = createHash('sha256');
+        let pos = 0;
+        while (pos < size) {
+          const want = Math.min(size - pos, READ_CHUNK);
+          const buf = Buffer.allocUnsafe(want);
+          let got = 0;
+          while (got < want) {
+            const { bytesRead } = await fh.read(buf, got, want - got, pos + got);
+            if (bytesRead === 0) {
+              throw failed(
+                `${show(e.abs)} shrank while being sent (${size} bytes announced, ${pos + got} read)`,
+              );
+            }
+            got += bytesRead;
+          }
+          hash.update(buf);
+          pos += want;
+          total += want;
+          opts.onBytes?.(want);
+          if (want >= DIRECT_PIECE) {
+            const pending = out.take(true);
+            if (pending) yield pending;
+            yield buf;
+          } else {
+            out.push(buf);
+          }
+        }
+        out.push(hash.digest());
+      } catch (err) {
+        if (err instanceof FerryError) throw err;
+        throw failed(`cannot read ${show(e.abs)}: ${errText(err)}`, err);
+      } finally {
+        await fh.close();
+      }
+    }
+    const chunk = out.take(false);
+    if (chunk) yield chunk;
+  }
+  const end = { t: 'e', n: records, s: total, h: headerHash.digest('hex') };
+  out.push(frame(end, '(end)', false));
+  const last = out.take(true);
+  if (last) yield last;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoder
+
+class ByteReader {
+  private readonly it: AsyncIterator<unknown>;
+  private cur: Buffer = Buffer.alloc(0);
+  private ended = false;
+  /** Bytes pulled from the input so far (including buffered ones not consumed yet). */
+  private received = 0;
+  /** Bytes consumed by the parser. */
+  position = 0;
+
+  private readonly maxBytes: number | undefined;
+
+  constructor(input: Readable | AsyncIterable<Buffer>, maxBytes: number | undefined) {
+    this.maxBytes = maxBytes;
+    // A Readable is not destroyed when decoding stops early, so an HTTP handler can still answer.
+    this.it =
+      input instanceof Readable ? input.iterator({ destroyOnReturn: false }) : input[Symbol.asyncIterator]();
+  }
+
+  /** Makes `cur` non-empty; false at the end of input. */
+  private async fill(): Promise<boolean> {
+    while (this.cur.length === 0) {
+      if (this.ended) return false;
+      let r: IteratorResult<unknown>;
+      try {
+        r = await this.it.next();
+      } catch (err) {
+        this.ended = true;
+        if (err instanceof FerryError) throw err;
+        throw failed(`input failed after ${this.received} bytes: ${errText(err)}`, err);
+      }
+      if (r.done) {
+        this.ended = true;
+        return false;
+      }
+      const v = r.value;
+      let b: Buffer;
+      if (Buffer.isBuffer(v)) b = v;
+      else if (v instanceof Uint8Array) b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      else throw failed('input yielded a non-binary chunk (is an encoding set on the stream?)');
+      this.received += b.length;
+      if (this.maxBytes !== undefined && this.received > this.maxBytes) {
+        throw corrupt(`stream exceeds the limit of ${this.maxBytes} bytes`);
+      }
+      this.cur = b;
+    }
+    return true;
+  }
+
+  /** Exactly n bytes (copied only when they span input chunks); a corrupt error naming `what` at the end of input. */
+  async readExact(n: number, what: string): Promise<Buffer> {
+    if (this.cur.length >= n) {
+      const b = this.cur.subarray(0, n);
+      this.cur = this.cur.subarray(n);
+      this.position += n;
+      return b;
+    }
+    const parts: Buffer[] = [];
+    let got = 0;
+    while (got < n) {
+      if (!(await this.fill())) {
+        throw corrupt(`stream truncated while reading ${what} (${got} of ${n} bytes received)`);
+      }
+      const k = Math.min(n - got, this.cur.length);
+      parts.push(this.cur.subarray(0, k));
+      this.cur = this.cur.subarray(k);
+      got += k;
+    }
+    this.position += n;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+  }
+
+  /** Up to max bytes as they arrive (no copy); null at the end of input. */
+  async take(max: number): Promise<Buffer | null> {
+    if (this.cur.length === 0 && !(await this.fill())) return null;
+    const k = Math.min(max, this.cur.length);
+    const b = this.cur.subarray(0, k);
+    this.cur = this.cur.subarray(k);
+    this.position += k;
+    return b;
+  }
+
+  /** True when at least one more byte is available. */
+  async hasMore(): Promise<boolean> {
+    return this.fill();
+  }
+
+  /** Stops iterating without destroying a Readable input. */
+  async release(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      await this.it.return?.();
+    } catch {
+      // the input's own error is not ours to report
+    }
+  }
+}
+
+interface Header {
+  t: 'd' | 'f' | 'l';
+  p: string;
+  m: number;
+  s: number;
+  l: string;
+  u: number | undefined;
+  g: number | undefined;
+}
+
+interface EndHeader {
+  n: number;
+  s: number;
+  h: string;
+}
+
+function isId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < 0xffffffff;
+}
+
+function parseHeader(raw: Buffer, index: number): Header | EndHeader {
+  let h: unknown;
+  try {
+    h = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw corrupt(`record ${index}: header is not valid JSON`);
+  }
+  if (typeof h !== 'object' || h === null || Array.isArray(h)) {
+    throw corrupt(`record ${index}: header is not a JSON object`);
+  }
+  const o = h as Record<string, unknown>;
+  const t = o['t'];
+  if (t === 'e') {
+    const { n, s, h: hh } = o;
+    if (!Number.isSafeInteger(n) || !Number.isSafeInteger(s) || typeof hh !== 'string') {
+      throw corrupt(`end record is malformed`);
+    }
+    return { n: n as number, s: s as number, h: hh };
+  }
+  if (t !== 'd' && t !== 'f' && t !== 'l')
+    throw corrupt(`record ${index}: unknown entry type ${JSON.stringify(t)}`);
+  const p = o['p'];
+  const reason = unsafePathReason(p);
+  if (reason !== null) {
+    throw corrupt(`record ${index}: unsafe path ${typeof p === 'string' ? show(p) : String(p)}: ${reason}`);
+  }
+  const path = p as string;
+  const m = o['m'];
+  if (typeof m !== 'number' || !Number.isInteger(m) || m < 0 || m > 0o7777) {
+    throw corrupt(`${show(path)}: invalid mode ${JSON.stringify(m)}`);
+  }
+  const u = o['u'];
+  const g = o['g'];
+  if ((u !== undefined && !isId(u)) || (g !== undefined && !isId(g))) {
+    throw corrupt(`${show(path)}: invalid owner`);
+  }
+  let s = 0;
+  let l = '';
+  if (t === 'f') {
+    const size = o['s'];
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      throw corrupt(`${show(path)}: invalid file size ${JSON.stringify(size)}`);
+    }
+    s = size;
+  } else if (t === 'l') {
+    const target = o['l'];
+    if (typeof target !== 'string' || target.length === 0 || target.includes('\0')) {
+      throw corrupt(`${show(path)}: invalid symlink target`);
+    }
+    if (Buffer.byteLength(target) > MAX_PATH_BYTES) throw corrupt(`${show(path)}: symlink target too long`);
+    l = target;
+  }
+  return { t, p: path, m, s, l, u: u as number | undefined, g: g as number | undefined };
+}
+
+async function writeAllAt(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  let { bytesWritten } = await fh.writev(bufs, pos);
+  while (bytesWritten < total) {
+    // short write: continue with what is left
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const b of bufs) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    const r = await fh.writev(rest, pos + bytesWritten);
+    if (r.bytesWritten === 0) throw new Error('write made no progress');
+    bytesWritten += r.bytesWritten;
+  }
+}
+
+/**
+ * Reads a framed stream from `input` and recreates the tree under `destRoot` (created if missing; existing
+ * directories are merged, existing files and symlinks are never overwritten). Returns what was written.
+ *
+ * Anything wrong with the stream (bad magic, unsafe path, write through a symlink, bad checksum, truncation,
+ * trailing bytes, count/size/header-hash mismatch, over maxBytes) throws FerryError FERRY_E_TRANSFER_CORRUPT;
+ * local I/O errors and input stream errors throw FERRY_E_TRANSFER_FAILED. After a failure destRoot holds a
+ * partial tree the caller should remove. A Readable input is not destroyed on failure.
+ */
+export async function decodeTree(
+  input: Readable | AsyncIterable<Buffer>,
+  destRoot: string,
+  opts: DecodeOptions = {},
+): Promise<StreamStats> {
+  const reader = new ByteReader(input, opts.maxBytes);
+  try {
+    const root = resolve(destRoot);
+    try {
+      await mkdir(root, { recursive: true });
+    } catch (err) {
+      throw failed(`cannot create destination ${show(root)}: ${errText(err)}`, err);
+    }
+    return await decodeInto(reader, root, opts);
+  } catch (err) {
+    await reader.release();
+    if (err instanceof FerryError) throw err;
+    throw failed(errText(err), err);
+  }
+}
+
+async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions): Promise<StreamStats> {
+  const stats: StreamStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  const asRoot = process.getuid?.() === 0;
+  /** Relative paths known to be real directories (created or checked by us); '' is root. */
+  const knownDirs = new Set<string>(['']);
+  /** Non-directory entries created by this stream (to tell duplicates from pre-existing files). */
+  const created = new Set<string>();
+  /** Directory modes, applied at the end (deepest first) so read-only dirs can still be filled. */
+  const dirModes = new Map<string, number>();
+  const headerHash = createHash('sha256');
+
+  const magic = await reader.readExact(MAGIC_BUF.length, 'the stream header');
+  if (!magic.equals(MAGIC_BUF)) {
+    throw corrupt(`bad magic ${show(magic.toString('latin1'))}, expected ${show(STREAM_MAGIC)}`);
+  }
+
+  /** Absolute path for entry `p` after checking every parent component is a real directory. */
+  const prepare = async (p: string): Promise<string> => {
+    const cut = p.lastIndexOf('/');
+    const parent = cut < 0 ? '' : p.slice(0, cut);
+    if (!knownDirs.has(parent)) {
+      let rel = '';
+      for (const part of parent.split('/')) {
+        rel = joinStream(rel, part);
+        if (knownDirs.has(rel)) continue;
+        let st: Stats;
+        try {
+          st = await lstat(join(root, rel));
+        } catch (err) {
+          if (errCode(err) === 'ENOENT') {
+            throw corrupt(`${show(p)} arrived before its parent directory ${show(rel)}`);
+          }
+          throw failed(`cannot check ${show(rel)}: ${errText(err)}`, err);
+        }
+        if (st.isSymbolicLink()) throw corrupt(`refusing to write ${show(p)}: ${show(rel)} is a symlink`);
+        if (!st.isDirectory()) throw corrupt(`refusing to write ${show(p)}: ${show(rel)} is not a directory`);
+        knownDirs.add(rel);
+      }
+    }
+    return join(root, p);
+  };
+
+  const existsError = (p: string, what: string): FerryError =>
+    created.has(p) || knownDirs.has(p)
+      ? corrupt(`duplicate entry ${show(p)} (${what})`)
+      : failed(`${show(p)} already exists in the destination (${what}); decode into a fresh directory`);
+
+  let records = 0;
+  for (;;) {
+    const lenBuf = await reader.readExact(4, `the header length of record ${records}`);
+    const len = lenBuf.readUInt32BE(0);
+    if (len === 0 || len > MAX_HEADER_BYTES) {
+      throw corrupt(`record ${records}: header length ${len} is out of range (1..${MAX_HEADER_BYTES})`);
+    }
+    const raw = await reader.readExact(len, `the header of record ${records}`);
+    const h = parseHeader(raw, records);
+    if (!('t' in h)) {
+      if (h.n !== records) throw corrupt(`end record announces ${h.n} entries but ${records} were received`);
+      if (h.s !== stats.bytes) {
+        throw corrupt(`end record announces ${h.s} content bytes but ${stats.bytes} were received`);
+      }
+      if (h.h !== headerHash.digest('hex')) throw corrupt('header checksum mismatch in end record');
+      break;
+    }
+    headerHash.update(raw);
+    records++;
+    const abs = await prepare(h.p);
+
+    if (h.t === 'd') {
+      try {
+        await mkdir(abs, 0o700);
+      } catch (err) {
+        if (errCode(err) !== 'EEXIST')
+          throw failed(`cannot create directory ${show(h.p)}: ${errText(err)}`, err);
+        const st = await lstat(abs);
+        if (st.isSymbolicLink() || !st.isDirectory()) {
+          throw created.has(h.p)
+            ? corrupt(`directory ${show(h.p)} clashes with an earlier entry`)
+            : failed(`${show(h.p)} already exists in the destination and is not a directory`);
+        }
+      }
+      knownDirs.add(h.p);
+      if (asRoot && h.u !== undefined && h.g !== undefined) await lchown(abs, h.u, h.g);
+      dirModes.set(abs, h.m);
+      stats.dirs++;
+    } else if (h.t === 'l') {
+      try {
+        await symlink(h.l, abs);
+      } catch (err) {
+        if (errCode(err) === 'EEXIST') throw existsError(h.p, 'symlink');
+        throw failed(`cannot create symlink ${show(h.p)}: ${errText(err)}`, err);
+      }
+      created.add(h.p);
+      if (asRoot && h.u !== undefined && h.g !== undefined) await lchown(abs, h.u, h.g);
+      stats.symlinks++;
+    } else {
+      if (opts.maxBytes !== undefined && reader.position + h.s + DIGEST_BYTES > opts.maxBytes) {
+        throw corrupt(`file ${show(h.p)} (${h.s} bytes) would exceed the limit of ${opts.maxBytes} bytes`);
+      }
+      let fh: FileHandle;
+      try {
+        fh = await open(abs, O_CREATE, 0o600);
+      } catch (err) {
+        const code = errCode(err);
+        if (code === 'EEXIST') throw existsError(h.p, 'file');
+        if (code === 'ELOOP') throw corrupt(`refusing to write ${show(h.p)}: it is a symlink`);
+        throw failed(`cannot create ${show(h.p)}: ${errText(err)}`, err);
+      }
+      created.add(h.p);
+      try {
+        await receiveFile(reader, fh, h.p, h.s, opts.onBytes);
+        if (asRoot && h.u !== undefined && h.g !== undefined) await fh.chown(h.u, h.g);
+        await fh.chmod(h.m); // after chown, which clears setuid/setgid
+      } catch (err) {
+        if (err instanceof FerryError) throw err;
+        throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
+      } finally {
+        await fh.close().catch(noop);
+      }
+      stats.files++;
+      stats.bytes += h.s;
+    }
+  }
+
+  if (await reader.hasMore()) throw corrupt(`unexpected data after the end record (${records} entries)`);
+
+  const dirs = [...dirModes];
+  for (let i = dirs.length - 1; i >= 0; i--) {
+    const [abs, mode] = dirs[i]!;
+    try {
+      await chmod(abs, mode);
+    } catch (err) {
+      throw failed(`cannot set mode of ${show(abs)}: ${errText(err)}`, err);
+    }
+  }
+  return stats;
+}
+
+async function receiveFile(
+  reader: ByteReader,
+  fh: FileHandle,
+  path: string,
+  size: number,
+  onBytes: ((n: number) => void) | undefined,
+): Promise<void> {
+  const hash = createHash('sha256');
+  let remaining = size;
+  let pos = 0;
+  let batch: Buffer[] = [];
+  let batchLen = 0;
+  let inflight: Promise<void> | undefined;
+  try {
+    while (remaining > 0) {
+      const piece = await reader.take(remaining);
+      if (piece === null) {
+        throw corrupt(
+          `stream truncated inside file ${show(path)} (${size - remaining} of ${size} bytes received)`,
+        );
+      }
+      hash.update(piece);
+      batch.push(piece);
+      batchLen += piece.length;
+      remaining -= piece.length;
+      onBytes?.(piece.length);
+      if (batchLen >= WRITE_BATCH || batch.length >= WRITE_BATCH_PIECES || remaining === 0) {
+        if (inflight) await inflight;
+        inflight = writeAllAt(fh, batch, pos);
+        inflight.catch(noop); // awaited below; this only keeps it from counting as unhandled meanwhile
+        pos += batchLen;
+        batch = [];
+        batchLen = 0;
+      }
+    }
+    if (inflight) await inflight;
+  } finally {
+    if (inflight) await inflight.catch(noop);
+  }
+  const digest = await reader.readExact(DIGEST_BYTES, `the checksum of ${show(path)}`);
+  if (!digest.equals(hash.digest())) throw corrupt(`checksum mismatch for file ${show(path)}`);
+}

@@ -1,0 +1,182 @@
+// Shared test-bed plumbing for integration tests: a uniquely named testbed per test file, real runc and CRIU,
+// and a check that nothing it created is left behind.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { ClusterContext } from '../../src/cli/context.ts';
+import type { ContainerInfo } from '../../src/host/containers.ts';
+import { listCgroups } from '../../src/runtime/cgroups.ts';
+import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { type TestbedState, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
+
+export const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+export const FERRY_ARGV = [process.execPath, '--no-warnings', MAIN];
+
+/** Why these tests cannot run here, or undefined when they can. On this project's CI machine they always run. */
+export function missingPrerequisite(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (runc, CRIU, network namespaces)';
+  try {
+    const v = execFileSync('criu', ['--version'], { encoding: 'utf8' });
+    if (!/Version: (4\.([2-9]|\d\d)|[5-9]\.)/.test(v)) return `needs CRIU >= 4.2 (found ${v.split('\n')[0]})`;
+  } catch {
+    return 'needs criu (make setup installs it)';
+  }
+  return undefined;
+}
+
+export function skipUnlessReady(t: TestContext): boolean {
+  const why = missingPrerequisite();
+  if (why && process.env['CI']) assert.fail(`integration prerequisites missing on CI: ${why}`);
+  if (why) t.skip(why);
+  return !why;
+}
+
+export interface Bed {
+  name: string;
+  state: TestbedState;
+  env: NodeJS.ProcessEnv;
+  ctx: ClusterContext;
+  cli(args: string[], opts?: { timeoutMs?: number }): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  down(): Promise<void>;
+}
+
+export async function startBed(hosts: string[], opts: { rate?: string; agentEnv?: Record<string, NodeJS.ProcessEnv> } = {}): Promise<Bed> {
+  const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
+  const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
+  const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
+  const runner = new ProcessRunner();
+  const deps = { runner, env, ferryArgv: FERRY_ARGV };
+  const state = await testbedUp({ name, hosts, ...(opts.rate ? { rate: opts.rate } : {}), ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}) }, deps);
+  env['FERRY_CLUSTER'] = state.clusterFile;
+  const ctx = await ClusterContext.load(state.clusterFile);
+  let downed = false;
+  return {
+    name,
+    state,
+    env,
+    ctx,
+    cli(args, o = {}) {
+      return new Promise((resolve) => {
+        const child = spawn(process.execPath, ['--no-warnings', MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => {
+          stdout += d;
+        });
+        child.stderr.on('data', (d) => {
+          stderr += d;
+        });
+        const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 120_000);
+        child.on('close', (code) => {
+          clearTimeout(timer);
+          resolve({ code, stdout, stderr });
+        });
+      });
+    },
+    async down() {
+      if (downed) return;
+      downed = true;
+      ctx.close();
+      await testbedDown(name, deps);
+      await assertNothingLeft(name);
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** No netns, link, cgroup, mount, runc container or process of this testbed remains. */
+export async function assertNothingLeft(name: string): Promise<void> {
+  const prefix = `fy${name}`;
+  const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  assert.ok(!netns.includes(`${prefix}-`), `network namespaces left: ${netns}`);
+  const links = execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' });
+  assert.ok(!new RegExp(`\\b${prefix}(br|h\\d|i\\d|c)`).test(links), `links left: ${links}`);
+  const cgroups = await listCgroups((b) => b.startsWith(`${prefix}-`));
+  assert.deepEqual(cgroups, [], 'cgroups left');
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+  assert.ok(!mounts.includes(`/testbeds/${name}/`), 'mounts left');
+  const procs = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`/testbeds/${name}/`);
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(procs, [], 'processes left');
+}
+
+export async function containers(bed: Bed): Promise<ContainerInfo[]> {
+  return (await bed.ctx.containers()).containers;
+}
+
+/** Reads a file inside a running container through /proc (all simulated hosts share this kernel). */
+export function readInContainer(pid: number, path: string): string {
+  return readFileSync(`/proc/${pid}/root${path}`, 'utf8');
+}
+
+/** Processes on the whole machine whose command line contains a marker. */
+export function processesWith(marker: string): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** Running instances of a program: marker processes whose parent is not one (a fork before exec is not a copy). */
+export function instancesOf(marker: string): number {
+  const pids = new Set(processesWith(marker));
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+      if (!pids.has(ppid)) n++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return n;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function hostDir(bed: Bed, host: string): string {
+  return join(bed.state.dir, 'hosts', host);
+}
+
+/** Nothing of a container remains on a host: no record, bundle, images, incoming state, runc state. */
+export function assertHostClean(bed: Bed, host: string, name: string): void {
+  const hd = hostDir(bed, host);
+  assert.ok(!existsSync(join(hd, 'containers', name)), `${host} still has containers/${name}`);
+  assert.deepEqual(readdirSync(join(hd, 'images')), [], `${host} images dir not empty`);
+  assert.deepEqual(readdirSync(join(hd, 'incoming')), [], `${host} incoming dir not empty`);
+  assert.ok(!existsSync(join(hd, 'runc', name)), `${host} runc still knows ${name}`);
+}
+
+export const counterCommand = (marker: string) => [
+  '/bin/busybox',
+  'sh',
+  '-c',
+  `i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.02; done # ${marker}`,
+];
