@@ -1,0 +1,100 @@
+// Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runMigration } from '../../src/cli/commands.ts';
+import type { MigrationReport } from '../../src/migration/types.ts';
+import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
+import { ProcessRunner } from '../../src/runtime/exec.ts';
+import {
+  assertHostClean,
+  type Bed,
+  containers,
+  counterCommand,
+  FERRY_ARGV,
+  instancesOf,
+  readInContainer,
+  skipUnlessReady,
+  startBed,
+  waitFor,
+} from './helpers.ts';
+
+async function counter(bed: Bed, name: string): Promise<{ host: string; value: number }> {
+  const c = (await containers(bed)).find((x) => x.name === name);
+  assert.ok(c?.pid, `${name} is running somewhere`);
+  return { host: c.host, value: Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) };
+}
+
+test('destination restore fails: the container keeps running on the source, nothing is left on the destination', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
+  t.after(() => bed.down());
+  const marker = `rb1-${bed.name}`;
+  assert.equal((await bed.cli(['run', '--host', 'a', '--name', 'svc', '--', ...counterCommand(marker)])).code, 0);
+  await waitFor('counting', async () => (await counter(bed, 'svc')).value > 3 || undefined);
+  const before = await counter(bed, 'svc');
+  const r = await bed.cli(['migrate', 'svc', '--to', 'b', '--json']);
+  assert.equal(r.code, 1);
+  const report = JSON.parse(r.stdout) as MigrationReport;
+  assert.equal(report.ok, false);
+  assert.equal(report.error?.phase, 'restore');
+  assert.equal(report.error?.code, 'FERRY_E_RESTORE_FAILED');
+  assert.match(report.error?.message ?? '', /failed in phase restore: .+; rolled back: svc is running on a/);
+  assert.equal(report.rollback?.sourceRunning, true);
+  assert.equal(report.rollback?.destinationCleaned, true);
+  const after = await counter(bed, 'svc');
+  assert.equal(after.host, 'a');
+  assert.ok(after.value >= before.value, `counter went back from ${before.value} to ${after.value}`);
+  await waitFor('still counting', async () => (await counter(bed, 'svc')).value > after.value || undefined);
+  assert.equal(instancesOf(marker), 1);
+  assertHostClean(bed, 'b', 'svc');
+  // the human form: one line naming the phase and the cause
+  const h = await bed.cli(['migrate', 'svc', '--to', 'b']);
+  assert.equal(h.code, 1);
+  assert.match(h.stderr, /^ferry: FERRY_E_RESTORE_FAILED: migration of svc to b failed in phase restore: /m);
+  assert.equal((await counter(bed, 'svc')).host, 'a');
+});
+
+test('destination agent killed mid-transfer: the container resumes on the source; the restarted agent leaves nothing', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  // a shaped link and 48 MiB of memory make the transfer last seconds
+  const bed = await startBed(['a', 'b'], { rate: '40mbit' });
+  t.after(() => bed.down());
+  const marker = `rb2-${bed.name}`;
+  const prog = [
+    'import os, time',
+    'b = bytearray(os.urandom(48 << 20))',
+    'i = 0',
+    'while True:',
+    '    i += 1',
+    "    open('/tmp/counter', 'w').write(str(i))",
+    '    time.sleep(0.02)',
+  ].join('\n');
+  const run = await bed.cli(['run', '--host', 'a', '--name', 'big', '--', '/usr/bin/python3', '-c', `${prog}\n# ${marker}`]);
+  assert.equal(run.code, 0, run.stderr);
+  await waitFor('counting', async () => (await counter(bed, 'big')).value > 3 || undefined, 20_000);
+  const before = await counter(bed, 'big');
+  const hostB = bed.state.hosts.find((h) => h.name === 'b')!;
+  let killed = false;
+  const report: MigrationReport = await runMigration(bed.ctx, 'big', 'b', { strategy: 'cold' }, (e) => {
+    if (e.type === 'progress' && !killed && e.bytes > 1 << 20) {
+      killed = true;
+      void stopAgent(bed.state, hostB, 'SIGKILL');
+    }
+  });
+  assert.ok(killed, 'the transfer was under way when the agent was killed');
+  assert.equal(report.ok, false);
+  assert.equal(report.error?.phase, 'transfer');
+  assert.equal(report.rollback?.sourceRunning, true);
+  const after = await counter(bed, 'big');
+  assert.equal(after.host, 'a');
+  assert.ok(after.value >= before.value);
+  await waitFor('still counting', async () => (await counter(bed, 'big')).value > after.value || undefined);
+  assert.equal(instancesOf(marker), 1);
+  // the destination cleans up what the dead agent left when it comes back
+  await startAgent(bed.state, hostB, { runner: new ProcessRunner(), env: bed.env, ferryArgv: FERRY_ARGV });
+  assertHostClean(bed, 'b', 'big');
+  // and the container can still migrate afterwards
+  const again = await bed.cli(['migrate', 'big', '--to', 'b', '--json'], { timeoutMs: 120_000 });
+  assert.equal(again.code, 0, again.stdout);
+  assert.equal((await counter(bed, 'big')).host, 'b');
+});
