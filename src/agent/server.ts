@@ -32,7 +32,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   const app = Fastify({
     loggerInstance: deps.log,
     disableRequestLogging: true,
-    ajv: { customOptions: { allErrors: false } },
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
     ...(opts.https ? { https: opts.https } : {}),
   }) as unknown as FastifyInstance;
   const { host, incoming } = deps;

@@ -11,6 +11,8 @@ export interface ExecOptions {
   allowFail?: boolean;
   /** 'null' gives the child /dev/null for stdout/stderr: needed when the child hands its stdio to a container. */
   stdio?: 'pipe' | 'null';
+  /** How the command is named in errors (default: the program and its first argument). */
+  label?: string;
   /** Error code and phase used when the command fails. */
   errorCode?: ErrorCode;
   phase?: Phase;
@@ -82,7 +84,7 @@ export class ProcessRunner implements Runner {
       const errText = extra ?? (tail(result.stderr, 3) || tail(result.stdout, 3));
       throw new FerryError(
         opts.errorCode ?? 'FERRY_E_EXEC',
-        `${argv.slice(0, 3).join(' ')}… failed (${why})${errText ? `: ${errText}` : ''}`,
+        `${opts.label ?? argv.slice(0, 2).join(' ')} failed (${why})${errText ? `: ${errText}` : ''}`,
         {
           ...(opts.phase ? { phase: opts.phase } : {}),
           details: { argv, code: result.code, signal: result.signal, ms: result.ms, stderr: tail(result.stderr, 10) },

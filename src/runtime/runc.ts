@@ -78,6 +78,7 @@ export class Runc implements RuncLike {
     await rm(logFile, { force: true });
     await this.runner.run(this.argv(logFile, 'run', '-d', '--bundle', bundle, id), {
       stdio: 'null',
+      label: 'runc run',
       errorCode: 'FERRY_E_RUN_FAILED',
       phase: 'run',
       onFailure: () => runcLogError(logFile),
@@ -106,11 +107,11 @@ export class Runc implements RuncLike {
   }
 
   async pause(id: string): Promise<void> {
-    await this.runner.run(this.argv(undefined, 'pause', id));
+    await this.runner.run(this.argv(undefined, 'pause', id), { label: 'runc pause' });
   }
 
   async resume(id: string): Promise<void> {
-    await this.runner.run(this.argv(undefined, 'resume', id));
+    await this.runner.run(this.argv(undefined, 'resume', id), { label: 'runc resume' });
   }
 
   /** Kills and deletes a container, waiting until runc no longer knows it. */
@@ -134,6 +135,7 @@ export class Runc implements RuncLike {
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
+      label: 'runc checkpoint',
       errorCode: 'FERRY_E_CHECKPOINT_FAILED',
       phase: 'checkpoint',
       onFailure: async () => (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
@@ -150,6 +152,7 @@ export class Runc implements RuncLike {
     const logFile = join(o.workPath, 'runc-restore.log');
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',
+      label: 'runc restore',
       errorCode: 'FERRY_E_RESTORE_FAILED',
       phase: 'restore',
       onFailure: async () => (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
