@@ -1,6 +1,7 @@
 // HTTPS client for the agent API, with mutual TLS. The peer is pinned by name: its certificate must carry it.
-import https from 'node:https';
+
 import type { IncomingMessage } from 'node:http';
+import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { FerryError, type FerryErrorJSON } from '../core/errors.ts';
 
@@ -41,7 +42,13 @@ export class AgentClient {
   constructor(endpoint: Endpoint, tls: TlsMaterial, opts: { timeoutMs?: number } = {}) {
     this.endpoint = endpoint;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
-    this.agent = new https.Agent({ keepAlive: true, key: tls.key, cert: tls.cert, ca: tls.ca, maxSockets: 16 });
+    this.agent = new https.Agent({
+      keepAlive: true,
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      maxSockets: 16,
+    });
   }
 
   close(): void {
@@ -51,12 +58,19 @@ export class AgentClient {
   private unreachable(err: Error & { code?: string }, path: string): FerryError {
     const ep = this.endpoint;
     const code = err.code ?? '';
-    const what = NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') ? code : err.message;
-    return new FerryError('FERRY_E_HOST_UNREACHABLE', `host ${ep.name} (${ep.address}:${ep.port}) unreachable: ${what}`, {
-      cause: err,
-      details: { path },
-      hint: 'is its agent running? (ferry hosts)',
-    });
+    const what =
+      NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')
+        ? code
+        : err.message;
+    return new FerryError(
+      'FERRY_E_HOST_UNREACHABLE',
+      `host ${ep.name} (${ep.address}:${ep.port}) unreachable: ${what}`,
+      {
+        cause: err,
+        details: { path },
+        hint: 'is its agent running? (ferry hosts)',
+      },
+    );
   }
 
   /** Sends a request and returns the response, its body not yet read. */
@@ -103,7 +117,11 @@ export class AgentClient {
       });
       if (payload !== undefined) req.end(payload);
       else if (opts.body) {
-        opts.body.on('error', (err) => fail(new FerryError('FERRY_E_TRANSFER_FAILED', `reading the stream: ${err.message}`, { cause: err })));
+        opts.body.on('error', (err) =>
+          fail(
+            new FerryError('FERRY_E_TRANSFER_FAILED', `reading the stream: ${err.message}`, { cause: err }),
+          ),
+        );
         opts.body.pipe(req);
       } else req.end();
     });
@@ -140,7 +158,9 @@ export class AgentClient {
       });
       res.on('end', () => resolve());
       res.on('error', (err) => reject(this.unreachable(err, path)));
-      res.on('aborted', () => reject(this.unreachable(Object.assign(new Error('connection lost'), { code: 'ECONNRESET' }), path)));
+      res.on('aborted', () =>
+        reject(this.unreachable(Object.assign(new Error('connection lost'), { code: 'ECONNRESET' }), path)),
+      );
     });
   }
 }

@@ -37,12 +37,18 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
   if (!Value.Check(AgentConfigSchema, merged)) {
     const first = [...Value.Errors(AgentConfigSchema, merged)][0];
-    throw new FerryError('FERRY_E_INPUT_ARGS', `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim());
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim(),
+    );
   }
   return merged as AgentConfig;
 }
 
-export async function loadAgentConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<AgentConfig> {
+export async function loadAgentConfig(
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AgentConfig> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');

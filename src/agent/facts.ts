@@ -23,7 +23,9 @@ export async function gatherFacts(host: string, criu: Criu, runc: Runc): Promise
   ]);
   const features: HostFacts['features'] = {};
   if (criuVersion) {
-    const results = await Promise.all(CRIU_FEATURES.map((f) => criu.checkFeature(f).catch((e: Error) => ({ ok: false, message: e.message }))));
+    const results = await Promise.all(
+      CRIU_FEATURES.map((f) => criu.checkFeature(f).catch((e: Error) => ({ ok: false, message: e.message }))),
+    );
     CRIU_FEATURES.forEach((f, i) => {
       features[f] = results[i]!;
     });

@@ -23,7 +23,10 @@ export interface RunningAgent {
   close(): Promise<void>;
 }
 
-export async function startAgent(cfg: AgentConfig, log: Logger = createLogger({ name: `agent-${cfg.host}`, level: cfg.logLevel })): Promise<RunningAgent> {
+export async function startAgent(
+  cfg: AgentConfig,
+  log: Logger = createLogger({ name: `agent-${cfg.host}`, level: cfg.logLevel }),
+): Promise<RunningAgent> {
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });

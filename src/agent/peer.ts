@@ -1,7 +1,12 @@
 // The destination agent as the migration engine sees it, over the agent API.
 import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
-import type { CapabilitiesReport, DestinationPeer, IncomingRequest, RestoreResult } from '../migration/types.ts';
+import type {
+  CapabilitiesReport,
+  DestinationPeer,
+  IncomingRequest,
+  RestoreResult,
+} from '../migration/types.ts';
 import type { AgentClient } from './client.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
@@ -19,7 +24,10 @@ export class HttpDestinationPeer implements DestinationPeer {
 
   async hasContainer(name: string): Promise<boolean> {
     try {
-      const c = await this.client.request<{ status: string }>('GET', `/v1/containers/${encodeURIComponent(name)}`);
+      const c = await this.client.request<{ status: string }>(
+        'GET',
+        `/v1/containers/${encodeURIComponent(name)}`,
+      );
       return c.status === 'running';
     } catch (err) {
       if (err instanceof FerryError && err.code === 'FERRY_E_CONTAINER_UNKNOWN') return false;

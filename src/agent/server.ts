@@ -43,7 +43,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.setErrorHandler((err, _req, reply) => {
     const e = err as Error & { validation?: unknown; statusCode?: number; code?: string };
     if (e.validation) {
-      reply.code(400).send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: `malformed request: ${e.message}` } });
+      reply
+        .code(400)
+        .send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: `malformed request: ${e.message}` } });
       return;
     }
     if (!(err instanceof FerryError) && e.statusCode && e.statusCode < 500) {
@@ -55,54 +57,73 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     reply.code(fe.status).send({ error: fe.toJSON() });
   });
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: `no such endpoint: ${req.method} ${req.url}` } });
+    reply.code(404).send({
+      error: { code: 'FERRY_E_INPUT_REQUEST', message: `no such endpoint: ${req.method} ${req.url}` },
+    });
   });
 
   app.get('/v1/health', async () => ({ host: host.hostName, version: deps.version, ok: true }));
   app.get('/v1/capabilities', async () => deps.capabilities());
 
   app.get('/v1/containers', async () => host.list());
-  app.get<{ Params: Static<typeof NameParams> }>('/v1/containers/:name', { schema: { params: NameParams } }, async (req) =>
-    host.info(req.params.name),
+  app.get<{ Params: Static<typeof NameParams> }>(
+    '/v1/containers/:name',
+    { schema: { params: NameParams } },
+    async (req) => host.info(req.params.name),
   );
 
-  app.put<{ Params: Static<typeof NameParams> }>('/v1/uploads/:name', { schema: { params: NameParams } }, async (req) => {
-    const dir = join(host.paths.stateDir, 'uploads', req.params.name);
-    await rm(dir, { recursive: true, force: true });
-    try {
-      const stats = await decodeTree(req.raw, dir, { maxBytes: 8 * 1024 * 1024 * 1024 });
-      return { bytes: stats.bytes, files: stats.files };
-    } catch (err) {
+  app.put<{ Params: Static<typeof NameParams> }>(
+    '/v1/uploads/:name',
+    { schema: { params: NameParams } },
+    async (req) => {
+      const dir = join(host.paths.stateDir, 'uploads', req.params.name);
       await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
-  });
+      try {
+        const stats = await decodeTree(req.raw, dir, { maxBytes: 8 * 1024 * 1024 * 1024 });
+        return { bytes: stats.bytes, files: stats.files };
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+    },
+  );
 
-  app.post<{ Body: Static<typeof CreateBody> }>('/v1/containers', { schema: { body: CreateBody } }, async (req, reply) => {
-    const b = req.body;
-    const upload = b.upload ? join(host.paths.stateDir, 'uploads', b.name) : undefined;
-    try {
-      const info = await host.create({
-        name: b.name,
-        ...(b.command ? { command: b.command } : {}),
-        ...(upload ? { uploadedBundle: upload } : {}),
-        ...(b.net ? { net: b.net } : {}),
-        ...(b.ip ? { ip: b.ip } : {}),
-      });
-      reply.code(201);
-      return info;
-    } finally {
-      if (upload) await rm(upload, { recursive: true, force: true });
-    }
-  });
+  app.post<{ Body: Static<typeof CreateBody> }>(
+    '/v1/containers',
+    { schema: { body: CreateBody } },
+    async (req, reply) => {
+      const b = req.body;
+      const upload = b.upload ? join(host.paths.stateDir, 'uploads', b.name) : undefined;
+      try {
+        const info = await host.create({
+          name: b.name,
+          ...(b.command ? { command: b.command } : {}),
+          ...(upload ? { uploadedBundle: upload } : {}),
+          ...(b.net ? { net: b.net } : {}),
+          ...(b.ip ? { ip: b.ip } : {}),
+        });
+        reply.code(201);
+        return info;
+      } finally {
+        if (upload) await rm(upload, { recursive: true, force: true });
+      }
+    },
+  );
 
-  app.delete<{ Params: Static<typeof NameParams> }>('/v1/containers/:name', { schema: { params: NameParams } }, async (req, reply) => {
-    if (incoming.isReserved(req.params.name)) {
-      throw new FerryError('FERRY_E_CONTAINER_BUSY', `container ${req.params.name} is arriving by migration`);
-    }
-    await host.remove(req.params.name);
-    reply.code(204);
-  });
+  app.delete<{ Params: Static<typeof NameParams> }>(
+    '/v1/containers/:name',
+    { schema: { params: NameParams } },
+    async (req, reply) => {
+      if (incoming.isReserved(req.params.name)) {
+        throw new FerryError(
+          'FERRY_E_CONTAINER_BUSY',
+          `container ${req.params.name} is arriving by migration`,
+        );
+      }
+      await host.remove(req.params.name);
+      reply.code(204);
+    },
+  );
 
   app.post<{ Params: Static<typeof NameParams>; Body: Static<typeof MigrateBody> }>(
     '/v1/containers/:name/migrate',
@@ -111,7 +132,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       // unknown container and same-host requests fail before any streaming starts
       await host.info(req.params.name);
       if (req.body.to.name === host.hostName) {
-        throw new FerryError('FERRY_E_HOST_SAME', `${req.params.name} is already on ${host.hostName}`, { phase: 'plan' });
+        throw new FerryError('FERRY_E_HOST_SAME', `${req.params.name} is already on ${host.hostName}`, {
+          phase: 'plan',
+        });
       }
       const peer = deps.peerFor(req.body.to);
       reply.hijack();
@@ -135,26 +158,42 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     },
   );
 
-  app.post<{ Body: Static<typeof IncomingBody> }>('/v1/incoming', { schema: { body: IncomingBody } }, async (req, reply) => {
-    const b = req.body;
-    await incoming.prepare({ id: b.id, name: b.name, from: b.from, record: b.record as never });
-    reply.code(201);
-    return { id: b.id };
-  });
-  app.put<{ Params: Static<typeof PartParams> }>('/v1/incoming/:id/:part', { schema: { params: PartParams } }, async (req) =>
-    incoming.receive(req.params.id, req.params.part, req.raw),
+  app.post<{ Body: Static<typeof IncomingBody> }>(
+    '/v1/incoming',
+    { schema: { body: IncomingBody } },
+    async (req, reply) => {
+      const b = req.body;
+      await incoming.prepare({ id: b.id, name: b.name, from: b.from, record: b.record as never });
+      reply.code(201);
+      return { id: b.id };
+    },
   );
-  app.post<{ Params: Static<typeof IdParams> }>('/v1/incoming/:id/restore', { schema: { params: IdParams } }, async (req) =>
-    incoming.restore(req.params.id),
+  app.put<{ Params: Static<typeof PartParams> }>(
+    '/v1/incoming/:id/:part',
+    { schema: { params: PartParams } },
+    async (req) => incoming.receive(req.params.id, req.params.part, req.raw),
   );
-  app.post<{ Params: Static<typeof IdParams> }>('/v1/incoming/:id/commit', { schema: { params: IdParams } }, async (req, reply) => {
-    await incoming.commit(req.params.id);
-    reply.code(204);
-  });
-  app.delete<{ Params: Static<typeof IdParams> }>('/v1/incoming/:id', { schema: { params: IdParams } }, async (req, reply) => {
-    await incoming.abort(req.params.id);
-    reply.code(204);
-  });
+  app.post<{ Params: Static<typeof IdParams> }>(
+    '/v1/incoming/:id/restore',
+    { schema: { params: IdParams } },
+    async (req) => incoming.restore(req.params.id),
+  );
+  app.post<{ Params: Static<typeof IdParams> }>(
+    '/v1/incoming/:id/commit',
+    { schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.commit(req.params.id);
+      reply.code(204);
+    },
+  );
+  app.delete<{ Params: Static<typeof IdParams> }>(
+    '/v1/incoming/:id',
+    { schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.abort(req.params.id);
+      reply.code(204);
+    },
+  );
 
   return app;
 }

@@ -1,4 +1,6 @@
 // ferry check: CRIU/runc versions, kernel features, and which strategies work here (or on --host).
+
+import { hostname } from 'node:os';
 import { gatherFacts } from '../agent/facts.ts';
 import { assessStrategies } from '../migration/capabilities.ts';
 import type { CapabilitiesReport } from '../migration/types.ts';
@@ -7,7 +9,6 @@ import type { Runner } from '../runtime/exec.ts';
 import { Runc } from '../runtime/runc.ts';
 import { ClusterContext } from './context.ts';
 import { table } from './render.ts';
-import { hostname } from 'node:os';
 
 export async function localCapabilities(runner: Runner): Promise<CapabilitiesReport> {
   const facts = await gatherFacts(hostname(), new Criu(runner), new Runc(runner, { root: '/run/runc' }));
@@ -21,17 +22,27 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
     `fs.pipe-max-size ${f.pipeMaxSize}`,
     '',
-    table([['FEATURE', 'OK', 'DETAIL'], ...Object.entries(f.features).map(([k, v]) => [k, v.ok ? 'yes' : 'no', v.message])]),
+    table([
+      ['FEATURE', 'OK', 'DETAIL'],
+      ...Object.entries(f.features).map(([k, v]) => [k, v.ok ? 'yes' : 'no', v.message]),
+    ]),
     '',
     table([
       ['STRATEGY', 'WORKS', 'HOW / WHY NOT'],
-      ...Object.entries(r.strategies).map(([k, v]) => [k, v.ok ? 'yes' : 'no', v.ok ? (v.mode ?? '') : (v.why ?? '')]),
+      ...Object.entries(r.strategies).map(([k, v]) => [
+        k,
+        v.ok ? 'yes' : 'no',
+        v.ok ? (v.mode ?? '') : (v.why ?? ''),
+      ]),
     ]),
   ];
   return lines.join('\n');
 }
 
-export async function checkCommand(o: { cluster?: string; host?: string; json?: boolean }, runner: Runner): Promise<void> {
+export async function checkCommand(
+  o: { cluster?: string; host?: string; json?: boolean },
+  runner: Runner,
+): Promise<void> {
   let report: CapabilitiesReport;
   if (o.host) {
     const ctx = await ClusterContext.load(o.cluster);

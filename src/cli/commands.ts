@@ -36,7 +36,14 @@ export async function hostsCommand(o: Common): Promise<void> {
             ctx.client(h.name).request<{ version: string }>('GET', '/v1/health'),
             ctx.client(h.name).request<ContainerInfo[]>('GET', '/v1/containers'),
           ]);
-          return { name: h.name, address: h.address, port: h.port, up: true, version: health.version, containers: containers.length };
+          return {
+            name: h.name,
+            address: h.address,
+            port: h.port,
+            up: true,
+            version: health.version,
+            containers: containers.length,
+          };
         } catch (err) {
           return { name: h.name, address: h.address, port: h.port, up: false, error: (err as Error).message };
         }
@@ -45,7 +52,12 @@ export async function hostsCommand(o: Common): Promise<void> {
     print(o.json, rows, () =>
       table([
         ['HOST', 'ADDRESS', 'AGENT', 'CONTAINERS'],
-        ...rows.map((r) => [r.name, `${r.address}:${r.port}`, r.up ? `up (${r.version})` : 'DOWN', r.up ? String(r.containers) : '-']),
+        ...rows.map((r) => [
+          r.name,
+          `${r.address}:${r.port}`,
+          r.up ? `up (${r.version})` : 'DOWN',
+          r.up ? String(r.containers) : '-',
+        ]),
       ]),
     );
   });
@@ -56,15 +68,23 @@ export async function runCommand(
   o: Common & { host?: string; name: string; bundle?: string; net?: string; ip?: string },
 ): Promise<void> {
   const name = checkName(o.name);
-  if (o.bundle && command.length) throw new FerryError('FERRY_E_INPUT_ARGS', 'give either --bundle or a command, not both', { phase: 'input' });
-  if (!o.bundle && !command.length) throw new FerryError('FERRY_E_INPUT_ARGS', 'give a command after -- or --bundle DIR', { phase: 'input' });
+  if (o.bundle && command.length)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'give either --bundle or a command, not both', {
+      phase: 'input',
+    });
+  if (!o.bundle && !command.length)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'give a command after -- or --bundle DIR', { phase: 'input' });
   await withCluster(o, async (ctx) => {
     let hostName = o.host;
     if (hostName) ctx.host(hostName);
     const { containers, unreachable } = await ctx.containers();
     if (containers.some((c) => c.name === name)) {
       const where = containers.find((c) => c.name === name)!.host;
-      throw new FerryError('FERRY_E_CONTAINER_EXISTS', `a container named ${name} already exists (on ${where})`, { phase: 'input' });
+      throw new FerryError(
+        'FERRY_E_CONTAINER_EXISTS',
+        `a container named ${name} already exists (on ${where})`,
+        { phase: 'input' },
+      );
     }
     if (!hostName) {
       // no controller in this version: the reachable host with the fewest containers
@@ -79,8 +99,14 @@ export async function runCommand(
     if (o.bundle) {
       const dir = resolve(o.bundle);
       const st = await stat(`${dir}/config.json`).catch(() => undefined);
-      if (!st?.isFile()) throw new FerryError('FERRY_E_BUNDLE_INVALID', `${dir} is not an OCI bundle (no config.json)`, { phase: 'input' });
-      await client.request('PUT', `/v1/uploads/${name}`, { body: encodeTree([{ root: dir, prefix: '' }]), timeoutMs: 120_000 });
+      if (!st?.isFile())
+        throw new FerryError('FERRY_E_BUNDLE_INVALID', `${dir} is not an OCI bundle (no config.json)`, {
+          phase: 'input',
+        });
+      await client.request('PUT', `/v1/uploads/${name}`, {
+        body: encodeTree([{ root: dir, prefix: '' }]),
+        timeoutMs: 120_000,
+      });
       upload = true;
     }
     const info = await client.request<ContainerInfo>('POST', '/v1/containers', {
@@ -101,7 +127,8 @@ export async function psCommand(o: Common & { host?: string }): Promise<void> {
   await withCluster(o, async (ctx) => {
     const { containers, unreachable } = await ctx.containers(o.host);
     if (o.host && unreachable.length) throw unreachable[0]!.error;
-    for (const u of unreachable) process.stderr.write(`ferry: warning: host ${u.host} unreachable: ${u.error.message}\n`);
+    for (const u of unreachable)
+      process.stderr.write(`ferry: warning: host ${u.host} unreachable: ${u.error.message}\n`);
     const rows = containers.map((c) => ({
       name: c.name,
       host: c.host,
@@ -110,7 +137,10 @@ export async function psCommand(o: Common & { host?: string }): Promise<void> {
       ...(c.pid ? { pid: c.pid } : {}),
     }));
     print(o.json, rows, () =>
-      table([['NAME', 'HOST', 'STATUS', 'IP', 'PID'], ...rows.map((r) => [r.name, r.host, r.status, r.ip ?? '-', String(r.pid ?? '-')])]),
+      table([
+        ['NAME', 'HOST', 'STATUS', 'IP', 'PID'],
+        ...rows.map((r) => [r.name, r.host, r.status, r.ip ?? '-', String(r.pid ?? '-')]),
+      ]),
     );
   });
 }
@@ -143,12 +173,19 @@ export async function runMigration(
   const dest = ctx.host(to);
   const c = await ctx.locate(name);
   if (c.host === to) {
-    throw new FerryError('FERRY_E_HOST_SAME', `${name} already runs on ${to}`, { phase: 'input', hint: 'pick another --to host' });
+    throw new FerryError('FERRY_E_HOST_SAME', `${name} already runs on ${to}`, {
+      phase: 'input',
+      hint: 'pick another --to host',
+    });
   }
   if (c.status !== 'running') {
-    throw new FerryError('FERRY_E_CONTAINER_NOT_RUNNING', `container ${name} on ${c.host} is ${c.status}, not running`, {
-      phase: 'input',
-    });
+    throw new FerryError(
+      'FERRY_E_CONTAINER_NOT_RUNNING',
+      `container ${name} on ${c.host} is ${c.status}, not running`,
+      {
+        phase: 'input',
+      },
+    );
   }
   // the destination must answer before anything is touched
   await ctx.client(to).request('GET', '/v1/health');
@@ -170,11 +207,18 @@ export async function runMigration(
       else onEvent(e);
     },
   );
-  if (!result) throw new FerryError('FERRY_E_HOST_UNREACHABLE', `source host ${c.host} ended the migration stream without a result`);
+  if (!result)
+    throw new FerryError(
+      'FERRY_E_HOST_UNREACHABLE',
+      `source host ${c.host} ended the migration stream without a result`,
+    );
   return result;
 }
 
-export async function migrateCommand(name: string, o: Common & MigrateOptions & { to: string }): Promise<void> {
+export async function migrateCommand(
+  name: string,
+  o: Common & MigrateOptions & { to: string },
+): Promise<void> {
   checkName(name);
   checkName(o.to, 'host');
   const renderer = o.json ? undefined : new MigrationRenderer();
@@ -184,7 +228,8 @@ export async function migrateCommand(name: string, o: Common & MigrateOptions & 
   else process.stdout.write(`${reportText(report)}\n`);
   if (!report.ok) {
     const e = report.error;
-    if (!o.json) process.stderr.write(`ferry: ${e?.code ?? 'FERRY_E_INTERNAL'}: ${e?.message ?? 'migration failed'}\n`);
+    if (!o.json)
+      process.stderr.write(`ferry: ${e?.code ?? 'FERRY_E_INTERNAL'}: ${e?.message ?? 'migration failed'}\n`);
     process.exit(1);
   }
 }

@@ -1,6 +1,11 @@
 // The CLI's view of a cluster: the cluster file, one API client per host, and lookups across hosts.
 import { AgentClient } from '../agent/client.ts';
-import { type ClusterFile, type ClusterHost, loadClusterFile, resolveClusterPath } from '../core/cluster-file.ts';
+import {
+  type ClusterFile,
+  type ClusterHost,
+  loadClusterFile,
+  resolveClusterPath,
+} from '../core/cluster-file.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import type { ContainerInfo } from '../host/containers.ts';
@@ -44,15 +49,26 @@ export class ClusterContext {
   }
 
   /** Containers of every host; unreachable hosts are reported, not fatal. */
-  async containers(only?: string): Promise<{ containers: ContainerInfo[]; unreachable: { host: string; error: FerryError }[] }> {
+  async containers(
+    only?: string,
+  ): Promise<{ containers: ContainerInfo[]; unreachable: { host: string; error: FerryError }[] }> {
     const hosts = only ? [this.host(only)] : this.file.hosts;
-    const results = await Promise.allSettled(hosts.map((h) => this.client(h.name).request<ContainerInfo[]>('GET', '/v1/containers')));
+    const results = await Promise.allSettled(
+      hosts.map((h) => this.client(h.name).request<ContainerInfo[]>('GET', '/v1/containers')),
+    );
     const containers: ContainerInfo[] = [];
     const unreachable: { host: string; error: FerryError }[] = [];
     results.forEach((r, i) => {
       const h = hosts[i]!.name;
       if (r.status === 'fulfilled') containers.push(...r.value);
-      else unreachable.push({ host: h, error: r.reason instanceof FerryError ? r.reason : new FerryError('FERRY_E_HOST_UNREACHABLE', String(r.reason)) });
+      else
+        unreachable.push({
+          host: h,
+          error:
+            r.reason instanceof FerryError
+              ? r.reason
+              : new FerryError('FERRY_E_HOST_UNREACHABLE', String(r.reason)),
+        });
     });
     return { containers, unreachable };
   }
@@ -64,9 +80,14 @@ export class ClusterContext {
     const found = containers.filter((c) => c.name === name);
     if (found.length === 1) return found[0]!;
     if (found.length > 1) {
-      throw new FerryError('FERRY_E_INTERNAL', `container ${name} is on several hosts: ${found.map((c) => c.host).join(', ')}`);
+      throw new FerryError(
+        'FERRY_E_INTERNAL',
+        `container ${name} is on several hosts: ${found.map((c) => c.host).join(', ')}`,
+      );
     }
     const extra = unreachable.length ? ` (unreachable: ${unreachable.map((u) => u.host).join(', ')})` : '';
-    throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `unknown container ${name}: no host runs it${extra}`, { phase: 'input' });
+    throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `unknown container ${name}: no host runs it${extra}`, {
+      phase: 'input',
+    });
   }
 }

@@ -1,14 +1,19 @@
 // ferry demo: two simulated hosts, a counter container migrated a -> b -> a; shows it kept counting.
 import { readFile } from 'node:fs/promises';
+import type { ContainerInfo } from '../host/containers.ts';
+import type { MigrationReport } from '../migration/types.ts';
 import type { Runner } from '../runtime/exec.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
 import { runMigration } from './commands.ts';
 import { ClusterContext } from './context.ts';
 import { MigrationRenderer, reportText } from './render.ts';
-import type { ContainerInfo } from '../host/containers.ts';
-import type { MigrationReport } from '../migration/types.ts';
 
-const COUNTER = ['/bin/busybox', 'sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done'];
+const COUNTER = [
+  '/bin/busybox',
+  'sh',
+  '-c',
+  'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done',
+];
 
 async function readCounter(ctx: ClusterContext, name: string): Promise<{ host: string; value: number }> {
   const c = await ctx.locate(name);
@@ -24,7 +29,9 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
   const ctx = await ClusterContext.load(tb.clusterFile);
   const reports: MigrationReport[] = [];
   try {
-    const info = await ctx.client('a').request<ContainerInfo>('POST', '/v1/containers', { json: { name: 'counter', command: COUNTER } });
+    const info = await ctx
+      .client('a')
+      .request<ContainerInfo>('POST', '/v1/containers', { json: { name: 'counter', command: COUNTER } });
     say(`started ${info.name} on ${info.host} (pid ${info.pid}): ${COUNTER.slice(3).join(' ')}`);
     await new Promise((r) => setTimeout(r, 1000));
     const values: { host: string; value: number }[] = [await readCounter(ctx, 'counter')];
@@ -45,7 +52,9 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
     say('');
     say('hop        strategy  freeze ms  total ms  bytes');
     for (const r of reports) {
-      say(`${`${r.from} -> ${r.to}`.padEnd(10)} ${r.strategy.padEnd(9)} ${String(r.freezeMs).padStart(9)} ${String(r.totalMs).padStart(9)}  ${r.bytesSent}`);
+      say(
+        `${`${r.from} -> ${r.to}`.padEnd(10)} ${r.strategy.padEnd(9)} ${String(r.freezeMs).padStart(9)} ${String(r.totalMs).padStart(9)}  ${r.bytesSent}`,
+      );
     }
     const ok = values.every((v, i) => i === 0 || v.value > values[i - 1]!.value);
     say(ok ? 'the counter kept counting across both moves' : 'the counter did NOT continue');

@@ -5,8 +5,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { checkCommand } from './check.ts';
-import { demoCommand } from './demo.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import { demoCommand } from './demo.ts';
 import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 /** How to start this CLI again (agents are started by the testbed with the same node and flags). */
@@ -28,9 +28,9 @@ export function fail(err: unknown, json: boolean): never {
 
 function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
-    const opts = args.find((a) => a && typeof a === 'object' && !Array.isArray(a) && !(a instanceof Command)) as
-      | { json?: boolean }
-      | undefined;
+    const opts = args.find(
+      (a) => a && typeof a === 'object' && !Array.isArray(a) && !(a instanceof Command),
+    ) as { json?: boolean } | undefined;
     try {
       await fn(...args);
     } catch (err) {
@@ -75,7 +75,9 @@ export function buildProgram(): Command {
     .option('--host <host>', 'host to run on (default: the host with the fewest containers)')
     .requiredOption('--name <name>', 'container name')
     .option('--bundle <dir>', 'an OCI bundle (config.json + rootfs); copied to the host')
-    .addOption(new Option('--net <mode>', 'network: none (isolated)').choices(['none', 'own', 'host']).default('none'))
+    .addOption(
+      new Option('--net <mode>', 'network: none (isolated)').choices(['none', 'own', 'host']).default('none'),
+    )
     .option('--ip <addr>', 'container address (with --net own|host)')
     .option('--json', 'print JSON')
     .argument('[command...]', 'command to run (after --)')
@@ -105,8 +107,12 @@ export function buildProgram(): Command {
         .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
         .default('auto'),
     )
-    .option('--max-downtime <ms>', 'downtime budget for auto/precopy', (v) => positiveInt(v, '--max-downtime'))
-    .option('--threshold <bytes>', 'pre-copy: switch over below this many dirty bytes', (v) => positiveInt(v, '--threshold'))
+    .option('--max-downtime <ms>', 'downtime budget for auto/precopy', (v) =>
+      positiveInt(v, '--max-downtime'),
+    )
+    .option('--threshold <bytes>', 'pre-copy: switch over below this many dirty bytes', (v) =>
+      positiveInt(v, '--threshold'),
+    )
     .option('--max-rounds <n>', 'pre-copy: at most this many rounds', (v) => positiveInt(v, '--max-rounds'))
     .option('--json', 'print the report as JSON')
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
@@ -114,7 +120,7 @@ export function buildProgram(): Command {
   program
     .command('check')
     .description('what this host (or --host) can do, and which strategies work')
-    .option('--host <host>', 'ask this host\'s agent instead of checking locally')
+    .option('--host <host>', "ask this host's agent instead of checking locally")
     .option('--json', 'print JSON')
     .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o }, runner)));
 
@@ -146,7 +152,8 @@ export function buildProgram(): Command {
 
 function positiveInt(v: string, flag: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new FerryError('FERRY_E_INPUT_ARGS', `${flag} takes a whole number, not ${v}`);
+  if (!Number.isInteger(n) || n < 0)
+    throw new FerryError('FERRY_E_INPUT_ARGS', `${flag} takes a whole number, not ${v}`);
   return n;
 }
 

@@ -10,10 +10,14 @@ export async function testbedUpCommand(
   ferryArgv: string[],
 ): Promise<void> {
   if (o.controller) {
-    throw new FerryError('FERRY_E_INPUT_ARGS', '--controller is not available in this version of ferry', { phase: 'input' });
+    throw new FerryError('FERRY_E_INPUT_ARGS', '--controller is not available in this version of ferry', {
+      phase: 'input',
+    });
   }
   if (o.rate !== undefined && !/^\d+(\.\d+)?(bit|kbit|mbit|gbit)$/.test(o.rate)) {
-    throw new FerryError('FERRY_E_INPUT_ARGS', `--rate ${o.rate}: use a tc rate such as 100mbit or 1gbit`, { phase: 'input' });
+    throw new FerryError('FERRY_E_INPUT_ARGS', `--rate ${o.rate}: use a tc rate such as 100mbit or 1gbit`, {
+      phase: 'input',
+    });
   }
   const hosts = parseHosts(o.hosts);
   const log = o.json ? undefined : (m: string) => process.stderr.write(`testbed: ${m}\n`);
@@ -31,7 +35,13 @@ export async function testbedUpCommand(
   process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `cluster file: ${tb.clusterFile}\n`);
 }
 
-export async function testbedDownCommand(o: { name: string; all?: boolean; json?: boolean }, runner: Runner, ferryArgv: string[]): Promise<void> {
+export async function testbedDownCommand(
+  o: { name: string; all?: boolean; json?: boolean },
+  runner: Runner,
+  ferryArgv: string[],
+): Promise<void> {
   const removed = await testbedDown(o.all ? 'all' : o.name, { runner, ferryArgv });
-  process.stdout.write(o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`);
+  process.stdout.write(
+    o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`,
+  );
 }

@@ -35,14 +35,18 @@ export async function setCurrentCluster(path: string, env: NodeJS.ProcessEnv = p
 
 export async function clearCurrentCluster(path: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   try {
-    if ((await readFile(currentPointer(env), 'utf8')).trim() === path) await rm(currentPointer(env), { force: true });
+    if ((await readFile(currentPointer(env), 'utf8')).trim() === path)
+      await rm(currentPointer(env), { force: true });
   } catch {
     // no pointer
   }
 }
 
 /** `--cluster FILE`, else $FERRY_CLUSTER, else the last testbed brought up. */
-export async function resolveClusterPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function resolveClusterPath(
+  explicit: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string> {
   if (explicit) return explicit;
   if (env['FERRY_CLUSTER']) return env['FERRY_CLUSTER'];
   try {

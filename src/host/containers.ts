@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import { buildCommandBundle, placeConfig, readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import {
+  buildCommandBundle,
+  placeConfig,
+  readConfig,
+  validateConfig,
+  writeConfig,
+} from '../runtime/bundle.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
@@ -50,7 +56,13 @@ export class ContainerHost {
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
 
-  constructor(deps: { hostName: string; paths: HostPaths; runc: RuncLike; cgroupParent: string; log: Logger }) {
+  constructor(deps: {
+    hostName: string;
+    paths: HostPaths;
+    runc: RuncLike;
+    cgroupParent: string;
+    log: Logger;
+  }) {
     this.hostName = deps.hostName;
     this.paths = deps.paths;
     this.runc = deps.runc;
@@ -91,7 +103,9 @@ export class ContainerHost {
 
   async readRecord(name: string): Promise<ContainerRecord | undefined> {
     try {
-      return JSON.parse(await readFile(join(containerDir(this.paths, name), 'record.json'), 'utf8')) as ContainerRecord;
+      return JSON.parse(
+        await readFile(join(containerDir(this.paths, name), 'record.json'), 'utf8'),
+      ) as ContainerRecord;
     } catch {
       return undefined;
     }
@@ -121,9 +135,13 @@ export class ContainerHost {
     checkName(name);
     const rec = await this.readRecord(name);
     if (!rec) {
-      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no container named ${name} on host ${this.hostName}`, {
-        phase: 'input',
-      });
+      throw new FerryError(
+        'FERRY_E_CONTAINER_UNKNOWN',
+        `no container named ${name} on host ${this.hostName}`,
+        {
+          phase: 'input',
+        },
+      );
     }
     const st = await this.runc.state(name);
     const out: ContainerInfo = {
@@ -163,9 +181,13 @@ export class ContainerHost {
     }
     return this.exclusive(name, 'create', async () => {
       if (await this.exists(name)) {
-        throw new FerryError('FERRY_E_CONTAINER_EXISTS', `a container named ${name} already exists on host ${this.hostName}`, {
-          phase: 'input',
-        });
+        throw new FerryError(
+          'FERRY_E_CONTAINER_EXISTS',
+          `a container named ${name} already exists on host ${this.hostName}`,
+          {
+            phase: 'input',
+          },
+        );
       }
       const dir = containerDir(this.paths, name);
       const bundle = bundleDir(this.paths, name);
@@ -178,7 +200,10 @@ export class ContainerHost {
         }
         const config = await readConfig(bundle);
         validateConfig(config);
-        await writeConfig(bundle, placeConfig(config, { cgroupsPath: this.cgroupsPath(name), hostname: name }));
+        await writeConfig(
+          bundle,
+          placeConfig(config, { cgroupsPath: this.cgroupsPath(name), hostname: name }),
+        );
         const rec: ContainerRecord = {
           name,
           createdAt: new Date().toISOString(),
@@ -201,9 +226,13 @@ export class ContainerHost {
   async remove(name: string): Promise<void> {
     checkName(name);
     if (!(await this.readRecord(name)) && !(await this.runc.state(name))) {
-      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no container named ${name} on host ${this.hostName}`, {
-        phase: 'input',
-      });
+      throw new FerryError(
+        'FERRY_E_CONTAINER_UNKNOWN',
+        `no container named ${name} on host ${this.hostName}`,
+        {
+          phase: 'input',
+        },
+      );
     }
     await this.exclusive(name, 'remove', async () => {
       await this.runc.destroy(name);

@@ -49,7 +49,10 @@ export function readFields(buf: Uint8Array): Field[] {
 }
 
 /** Maps numeric fields of one message to names; unknown fields are ignored. */
-export function decodeNumbers<K extends string>(buf: Uint8Array, names: Record<number, K>): Partial<Record<K, number>> {
+export function decodeNumbers<K extends string>(
+  buf: Uint8Array,
+  names: Record<number, K>,
+): Partial<Record<K, number>> {
   const out: Partial<Record<K, number>> = {};
   for (const f of readFields(buf)) {
     const name = names[f.no];

@@ -69,7 +69,9 @@ export function parseStats(buf: Buffer): { dump?: DumpStats; restore?: RestoreSt
 }
 
 /** Reads a stats image if it exists; undefined when CRIU did not write one. */
-export async function readStats(path: string): Promise<{ dump?: DumpStats; restore?: RestoreStats } | undefined> {
+export async function readStats(
+  path: string,
+): Promise<{ dump?: DumpStats; restore?: RestoreStats } | undefined> {
   let buf: Buffer;
   try {
     buf = await readFile(path);

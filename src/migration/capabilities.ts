@@ -61,19 +61,30 @@ export function assessStrategies(f: HostFacts): Record<StrategyName, StrategySup
         support = { ok: true, mode: 'dump, stream, restore' };
         break;
       case 'precopy':
-        support = { ok: true, mode: dirty ? 'soft-dirty pre-dump rounds' : 'content delta (no soft-dirty tracking)' };
+        support = {
+          ok: true,
+          mode: dirty ? 'soft-dirty pre-dump rounds' : 'content delta (no soft-dirty tracking)',
+        };
         break;
       case 'postcopy':
-        support = postcopyWhy ? { ok: false, why: postcopyWhy } : { ok: true, mode: 'lazy pages over userfaultfd' };
+        support = postcopyWhy
+          ? { ok: false, why: postcopyWhy }
+          : { ok: true, mode: 'lazy pages over userfaultfd' };
         break;
       case 'hybrid':
         support = postcopyWhy
           ? { ok: false, why: `post-copy part unavailable: ${postcopyWhy}` }
-          : { ok: true, mode: dirty ? 'pre-dump rounds, then lazy pages' : 'content-delta rounds, then lazy pages' };
+          : {
+              ok: true,
+              mode: dirty ? 'pre-dump rounds, then lazy pages' : 'content-delta rounds, then lazy pages',
+            };
         break;
     }
     if (support.ok && !IMPLEMENTED.has(s)) {
-      support = { ok: false, why: `not implemented in ferry ${'0.1'} yet (the host would support: ${support.mode})` };
+      support = {
+        ok: false,
+        why: `not implemented in ferry ${'0.1'} yet (the host would support: ${support.mode})`,
+      };
     }
     out[s] = support;
   }

@@ -46,7 +46,10 @@ export class IncomingMigrations {
     try {
       return JSON.parse(await readFile(this.recordPath(id), 'utf8')) as IncomingRecord;
     } catch {
-      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `no incoming migration ${id} on host ${this.host.hostName}`);
+      throw new FerryError(
+        'FERRY_E_MIGRATION_UNKNOWN',
+        `no incoming migration ${id} on host ${this.host.hostName}`,
+      );
     }
   }
 
@@ -81,7 +84,9 @@ export class IncomingMigrations {
   async receive(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }> {
     const rec = await this.load(id);
     if (rec.state !== 'prepared') {
-      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, { phase: 'transfer' });
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, {
+        phase: 'transfer',
+      });
     }
     const dest = part === 'bundle' ? bundleDir(this.host.paths, rec.name) : imageDir(this.host.paths, id);
     if (part === 'bundle') {
@@ -99,9 +104,13 @@ export class IncomingMigrations {
     const rec = await this.load(id);
     for (const part of ['bundle', 'images'] as const) {
       if (!rec.received.includes(part)) {
-        throw new FerryError('FERRY_E_RESTORE_FAILED', `cannot restore ${rec.name}: its ${part} did not arrive`, {
-          phase: 'restore',
-        });
+        throw new FerryError(
+          'FERRY_E_RESTORE_FAILED',
+          `cannot restore ${rec.name}: its ${part} did not arrive`,
+          {
+            phase: 'restore',
+          },
+        );
       }
     }
     rec.state = 'restoring';
@@ -121,10 +130,14 @@ export class IncomingMigrations {
       throw err;
     }
     const st = await this.host.runc.state(rec.name);
-    if (!st || st.status !== 'running') {
-      throw new FerryError('FERRY_E_CONFIRM_FAILED', `${rec.name} is ${st?.status ?? 'gone'} right after restore`, {
-        phase: 'confirm',
-      });
+    if (st?.status !== 'running') {
+      throw new FerryError(
+        'FERRY_E_CONFIRM_FAILED',
+        `${rec.name} is ${st?.status ?? 'gone'} right after restore`,
+        {
+          phase: 'confirm',
+        },
+      );
     }
     await this.host.writeRecord({ ...rec.record, origin: { kind: 'migration', from: rec.from, id } });
     rec.state = 'restored';

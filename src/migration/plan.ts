@@ -45,7 +45,9 @@ export function planStrategy(p: PlanInput): Plan {
     if (reason) {
       throw new FerryError('FERRY_E_PLAN_STRATEGY', `strategy ${p.requested} is not possible: ${reason}`, {
         phase: 'plan',
-        hint: usable.length ? `strategies that work between these hosts: ${usable.join(', ')}` : 'no strategy works between these hosts',
+        hint: usable.length
+          ? `strategies that work between these hosts: ${usable.join(', ')}`
+          : 'no strategy works between these hosts',
       });
     }
     return { strategy: p.requested, reason: 'requested' };
@@ -53,9 +55,16 @@ export function planStrategy(p: PlanInput): Plan {
   const pick = AUTO_ORDER.find((s) => usable.includes(s));
   if (!pick) {
     const reasons = STRATEGIES.map((s) => `${s}: ${why(s, p)}`).join('; ');
-    throw new FerryError('FERRY_E_PLAN_STRATEGY', `no migration strategy works between these hosts (${reasons})`, {
-      phase: 'plan',
-    });
+    throw new FerryError(
+      'FERRY_E_PLAN_STRATEGY',
+      `no migration strategy works between these hosts (${reasons})`,
+      {
+        phase: 'plan',
+      },
+    );
   }
-  return { strategy: pick, reason: `auto: ${pick} is the fastest strategy both hosts support in this version` };
+  return {
+    strategy: pick,
+    reason: `auto: ${pick} is the fastest strategy both hosts support in this version`,
+  };
 }

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { asFerryError, FerryError, type ErrorCode } from '../core/errors.ts';
+import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ContainerHost } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
@@ -67,7 +67,11 @@ export class MigrationSource {
     this.now = deps.now ?? (() => performance.now());
   }
 
-  async migrate(req: MigrationRequest, peer: DestinationPeer, emit: (e: MigrationEvent) => void): Promise<MigrationReport> {
+  async migrate(
+    req: MigrationRequest,
+    peer: DestinationPeer,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<MigrationReport> {
     const id = `m${randomBytes(6).toString('hex')}`;
     const started = this.now();
     const report: MigrationReport = {
@@ -84,7 +88,12 @@ export class MigrationSource {
       totalMs: 0,
       criu: {},
     };
-    const progress: Progress = { phase: 'plan', prepared: false, sourceStopped: false, restoreRequested: false };
+    const progress: Progress = {
+      phase: 'plan',
+      prepared: false,
+      sourceStopped: false,
+      restoreRequested: false,
+    };
     const phase = async <T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> => {
       progress.phase = name;
       const t0 = this.now();
@@ -156,9 +165,13 @@ export class MigrationSource {
       await this.host.info(name);
       const st = await this.host.runc.state(name);
       if (st?.status !== 'running') {
-        throw new FerryError('FERRY_E_CONTAINER_NOT_RUNNING', `container ${name} is ${st?.status ?? 'stopped'}, not running`, {
-          phase: 'plan',
-        });
+        throw new FerryError(
+          'FERRY_E_CONTAINER_NOT_RUNNING',
+          `container ${name} is ${st?.status ?? 'stopped'}, not running`,
+          {
+            phase: 'plan',
+          },
+        );
       }
       const [local, remote] = await Promise.all([this.capabilities(), peer.capabilities()]);
       const plan = planStrategy({
@@ -169,9 +182,13 @@ export class MigrationSource {
         destinationHost: peer.name,
       });
       if (await peer.hasContainer(name)) {
-        throw new FerryError('FERRY_E_CONTAINER_EXISTS', `host ${peer.name} already has a container named ${name}`, {
-          phase: 'plan',
-        });
+        throw new FerryError(
+          'FERRY_E_CONTAINER_EXISTS',
+          `host ${peer.name} already has a container named ${name}`,
+          {
+            phase: 'plan',
+          },
+        );
       }
       report.strategyReason = plan.reason;
       return plan.strategy;
@@ -179,7 +196,8 @@ export class MigrationSource {
     report.strategy = strategy;
 
     const record = await this.host.readRecord(name);
-    if (!record) throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
+    if (!record)
+      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
     await phase('prepare', async () => {
       await mkdir(images, { recursive: true, mode: 0o700 });
       await peer.prepare({ id, name, from: this.host.hostName, record });
@@ -284,15 +302,25 @@ export class MigrationSource {
     } else if (progress.sourceStopped) {
       try {
         await this.host.runc.delete(name);
-        await this.host.runc.restore(name, { bundle: bundleDir(this.host.paths, name), imagePath: images, workPath: images });
+        await this.host.runc.restore(name, {
+          bundle: bundleDir(this.host.paths, name),
+          imagePath: images,
+          workPath: images,
+        });
         sourceRunning = (await this.host.runc.state(name))?.status === 'running';
       } catch (err) {
         notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);
       }
     }
     if (sourceRunning) await rm(images, { recursive: true, force: true });
-    this.log.warn({ container: name, migration: id, sourceRunning, destinationCleaned, notes }, 'migration rolled back');
-    const out: { sourceRunning: boolean; destinationCleaned: boolean; note?: string } = { sourceRunning, destinationCleaned };
+    this.log.warn(
+      { container: name, migration: id, sourceRunning, destinationCleaned, notes },
+      'migration rolled back',
+    );
+    const out: { sourceRunning: boolean; destinationCleaned: boolean; note?: string } = {
+      sourceRunning,
+      destinationCleaned,
+    };
     if (notes.length) out.note = notes.join('; ');
     return out;
   }

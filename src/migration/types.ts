@@ -5,7 +5,14 @@ import type { ContainerRecord } from '../host/containers.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
 import type { HostFacts, StrategyName, StrategySupport } from './capabilities.ts';
 
-export type MigrationPhase = 'plan' | 'prepare' | 'checkpoint' | 'transfer' | 'restore' | 'confirm' | 'cleanup';
+export type MigrationPhase =
+  | 'plan'
+  | 'prepare'
+  | 'checkpoint'
+  | 'transfer'
+  | 'restore'
+  | 'confirm'
+  | 'cleanup';
 
 export interface MigrationRequest {
   name: string;

@@ -49,7 +49,13 @@ export class IpNet {
   }
 
   /** A veth pair: `outer` stays here, `inner` moves into `ns` under the name `innerName`. */
-  async addVeth(outer: string, inner: string, ns: string, innerName: string, innerMac?: string): Promise<void> {
+  async addVeth(
+    outer: string,
+    inner: string,
+    ns: string,
+    innerName: string,
+    innerMac?: string,
+  ): Promise<void> {
     await this.delLink(outer);
     await this.ip(['link', 'add', outer, 'type', 'veth', 'peer', 'name', inner]);
     await this.ip(['link', 'set', inner, 'netns', ns]);
@@ -92,9 +98,26 @@ export class IpNet {
   /** Limits egress of `link` to `rate` (tc tbf; this kernel has no netem). */
   async shape(link: string, rate: string, ns?: string): Promise<void> {
     const argv = ns ? ['ip', 'netns', 'exec', ns, 'tc'] : ['tc'];
-    await this.runner.run([...argv, 'qdisc', 'replace', 'dev', link, 'root', 'tbf', 'rate', rate, 'burst', '256kb', 'latency', '50ms'], {
-      errorCode: 'FERRY_E_TESTBED',
-      phase: 'testbed',
-    });
+    await this.runner.run(
+      [
+        ...argv,
+        'qdisc',
+        'replace',
+        'dev',
+        link,
+        'root',
+        'tbf',
+        'rate',
+        rate,
+        'burst',
+        '256kb',
+        'latency',
+        '50ms',
+      ],
+      {
+        errorCode: 'FERRY_E_TESTBED',
+        phase: 'testbed',
+      },
+    );
   }
 }

@@ -49,17 +49,37 @@ export function defaultConfig(args: string[], hostname: string): OciConfig {
     hostname,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
-      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+      {
+        destination: '/dev',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'],
+      },
       {
         destination: '/dev/pts',
         type: 'devpts',
         source: 'devpts',
         options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
       },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
-      { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+      {
+        destination: '/dev/shm',
+        type: 'tmpfs',
+        source: 'shm',
+        options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'],
+      },
+      {
+        destination: '/dev/mqueue',
+        type: 'mqueue',
+        source: 'mqueue',
+        options: ['nosuid', 'noexec', 'nodev'],
+      },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-      { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=262144k'] },
+      {
+        destination: '/tmp',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', 'mode=1777', 'size=262144k'],
+      },
     ],
     linux: {
       resources: { devices: [{ allow: false, access: 'rwm' }] },
@@ -93,15 +113,27 @@ async function lstatOrNull(p: string) {
  * Builds a bundle that runs a host command: the rootfs bind-mounts the host's /usr and /etc read-only,
  * mirrors merged-/usr symlinks (/bin -> usr/bin), and is itself writable; /tmp is a tmpfs.
  */
-export async function buildCommandBundle(dir: string, args: string[], hostname: string, hostRoot = '/'): Promise<OciConfig> {
-  if (args.length === 0) throw new FerryError('FERRY_E_INPUT_ARGS', 'no command given after --', { phase: 'input' });
+export async function buildCommandBundle(
+  dir: string,
+  args: string[],
+  hostname: string,
+  hostRoot = '/',
+): Promise<OciConfig> {
+  if (args.length === 0)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'no command given after --', { phase: 'input' });
   const rootfs = join(dir, 'rootfs');
   await mkdir(rootfs, { recursive: true });
   const config = defaultConfig(args, hostname);
-  for (const d of ['proc', 'dev', 'sys', 'tmp', 'root', 'run', 'var', 'data']) await mkdir(join(rootfs, d), { recursive: true });
+  for (const d of ['proc', 'dev', 'sys', 'tmp', 'root', 'run', 'var', 'data'])
+    await mkdir(join(rootfs, d), { recursive: true });
   for (const d of HOST_DIRS) {
     await mkdir(join(rootfs, d), { recursive: true });
-    config.mounts.push({ destination: d, type: 'bind', source: d, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+    config.mounts.push({
+      destination: d,
+      type: 'bind',
+      source: d,
+      options: ['rbind', 'ro', 'nosuid', 'nodev'],
+    });
   }
   for (const d of MAYBE_LINKED) {
     const st = await lstatOrNull(join(hostRoot, d));
@@ -110,7 +142,12 @@ export async function buildCommandBundle(dir: string, args: string[], hostname: 
       await symlink(await readlink(join(hostRoot, d)), join(rootfs, d));
     } else if (st.isDirectory()) {
       await mkdir(join(rootfs, d), { recursive: true });
-      config.mounts.push({ destination: d, type: 'bind', source: d, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+      config.mounts.push({
+        destination: d,
+        type: 'bind',
+        source: d,
+        options: ['rbind', 'ro', 'nosuid', 'nodev'],
+      });
     }
   }
   await writeConfig(dir, config);
@@ -122,15 +159,22 @@ export async function readConfig(dir: string): Promise<OciConfig> {
   try {
     text = await readFile(join(dir, 'config.json'), 'utf8');
   } catch (err) {
-    throw new FerryError('FERRY_E_BUNDLE_INVALID', `bundle ${dir} has no readable config.json`, { cause: err, phase: 'input' });
+    throw new FerryError('FERRY_E_BUNDLE_INVALID', `bundle ${dir} has no readable config.json`, {
+      cause: err,
+      phase: 'input',
+    });
   }
   try {
     return JSON.parse(text) as OciConfig;
   } catch (err) {
-    throw new FerryError('FERRY_E_BUNDLE_INVALID', `bundle config.json is not valid JSON: ${(err as Error).message}`, {
-      cause: err,
-      phase: 'input',
-    });
+    throw new FerryError(
+      'FERRY_E_BUNDLE_INVALID',
+      `bundle config.json is not valid JSON: ${(err as Error).message}`,
+      {
+        cause: err,
+        phase: 'input',
+      },
+    );
   }
 }
 
@@ -140,17 +184,21 @@ export async function writeConfig(dir: string, config: OciConfig): Promise<void>
 
 /** Checks what ferry relies on in a user-supplied bundle; throws FERRY_E_BUNDLE_INVALID with the reason. */
 export function validateConfig(config: OciConfig): void {
-  const bad = (why: string) => new FerryError('FERRY_E_BUNDLE_INVALID', `invalid bundle: ${why}`, { phase: 'input' });
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) throw bad('config.json is not an object');
+  const bad = (why: string) =>
+    new FerryError('FERRY_E_BUNDLE_INVALID', `invalid bundle: ${why}`, { phase: 'input' });
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw bad('config.json is not an object');
   const root = config.root?.path;
   if (typeof root !== 'string' || !root) throw bad('root.path is missing');
-  if (isAbsolute(root) || normalize(root).startsWith('..')) throw bad('root.path must be a path inside the bundle');
+  if (isAbsolute(root) || normalize(root).startsWith('..'))
+    throw bad('root.path must be a path inside the bundle');
   const args = config.process?.args;
   if (!Array.isArray(args) || args.length === 0 || !args.every((a: unknown) => typeof a === 'string')) {
     throw bad('process.args must be a non-empty list of strings');
   }
   if (!Array.isArray(config.mounts ?? [])) throw bad('mounts must be a list');
-  if (config.linux !== undefined && (typeof config.linux !== 'object' || config.linux === null)) throw bad('linux must be an object');
+  if (config.linux !== undefined && (typeof config.linux !== 'object' || config.linux === null))
+    throw bad('linux must be an object');
 }
 
 export interface HostPlacement {

@@ -3,7 +3,13 @@ import type { Runner } from './exec.ts';
 
 export const CRIU_MIN_VERSION = '4.2';
 
-export const CRIU_FEATURES = ['mem_dirty_track', 'uffd', 'uffd-noncoop', 'network_lock_nftables', 'tcp_half_closed'] as const;
+export const CRIU_FEATURES = [
+  'mem_dirty_track',
+  'uffd',
+  'uffd-noncoop',
+  'network_lock_nftables',
+  'tcp_half_closed',
+] as const;
 export type CriuFeature = (typeof CRIU_FEATURES)[number];
 
 export function compareVersions(a: string, b: string): number {
@@ -39,13 +45,24 @@ export class Criu {
   async checkBasic(): Promise<{ ok: boolean; message: string }> {
     const r = await this.runner.run([this.path, 'check'], { allowFail: true });
     const text = `${r.stdout}\n${r.stderr}`.trim();
-    return { ok: r.code === 0, message: text.split('\n').filter((l) => !/kdat cache/.test(l)).slice(-1)[0] ?? '' };
+    return {
+      ok: r.code === 0,
+      message:
+        text
+          .split('\n')
+          .filter((l) => !/kdat cache/.test(l))
+          .slice(-1)[0] ?? '',
+    };
   }
 
   async checkFeature(f: CriuFeature): Promise<{ ok: boolean; message: string }> {
     const r = await this.runner.run([this.path, 'check', '--feature', f], { allowFail: true });
     const text = `${r.stdout}\n${r.stderr}`.trim();
-    const last = text.split('\n').filter((l) => !/kdat cache/.test(l)).slice(-1)[0] ?? '';
+    const last =
+      text
+        .split('\n')
+        .filter((l) => !/kdat cache/.test(l))
+        .slice(-1)[0] ?? '';
     // criu exits 0 for some missing features; trust the words too
     const ok = r.code === 0 && /is supported|supported$/i.test(last) && !/not supported|OFF/i.test(last);
     return { ok, message: last.replace(/^Warn\s*\([^)]*\):\s*/, '') };

@@ -1,6 +1,6 @@
 // Long-running child processes (agents, controllers): started detached, tracked by pid files.
 import { spawn } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 
 export function startDaemon(argv: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {

@@ -1,6 +1,6 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
 import { spawn } from 'node:child_process';
-import { FerryError, type ErrorCode, type Phase } from '../core/errors.ts';
+import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
 
 export interface ExecOptions {
   cwd?: string;
@@ -46,7 +46,11 @@ export class ProcessRunner implements Runner {
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
-      stdio: [opts.input === undefined ? 'ignore' : 'pipe', nullOut ? 'ignore' : 'pipe', nullOut ? 'ignore' : 'pipe'],
+      stdio: [
+        opts.input === undefined ? 'ignore' : 'pipe',
+        nullOut ? 'ignore' : 'pipe',
+        nullOut ? 'ignore' : 'pipe',
+      ],
     });
     let stdout = '';
     let stderr = '';
@@ -87,7 +91,13 @@ export class ProcessRunner implements Runner {
         `${opts.label ?? argv.slice(0, 2).join(' ')} failed (${why})${errText ? `: ${errText}` : ''}`,
         {
           ...(opts.phase ? { phase: opts.phase } : {}),
-          details: { argv, code: result.code, signal: result.signal, ms: result.ms, stderr: tail(result.stderr, 10) },
+          details: {
+            argv,
+            code: result.code,
+            signal: result.signal,
+            ms: result.ms,
+            stderr: tail(result.stderr, 10),
+          },
         },
       );
     }

@@ -1,10 +1,11 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
+
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { criuLogError } from './criu-log.ts';
 import type { Runner } from './exec.ts';
 import { tail } from './exec.ts';
-import { readFile, rm } from 'node:fs/promises';
 
 export interface RuncContainerState {
   id: string;
@@ -99,7 +100,9 @@ export class Runc implements RuncLike {
   }
 
   async kill(id: string, signal = 'KILL', all = true): Promise<void> {
-    await this.runner.run(this.argv(undefined, 'kill', ...(all ? ['--all'] : []), id, signal), { allowFail: true });
+    await this.runner.run(this.argv(undefined, 'kill', ...(all ? ['--all'] : []), id, signal), {
+      allowFail: true,
+    });
   }
 
   async delete(id: string): Promise<void> {
@@ -138,14 +141,24 @@ export class Runc implements RuncLike {
       label: 'runc checkpoint',
       errorCode: 'FERRY_E_CHECKPOINT_FAILED',
       phase: 'checkpoint',
-      onFailure: async () => (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
+      onFailure: async () =>
+        (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
       timeoutMs: 600_000,
     });
     return { ms: r.ms };
   }
 
   async restore(id: string, o: RestoreOptions): Promise<{ ms: number }> {
-    const args = ['restore', '-d', '--bundle', o.bundle, '--image-path', o.imagePath, '--work-path', o.workPath];
+    const args = [
+      'restore',
+      '-d',
+      '--bundle',
+      o.bundle,
+      '--image-path',
+      o.imagePath,
+      '--work-path',
+      o.workPath,
+    ];
     if (o.tcpEstablished) args.push('--tcp-established');
     if (o.fileLocks) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
@@ -155,7 +168,8 @@ export class Runc implements RuncLike {
       label: 'runc restore',
       errorCode: 'FERRY_E_RESTORE_FAILED',
       phase: 'restore',
-      onFailure: async () => (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
+      onFailure: async () =>
+        (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
       timeoutMs: 600_000,
     });
     return { ms: r.ms };
@@ -183,8 +197,11 @@ export async function runcLogError(logFile: string): Promise<string | undefined>
 }
 
 export function assertRunning(s: RuncContainerState | undefined, id: string): RuncContainerState {
-  if (!s || s.status !== 'running') {
-    throw new FerryError('FERRY_E_CONTAINER_NOT_RUNNING', `container ${id} is ${s?.status ?? 'not known to runc'}`);
+  if (s?.status !== 'running') {
+    throw new FerryError(
+      'FERRY_E_CONTAINER_NOT_RUNNING',
+      `container ${id} is ${s?.status ?? 'not known to runc'}`,
+    );
   }
   return s;
 }

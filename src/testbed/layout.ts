@@ -29,9 +29,13 @@ export interface TestbedLayout {
 
 export function checkTestbedName(name: string): string {
   if (!TESTBED_NAME_RE.test(name)) {
-    throw new FerryError('FERRY_E_INPUT_NAME', `invalid testbed name ${JSON.stringify(name)}: use 1-6 characters [a-z0-9]`, {
-      phase: 'input',
-    });
+    throw new FerryError(
+      'FERRY_E_INPUT_NAME',
+      `invalid testbed name ${JSON.stringify(name)}: use 1-6 characters [a-z0-9]`,
+      {
+        phase: 'input',
+      },
+    );
   }
   return name;
 }
@@ -41,17 +45,24 @@ export function parseHosts(spec: string): string[] {
     .split(',')
     .map((h) => h.trim())
     .filter(Boolean);
-  if (hosts.length === 0) throw new FerryError('FERRY_E_INPUT_ARGS', 'give at least one host (--hosts a,b)', { phase: 'input' });
-  if (hosts.length > 50) throw new FerryError('FERRY_E_INPUT_ARGS', 'at most 50 hosts in a testbed', { phase: 'input' });
+  if (hosts.length === 0)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'give at least one host (--hosts a,b)', { phase: 'input' });
+  if (hosts.length > 50)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'at most 50 hosts in a testbed', { phase: 'input' });
   for (const h of hosts) {
     checkName(h, 'host');
     if (h.length > 40 || h === 'client' || h === 'lan') {
-      throw new FerryError('FERRY_E_INPUT_NAME', `invalid host name ${h}: at most 40 characters, not 'client' or 'lan'`, {
-        phase: 'input',
-      });
+      throw new FerryError(
+        'FERRY_E_INPUT_NAME',
+        `invalid host name ${h}: at most 40 characters, not 'client' or 'lan'`,
+        {
+          phase: 'input',
+        },
+      );
     }
   }
-  if (new Set(hosts).size !== hosts.length) throw new FerryError('FERRY_E_INPUT_ARGS', 'host names must be unique', { phase: 'input' });
+  if (new Set(hosts).size !== hosts.length)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'host names must be unique', { phase: 'input' });
   return hosts;
 }
 

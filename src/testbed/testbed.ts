@@ -3,14 +3,20 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentClient } from '../agent/client.ts';
-import { type ClusterFile, clearCurrentCluster, setCurrentCluster, stateRoot, writeClusterFile } from '../core/cluster-file.ts';
+import {
+  type ClusterFile,
+  clearCurrentCluster,
+  setCurrentCluster,
+  stateRoot,
+  writeClusterFile,
+} from '../core/cluster-file.ts';
 import { FerryError } from '../core/errors.ts';
 import { IpNet } from '../network/ip.ts';
 import { removeCgroups } from '../runtime/cgroups.ts';
 import { alive, readPid, startDaemon, stopProcess, writePid } from '../runtime/daemon.ts';
 import type { Runner } from '../runtime/exec.ts';
 import { mountsUnder, mountTmpfs, umount } from '../runtime/mounts.ts';
-import { tlsClientOptions, ClusterCA } from '../runtime/pki.ts';
+import { ClusterCA, tlsClientOptions } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
 import {
   AGENT_PORT,
@@ -50,7 +56,10 @@ export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): 
   return join(stateRoot(env), 'testbeds', checkTestbedName(name));
 }
 
-export async function loadTestbed(name: string, env: NodeJS.ProcessEnv = process.env): Promise<TestbedState | undefined> {
+export async function loadTestbed(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<TestbedState | undefined> {
   try {
     return JSON.parse(await readFile(join(testbedDir(name, env), 'testbed.json'), 'utf8')) as TestbedState;
   } catch {
@@ -117,7 +126,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     const ca = new ClusterCA(join(dir, 'pki'), deps.runner);
     await ca.ensure();
     const hostCerts = new Map<string, { cert: string; key: string; ca: string }>();
-    for (const h of tb.hosts) hostCerts.set(h.name, await ca.issue(h.name, { kind: 'host', ips: [h.address] }));
+    for (const h of tb.hosts)
+      hostCerts.set(h.name, await ca.issue(h.name, { kind: 'host', ips: [h.address] }));
     const cli = await ca.issue('cli', { kind: 'client' });
     const cluster: ClusterFile = {
       name: tb.name,
@@ -156,7 +166,10 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     await testbedDown(tb.name, deps).catch(() => {});
     throw err instanceof FerryError
       ? err
-      : new FerryError('FERRY_E_TESTBED', `testbed up failed: ${(err as Error).message}`, { cause: err, phase: 'testbed' });
+      : new FerryError('FERRY_E_TESTBED', `testbed up failed: ${(err as Error).message}`, {
+          cause: err,
+          phase: 'testbed',
+        });
   }
 }
 
@@ -165,21 +178,38 @@ function agentPidFile(tb: TestbedState, h: HostLayout): string {
 }
 
 /** Starts (or restarts) the agent of one host inside its network namespace, and waits until it answers. */
-export async function startAgent(tb: TestbedState, h: HostLayout, deps: TestbedDeps, extraEnv?: NodeJS.ProcessEnv): Promise<number> {
+export async function startAgent(
+  tb: TestbedState,
+  h: HostLayout,
+  deps: TestbedDeps,
+  extraEnv?: NodeJS.ProcessEnv,
+): Promise<number> {
   const hd = hostDir(tb, h);
   const old = await readPid(agentPidFile(tb, h));
   if (old && alive(old)) await stopProcess(old);
   // nsenter --net switches only the network namespace; `ip netns exec` would remount /sys and break runc
-  const argv = ['nsenter', `--net=/run/netns/${h.netns}`, '--', ...deps.ferryArgv, 'agent', '--config', join(hd, 'agent.json')];
+  const argv = [
+    'nsenter',
+    `--net=/run/netns/${h.netns}`,
+    '--',
+    ...deps.ferryArgv,
+    'agent',
+    '--config',
+    join(hd, 'agent.json'),
+  ];
   const env = { ...(deps.env ?? process.env), ...(extraEnv ?? {}) };
   const pid = startDaemon(argv, join(hd, 'agent.log'), env);
   await writePid(agentPidFile(tb, h), pid);
   const pki = join(tb.dir, 'pki');
-  const client = new AgentClient({ name: h.name, address: h.address, port: AGENT_PORT }, tlsClientOptions({
-    ca: join(pki, 'ca.crt'),
-    cert: join(pki, 'cli.crt'),
-    key: join(pki, 'cli.key'),
-  }), { timeoutMs: 2000 });
+  const client = new AgentClient(
+    { name: h.name, address: h.address, port: AGENT_PORT },
+    tlsClientOptions({
+      ca: join(pki, 'ca.crt'),
+      cert: join(pki, 'cli.crt'),
+      key: join(pki, 'cli.key'),
+    }),
+    { timeoutMs: 2000 },
+  );
   try {
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -194,9 +224,13 @@ export async function startAgent(tb: TestbedState, h: HostLayout, deps: TestbedD
           } catch {
             // no log
           }
-          throw new FerryError('FERRY_E_TESTBED', `agent of host ${h.name} did not start: ${(err as Error).message}\n${logTail}`, {
-            phase: 'testbed',
-          });
+          throw new FerryError(
+            'FERRY_E_TESTBED',
+            `agent of host ${h.name} did not start: ${(err as Error).message}\n${logTail}`,
+            {
+              phase: 'testbed',
+            },
+          );
         }
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -206,7 +240,11 @@ export async function startAgent(tb: TestbedState, h: HostLayout, deps: TestbedD
   }
 }
 
-export async function stopAgent(tb: TestbedState, h: HostLayout, signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM'): Promise<void> {
+export async function stopAgent(
+  tb: TestbedState,
+  h: HostLayout,
+  signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM',
+): Promise<void> {
   const pid = await readPid(agentPidFile(tb, h));
   if (!pid) return;
   if (signal === 'SIGKILL') {
@@ -268,7 +306,8 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
     }
     for (const m of await mountsUnder(dir, mountinfo)) await umount(deps.runner, m);
     for (const ns of await ip.listNetns()) if (ns.startsWith(`${prefix}-`)) await ip.delNetns(ns);
-    for (const l of await ip.listLinks()) if (l === `${prefix}br` || new RegExp(`^${prefix}(h\\d+|i\\d+|c|ci)$`).test(l)) await ip.delLink(l);
+    for (const l of await ip.listLinks())
+      if (l === `${prefix}br` || new RegExp(`^${prefix}(h\\d+|i\\d+|c|ci)$`).test(l)) await ip.delLink(l);
     await rm(dir, { recursive: true, force: true });
     if (tb) await clearCurrentCluster(tb.clusterFile, env);
     removed.push(n);

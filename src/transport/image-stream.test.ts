@@ -1,7 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer as createNetServer } from 'node:net';
@@ -113,7 +125,9 @@ async function snapshot(dir: string, rel = '', out: Snap = {}): Promise<Snap> {
       out[r] = `d ${mode} ${owner}`;
       await snapshot(dir, r, out);
     } else if (st.isFile()) {
-      out[r] = `f ${mode} ${owner} ${st.size} ${createHash('sha256').update(await readFile(abs)).digest('hex')}`;
+      out[r] = `f ${mode} ${owner} ${st.size} ${createHash('sha256')
+        .update(await readFile(abs))
+        .digest('hex')}`;
     } else if (st.isSymbolicLink()) {
       out[r] = `l ${owner} -> ${await readlink(abs)}`;
     } else {
@@ -208,7 +222,10 @@ test('round trip: nested dirs, empty files, a 20 MiB file, modes, owners, symlin
   assert.equal(await exists(join(dest, 'bundle/rootfs/fifo')), false);
   assert.equal(await exists(join(dest, 'bundle/rootfs/sock')), false);
   assert.equal(await readlink(join(dest, 'bundle/rootfs/etc-host')), '/etc');
-  assert.equal((await lstat(join(dest, 'bundle'))).mode & 0o7777, (await lstat(join(src, 'bundle'))).mode & 0o7777);
+  assert.equal(
+    (await lstat(join(dest, 'bundle'))).mode & 0o7777,
+    (await lstat(join(src, 'bundle'))).mode & 0o7777,
+  );
   if (isRoot) assert.equal((await lstat(join(dest, 'bundle/rootfs/etc/shadow'))).uid, 1234);
 
   assert.ok(seen.some(([p, r]) => p === 'images' && r === 'pages-1.img'));
@@ -251,9 +268,15 @@ test('prefixes: top level, nested prefix, single file source', async (t) => {
     ]),
     dest,
   );
-  assert.deepEqual(await readFile(join(dest, 'pages-1.img')), await readFile(join(src, 'images/pages-1.img')));
+  assert.deepEqual(
+    await readFile(join(dest, 'pages-1.img')),
+    await readFile(join(src, 'images/pages-1.img')),
+  );
   assert.equal(await readFile(join(dest, 'a/b/etc/passwd'), 'utf8'), 'root:x:0:0:root:/root:/bin/sh\n');
-  assert.deepEqual(await readFile(join(dest, 'a/config.json')), await readFile(join(src, 'bundle/config.json')));
+  assert.deepEqual(
+    await readFile(join(dest, 'a/config.json')),
+    await readFile(join(src, 'bundle/config.json')),
+  );
   assert.deepEqual(stats, { dirs: 3, files: 5, symlinks: 1, bytes: stats.bytes });
 });
 
@@ -333,12 +356,18 @@ test('corruption: flipped content byte, flipped digest, flipped header byte', as
   const content = Buffer.from(encoded);
   const at = content.indexOf('root:x:0:0');
   content[at + 3] = content[at + 3]! ^ 0x80;
-  await expectCorrupt(decodeTree(once(content), dest()), /checksum mismatch for file "bundle\/rootfs\/etc\/passwd"/);
+  await expectCorrupt(
+    decodeTree(once(content), dest()),
+    /checksum mismatch for file "bundle\/rootfs\/etc\/passwd"/,
+  );
 
   const digest = Buffer.from(encoded);
   const d = digest.indexOf('root:x:0:0:root:/root:/bin/sh\n') + 'root:x:0:0:root:/root:/bin/sh\n'.length;
   digest[d + 31] = digest[d + 31]! ^ 1;
-  await expectCorrupt(decodeTree(once(digest), dest()), /checksum mismatch for file "bundle\/rootfs\/etc\/passwd"/);
+  await expectCorrupt(
+    decodeTree(once(digest), dest()),
+    /checksum mismatch for file "bundle\/rootfs\/etc\/passwd"/,
+  );
 
   const header = Buffer.from(encoded);
   const hp = header.indexOf('"p":"bundle/rootfs/etc/passwd"');
@@ -349,7 +378,10 @@ test('corruption: flipped content byte, flipped digest, flipped header byte', as
   const sp = size.indexOf('"s":30,');
   assert.ok(sp > 0);
   size[sp + 5] = '1'.charCodeAt(0); // size 31: the stream desynchronises
-  await expectCorrupt(decodeTree(once(size), dest()), /checksum mismatch|header length|not valid JSON|truncated/);
+  await expectCorrupt(
+    decodeTree(once(size), dest()),
+    /checksum mismatch|header length|not valid JSON|truncated/,
+  );
 });
 
 test('corruption: truncation at every offset', async (t) => {
@@ -374,7 +406,10 @@ test('corruption: bad magic, empty input, trailing garbage', async (t) => {
     decodeTree(once(Buffer.concat([Buffer.from('FERRYIS2'), good.subarray(8)])), join(base, 'm')),
     /bad magic "FERRYIS2"/,
   );
-  await expectCorrupt(decodeTree(rechunk(Buffer.alloc(0), 1), join(base, 'e')), /truncated while reading the stream header/);
+  await expectCorrupt(
+    decodeTree(rechunk(Buffer.alloc(0), 1), join(base, 'e')),
+    /truncated while reading the stream header/,
+  );
   await expectCorrupt(
     decodeTree(once(Buffer.concat([good, Buffer.from([0])])), join(base, 'g')),
     /unexpected data after the end record/,
@@ -383,7 +418,12 @@ test('corruption: bad magic, empty input, trailing garbage', async (t) => {
     decodeTree(rechunk(Buffer.concat([good, good]), 3), join(base, 'g2')),
     /unexpected data after the end record/,
   );
-  assert.deepEqual(await decodeTree(once(good), join(base, 'ok')), { dirs: 0, files: 1, symlinks: 0, bytes: 2 });
+  assert.deepEqual(await decodeTree(once(good), join(base, 'ok')), {
+    dirs: 0,
+    files: 1,
+    symlinks: 0,
+    bytes: 2,
+  });
 });
 
 test('corruption: end record mismatches', async (t) => {
@@ -393,8 +433,14 @@ test('corruption: end record mismatches', async (t) => {
     { h: { t: 'f', p: 'd/f', m: 0o644, s: 3 }, content: Buffer.from('abc') },
   ];
   await expectCorrupt(decodeTree(once(craft(recs, { n: 3 })), join(base, 'n')), /announces 3 entries but 2/);
-  await expectCorrupt(decodeTree(once(craft(recs, { s: 4 })), join(base, 's')), /announces 4 content bytes but 3/);
-  await expectCorrupt(decodeTree(once(craft(recs, { h: '00' })), join(base, 'h')), /header checksum mismatch/);
+  await expectCorrupt(
+    decodeTree(once(craft(recs, { s: 4 })), join(base, 's')),
+    /announces 4 content bytes but 3/,
+  );
+  await expectCorrupt(
+    decodeTree(once(craft(recs, { h: '00' })), join(base, 'h')),
+    /header checksum mismatch/,
+  );
   await expectCorrupt(
     decodeTree(once(craft([{ h: { t: 'x', p: 'a', m: 0 } }])), join(base, 't')),
     /unknown entry type "x"/,
@@ -434,7 +480,10 @@ test('unsafe paths are refused and nothing is written outside destRoot', async (
   assert.equal(await exists(join(base, 'case0', 'x')), false);
   assert.equal(await exists(join(base, 'abs')), false);
   for (const p of ['a', 'a/b/c', 'a b/.c', '..a', 'a..']) assert.equal(unsafePathReason(p), null, p);
-  await expectCorrupt(decodeTree(once(craft([{ h: { t: 'd', m: 0o755 } }])), join(base, 'nop')), /path is not a string/);
+  await expectCorrupt(
+    decodeTree(once(craft([{ h: { t: 'd', m: 0o755 } }])), join(base, 'nop')),
+    /path is not a string/,
+  );
 });
 
 test('writing through a symlink created by the stream is refused', async (t) => {
@@ -533,7 +582,9 @@ test('header size limit', async (t) => {
 
 test('maxBytes is enforced before writing', async (t) => {
   const base = await tmp(t);
-  const stream = craft([{ h: { t: 'f', p: 'big', m: 0o644, s: 1_000_000 }, content: Buffer.alloc(1_000_000) }]);
+  const stream = craft([
+    { h: { t: 'f', p: 'big', m: 0o644, s: 1_000_000 }, content: Buffer.alloc(1_000_000) },
+  ]);
   await expectCorrupt(
     decodeTree(rechunk(stream, 4096), join(base, 'a'), { maxBytes: 500_000 }),
     /file "big" \(1000000 bytes\) would exceed the limit of 500000 bytes/,
@@ -543,7 +594,10 @@ test('maxBytes is enforced before writing', async (t) => {
     decodeTree(rechunk(stream, 4096), join(base, 'b'), { maxBytes: 100 }),
     /exceeds the limit of 100 bytes|would exceed/,
   );
-  assert.equal((await decodeTree(once(stream), join(base, 'c'), { maxBytes: stream.length })).bytes, 1_000_000);
+  assert.equal(
+    (await decodeTree(once(stream), join(base, 'c'), { maxBytes: stream.length })).bytes,
+    1_000_000,
+  );
 });
 
 test('encoder errors and backpressure', async (t) => {

@@ -1,12 +1,11 @@
 // Bad input gets one clear error, a non-zero exit status, and changes nothing.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { FerryError } from '../../src/core/errors.ts';
+import type { FerryError } from '../../src/core/errors.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { containers, counterCommand, FERRY_ARGV, skipUnlessReady, startBed, waitFor } from './helpers.ts';
@@ -15,7 +14,10 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
-  assert.equal((await bed.cli(['run', '--host', 'a', '--name', 'web', '--', ...counterCommand(`err-${bed.name}`)])).code, 0);
+  assert.equal(
+    (await bed.cli(['run', '--host', 'a', '--name', 'web', '--', ...counterCommand(`err-${bed.name}`)])).code,
+    0,
+  );
   const pidBefore = (await containers(bed)).find((c) => c.name === 'web')!.pid;
   const unchanged = async () => {
     const list = await containers(bed);
@@ -28,13 +30,17 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
   const expectError = async (args: string[], code: string, re?: RegExp) => {
     const r = await bed.cli(args);
     assert.equal(r.code, 1, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
-    const errLines = r.stderr.split('\n').filter((l) => l.startsWith('ferry: ') && !l.startsWith('ferry: hint:'));
+    const errLines = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('ferry: ') && !l.startsWith('ferry: hint:'));
     assert.equal(errLines.length, 1, `one error line expected:\n${r.stderr}`);
     const line = errLines[0]!;
     assert.match(line, new RegExp(`^ferry: ${code}: `), `${args.join(' ')}: ${r.stderr}`);
     if (re) assert.match(line, re);
     const dd = args.indexOf('--');
-    const j = await bed.cli(dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)]);
+    const j = await bed.cli(
+      dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)],
+    );
     assert.equal(j.code, 1);
     assert.equal(JSON.parse(j.stdout).error.code, code);
     await unchanged();
@@ -52,7 +58,10 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
 
   // a container whose program has exited cannot be migrated
   assert.equal((await bed.cli(['run', '--host', 'a', '--name', 'done', '--', '/bin/true'])).code, 0);
-  await waitFor('exited', async () => (await containers(bed)).find((c) => c.name === 'done')?.status === 'stopped' || undefined);
+  await waitFor(
+    'exited',
+    async () => (await containers(bed)).find((c) => c.name === 'done')?.status === 'stopped' || undefined,
+  );
   await expectError(['migrate', 'done', '--to', 'b'], 'FERRY_E_CONTAINER_NOT_RUNNING');
   assert.equal((await bed.cli(['rm', 'done'])).code, 0);
 
@@ -65,10 +74,17 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
   // a destination whose CRIU is too old
   const fake = mkdtempSync(join(tmpdir(), 'ferry-oldcriu-'));
   t.after(() => rmSync(fake, { recursive: true, force: true }));
-  writeFileSync(join(fake, 'criu'), '#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 3.17.1"; exit 0; }\necho "Looks good."\n');
+  writeFileSync(
+    join(fake, 'criu'),
+    '#!/bin/sh\n[ "$1" = --version ] && { echo "Version: 3.17.1"; exit 0; }\necho "Looks good."\n',
+  );
   chmodSync(join(fake, 'criu'), 0o755);
   await startAgent(bed.state, hostB, deps, { FERRY_CRIU_PATH: join(fake, 'criu') });
-  await expectError(['migrate', 'web', '--to', 'b'], 'FERRY_E_CRIU_TOO_OLD', /host b: CRIU 3\.17\.1 is older than 4\.2/);
+  await expectError(
+    ['migrate', 'web', '--to', 'b'],
+    'FERRY_E_CRIU_TOO_OLD',
+    /host b: CRIU 3\.17\.1 is older than 4\.2/,
+  );
   const check = await bed.cli(['check', '--host', 'b', '--json']);
   assert.equal(check.code, 0);
   const caps = JSON.parse(check.stdout);
@@ -87,13 +103,20 @@ test('agent API: refused without a client certificate; malformed requests get 40
   const a = bed.state.hosts[0]!;
   const ca = readFileSync(join(bed.state.dir, 'pki', 'ca.crt'));
   const noCert = await new Promise<string>((resolve) => {
-    const req = https.request({ host: a.address, port: 7470, path: '/v1/containers', ca, servername: 'a' }, (res) => {
-      resolve(`status ${res.statusCode}`);
-    });
+    const req = https.request(
+      { host: a.address, port: 7470, path: '/v1/containers', ca, servername: 'a' },
+      (res) => {
+        resolve(`status ${res.statusCode}`);
+      },
+    );
     req.on('error', (err: Error & { code?: string }) => resolve(`error ${err.code ?? err.message}`));
     req.end();
   });
-  assert.match(noCert, /^error /, `a request without a client certificate must fail the handshake, got ${noCert}`);
+  assert.match(
+    noCert,
+    /^error /,
+    `a request without a client certificate must fail the handshake, got ${noCert}`,
+  );
 
   const client = bed.ctx.client('a');
   const bad = async (method: string, path: string, json: unknown, re: RegExp) => {
@@ -106,7 +129,12 @@ test('agent API: refused without a client certificate; malformed requests get 40
   await bad('POST', '/v1/containers', { name: 5 }, /malformed request: .*name/);
   await bad('POST', '/v1/containers', { name: 'ok', command: 'not-a-list' }, /malformed request/);
   await bad('POST', '/v1/containers', { name: 'ok', command: ['/bin/true'], extra: 1 }, /malformed request/);
-  await bad('POST', '/v1/containers/ok/migrate', { to: { name: 'b', address: '10.0.0.1', port: 1 }, strategy: 'teleport' }, /malformed request/);
+  await bad(
+    'POST',
+    '/v1/containers/ok/migrate',
+    { to: { name: 'b', address: '10.0.0.1', port: 1 }, strategy: 'teleport' },
+    /malformed request/,
+  );
   await bad('GET', '/v1/containers/..%2Fetc', undefined, /malformed request/);
   await bad('POST', '/v1/incoming', { id: '../../x', name: 'n', from: 'a', record: {} }, /malformed request/);
   assert.deepEqual(await client.request('GET', '/v1/containers'), []);

@@ -40,17 +40,31 @@ export interface Bed {
   state: TestbedState;
   env: NodeJS.ProcessEnv;
   ctx: ClusterContext;
-  cli(args: string[], opts?: { timeoutMs?: number }): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  cli(
+    args: string[],
+    opts?: { timeoutMs?: number },
+  ): Promise<{ code: number | null; stdout: string; stderr: string }>;
   down(): Promise<void>;
 }
 
-export async function startBed(hosts: string[], opts: { rate?: string; agentEnv?: Record<string, NodeJS.ProcessEnv> } = {}): Promise<Bed> {
+export async function startBed(
+  hosts: string[],
+  opts: { rate?: string; agentEnv?: Record<string, NodeJS.ProcessEnv> } = {},
+): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
   const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
-  const state = await testbedUp({ name, hosts, ...(opts.rate ? { rate: opts.rate } : {}), ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}) }, deps);
+  const state = await testbedUp(
+    {
+      name,
+      hosts,
+      ...(opts.rate ? { rate: opts.rate } : {}),
+      ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
+    },
+    deps,
+  );
   env['FERRY_CLUSTER'] = state.clusterFile;
   const ctx = await ClusterContext.load(state.clusterFile);
   let downed = false;
@@ -61,7 +75,10 @@ export async function startBed(hosts: string[], opts: { rate?: string; agentEnv?
     ctx,
     cli(args, o = {}) {
       return new Promise((resolve) => {
-        const child = spawn(process.execPath, ['--no-warnings', MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(process.execPath, ['--no-warnings', MAIN, ...args], {
+          env,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => {
@@ -99,13 +116,15 @@ export async function assertNothingLeft(name: string): Promise<void> {
   assert.deepEqual(cgroups, [], 'cgroups left');
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
   assert.ok(!mounts.includes(`/testbeds/${name}/`), 'mounts left');
-  const procs = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`/testbeds/${name}/`);
-    } catch {
-      return false;
-    }
-  });
+  const procs = readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`/testbeds/${name}/`);
+      } catch {
+        return false;
+      }
+    });
   assert.deepEqual(procs, [], 'processes left');
 }
 
@@ -147,7 +166,11 @@ export function instancesOf(marker: string): number {
   return n;
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

@@ -1,7 +1,16 @@
 // Cold migration with real runc and CRIU between simulated hosts.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -23,7 +32,16 @@ test('a counter container migrates a -> b -> a, keeps counting, never runs twice
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
   const marker = `ctr-${bed.name}`;
-  const run = await bed.cli(['run', '--host', 'a', '--name', 'ctr', '--json', '--', ...counterCommand(marker)]);
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'ctr',
+    '--json',
+    '--',
+    ...counterCommand(marker),
+  ]);
   assert.equal(run.code, 0, run.stderr);
   const value = async () => {
     const c = (await containers(bed)).find((x) => x.name === 'ctr');
@@ -81,7 +99,18 @@ test('writable rootfs, tmpfs and open files move with the container', async (t) 
     'exec 3>>/tmp/held 4>>/data/held',
     'i=0; while :; do i=$((i+1)); echo $i >&3; echo $i >&4; sleep 0.02; done',
   ].join('; ');
-  const run = await bed.cli(['run', '--host', 'a', '--name', 'files', '--', '/bin/busybox', 'sh', '-c', script]);
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'files',
+    '--',
+    '/bin/busybox',
+    'sh',
+    '-c',
+    script,
+  ]);
   assert.equal(run.code, 0, run.stderr);
   await new Promise((r) => setTimeout(r, 500));
   const r = await bed.cli(['migrate', 'files', '--to', 'b', '--json']);
@@ -98,9 +127,17 @@ test('writable rootfs, tmpfs and open files move with the container', async (t) 
   const n0 = lines().length;
   await waitFor('appends continue', () => lines().length > n0 + 3 || undefined);
   const seq = lines();
-  assert.deepEqual(seq, seq.map((_, i) => i + 1), 'the tmpfs file has every line once, in order');
+  assert.deepEqual(
+    seq,
+    seq.map((_, i) => i + 1),
+    'the tmpfs file has every line once, in order',
+  );
   const rootfsSeq = readInContainer(pid, '/data/held').trim().split('\n').map(Number);
-  assert.deepEqual(rootfsSeq, rootfsSeq.map((_, i) => i + 1), 'the rootfs file has every line once, in order');
+  assert.deepEqual(
+    rootfsSeq,
+    rootfsSeq.map((_, i) => i + 1),
+    'the rootfs file has every line once, in order',
+  );
 });
 
 test('a bundle made by `runc spec` is copied in, survives deletion of the original, and migrates', async (t) => {
@@ -117,7 +154,11 @@ test('a bundle made by `runc spec` is copied in, survives deletion of the origin
   execFileSync('chmod', ['755', join(rootfs, 'bin/busybox')]);
   symlinkSync('busybox', join(rootfs, 'bin/sh'));
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  config.process.args = ['/bin/sh', '-c', 'i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; sleep 0.02; done'];
+  config.process.args = [
+    '/bin/sh',
+    '-c',
+    'i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; sleep 0.02; done',
+  ];
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
   const run = await bed.cli(['run', '--host', 'a', '--name', 'spec', '--bundle', dir]);
   assert.equal(run.code, 0, run.stderr);

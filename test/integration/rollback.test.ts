@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
-import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import {
   assertHostClean,
   type Bed,
@@ -29,7 +29,10 @@ test('destination restore fails: the container keeps running on the source, noth
   const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
   t.after(() => bed.down());
   const marker = `rb1-${bed.name}`;
-  assert.equal((await bed.cli(['run', '--host', 'a', '--name', 'svc', '--', ...counterCommand(marker)])).code, 0);
+  assert.equal(
+    (await bed.cli(['run', '--host', 'a', '--name', 'svc', '--', ...counterCommand(marker)])).code,
+    0,
+  );
   await waitFor('counting', async () => (await counter(bed, 'svc')).value > 3 || undefined);
   const before = await counter(bed, 'svc');
   const r = await bed.cli(['migrate', 'svc', '--to', 'b', '--json']);
@@ -69,7 +72,17 @@ test('destination agent killed mid-transfer: the container resumes on the source
     "    open('/tmp/counter', 'w').write(str(i))",
     '    time.sleep(0.02)',
   ].join('\n');
-  const run = await bed.cli(['run', '--host', 'a', '--name', 'big', '--', '/usr/bin/python3', '-c', `${prog}\n# ${marker}`]);
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'big',
+    '--',
+    '/usr/bin/python3',
+    '-c',
+    `${prog}\n# ${marker}`,
+  ]);
   assert.equal(run.code, 0, run.stderr);
   await waitFor('counting', async () => (await counter(bed, 'big')).value > 3 || undefined, 20_000);
   const before = await counter(bed, 'big');

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { FerryError } from '../core/errors.ts';
+import { assessStrategies, type HostFacts } from './capabilities.ts';
+import { planStrategy } from './plan.ts';
+
+function facts(over: Partial<HostFacts> = {}): HostFacts {
+  return {
+    host: 'h',
+    kernel: '6.18',
+    criuVersion: '4.2.1',
+    runcVersion: '1.1.5',
+    criuCheck: { ok: true, message: 'Looks good.' },
+    features: {
+      uffd: { ok: true, message: '' },
+      mem_dirty_track: { ok: false, message: 'Dirty tracking is OFF' },
+    },
+    pipeMaxSize: 4 << 20,
+    root: true,
+    ...over,
+  };
+}
+
+const plan = (requested: Parameters<typeof planStrategy>[0]['requested'], a: HostFacts, b: HostFacts) =>
+  planStrategy({
+    requested,
+    source: assessStrategies(a),
+    destination: assessStrategies(b),
+    sourceHost: 'a',
+    destinationHost: 'b',
+  });
+
+test('cold works wherever CRIU 4.2+ and runc work; auto picks it and says why', () => {
+  assert.deepEqual(plan('cold', facts(), facts()), { strategy: 'cold', reason: 'requested' });
+  const auto = plan('auto', facts(), facts());
+  assert.equal(auto.strategy, 'cold');
+  assert.match(auto.reason, /^auto: /);
+});
+
+test('an old CRIU on either side is named with its host and version', () => {
+  assert.throws(
+    () => plan('cold', facts(), facts({ criuVersion: '3.17.1' })),
+    (e: FerryError) =>
+      e.code === 'FERRY_E_CRIU_TOO_OLD' && /host b: CRIU 3\.17\.1 is older than 4\.2/.test(e.message),
+  );
+  assert.throws(
+    () => plan('auto', facts({ criuVersion: '4.1.1' }), facts()),
+    (e: FerryError) => /host a/.test(e.message),
+  );
+});
+
+test('a strategy that cannot work says why and lists what does', () => {
+  assert.throws(
+    () => plan('postcopy', facts(), facts({ pipeMaxSize: 1 << 20 })),
+    (e: FerryError) =>
+      e.code === 'FERRY_E_PLAN_STRATEGY' && e.phase === 'plan' && /strategies that work/.test(e.hint ?? ''),
+  );
+});
+
+test('missing criu, missing runc, not root and a failing criu check are all reasons', () => {
+  for (const [f, re] of [
+    [facts({ criuVersion: undefined as never }), /criu is not installed/],
+    [facts({ runcVersion: undefined as never }), /runc is not installed/],
+    [facts({ root: false }), /not running as root/],
+    [facts({ criuCheck: { ok: false, message: 'Error (x)' } }), /criu check failed/],
+  ] as const) {
+    const s = assessStrategies(f);
+    assert.equal(s.cold.ok, false);
+    assert.match(s.cold.why ?? '', re);
+  }
+});
+
+test('without soft-dirty, pre-copy is the content-delta kind; post-copy needs userfaultfd and a 4 MiB pipe', () => {
+  const s = assessStrategies(facts());
+  assert.match(s.precopy.why ?? s.precopy.mode ?? '', /content delta/);
+  const noUffd = assessStrategies(facts({ features: { uffd: { ok: false, message: '' } } }));
+  assert.match(noUffd.postcopy.why ?? '', /userfaultfd/);
+  const smallPipe = assessStrategies(facts({ pipeMaxSize: 1 << 20 }));
+  assert.match(smallPipe.postcopy.why ?? '', /fs\.pipe-max-size/);
+  assert.match(smallPipe.hybrid.why ?? '', /post-copy part unavailable/);
+});

@@ -1,0 +1,254 @@
+// The engine's loop and rollback, with a fake runc and a fake destination (no processes, no network).
+import assert from 'node:assert/strict';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterEach, beforeEach, test } from 'node:test';
+import { FerryError } from '../core/errors.ts';
+import { silentLogger } from '../core/log.ts';
+import { ContainerHost } from '../host/containers.ts';
+import { bundleDir, hostPaths } from '../host/paths.ts';
+import type { CheckpointOptions, RestoreOptions, RuncContainerState, RuncLike } from '../runtime/runc.ts';
+import { decodeTree } from '../transport/image-stream.ts';
+import { assessStrategies, type HostFacts } from './capabilities.ts';
+import { MigrationSource } from './source.ts';
+import type {
+  CapabilitiesReport,
+  DestinationPeer,
+  IncomingRequest,
+  MigrationEvent,
+  RestoreResult,
+} from './types.ts';
+
+const STATS = new URL('../images/fixtures/stats-dump', import.meta.url).pathname;
+
+class FakeRunc implements RuncLike {
+  readonly root = '/fake';
+  states = new Map<string, RuncContainerState>();
+  calls: string[] = [];
+  failCheckpoint = false;
+  failRestore = false;
+  async run(id: string) {
+    this.states.set(id, { id, pid: 100, status: 'running', bundle: '' });
+  }
+  async state(id: string) {
+    return this.states.get(id);
+  }
+  async list() {
+    return [...this.states.values()];
+  }
+  async kill() {}
+  async delete(id: string) {
+    this.calls.push(`delete ${id}`);
+  }
+  async pause() {}
+  async resume() {}
+  async destroy(id: string) {
+    this.calls.push(`destroy ${id}`);
+    this.states.delete(id);
+  }
+  async checkpoint(id: string, o: CheckpointOptions) {
+    this.calls.push(`checkpoint ${id}`);
+    if (this.failCheckpoint)
+      throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'criu said no', { phase: 'checkpoint' });
+    writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
+    copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
+    writeFileSync(join(o.imagePath, 'dump.log'), 'log');
+    this.states.delete(id);
+    return { ms: 5 };
+  }
+  async restore(id: string, _o: RestoreOptions) {
+    this.calls.push(`restore ${id}`);
+    if (this.failRestore)
+      throw new FerryError('FERRY_E_RESTORE_FAILED', 'local restore broke', { phase: 'restore' });
+    this.states.set(id, { id, pid: 101, status: 'running', bundle: '' });
+    return { ms: 5 };
+  }
+}
+
+class FakePeer implements DestinationPeer {
+  readonly name = 'b';
+  calls: string[] = [];
+  received: string;
+  fail: Partial<Record<'prepare' | 'send' | 'restore' | 'commit' | 'abort' | 'capabilities', Error>> = {};
+  strategies = caps().strategies;
+  constructor(dir: string) {
+    this.received = dir;
+  }
+  private check(what: keyof FakePeer['fail']) {
+    this.calls.push(what);
+    const f = this.fail[what];
+    if (f) throw f;
+  }
+  async capabilities(): Promise<CapabilitiesReport> {
+    this.check('capabilities');
+    return { ...caps(), strategies: this.strategies };
+  }
+  async hasContainer() {
+    return this.calls.includes('restore') && !this.fail.restore;
+  }
+  async prepare(_r: IncomingRequest) {
+    this.check('prepare');
+  }
+  async send(_id: string, part: 'bundle' | 'images', body: Readable) {
+    this.check('send');
+    const s = await decodeTree(body, join(this.received, part));
+    return { bytes: s.bytes };
+  }
+  async restore(): Promise<RestoreResult> {
+    this.check('restore');
+    return { pid: 5, ms: 3 };
+  }
+  async commit() {
+    this.check('commit');
+  }
+  async abort() {
+    this.check('abort');
+  }
+}
+
+function caps(): CapabilitiesReport {
+  const facts: HostFacts = {
+    host: 'x',
+    kernel: '6.18',
+    criuVersion: '4.2.1',
+    runcVersion: '1.1.5',
+    criuCheck: { ok: true, message: 'Looks good.' },
+    features: { uffd: { ok: true, message: '' } },
+    pipeMaxSize: 4 << 20,
+    root: true,
+  };
+  return { facts, strategies: assessStrategies(facts) };
+}
+
+let dir: string;
+let runc: FakeRunc;
+let peer: FakePeer;
+let host: ContainerHost;
+let engine: MigrationSource;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'ferry-src-'));
+  runc = new FakeRunc();
+  const paths = hostPaths(join(dir, 'a'));
+  host = new ContainerHost({ hostName: 'a', paths, runc, cgroupParent: '/t-a', log: silentLogger() });
+  await host.init();
+  const b = bundleDir(paths, 'c1');
+  mkdirSync(join(b, 'rootfs', 'data'), { recursive: true });
+  writeFileSync(
+    join(b, 'config.json'),
+    JSON.stringify({ root: { path: 'rootfs' }, process: { args: ['x'] } }),
+  );
+  writeFileSync(join(b, 'rootfs', 'data', 'f'), 'hello');
+  await host.writeRecord({ name: 'c1', createdAt: 'now', net: 'none', origin: { kind: 'run' } });
+  await runc.run('c1');
+  peer = new FakePeer(join(dir, 'peer'));
+  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps() });
+});
+
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const migrate = (events: MigrationEvent[] = []) =>
+  engine.migrate({ name: 'c1', to: 'b', strategy: 'cold' }, peer, (e) => events.push(e));
+
+test('success: every phase in order, bundle and images sent (logs excluded), source forgotten after commit', async () => {
+  const events: MigrationEvent[] = [];
+  const r = await migrate(events);
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.deepEqual(
+    r.phases.map((p) => p.name),
+    ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm', 'cleanup'],
+  );
+  assert.deepEqual(peer.calls, ['capabilities', 'prepare', 'send', 'send', 'restore', 'commit']);
+  assert.ok(existsSync(join(peer.received, 'bundle', 'rootfs', 'data', 'f')));
+  assert.ok(existsSync(join(peer.received, 'images', 'pages-1.img')));
+  assert.ok(!existsSync(join(peer.received, 'images', 'dump.log')), 'CRIU logs stay home');
+  assert.ok((r.criu.dump?.frozenTimeUs ?? 0) > 0);
+  assert.ok(r.bytesSent >= 8192);
+  assert.equal(await host.readRecord('c1'), undefined);
+  assert.deepEqual(readdirSync(host.paths.imagesDir), []);
+  assert.ok(events.some((e) => e.type === 'progress'));
+});
+
+for (const failing of ['send', 'restore', 'commit'] as const) {
+  const phase = { send: 'transfer', restore: 'restore', commit: 'confirm' }[failing];
+  test(`${failing} fails: destination aborted first, then the container restored on the source (phase ${phase})`, async () => {
+    peer.fail[failing] = new FerryError('FERRY_E_HOST_UNREACHABLE', 'peer went away');
+    const r = await migrate();
+    assert.equal(r.ok, false);
+    assert.equal(r.error?.phase, phase);
+    assert.match(
+      r.error?.message ?? '',
+      new RegExp(`failed in phase ${phase}: peer went away; rolled back: c1 is running on a`),
+    );
+    assert.equal(r.rollback?.sourceRunning, true);
+    assert.equal(r.rollback?.destinationCleaned, true);
+    assert.ok(peer.calls.includes('abort'));
+    // abort before the local restore: never two copies
+    assert.deepEqual(runc.calls.slice(-2), ['delete c1', 'restore c1']);
+    assert.equal((await runc.state('c1'))?.status, 'running');
+    assert.ok(await host.readRecord('c1'), 'the source keeps its record and bundle');
+    assert.deepEqual(readdirSync(host.paths.imagesDir), []);
+  });
+}
+
+test('checkpoint fails with the container still running: nothing to restore, destination aborted', async () => {
+  runc.failCheckpoint = true;
+  const r = await migrate();
+  assert.equal(r.error?.code, 'FERRY_E_CHECKPOINT_FAILED');
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.ok(!runc.calls.includes('restore c1'));
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal(r.rollback?.sourceRunning, true);
+});
+
+test('an impossible plan touches nothing', async () => {
+  peer.strategies = { ...peer.strategies, cold: { ok: false, why: 'no criu' } };
+  const r = await migrate();
+  assert.equal(r.error?.code, 'FERRY_E_PLAN_STRATEGY');
+  assert.equal(r.error?.phase, 'plan');
+  assert.deepEqual(peer.calls, ['capabilities']);
+  assert.deepEqual(runc.calls, []);
+  assert.equal(r.rollback, undefined);
+});
+
+test('destination unreachable after restore: the source still resumes, and the report says what the destination will do', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  peer.fail.abort = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const r = await migrate();
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.equal(r.rollback?.destinationCleaned, false);
+  assert.match(r.rollback?.note ?? '', /drops its uncommitted copy when its agent restarts/);
+});
+
+test('the local restore fails too: FERRY_E_ROLLBACK_FAILED, images kept for a manual restore', async () => {
+  peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
+  runc.failRestore = true;
+  const r = await migrate();
+  assert.equal(r.error?.code, 'FERRY_E_ROLLBACK_FAILED');
+  assert.match(r.error?.message ?? '', /ROLLBACK FAILED: .*images kept in/);
+  assert.equal(readdirSync(host.paths.imagesDir).length, 1);
+});
+
+test('a second migration of the same container while one runs is refused as busy', async () => {
+  let release!: () => void;
+  peer.restore = () => {
+    peer.calls.push('restore');
+    return new Promise((res) => (release = () => res({ pid: 1, ms: 1 })));
+  };
+  const first = migrate();
+  await new Promise((r) => setTimeout(r, 50));
+  const second = await migrate();
+  assert.equal(second.error?.code, 'FERRY_E_CONTAINER_BUSY');
+  release();
+  assert.equal((await first).ok, true);
+});
