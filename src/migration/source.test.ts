@@ -243,7 +243,9 @@ test('a second migration of the same container while one runs is refused as busy
   let release!: () => void;
   peer.restore = () => {
     peer.calls.push('restore');
-    return new Promise((res) => (release = () => res({ pid: 1, ms: 1 })));
+    return new Promise((res) => {
+      release = () => res({ pid: 1, ms: 1 });
+    });
   };
   const first = migrate();
   await new Promise((r) => setTimeout(r, 50));

@@ -32,19 +32,23 @@
 
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { constants as fsc } from 'node:fs';
 import {
-  chmod,
-  type FileHandle,
-  lchown,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readlink,
-  stat,
-  symlink,
-} from 'node:fs/promises';
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  constants as fsc,
+  fstatSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  readSync,
+  symlinkSync,
+  writeSync,
+} from 'node:fs';
+import { type FileHandle, mkdir, open, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
@@ -91,7 +95,14 @@ const ENCODER_HWM = 4 * 1024 * 1024;
 /** The decoder writes file data in batches of this many bytes (one writev), one batch in flight. */
 const WRITE_BATCH = 1024 * 1024;
 const WRITE_BATCH_PIECES = 1024;
-const STAT_CONCURRENCY = 64;
+/**
+ * Files up to this size are read, written and checksummed whole with synchronous calls: each call blocks
+ * the event loop only for microseconds, while four thread-pool round trips per file dominate the cost of a
+ * rootfs with thousands of small files.
+ */
+const SMALL_FILE = 64 * 1024;
+/** The walker lets the event loop run after this many synchronous lstat calls. */
+const YIELD_EVERY = 512;
 
 const O_READ = fsc.O_RDONLY | fsc.O_NOFOLLOW;
 const O_CREATE = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
@@ -154,7 +165,7 @@ function normalisePrefix(prefix: string): string {
 
 type WalkEntry =
   | { kind: 'd'; path: string; mode: number; uid?: number; gid?: number; abs?: string }
-  | { kind: 'f'; path: string; abs: string }
+  | { kind: 'f'; path: string; abs: string; size: number }
   | { kind: 'l'; path: string; abs: string; mode: number; uid: number; gid: number };
 
 function joinStream(dir: string, name: string): string {
@@ -187,11 +198,11 @@ async function* walkSources(
         declaredDirs.add(prefix);
         yield { kind: 'd', path: prefix, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
       }
-      yield* walkDir(src.root, '', prefix, prefix, exclude);
+      yield* walkDir(src.root, '', prefix, prefix, exclude, { n: 0 });
     } else if (prefix === '') {
       throw failed(`source ${show(src.root)} is not a directory, so it needs a non-empty prefix`);
     } else if (st.isFile()) {
-      yield { kind: 'f', path: prefix, abs: src.root };
+      yield { kind: 'f', path: prefix, abs: src.root, size: st.size };
     } else {
       throw failed(`source ${show(src.root)} is neither a directory nor a regular file`);
     }
@@ -204,6 +215,7 @@ async function* walkDir(
   streamDir: string,
   prefix: string,
   exclude: EncodeOptions['exclude'],
+  pace: { n: number },
 ): AsyncGenerator<WalkEntry> {
   let names: string[];
   try {
@@ -213,32 +225,30 @@ async function* walkDir(
   }
   names.sort();
   if (exclude) names = names.filter((n) => !exclude(joinStream(rel, n), prefix));
-  for (let i = 0; i < names.length; i += STAT_CONCURRENCY) {
-    const batch = names.slice(i, i + STAT_CONCURRENCY);
-    const stats = await Promise.all(
-      batch.map((n) =>
-        lstat(join(absDir, n)).catch((err: unknown) => {
-          if (errCode(err) === 'ENOENT') return null; // vanished since readdir
-          throw failed(`cannot stat ${show(join(absDir, n))}: ${errText(err)}`, err);
-        }),
-      ),
-    );
-    for (let j = 0; j < batch.length; j++) {
-      const name = batch[j]!;
-      const st = stats[j];
-      if (!st) continue;
-      const abs = join(absDir, name);
-      const path = joinStream(streamDir, name);
-      if (st.isDirectory()) {
-        yield { kind: 'd', path, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, abs };
-        yield* walkDir(abs, joinStream(rel, name), path, prefix, exclude);
-      } else if (st.isFile()) {
-        yield { kind: 'f', path, abs };
-      } else if (st.isSymbolicLink()) {
-        yield { kind: 'l', path, abs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
-      }
-      // sockets, fifos, devices: not part of a bundle or an image directory
+  for (const name of names) {
+    const abs = join(absDir, name);
+    // lstat synchronously: a thread-pool round trip per entry costs far more than the call itself.
+    let st: Stats;
+    try {
+      st = lstatSync(abs);
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') continue; // vanished since readdir
+      throw failed(`cannot stat ${show(abs)}: ${errText(err)}`, err);
     }
+    if (++pace.n >= YIELD_EVERY) {
+      pace.n = 0;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    const path = joinStream(streamDir, name);
+    if (st.isDirectory()) {
+      yield { kind: 'd', path, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, abs };
+      yield* walkDir(abs, joinStream(rel, name), path, prefix, exclude, pace);
+    } else if (st.isFile()) {
+      yield { kind: 'f', path, abs, size: st.size };
+    } else if (st.isSymbolicLink()) {
+      yield { kind: 'l', path, abs, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+    }
+    // sockets, fifos, devices: not part of a bundle or an image directory
   }
 }
 
@@ -253,11 +263,7 @@ export async function measureTree(
     else if (e.kind === 'l') out.symlinks++;
     else {
       out.files++;
-      try {
-        out.bytes += (await stat(e.abs)).size;
-      } catch {
-        // vanished: the encoder would skip it too
-      }
+      out.bytes += e.size;
     }
   }
   return out;
@@ -282,6 +288,36 @@ class Coalescer {
     this.parts = [];
     this.len = 0;
     return out;
+  }
+}
+
+/** A small regular file read whole with synchronous calls; null if it vanished, undefined if it is not small any more. */
+function readSmallFile(abs: string): { st: Stats; data: Buffer } | null | undefined {
+  let fd: number;
+  try {
+    fd = openSync(abs, O_READ);
+  } catch (err) {
+    if (errCode(err) === 'ENOENT') return null;
+    throw failed(`cannot open ${show(abs)}: ${errText(err)}`, err);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw failed(`${show(abs)} changed type while being sent`);
+    if (st.size > SMALL_FILE) return undefined;
+    const data = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    while (got < st.size) {
+      const n = readSync(fd, data, got, st.size - got, got);
+      if (n === 0)
+        throw failed(`${show(abs)} shrank while being sent (${st.size} bytes announced, ${got} read)`);
+      got += n;
+    }
+    return { st, data };
+  } catch (err) {
+    if (err instanceof FerryError) throw err;
+    throw failed(`cannot read ${show(abs)}: ${errText(err)}`, err);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -322,7 +358,7 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
     } else if (e.kind === 'l') {
       let target: string;
       try {
-        target = await readlink(e.abs);
+        target = readlinkSync(e.abs);
       } catch (err) {
         if (errCode(err) === 'ENOENT') continue;
         throw failed(`cannot read symlink ${show(e.abs)}: ${errText(err)}`, err);
@@ -330,6 +366,22 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
       out.push(frame({ t: 'l', p: e.path, m: e.mode, l: target, u: e.uid, g: e.gid }, e.path));
       records++;
     } else {
+      const small = e.size <= SMALL_FILE ? readSmallFile(e.abs) : undefined;
+      if (small === null) continue; // vanished
+      if (small !== undefined) {
+        const { st, data } = small;
+        out.push(
+          frame({ t: 'f', p: e.path, m: st.mode & 0o7777, s: data.length, u: st.uid, g: st.gid }, e.path),
+        );
+        records++;
+        out.push(data);
+        out.push(createHash('sha256').update(data).digest());
+        total += data.length;
+        if (data.length > 0) opts.onBytes?.(data.length);
+        const chunk = out.take(false);
+        if (chunk) yield chunk;
+        continue;
+      }
       let fh: FileHandle;
       try {
         fh = await open(e.abs, O_READ);
@@ -630,8 +682,11 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
     throw corrupt(`bad magic ${show(magic.toString('latin1'))}, expected ${show(STREAM_MAGIC)}`);
   }
 
+  // Metadata operations below are synchronous on purpose: they take microseconds, and a thread-pool
+  // round trip per call would dominate the time to unpack a rootfs of thousands of small files.
+
   /** Absolute path for entry `p` after checking every parent component is a real directory. */
-  const prepare = async (p: string): Promise<string> => {
+  const prepare = (p: string): string => {
     const cut = p.lastIndexOf('/');
     const parent = cut < 0 ? '' : p.slice(0, cut);
     if (!knownDirs.has(parent)) {
@@ -641,7 +696,7 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
         if (knownDirs.has(rel)) continue;
         let st: Stats;
         try {
-          st = await lstat(join(root, rel));
+          st = lstatSync(join(root, rel));
         } catch (err) {
           if (errCode(err) === 'ENOENT') {
             throw corrupt(`${show(p)} arrived before its parent directory ${show(rel)}`);
@@ -660,6 +715,14 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
     created.has(p) || knownDirs.has(p)
       ? corrupt(`duplicate entry ${show(p)} (${what})`)
       : failed(`${show(p)} already exists in the destination (${what}); decode into a fresh directory`);
+
+  /** Why a new file could not be created (it is opened without following a symlink, refusing an existing path). */
+  const createError = (p: string, err: unknown): FerryError => {
+    const code = errCode(err);
+    if (code === 'EEXIST') return existsError(p, 'file');
+    if (code === 'ELOOP') return corrupt(`refusing to write ${show(p)}: it is a symlink`);
+    return failed(`cannot create ${show(p)}: ${errText(err)}`, err);
+  };
 
   let records = 0;
   for (;;) {
@@ -680,15 +743,17 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
     }
     headerHash.update(raw);
     records++;
-    const abs = await prepare(h.p);
+    const abs = prepare(h.p);
+    const chown = asRoot && h.u !== undefined && h.g !== undefined;
 
     if (h.t === 'd') {
       try {
-        await mkdir(abs, 0o700);
+        mkdirSync(abs, 0o700);
       } catch (err) {
-        if (errCode(err) !== 'EEXIST')
+        if (errCode(err) !== 'EEXIST') {
           throw failed(`cannot create directory ${show(h.p)}: ${errText(err)}`, err);
-        const st = await lstat(abs);
+        }
+        const st = lstatSync(abs);
         if (st.isSymbolicLink() || !st.isDirectory()) {
           throw created.has(h.p)
             ? corrupt(`directory ${show(h.p)} clashes with an earlier entry`)
@@ -696,42 +761,66 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
         }
       }
       knownDirs.add(h.p);
-      if (asRoot && h.u !== undefined && h.g !== undefined) await lchown(abs, h.u, h.g);
+      if (chown) lchownSync(abs, h.u!, h.g!);
       dirModes.set(abs, h.m);
       stats.dirs++;
     } else if (h.t === 'l') {
       try {
-        await symlink(h.l, abs);
+        symlinkSync(h.l, abs);
       } catch (err) {
         if (errCode(err) === 'EEXIST') throw existsError(h.p, 'symlink');
         throw failed(`cannot create symlink ${show(h.p)}: ${errText(err)}`, err);
       }
       created.add(h.p);
-      if (asRoot && h.u !== undefined && h.g !== undefined) await lchown(abs, h.u, h.g);
+      if (chown) lchownSync(abs, h.u!, h.g!);
       stats.symlinks++;
     } else {
       if (opts.maxBytes !== undefined && reader.position + h.s + DIGEST_BYTES > opts.maxBytes) {
         throw corrupt(`file ${show(h.p)} (${h.s} bytes) would exceed the limit of ${opts.maxBytes} bytes`);
       }
-      let fh: FileHandle;
-      try {
-        fh = await open(abs, O_CREATE, 0o600);
-      } catch (err) {
-        const code = errCode(err);
-        if (code === 'EEXIST') throw existsError(h.p, 'file');
-        if (code === 'ELOOP') throw corrupt(`refusing to write ${show(h.p)}: it is a symlink`);
-        throw failed(`cannot create ${show(h.p)}: ${errText(err)}`, err);
-      }
-      created.add(h.p);
-      try {
-        await receiveFile(reader, fh, h.p, h.s, opts.onBytes);
-        if (asRoot && h.u !== undefined && h.g !== undefined) await fh.chown(h.u, h.g);
-        await fh.chmod(h.m); // after chown, which clears setuid/setgid
-      } catch (err) {
-        if (err instanceof FerryError) throw err;
-        throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
-      } finally {
-        await fh.close().catch(noop);
+      if (h.s <= SMALL_FILE) {
+        // Small file: received whole and verified before anything is written.
+        const data = await reader.readExact(h.s, `the content of ${show(h.p)}`);
+        const digest = await reader.readExact(DIGEST_BYTES, `the checksum of ${show(h.p)}`);
+        if (!digest.equals(createHash('sha256').update(data).digest())) {
+          throw corrupt(`checksum mismatch for file ${show(h.p)}`);
+        }
+        let fd: number;
+        try {
+          fd = openSync(abs, O_CREATE, 0o600);
+        } catch (err) {
+          throw createError(h.p, err);
+        }
+        created.add(h.p);
+        try {
+          let off = 0;
+          while (off < data.length) off += writeSync(fd, data, off, data.length - off, off);
+          if (chown) fchownSync(fd, h.u!, h.g!);
+          fchmodSync(fd, h.m); // after chown, which clears setuid/setgid
+        } catch (err) {
+          throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
+        } finally {
+          closeSync(fd);
+        }
+        if (data.length > 0) opts.onBytes?.(data.length);
+      } else {
+        let fh: FileHandle;
+        try {
+          fh = await open(abs, O_CREATE, 0o600);
+        } catch (err) {
+          throw createError(h.p, err);
+        }
+        created.add(h.p);
+        try {
+          await receiveFile(reader, fh, h.p, h.s, opts.onBytes);
+          if (chown) await fh.chown(h.u!, h.g!);
+          await fh.chmod(h.m);
+        } catch (err) {
+          if (err instanceof FerryError) throw err;
+          throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
+        } finally {
+          await fh.close().catch(noop);
+        }
       }
       stats.files++;
       stats.bytes += h.s;
@@ -744,7 +833,7 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
   for (let i = dirs.length - 1; i >= 0; i--) {
     const [abs, mode] = dirs[i]!;
     try {
-      await chmod(abs, mode);
+      chmodSync(abs, mode);
     } catch (err) {
       throw failed(`cannot set mode of ${show(abs)}: ${errText(err)}`, err);
     }
