@@ -1,5 +1,5 @@
 // The destination half: receive a container's bundle and images, restore it, then commit or abort.
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
@@ -31,6 +31,9 @@ export class IncomingMigrations {
   private readonly faults: Set<string>;
   /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
   private readonly reserved = new Map<string, string>();
+  /** Incoming migrations by id; the parts arrive concurrently, so this (not the file) is the truth. */
+  private readonly records = new Map<string, IncomingRecord>();
+  private writes = 0;
 
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
@@ -43,18 +46,24 @@ export class IncomingMigrations {
   }
 
   private async load(id: string): Promise<IncomingRecord> {
+    const cached = this.records.get(id);
+    if (cached) return cached;
     try {
-      return JSON.parse(await readFile(this.recordPath(id), 'utf8')) as IncomingRecord;
+      const rec = JSON.parse(await readFile(this.recordPath(id), 'utf8')) as IncomingRecord;
+      this.records.set(id, rec);
+      return rec;
     } catch {
-      throw new FerryError(
-        'FERRY_E_MIGRATION_UNKNOWN',
-        `no incoming migration ${id} on host ${this.host.hostName}`,
-      );
+      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `no incoming migration ${id} on host ${this.host.hostName}`);
     }
   }
 
+  /** Write-through of the in-memory record; atomic, so a crash never leaves half a file. */
   private async save(rec: IncomingRecord): Promise<void> {
-    await writeFile(this.recordPath(rec.id), JSON.stringify(rec));
+    this.records.set(rec.id, rec);
+    const path = this.recordPath(rec.id);
+    const tmp = `${path}.${process.pid}.${++this.writes}.tmp`;
+    await writeFile(tmp, JSON.stringify(rec));
+    await rename(tmp, path);
   }
 
   isReserved(name: string): boolean {
@@ -94,9 +103,8 @@ export class IncomingMigrations {
       await mkdir(dest, { recursive: true, mode: 0o700 });
     }
     const stats = await decodeTree(body, dest);
-    const fresh = await this.load(id);
-    if (!fresh.received.includes(part)) fresh.received.push(part);
-    await this.save(fresh);
+    if (!rec.received.includes(part)) rec.received.push(part);
+    await this.save(rec);
     return { bytes: stats.bytes };
   }
 
@@ -156,6 +164,7 @@ export class IncomingMigrations {
     }
     await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
     await rm(this.recordPath(id), { force: true });
+    this.records.delete(id);
     this.reserved.delete(rec.name);
     this.log.info({ container: rec.name, migration: id }, 'incoming migration committed');
   }
@@ -172,6 +181,7 @@ export class IncomingMigrations {
     await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });
     await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
     await rm(this.recordPath(id), { force: true });
+    this.records.delete(id);
     this.reserved.delete(rec.name);
     this.log.warn({ container: rec.name, migration: id, state: rec.state }, 'incoming migration aborted');
   }
@@ -186,6 +196,7 @@ export class IncomingMigrations {
     }
     const aborted: string[] = [];
     for (const f of files) {
+      if (f.endsWith('.tmp')) await rm(join(this.host.paths.incomingDir, f), { force: true });
       if (!f.endsWith('.json')) continue;
       const id = f.slice(0, -5);
       await this.abort(id);
