@@ -214,8 +214,17 @@ test('round trip: nested dirs, empty files, a 20 MiB file, modes, owners, symlin
   };
   let sent = 0;
   let received = 0;
-  const enc = encodeTree(sourcesOf(src), { exclude, onBytes: (n) => (sent += n) });
-  const stats = await decodeTree(enc, dest, { onBytes: (n) => (received += n) });
+  const enc = encodeTree(sourcesOf(src), {
+    exclude,
+    onBytes: (n) => {
+      sent += n;
+    },
+  });
+  const stats = await decodeTree(enc, dest, {
+    onBytes: (n) => {
+      received += n;
+    },
+  });
 
   await assertSameTree(src, dest, (p) => p === 'rootfs/proc' || p.startsWith('rootfs/proc/'));
   assert.equal(await exists(join(dest, 'bundle/rootfs/proc')), false);
@@ -317,7 +326,9 @@ test('over HTTP: request body in, error answer still delivered on corruption', a
       const req = request({ host: '127.0.0.1', port, method: 'PUT', path: '/images' }, (res) => {
         let text = '';
         res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
+        res.on('data', (c: string) => {
+          text += c;
+        });
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
       });
       req.on('error', reject);
@@ -612,7 +623,11 @@ test('encoder errors and backpressure', async (t) => {
   await mkdir(src);
   await writeFile(join(src, 'big'), Buffer.alloc(BIG));
   let read = 0;
-  const enc = encodeTree([{ root: src, prefix: '' }], { onBytes: (n) => (read += n) });
+  const enc = encodeTree([{ root: src, prefix: '' }], {
+    onBytes: (n) => {
+      read += n;
+    },
+  });
   enc.pause();
   enc.once('readable', () => {});
   await new Promise((r) => setTimeout(r, 200));

@@ -27,7 +27,12 @@
  *
  * Nothing may follow the end record. A directory is always sent before anything inside it (depth-first,
  * names sorted), so the decoder never has to create a parent on its own. Sockets, fifos and device nodes
- * are skipped; hard links are sent as independent files.
+ * are skipped; hard links are sent as independent files. A source root that is itself a symlink is followed
+ * (the caller named it); nothing below it is.
+ *
+ * Over HTTP: the sender pipes encodeTree(...) into the request body (stream.pipeline into http.request, or
+ * fetch with body Readable.toWeb(...) and duplex 'half'); the receiver hands the raw request to decodeTree
+ * (in Fastify: a no-op content-type parser for application/octet-stream, then decodeTree(request.raw, dir)).
  */
 
 import { createHash } from 'node:crypto';
