@@ -21,7 +21,7 @@ typecheck: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
 
 lint: setup
-	node_modules/.bin/biome check src test bench
+	node_modules/.bin/biome check src test $(wildcard bench)
 
 unit: setup
 	$(NODE_TEST) 'src/**/*.test.ts'
@@ -31,7 +31,7 @@ integration: setup
 
 test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
-	node_modules/.bin/biome check src test bench
+	node_modules/.bin/biome check src test $(wildcard bench)
 	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/integration/*.test.ts'
 
 demo: setup
@@ -42,3 +42,6 @@ bench: setup
 
 clean-testbeds:
 	bin/ferry testbed down --all
+
+fmt:
+	node_modules/.bin/biome check --write src test $(wildcard bench)

@@ -6,6 +6,7 @@ import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
 import { MigrationSource } from '../migration/source.ts';
+import { ContainerNetwork } from '../network/identity.ts';
 import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
@@ -31,7 +32,15 @@ export async function startAgent(
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
   const criu = new Criu(runner, cfg.criuPath);
-  const host = new ContainerHost({ hostName: cfg.host, paths, runc, cgroupParent: cfg.cgroupParent, log });
+  const network = new ContainerNetwork(runner, cfg.network);
+  const host = new ContainerHost({
+    hostName: cfg.host,
+    paths,
+    runc,
+    cgroupParent: cfg.cgroupParent,
+    network,
+    log,
+  });
   await host.init();
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
   const incoming = new IncomingMigrations(host, log, { faults: cfg.faults });

@@ -7,6 +7,7 @@ import type {
   IncomingRequest,
   RestoreResult,
 } from '../migration/types.ts';
+import type { Neighbour } from '../network/ip.ts';
 import type { AgentClient } from './client.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
@@ -43,8 +44,8 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.request('PUT', `/v1/incoming/${id}/${part}`, { body, timeoutMs: 120_000 });
   }
 
-  restore(id: string): Promise<RestoreResult> {
-    return this.client.request('POST', `/v1/incoming/${id}/restore`, { timeoutMs: 600_000 });
+  restore(id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult> {
+    return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
   }
 
   async commit(id: string): Promise<void> {

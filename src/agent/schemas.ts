@@ -70,3 +70,19 @@ export const IncomingBody = Type.Object(
   },
   { additionalProperties: false },
 );
+
+export const RestoreBody = Type.Object(
+  {
+    neighbours: Type.Array(
+      Type.Object(
+        {
+          address: Type.String({ format: 'ipv4' }),
+          mac: Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 1024 },
+    ),
+  },
+  { additionalProperties: false },
+);

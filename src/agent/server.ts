@@ -12,7 +12,15 @@ import type { MigrationSource } from '../migration/source.ts';
 import type { CapabilitiesReport, DestinationPeer, MigrationEvent } from '../migration/types.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import type { Endpoint as EndpointT } from './client.ts';
-import { CreateBody, IdParams, IncomingBody, MigrateBody, NameParams, PartParams } from './schemas.ts';
+import {
+  CreateBody,
+  IdParams,
+  IncomingBody,
+  MigrateBody,
+  NameParams,
+  PartParams,
+  RestoreBody,
+} from './schemas.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
@@ -173,10 +181,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     { schema: { params: PartParams } },
     async (req) => incoming.receive(req.params.id, req.params.part, req.raw),
   );
-  app.post<{ Params: Static<typeof IdParams> }>(
+  app.post<{ Params: Static<typeof IdParams>; Body: Static<typeof RestoreBody> }>(
     '/v1/incoming/:id/restore',
-    { schema: { params: IdParams } },
-    async (req) => incoming.restore(req.params.id),
+    { schema: { params: IdParams, body: RestoreBody } },
+    async (req) => incoming.restore(req.params.id, { neighbours: req.body.neighbours }),
   );
   app.post<{ Params: Static<typeof IdParams> }>(
     '/v1/incoming/:id/commit',

@@ -95,6 +95,26 @@ export async function runCommand(
       hostName = candidates.sort((a, b) => count(a.name) - count(b.name))[0]!.name;
     }
     const client = ctx.client(hostName);
+    const net = o.net ?? 'own';
+    let ip = o.ip;
+    if (net !== 'none') {
+      if (ip) {
+        if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip))
+          throw new FerryError('FERRY_E_INPUT_ARGS', `--ip ${ip} is not an IPv4 address`, { phase: 'input' });
+        const owner = containers.find((c) => c.ip === ip);
+        if (owner)
+          throw new FerryError('FERRY_E_INPUT_ARGS', `address ${ip} is taken by ${owner.name}`, {
+            phase: 'input',
+          });
+      } else {
+        ip = allocateAddress(ctx, containers);
+      }
+      if (unreachable.length) {
+        process.stderr.write(
+          `ferry: warning: ${unreachable.map((u) => u.host).join(', ')} unreachable; their addresses are not known\n`,
+        );
+      }
+    }
     let upload = false;
     if (o.bundle) {
       const dir = resolve(o.bundle);
@@ -114,12 +134,31 @@ export async function runCommand(
         name,
         ...(command.length ? { command } : {}),
         ...(upload ? { upload: true } : {}),
-        ...(o.net ? { net: o.net } : {}),
-        ...(o.ip ? { ip: o.ip } : {}),
+        net,
+        ...(ip && net !== 'none' ? { ip } : {}),
       },
       timeoutMs: 120_000,
     });
     print(o.json, info, () => `${info.name} running on ${info.host}${info.pid ? ` (pid ${info.pid})` : ''}`);
+  });
+}
+
+/** The first free LAN address for a container (.50-.249, skipping the testbed's client at .100). */
+function allocateAddress(ctx: ClusterContext, containers: ContainerInfo[]): string {
+  const lan = ctx.file.lan;
+  if (!lan)
+    throw new FerryError('FERRY_E_INPUT_ARGS', 'this cluster has no LAN range: give --ip', {
+      phase: 'input',
+    });
+  const used = new Set(containers.map((c) => c.ip).filter(Boolean));
+  for (const h of ctx.file.hosts) used.add(h.address);
+  if (ctx.file.client) used.add(ctx.file.client.address);
+  for (let i = 50; i < 250; i++) {
+    const a = `${lan.subnet}.${i}`;
+    if (!used.has(a)) return a;
+  }
+  throw new FerryError('FERRY_E_INPUT_ARGS', 'no free address left on the LAN: give --ip', {
+    phase: 'input',
   });
 }
 

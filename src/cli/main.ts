@@ -76,9 +76,14 @@ export function buildProgram(): Command {
     .requiredOption('--name <name>', 'container name')
     .option('--bundle <dir>', 'an OCI bundle (config.json + rootfs); copied to the host')
     .addOption(
-      new Option('--net <mode>', 'network: none (isolated)').choices(['none', 'own', 'host']).default('none'),
+      new Option(
+        '--net <mode>',
+        "own: its own namespace and address on the LAN; host: the host's network with a floating --ip; none: isolated",
+      )
+        .choices(['none', 'own', 'host'])
+        .default('own'),
     )
-    .option('--ip <addr>', 'container address (with --net own|host)')
+    .option('--ip <addr>', 'container address on the LAN (default: the first free one)')
     .option('--json', 'print JSON')
     .argument('[command...]', 'command to run (after --)')
     .action(wrap(async (cmd: string[], o) => runCommand(cmd, { ...program.opts(), ...o })));

@@ -14,6 +14,8 @@ export interface ClusterFile {
   tls: { ca: string; cert: string; key: string };
   hosts: ClusterHost[];
   client?: { netns: string; address: string };
+  /** The LAN containers get addresses on: `subnet` is the first three octets of a /24. */
+  lan?: { subnet: string; prefixLen: number };
   controller?: ClusterHost;
   testbed?: string;
 }

@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
+import { macFor, type NetIdentity, type NetMode, type NetworkLike } from '../network/identity.ts';
 import {
   buildCommandBundle,
+  type OciConfig,
   placeConfig,
   readConfig,
   validateConfig,
@@ -14,7 +16,7 @@ import {
 import type { RuncLike } from '../runtime/runc.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
-export type NetMode = 'none' | 'own' | 'host';
+export type { NetMode };
 
 export interface ContainerRecord {
   name: string;
@@ -52,6 +54,7 @@ export class ContainerHost {
   readonly paths: HostPaths;
   readonly runc: RuncLike;
   readonly cgroupParent: string;
+  readonly network: NetworkLike;
   private readonly log: Logger;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
@@ -61,9 +64,11 @@ export class ContainerHost {
     paths: HostPaths;
     runc: RuncLike;
     cgroupParent: string;
+    network: NetworkLike;
     log: Logger;
   }) {
     this.hostName = deps.hostName;
+    this.network = deps.network;
     this.paths = deps.paths;
     this.runc = deps.runc;
     this.cgroupParent = deps.cgroupParent;
@@ -174,8 +179,9 @@ export class ContainerHost {
     if (!req.command?.length && !req.uploadedBundle) {
       throw new FerryError('FERRY_E_INPUT_ARGS', 'give a command or a bundle', { phase: 'input' });
     }
-    if (req.net && req.net !== 'none') {
-      throw new FerryError('FERRY_E_INPUT_ARGS', `network mode ${req.net} is not available in this version`, {
+    const net: NetMode = req.net ?? 'none';
+    if (net !== 'none' && !req.ip) {
+      throw new FerryError('FERRY_E_INPUT_ARGS', `network mode ${net} needs an address (--ip)`, {
         phase: 'input',
       });
     }
@@ -191,6 +197,17 @@ export class ContainerHost {
       }
       const dir = containerDir(this.paths, name);
       const bundle = bundleDir(this.paths, name);
+      const rec: ContainerRecord = {
+        name,
+        createdAt: new Date().toISOString(),
+        net,
+        origin: { kind: 'run' },
+      };
+      if (req.ip && net !== 'none') {
+        rec.ip = req.ip;
+        if (net === 'own') rec.mac = macFor(req.ip);
+      }
+      if (req.command) rec.command = req.command;
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
         if (req.uploadedBundle) {
@@ -200,26 +217,32 @@ export class ContainerHost {
         }
         const config = await readConfig(bundle);
         validateConfig(config);
-        await writeConfig(
-          bundle,
-          placeConfig(config, { cgroupsPath: this.cgroupsPath(name), hostname: name }),
-        );
-        const rec: ContainerRecord = {
-          name,
-          createdAt: new Date().toISOString(),
-          net: 'none',
-          origin: { kind: 'run' },
-        };
-        if (req.command) rec.command = req.command;
+        await writeConfig(bundle, this.place(config, rec));
         await this.writeRecord(rec);
+        await this.network.create(name, identity(rec), { attached: true, locked: false });
         await this.runc.run(name, bundle, join(dir, 'runc-run.log'));
-        this.log.info({ container: name }, 'container started');
+        this.log.info({ container: name, net, ip: rec.ip }, 'container started');
       } catch (err) {
         await this.runc.destroy(name).catch(() => {});
+        await this.network.destroy(name, identity(rec)).catch(() => {});
         await rm(dir, { recursive: true, force: true });
         throw err;
       }
       return this.info(name);
+    });
+  }
+
+  /** This host's version of a container's config: its cgroup path and its network namespace. */
+  place(config: OciConfig, rec: ContainerRecord): OciConfig {
+    return placeConfig(config, {
+      cgroupsPath: this.cgroupsPath(rec.name),
+      hostname: rec.name,
+      net:
+        rec.net === 'own'
+          ? { netnsPath: this.network.netnsPath(rec.name) }
+          : rec.net === 'host'
+            ? 'host'
+            : 'fresh',
     });
   }
 
@@ -235,7 +258,9 @@ export class ContainerHost {
       );
     }
     await this.exclusive(name, 'remove', async () => {
+      const rec = await this.readRecord(name);
       await this.runc.destroy(name);
+      if (rec) await this.network.destroy(name, identity(rec));
       await rm(containerDir(this.paths, name), { recursive: true, force: true });
       this.log.info({ container: name }, 'container removed');
     });
@@ -243,7 +268,16 @@ export class ContainerHost {
 
   /** Drops a container's files after it moved away (runc already forgot it at checkpoint). */
   async forget(name: string): Promise<void> {
+    const rec = await this.readRecord(name);
     await this.runc.destroy(name);
+    if (rec) await this.network.destroy(name, identity(rec));
     await rm(containerDir(this.paths, name), { recursive: true, force: true });
   }
+}
+
+export function identity(rec: ContainerRecord): NetIdentity {
+  const id: NetIdentity = { mode: rec.net };
+  if (rec.ip) id.ip = rec.ip;
+  if (rec.mac) id.mac = rec.mac;
+  return id;
 }

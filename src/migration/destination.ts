@@ -5,10 +5,11 @@ import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import type { ContainerHost } from '../host/containers.ts';
+import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
-import { placeConfig, readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import type { Neighbour } from '../network/ip.ts';
+import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
@@ -53,7 +54,10 @@ export class IncomingMigrations {
       this.records.set(id, rec);
       return rec;
     } catch {
-      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `no incoming migration ${id} on host ${this.host.hostName}`);
+      throw new FerryError(
+        'FERRY_E_MIGRATION_UNKNOWN',
+        `no incoming migration ${id} on host ${this.host.hostName}`,
+      );
     }
   }
 
@@ -84,7 +88,10 @@ export class IncomingMigrations {
     try {
       await mkdir(imageDir(this.host.paths, req.id), { recursive: true, mode: 0o700 });
       await this.save({ ...req, state: 'prepared', received: [], createdAt: new Date().toISOString() });
+      // staged before the freeze: same address and MAC, cut off from the LAN and locked until restore
+      await this.host.network.create(req.name, identity(req.record), { attached: false, locked: true });
     } catch (err) {
+      await this.abort(req.id).catch(() => {});
       this.reserved.delete(req.name);
       throw err;
     }
@@ -108,7 +115,7 @@ export class IncomingMigrations {
     return { bytes: stats.bytes };
   }
 
-  async restore(id: string): Promise<RestoreResult> {
+  async restore(id: string, opts: { neighbours?: Neighbour[] } = {}): Promise<RestoreResult> {
     const rec = await this.load(id);
     for (const part of ['bundle', 'images'] as const) {
       if (!rec.received.includes(part)) {
@@ -127,16 +134,27 @@ export class IncomingMigrations {
     const images = imageDir(this.host.paths, id);
     const config = await readConfig(bundle);
     validateConfig(config);
-    const placed = placeConfig(config, { cgroupsPath: this.host.cgroupsPath(rec.name), hostname: rec.name });
+    const placed = this.host.place(config, rec.record);
     if (this.faults.has('invalid-bundle')) placed.root.path = 'rootfs-missing';
     await writeConfig(bundle, placed);
+    const net = identity(rec.record);
+    // the container's ARP cache, then the switchover: attach, announce, restore, unlock, announce again
+    await this.host.network.setNeighbours(rec.name, net, opts.neighbours ?? []);
+    await this.host.network.attach(rec.name, net);
     let ms: number;
     try {
-      ({ ms } = await this.host.runc.restore(rec.name, { bundle, imagePath: images, workPath: images }));
+      ({ ms } = await this.host.runc.restore(rec.name, {
+        bundle,
+        imagePath: images,
+        workPath: images,
+        tcpEstablished: net.mode !== 'none',
+      }));
     } catch (err) {
       await this.keepLog(id, images, 'restore.log');
       throw err;
     }
+    await this.host.network.unlock(rec.name, net);
+    this.host.network.reannounce(rec.name, net);
     const st = await this.host.runc.state(rec.name);
     if (st?.status !== 'running') {
       throw new FerryError(
@@ -178,6 +196,7 @@ export class IncomingMigrations {
       return;
     }
     await this.host.runc.destroy(rec.name);
+    await this.host.network.destroy(rec.name, identity(rec.record)).catch(() => {});
     await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });
     await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
     await rm(this.recordPath(id), { force: true });

@@ -17,6 +17,8 @@ import { FerryError } from '../core/errors.ts';
 import { silentLogger } from '../core/log.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { bundleDir, hostPaths } from '../host/paths.ts';
+import type { NetworkLike } from '../network/identity.ts';
+import type { Neighbour } from '../network/ip.ts';
 import type { CheckpointOptions, RestoreOptions, RuncContainerState, RuncLike } from '../runtime/runc.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
@@ -75,6 +77,36 @@ class FakeRunc implements RuncLike {
   }
 }
 
+class FakeNetwork implements NetworkLike {
+  calls: string[] = [];
+  netnsPath(name: string) {
+    return `/run/netns/fake-${name}`;
+  }
+  async create(name: string) {
+    this.calls.push(`create ${name}`);
+  }
+  async attach(name: string) {
+    this.calls.push(`attach ${name}`);
+  }
+  async detach(name: string) {
+    this.calls.push(`detach ${name}`);
+  }
+  async unlock(name: string) {
+    this.calls.push(`unlock ${name}`);
+  }
+  reannounce() {}
+  async neighbours(): Promise<Neighbour[]> {
+    return [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }];
+  }
+  async setNeighbours() {}
+  async clearCriuLocks(name: string) {
+    this.calls.push(`clear-locks ${name}`);
+  }
+  async destroy(name: string) {
+    this.calls.push(`destroy ${name}`);
+  }
+}
+
 class FakePeer implements DestinationPeer {
   readonly name = 'b';
   calls: string[] = [];
@@ -104,7 +136,9 @@ class FakePeer implements DestinationPeer {
     const s = await decodeTree(body, join(this.received, part));
     return { bytes: s.bytes };
   }
-  async restore(): Promise<RestoreResult> {
+  neighbours: Neighbour[] = [];
+  async restore(_id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult> {
+    this.neighbours = opts.neighbours;
     this.check('restore');
     return { pid: 5, ms: 3 };
   }
@@ -134,13 +168,22 @@ let dir: string;
 let runc: FakeRunc;
 let peer: FakePeer;
 let host: ContainerHost;
+let network: FakeNetwork;
 let engine: MigrationSource;
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ferry-src-'));
   runc = new FakeRunc();
   const paths = hostPaths(join(dir, 'a'));
-  host = new ContainerHost({ hostName: 'a', paths, runc, cgroupParent: '/t-a', log: silentLogger() });
+  network = new FakeNetwork();
+  host = new ContainerHost({
+    hostName: 'a',
+    paths,
+    runc,
+    cgroupParent: '/t-a',
+    network,
+    log: silentLogger(),
+  });
   await host.init();
   const b = bundleDir(paths, 'c1');
   mkdirSync(join(b, 'rootfs', 'data'), { recursive: true });
@@ -149,7 +192,14 @@ beforeEach(async () => {
     JSON.stringify({ root: { path: 'rootfs' }, process: { args: ['x'] } }),
   );
   writeFileSync(join(b, 'rootfs', 'data', 'f'), 'hello');
-  await host.writeRecord({ name: 'c1', createdAt: 'now', net: 'none', origin: { kind: 'run' } });
+  await host.writeRecord({
+    name: 'c1',
+    createdAt: 'now',
+    net: 'own',
+    ip: '10.0.0.5',
+    mac: '02:fc:0a:00:00:05',
+    origin: { kind: 'run' },
+  });
   await runc.run('c1');
   peer = new FakePeer(join(dir, 'peer'));
   engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps() });
@@ -177,6 +227,12 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
   assert.equal(await host.readRecord('c1'), undefined);
   assert.deepEqual(readdirSync(host.paths.imagesDir), []);
   assert.ok(events.some((e) => e.type === 'progress'));
+  assert.deepEqual(
+    network.calls,
+    ['detach c1', 'destroy c1'],
+    'source cut off after the dump, removed after commit',
+  );
+  assert.deepEqual(peer.neighbours, [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }]);
 });
 
 for (const failing of ['send', 'restore', 'commit'] as const) {
@@ -195,6 +251,11 @@ for (const failing of ['send', 'restore', 'commit'] as const) {
     assert.ok(peer.calls.includes('abort'));
     // abort before the local restore: never two copies
     assert.deepEqual(runc.calls.slice(-2), ['delete c1', 'restore c1']);
+    assert.deepEqual(
+      network.calls,
+      ['detach c1', 'attach c1', 'clear-locks c1'],
+      're-attached, CRIU locks cleared',
+    );
     assert.equal((await runc.state('c1'))?.status, 'running');
     assert.ok(await host.readRecord('c1'), 'the source keeps its record and bundle');
     assert.deepEqual(readdirSync(host.paths.imagesDir), []);

@@ -5,9 +5,10 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import type { ContainerHost } from '../host/containers.ts';
+import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
+import type { Neighbour } from '../network/ip.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
@@ -42,6 +43,8 @@ interface Progress {
   phase: MigrationPhase;
   prepared: boolean;
   sourceStopped: boolean;
+  /** The source's identity was cut off the LAN after the dump. */
+  detached: boolean;
   restoreRequested: boolean;
   freezeStart?: number;
 }
@@ -92,6 +95,7 @@ export class MigrationSource {
       phase: 'plan',
       prepared: false,
       sourceStopped: false,
+      detached: false,
       restoreRequested: false,
     };
     const phase = async <T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> => {
@@ -204,13 +208,25 @@ export class MigrationSource {
       progress.prepared = true;
     });
 
+    const net = identity(record);
+    let neighbours: Neighbour[] = [];
     await phase('checkpoint', async () => {
+      // the container's ARP cache goes with it (a fresh namespace would have to resolve the client again)
+      neighbours = await this.host.network.neighbours(name, net).catch(() => []);
       progress.freezeStart = this.now();
       try {
-        await this.host.runc.checkpoint(name, { imagePath: images, workPath: images });
+        await this.host.runc.checkpoint(name, {
+          imagePath: images,
+          workPath: images,
+          tcpEstablished: net.mode !== 'none',
+        });
       } finally {
         // CRIU stops the container only on success; a failed dump resumes it (checked in rollback)
         progress.sourceStopped = (await this.host.runc.state(name))?.status !== 'running';
+      }
+      if (progress.sourceStopped) {
+        await this.host.network.detach(name, net);
+        progress.detached = true;
       }
       const stats = await readStats(join(images, 'stats-dump'));
       if (stats?.dump) report.criu.dump = stats.dump;
@@ -241,7 +257,7 @@ export class MigrationSource {
 
     await phase('restore', async () => {
       progress.restoreRequested = true;
-      const r = await peer.restore(id);
+      const r = await peer.restore(id, { neighbours });
       if (r.stats) report.criu.restore = r.stats;
     });
 
@@ -292,6 +308,13 @@ export class MigrationSource {
       }
     }
     const images = imageDir(this.host.paths, id);
+    const rec = await this.host.readRecord(name);
+    const net = rec ? identity(rec) : { mode: 'none' as const };
+    if (progress.detached) {
+      await this.host.network
+        .attach(name, net)
+        .catch((err: Error) => notes.push(`re-attaching the network failed: ${err.message}`));
+    }
     let sourceRunning = false;
     const st = await this.host.runc.state(name);
     if (st?.status === 'running') {
@@ -306,8 +329,12 @@ export class MigrationSource {
           bundle: bundleDir(this.host.paths, name),
           imagePath: images,
           workPath: images,
+          tcpEstablished: net.mode !== 'none',
         });
         sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+        // the dump's lock held the client's packets; the restored sockets take over now
+        await this.host.network.clearCriuLocks(name, net);
+        this.host.network.reannounce(name, net);
       } catch (err) {
         notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);
       }

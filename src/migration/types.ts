@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { FerryErrorJSON } from '../core/errors.ts';
 import type { ContainerRecord } from '../host/containers.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
+import type { Neighbour } from '../network/ip.ts';
 import type { HostFacts, StrategyName, StrategySupport } from './capabilities.ts';
 
 export type MigrationPhase =
@@ -72,7 +73,7 @@ export interface DestinationPeer {
   hasContainer(name: string): Promise<boolean>;
   prepare(req: IncomingRequest): Promise<void>;
   send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
-  restore(id: string): Promise<RestoreResult>;
+  restore(id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
   abort(id: string): Promise<void>;
 }

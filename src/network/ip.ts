@@ -1,6 +1,11 @@
 // Network namespaces, links, addresses and shaping through iproute2. The only place ferry calls `ip`/`tc`.
 import type { Runner } from '../runtime/exec.ts';
 
+export interface Neighbour {
+  address: string;
+  mac: string;
+}
+
 export class IpNet {
   private readonly runner: Runner;
 
@@ -43,9 +48,9 @@ export class IpNet {
     await this.ip(['link', 'del', name], ns, true);
   }
 
-  async addBridge(name: string, mac: string): Promise<void> {
-    await this.ip(['link', 'add', name, 'address', mac, 'type', 'bridge']);
-    await this.ip(['link', 'set', name, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0']);
+  async addBridge(name: string, mac: string, ns?: string): Promise<void> {
+    await this.ip(['link', 'add', name, 'address', mac, 'type', 'bridge'], ns);
+    await this.ip(['link', 'set', name, 'type', 'bridge', 'forward_delay', '0', 'stp_state', '0'], ns);
   }
 
   /** A veth pair: `outer` stays here, `inner` moves into `ns` under the name `innerName`. */
@@ -63,12 +68,43 @@ export class IpNet {
     if (innerMac) await this.ip(['link', 'set', innerName, 'address', innerMac], ns);
   }
 
-  async setMaster(link: string, bridge: string): Promise<void> {
-    await this.ip(['link', 'set', link, 'master', bridge]);
+  async setMaster(link: string, bridge: string, ns?: string): Promise<void> {
+    await this.ip(['link', 'set', link, 'master', bridge], ns);
   }
 
   async up(link: string, ns?: string): Promise<void> {
     await this.ip(['link', 'set', link, 'up'], ns);
+  }
+
+  async down(link: string, ns?: string): Promise<void> {
+    await this.ip(['link', 'set', link, 'down'], ns, true);
+  }
+
+  async linkExists(link: string, ns?: string): Promise<boolean> {
+    return (await this.listLinks(ns)).includes(link);
+  }
+
+  async delAddress(link: string, cidr: string, ns?: string): Promise<void> {
+    await this.ip(['addr', 'del', cidr, 'dev', link], ns, true);
+  }
+
+  async hasAddress(link: string, address: string, ns?: string): Promise<boolean> {
+    const out = await this.ip(['-4', '-o', 'addr', 'show', 'dev', link], ns, true);
+    return out.includes(`inet ${address}/`);
+  }
+
+  /** Resolved IPv4 neighbours on a link (what a container's ARP cache knows). */
+  async neighbours(link: string, ns?: string): Promise<Neighbour[]> {
+    const out = await this.ip(['-4', '-j', 'neigh', 'show', 'dev', link], ns, true);
+    if (!out.trim()) return [];
+    const rows = JSON.parse(out) as { dst: string; lladdr?: string; state?: string[] }[];
+    return rows
+      .filter((r) => r.lladdr && !(r.state ?? []).some((s) => s === 'FAILED' || s === 'INCOMPLETE'))
+      .map((r) => ({ address: r.dst, mac: r.lladdr! }));
+  }
+
+  async setNeighbour(link: string, n: Neighbour, ns?: string): Promise<void> {
+    await this.ip(['neigh', 'replace', n.address, 'lladdr', n.mac, 'dev', link, 'nud', 'stale'], ns, true);
   }
 
   async addAddress(link: string, cidr: string, ns?: string): Promise<void> {

@@ -203,8 +203,8 @@ export function validateConfig(config: OciConfig): void {
 
 export interface HostPlacement {
   cgroupsPath: string;
-  /** A network namespace path to join; undefined gives the container a fresh, empty one. */
-  netnsPath?: string;
+  /** 'fresh': a new, empty namespace; 'host': the caller's (the host's); or a namespace path to join. */
+  net: 'fresh' | 'host' | { netnsPath: string };
   hostname?: string;
 }
 
@@ -219,7 +219,8 @@ export function placeConfig(config: OciConfig, p: HostPlacement): OciConfig {
   const ns: any[] = (c.linux.namespaces ?? []).filter((n: { type: string }) => n.type !== 'network');
   if (!ns.some((n) => n.type === 'pid')) ns.push({ type: 'pid' });
   if (!ns.some((n) => n.type === 'mount')) ns.push({ type: 'mount' });
-  ns.push(p.netnsPath ? { type: 'network', path: p.netnsPath } : { type: 'network' });
+  if (p.net === 'fresh') ns.push({ type: 'network' });
+  else if (p.net !== 'host') ns.push({ type: 'network', path: p.net.netnsPath });
   c.linux.namespaces = ns;
   if (p.hostname && ns.some((n) => n.type === 'uts')) c.hostname = p.hostname;
   return c;

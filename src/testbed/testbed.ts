@@ -29,6 +29,8 @@ import {
   testbedLayout,
 } from './layout.ts';
 
+const HOST_BRIDGE = 'br0';
+
 export interface TestbedState extends TestbedLayout {
   dir: string;
   clusterFile: string;
@@ -110,12 +112,21 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     await ip.up(tb.bridge);
     const ns = [...tb.hosts.map((h) => ({ ...h })), { ...tb.client, name: 'client', index: -1 }];
     for (const n of ns) {
+      const isHost = n.index >= 0;
       await ip.delNetns(n.netns);
       await ip.addNetns(n.netns);
-      await ip.addVeth(n.vethOuter, n.vethInner, n.netns, 'eth0', n.mac);
+      await ip.addVeth(n.vethOuter, n.vethInner, n.netns, 'eth0', isHost ? undefined : n.mac);
       await ip.setMaster(n.vethOuter, tb.bridge);
       await ip.up(n.vethOuter);
-      await ip.addAddress('eth0', `${n.address}/24`, n.netns);
+      if (isHost) {
+        // a host bridges its containers onto the LAN: eth0 is its uplink, br0 carries its address
+        await ip.addBridge(HOST_BRIDGE, n.mac, n.netns);
+        await ip.setMaster('eth0', HOST_BRIDGE, n.netns);
+        await ip.addAddress(HOST_BRIDGE, `${n.address}/24`, n.netns);
+        await ip.up(HOST_BRIDGE, n.netns);
+      } else {
+        await ip.addAddress('eth0', `${n.address}/24`, n.netns);
+      }
       await ip.up('eth0', n.netns);
       if (opts.rate) {
         await ip.shape(n.vethOuter, opts.rate);
@@ -135,6 +146,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       tls: cli,
       hosts: tb.hosts.map((h) => ({ name: h.name, address: h.address, port: AGENT_PORT })),
       client: { netns: tb.client.netns, address: tb.client.address },
+      lan: { subnet: tb.subnet, prefixLen: 24 },
     };
     for (const h of tb.hosts) {
       const hd = hostDir(tb, h);
@@ -150,6 +162,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             stateDir: hd,
             imagesDir: join(hd, 'images'),
             cgroupParent: h.cgroupParent,
+            network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
             tls: certs,
           },
           null,

@@ -1,0 +1,120 @@
+// Packet filters ferry installs around a migration: a whole-namespace lock for own-netns containers,
+// per-address drop rules for host-network containers, and removal of the lock rules CRIU leaves behind.
+import type { Runner } from '../runtime/exec.ts';
+
+export const LOCK_TABLE = 'ferry_lock';
+const CRIU_MARK = '0xc114';
+
+function inNetns(ns: string | undefined, argv: string[]): string[] {
+  return ns ? ['nsenter', `--net=/run/netns/${ns}`, '--', ...argv] : argv;
+}
+
+export class Firewall {
+  private readonly runner: Runner;
+
+  constructor(runner: Runner) {
+    this.runner = runner;
+  }
+
+  /** Drops every IP packet in and out of a namespace (ARP still passes, so announcements work). */
+  async lockNetns(ns: string): Promise<void> {
+    const rules = [
+      `table inet ${LOCK_TABLE} {`,
+      '  chain in { type filter hook input priority -300; policy drop; }',
+      '  chain out { type filter hook output priority -300; policy drop; }',
+      '}',
+    ].join('\n');
+    await this.runner.run(inNetns(ns, ['nft', '-f', '-']), {
+      input: rules,
+      label: 'nft lock',
+      errorCode: 'FERRY_E_EXEC',
+    });
+  }
+
+  async unlockNetns(ns: string): Promise<void> {
+    await this.runner.run(inNetns(ns, ['nft', 'delete', 'table', 'inet', LOCK_TABLE]), { allowFail: true });
+  }
+
+  /** Removes the netns-wide lock CRIU's iptables method leaves in a dumped container's namespace. */
+  async clearCriuNetnsLock(ns: string): Promise<void> {
+    for (const ipt of ['iptables', 'ip6tables']) {
+      for (const chain of ['INPUT', 'OUTPUT']) {
+        await this.runner.run(inNetns(ns, [ipt, '-w', '-D', chain, '-j', 'CRIU']), { allowFail: true });
+      }
+      await this.runner.run(inNetns(ns, [ipt, '-w', '-F', 'CRIU']), { allowFail: true });
+      await this.runner.run(inNetns(ns, [ipt, '-w', '-X', 'CRIU']), { allowFail: true });
+    }
+  }
+
+  /** Host mode: nothing reaches a floating address on this host until the container is restored. */
+  async dropAddress(address: string, tag: string): Promise<void> {
+    await this.runner.run(
+      [
+        'iptables',
+        '-w',
+        '-I',
+        'INPUT',
+        '-d',
+        `${address}/32`,
+        '-m',
+        'comment',
+        '--comment',
+        `ferry:${tag}`,
+        '-j',
+        'DROP',
+      ],
+      { label: 'iptables', errorCode: 'FERRY_E_EXEC' },
+    );
+  }
+
+  async undropAddress(address: string, tag: string): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      const r = await this.runner.run(
+        [
+          'iptables',
+          '-w',
+          '-D',
+          'INPUT',
+          '-d',
+          `${address}/32`,
+          '-m',
+          'comment',
+          '--comment',
+          `ferry:${tag}`,
+          '-j',
+          'DROP',
+        ],
+        { allowFail: true },
+      );
+      if (r.code !== 0) return;
+    }
+  }
+
+  /** Host mode: CRIU's per-connection lock rules for an address stay after a dump; remove them. */
+  async clearCriuConnectionLocks(address: string): Promise<number> {
+    let removed = 0;
+    for (const chain of ['INPUT', 'OUTPUT']) {
+      const r = await this.runner.run(['iptables', '-w', '-S', chain], { allowFail: true });
+      for (const line of r.stdout.split('\n')) {
+        if (!line.startsWith(`-A ${chain} `) || !line.includes(CRIU_MARK) || !line.includes(`${address}/32`))
+          continue;
+        const spec = line.slice(3).trim().split(/\s+/);
+        const d = await this.runner.run(['iptables', '-w', '-D', ...spec], { allowFail: true });
+        if (d.code === 0) removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Rules ferry or CRIU left for an address or in a namespace (for tests and `ferry check`). */
+  async leftovers(opts: { ns?: string; address?: string }): Promise<string[]> {
+    const out: string[] = [];
+    const r = await this.runner.run(inNetns(opts.ns, ['iptables-save']), { allowFail: true });
+    for (const line of r.stdout.split('\n')) {
+      if (/CRIU|ferry:|0xc114/.test(line) && (!opts.address || line.includes(opts.address))) out.push(line);
+    }
+    const n = await this.runner.run(inNetns(opts.ns, ['nft', 'list', 'tables']), { allowFail: true });
+    if (n.stdout.includes(LOCK_TABLE)) out.push(`nft table ${LOCK_TABLE}`);
+    return out;
+  }
+}

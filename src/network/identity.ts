@@ -1,0 +1,164 @@
+// A container's network identity on a host: its own namespace wired to the host's bridge (same IP and MAC on
+// every host), or a floating address on the host's bridge. One object per host; containers are named.
+import { createHash } from 'node:crypto';
+import type { Runner } from '../runtime/exec.ts';
+import { announce } from './arp.ts';
+import { Firewall } from './firewall.ts';
+import { IpNet, type Neighbour } from './ip.ts';
+
+export type NetMode = 'none' | 'own' | 'host';
+
+export interface NetIdentity {
+  mode: NetMode;
+  ip?: string;
+  mac?: string;
+}
+
+export interface HostNetworkConfig {
+  /** The host's LAN bridge (containers attach to it; floating addresses live on it). */
+  bridge: string;
+  /** Prefix of the container namespaces this host creates (unique per host on a shared machine). */
+  netnsPrefix: string;
+  prefixLen: number;
+}
+
+/** The announcement schedule after a move: now, then a few times over the next half second. */
+export const ANNOUNCE_REPEATS_MS = [50, 150, 300, 500];
+
+/** Same MAC on every host: derived from the address. */
+export function macFor(ip: string): string {
+  return `02:fc:${ip
+    .split('.')
+    .map((o) => Number(o).toString(16).padStart(2, '0'))
+    .join(':')}`;
+}
+
+/** What hosts and migrations need of a host's container networking; the real one below, fakes in unit tests. */
+export interface NetworkLike {
+  netnsPath(name: string): string;
+  create(name: string, id: NetIdentity, opts: { attached: boolean; locked: boolean }): Promise<void>;
+  attach(name: string, id: NetIdentity): Promise<void>;
+  detach(name: string, id: NetIdentity): Promise<void>;
+  unlock(name: string, id: NetIdentity): Promise<void>;
+  reannounce(name: string, id: NetIdentity): void;
+  neighbours(name: string, id: NetIdentity): Promise<Neighbour[]>;
+  setNeighbours(name: string, id: NetIdentity, list: Neighbour[]): Promise<void>;
+  clearCriuLocks(name: string, id: NetIdentity): Promise<void>;
+  destroy(name: string, id: NetIdentity): Promise<void>;
+}
+
+export class ContainerNetwork implements NetworkLike {
+  readonly cfg: HostNetworkConfig;
+  private readonly runner: Runner;
+  private readonly ip: IpNet;
+  private readonly fw: Firewall;
+
+  constructor(runner: Runner, cfg: HostNetworkConfig) {
+    this.runner = runner;
+    this.cfg = cfg;
+    this.ip = new IpNet(runner);
+    this.fw = new Firewall(runner);
+  }
+
+  netns(name: string): string {
+    return `${this.cfg.netnsPrefix}-${name}`;
+  }
+
+  netnsPath(name: string): string {
+    return `/run/netns/${this.netns(name)}`;
+  }
+
+  /** Host side of the container's veth: short (15 chars max) and stable for a name. */
+  hostVeth(name: string): string {
+    return `fv${createHash('sha1').update(name).digest('hex').slice(0, 11)}`;
+  }
+
+  /**
+   * Creates the identity. `attached: false` leaves it cut off from the LAN (a migration destination before
+   * switchover); `locked` also drops all IP traffic in it until `unlock`.
+   */
+  async create(name: string, id: NetIdentity, opts: { attached: boolean; locked: boolean }): Promise<void> {
+    if (id.mode === 'own') {
+      const ns = this.netns(name);
+      const veth = this.hostVeth(name);
+      await this.ip.delNetns(ns);
+      await this.ip.addNetns(ns);
+      await this.ip.addVeth(veth, `${veth}i`, ns, 'eth0', id.mac);
+      await this.ip.addAddress('eth0', `${id.ip}/${this.cfg.prefixLen}`, ns);
+      await this.ip.up('eth0', ns);
+      await this.ip.setMaster(veth, this.cfg.bridge);
+      if (opts.locked) await this.fw.lockNetns(ns);
+      if (opts.attached) await this.attach(name, id);
+    } else if (id.mode === 'host') {
+      if (opts.locked) await this.fw.dropAddress(id.ip!, name);
+      if (opts.attached) await this.attach(name, id);
+    }
+  }
+
+  async attach(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') {
+      await this.ip.up(this.hostVeth(name));
+      announce(this.runner, this.netns(name), 'eth0', id.ip!);
+    } else if (id.mode === 'host') {
+      if (!(await this.ip.hasAddress(this.cfg.bridge, id.ip!)))
+        await this.ip.addAddress(this.cfg.bridge, `${id.ip}/32`);
+      announce(this.runner, undefined, this.cfg.bridge, id.ip!);
+    }
+  }
+
+  /** Cuts the identity off the LAN (the source after its final dump). */
+  async detach(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') await this.ip.down(this.hostVeth(name));
+    else if (id.mode === 'host') await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
+  }
+
+  async unlock(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') await this.fw.unlockNetns(this.netns(name));
+    else if (id.mode === 'host') await this.fw.undropAddress(id.ip!, name);
+  }
+
+  /** Announces the address again over the next half second (after a restore). */
+  reannounce(name: string, id: NetIdentity): void {
+    if (id.mode === 'own') announce(this.runner, this.netns(name), 'eth0', id.ip!, ANNOUNCE_REPEATS_MS);
+    else if (id.mode === 'host')
+      announce(this.runner, undefined, this.cfg.bridge, id.ip!, ANNOUNCE_REPEATS_MS);
+  }
+
+  async neighbours(name: string, id: NetIdentity): Promise<Neighbour[]> {
+    if (id.mode !== 'own') return [];
+    return this.ip.neighbours('eth0', this.netns(name));
+  }
+
+  async setNeighbours(name: string, id: NetIdentity, list: Neighbour[]): Promise<void> {
+    if (id.mode !== 'own') return;
+    for (const n of list) await this.ip.setNeighbour('eth0', n, this.netns(name));
+  }
+
+  /** Removes the lock rules CRIU leaves after a dump (in the namespace, or per connection on the host). */
+  async clearCriuLocks(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') await this.fw.clearCriuNetnsLock(this.netns(name));
+    else if (id.mode === 'host') await this.fw.clearCriuConnectionLocks(id.ip!);
+  }
+
+  async destroy(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') {
+      await this.ip.delLink(this.hostVeth(name));
+      await this.ip.delNetns(this.netns(name));
+    } else if (id.mode === 'host') {
+      await this.fw.undropAddress(id.ip!, name);
+      await this.fw.clearCriuConnectionLocks(id.ip!);
+      await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
+    }
+  }
+
+  async leftovers(name: string, id: NetIdentity): Promise<string[]> {
+    const out: string[] = [];
+    if (id.mode === 'own' && (await this.ip.listNetns()).includes(this.netns(name)))
+      out.push(`netns ${this.netns(name)}`);
+    if (id.mode === 'host') {
+      if (await this.ip.hasAddress(this.cfg.bridge, id.ip!)) out.push(`address ${id.ip}`);
+      out.push(...(await this.fw.leftovers({ address: id.ip! })));
+    }
+    return out;
+  }
+}
