@@ -148,6 +148,40 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('probe')
+    .description(
+      'hold one connection to a server and measure the longest gap in its replies (runs in the testbed client namespace)',
+    )
+    .argument('<kind>', 'tcp | udp | redis')
+    .argument('<target>', 'ADDR:PORT')
+    .option('--interval <ms>', 'request interval in ms (1-1000)', '2')
+    .option('--duration <s>', 'stop after this many seconds (default: at Ctrl-C / SIGTERM)')
+    .option('--json', 'print {replies, errors, resets, lost, maxGapMs, p99GapMs}')
+    .action(
+      wrap(
+        async (kind: string, target: string, o: { interval?: string; duration?: string; json?: boolean }) => {
+          const { probeCommand, parseTarget } = await import('../probe/cli.ts');
+          parseTarget(target);
+          if (process.env['FERRY_IN_CLIENT_NETNS'] !== '1') {
+            const { loadClusterFile, resolveClusterPath } = await import('../core/cluster-file.ts');
+            const file = await resolveClusterPath(program.opts()['cluster'])
+              .then(loadClusterFile)
+              .catch(() => undefined);
+            if (file?.client) {
+              const { runInNetns } = await import('../runtime/netns-exec.ts');
+              const code = await runInNetns(file.client.netns, [...ferryArgv(), ...process.argv.slice(2)], {
+                ...process.env,
+                FERRY_IN_CLIENT_NETNS: '1',
+              });
+              process.exit(code);
+            }
+          }
+          await probeCommand(kind, target, o);
+        },
+      ),
+    );
+
+  program
     .command('demo')
     .description('two simulated hosts, a counter container migrated a -> b -> a, a report')
     .action(wrap(async () => demoCommand(runner, ferryArgv())));

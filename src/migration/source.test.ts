@@ -94,6 +94,9 @@ class FakeNetwork implements NetworkLike {
   async unlock(name: string) {
     this.calls.push(`unlock ${name}`);
   }
+  async quiesce(name: string) {
+    this.calls.push(`quiesce ${name}`);
+  }
   reannounce() {}
   async neighbours(): Promise<Neighbour[]> {
     return [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }];
@@ -229,7 +232,7 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
   assert.ok(events.some((e) => e.type === 'progress'));
   assert.deepEqual(
     network.calls,
-    ['detach c1', 'destroy c1'],
+    ['quiesce c1', 'detach c1', 'destroy c1'],
     'source cut off after the dump, removed after commit',
   );
   assert.deepEqual(peer.neighbours, [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }]);
@@ -253,7 +256,7 @@ for (const failing of ['send', 'restore', 'commit'] as const) {
     assert.deepEqual(runc.calls.slice(-2), ['delete c1', 'restore c1']);
     assert.deepEqual(
       network.calls,
-      ['detach c1', 'attach c1', 'clear-locks c1'],
+      ['quiesce c1', 'detach c1', 'attach c1', 'clear-locks c1', 'unlock c1'],
       're-attached, CRIU locks cleared',
     );
     assert.equal((await runc.state('c1'))?.status, 'running');

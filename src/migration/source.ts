@@ -45,6 +45,8 @@ interface Progress {
   sourceStopped: boolean;
   /** The source's identity was cut off the LAN after the dump. */
   detached: boolean;
+  /** Traffic to the source's address is being dropped (host mode, around the dump). */
+  quiesced: boolean;
   restoreRequested: boolean;
   freezeStart?: number;
 }
@@ -96,6 +98,7 @@ export class MigrationSource {
       prepared: false,
       sourceStopped: false,
       detached: false,
+      quiesced: false,
       restoreRequested: false,
     };
     const phase = async <T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> => {
@@ -213,6 +216,8 @@ export class MigrationSource {
     await phase('checkpoint', async () => {
       // the container's ARP cache goes with it (a fresh namespace would have to resolve the client again)
       neighbours = await this.host.network.neighbours(name, net).catch(() => []);
+      progress.quiesced = true;
+      await this.host.network.quiesce(name, net);
       progress.freezeStart = this.now();
       try {
         await this.host.runc.checkpoint(name, {
@@ -319,6 +324,7 @@ export class MigrationSource {
     const st = await this.host.runc.state(name);
     if (st?.status === 'running') {
       sourceRunning = true;
+      if (progress.quiesced) await this.host.network.unlock(name, net).catch(() => {});
     } else if (st?.status === 'paused') {
       await this.host.runc.resume(name).catch(() => {});
       sourceRunning = (await this.host.runc.state(name))?.status === 'running';
@@ -334,6 +340,7 @@ export class MigrationSource {
         sourceRunning = (await this.host.runc.state(name))?.status === 'running';
         // the dump's lock held the client's packets; the restored sockets take over now
         await this.host.network.clearCriuLocks(name, net);
+        if (progress.quiesced) await this.host.network.unlock(name, net);
         this.host.network.reannounce(name, net);
       } catch (err) {
         notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);

@@ -40,6 +40,7 @@ export interface NetworkLike {
   attach(name: string, id: NetIdentity): Promise<void>;
   detach(name: string, id: NetIdentity): Promise<void>;
   unlock(name: string, id: NetIdentity): Promise<void>;
+  quiesce(name: string, id: NetIdentity): Promise<void>;
   reannounce(name: string, id: NetIdentity): void;
   neighbours(name: string, id: NetIdentity): Promise<Neighbour[]>;
   setNeighbours(name: string, id: NetIdentity, list: Neighbour[]): Promise<void>;
@@ -110,6 +111,15 @@ export class ContainerNetwork implements NetworkLike {
   async detach(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'own') await this.ip.down(this.hostVeth(name));
     else if (id.mode === 'host') await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
+  }
+
+  /**
+   * Right before the final dump. Own netns: nothing (CRIU locks the whole namespace). Host mode: CRIU locks only
+   * TCP connections, so a UDP datagram arriving after the dump would meet no socket and draw an ICMP error;
+   * drop everything to the floating address instead.
+   */
+  async quiesce(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
   }
 
   async unlock(name: string, id: NetIdentity): Promise<void> {

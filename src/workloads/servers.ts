@@ -16,6 +16,7 @@ export const LINE_COUNTER_PY = `
 import os, socket, sys, threading, time
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+bind_addr = sys.argv[2] if len(sys.argv) > 2 else '0.0.0.0'
 lock = threading.Lock()
 counter = 0
 
@@ -68,7 +69,7 @@ def serve(conn):
 
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(('0.0.0.0', port))
+srv.bind((bind_addr, port))
 srv.listen(128)
 print('ferry-server listening %d' % srv.getsockname()[1], flush=True)
 threading.Thread(target=writer, daemon=True).start()
@@ -88,6 +89,7 @@ export const UDP_COUNTER_PY = `
 import os, socket, sys, threading, time
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+bind_addr = sys.argv[2] if len(sys.argv) > 2 else '0.0.0.0'
 counter = 0
 
 counter_file = os.environ.get('FERRY_COUNTER_FILE', '/tmp/counter')
@@ -108,7 +110,7 @@ def writer():
 
 srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(('0.0.0.0', port))
+srv.bind((bind_addr, port))
 print('ferry-server listening %d' % srv.getsockname()[1], flush=True)
 threading.Thread(target=writer, daemon=True).start()
 while True:
@@ -126,7 +128,10 @@ while True:
 /** The line both servers print on stdout once bound; group 1 is the port. */
 export const SERVER_READY_RE = /^ferry-server listening (\d+)$/m;
 
-/** argv to run one of the servers above: ['/usr/bin/python3', '-u', '-c', code, port]. */
-export function pythonArgs(code: string, port: number): string[] {
-  return ['/usr/bin/python3', '-u', '-c', code, String(port)];
+/**
+ * argv to run one of the servers above: ['/usr/bin/python3', '-u', '-c', code, port, bind?]. A host-network
+ * container binds its floating address, so that its replies leave from it.
+ */
+export function pythonArgs(code: string, port: number, bind?: string): string[] {
+  return ['/usr/bin/python3', '-u', '-c', code, String(port), ...(bind ? [bind] : [])];
 }

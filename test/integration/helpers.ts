@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -195,6 +196,74 @@ export function assertHostClean(bed: Bed, host: string, name: string): void {
   assert.deepEqual(readdirSync(join(hd, 'images')), [], `${host} images dir not empty`);
   assert.deepEqual(readdirSync(join(hd, 'incoming')), [], `${host} incoming dir not empty`);
   assert.ok(!existsSync(join(hd, 'runc', name)), `${host} runc still knows ${name}`);
+}
+
+export interface ProbeSummary {
+  ok: boolean;
+  replies: number;
+  errors: number;
+  resets: number;
+  lost: number;
+  maxGapMs: number;
+  p99GapMs: number;
+  serverValues?: { first: number; last: number; continuous: boolean };
+}
+
+/** `ferry probe` in the testbed's client namespace, as a user would run it; stop() sends SIGINT and reads its JSON. */
+export function startProbe(
+  bed: Bed,
+  kind: 'tcp' | 'udp' | 'redis',
+  target: string,
+): { stop(): Promise<ProbeSummary> } {
+  const child = spawn(
+    process.execPath,
+    ['--no-warnings', MAIN, 'probe', kind, target, '--interval', '2', '--json'],
+    {
+      env: bed.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  return {
+    async stop() {
+      child.kill('SIGINT');
+      await exited;
+      try {
+        return JSON.parse(stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
+      } catch {
+        throw new Error(`probe printed no result: ${stdout}\n${stderr}`);
+      }
+    },
+  };
+}
+
+/** Waits until a TCP port answers (from the root namespace, through the testbed's LAN bridge). */
+export async function waitForPort(address: string, port: number, timeoutMs = 15_000): Promise<void> {
+  await waitFor(
+    `${address}:${port}`,
+    () =>
+      new Promise<boolean | undefined>((resolve) => {
+        const s = connect({ host: address, port, timeout: 500 });
+        s.on('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(undefined));
+        s.on('timeout', () => {
+          s.destroy();
+          resolve(undefined);
+        });
+      }),
+    timeoutMs,
+  );
 }
 
 export const counterCommand = (marker: string) => [

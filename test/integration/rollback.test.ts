@@ -1,10 +1,12 @@
 // Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
+import { LINE_COUNTER_PY, pythonArgs } from '../../src/workloads/servers.ts';
 import {
   assertHostClean,
   type Bed,
@@ -15,7 +17,9 @@ import {
   readInContainer,
   skipUnlessReady,
   startBed,
+  startProbe,
   waitFor,
+  waitForPort,
 } from './helpers.ts';
 
 async function counter(bed: Bed, name: string): Promise<{ host: string; value: number }> {
@@ -110,4 +114,45 @@ test('destination agent killed mid-transfer: the container resumes on the source
   const again = await bed.cli(['migrate', 'big', '--to', 'b', '--json'], { timeoutMs: 120_000 });
   assert.equal(again.code, 0, again.stdout);
   assert.equal((await counter(bed, 'big')).host, 'b');
+});
+
+test('rollback with a client connected: the connection survives the failed migration', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
+  t.after(() => bed.down());
+  const r = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'web',
+    '--json',
+    '--',
+    ...pythonArgs(LINE_COUNTER_PY, 7000),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const ip = JSON.parse(r.stdout).ip as string;
+  await waitForPort(ip, 7000);
+  const probe = startProbe(bed, 'tcp', `${ip}:7000`);
+  await new Promise((res) => setTimeout(res, 700));
+  for (let i = 0; i < 2; i++) {
+    const m = await bed.cli(['migrate', 'web', '--to', 'b', '--json']);
+    assert.equal(m.code, 1);
+    const report = JSON.parse(m.stdout) as MigrationReport;
+    assert.equal(report.error?.phase, 'restore');
+    assert.equal(report.rollback?.sourceRunning, true);
+  }
+  await new Promise((res) => setTimeout(res, 700));
+  const res = await probe.stop();
+  t.diagnostic(`max gap ${res.maxGapMs.toFixed(0)} ms across two rolled-back migrations`);
+  assert.equal(res.resets, 0, 'the lock kept the connection from being reset');
+  assert.equal(res.errors, 0);
+  assert.equal(res.lost, 0);
+  assert.equal(res.serverValues?.continuous, true);
+  assert.equal((await containers(bed)).find((c) => c.name === 'web')?.host, 'a');
+  assertHostClean(bed, 'b', 'web');
+  const rules = execFileSync('nsenter', [`--net=/run/netns/${bed.state.prefix}-a-c-web`, 'iptables-save'], {
+    encoding: 'utf8',
+  });
+  assert.doesNotMatch(rules, /CRIU/, 'CRIU lock rules removed from the source namespace');
 });
