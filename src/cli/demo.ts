@@ -1,67 +1,144 @@
-// ferry demo: two simulated hosts, a counter container migrated a -> b -> a; shows it kept counting.
-import { readFile } from 'node:fs/promises';
+// ferry demo: the around-the-world tour. Four simulated hosts with different link speeds, a TCP service in a
+// container with a probe client holding one connection, migrated through every host and home again.
+import { connect } from 'node:net';
 import type { ContainerInfo } from '../host/containers.ts';
 import type { MigrationReport } from '../migration/types.ts';
-import type { Runner } from '../runtime/exec.ts';
+import type { ProbeSummary } from '../probe/cli.ts';
+import { type Runner, startBackground } from '../runtime/exec.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
+import { LINE_COUNTER_PY, pythonArgs } from '../workloads/servers.ts';
 import { runMigration } from './commands.ts';
 import { ClusterContext } from './context.ts';
-import { MigrationRenderer, reportText } from './render.ts';
+import { formatBytes, MigrationRenderer, table } from './render.ts';
 
-const COUNTER = [
-  '/bin/busybox',
-  'sh',
-  '-c',
-  'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done',
+const TOUR = [
+  { host: 'stuttgart', rate: '1gbit' },
+  { host: 'strasbourg', rate: '400mbit' },
+  { host: 'montreal', rate: '200mbit' },
+  { host: 'singapore', rate: '100mbit' },
 ];
+const BALLAST_MIB = 16;
+const PORT = 7000;
 
-async function readCounter(ctx: ClusterContext, name: string): Promise<{ host: string; value: number }> {
-  const c = await ctx.locate(name);
-  const text = await readFile(`/proc/${c.pid}/root/tmp/counter`, 'utf8');
-  return { host: c.host, value: Number.parseInt(text, 10) };
+function waitForPort(address: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const s = connect({ host: address, port, timeout: 500 });
+      s.on('connect', () => {
+        s.destroy();
+        resolve();
+      });
+      const retry = () => {
+        s.destroy();
+        if (Date.now() > deadline) reject(new Error(`${address}:${port} did not open`));
+        else setTimeout(attempt, 100);
+      };
+      s.on('error', retry);
+      s.on('timeout', retry);
+    };
+    attempt();
+  });
+}
+
+function rateOf(host: string): string {
+  return TOUR.find((t) => t.host === host)?.rate ?? '?';
 }
 
 export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<void> {
   const say = (m: string) => process.stdout.write(`${m}\n`);
   const deps = { runner, ferryArgv, log: (m: string) => say(`testbed: ${m}`) };
   await testbedDown('demo', deps).catch(() => {});
-  const tb = await testbedUp({ name: 'demo', hosts: ['a', 'b'] }, deps);
+  const rates = Object.fromEntries(TOUR.map((t) => [t.host, t.rate]));
+  const tb = await testbedUp({ name: 'demo', hosts: TOUR.map((t) => t.host), rates }, deps);
   const ctx = await ClusterContext.load(tb.clusterFile);
-  const reports: MigrationReport[] = [];
+  let failed = false;
   try {
-    const info = await ctx
-      .client('a')
-      .request<ContainerInfo>('POST', '/v1/containers', { json: { name: 'counter', command: COUNTER } });
-    say(`started ${info.name} on ${info.host} (pid ${info.pid}): ${COUNTER.slice(3).join(' ')}`);
+    const home = TOUR[0]!.host;
+    // the service carries some memory, so that link speed shows in the move
+    const code = `import os\n_ballast = bytearray(os.urandom(${BALLAST_MIB} << 20))\n${LINE_COUNTER_PY}`;
+    const info = await ctx.client(home).request<ContainerInfo>('POST', '/v1/containers', {
+      json: { name: 'tour', command: pythonArgs(code, PORT), net: 'own', ip: `${tb.subnet}.50` },
+      timeoutMs: 60_000,
+    });
+    say(`\nstarted "tour" on ${home}: a TCP line-counter at ${info.ip}:${PORT} holding ${BALLAST_MIB} MiB`);
+    await waitForPort(info.ip!, PORT, 20_000);
+    const probe = startBackground([
+      ...ferryArgv,
+      '--cluster',
+      tb.clusterFile,
+      'probe',
+      'tcp',
+      `${info.ip}:${PORT}`,
+      '--json',
+    ]);
+    say(
+      `a client in ${tb.client.netns} (${tb.client.address}) sends a request every 2 ms on one TCP connection\n`,
+    );
     await new Promise((r) => setTimeout(r, 1000));
-    const values: { host: string; value: number }[] = [await readCounter(ctx, 'counter')];
-    say(`counter on ${values[0]!.host}: ${values[0]!.value}`);
-    for (const to of ['b', 'a']) {
+    const hops: { report: MigrationReport; start: number; end: number }[] = [];
+    const route = [...TOUR.slice(1).map((t) => t.host), home];
+    let here = home;
+    for (const to of route) {
+      say(`--- ${here} (${rateOf(here)}) -> ${to} (${rateOf(to)})`);
       const renderer = new MigrationRenderer(process.stdout);
-      const r = await runMigration(ctx, 'counter', to, { strategy: 'cold' }, (e) => renderer.event(e));
+      const start = performance.timeOrigin + performance.now();
+      const report = await runMigration(ctx, 'tour', to, { strategy: 'cold' }, (e) => renderer.event(e));
       renderer.finish();
-      reports.push(r);
-      say(reportText(r));
-      if (!r.ok) throw new Error(`migration to ${to} failed: ${r.error?.message}`);
-      await new Promise((r2) => setTimeout(r2, 500));
-      const v = await readCounter(ctx, 'counter');
-      values.push(v);
-      const prev = values[values.length - 2]!;
-      say(`counter on ${v.host}: ${v.value} (${v.value > prev.value ? 'continued, never reset' : 'RESET'})`);
+      const end = performance.timeOrigin + performance.now();
+      hops.push({ report, start, end });
+      if (!report.ok) {
+        say(`migration failed: ${report.error?.code}: ${report.error?.message}`);
+        failed = true;
+        break;
+      }
+      here = to;
+      await new Promise((r) => setTimeout(r, 700));
     }
-    say('');
-    say('hop        strategy  freeze ms  total ms  bytes');
-    for (const r of reports) {
+    const out = await probe.stop('SIGINT');
+    let res: ProbeSummary | undefined;
+    try {
+      res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
+    } catch {
+      say(`probe printed no result: ${out.stderr.trim()}`);
+      failed = true;
+    }
+    const intact = !!res && res.resets === 0 && res.errors === 0;
+    const rows = [['hop', 'link', 'strategy', 'sent', 'freeze ms', 'client gap ms', 'connection']];
+    for (const h of hops) {
+      const r = h.report;
+      // a hop's gap starts while it runs (the freeze); it may end after the hop returns (TCP's retransmit timer)
+      const gap = Math.max(
+        0,
+        ...(res?.gaps ?? []).filter((g) => g.from >= h.start && g.from <= h.end).map((g) => g.ms),
+      );
+      rows.push([
+        `${r.from} -> ${r.to}`,
+        `${rateOf(r.from)}/${rateOf(r.to)}`,
+        r.strategy,
+        formatBytes(r.bytesSent),
+        String(r.freezeMs),
+        res ? gap.toFixed(0) : '?',
+        r.ok ? (intact ? 'intact' : 'BROKEN') : 'FAILED',
+      ]);
+    }
+    say(`\n${table(rows)}`);
+    if (res) {
       say(
-        `${`${r.from} -> ${r.to}`.padEnd(10)} ${r.strategy.padEnd(9)} ${String(r.freezeMs).padStart(9)} ${String(r.totalMs).padStart(9)}  ${r.bytesSent}`,
+        `\nclient: ${res.replies} replies, ${res.errors} errors, ${res.resets} resets, ${res.lost} lost; longest gap ${res.maxGapMs.toFixed(0)} ms; ` +
+          `server counter ${res.serverValues?.first}..${res.serverValues?.last} ${res.serverValues?.continuous ? 'continuous (no request lost or repeated)' : 'NOT continuous'}`,
       );
     }
-    const ok = values.every((v, i) => i === 0 || v.value > values[i - 1]!.value);
-    say(ok ? 'the counter kept counting across both moves' : 'the counter did NOT continue');
-    if (!ok) process.exitCode = 1;
+    if (!intact || !res?.serverValues?.continuous) failed = true;
+    say(
+      failed
+        ? '\nthe tour did NOT complete cleanly'
+        : '\nthe service went around the world on one unbroken connection',
+    );
   } finally {
     ctx.close();
     await testbedDown('demo', deps);
     say('testbed removed');
   }
+  if (failed) process.exitCode = 1;
 }

@@ -14,15 +14,11 @@ export async function testbedUpCommand(
       phase: 'input',
     });
   }
-  if (o.rate !== undefined && !/^\d+(\.\d+)?(bit|kbit|mbit|gbit)$/.test(o.rate)) {
-    throw new FerryError('FERRY_E_INPUT_ARGS', `--rate ${o.rate}: use a tc rate such as 100mbit or 1gbit`, {
-      phase: 'input',
-    });
-  }
   const hosts = parseHosts(o.hosts);
+  const { rate, rates } = parseRates(o.rate, hosts);
   const log = o.json ? undefined : (m: string) => process.stderr.write(`testbed: ${m}\n`);
   const tb = await testbedUp(
-    { name: o.name, hosts, ...(o.rate ? { rate: o.rate } : {}) },
+    { name: o.name, hosts, ...(rate ? { rate } : {}), ...(rates ? { rates } : {}) },
     { runner, ferryArgv, ...(log ? { log } : {}) },
   );
   const out = {
@@ -44,4 +40,35 @@ export async function testbedDownCommand(
   process.stdout.write(
     o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`,
   );
+}
+
+const RATE_RE = /^\d+(\.\d+)?(bit|kbit|mbit|gbit)$/;
+
+/** `--rate 100mbit` for every link, or `--rate a=1gbit,b=100mbit` per host. */
+export function parseRates(
+  spec: string | undefined,
+  hosts: string[],
+): { rate?: string; rates?: Record<string, string> } {
+  if (spec === undefined) return {};
+  const bad = (what: string) =>
+    new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `--rate ${what}: use a tc rate such as 100mbit, or host=rate pairs`,
+      { phase: 'input' },
+    );
+  if (!spec.includes('=')) {
+    if (!RATE_RE.test(spec)) throw bad(spec);
+    return { rate: spec };
+  }
+  const rates: Record<string, string> = {};
+  for (const pair of spec.split(',')) {
+    const [h, r] = pair.split('=');
+    if (!h || !r || !RATE_RE.test(r)) throw bad(pair);
+    if (!hosts.includes(h))
+      throw new FerryError('FERRY_E_HOST_UNKNOWN', `--rate names host ${h}, which is not in --hosts`, {
+        phase: 'input',
+      });
+    rates[h] = r;
+  }
+  return { rates };
 }

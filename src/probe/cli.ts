@@ -54,7 +54,7 @@ export function probeOptions(
 
 export type ProbeSummary = Pick<
   ProbeResult,
-  'replies' | 'errors' | 'resets' | 'lost' | 'maxGapMs' | 'p99GapMs' | 'serverValues'
+  'replies' | 'errors' | 'resets' | 'lost' | 'maxGapMs' | 'p99GapMs' | 'serverValues' | 'gaps'
 > & { ok: boolean; errorsDetail?: string[] };
 
 /** What `--json` prints: ok (no errors, no resets), the counts, the gaps, and serverValues and errorsDetail
@@ -68,6 +68,7 @@ export function summary(r: ProbeResult): ProbeSummary {
     lost: r.lost,
     maxGapMs: r.maxGapMs,
     p99GapMs: r.p99GapMs,
+    gaps: r.gaps,
   };
   if (r.serverValues) out.serverValues = r.serverValues;
   if (r.errorsDetail.length > 0) out.errorsDetail = r.errorsDetail;

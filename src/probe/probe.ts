@@ -66,7 +66,7 @@ export interface ProbeResult {
   /** Wall-clock epoch ms when start() was called and when the probe stopped. */
   startedAt: number;
   stoppedAt: number;
-  /** The five longest gaps, longest first. */
+  /** The longest gaps (up to 16), longest first, with wall-clock times to line up with migration phases. */
   gaps: ProbeGap[];
   /** The first 10 errors and resets, in order. */
   errorsDetail: string[];
@@ -685,7 +685,7 @@ export class Probe {
       p99GapMs: round3(p99GapMs),
       startedAt: this.startedAtEpoch,
       stoppedAt: Date.now(),
-      gaps: this.topGaps(5),
+      gaps: this.topGaps(16),
       errorsDetail: this.errorsDetail,
       notes: this.notes,
     };

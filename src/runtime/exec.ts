@@ -104,3 +104,34 @@ export class ProcessRunner implements Runner {
     return result;
   }
 }
+
+export interface BackgroundProcess {
+  /** Sends a signal and resolves with what the process printed once it exits. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+/** A child that runs alongside (a probe client): stdout and stderr collected, stopped by a signal. */
+export function startBackground(argv: string[], env: NodeJS.ProcessEnv = process.env): BackgroundProcess {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => resolve(code));
+    child.on('error', () => resolve(null));
+  });
+  return {
+    async stop(signal = 'SIGINT') {
+      child.kill(signal);
+      const code = await exited;
+      return { code, stdout, stderr };
+    },
+  };
+}

@@ -36,6 +36,7 @@ export interface TestbedState extends TestbedLayout {
   clusterFile: string;
   createdAt: string;
   rate?: string;
+  rates?: Record<string, string>;
 }
 
 export interface TestbedDeps {
@@ -49,7 +50,9 @@ export interface TestbedDeps {
 export interface UpOptions {
   name: string;
   hosts: string[];
+  /** Bandwidth of every host's link (tc tbf), unless `rates` names the host. */
   rate?: string;
+  rates?: Record<string, string>;
   /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
 }
@@ -100,6 +103,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     clusterFile: join(dir, 'cluster.json'),
     createdAt: new Date().toISOString(),
     ...(opts.rate ? { rate: opts.rate } : {}),
+    ...(opts.rates ? { rates: opts.rates } : {}),
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // written first: a crash from here on is still cleaned up by `down`
@@ -128,9 +132,10 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
         await ip.addAddress('eth0', `${n.address}/24`, n.netns);
       }
       await ip.up('eth0', n.netns);
-      if (opts.rate) {
-        await ip.shape(n.vethOuter, opts.rate);
-        await ip.shape('eth0', opts.rate, n.netns);
+      const rate = (isHost ? opts.rates?.[n.name] : undefined) ?? opts.rate;
+      if (rate) {
+        await ip.shape(n.vethOuter, rate);
+        await ip.shape('eth0', rate, n.netns);
       }
     }
     log('certificates');
