@@ -1,5 +1,7 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createLogger, type Logger } from '../core/log.ts';
 import { ContainerHost } from '../host/containers.ts';
@@ -18,6 +20,9 @@ import { HttpDestinationPeer } from './peer.ts';
 import { buildAgentApp } from './server.ts';
 
 export const VERSION = '0.1.0';
+
+/** ferry locks and unlocks container networks itself (network/identity.ts), before and after CRIU runs. */
+const CRIU_CONFIG = '# written by the ferry agent\nnetwork-lock skip\n';
 
 export interface RunningAgent {
   app: FastifyInstance;
@@ -40,8 +45,10 @@ export async function startAgent(
     cgroupParent: cfg.cgroupParent,
     network,
     log,
+    criuConfig: join(paths.stateDir, 'criu.conf'),
   });
   await host.init();
+  await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
   const incoming = new IncomingMigrations(host, log, { faults: cfg.faults });
   const aborted = await incoming.recover();

@@ -55,6 +55,8 @@ export class ContainerHost {
   readonly runc: RuncLike;
   readonly cgroupParent: string;
   readonly network: NetworkLike;
+  /** CRIU options for this host's containers, handed to runc through the `org.criu.config` annotation. */
+  readonly criuConfig: string | undefined;
   private readonly log: Logger;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
@@ -66,9 +68,11 @@ export class ContainerHost {
     cgroupParent: string;
     network: NetworkLike;
     log: Logger;
+    criuConfig?: string;
   }) {
     this.hostName = deps.hostName;
     this.network = deps.network;
+    this.criuConfig = deps.criuConfig;
     this.paths = deps.paths;
     this.runc = deps.runc;
     this.cgroupParent = deps.cgroupParent;
@@ -234,7 +238,7 @@ export class ContainerHost {
 
   /** This host's version of a container's config: its cgroup path and its network namespace. */
   place(config: OciConfig, rec: ContainerRecord): OciConfig {
-    return placeConfig(config, {
+    const placed = placeConfig(config, {
       cgroupsPath: this.cgroupsPath(rec.name),
       hostname: rec.name,
       net:
@@ -244,6 +248,9 @@ export class ContainerHost {
             ? 'host'
             : 'fresh',
     });
+    if (this.criuConfig)
+      placed.annotations = { ...(placed.annotations ?? {}), 'org.criu.config': this.criuConfig };
+    return placed;
   }
 
   async remove(name: string): Promise<void> {

@@ -52,8 +52,16 @@ class FakeRunc implements RuncLike {
   async delete(id: string) {
     this.calls.push(`delete ${id}`);
   }
-  async pause() {}
-  async resume() {}
+  async pause(id: string) {
+    this.calls.push(`pause ${id}`);
+    const st = this.states.get(id);
+    if (st) st.status = 'paused';
+  }
+  async resume(id: string) {
+    this.calls.push(`resume ${id}`);
+    const st = this.states.get(id);
+    if (st) st.status = 'running';
+  }
   async destroy(id: string) {
     this.calls.push(`destroy ${id}`);
     this.states.delete(id);
@@ -271,6 +279,8 @@ test('checkpoint fails with the container still running: nothing to restore, des
   assert.equal(r.error?.code, 'FERRY_E_CHECKPOINT_FAILED');
   assert.equal(r.error?.phase, 'checkpoint');
   assert.ok(!runc.calls.includes('restore c1'));
+  assert.ok(runc.calls.includes('resume c1'), 'the container we paused for the dump is resumed');
+  assert.equal((await runc.state('c1'))?.status, 'running');
   assert.ok(peer.calls.includes('abort'));
   assert.equal(r.rollback?.sourceRunning, true);
 });

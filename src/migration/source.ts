@@ -220,14 +220,18 @@ export class MigrationSource {
       await this.host.network.quiesce(name, net);
       progress.freezeStart = this.now();
       try {
+        // frozen by us first: CRIU then skips its 100 ms freezer poll
+        await this.host.runc.pause(name);
         await this.host.runc.checkpoint(name, {
           imagePath: images,
           workPath: images,
           tcpEstablished: net.mode !== 'none',
         });
       } finally {
-        // CRIU stops the container only on success; a failed dump resumes it (checked in rollback)
-        progress.sourceStopped = (await this.host.runc.state(name))?.status !== 'running';
+        // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
+        // and rollback resumes it
+        const st = (await this.host.runc.state(name))?.status;
+        progress.sourceStopped = st !== 'running' && st !== 'paused';
       }
       if (progress.sourceStopped) {
         await this.host.network.detach(name, net);

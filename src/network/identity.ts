@@ -114,12 +114,15 @@ export class ContainerNetwork implements NetworkLike {
   }
 
   /**
-   * Right before the final dump. Own netns: nothing (CRIU locks the whole namespace). Host mode: CRIU locks only
-   * TCP connections, so a UDP datagram arriving after the dump would meet no socket and draw an ICMP error;
-   * drop everything to the floating address instead.
+   * Right before the final dump: nothing reaches or leaves the container's address until `unlock` (on the
+   * destination after restore, or here on rollback). ferry locks instead of CRIU (CRIU runs with
+   * `network-lock skip`): the destination is prelocked the same way, and CRIU's own unlock would spawn
+   * iptables inside the freeze. Host mode drops everything to the floating address, so a UDP datagram
+   * arriving after the dump meets no closed socket and draws no ICMP error.
    */
   async quiesce(name: string, id: NetIdentity): Promise<void> {
-    if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
+    if (id.mode === 'own') await this.fw.lockNetns(this.netns(name));
+    else if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
   }
 
   async unlock(name: string, id: NetIdentity): Promise<void> {
