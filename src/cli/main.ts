@@ -182,6 +182,34 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('bench')
+    .description('run a benchmark suite (network | all); prints medians and ratios measured side by side')
+    .argument('<suite>')
+    .option('--runs <n>', 'repetitions', (v) => positiveInt(v, '--runs'))
+    .option('--json', 'print the raw figures as JSON')
+    .action(
+      wrap(async (suite: string, o: { runs?: number; json?: boolean }) => {
+        const { SUITES } = await import('../../bench/index.ts');
+        const names = suite === 'all' ? Object.keys(SUITES) : [suite];
+        const out: Record<string, unknown> = {};
+        for (const n of names) {
+          const run = SUITES[n];
+          if (!run)
+            throw new FerryError(
+              'FERRY_E_INPUT_ARGS',
+              `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
+            );
+          out[n] = await run({
+            ferryArgv: ferryArgv(),
+            ...(o.runs ? { runs: o.runs } : {}),
+            ...(o.json ? { json: true } : {}),
+          });
+        }
+        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+      }),
+    );
+
+  program
     .command('demo')
     .description('two simulated hosts, a counter container migrated a -> b -> a, a report')
     .action(wrap(async () => demoCommand(runner, ferryArgv())));

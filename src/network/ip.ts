@@ -60,10 +60,11 @@ export class IpNet {
     ns: string,
     innerName: string,
     innerMac?: string,
+    outerNs?: string,
   ): Promise<void> {
-    await this.delLink(outer);
-    await this.ip(['link', 'add', outer, 'type', 'veth', 'peer', 'name', inner]);
-    await this.ip(['link', 'set', inner, 'netns', ns]);
+    await this.delLink(outer, outerNs);
+    await this.ip(['link', 'add', outer, 'type', 'veth', 'peer', 'name', inner], outerNs);
+    await this.ip(['link', 'set', inner, 'netns', ns], outerNs);
     await this.ip(['link', 'set', inner, 'name', innerName], ns);
     if (innerMac) await this.ip(['link', 'set', innerName, 'address', innerMac], ns);
   }

@@ -24,10 +24,12 @@ import { pipeline } from 'node:stream/promises';
 import { type TestContext, test } from 'node:test';
 import { FerryError } from '../core/errors.ts';
 import {
+  contentHash,
   decodeTree,
   encodeTree,
   MAX_HEADER_BYTES,
   measureTree,
+  STREAM_MAGIC,
   type StreamEntrySource,
   unsafePathReason,
 } from './image-stream.ts';
@@ -75,7 +77,7 @@ function frameHeader(h: Record<string, unknown>): { framed: Buffer; json: Buffer
 
 /** A hand-made stream: valid framing around whatever records are given, with a correct end record unless overridden. */
 function craft(records: Rec[], end: Partial<{ n: number; s: number; h: string }> = {}): Buffer {
-  const parts: Buffer[] = [Buffer.from('FERRYIS1')];
+  const parts: Buffer[] = [Buffer.from(STREAM_MAGIC)];
   const hh = createHash('sha256');
   let total = 0;
   for (const r of records) {
@@ -84,7 +86,7 @@ function craft(records: Rec[], end: Partial<{ n: number; s: number; h: string }>
     hh.update(json);
     if (r.h['t'] === 'f') {
       const c = r.content ?? Buffer.alloc(0);
-      parts.push(c, r.digest ?? createHash('sha256').update(c).digest());
+      parts.push(c, r.digest ?? contentHash().update(c).digest());
       total += c.length;
     }
   }
@@ -374,7 +376,7 @@ test('corruption: flipped content byte, flipped digest, flipped header byte', as
 
   const digest = Buffer.from(encoded);
   const d = digest.indexOf('root:x:0:0:root:/root:/bin/sh\n') + 'root:x:0:0:root:/root:/bin/sh\n'.length;
-  digest[d + 31] = digest[d + 31]! ^ 1;
+  digest[d + 3] = digest[d + 3]! ^ 1;
   await expectCorrupt(
     decodeTree(once(digest), dest()),
     /checksum mismatch for file "bundle\/rootfs\/etc\/passwd"/,
@@ -414,8 +416,8 @@ test('corruption: bad magic, empty input, trailing garbage', async (t) => {
   const base = await tmp(t);
   const good = craft([{ h: { t: 'f', p: 'a', m: 0o644, s: 2 }, content: Buffer.from('hi') }]);
   await expectCorrupt(
-    decodeTree(once(Buffer.concat([Buffer.from('FERRYIS2'), good.subarray(8)])), join(base, 'm')),
-    /bad magic "FERRYIS2"/,
+    decodeTree(once(Buffer.concat([Buffer.from('FERRYIS9'), good.subarray(8)])), join(base, 'm')),
+    /bad magic "FERRYIS9"/,
   );
   await expectCorrupt(
     decodeTree(rechunk(Buffer.alloc(0), 1), join(base, 'e')),
@@ -577,11 +579,11 @@ test('a symlink pre-existing in destRoot is not written through either', async (
 test('header size limit', async (t) => {
   const base = await tmp(t);
   const huge = Buffer.alloc(12);
-  huge.write('FERRYIS1');
+  huge.write(STREAM_MAGIC);
   huge.writeUInt32BE(MAX_HEADER_BYTES + 1, 8);
   await expectCorrupt(decodeTree(once(huge), join(base, 'a')), /header length 65537 is out of range/);
   const zero = Buffer.alloc(12);
-  zero.write('FERRYIS1');
+  zero.write(STREAM_MAGIC);
   await expectCorrupt(decodeTree(once(zero), join(base, 'z')), /header length 0 is out of range/);
 
   // exactly the limit is fine
