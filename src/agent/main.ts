@@ -8,6 +8,7 @@ import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
 import { MigrationSource } from '../migration/source.ts';
+import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
@@ -50,7 +51,10 @@ export async function startAgent(
   await host.init();
   await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
-  const incoming = new IncomingMigrations(host, log, { faults: cfg.faults });
+  const incoming = new IncomingMigrations(host, log, {
+    faults: cfg.faults,
+    lazyPages: (o) => criu.lazyPages(o),
+  });
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
   const capabilities = capabilitiesOnce(() => gatherFacts(cfg.host, criu, runc));
@@ -59,7 +63,20 @@ export async function startAgent(
     cert: readFileSync(cfg.tls.cert),
     ca: readFileSync(cfg.tls.ca),
   };
-  const source = new MigrationSource({ host, log, capabilities });
+  const fw = new Firewall(runner);
+  const source = new MigrationSource({
+    host,
+    log,
+    capabilities,
+    postcopy: {
+      pageServerAddress: cfg.listen.address,
+      fence: {
+        open: (port, allow) => fw.fencePort(port, allow),
+        close: (port, allow) => fw.unfencePort(port, allow),
+      },
+      lazyPages: (o) => criu.lazyPages(o),
+    },
+  });
   const clients: AgentClient[] = [];
   const peerFor = (ep: Endpoint) => {
     const c = new AgentClient(ep, tls, { timeoutMs: 30_000 });

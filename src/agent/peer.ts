@@ -5,9 +5,9 @@ import type {
   CapabilitiesReport,
   DestinationPeer,
   IncomingRequest,
+  RestoreOptions,
   RestoreResult,
 } from '../migration/types.ts';
-import type { Neighbour } from '../network/ip.ts';
 import type { AgentClient } from './client.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
@@ -44,7 +44,7 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.request('PUT', `/v1/incoming/${id}/${part}`, { body, timeoutMs: 120_000 });
   }
 
-  restore(id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult> {
+  restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
   }
 

@@ -83,6 +83,12 @@ export const RestoreBody = Type.Object(
       ),
       { maxItems: 1024 },
     ),
+    lazy: Type.Optional(
+      Type.Object(
+        { address: Type.String({ format: 'ipv4' }), port: Type.Integer({ minimum: 1024, maximum: 65535 }) },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

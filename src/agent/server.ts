@@ -155,6 +155,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       const mreq = {
         name: req.params.name,
         to: req.body.to.name,
+        toAddress: req.body.to.address,
         strategy: req.body.strategy,
         ...(req.body.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.body.maxDowntimeMs } : {}),
         ...(req.body.thresholdBytes !== undefined ? { thresholdBytes: req.body.thresholdBytes } : {}),
@@ -184,7 +185,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.post<{ Params: Static<typeof IdParams>; Body: Static<typeof RestoreBody> }>(
     '/v1/incoming/:id/restore',
     { schema: { params: IdParams, body: RestoreBody } },
-    async (req) => incoming.restore(req.params.id, { neighbours: req.body.neighbours }),
+    async (req) =>
+      incoming.restore(req.params.id, {
+        neighbours: req.body.neighbours,
+        ...(req.body.lazy ? { lazy: req.body.lazy } : {}),
+      }),
   );
   app.post<{ Params: Static<typeof IdParams> }>(
     '/v1/incoming/:id/commit',

@@ -8,6 +8,7 @@ export type Phase =
   | 'transfer'
   | 'restore'
   | 'confirm'
+  | 'pages'
   | 'cleanup'
   | 'rollback'
   | 'run'
@@ -38,6 +39,7 @@ export const ERRORS = {
   FERRY_E_RESTORE_FAILED: { status: 500, text: 'restore failed' },
   FERRY_E_CONFIRM_FAILED: { status: 500, text: 'destination did not confirm the container running' },
   FERRY_E_ROLLBACK_FAILED: { status: 500, text: 'rollback failed' },
+  FERRY_E_POSTCOPY_FAILED: { status: 500, text: 'post-copy page transfer failed' },
   FERRY_E_MIGRATION_UNKNOWN: { status: 404, text: 'unknown migration' },
   FERRY_E_TESTBED: { status: 500, text: 'testbed operation failed' },
   FERRY_E_TESTBED_NONE: { status: 404, text: 'no testbed or cluster configured' },

@@ -23,7 +23,7 @@ export interface StrategySupport {
 
 export const PIPE_MAX_NEEDED = 4 * 1024 * 1024;
 /** Strategies this version of ferry implements; the others are reported as not yet available. */
-export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold']);
+export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold', 'postcopy']);
 
 export function criuUsable(f: HostFacts): { ok: boolean; why?: string } {
   if (!f.criuVersion) return { ok: false, why: 'criu is not installed' };

@@ -1,5 +1,5 @@
 // The destination half: receive a container's bundle and images, restore it, then commit or abort.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
@@ -10,6 +10,7 @@ import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
 import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import type { StartedProcess } from '../runtime/exec.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
@@ -24,12 +25,17 @@ interface IncomingRecord extends IncomingRequest {
 export interface DestinationOptions {
   /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
   faults?: string[];
+  /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
+  lazyPages?: (o: { address: string; port: number; imagesDir: string }) => StartedProcess;
 }
 
 export class IncomingMigrations {
   private readonly host: ContainerHost;
   private readonly log: Logger;
   private readonly faults: Set<string>;
+  private readonly lazyPages: DestinationOptions['lazyPages'];
+  /** Post-copy: lazy-pages daemons still pulling pages, by migration id. */
+  private readonly daemons = new Map<string, StartedProcess>();
   /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
   private readonly reserved = new Map<string, string>();
   /** Incoming migrations by id; the parts arrive concurrently, so this (not the file) is the truth. */
@@ -40,6 +46,7 @@ export class IncomingMigrations {
     this.host = host;
     this.log = log;
     this.faults = new Set(opts.faults ?? []);
+    this.lazyPages = opts.lazyPages;
   }
 
   private recordPath(id: string): string {
@@ -115,7 +122,10 @@ export class IncomingMigrations {
     return { bytes: stats.bytes };
   }
 
-  async restore(id: string, opts: { neighbours?: Neighbour[] } = {}): Promise<RestoreResult> {
+  async restore(
+    id: string,
+    opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},
+  ): Promise<RestoreResult> {
     const rec = await this.load(id);
     for (const part of ['bundle', 'images'] as const) {
       if (!rec.received.includes(part)) {
@@ -143,11 +153,13 @@ export class IncomingMigrations {
     await this.host.network.attach(rec.name, net);
     let ms: number;
     try {
+      if (opts.lazy) await this.startLazyPages(id, opts.lazy, images);
       ({ ms } = await this.host.runc.restore(rec.name, {
         bundle,
         imagePath: images,
         workPath: images,
         tcpEstablished: net.mode !== 'none',
+        ...(opts.lazy ? { lazyPages: true } : {}),
       }));
     } catch (err) {
       await this.keepLog(id, images, 'restore.log');
@@ -175,12 +187,58 @@ export class IncomingMigrations {
     return out;
   }
 
+  private async startLazyPages(
+    id: string,
+    lazy: { address: string; port: number },
+    images: string,
+  ): Promise<void> {
+    if (!this.lazyPages)
+      throw new FerryError('FERRY_E_CAPABILITY', 'this host cannot run post-copy restores', {
+        phase: 'restore',
+      });
+    const daemon = this.lazyPages({ ...lazy, imagesDir: images });
+    this.daemons.set(id, daemon);
+    void daemon.done.then((r) => {
+      this.log.info({ migration: id, code: r.code, ms: r.ms }, 'lazy-pages daemon finished');
+    });
+    // runc restore finds the daemon through its socket in the work directory
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        await access(join(images, 'lazy-pages.socket'));
+        return;
+      } catch {
+        const exited = await Promise.race([
+          daemon.done,
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), 5)),
+        ]);
+        if (exited)
+          throw new FerryError(
+            'FERRY_E_RESTORE_FAILED',
+            `criu lazy-pages exited: ${exited.stderr.trim() || exited.code}`,
+            { phase: 'restore' },
+          );
+        if (Date.now() > deadline)
+          throw new FerryError('FERRY_E_RESTORE_FAILED', 'criu lazy-pages did not start', {
+            phase: 'restore',
+          });
+      }
+    }
+  }
+
   async commit(id: string): Promise<void> {
     const rec = await this.load(id);
     if (rec.state !== 'restored') {
       throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, cannot commit`);
     }
-    await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
+    const daemon = this.daemons.get(id);
+    if (daemon) {
+      // post-copy: the daemon still reads the images while pages stream in; clean up after it
+      this.daemons.delete(id);
+      void daemon.done.then(() => rm(imageDir(this.host.paths, id), { recursive: true, force: true }));
+    } else {
+      await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
+    }
     await rm(this.recordPath(id), { force: true });
     this.records.delete(id);
     this.reserved.delete(rec.name);
@@ -195,6 +253,8 @@ export class IncomingMigrations {
     } catch {
       return;
     }
+    this.daemons.get(id)?.kill('SIGKILL');
+    this.daemons.delete(id);
     await this.host.runc.destroy(rec.name);
     await this.host.network.destroy(rec.name, identity(rec.record)).catch(() => {});
     await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });

@@ -19,7 +19,13 @@ import { ContainerHost } from '../host/containers.ts';
 import { bundleDir, hostPaths } from '../host/paths.ts';
 import type { NetworkLike } from '../network/identity.ts';
 import type { Neighbour } from '../network/ip.ts';
-import type { CheckpointOptions, RestoreOptions, RuncContainerState, RuncLike } from '../runtime/runc.ts';
+import type {
+  CheckpointOptions,
+  LazyDump,
+  RestoreOptions,
+  RuncContainerState,
+  RuncLike,
+} from '../runtime/runc.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
 import { MigrationSource } from './source.ts';
@@ -65,6 +71,9 @@ class FakeRunc implements RuncLike {
   async destroy(id: string) {
     this.calls.push(`destroy ${id}`);
     this.states.delete(id);
+  }
+  checkpointLazy(): LazyDump {
+    throw new Error('not used');
   }
   async checkpoint(id: string, o: CheckpointOptions) {
     this.calls.push(`checkpoint ${id}`);

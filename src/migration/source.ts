@@ -1,7 +1,7 @@
 // The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
 // with a defined rollback for every phase before the destination is confirmed.
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { randomBytes, randomInt } from 'node:crypto';
+import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -9,6 +9,8 @@ import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
+import type { StartedProcess } from '../runtime/exec.ts';
+import type { LazyDump } from '../runtime/runc.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
@@ -28,13 +30,25 @@ const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
   transfer: 'FERRY_E_TRANSFER_FAILED',
   restore: 'FERRY_E_RESTORE_FAILED',
   confirm: 'FERRY_E_CONFIRM_FAILED',
+  pages: 'FERRY_E_POSTCOPY_FAILED',
   cleanup: 'FERRY_E_INTERNAL',
 };
+
+/** What post-copy needs on the source: where its page server listens, a fence around it, a local daemon for rollback. */
+export interface PostcopyDeps {
+  pageServerAddress: string;
+  fence: {
+    open(port: number, allow: string): Promise<void>;
+    close(port: number, allow: string): Promise<void>;
+  };
+  lazyPages(o: { address: string; port: number; imagesDir: string }): StartedProcess;
+}
 
 export interface SourceDeps {
   host: ContainerHost;
   log: Logger;
   capabilities: () => Promise<CapabilitiesReport>;
+  postcopy?: PostcopyDeps;
   now?: () => number;
 }
 
@@ -49,6 +63,9 @@ interface Progress {
   quiesced: boolean;
   restoreRequested: boolean;
   freezeStart?: number;
+  /** Post-copy: the running lazy dump (CRIU serving pages) and the fenced port. */
+  lazy?: LazyDump;
+  fence?: { port: number; allow: string };
 }
 
 async function treeSize(dir: string): Promise<number> {
@@ -64,9 +81,11 @@ export class MigrationSource {
   private readonly log: Logger;
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
+  private readonly postcopy: PostcopyDeps | undefined;
 
   constructor(deps: SourceDeps) {
     this.host = deps.host;
+    this.postcopy = deps.postcopy;
     this.log = deps.log;
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
@@ -222,11 +241,15 @@ export class MigrationSource {
       try {
         // frozen by us first: CRIU then skips its 100 ms freezer poll
         await this.host.runc.pause(name);
-        await this.host.runc.checkpoint(name, {
-          imagePath: images,
-          workPath: images,
-          tcpEstablished: net.mode !== 'none',
-        });
+        if (strategy === 'postcopy') {
+          progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', req, progress);
+        } else {
+          await this.host.runc.checkpoint(name, {
+            imagePath: images,
+            workPath: images,
+            tcpEstablished: net.mode !== 'none',
+          });
+        }
       } finally {
         // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
         // and rollback resumes it
@@ -266,9 +289,14 @@ export class MigrationSource {
 
     await phase('restore', async () => {
       progress.restoreRequested = true;
-      const r = await peer.restore(id, { neighbours });
+      const lazy =
+        progress.fence && this.postcopy
+          ? { address: this.postcopy.pageServerAddress, port: progress.fence.port }
+          : undefined;
+      const r = await peer.restore(id, { neighbours, ...(lazy ? { lazy } : {}) });
       if (r.stats) report.criu.restore = r.stats;
     });
+    const restoredAt = this.now();
 
     await phase('confirm', async () => {
       if (!(await peer.hasContainer(name))) {
@@ -281,6 +309,29 @@ export class MigrationSource {
     });
     report.ok = true;
 
+    if (progress.lazy) {
+      // past the point of no return: the container runs on the destination; its memory still streams from here
+      const lazy = progress.lazy;
+      await phase('pages', async () => {
+        const r = await lazy.done;
+        if (progress.fence) await this.postcopy?.fence.close(progress.fence.port, progress.fence.allow);
+        if (r.code !== 0) {
+          report.ok = false;
+          report.error = new FerryError(
+            'FERRY_E_POSTCOPY_FAILED',
+            `post-copy of ${name} to ${req.to}: the page server stopped before the last page (${r.signal ?? `exit ${r.code}`}); ` +
+              `the container was restored on ${req.to} with its memory split between hosts and must be considered lost`,
+            { phase: 'pages' },
+          ).toJSON();
+          return;
+        }
+        report.postcopy = {
+          lastPageMs: Math.round(this.now() - restoredAt),
+          pageServer: `${this.postcopy?.pageServerAddress}:${progress.fence?.port}`,
+        };
+      }).catch(() => {});
+    }
+
     await phase('cleanup', async () => {
       try {
         await this.host.forget(name);
@@ -291,6 +342,65 @@ export class MigrationSource {
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /** Post-copy dump: everything but memory is written; CRIU keeps serving pages from a fenced port. */
+  private async lazyDump(
+    name: string,
+    images: string,
+    tcpEstablished: boolean,
+    req: MigrationRequest,
+    progress: Progress,
+  ): Promise<LazyDump> {
+    const pc = this.postcopy;
+    if (!pc || !req.toAddress) {
+      throw new FerryError('FERRY_E_PLAN_STRATEGY', 'post-copy needs the page server address of both hosts', {
+        phase: 'checkpoint',
+      });
+    }
+    const port = 27000 + randomInt(1000);
+    await pc.fence.open(port, req.toAddress);
+    progress.fence = { port, allow: req.toAddress };
+    const lazy = this.host.runc.checkpointLazy(name, {
+      imagePath: images,
+      workPath: images,
+      pageServer: `${pc.pageServerAddress}:${port}`,
+      tcpEstablished,
+    });
+    try {
+      await lazy.ready;
+    } catch (err) {
+      lazy.kill();
+      throw err;
+    }
+    return lazy;
+  }
+
+  /** Post-copy rollback: the memory is still in the source's page server; restore from it here. */
+  private async restoreLazyLocally(
+    name: string,
+    images: string,
+    port: number,
+    tcpEstablished: boolean,
+  ): Promise<void> {
+    const pc = this.postcopy!;
+    const daemon = pc.lazyPages({ address: '127.0.0.1', port, imagesDir: images });
+    try {
+      await waitForFile(join(images, 'lazy-pages.socket'), 5000);
+      await this.host.runc.restore(name, {
+        bundle: bundleDir(this.host.paths, name),
+        imagePath: images,
+        workPath: images,
+        tcpEstablished,
+        lazyPages: true,
+      });
+      const r = await daemon.done;
+      if (r.code !== 0)
+        throw new FerryError('FERRY_E_ROLLBACK_FAILED', `local lazy-pages daemon failed: ${r.stderr.trim()}`);
+    } catch (err) {
+      daemon.kill('SIGKILL');
+      throw err;
+    }
   }
 
   private async rollback(
@@ -332,6 +442,20 @@ export class MigrationSource {
     } else if (st?.status === 'paused') {
       await this.host.runc.resume(name).catch(() => {});
       sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+    } else if (progress.sourceStopped && progress.lazy && progress.fence) {
+      try {
+        await this.host.runc.delete(name);
+        await this.restoreLazyLocally(name, images, progress.fence.port, net.mode !== 'none');
+        sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+        await this.host.network.clearCriuLocks(name, net);
+        if (progress.quiesced) await this.host.network.unlock(name, net);
+        this.host.network.reannounce(name, net);
+      } catch (err) {
+        progress.lazy.kill();
+        notes.push(
+          `local post-copy restore failed: ${(err as Error).message}; the container's memory was in the page server and is lost`,
+        );
+      }
     } else if (progress.sourceStopped) {
       try {
         await this.host.runc.delete(name);
@@ -350,6 +474,8 @@ export class MigrationSource {
         notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);
       }
     }
+    if (progress.fence)
+      await this.postcopy?.fence.close(progress.fence.port, progress.fence.allow).catch(() => {});
     if (sourceRunning) await rm(images, { recursive: true, force: true });
     this.log.warn(
       { container: name, migration: id, sourceRunning, destinationCleaned, notes },
@@ -361,5 +487,18 @@ export class MigrationSource {
     };
     if (notes.length) out.note = notes.join('; ');
     return out;
+  }
+}
+
+async function waitForFile(path: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await access(path);
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new FerryError('FERRY_E_RESTORE_FAILED', `${path} did not appear`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 }

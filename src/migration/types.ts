@@ -13,11 +13,14 @@ export type MigrationPhase =
   | 'transfer'
   | 'restore'
   | 'confirm'
+  | 'pages'
   | 'cleanup';
 
 export interface MigrationRequest {
   name: string;
   to: string;
+  /** The destination's address (post-copy: the only address allowed to reach the page server). */
+  toAddress?: string;
   strategy: StrategyName | 'auto';
   maxDowntimeMs?: number;
   thresholdBytes?: number;
@@ -38,6 +41,8 @@ export interface MigrationReport {
   bytesSent: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
+  /** Post-copy: when the last page arrived, counted from the end of the restore. */
+  postcopy?: { lastPageMs: number; pageServer: string };
   rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
   error?: FerryErrorJSON;
 }
@@ -60,6 +65,12 @@ export interface IncomingRequest {
   record: ContainerRecord;
 }
 
+export interface RestoreOptions {
+  neighbours: Neighbour[];
+  /** Post-copy: where the source's page server listens. */
+  lazy?: { address: string; port: number };
+}
+
 export interface RestoreResult {
   pid: number;
   ms: number;
@@ -73,7 +84,7 @@ export interface DestinationPeer {
   hasContainer(name: string): Promise<boolean>;
   prepare(req: IncomingRequest): Promise<void>;
   send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
-  restore(id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult>;
+  restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
   abort(id: string): Promise<void>;
 }

@@ -106,6 +106,43 @@ export class Firewall {
     return removed;
   }
 
+  /** Only `allow` (and this host itself) may reach a CRIU page server on `port`: runc makes it listen everywhere. */
+  async fencePort(port: number, allow: string): Promise<void> {
+    await this.runner.run(this.fenceRule('-I', port, allow), {
+      label: 'iptables',
+      errorCode: 'FERRY_E_EXEC',
+    });
+  }
+
+  async unfencePort(port: number, allow: string): Promise<void> {
+    await this.runner.run(this.fenceRule('-D', port, allow), { allowFail: true });
+  }
+
+  private fenceRule(op: string, port: number, allow: string): string[] {
+    return [
+      'iptables',
+      '-w',
+      op,
+      'INPUT',
+      '-p',
+      'tcp',
+      '--dport',
+      String(port),
+      '!',
+      '-s',
+      `${allow}/32`,
+      '!',
+      '-i',
+      'lo',
+      '-m',
+      'comment',
+      '--comment',
+      'ferry:page-server',
+      '-j',
+      'DROP',
+    ];
+  }
+
   /** Rules ferry or CRIU left for an address or in a namespace (for tests and `ferry check`). */
   async leftovers(opts: { ns?: string; address?: string }): Promise<string[]> {
     const out: string[] = [];

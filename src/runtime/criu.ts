@@ -1,5 +1,5 @@
 // Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks.
-import type { Runner } from './exec.ts';
+import { type Runner, type StartedProcess, startProcess } from './exec.ts';
 
 export const CRIU_MIN_VERSION = '4.2';
 
@@ -53,6 +53,26 @@ export class Criu {
           .filter((l) => !/kdat cache/.test(l))
           .slice(-1)[0] ?? '',
     };
+  }
+
+  /** The destination's lazy-pages daemon: serves the restored tasks' page faults from the source's page server. */
+  lazyPages(o: { address: string; port: number; imagesDir: string }): StartedProcess {
+    return startProcess([
+      this.path,
+      'lazy-pages',
+      '--page-server',
+      '--address',
+      o.address,
+      '--port',
+      String(o.port),
+      '-D',
+      o.imagesDir,
+      '-W',
+      o.imagesDir,
+      '-o',
+      'lazy-pages.log',
+      '-v2',
+    ]);
   }
 
   async checkFeature(f: CriuFeature): Promise<{ ok: boolean; message: string }> {

@@ -1,5 +1,6 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
 import { spawn } from 'node:child_process';
+import { closeSync, openSync, statSync } from 'node:fs';
 import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
 
 export interface ExecOptions {
@@ -132,6 +133,89 @@ export function startBackground(argv: string[], env: NodeJS.ProcessEnv = process
       child.kill(signal);
       const code = await exited;
       return { code, stdout, stderr };
+    },
+  };
+}
+
+export interface StartedProcess {
+  /** Resolves when the child writes its first byte to fd 3 (runc's `--status-fd 3`); rejects if it exits first. */
+  status: Promise<void>;
+  /** Resolves when the child exits (never rejects; look at code/signal). */
+  done: Promise<ExecResult>;
+  kill(signal?: NodeJS.Signals): void;
+  readonly pid: number | undefined;
+}
+
+/**
+ * A long-running helper (CRIU's page server or lazy-pages daemon) started in the background. With `statusFile`,
+ * the child's fd 3 is that file opened for writing (runc wants a writable --status-fd; a pipe end is not).
+ */
+export function startProcess(
+  argv: string[],
+  opts: { statusFile?: string; env?: NodeJS.ProcessEnv } = {},
+): StartedProcess {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
+  const started = performance.now();
+  const statusFd = opts.statusFile ? openSync(opts.statusFile, 'w') : undefined;
+  const child = spawn(cmd, args, {
+    env: opts.env ?? process.env,
+    stdio: statusFd !== undefined ? ['ignore', 'ignore', 'pipe', statusFd] : ['ignore', 'ignore', 'pipe'],
+  });
+  if (statusFd !== undefined) closeSync(statusFd);
+  let stderr = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const done = new Promise<ExecResult>((resolve) => {
+    child.on('error', (err) =>
+      resolve({ argv, code: -1, signal: null, stdout: '', stderr: err.message, ms: 0 }),
+    );
+    child.on('exit', (code, signal) =>
+      resolve({ argv, code, signal, stdout: '', stderr, ms: Math.round(performance.now() - started) }),
+    );
+  });
+  const status = new Promise<void>((resolve, reject) => {
+    const file = opts.statusFile;
+    if (!file) {
+      resolve();
+      return;
+    }
+    let settled = false;
+    const poll = () => {
+      if (settled) return;
+      try {
+        if (statSync(file).size > 0) {
+          settled = true;
+          resolve();
+          return;
+        }
+      } catch {
+        // not written yet
+      }
+      setTimeout(poll, 2);
+    };
+    poll();
+    void done.then((r) => {
+      if (settled) return;
+      settled = true;
+      reject(
+        new FerryError(
+          'FERRY_E_EXEC',
+          `${argv.slice(0, 2).join(' ')} exited (${r.signal ?? r.code}) before it was ready: ${tail(r.stderr, 3)}`,
+        ),
+      );
+    });
+  });
+  status.catch(() => {});
+  return {
+    status,
+    done,
+    kill: (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    get pid() {
+      return child.pid;
     },
   };
 }

@@ -4,8 +4,8 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { criuLogError } from './criu-log.ts';
-import type { Runner } from './exec.ts';
-import { tail } from './exec.ts';
+import type { ExecResult, Runner } from './exec.ts';
+import { startProcess, tail } from './exec.ts';
 
 export interface RuncContainerState {
   id: string;
@@ -47,6 +47,22 @@ export interface RuncLike {
   destroy(id: string): Promise<void>;
   checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }>;
   restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
+  checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump;
+}
+
+export interface LazyCheckpointOptions {
+  imagePath: string;
+  workPath: string;
+  /** ADDRESS:PORT the page server listens on (runc makes CRIU listen on every address: fence it). */
+  pageServer: string;
+  tcpEstablished?: boolean;
+}
+
+/** A post-copy dump: everything but memory is written when `ready` resolves; CRIU then serves pages until `done`. */
+export interface LazyDump {
+  ready: Promise<void>;
+  done: Promise<ExecResult>;
+  kill(): void;
 }
 
 export class Runc implements RuncLike {
@@ -146,6 +162,22 @@ export class Runc implements RuncLike {
       timeoutMs: 600_000,
     });
     return { ms: r.ms };
+  }
+
+  checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
+    const args = ['checkpoint', '--lazy-pages', '--page-server', o.pageServer, '--status-fd', '3'];
+    args.push('--image-path', o.imagePath, '--work-path', o.workPath);
+    if (o.tcpEstablished) args.push('--tcp-established');
+    const logFile = join(o.workPath, 'runc-checkpoint.log');
+    const p = startProcess(this.argv(logFile, ...args, id), { statusFile: join(o.workPath, 'status') });
+    const explain = async (err: unknown): Promise<never> => {
+      const why =
+        (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)) ?? String(err);
+      throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc checkpoint --lazy-pages failed: ${why}`, {
+        phase: 'checkpoint',
+      });
+    };
+    return { ready: p.status.catch(explain), done: p.done, kill: () => p.kill('SIGKILL') };
   }
 
   async restore(id: string, o: RestoreOptions): Promise<{ ms: number }> {
