@@ -13,6 +13,7 @@ import {
   validateConfig,
   writeConfig,
 } from '../runtime/bundle.ts';
+import { memoryUsage } from '../runtime/cgroups.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
@@ -88,6 +89,11 @@ export class ContainerHost {
 
   cgroupsPath(name: string): string {
     return `${this.cgroupParent}/${name}`;
+  }
+
+  /** Memory the container uses now (its cgroup's figure), 0 when unknown. */
+  async memoryBytes(name: string): Promise<number> {
+    return (await memoryUsage(this.cgroupsPath(name))) ?? 0;
   }
 
   /** Marks a name busy for the duration of fn; a second operation on it fails at once. */

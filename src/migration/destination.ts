@@ -36,6 +36,7 @@ export class IncomingMigrations {
   private readonly lazyPages: DestinationOptions['lazyPages'];
   /** Post-copy: lazy-pages daemons still pulling pages, by migration id. */
   private readonly daemons = new Map<string, StartedProcess>();
+  private readonly aborted = new Set<string>();
   /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
   private readonly reserved = new Map<string, string>();
   /** Incoming migrations by id; the parts arrive concurrently, so this (not the file) is the truth. */
@@ -153,7 +154,7 @@ export class IncomingMigrations {
     await this.host.network.attach(rec.name, net);
     let ms: number;
     try {
-      if (opts.lazy) await this.startLazyPages(id, opts.lazy, images);
+      if (opts.lazy) await this.startLazyPages(id, rec.name, opts.lazy, images);
       ({ ms } = await this.host.runc.restore(rec.name, {
         bundle,
         imagePath: images,
@@ -189,6 +190,7 @@ export class IncomingMigrations {
 
   private async startLazyPages(
     id: string,
+    name: string,
     lazy: { address: string; port: number },
     images: string,
   ): Promise<void> {
@@ -198,8 +200,19 @@ export class IncomingMigrations {
       });
     const daemon = this.lazyPages({ ...lazy, imagesDir: images });
     this.daemons.set(id, daemon);
-    void daemon.done.then((r) => {
-      this.log.info({ migration: id, code: r.code, ms: r.ms }, 'lazy-pages daemon finished');
+    void daemon.done.then(async (r) => {
+      if (r.code === 0) {
+        this.log.info({ migration: id, ms: r.ms }, 'post-copy: all pages arrived');
+        return;
+      }
+      if (this.aborted.has(id)) return;
+      // pages that never arrive would read as zeroes once the fault handler is gone: stop the container
+      // rather than let it run on corrupted memory
+      this.log.error(
+        { migration: id, code: r.code, signal: r.signal, container: name },
+        'post-copy failed: stopping the container',
+      );
+      await this.host.runc.kill(name, 'KILL');
     });
     // runc restore finds the daemon through its socket in the work directory
     const deadline = Date.now() + 5000;
@@ -253,6 +266,7 @@ export class IncomingMigrations {
     } catch {
       return;
     }
+    this.aborted.add(id);
     this.daemons.get(id)?.kill('SIGKILL');
     this.daemons.delete(id);
     await this.host.runc.destroy(rec.name);

@@ -79,3 +79,39 @@ test('without soft-dirty, pre-copy is the content-delta kind; post-copy needs us
   assert.match(smallPipe.postcopy.why ?? '', /fs\.pipe-max-size/);
   assert.match(smallPipe.hybrid.why ?? '', /post-copy part unavailable/);
 });
+
+test('auto: cold while it fits the downtime budget, post-copy beyond, with the numbers in the reason', () => {
+  const caps = assessStrategies(facts());
+  const base = {
+    requested: 'auto' as const,
+    source: caps,
+    destination: caps,
+    sourceHost: 'a',
+    destinationHost: 'b',
+  };
+  const small = planStrategy({ ...base, memoryBytes: 8 << 20 });
+  assert.equal(small.strategy, 'cold');
+  assert.match(small.reason, /fits the 500 ms budget \(8 MiB, estimated freeze \d+ ms\)/);
+  const big = planStrategy({ ...base, memoryBytes: 1 << 30 });
+  assert.equal(big.strategy, 'postcopy');
+  assert.match(big.reason, /over the 500 ms budget; post-copy freezes/);
+  // a generous budget keeps cold even for 1 GiB; a tight one picks post-copy even for a small container
+  assert.equal(planStrategy({ ...base, memoryBytes: 1 << 30, maxDowntimeMs: 60_000 }).strategy, 'cold');
+  assert.equal(planStrategy({ ...base, memoryBytes: 8 << 20, maxDowntimeMs: 100 }).strategy, 'postcopy');
+  // a faster measured link moves the threshold
+  assert.equal(planStrategy({ ...base, memoryBytes: 64 << 20, transferRate: 10e9 }).strategy, 'cold');
+});
+
+test('auto without post-copy falls back to cold and says why', () => {
+  const caps = assessStrategies(facts({ pipeMaxSize: 1 << 20 }));
+  const r = planStrategy({
+    requested: 'auto',
+    source: caps,
+    destination: caps,
+    sourceHost: 'a',
+    destinationHost: 'b',
+    memoryBytes: 1 << 30,
+  });
+  assert.equal(r.strategy, 'cold');
+  assert.match(r.reason, /post-copy is not possible: a: fs\.pipe-max-size/);
+});

@@ -82,6 +82,8 @@ export class MigrationSource {
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
+  /** Transfer rates measured by earlier migrations, by destination. */
+  private readonly rates = new Map<string, number>();
 
   constructor(deps: SourceDeps) {
     this.host = deps.host;
@@ -200,8 +202,13 @@ export class MigrationSource {
         );
       }
       const [local, remote] = await Promise.all([this.capabilities(), peer.capabilities()]);
+      const memoryBytes = await this.host.memoryBytes(name);
+      const rate = this.rates.get(peer.name);
       const plan = planStrategy({
         requested: req.strategy,
+        memoryBytes,
+        ...(req.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
+        ...(rate ? { transferRate: rate } : {}),
         source: local.strategies,
         destination: remote.strategies,
         sourceHost: this.host.hostName,
@@ -284,7 +291,10 @@ export class MigrationSource {
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
       report.bytesSent = b.bytes + i.bytes;
-      report.rounds.push({ bytes: report.bytesSent, ms: Math.round(this.now() - t0) });
+      const ms = Math.round(this.now() - t0);
+      report.rounds.push({ bytes: report.bytesSent, ms });
+      // a large transfer measures the link (and both agents) well enough for the next plan
+      if (report.bytesSent >= 16 << 20 && ms > 0) this.rates.set(peer.name, (report.bytesSent / ms) * 1000);
     });
 
     await phase('restore', async () => {
@@ -447,6 +457,8 @@ export class MigrationSource {
         await this.host.runc.delete(name);
         await this.restoreLazyLocally(name, images, progress.fence.port, net.mode !== 'none');
         sourceRunning = (await this.host.runc.state(name))?.status === 'running';
+        // every page is back in the container: the page server has nothing left to serve
+        progress.lazy.kill();
         await this.host.network.clearCriuLocks(name, net);
         if (progress.quiesced) await this.host.network.unlock(name, net);
         this.host.network.reannounce(name, net);

@@ -77,3 +77,20 @@ export async function listCgroups(match: (name: string) => boolean, root = CGROU
   }
   return out;
 }
+
+/** Memory in use by a cgroup (v1 memory controller or v2), in bytes; undefined when it cannot be read. */
+export async function memoryUsage(cgroupsPath: string, root = CGROUP_ROOT): Promise<number | undefined> {
+  for (const file of [
+    join(root, 'memory', cgroupsPath, 'memory.usage_in_bytes'),
+    join(root, 'unified', cgroupsPath, 'memory.current'),
+    join(root, cgroupsPath, 'memory.current'),
+  ]) {
+    try {
+      const n = Number.parseInt(await readFile(file, 'utf8'), 10);
+      if (Number.isFinite(n)) return n;
+    } catch {
+      // not this layout
+    }
+  }
+  return undefined;
+}

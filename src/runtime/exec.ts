@@ -152,7 +152,7 @@ export interface StartedProcess {
  */
 export function startProcess(
   argv: string[],
-  opts: { statusFile?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: { statusFile?: string; env?: NodeJS.ProcessEnv; group?: boolean } = {},
 ): StartedProcess {
   const [cmd, ...args] = argv;
   if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
@@ -161,6 +161,8 @@ export function startProcess(
   const child = spawn(cmd, args, {
     env: opts.env ?? process.env,
     stdio: statusFd !== undefined ? ['ignore', 'ignore', 'pipe', statusFd] : ['ignore', 'ignore', 'pipe'],
+    // its own process group: kill() then reaches what it started too (runc's CRIU)
+    detached: opts.group === true,
   });
   if (statusFd !== undefined) closeSync(statusFd);
   let stderr = '';
@@ -212,7 +214,13 @@ export function startProcess(
     status,
     done,
     kill: (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (opts.group && child.pid) {
+        try {
+          process.kill(-child.pid, signal);
+        } catch {
+          // the whole group is gone
+        }
+      } else if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
     get pid() {
       return child.pid;

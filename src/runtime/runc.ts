@@ -169,7 +169,10 @@ export class Runc implements RuncLike {
     args.push('--image-path', o.imagePath, '--work-path', o.workPath);
     if (o.tcpEstablished) args.push('--tcp-established');
     const logFile = join(o.workPath, 'runc-checkpoint.log');
-    const p = startProcess(this.argv(logFile, ...args, id), { statusFile: join(o.workPath, 'status') });
+    const p = startProcess(this.argv(logFile, ...args, id), {
+      statusFile: join(o.workPath, 'status'),
+      group: true,
+    });
     const explain = async (err: unknown): Promise<never> => {
       const why =
         (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)) ?? String(err);

@@ -293,6 +293,28 @@ async function agentPidsOf(dir: string): Promise<number[]> {
   return pids;
 }
 
+/**
+ * Kills whatever still runs with a path of this testbed on its command line (runc, CRIU's lazy-pages daemon), with
+ * its whole process group (runc's CRIU has no such path, but shares runc's group).
+ */
+async function killProcessesUnder(dir: string): Promise<void> {
+  const own = process.pid;
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === own) continue;
+    try {
+      const cmd = await readFile(`/proc/${e}/cmdline`, 'utf8');
+      if (!cmd.includes(`${dir}/`)) continue;
+      const stat = await readFile(`/proc/${e}/stat`, 'utf8');
+      const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+      const ownPgid = Number((await readFile('/proc/self/stat', 'utf8')).split(') ')[1]?.split(' ')[2]);
+      if (pgid > 1 && pgid !== ownPgid) process.kill(-pgid, 'SIGKILL');
+      process.kill(Number(e), 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
 /** Removes one testbed (by name), or with `all` every testbed and every object with a testbed prefix. */
 export async function testbedDown(name: string | 'all', deps: TestbedDeps): Promise<string[]> {
   const env = deps.env ?? process.env;
@@ -304,6 +326,7 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
     const tb = await loadTestbed(n, env);
     const prefix = `fy${n}`;
     for (const pid of await agentPidsOf(dir)) await stopProcess(pid, 2000);
+    await killProcessesUnder(dir);
     // containers: runc knows them per host root
     let hostDirs: string[] = [];
     try {

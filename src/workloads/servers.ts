@@ -135,3 +135,48 @@ export const SERVER_READY_RE = /^ferry-server listening (\d+)$/m;
 export function pythonArgs(code: string, port: number, bind?: string): string[] {
   return ['/usr/bin/python3', '-u', '-c', code, String(port), ...(bind ? [bind] : [])];
 }
+
+/**
+ * Memory writer that checks its own data: holds MIB MiB (argv[1]) where every 4 KiB page starts with its own page
+ * number, rewrites a slice of pages each round (page number + round), and verifies every page's number every
+ * 10 rounds. Writes `ok <round> <bad pages>` (or `CORRUPT ...`) to /tmp/status. A migration that loses or
+ * mixes up pages turns it CORRUPT; one that loses the process stops the round counter.
+ */
+export const MEMORY_WRITER_PY = `
+import os, sys, time
+mib = int(sys.argv[1]) if len(sys.argv) > 1 else 64
+page = 4096
+pages = (mib << 20) // page
+buf = bytearray(mib << 20)
+for p in range(pages):
+    buf[p * page:p * page + 4] = p.to_bytes(4, 'little')
+    buf[p * page + 8:p * page + 16] = os.urandom(8)
+step = max(1, pages // 64)
+gen = 0
+bad = 0
+while True:
+    gen += 1
+    start = (gen * step) % pages
+    for p in range(start, min(pages, start + step)):
+        buf[p * page + 4:p * page + 8] = gen.to_bytes(4, 'little')
+    if gen % 10 == 0:
+        bad = sum(1 for p in range(pages) if int.from_bytes(buf[p * page:p * page + 4], 'little') != p)
+    with open('/tmp/status.tmp', 'w') as f:
+        f.write('%s %d %d\\n' % ('ok' if bad == 0 else 'CORRUPT', gen, bad))
+    os.replace('/tmp/status.tmp', '/tmp/status')
+    time.sleep(0.01)
+`;
+
+/** A container running the memory writer (MIB MiB) beside the TCP line counter on PORT, as two processes. */
+export function writerWithServerArgs(mib: number, port: number): string[] {
+  return [
+    '/bin/busybox',
+    'sh',
+    '-c',
+    '/usr/bin/python3 -c "$0" "$2" & exec /usr/bin/python3 -u -c "$1" "$3"',
+    MEMORY_WRITER_PY,
+    LINE_COUNTER_PY,
+    String(mib),
+    String(port),
+  ];
+}
