@@ -10,6 +10,7 @@ import { IncomingMigrations } from '../migration/destination.ts';
 import { MigrationSource } from '../migration/source.ts';
 import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
+import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
@@ -74,7 +75,7 @@ export async function startAgent(
         open: (port, allow) => fw.fencePort(port, allow),
         close: (port, allow) => fw.unfencePort(port, allow),
       },
-      lazyPages: (o) => criu.lazyPages(o),
+      failPageServer: (port) => resetConnection('127.0.0.1', port),
     },
   });
   const clients: AgentClient[] = [];

@@ -48,6 +48,10 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
   }
 
+  pagesResult(id: string): Promise<{ ok: boolean; message: string }> {
+    return this.client.request('GET', `/v1/incoming/${id}/pages`, { timeoutMs: 3_600_000 });
+  }
+
   async commit(id: string): Promise<void> {
     await this.client.request('POST', `/v1/incoming/${id}/commit`);
   }

@@ -191,6 +191,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         ...(req.body.lazy ? { lazy: req.body.lazy } : {}),
       }),
   );
+  app.get<{ Params: Static<typeof IdParams> }>(
+    '/v1/incoming/:id/pages',
+    { schema: { params: IdParams } },
+    async (req) => incoming.pagesResult(req.params.id),
+  );
   app.post<{ Params: Static<typeof IdParams> }>(
     '/v1/incoming/:id/commit',
     { schema: { params: IdParams } },

@@ -37,6 +37,8 @@ export class IncomingMigrations {
   /** Post-copy: lazy-pages daemons still pulling pages, by migration id. */
   private readonly daemons = new Map<string, StartedProcess>();
   private readonly aborted = new Set<string>();
+  /** Post-copy outcome per migration: did every page arrive? */
+  private readonly pageResults = new Map<string, Promise<{ ok: boolean; message: string }>>();
   /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
   private readonly reserved = new Map<string, string>();
   /** Incoming migrations by id; the parts arrive concurrently, so this (not the file) is the truth. */
@@ -200,6 +202,17 @@ export class IncomingMigrations {
       });
     const daemon = this.lazyPages({ ...lazy, imagesDir: images });
     this.daemons.set(id, daemon);
+    this.pageResults.set(
+      id,
+      daemon.done.then((r) =>
+        r.code === 0
+          ? { ok: true, message: `all pages arrived in ${r.ms} ms` }
+          : {
+              ok: false,
+              message: `criu lazy-pages on ${this.host.hostName} ended with ${r.signal ?? `exit ${r.code}`}`,
+            },
+      ),
+    );
     void daemon.done.then(async (r) => {
       if (r.code === 0) {
         this.log.info({ migration: id, ms: r.ms }, 'post-copy: all pages arrived');
@@ -237,6 +250,19 @@ export class IncomingMigrations {
           });
       }
     }
+  }
+
+  /** Post-copy: resolves once the lazy-pages daemon of a migration is done, with whether every page arrived. */
+  async pagesResult(id: string): Promise<{ ok: boolean; message: string }> {
+    const p = this.pageResults.get(id);
+    if (!p)
+      throw new FerryError(
+        'FERRY_E_MIGRATION_UNKNOWN',
+        `no post-copy migration ${id} on host ${this.host.hostName}`,
+      );
+    const r = await p;
+    this.pageResults.delete(id);
+    return r;
   }
 
   async commit(id: string): Promise<void> {

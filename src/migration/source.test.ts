@@ -165,6 +165,9 @@ class FakePeer implements DestinationPeer {
   async commit() {
     this.check('commit');
   }
+  async pagesResult() {
+    return { ok: true, message: '' };
+  }
   async abort() {
     this.check('abort');
   }

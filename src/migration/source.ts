@@ -1,7 +1,7 @@
 // The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
 // with a defined rollback for every phase before the destination is confirmed.
 import { randomBytes, randomInt } from 'node:crypto';
-import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -9,7 +9,6 @@ import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
-import type { StartedProcess } from '../runtime/exec.ts';
 import type { LazyDump } from '../runtime/runc.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import type { StrategyName } from './capabilities.ts';
@@ -34,14 +33,15 @@ const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
   cleanup: 'FERRY_E_INTERNAL',
 };
 
-/** What post-copy needs on the source: where its page server listens, a fence around it, a local daemon for rollback. */
+/** What post-copy needs on the source: where its page server listens, a fence around it, a way to fail it. */
 export interface PostcopyDeps {
   pageServerAddress: string;
   fence: {
     open(port: number, allow: string): Promise<void>;
     close(port: number, allow: string): Promise<void>;
   };
-  lazyPages(o: { address: string; port: number; imagesDir: string }): StartedProcess;
+  /** Makes this host's page server on `port` fail (a connection reset): CRIU then releases the tasks alive. */
+  failPageServer(port: number): Promise<void>;
 }
 
 export interface SourceDeps {
@@ -260,8 +260,9 @@ export class MigrationSource {
       } finally {
         // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
         // and rollback resumes it
+        // (a post-copy dump leaves the tasks seized by CRIU, which serves their pages: stopped, whatever runc says)
         const st = (await this.host.runc.state(name))?.status;
-        progress.sourceStopped = st !== 'running' && st !== 'paused';
+        progress.sourceStopped = progress.lazy !== undefined || (st !== 'running' && st !== 'paused');
       }
       if (progress.sourceStopped) {
         await this.host.network.detach(name, net);
@@ -323,13 +324,19 @@ export class MigrationSource {
       // past the point of no return: the container runs on the destination; its memory still streams from here
       const lazy = progress.lazy;
       await phase('pages', async () => {
-        const r = await lazy.done;
+        const [r, dest] = await Promise.all([
+          lazy.done,
+          peer
+            .pagesResult(id)
+            .catch((err: Error) => ({ ok: false, message: `destination unreachable: ${err.message}` })),
+        ]);
         if (progress.fence) await this.postcopy?.fence.close(progress.fence.port, progress.fence.allow);
-        if (r.code !== 0) {
+        if (r.code !== 0 || !dest.ok) {
+          lazy.kill();
           report.ok = false;
           report.error = new FerryError(
             'FERRY_E_POSTCOPY_FAILED',
-            `post-copy of ${name} to ${req.to}: the page server stopped before the last page (${r.signal ?? `exit ${r.code}`}); ` +
+            `post-copy of ${name} to ${req.to}: not every page arrived (${dest.ok ? `page server ended with ${r.signal ?? `exit ${r.code}`}` : dest.message}); ` +
               `the container was restored on ${req.to} with its memory split between hosts and must be considered lost`,
             { phase: 'pages' },
           ).toJSON();
@@ -386,33 +393,6 @@ export class MigrationSource {
     return lazy;
   }
 
-  /** Post-copy rollback: the memory is still in the source's page server; restore from it here. */
-  private async restoreLazyLocally(
-    name: string,
-    images: string,
-    port: number,
-    tcpEstablished: boolean,
-  ): Promise<void> {
-    const pc = this.postcopy!;
-    const daemon = pc.lazyPages({ address: '127.0.0.1', port, imagesDir: images });
-    try {
-      await waitForFile(join(images, 'lazy-pages.socket'), 5000);
-      await this.host.runc.restore(name, {
-        bundle: bundleDir(this.host.paths, name),
-        imagePath: images,
-        workPath: images,
-        tcpEstablished,
-        lazyPages: true,
-      });
-      const r = await daemon.done;
-      if (r.code !== 0)
-        throw new FerryError('FERRY_E_ROLLBACK_FAILED', `local lazy-pages daemon failed: ${r.stderr.trim()}`);
-    } catch (err) {
-      daemon.kill('SIGKILL');
-      throw err;
-    }
-  }
-
   private async rollback(
     name: string,
     id: string,
@@ -445,6 +425,19 @@ export class MigrationSource {
         .catch((err: Error) => notes.push(`re-attaching the network failed: ${err.message}`));
     }
     let sourceRunning = false;
+    if (progress.lazy && progress.fence && this.postcopy) {
+      // post-copy: CRIU still holds the tasks, serving their pages. Failing its page server makes it let go of
+      // them as they were (paused, sockets out of repair mode); finishing it cleanly would kill them.
+      await this.postcopy.failPageServer(progress.fence.port).catch(() => {});
+      const ended = await Promise.race([
+        progress.lazy.done,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000)),
+      ]);
+      if (!ended) {
+        progress.lazy.kill();
+        notes.push('the page server did not let go of the container within 10 s and was killed');
+      }
+    }
     const st = await this.host.runc.state(name);
     if (st?.status === 'running') {
       sourceRunning = true;
@@ -452,22 +445,8 @@ export class MigrationSource {
     } else if (st?.status === 'paused') {
       await this.host.runc.resume(name).catch(() => {});
       sourceRunning = (await this.host.runc.state(name))?.status === 'running';
-    } else if (progress.sourceStopped && progress.lazy && progress.fence) {
-      try {
-        await this.host.runc.delete(name);
-        await this.restoreLazyLocally(name, images, progress.fence.port, net.mode !== 'none');
-        sourceRunning = (await this.host.runc.state(name))?.status === 'running';
-        // every page is back in the container: the page server has nothing left to serve
-        progress.lazy.kill();
-        await this.host.network.clearCriuLocks(name, net);
-        if (progress.quiesced) await this.host.network.unlock(name, net);
-        this.host.network.reannounce(name, net);
-      } catch (err) {
-        progress.lazy.kill();
-        notes.push(
-          `local post-copy restore failed: ${(err as Error).message}; the container's memory was in the page server and is lost`,
-        );
-      }
+      if (progress.quiesced) await this.host.network.unlock(name, net).catch(() => {});
+      if (progress.detached) this.host.network.reannounce(name, net);
     } else if (progress.sourceStopped) {
       try {
         await this.host.runc.delete(name);
@@ -499,18 +478,5 @@ export class MigrationSource {
     };
     if (notes.length) out.note = notes.join('; ');
     return out;
-  }
-}
-
-async function waitForFile(path: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await access(path);
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new FerryError('FERRY_E_RESTORE_FAILED', `${path} did not appear`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
   }
 }

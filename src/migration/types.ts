@@ -86,5 +86,7 @@ export interface DestinationPeer {
   send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
+  /** Post-copy: waits until the destination's lazy-pages daemon is done; did every page arrive? */
+  pagesResult(id: string): Promise<{ ok: boolean; message: string }>;
   abort(id: string): Promise<void>;
 }

@@ -1,6 +1,6 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
 
 export interface ExecOptions {
@@ -215,6 +215,14 @@ export function startProcess(
     done,
     kill: (signal: NodeJS.Signals = 'SIGTERM') => {
       if (opts.group && child.pid) {
+        // runc's CRIU runs in a session of its own: kill the descendants first, then the group
+        for (const pid of descendants(child.pid)) {
+          try {
+            process.kill(pid, signal);
+          } catch {
+            // gone
+          }
+        }
         try {
           process.kill(-child.pid, signal);
         } catch {
@@ -226,4 +234,29 @@ export function startProcess(
       return child.pid;
     },
   };
+}
+
+/** Every process below `root` (by parent pid, from /proc). */
+export function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [pid, pp] of parent) {
+      if (pp === p) {
+        out.push(pid);
+        walk(pid);
+      }
+    }
+  };
+  walk(root);
+  return out;
 }

@@ -1,0 +1,184 @@
+// Live strategies with real CRIU: post-copy (lazy pages over userfaultfd), auto under a downtime budget, and
+// their failure modes. A 256 MiB container rewrites and verifies its own memory while a client holds a connection.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import type { ContainerInfo } from '../../src/host/containers.ts';
+import type { MigrationReport } from '../../src/migration/types.ts';
+import { writerWithServerArgs } from '../../src/workloads/servers.ts';
+import {
+  type Bed,
+  containers,
+  readInContainer,
+  skipUnlessReady,
+  startBed,
+  startProbe,
+  waitFor,
+  waitForPort,
+} from './helpers.ts';
+
+interface Status {
+  ok: boolean;
+  round: number;
+  bad: number;
+}
+
+async function status(bed: Bed, name: string): Promise<Status> {
+  const c = (await containers(bed)).find((x) => x.name === name);
+  assert.ok(c?.pid, `${name} runs somewhere`);
+  const [word, round, bad] = readInContainer(c.pid, '/tmp/status').trim().split(' ');
+  return { ok: word === 'ok', round: Number(round), bad: Number(bad) };
+}
+
+async function startWriter(bed: Bed, name: string, mib: number): Promise<ContainerInfo> {
+  const r = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    name,
+    '--json',
+    '--',
+    ...writerWithServerArgs(mib, 7000),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const info = JSON.parse(r.stdout) as ContainerInfo;
+  await waitForPort(info.ip!, 7000);
+  // the writer has filled its memory and verified it once
+  await waitFor(
+    'writer verified its memory',
+    async () => ((await status(bed, name)).round >= 10 ? true : undefined),
+    60_000,
+  );
+  return info;
+}
+
+async function migrate(
+  bed: Bed,
+  name: string,
+  to: string,
+  strategy: string,
+): Promise<{ code: number | null; report: MigrationReport }> {
+  const r = await bed.cli(['migrate', name, '--to', to, '--strategy', strategy, '--json']);
+  return { code: r.code, report: JSON.parse(r.stdout) as MigrationReport };
+}
+
+function criuProcesses(bed: Bed): string[] {
+  const out: string[] = [];
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (/^criu/.test(cmd) && (cmd.includes(bed.state.dir) || cmd.includes('dump --rpc')))
+        out.push(`${p} ${cmd}`);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+test('post-copy, auto and cold: a 256 MiB container writing its memory keeps running, its data checks out, the client stays connected', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const info = await startWriter(bed, 'mem', 256);
+  const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
+  await new Promise((r) => setTimeout(r, 500));
+  const figures: string[] = [];
+  for (const [to, strategy, expect] of [
+    ['b', 'postcopy', 'postcopy'],
+    ['a', 'auto', 'postcopy'],
+    ['b', 'cold', 'cold'],
+  ] as const) {
+    const before = await status(bed, 'mem');
+    const { code, report } = await migrate(bed, 'mem', to, strategy);
+    assert.equal(code, 0, JSON.stringify(report.error));
+    assert.equal(report.strategy, expect, report.strategyReason);
+    if (strategy === 'auto') assert.match(report.strategyReason ?? '', /over the 500 ms budget/);
+    if (expect === 'postcopy') {
+      assert.ok(report.postcopy && report.postcopy.lastPageMs >= 0, 'time to the last page is reported');
+      assert.ok(report.phases.some((p) => p.name === 'pages'));
+      assert.ok(
+        report.bytesSent < 16 << 20,
+        'post-copy moves memory through the page server, not the image stream',
+      );
+    }
+    figures.push(
+      `${strategy}: freeze ${report.freezeMs} ms${report.postcopy ? `, last page +${report.postcopy.lastPageMs} ms` : ''}`,
+    );
+    assert.equal((await containers(bed)).find((c) => c.name === 'mem')?.host, to);
+    await waitFor(
+      'the writer goes on',
+      async () => ((await status(bed, 'mem')).round > before.round + 10 ? true : undefined),
+      30_000,
+    );
+    const s = await status(bed, 'mem');
+    assert.equal(s.ok, true, `memory verified after ${strategy}: ${s.bad} bad pages`);
+    assert.ok(s.round > before.round, 'the writer continued from where it was');
+  }
+  const res = await probe.stop();
+  t.diagnostic(`${figures.join('; ')}; client max gap ${res.maxGapMs.toFixed(0)} ms`);
+  assert.equal(res.resets, 0);
+  assert.equal(res.errors, 0);
+  assert.equal(res.lost, 0);
+  assert.equal(res.serverValues?.continuous, true);
+  assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left');
+});
+
+test('post-copy: a destination failing before its restore completes rolls back to the source from the page server', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
+  t.after(() => bed.down());
+  await startWriter(bed, 'mem', 64);
+  const before = await status(bed, 'mem');
+  const { code, report } = await migrate(bed, 'mem', 'b', 'postcopy');
+  assert.equal(code, 1);
+  assert.equal(report.error?.phase, 'restore');
+  assert.equal(report.rollback?.sourceRunning, true, JSON.stringify(report));
+  assert.equal((await containers(bed)).find((c) => c.name === 'mem')?.host, 'a');
+  await waitFor(
+    'the writer goes on',
+    async () => ((await status(bed, 'mem')).round > before.round + 20 ? true : undefined),
+    30_000,
+  );
+  assert.equal((await status(bed, 'mem')).ok, true, 'every page came back from the page server');
+  await waitFor('no CRIU left', () => (criuProcesses(bed).length === 0 ? true : undefined), 5000).catch(() =>
+    assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left'),
+  );
+});
+
+test("post-copy: losing the destination's page fault handler after restore is detected, reported, and the damaged copy stopped", async (t) => {
+  if (!skipUnlessReady(t)) return;
+  // a slow link keeps pages in flight long enough to cut them off
+  const bed = await startBed(['a', 'b'], { rate: '100mbit' });
+  t.after(() => bed.down());
+  await startWriter(bed, 'mem', 128);
+  const pending = migrate(bed, 'mem', 'b', 'postcopy');
+  // kill the destination's lazy-pages daemon once it is pulling pages
+  let settled: string | undefined;
+  void pending.then((r) => {
+    settled = JSON.stringify(r.report);
+  });
+  const victim = await waitFor(
+    'lazy-pages running on b',
+    () => {
+      if (settled) throw new Error(`the migration ended first: ${settled}`);
+      return criuProcesses(bed).find((p) => p.includes('lazy-pages') && p.includes('/hosts/b/'));
+    },
+    30_000,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
+  const { code, report } = await pending;
+  assert.equal(code, 1);
+  assert.equal(report.error?.code, 'FERRY_E_POSTCOPY_FAILED', JSON.stringify(report.error));
+  assert.equal(report.error?.phase, 'pages');
+  assert.match(report.error?.message ?? '', /must be considered lost/);
+  await waitFor('the damaged copy is stopped', async () => {
+    const c = (await containers(bed)).find((x) => x.name === 'mem');
+    return c?.host === 'b' && c.status === 'stopped' ? true : undefined;
+  });
+  await waitFor('no CRIU left', () => (criuProcesses(bed).length === 0 ? true : undefined), 5000).catch(() =>
+    assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left'),
+  );
+});
