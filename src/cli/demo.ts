@@ -83,8 +83,9 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
       say(`--- ${here} (${rateOf(here)}) -> ${to} (${rateOf(to)})`);
       const renderer = new MigrationRenderer(process.stdout);
       const start = performance.timeOrigin + performance.now();
-      const report = await runMigration(ctx, 'tour', to, { strategy: 'cold' }, (e) => renderer.event(e));
+      const report = await runMigration(ctx, 'tour', to, { strategy: 'auto' }, (e) => renderer.event(e));
       renderer.finish();
+      if (report.strategyReason) say(`        ${report.strategyReason}`);
       const end = performance.timeOrigin + performance.now();
       hops.push({ report, start, end });
       if (!report.ok) {

@@ -108,11 +108,18 @@ export function buildProgram(): Command {
     .argument('<name>')
     .requiredOption('--to <host>', 'destination host')
     .addOption(
-      new Option('--strategy <s>', 'cold | precopy | postcopy | hybrid | auto')
+      new Option(
+        '--strategy <s>',
+        'auto: cold while its estimated freeze fits --max-downtime (default 500 ms), else postcopy. ' +
+          'cold: dump, stream, restore. postcopy: restore at once, memory follows on demand; CAUTION: from the ' +
+          "restore until the last page arrives the container's memory is split between the hosts, and losing " +
+          'either host then loses the container (ferry stops the damaged copy and says so). ' +
+          'precopy/hybrid: not implemented yet',
+      )
         .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
         .default('auto'),
     )
-    .option('--max-downtime <ms>', 'downtime budget for auto/precopy', (v) =>
+    .option('--max-downtime <ms>', 'downtime budget auto plans against (default 500)', (v) =>
       positiveInt(v, '--max-downtime'),
     )
     .option('--threshold <bytes>', 'pre-copy: switch over below this many dirty bytes', (v) =>
