@@ -1,5 +1,5 @@
 // The destination agent as the migration engine sees it, over the agent API.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
 import type {
   CapabilitiesReport,
@@ -46,6 +46,18 @@ export class HttpDestinationPeer implements DestinationPeer {
 
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
+  }
+
+  async measureRate(bytes: number): Promise<number> {
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    const body = Readable.from(
+      (function* () {
+        for (let sent = 0; sent < bytes; sent += chunk.length) yield chunk;
+      })(),
+    );
+    const t0 = performance.now();
+    await this.client.request('PUT', '/v1/bandwidth', { body, timeoutMs: 30_000 });
+    return (bytes / Math.max(1, performance.now() - t0)) * 1000;
   }
 
   pagesResult(id: string): Promise<{ ok: boolean; message: string }> {

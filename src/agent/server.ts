@@ -72,6 +72,15 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
 
   app.get('/v1/health', async () => ({ host: host.hostName, version: deps.version, ok: true }));
   app.get('/v1/capabilities', async () => deps.capabilities());
+  // a link measurement for `auto`: the bytes are counted and dropped
+  app.put('/v1/bandwidth', async (req) => {
+    let bytes = 0;
+    for await (const c of req.raw) {
+      bytes += (c as Buffer).length;
+      if (bytes > 256 << 20) throw new FerryError('FERRY_E_INPUT_REQUEST', 'bandwidth probe too large');
+    }
+    return { bytes };
+  });
 
   app.get('/v1/containers', async () => host.list());
   app.get<{ Params: Static<typeof NameParams> }>(

@@ -94,7 +94,7 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
         break;
       }
       here = to;
-      await new Promise((r) => setTimeout(r, 700));
+      await new Promise((r) => setTimeout(r, 1500));
     }
     const out = await probe.stop('SIGINT');
     let res: ProbeSummary | undefined;
@@ -108,16 +108,17 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
     const rows = [['hop', 'link', 'strategy', 'sent', 'freeze ms', 'client gap ms', 'connection']];
     for (const h of hops) {
       const r = h.report;
-      // a hop's gap starts while it runs (the freeze); it may end after the hop returns (TCP's retransmit timer)
+      // a hop's gap is the one it overlaps: it starts with the freeze and may end after the hop returns (TCP backs off)
       const gap = Math.max(
         0,
-        ...(res?.gaps ?? []).filter((g) => g.from >= h.start && g.from <= h.end).map((g) => g.ms),
+        ...(res?.gaps ?? []).filter((g) => g.from <= h.end && g.to >= h.start).map((g) => g.ms),
       );
       rows.push([
         `${r.from} -> ${r.to}`,
         `${rateOf(r.from)}/${rateOf(r.to)}`,
         r.strategy,
-        formatBytes(r.bytesSent),
+        // post-copy memory goes through the page server, counted by CRIU as lazy pages
+        formatBytes(r.bytesSent + (r.criu.dump?.pagesLazy ?? 0) * 4096),
         String(r.freezeMs),
         res ? gap.toFixed(0) : '?',
         r.ok ? (intact ? 'intact' : 'BROKEN') : 'FAILED',

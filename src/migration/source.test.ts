@@ -165,6 +165,9 @@ class FakePeer implements DestinationPeer {
   async commit() {
     this.check('commit');
   }
+  async measureRate() {
+    return 1e9;
+  }
   async pagesResult() {
     return { ok: true, message: '' };
   }

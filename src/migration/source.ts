@@ -203,7 +203,12 @@ export class MigrationSource {
       }
       const [local, remote] = await Promise.all([this.capabilities(), peer.capabilities()]);
       const memoryBytes = await this.host.memoryBytes(name);
-      const rate = this.rates.get(peer.name);
+      let rate = this.rates.get(peer.name);
+      if (req.strategy === 'auto' && rate === undefined && memoryBytes >= 8 << 20) {
+        // before anything is frozen: what the link to this destination carries now
+        rate = await peer.measureRate(4 << 20).catch(() => undefined);
+        if (rate) report.linkRate = Math.round(rate);
+      }
       const plan = planStrategy({
         requested: req.strategy,
         memoryBytes,

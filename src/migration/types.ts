@@ -41,6 +41,8 @@ export interface MigrationReport {
   bytesSent: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
+  /** `auto`: the link rate measured before the migration (bytes/s). */
+  linkRate?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
   postcopy?: { lastPageMs: number; pageServer: string };
   rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
@@ -86,6 +88,8 @@ export interface DestinationPeer {
   send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
+  /** Sends `bytes` of filler to the destination and returns the measured rate in bytes/s (for `auto`). */
+  measureRate(bytes: number): Promise<number>;
   /** Post-copy: waits until the destination's lazy-pages daemon is done; did every page arrive? */
   pagesResult(id: string): Promise<{ ok: boolean; message: string }>;
   abort(id: string): Promise<void>;
