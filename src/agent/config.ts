@@ -21,6 +21,24 @@ export const AgentConfigSchema = Type.Object({
   runcPath: Type.String(),
   logLevel: Type.String(),
   faults: Type.Array(Type.String()),
+  /** The controller to report to, if any. */
+  controller: Type.Optional(
+    Type.Object({
+      name: Type.String({ pattern: NAME_PATTERN }),
+      address: Type.String(),
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    }),
+  ),
+  heartbeat: Type.Object({
+    intervalMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+    fullEvery: Type.Integer({ minimum: 1, maximum: 1000 }),
+    cpuDeltaPercent: Type.Number({ minimum: 0 }),
+    memoryDeltaBytes: Type.Integer({ minimum: 0 }),
+  }),
+  /** What this host offers the scheduler; declared, so that simulated hosts on one machine have capacities. */
+  capacity: Type.Optional(
+    Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),
+  ),
 });
 
 export type AgentConfig = Static<typeof AgentConfigSchema>;
@@ -35,6 +53,7 @@ export const AGENT_DEFAULTS = {
   runcPath: 'runc',
   logLevel: 'info',
   faults: [] as string[],
+  heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {

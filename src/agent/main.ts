@@ -1,6 +1,7 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createLogger, type Logger } from '../core/log.ts';
@@ -18,6 +19,7 @@ import { Runc } from '../runtime/runc.ts';
 import { AgentClient, type Endpoint, type TlsMaterial } from './client.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
+import { Heartbeat } from './heartbeat.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { buildAgentApp } from './server.ts';
 
@@ -89,11 +91,25 @@ export async function startAgent(
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
+  let heartbeat: Heartbeat | undefined;
+  if (cfg.controller) {
+    const controllerClient = new AgentClient(cfg.controller, tls, { timeoutMs: 5000 });
+    clients.push(controllerClient);
+    heartbeat = new Heartbeat({
+      host,
+      client: controllerClient,
+      cfg: { ...cfg.heartbeat, capacity: cfg.capacity ?? { cores: cpus().length, memoryBytes: totalmem() } },
+      self: { name: cfg.host, address: cfg.listen.address, port: cfg.listen.port },
+      log,
+    });
+    heartbeat.start();
+  }
   log.info({ host: cfg.host, listen: cfg.listen }, 'agent listening');
   void capabilities().catch(() => {});
   return {
     app,
     async close() {
+      heartbeat?.stop();
       for (const c of clients) c.close();
       await app.close();
     },

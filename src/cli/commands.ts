@@ -86,8 +86,13 @@ export async function runCommand(
         { phase: 'input' },
       );
     }
+    if (!hostName && ctx.file.controller) {
+      // the controller places it (seed rule: the host with the most remaining capacity)
+      hostName = (await ctx.controller().request<{ host: string }>('POST', '/v1/place', { json: { name } }))
+        .host;
+    }
     if (!hostName) {
-      // no controller in this version: the reachable host with the fewest containers
+      // no controller: the reachable host with the fewest containers
       const down = new Set(unreachable.map((u) => u.host));
       const candidates = ctx.file.hosts.filter((h) => !down.has(h.name));
       if (!candidates.length) throw new FerryError('FERRY_E_HOST_UNREACHABLE', 'no host is reachable');

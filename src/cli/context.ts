@@ -44,6 +44,22 @@ export class ClusterContext {
     return c;
   }
 
+  /** The cluster's controller; a clear error when this cluster has none. */
+  controller(): AgentClient {
+    const ep = this.file.controller;
+    if (!ep) {
+      throw new FerryError('FERRY_E_TESTBED_NONE', 'this cluster has no controller', {
+        hint: 'ferry testbed up --controller starts one',
+      });
+    }
+    let c = this.clients.get('\0controller');
+    if (!c) {
+      c = new AgentClient(ep, tlsClientOptions(this.file.tls), { timeoutMs: 30_000 });
+      this.clients.set('\0controller', c);
+    }
+    return c;
+  }
+
   close(): void {
     for (const c of this.clients.values()) c.close();
   }

@@ -189,6 +189,55 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('cluster')
+    .description('hosts (up/down, load, capacity) and their containers, as the controller sees them')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (o) => (await import('./cluster-commands.ts')).clusterCommand({ ...program.opts(), ...o })),
+    );
+
+  program
+    .command('rebalance')
+    .description('move containers off hosts above the target load (greedy policy), by live migration')
+    .option('--dry-run', 'print the migration map with loads before and after; move nothing')
+    .option('--target <pct>', "target utilisation, 1-100 (default: the controller's)")
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (o) =>
+        (await import('./cluster-commands.ts')).rebalanceCommand({ ...program.opts(), ...o }),
+      ),
+    );
+
+  program
+    .command('drain')
+    .description('move every container off a host (maintenance), respecting capacity')
+    .argument('<host>')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (host: string, o) =>
+        (await import('./cluster-commands.ts')).drainCommand(host, { ...program.opts(), ...o }),
+      ),
+    );
+
+  program
+    .command('controller')
+    .description('run the cluster controller (HTTPS API with mutual TLS, heartbeats, rebalancing)')
+    .requiredOption('--config <file>', 'controller config (JSON)')
+    .action(
+      wrap(async (o: { config: string }) => {
+        const { loadControllerConfig } = await import('../cluster/config.ts');
+        const { startController } = await import('../cluster/main.ts');
+        const c = await startController(await loadControllerConfig(o.config));
+        const stop = async () => {
+          await c.close();
+          process.exit(0);
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      }),
+    );
+
+  program
     .command('bench')
     .description('run a benchmark suite (network | all); prints medians and ratios measured side by side')
     .argument('<suite>')

@@ -9,16 +9,17 @@ export async function testbedUpCommand(
   runner: Runner,
   ferryArgv: string[],
 ): Promise<void> {
-  if (o.controller) {
-    throw new FerryError('FERRY_E_INPUT_ARGS', '--controller is not available in this version of ferry', {
-      phase: 'input',
-    });
-  }
   const hosts = parseHosts(o.hosts);
   const { rate, rates } = parseRates(o.rate, hosts);
   const log = o.json ? undefined : (m: string) => process.stderr.write(`testbed: ${m}\n`);
   const tb = await testbedUp(
-    { name: o.name, hosts, ...(rate ? { rate } : {}), ...(rates ? { rates } : {}) },
+    {
+      name: o.name,
+      hosts,
+      ...(rate ? { rate } : {}),
+      ...(rates ? { rates } : {}),
+      ...(o.controller ? { controller: {} } : {}),
+    },
     { runner, ferryArgv, ...(log ? { log } : {}) },
   );
   const out = {
@@ -27,6 +28,7 @@ export async function testbedUpCommand(
     hosts: tb.hosts.map((h) => ({ name: h.name, address: h.address, netns: h.netns })),
     client: { netns: tb.client.netns, address: tb.client.address },
     cluster: tb.clusterFile,
+    ...(o.controller ? { controller: { address: tb.bridgeAddress, port: 7480 } } : {}),
   };
   process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `cluster file: ${tb.clusterFile}\n`);
 }

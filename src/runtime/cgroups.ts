@@ -94,3 +94,45 @@ export async function memoryUsage(cgroupsPath: string, root = CGROUP_ROOT): Prom
   }
   return undefined;
 }
+
+/** CPU time a cgroup has used, in nanoseconds (v1 cpuacct or v2 cpu.stat); undefined when it cannot be read. */
+export async function cpuUsageNs(cgroupsPath: string, root = CGROUP_ROOT): Promise<number | undefined> {
+  for (const dir of ['cpuacct', 'cpu,cpuacct']) {
+    try {
+      const n = Number.parseInt(await readFile(join(root, dir, cgroupsPath, 'cpuacct.usage'), 'utf8'), 10);
+      if (Number.isFinite(n)) return n;
+    } catch {
+      // not this layout
+    }
+  }
+  for (const base of [join(root, 'unified'), root]) {
+    try {
+      const stat = await readFile(join(base, cgroupsPath, 'cpu.stat'), 'utf8');
+      const m = /usage_usec (\d+)/.exec(stat);
+      if (m?.[1]) return Number(m[1]) * 1000;
+    } catch {
+      // not this layout
+    }
+  }
+  return undefined;
+}
+
+/** The memory limit of a cgroup in bytes; undefined when unlimited or unreadable. */
+export async function memoryLimit(cgroupsPath: string, root = CGROUP_ROOT): Promise<number | undefined> {
+  for (const file of [
+    join(root, 'memory', cgroupsPath, 'memory.limit_in_bytes'),
+    join(root, 'unified', cgroupsPath, 'memory.max'),
+    join(root, cgroupsPath, 'memory.max'),
+  ]) {
+    try {
+      const text = (await readFile(file, 'utf8')).trim();
+      if (text === 'max') return undefined;
+      const n = Number(text);
+      if (Number.isFinite(n) && n < 2 ** 62) return n;
+      return undefined;
+    } catch {
+      // not this layout
+    }
+  }
+  return undefined;
+}

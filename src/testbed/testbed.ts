@@ -53,6 +53,16 @@ export interface UpOptions {
   /** Bandwidth of every host's link (tc tbf), unless `rates` names the host. */
   rate?: string;
   rates?: Record<string, string>;
+  /** Also run a controller (in the root namespace, on the LAN bridge's address) with every agent reporting to it. */
+  controller?: {
+    heartbeatMs?: number;
+    heartbeatTimeoutMs?: number;
+    rebalanceIntervalMs?: number;
+    targetPercent?: number;
+    cooldownMs?: number;
+    /** What each simulated host declares (they all share this machine). */
+    capacity?: { cores: number; memoryBytes: number };
+  };
   /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
 }
@@ -145,6 +155,33 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     for (const h of tb.hosts)
       hostCerts.set(h.name, await ca.issue(h.name, { kind: 'host', ips: [h.address] }));
     const cli = await ca.issue('cli', { kind: 'client' });
+    const controller = opts.controller
+      ? { name: 'controller', address: tb.bridgeAddress, port: CONTROLLER_PORT }
+      : undefined;
+    if (controller && opts.controller) {
+      const certs = await ca.issue('controller', { kind: 'host', ips: [tb.bridgeAddress] });
+      const cdir = join(dir, 'controller');
+      await mkdir(cdir, { recursive: true, mode: 0o700 });
+      const c = opts.controller;
+      await writeFile(
+        join(cdir, 'controller.json'),
+        JSON.stringify(
+          {
+            name: 'controller',
+            listen: { address: tb.bridgeAddress, port: CONTROLLER_PORT },
+            tls: certs,
+            store: { kind: 'sqlite', path: join(cdir, 'state.db') },
+            heartbeatTimeoutMs: c.heartbeatTimeoutMs ?? 120_000,
+            rebalanceIntervalMs: c.rebalanceIntervalMs ?? 60_000,
+            ...(c.targetPercent ? { targetPercent: c.targetPercent } : {}),
+            ...(c.cooldownMs !== undefined ? { cooldownMs: c.cooldownMs } : {}),
+          },
+          null,
+          2,
+        ),
+      );
+      await startController(tb, deps);
+    }
     const cluster: ClusterFile = {
       name: tb.name,
       testbed: tb.name,
@@ -152,6 +189,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       hosts: tb.hosts.map((h) => ({ name: h.name, address: h.address, port: AGENT_PORT })),
       client: { netns: tb.client.netns, address: tb.client.address },
       lan: { subnet: tb.subnet, prefixLen: 24 },
+      ...(controller ? { controller } : {}),
     };
     for (const h of tb.hosts) {
       const hd = hostDir(tb, h);
@@ -168,6 +206,18 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             imagesDir: join(hd, 'images'),
             cgroupParent: h.cgroupParent,
             network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
+            ...(controller ? { controller } : {}),
+            ...(opts.controller
+              ? {
+                  heartbeat: {
+                    intervalMs: opts.controller.heartbeatMs ?? 3000,
+                    fullEvery: 10,
+                    cpuDeltaPercent: 5,
+                    memoryDeltaBytes: 16 << 20,
+                  },
+                  capacity: opts.controller.capacity ?? { cores: 1, memoryBytes: 4 * 2 ** 30 },
+                }
+              : {}),
             tls: certs,
           },
           null,
@@ -189,6 +239,60 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
           phase: 'testbed',
         });
   }
+}
+
+const CONTROLLER_PORT = 7480;
+
+/** Starts (or restarts) the testbed's controller and waits until it answers. */
+export async function startController(
+  tb: TestbedState,
+  deps: TestbedDeps,
+  extraEnv?: NodeJS.ProcessEnv,
+): Promise<number> {
+  const cdir = join(tb.dir, 'controller');
+  await stopController(tb);
+  const argv = [...deps.ferryArgv, 'controller', '--config', join(cdir, 'controller.json')];
+  const pid = startDaemon(argv, join(cdir, 'controller.log'), {
+    ...(deps.env ?? process.env),
+    ...(extraEnv ?? {}),
+  });
+  await writePid(join(cdir, 'controller.pid'), pid);
+  const pki = join(tb.dir, 'pki');
+  const client = new AgentClient(
+    { name: 'controller', address: tb.bridgeAddress, port: CONTROLLER_PORT },
+    tlsClientOptions({ ca: join(pki, 'ca.crt'), cert: join(pki, 'cli.crt'), key: join(pki, 'cli.key') }),
+    { timeoutMs: 2000 },
+  );
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await client.request('GET', '/v1/health');
+        return pid;
+      } catch (err) {
+        if (!alive(pid) || Date.now() > deadline) {
+          throw new FerryError('FERRY_E_TESTBED', `the controller did not start: ${(err as Error).message}`, {
+            phase: 'testbed',
+          });
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export async function stopController(
+  tb: TestbedState,
+  signal: 'SIGKILL' | 'SIGTERM' = 'SIGTERM',
+): Promise<void> {
+  const pid = await readPid(join(tb.dir, 'controller', 'controller.pid'));
+  if (!pid || !alive(pid)) return;
+  if (signal === 'SIGKILL') {
+    process.kill(pid, 'SIGKILL');
+    while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+  } else await stopProcess(pid);
 }
 
 function agentPidFile(tb: TestbedState, h: HostLayout): string {

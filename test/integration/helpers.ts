@@ -12,7 +12,7 @@ import { ClusterContext } from '../../src/cli/context.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import { listCgroups } from '../../src/runtime/cgroups.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
-import { type TestbedState, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
+import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../../src/testbed/testbed.ts';
 
 export const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 export const FERRY_ARGV = [process.execPath, '--no-warnings', MAIN];
@@ -50,7 +50,11 @@ export interface Bed {
 
 export async function startBed(
   hosts: string[],
-  opts: { rate?: string; agentEnv?: Record<string, NodeJS.ProcessEnv> } = {},
+  opts: {
+    rate?: string;
+    agentEnv?: Record<string, NodeJS.ProcessEnv>;
+    controller?: UpOptions['controller'];
+  } = {},
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
@@ -63,6 +67,7 @@ export async function startBed(
       hosts,
       ...(opts.rate ? { rate: opts.rate } : {}),
       ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
+      ...(opts.controller ? { controller: opts.controller } : {}),
     },
     deps,
   );

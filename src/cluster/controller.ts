@@ -1,0 +1,402 @@
+// The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
+// them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { HeartbeatBody } from '../agent/heartbeat.ts';
+import { FerryError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
+import type { ContainerInfo } from '../host/containers.ts';
+import type { MigrationReport } from '../migration/types.ts';
+import {
+  drain,
+  type HostLoad,
+  hostLoadPercent,
+  type Move,
+  type PlanResult,
+  place,
+  rebalance,
+} from './policy.ts';
+import type { ClusterStore, ContainerStat, HostRecord, MigrationRecord } from './store.ts';
+
+export interface ControllerConfig {
+  heartbeatTimeoutMs: number;
+  /** 0: no periodic rebalance (on demand only). */
+  rebalanceIntervalMs: number;
+  targetPercent: number;
+  cooldownMs: number;
+  batchLimit: number;
+  concurrency: number;
+  strategy: string;
+}
+
+export const CONTROLLER_DEFAULTS: ControllerConfig = {
+  heartbeatTimeoutMs: 120_000,
+  rebalanceIntervalMs: 60_000,
+  targetPercent: 80,
+  cooldownMs: 300_000,
+  batchLimit: 4,
+  concurrency: 2,
+  strategy: 'auto',
+};
+
+/** What the controller needs of the agents; over HTTPS in production, faked in unit tests. */
+export interface AgentPool {
+  containers(host: HostRecord): Promise<ContainerInfo[]>;
+  migrate(from: HostRecord, container: string, to: HostRecord, strategy: string): Promise<MigrationReport>;
+  /** Whether a host can migrate at all (`ferry check`: cold works). */
+  canMigrate(host: HostRecord): Promise<boolean>;
+}
+
+export type ControllerEvent =
+  | { type: 'host'; host: string; up: boolean }
+  | { type: 'migration'; migration: MigrationRecord }
+  | { type: 'plan'; kind: 'rebalance' | 'drain'; batch: string; moves: Move[] };
+
+export class Controller extends EventEmitter {
+  readonly cfg: ControllerConfig;
+  private readonly store: ClusterStore;
+  private readonly agents: AgentPool;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  /** Hosts that sent a full report since this controller started (others are asked to resync). */
+  private readonly synced = new Set<string>();
+  private readonly migratable = new Map<string, boolean>();
+  private readonly queue: MigrationRecord[] = [];
+  private readonly active = new Set<string>();
+  private timers: NodeJS.Timeout[] = [];
+  private leader = true;
+
+  constructor(deps: {
+    store: ClusterStore;
+    agents: AgentPool;
+    cfg: ControllerConfig;
+    log: Logger;
+    now?: () => number;
+  }) {
+    super();
+    this.store = deps.store;
+    this.agents = deps.agents;
+    this.cfg = deps.cfg;
+    this.log = deps.log;
+    this.now = deps.now ?? Date.now;
+  }
+
+  emitEvent(e: ControllerEvent): void {
+    this.emit('event', e);
+  }
+
+  /** Only the leader decides and executes; followers keep the picture (etcd store, several controllers). */
+  setLeader(leader: boolean): void {
+    this.leader = leader;
+    if (leader) void this.pump();
+  }
+
+  async heartbeat(b: HeartbeatBody): Promise<{ resync: boolean }> {
+    checkName(b.host, 'host');
+    const prev = await this.store.getHost(b.host);
+    const rec: HostRecord = {
+      name: b.host,
+      address: b.address,
+      port: b.port,
+      capacity: b.capacity,
+      lastSeen: this.now(),
+      up: true,
+    };
+    await this.store.upsertHost(rec);
+    if (!prev?.up) {
+      this.log.info({ host: b.host }, 'host up');
+      this.emitEvent({ type: 'host', host: b.host, up: true });
+    }
+    if (!this.migratable.has(b.host)) {
+      this.migratable.set(b.host, true);
+      void this.agents.canMigrate(rec).then(
+        (ok) => this.migratable.set(b.host, ok),
+        () => this.migratable.delete(b.host),
+      );
+    }
+    let current: ContainerStat[];
+    if (b.full) {
+      current = b.containers;
+      this.synced.add(b.host);
+    } else {
+      const known = new Map<string, ContainerStat>();
+      for (const c of await this.store.listContainers())
+        if (c.host === b.host) known.set(c.name, stripHost(c));
+      for (const c of b.containers) known.set(c.name, c);
+      for (const n of b.removed) known.delete(n);
+      current = [...known.values()];
+    }
+    await this.store.setContainers(b.host, current);
+    return { resync: !this.synced.has(b.host) };
+  }
+
+  /** Marks hosts down whose heartbeats stopped; they are excluded from decisions until they beat again. */
+  async checkLiveness(): Promise<void> {
+    const now = this.now();
+    for (const h of await this.store.listHosts()) {
+      if (h.up && now - h.lastSeen > this.cfg.heartbeatTimeoutMs) {
+        await this.store.setHostUp(h.name, false);
+        this.synced.delete(h.name);
+        this.log.warn({ host: h.name, silentMs: now - h.lastSeen }, 'host down: heartbeats stopped');
+        this.emitEvent({ type: 'host', host: h.name, up: false });
+      }
+    }
+  }
+
+  /** The cluster as the policy sees it. */
+  async view(): Promise<HostLoad[]> {
+    const hosts = await this.store.listHosts();
+    const containers = await this.store.listContainers();
+    const lastMoved = new Map<string, number>();
+    for (const m of await this.store.listMigrations({ status: ['done'] })) {
+      if (m.finishedAt) lastMoved.set(m.container, Math.max(lastMoved.get(m.container) ?? 0, m.finishedAt));
+    }
+    const busy = new Set([...this.active, ...this.queue.map((m) => m.container)]);
+    return hosts.map((h) => ({
+      name: h.name,
+      up: h.up,
+      capacity: h.capacity,
+      containers: containers
+        .filter((c) => c.host === h.name && c.status !== 'stopped')
+        .map((c) => {
+          const moved = lastMoved.get(c.name);
+          return {
+            name: c.name,
+            cpuPercent: c.cpuPercent,
+            memoryBytes: c.memoryBytes,
+            migratable: this.migratable.get(h.name) !== false && c.status === 'running' && !busy.has(c.name),
+            ...(moved !== undefined ? { lastMovedAt: moved } : {}),
+          };
+        }),
+    }));
+  }
+
+  async summary(): Promise<{ hosts: (HostRecord & { loadPercent: number; containers: ContainerStat[] })[] }> {
+    const hosts = await this.store.listHosts();
+    const containers = await this.store.listContainers();
+    return {
+      hosts: hosts.map((h) => {
+        const mine = containers.filter((c) => c.host === h.name).map(stripHost);
+        return {
+          ...h,
+          loadPercent: hostLoadPercent({
+            name: h.name,
+            up: h.up,
+            capacity: h.capacity,
+            containers: mine.map(asLoad),
+          }),
+          containers: mine,
+        };
+      }),
+    };
+  }
+
+  async planRebalance(targetPercent = this.cfg.targetPercent): Promise<PlanResult> {
+    return rebalance(await this.view(), {
+      targetPercent,
+      now: this.now(),
+      cooldownMs: this.cfg.cooldownMs,
+      batchLimit: this.cfg.batchLimit,
+    });
+  }
+
+  async rebalance(
+    o: { dryRun?: boolean; targetPercent?: number } = {},
+  ): Promise<{ plan: PlanResult; batch?: string }> {
+    const plan = await this.planRebalance(o.targetPercent);
+    if (o.dryRun || plan.moves.length === 0) return { plan };
+    const batch = await this.enqueue('rebalance', plan.moves);
+    return { plan, batch };
+  }
+
+  async drain(host: string): Promise<{ plan: PlanResult; batch?: string }> {
+    checkName(host, 'host');
+    const view = await this.view();
+    if (!view.some((h) => h.name === host)) {
+      throw new FerryError('FERRY_E_HOST_UNKNOWN', `unknown host ${host}`, {
+        phase: 'input',
+        hint: `known: ${view.map((h) => h.name).join(', ')}`,
+      });
+    }
+    const plan = drain(host, view, { now: this.now() });
+    if (plan.moves.length === 0) return { plan };
+    return { plan, batch: await this.enqueue('drain', plan.moves) };
+  }
+
+  /** Initial placement of a new container (seed rule: the host with the most remaining capacity). */
+  async place(c: { name: string; cpuPercent?: number; memoryBytes?: number }): Promise<string> {
+    checkName(c.name);
+    const r = place(
+      [{ name: c.name, cpuPercent: c.cpuPercent ?? 0, memoryBytes: c.memoryBytes ?? 0 }],
+      await this.view(),
+    );
+    const host = r.placements[c.name];
+    if (!host)
+      throw new FerryError('FERRY_E_CAPABILITY', `no host has room for ${c.name}`, { phase: 'plan' });
+    return host;
+  }
+
+  private async enqueue(kind: 'rebalance' | 'drain', moves: Move[]): Promise<string> {
+    const batch = `${kind}-${randomBytes(4).toString('hex')}`;
+    for (const m of moves) {
+      const rec: MigrationRecord = {
+        id: `c${randomBytes(6).toString('hex')}`,
+        container: m.container,
+        from: m.from,
+        to: m.to,
+        status: 'planned',
+        reason: m.reason,
+        createdAt: this.now(),
+        batch,
+      };
+      await this.store.addMigration(rec);
+      this.queue.push(rec);
+    }
+    this.emitEvent({ type: 'plan', kind, batch, moves });
+    void this.pump();
+    return batch;
+  }
+
+  /** Runs queued migrations, at most `concurrency` at once and one per container. */
+  private async pump(): Promise<void> {
+    if (!this.leader) return;
+    while (this.active.size < this.cfg.concurrency) {
+      const i = this.queue.findIndex((m) => !this.active.has(m.container));
+      if (i < 0) return;
+      const [m] = this.queue.splice(i, 1);
+      if (!m) return;
+      this.active.add(m.container);
+      void this.execute(m).finally(() => {
+        this.active.delete(m.container);
+        void this.pump();
+      });
+    }
+  }
+
+  private async execute(m: MigrationRecord): Promise<void> {
+    const hosts = new Map((await this.store.listHosts()).map((h) => [h.name, h]));
+    const from = hosts.get(m.from);
+    const to = hosts.get(m.to);
+    const fail = async (error: string) => {
+      const r = await this.store.updateMigration(m.id, { status: 'failed', finishedAt: this.now(), error });
+      this.emitEvent({ type: 'migration', migration: r });
+    };
+    if (!from?.up || !to?.up) return fail(`host ${!from?.up ? m.from : m.to} is down`);
+    const started = await this.store.updateMigration(m.id, { status: 'running', startedAt: this.now() });
+    this.emitEvent({ type: 'migration', migration: started });
+    try {
+      const report = await this.agents.migrate(from, m.container, to, this.cfg.strategy);
+      const r = await this.store.updateMigration(m.id, {
+        status: report.ok ? 'done' : 'failed',
+        finishedAt: this.now(),
+        freezeMs: report.freezeMs,
+        report,
+        ...(report.error ? { error: `${report.error.code}: ${report.error.message}` } : {}),
+      });
+      this.emitEvent({ type: 'migration', migration: r });
+      this.log.info(
+        { migration: m.id, container: m.container, from: m.from, to: m.to, ok: report.ok },
+        'migration finished',
+      );
+    } catch (err) {
+      await fail((err as Error).message);
+    }
+  }
+
+  /**
+   * After a restart: a migration recorded as running finished or failed while we were away (the source agent
+   * carries it to the end on its own): find where the container is and record that; planned ones go ahead,
+   * unless the container is already where they would take it. Nothing that completed is repeated.
+   */
+  async recover(): Promise<void> {
+    const pending = await this.store.listMigrations({ status: ['planned', 'running'] });
+    if (!pending.length) return;
+    const hosts = (await this.store.listHosts()).filter((h) => h.up);
+    const where = new Map<string, string>();
+    const deadline = this.now() + 120_000;
+    for (;;) {
+      where.clear();
+      let migrating = false;
+      for (const h of hosts) {
+        const list = await this.agents.containers(h).catch(() => []);
+        for (const c of list) {
+          where.set(c.name, h.name);
+          if (c.status === 'migrating') migrating = true;
+        }
+      }
+      if (!migrating || this.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    for (const m of pending) {
+      const at = where.get(m.container);
+      if (at === m.to) {
+        await this.store.updateMigration(m.id, {
+          status: 'done',
+          finishedAt: this.now(),
+          error: 'completed while the controller was down',
+        });
+      } else if (m.status === 'running') {
+        await this.store.updateMigration(m.id, {
+          status: 'failed',
+          finishedAt: this.now(),
+          error: `interrupted by a controller restart; ${m.container} is on ${at ?? 'no reachable host'}`,
+        });
+      } else if (at === m.from) {
+        this.queue.push(m);
+      } else {
+        await this.store.updateMigration(m.id, {
+          status: 'failed',
+          finishedAt: this.now(),
+          error: `${m.container} is no longer on ${m.from}`,
+        });
+      }
+    }
+    void this.pump();
+  }
+
+  start(): void {
+    const every = (ms: number, fn: () => Promise<unknown>) => {
+      const t = setInterval(
+        () => void fn().catch((err: Error) => this.log.error({ err: err.message }, 'controller task failed')),
+        ms,
+      );
+      t.unref();
+      this.timers.push(t);
+    };
+    every(Math.min(1000, this.cfg.heartbeatTimeoutMs / 4), () => this.checkLiveness());
+    if (this.cfg.rebalanceIntervalMs > 0) {
+      every(this.cfg.rebalanceIntervalMs, async () => {
+        if (this.leader && this.queue.length === 0 && this.active.size === 0) await this.rebalance();
+      });
+    }
+  }
+
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+  }
+
+  /** Waits until a batch has no planned or running migration left. */
+  async settle(batch: string, timeoutMs = 600_000): Promise<MigrationRecord[]> {
+    const deadline = this.now() + timeoutMs;
+    for (;;) {
+      const ms = await this.store.listMigrations({ batch });
+      if (ms.every((m) => m.status === 'done' || m.status === 'failed') || this.now() > deadline) return ms;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  history(filter?: Parameters<ClusterStore['listMigrations']>[0]): Promise<MigrationRecord[]> {
+    return this.store.listMigrations(filter);
+  }
+}
+
+function stripHost(c: ContainerStat & { host?: string }): ContainerStat {
+  const { host: _host, ...rest } = c;
+  return rest;
+}
+
+function asLoad(c: ContainerStat) {
+  return { name: c.name, cpuPercent: c.cpuPercent, memoryBytes: c.memoryBytes, migratable: true };
+}

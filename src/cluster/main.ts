@@ -1,0 +1,63 @@
+// Starts a controller: its store, the agent pool, the decision loop and the API.
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../core/log.ts';
+import { tlsServerOptions } from '../runtime/pki.ts';
+import { HttpAgentPool } from './agents.ts';
+import type { ControllerFileConfig } from './config.ts';
+import { Controller } from './controller.ts';
+import { buildControllerApp } from './server.ts';
+import type { ClusterStore, LeaderElection } from './store.ts';
+
+export async function openStore(
+  cfg: ControllerFileConfig,
+): Promise<{ store: ClusterStore; election?: LeaderElection }> {
+  if (cfg.store.kind === 'sqlite') {
+    const { SqliteStore } = await import('./store-sqlite.ts');
+    return { store: new SqliteStore(cfg.store.path) };
+  }
+  const { EtcdStore, EtcdLeaderElection } = await import('./store-etcd.ts');
+  return {
+    store: new EtcdStore({ endpoint: cfg.store.endpoint, prefix: cfg.store.prefix }),
+    election: new EtcdLeaderElection({ endpoint: cfg.store.endpoint, prefix: cfg.store.prefix }),
+  };
+}
+
+export async function startController(cfg: ControllerFileConfig): Promise<{ close(): Promise<void> }> {
+  const log = createLogger({ name: `controller-${cfg.name}`, level: cfg.logLevel });
+  const { store, election } = await openStore(cfg);
+  const tls = {
+    key: readFileSync(cfg.tls.key),
+    cert: readFileSync(cfg.tls.cert),
+    ca: readFileSync(cfg.tls.ca),
+  };
+  const agents = new HttpAgentPool(tls);
+  const controller = new Controller({ store, agents, cfg, log });
+  const app = buildControllerApp(controller, log, { https: tlsServerOptions(cfg.tls) });
+  await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
+  if (election) {
+    controller.setLeader(false);
+    election.onLost(() => {
+      log.warn('lost leadership');
+      controller.setLeader(false);
+      void election.campaign(cfg.name).then(() => controller.setLeader(true));
+    });
+    void election.campaign(cfg.name).then(async () => {
+      log.info('leader');
+      controller.setLeader(true);
+      await controller.recover();
+    });
+  } else {
+    await controller.recover();
+  }
+  controller.start();
+  log.info({ listen: cfg.listen, store: cfg.store.kind }, 'controller listening');
+  return {
+    async close() {
+      controller.stop();
+      await app.close();
+      agents.close();
+      await election?.resign().catch(() => {});
+      await store.close();
+    },
+  };
+}

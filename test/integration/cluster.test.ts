@@ -1,0 +1,215 @@
+// The controller with real agents: heartbeats, greedy rebalance by live migration, drain, restart, bad input.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { MigrationRecord } from '../../src/cluster/store.ts';
+import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { startAgent, startController, stopAgent, stopController } from '../../src/testbed/testbed.ts';
+import {
+  type Bed,
+  containers,
+  FERRY_ARGV,
+  instancesOf,
+  skipUnlessReady,
+  startBed,
+  waitFor,
+} from './helpers.ts';
+
+type Summary = {
+  hosts: {
+    name: string;
+    up: boolean;
+    loadPercent: number;
+    containers: { name: string; cpuPercent: number }[];
+  }[];
+};
+
+async function summary(bed: Bed): Promise<Summary> {
+  const r = await bed.cli(['cluster', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Summary;
+}
+
+const burner = (marker: string, load: number) => [
+  '/usr/bin/stress-ng',
+  '--cpu',
+  '1',
+  '--cpu-load',
+  String(load),
+  '--timeout',
+  '0',
+  '--quiet',
+  '--metrics-brief',
+  `--taskset`,
+  '0',
+  '--log-file',
+  `/tmp/${marker}`,
+];
+
+test('controller: CPU burners started on one host are spread by live migration until no host is over target', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b', 'c'], {
+    controller: { heartbeatMs: 500, heartbeatTimeoutMs: 5000, rebalanceIntervalMs: 0, cooldownMs: 0 },
+  });
+  t.after(() => bed.down());
+  const names = ['burn1', 'burn2', 'burn3'];
+  for (const n of names) {
+    const r = await bed.cli(['run', '--host', 'a', '--name', n, '--', ...burner(`${bed.name}-${n}`, 30)]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  // the controller sees the load (three burners on a: ~90 % of its declared core)
+  await waitFor(
+    "a over 60 % in the controller's view",
+    async () => ((await summary(bed)).hosts.find((h) => h.name === 'a')?.loadPercent ?? 0) > 60 || undefined,
+    30_000,
+  );
+  const dry = await bed.cli(['rebalance', '--dry-run', '--target', '50', '--json']);
+  assert.equal(dry.code, 0, dry.stderr);
+  const plan = JSON.parse(dry.stdout).plan as { moves: { container: string; from: string; to: string }[] };
+  assert.ok(plan.moves.length >= 1, 'the dry run plans moves');
+  assert.equal((await containers(bed)).filter((c) => c.host === 'a').length, 3, 'a dry run moves nothing');
+  const real = await bed.cli(['rebalance', '--target', '50', '--json']);
+  assert.equal(real.code, 0, real.stderr);
+  const out = JSON.parse(real.stdout) as { migrations: MigrationRecord[] };
+  assert.ok(out.migrations.length >= 1);
+  assert.ok(
+    out.migrations.every((m) => m.status === 'done'),
+    JSON.stringify(out.migrations),
+  );
+  const list = await containers(bed);
+  assert.deepEqual(list.map((c) => c.name).sort(), names, 'every container still exists');
+  assert.ok(list.every((c) => c.status === 'running'));
+  assert.ok(new Set(list.map((c) => c.host)).size >= 2, 'the burners are spread');
+  for (const n of names) assert.equal(instancesOf(`/tmp/${bed.name}-${n}`), 1, `${n} runs exactly once`);
+  const history = JSON.parse((await bed.cli(['rebalance', '--dry-run', '--json'])).stdout);
+  assert.ok(history.plan);
+  t.diagnostic(
+    `moves: ${out.migrations.map((m) => `${m.container} ${m.from}->${m.to} freeze ${m.freezeMs} ms`).join('; ')}`,
+  );
+});
+
+test('controller: a silent host is marked down and excluded; it comes back by heartbeating; drain empties a host; bad input is refused', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b', 'c'], {
+    controller: { heartbeatMs: 500, heartbeatTimeoutMs: 3000, rebalanceIntervalMs: 0, cooldownMs: 0 },
+  });
+  t.after(() => bed.down());
+  const deps = { runner: new ProcessRunner(), env: bed.env, ferryArgv: FERRY_ARGV };
+  for (const n of ['s1', 's2']) {
+    assert.equal(
+      (await bed.cli(['run', '--host', 'a', '--name', n, '--', '/bin/busybox', 'sleep', '100000'])).code,
+      0,
+    );
+  }
+  await waitFor(
+    'all hosts up',
+    async () => (await summary(bed)).hosts.filter((h) => h.up).length === 3 || undefined,
+    15_000,
+  );
+  const hostC = bed.state.hosts.find((h) => h.name === 'c')!;
+  await stopAgent(bed.state, hostC);
+  await waitFor(
+    'c marked down',
+    async () => (await summary(bed)).hosts.find((h) => h.name === 'c')?.up === false || undefined,
+    15_000,
+  );
+  // drain a while c is down: everything goes to b
+  const d = await bed.cli(['drain', 'a', '--json']);
+  assert.equal(d.code, 0, `${d.stdout}\n${d.stderr}`);
+  const list = await containers(bed);
+  assert.deepEqual(list.map((c) => [c.name, c.host]).sort(), [
+    ['s1', 'b'],
+    ['s2', 'b'],
+  ]);
+  await startAgent(bed.state, hostC, deps);
+  await waitFor(
+    'c back up',
+    async () => (await summary(bed)).hosts.find((h) => h.name === 'c')?.up === true || undefined,
+    15_000,
+  );
+  // placement without --host goes through the controller
+  const placed = await bed.cli([
+    'run',
+    '--name',
+    'placed',
+    '--json',
+    '--',
+    '/bin/busybox',
+    'sleep',
+    '100000',
+  ]);
+  assert.equal(placed.code, 0, placed.stderr);
+  assert.ok(
+    ['a', 'c'].includes(JSON.parse(placed.stdout).host),
+    'placed on a host with room (not the busiest)',
+  );
+  // bad input: nothing changes
+  const before = JSON.stringify((await containers(bed)).map((c) => [c.name, c.host]).sort());
+  for (const [args, code] of [
+    [['drain', 'nosuch'], 'FERRY_E_HOST_UNKNOWN'],
+    [['rebalance', '--target', '0'], 'FERRY_E_INPUT_ARGS'],
+    [['rebalance', '--target', '101'], 'FERRY_E_INPUT_ARGS'],
+    [['drain', '../a'], 'FERRY_E_INPUT_NAME'],
+  ] as const) {
+    const r = await bed.cli([...args]);
+    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`^ferry: ${code}: `, 'm'));
+  }
+  await assert.rejects(
+    bed.ctx.controller().request('POST', '/v1/rebalance', { json: { targetPercent: 'x' } }),
+    /malformed request/,
+  );
+  await assert.rejects(bed.ctx.controller().request('POST', '/v1/drain', { json: {} }), /malformed request/);
+  assert.equal(JSON.stringify((await containers(bed)).map((c) => [c.name, c.host]).sort()), before);
+});
+
+test('controller: a restart in the middle of a drain resumes it without repeating a move', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], {
+    controller: { heartbeatMs: 500, heartbeatTimeoutMs: 5000, rebalanceIntervalMs: 0, cooldownMs: 0 },
+  });
+  t.after(() => bed.down());
+  const deps = { runner: new ProcessRunner(), env: bed.env, ferryArgv: FERRY_ARGV };
+  const names = ['d1', 'd2', 'd3', 'd4'];
+  for (const n of names)
+    assert.equal(
+      (await bed.cli(['run', '--host', 'a', '--name', n, '--', '/bin/busybox', 'sleep', '100000'])).code,
+      0,
+    );
+  await waitFor(
+    'a reported',
+    async () => (await summary(bed)).hosts.find((h) => h.name === 'a')?.containers.length === 4 || undefined,
+    15_000,
+  );
+  const r = await bed.ctx
+    .controller()
+    .request<{ batch: string }>('POST', '/v1/drain', { json: { host: 'a' } });
+  // kill the controller once the first move has started
+  await waitFor(
+    'a move under way',
+    async () =>
+      (await bed.ctx.controller().request<MigrationRecord[]>('GET', `/v1/batches/${r.batch}`)).some(
+        (m) => m.status !== 'planned',
+      ) || undefined,
+    15_000,
+  );
+  await stopController(bed.state, 'SIGKILL');
+  await startController(bed.state, deps);
+  const final = await waitFor(
+    'the drain finished',
+    async () => {
+      const ms = await bed.ctx.controller().request<MigrationRecord[]>('GET', `/v1/batches/${r.batch}`);
+      return ms.every((m) => m.status === 'done' || m.status === 'failed') ? ms : undefined;
+    },
+    120_000,
+  );
+  const list = await containers(bed);
+  assert.deepEqual(list.map((c) => c.host).sort(), ['b', 'b', 'b', 'b'], `a is empty: ${JSON.stringify(final)}`);
+  assert.equal(final.length, 4, 'one record per container, none repeated');
+  assert.equal(new Set(final.map((m) => m.container)).size, 4);
+  const all = await bed.ctx.controller().request<MigrationRecord[]>('GET', '/v1/migrations');
+  assert.equal(
+    all.filter((m) => m.status === 'done').length,
+    final.filter((m) => m.status === 'done').length,
+    'no extra migration',
+  );
+});
