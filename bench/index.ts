@@ -1,10 +1,21 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
 import { networkBench } from './network-gap.ts';
+import { strategyBench } from './strategies.ts';
 
 export const SUITES: Record<
   string,
   (o: { ferryArgv: string[]; json?: boolean; runs?: number }) => Promise<unknown>
 > = {
+  strategies: (o) =>
+    strategyBench({
+      runs: o.runs ?? 5,
+      sizesMiB: [64, 256, 1024],
+      strategies: ['auto', 'cold', 'postcopy', 'hand'],
+      rate: '1gbit',
+      ferryArgv: o.ferryArgv,
+      out: new URL('../docs', import.meta.url).pathname,
+      ...(o.json ? { json: true } : {}),
+    }),
   network: (o) =>
     networkBench({
       runs: o.runs ?? 5,

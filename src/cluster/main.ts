@@ -17,8 +17,8 @@ export async function openStore(
   }
   const { EtcdStore, EtcdLeaderElection } = await import('./store-etcd.ts');
   return {
-    store: new EtcdStore({ endpoint: cfg.store.endpoint, prefix: cfg.store.prefix }),
-    election: new EtcdLeaderElection({ endpoint: cfg.store.endpoint, prefix: cfg.store.prefix }),
+    store: new EtcdStore({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
+    election: new EtcdLeaderElection({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
   };
 }
 

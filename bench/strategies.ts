@@ -1,0 +1,265 @@
+// Benchmark (issue 4): client-seen gap and freeze per strategy and memory size, side by side in one run, with
+// the floor (an empty container moved by hand) and the hand recipe for ratios. Writes docs/benchmarks.md + SVG.
+import { writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { runMigration } from '../src/cli/commands.ts';
+import { ClusterContext } from '../src/cli/context.ts';
+import { table } from '../src/cli/render.ts';
+import type { ContainerInfo } from '../src/host/containers.ts';
+import { ProcessRunner } from '../src/runtime/exec.ts';
+import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
+import { LINE_COUNTER_PY, pythonArgs } from '../src/workloads/servers.ts';
+import { fmt, median, probe, sleep, waitForPort } from './common.ts';
+import { handCleanup, handMigrate, handRemove, handStart } from './hand-recipe.ts';
+
+export interface StrategyBenchOptions {
+  runs: number;
+  sizesMiB: number[];
+  strategies: string[];
+  rate: string;
+  ferryArgv: string[];
+  json?: boolean;
+  out?: string;
+}
+
+interface Sample {
+  gapMs: number;
+  freezeMs: number;
+  totalMs: number;
+  lastPageMs?: number;
+  ok: boolean;
+}
+
+function server(mib: number): string[] {
+  const ballast = mib ? `import os\n_b = bytearray(os.urandom(${mib} << 20))\n` : '';
+  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, 7000);
+}
+
+function rateBytesPerSec(rate: string): number {
+  const m = /^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$/.exec(rate);
+  if (!m) return Number.NaN;
+  const mult = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 }[m[2] as 'bit'];
+  return (Number(m[1]) * mult) / 8;
+}
+
+export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
+  const runner = new ProcessRunner();
+  const deps = { runner, ferryArgv: o.ferryArgv };
+  const log = (m: string) => process.stderr.write(`${m}\n`);
+  await testbedDown('bstr', deps).catch(() => {});
+  const tb = await testbedUp({ name: 'bstr', hosts: ['a', 'b'], rate: o.rate }, deps);
+  const ctx = await ClusterContext.load(tb.clusterFile);
+  const samples = new Map<string, Sample[]>(); // key: `${strategy}/${mib}`
+  const add = (k: string, s: Sample) => samples.set(k, [...(samples.get(k) ?? []), s]);
+  let n = 0;
+  try {
+    for (let run = 0; run < o.runs; run++) {
+      // the floor: an empty container, by hand, same run
+      {
+        const ip = `${tb.subnet}.${200 + (n % 40)}`;
+        const hc = await handStart(runner, tb, 'a', `fl${run}`, ip, server(0));
+        await waitForPort(ip, 7000);
+        const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
+        await sleep(400);
+        const t0 = performance.now();
+        await handMigrate(runner, tb, hc, 'b');
+        const total = performance.now() - t0;
+        await sleep(1500);
+        const r = await p.stop();
+        add('floor/0', {
+          gapMs: r.maxGapMs,
+          freezeMs: Number.NaN,
+          totalMs: total,
+          ok: r.resets === 0 && r.errors === 0,
+        });
+        await handRemove(runner, tb, hc);
+        n++;
+      }
+      for (const mib of o.sizesMiB) {
+        for (const strategy of o.strategies) {
+          const name = `s${run}${strategy.slice(0, 2)}${mib}`;
+          const ip = `${tb.subnet}.${50 + (n % 40)}`;
+          if (strategy === 'hand') {
+            const hc = await handStart(runner, tb, 'a', name, ip, server(mib));
+            await waitForPort(ip, 7000, 60_000);
+            const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
+            await sleep(400);
+            const t0 = performance.now();
+            let ok = true;
+            await handMigrate(runner, tb, hc, 'b').catch(() => {
+              ok = false;
+            });
+            const total = performance.now() - t0;
+            await sleep(1500);
+            const r = await p.stop();
+            add(`hand/${mib}`, {
+              gapMs: r.maxGapMs,
+              freezeMs: Number.NaN,
+              totalMs: total,
+              ok: ok && r.resets === 0 && r.errors === 0,
+            });
+            await handRemove(runner, tb, hc);
+          } else {
+            const info = await ctx.client('a').request<ContainerInfo>('POST', '/v1/containers', {
+              json: { name, command: server(mib), net: 'own', ip },
+              timeoutMs: 120_000,
+            });
+            await waitForPort(info.ip!, 7000, 60_000);
+            const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
+            await sleep(400);
+            const rep = await runMigration(ctx, name, 'b', { strategy }, () => {});
+            await sleep(1500);
+            const r = await p.stop();
+            const s: Sample = {
+              gapMs: r.maxGapMs,
+              freezeMs: rep.freezeMs,
+              totalMs: rep.totalMs,
+              ok: rep.ok && r.resets === 0 && r.errors === 0,
+            };
+            if (rep.postcopy) s.lastPageMs = rep.postcopy.lastPageMs;
+            add(`${strategy}/${mib}`, s);
+            await ctx
+              .client('b')
+              .request('DELETE', `/v1/containers/${name}`)
+              .catch(() => {});
+          }
+          n++;
+          const last = samples.get(`${strategy}/${mib}`)?.at(-1);
+          log(
+            `run ${run + 1}/${o.runs} ${strategy} ${mib} MiB: gap ${fmt(last?.gapMs ?? Number.NaN)} ms, freeze ${fmt(last?.freezeMs ?? Number.NaN)} ms${last?.ok ? '' : ' FAILED'}`,
+          );
+        }
+      }
+    }
+  } finally {
+    ctx.close();
+    await handCleanup(tb);
+    await testbedDown('bstr', deps);
+  }
+  const med = (k: string, f: (s: Sample) => number | undefined) =>
+    median(
+      (samples.get(k) ?? [])
+        .filter((s) => s.ok)
+        .map(f)
+        .filter((x): x is number => x !== undefined && Number.isFinite(x)),
+    );
+  const floor = med('floor/0', (s) => s.gapMs);
+  const rows = [
+    ['strategy', 'memory', 'gap ms', 'freeze ms', 'total ms', 'last page ms', 'gap / floor', 'ok runs'],
+  ];
+  for (const strategy of o.strategies) {
+    for (const mib of o.sizesMiB) {
+      const k = `${strategy}/${mib}`;
+      const list = samples.get(k) ?? [];
+      rows.push([
+        strategy,
+        `${mib} MiB`,
+        fmt(med(k, (s) => s.gapMs)),
+        fmt(med(k, (s) => s.freezeMs)),
+        fmt(med(k, (s) => s.totalMs)),
+        fmt(med(k, (s) => s.lastPageMs)),
+        fmt(med(k, (s) => s.gapMs) / floor, 2),
+        `${list.filter((s) => s.ok).length}/${list.length}`,
+      ]);
+    }
+  }
+  const largest = Math.max(...o.sizesMiB);
+  const smallest = Math.min(...o.sizesMiB);
+  const linkRate = rateBytesPerSec(o.rate);
+  const ratios = {
+    P2_auto_gap_over_floor: med(`auto/${largest}`, (s) => s.gapMs) / floor,
+    P3_postcopy_gap_largest_over_smallest:
+      med(`postcopy/${largest}`, (s) => s.gapMs) / med(`postcopy/${smallest}`, (s) => s.gapMs),
+    P4_cold_total_over_transfer_time:
+      med(`cold/${largest}`, (s) => s.totalMs) / (((largest << 20) / linkRate) * 1000),
+    P5_precopy_delta: Number.NaN,
+    cold_gap_over_hand: med(`cold/${largest}`, (s) => s.gapMs) / med(`hand/${largest}`, (s) => s.gapMs),
+  };
+  const text = [
+    `client-seen gap per strategy (TCP probe every 2 ms, own network namespace, link ${o.rate}, medians of ${o.runs} interleaved runs)`,
+    `floor (empty container by hand): ${fmt(floor)} ms`,
+    table(rows),
+    '',
+    table([
+      ['figure', 'value', 'goal'],
+      [`P2 auto gap at ${largest} MiB / floor`, fmt(ratios.P2_auto_gap_over_floor, 2), '<= 1.2'],
+      [
+        `P3 postcopy gap ${largest} MiB / ${smallest} MiB`,
+        fmt(ratios.P3_postcopy_gap_largest_over_smallest, 2),
+        '<= 1.2',
+      ],
+      [
+        `P4 cold total / (memory / link rate) at ${largest} MiB`,
+        fmt(ratios.P4_cold_total_over_transfer_time, 2),
+        '<= 1.3',
+      ],
+      ['P5 pre-copy bytes at switchover / changed pages', 'n/a (pre-copy not implemented)', '<= 1.5'],
+      [`cold gap / hand recipe gap at ${largest} MiB`, fmt(ratios.cold_gap_over_hand, 2), ''],
+    ]),
+  ].join('\n');
+  if (!o.json) process.stdout.write(`\n${text}\n`);
+  if (o.out) await writeReport(o, text, samples);
+  return { ratios, samples: Object.fromEntries(samples) };
+}
+
+async function writeReport(
+  o: StrategyBenchOptions,
+  text: string,
+  samples: Map<string, Sample[]>,
+): Promise<void> {
+  const date = new Date().toISOString().slice(0, 10);
+  const svg = plot(o, samples);
+  await writeFile(`${o.out}/benchmarks-gap.svg`, svg);
+  const md = [
+    '# Benchmarks',
+    '',
+    `Machine: ${hostname()}, 2 cores, kernel ${(await import('node:os')).release()}, CRIU 4.2.1, runc 1.1.5. Date: ${date}.`,
+    `Command: \`ferry bench strategies --runs ${o.runs}\` (also part of \`make bench\`). Every figure is measured in the`,
+    'same run, interleaved; the gap is what the probe client saw on one TCP connection (DESIGN.md section 8).',
+    '',
+    '```',
+    text,
+    '```',
+    '',
+    '![client-seen gap vs memory per strategy](benchmarks-gap.svg)',
+    '',
+  ].join('\n');
+  await writeFile(`${o.out}/benchmarks.md`, md);
+}
+
+function plot(o: StrategyBenchOptions, samples: Map<string, Sample[]>): string {
+  const W = 640;
+  const H = 360;
+  const pad = 50;
+  const sizes = o.sizesMiB;
+  const series = o.strategies.map((s) => ({
+    s,
+    pts: sizes.map((m) => median((samples.get(`${s}/${m}`) ?? []).filter((x) => x.ok).map((x) => x.gapMs))),
+  }));
+  const maxY = Math.max(100, ...series.flatMap((x) => x.pts.filter(Number.isFinite)));
+  const x = (i: number) => pad + (i * (W - 2 * pad)) / Math.max(1, sizes.length - 1);
+  const y = (v: number) => H - pad - (v / maxY) * (H - 2 * pad);
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="black"/>`,
+    `<line x1="${pad}" y1="${pad}" x2="${pad}" y2="${H - pad}" stroke="black"/>`,
+    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">container memory (MiB)</text>`,
+    `<text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">client-seen gap (ms)</text>`,
+  ];
+  sizes.forEach((m, i) =>
+    parts.push(`<text x="${x(i)}" y="${H - pad + 16}" text-anchor="middle">${m}</text>`),
+  );
+  for (let v = 0; v <= maxY; v += Math.ceil(maxY / 5 / 100) * 100) {
+    parts.push(`<text x="${pad - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
+  }
+  series.forEach((sr, k) => {
+    const c = colors[k % colors.length];
+    const pts = sr.pts.map((v, i) => (Number.isFinite(v) ? `${x(i)},${y(v)}` : '')).filter(Boolean);
+    parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.join(' ')}"/>`);
+    parts.push(`<text x="${W - pad - 90}" y="${pad + 16 * k}" fill="${c}">${sr.s}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
