@@ -248,9 +248,9 @@ function plot(o: StrategyBenchOptions, samples: Map<string, Sample[]>): string {
     `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">container memory (MiB)</text>`,
     `<text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">client-seen gap (ms)</text>`,
   ];
-  sizes.forEach((m, i) =>
-    parts.push(`<text x="${x(i)}" y="${H - pad + 16}" text-anchor="middle">${m}</text>`),
-  );
+  sizes.forEach((m, i) => {
+    parts.push(`<text x="${x(i)}" y="${H - pad + 16}" text-anchor="middle">${m}</text>`);
+  });
   for (let v = 0; v <= maxY; v += Math.ceil(maxY / 5 / 100) * 100) {
     parts.push(`<text x="${pad - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
   }

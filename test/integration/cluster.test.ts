@@ -203,7 +203,11 @@ test('controller: a restart in the middle of a drain resumes it without repeatin
     120_000,
   );
   const list = await containers(bed);
-  assert.deepEqual(list.map((c) => c.host).sort(), ['b', 'b', 'b', 'b'], `a is empty: ${JSON.stringify(final)}`);
+  assert.deepEqual(
+    list.map((c) => c.host).sort(),
+    ['b', 'b', 'b', 'b'],
+    `a is empty: ${JSON.stringify(final)}`,
+  );
   assert.equal(final.length, 4, 'one record per container, none repeated');
   assert.equal(new Set(final.map((m) => m.container)).size, 4);
   const all = await bed.ctx.controller().request<MigrationRecord[]>('GET', '/v1/migrations');
