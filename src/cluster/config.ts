@@ -16,6 +16,8 @@ export const ControllerConfigSchema = Type.Object({
       kind: Type.Literal('etcd'),
       endpoint: Type.String({ minLength: 1 }),
       prefix: Type.String({ minLength: 1 }),
+      /** How long a crashed leader blocks the others at most (seconds). */
+      leaderTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 600 })),
     }),
   ]),
   heartbeatTimeoutMs: Type.Integer({ minimum: 100 }),

@@ -87,6 +87,10 @@ export class Controller extends EventEmitter {
   }
 
   /** Only the leader decides and executes; followers keep the picture (etcd store, several controllers). */
+  isLeader(): boolean {
+    return this.leader;
+  }
+
   setLeader(leader: boolean): void {
     this.leader = leader;
     if (leader) void this.pump();

@@ -18,7 +18,11 @@ export async function openStore(
   const { EtcdStore, EtcdLeaderElection } = await import('./store-etcd.ts');
   return {
     store: new EtcdStore({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
-    election: new EtcdLeaderElection({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
+    election: new EtcdLeaderElection({
+      endpoints: [cfg.store.endpoint],
+      prefix: cfg.store.prefix,
+      ...(cfg.store.leaderTtlSeconds ? { ttlSeconds: cfg.store.leaderTtlSeconds } : {}),
+    }),
   };
 }
 

@@ -90,7 +90,7 @@ export function buildControllerApp(
     });
   });
 
-  app.get('/v1/health', async () => ({ ok: true, role: 'controller' }));
+  app.get('/v1/health', async () => ({ ok: true, role: 'controller', leader: controller.isLeader() }));
   app.post<{ Body: Static<typeof HeartbeatBody> }>(
     '/v1/heartbeat',
     { schema: { body: HeartbeatBody } },
