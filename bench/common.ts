@@ -51,6 +51,9 @@ export function probe(
     target,
     '--interval',
     '2',
+    // a long cold freeze is a long gap, not a lost reply: wait a minute before calling a request lost
+    '--reply-timeout',
+    '60000',
     '--json',
   ]);
   return {

@@ -48,6 +48,10 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
   }
 
+  sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {
+    return this.client.request('PUT', `/v1/incoming/${id}/blocks`, { body, timeoutMs: 120_000 });
+  }
+
   async measureRate(bytes: number): Promise<number> {
     const chunk = Buffer.alloc(1 << 20, 0x5a);
     const body = Readable.from(

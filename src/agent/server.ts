@@ -191,6 +191,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     { schema: { params: PartParams } },
     async (req) => incoming.receive(req.params.id, req.params.part, req.raw),
   );
+  app.put<{ Params: Static<typeof IdParams> }>(
+    '/v1/incoming/:id/blocks',
+    { schema: { params: IdParams } },
+    async (req) => incoming.receiveBlocks(req.params.id, req.raw),
+  );
   app.post<{ Params: Static<typeof IdParams>; Body: Static<typeof RestoreBody> }>(
     '/v1/incoming/:id/restore',
     { schema: { params: IdParams, body: RestoreBody } },

@@ -163,10 +163,15 @@ export function buildProgram(): Command {
     .argument('<target>', 'ADDR:PORT')
     .option('--interval <ms>', 'request interval in ms (1-1000)', '2')
     .option('--duration <s>', 'stop after this many seconds (default: at Ctrl-C / SIGTERM)')
+    .option('--reply-timeout <ms>', 'a request unanswered this long counts as lost (default 10000)')
     .option('--json', 'print {replies, errors, resets, lost, maxGapMs, p99GapMs}')
     .action(
       wrap(
-        async (kind: string, target: string, o: { interval?: string; duration?: string; json?: boolean }) => {
+        async (
+          kind: string,
+          target: string,
+          o: { interval?: string; duration?: string; replyTimeout?: string; json?: boolean },
+        ) => {
           const { probeCommand, parseTarget } = await import('../probe/cli.ts');
           parseTarget(target);
           if (process.env['FERRY_IN_CLIENT_NETNS'] !== '1') {

@@ -9,6 +9,7 @@ export type Phase =
   | 'restore'
   | 'confirm'
   | 'pages'
+  | 'rounds'
   | 'cleanup'
   | 'rollback'
   | 'run'

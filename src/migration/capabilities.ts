@@ -23,7 +23,7 @@ export interface StrategySupport {
 
 export const PIPE_MAX_NEEDED = 4 * 1024 * 1024;
 /** Strategies this version of ferry implements; the others are reported as not yet available. */
-export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold', 'postcopy']);
+export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold', 'postcopy', 'precopy']);
 
 export function criuUsable(f: HostFacts): { ok: boolean; why?: string } {
   if (!f.criuVersion) return { ok: false, why: 'criu is not installed' };
@@ -63,7 +63,9 @@ export function assessStrategies(f: HostFacts): Record<StrategyName, StrategySup
       case 'precopy':
         support = {
           ok: true,
-          mode: dirty ? 'soft-dirty pre-dump rounds' : 'content delta (no soft-dirty tracking)',
+          mode: dirty
+            ? 'content delta (soft-dirty pre-dump rounds not used yet)'
+            : 'content delta (no soft-dirty tracking)',
         };
         break;
       case 'postcopy':

@@ -11,6 +11,7 @@ import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
 import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
 import type { StartedProcess } from '../runtime/exec.ts';
+import { BlockStore } from '../transport/block-store.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
@@ -39,6 +40,8 @@ export class IncomingMigrations {
   private readonly aborted = new Set<string>();
   /** Post-copy outcome per migration: did every page arrive? */
   private readonly pageResults = new Map<string, Promise<{ ok: boolean; message: string }>>();
+  /** Pre-copy: the pages received in rounds, by migration id. */
+  private readonly blockStores = new Map<string, BlockStore>();
   /** Names reserved by an incoming migration, so nothing else takes them meanwhile. */
   private readonly reserved = new Map<string, string>();
   /** Incoming migrations by id; the parts arrive concurrently, so this (not the file) is the truth. */
@@ -125,6 +128,22 @@ export class IncomingMigrations {
     return { bytes: stats.bytes };
   }
 
+  /** Pre-copy round (or the final delta): pages the destination did not have yet. */
+  async receiveBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {
+    const rec = await this.load(id);
+    if (rec.state !== 'prepared') {
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, {
+        phase: 'transfer',
+      });
+    }
+    let store = this.blockStores.get(id);
+    if (!store) {
+      store = new BlockStore(imageDir(this.host.paths, id));
+      this.blockStores.set(id, store);
+    }
+    return store.add(body);
+  }
+
   async restore(
     id: string,
     opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},
@@ -150,6 +169,14 @@ export class IncomingMigrations {
     const placed = this.host.place(config, rec.record);
     if (this.faults.has('invalid-bundle')) placed.root.path = 'rootfs-missing';
     await writeConfig(bundle, placed);
+    // pre-copy: the page images are rebuilt from the pages received in the rounds and the final delta
+    const blocks = this.blockStores.get(id);
+    if (blocks) {
+      await blocks.rebuild(images);
+      await blocks.close();
+      this.blockStores.delete(id);
+      await rm(join(images, 'blocks.bin'), { force: true });
+    }
     const net = identity(rec.record);
     // the container's ARP cache, then the switchover: attach, announce, restore, unlock, announce again
     await this.host.network.setNeighbours(rec.name, net, opts.neighbours ?? []);
@@ -293,6 +320,8 @@ export class IncomingMigrations {
       return;
     }
     this.aborted.add(id);
+    await this.blockStores.get(id)?.close();
+    this.blockStores.delete(id);
     this.daemons.get(id)?.kill('SIGKILL');
     this.daemons.delete(id);
     await this.host.runc.destroy(rec.name);

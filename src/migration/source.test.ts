@@ -165,6 +165,12 @@ class FakePeer implements DestinationPeer {
   async commit() {
     this.check('commit');
   }
+  async sendBlocks(_id: string, body: Readable) {
+    for await (const _ of body) {
+      // drained
+    }
+    return { pages: 0, added: 0 };
+  }
   async measureRate() {
     return 1e9;
   }

@@ -10,6 +10,7 @@ import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { LazyDump } from '../runtime/runc.ts';
+import { PageDelta, pageImages, writeRecipes } from '../transport/block-store.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
@@ -25,6 +26,7 @@ import type {
 const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
   plan: 'FERRY_E_PLAN_STRATEGY',
   prepare: 'FERRY_E_HOST_UNREACHABLE',
+  rounds: 'FERRY_E_CHECKPOINT_FAILED',
   checkpoint: 'FERRY_E_CHECKPOINT_FAILED',
   transfer: 'FERRY_E_TRANSFER_FAILED',
   restore: 'FERRY_E_RESTORE_FAILED',
@@ -243,6 +245,11 @@ export class MigrationSource {
     });
 
     const net = identity(record);
+    const delta = strategy === 'precopy' ? new PageDelta() : undefined;
+    if (delta)
+      await phase('rounds', () =>
+        this.precopyRounds(req, id, images, net.mode !== 'none', delta, peer, report, emit),
+      );
     let neighbours: Neighbour[] = [];
     await phase('checkpoint', async () => {
       // the container's ARP cache goes with it (a fresh namespace would have to resolve the client again)
@@ -289,14 +296,24 @@ export class MigrationSource {
           emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
         }
       };
-      const isLog = (rel: string) => rel.endsWith('.log');
       const t0 = this.now();
+      if (delta) {
+        // pre-copy: only pages the destination lacks; the page images travel as recipes
+        const files = await pageImages(images);
+        const d = delta.delta(images, files);
+        await peer.sendBlocks(id, d.blocks);
+        await writeRecipes(images, await d.recipes);
+        for (const f of files) await rm(join(images, f));
+        report.precopy!.switchoverBytes = d.newBytes();
+        sent += d.newBytes();
+      }
+      const isLog = (rel: string) => rel.endsWith('.log');
       const [b, i] = await Promise.all([
         peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes })),
         peer.send(id, 'images', encodeTree([{ root: images, prefix: '' }], { onBytes, exclude: isLog })),
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
-      report.bytesSent = b.bytes + i.bytes;
+      report.bytesSent = b.bytes + i.bytes + (report.precopy?.switchoverBytes ?? 0);
       const ms = Math.round(this.now() - t0);
       report.rounds.push({ bytes: report.bytesSent, ms });
       // a large transfer measures the link (and both agents) well enough for the next plan
@@ -364,6 +381,72 @@ export class MigrationSource {
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /**
+   * Pre-copy rounds (content delta): dump while the container keeps running (each dump still freezes it for as
+   * long as CRIU reads its memory; this kernel has no soft-dirty tracking), send the pages the destination lacks.
+   * Stops when what is left fits the downtime budget at the measured rate (QEMU's rule; --threshold overrides the
+   * budget), when it stops shrinking, or after --max-rounds.
+   */
+  private async precopyRounds(
+    req: MigrationRequest,
+    id: string,
+    images: string,
+    tcpEstablished: boolean,
+    delta: PageDelta,
+    peer: DestinationPeer,
+    report: MigrationReport,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<void> {
+    const maxRounds = req.maxRounds ?? 5;
+    const budgetMs = req.maxDowntimeMs ?? 500;
+    const roundBytes: number[] = [];
+    let stop = `--max-rounds ${maxRounds} reached`;
+    for (let r = 1; r <= maxRounds; r++) {
+      const dir = join(images, `round-${r}`);
+      await mkdir(dir, { recursive: true });
+      const t0 = this.now();
+      try {
+        await this.host.runc.pause(req.name);
+        await this.host.runc.checkpoint(req.name, {
+          imagePath: dir,
+          workPath: dir,
+          leaveRunning: true,
+          tcpEstablished,
+        });
+      } finally {
+        await this.host.runc.resume(req.name).catch(() => {});
+      }
+      const dumpMs = this.now() - t0;
+      const d = delta.delta(dir, await pageImages(dir));
+      const t1 = this.now();
+      await peer.sendBlocks(id, d.blocks);
+      const sendMs = Math.max(1, this.now() - t1);
+      const bytes = d.newBytes();
+      await rm(dir, { recursive: true, force: true });
+      roundBytes.push(bytes);
+      report.rounds.push({ bytes, ms: Math.round(this.now() - t0) });
+      emit({
+        type: 'info',
+        message: `round ${r}: ${bytes} new bytes (dump ${Math.round(dumpMs)} ms, send ${Math.round(sendMs)} ms)`,
+      });
+      const rate = Math.max(bytes / sendMs, 50_000); // bytes per ms
+      const budget = req.thresholdBytes ?? rate * budgetMs;
+      if (bytes <= budget) {
+        stop =
+          req.thresholdBytes !== undefined
+            ? `round ${r}: ${bytes} bytes <= --threshold`
+            : `round ${r}: ${bytes} bytes fit the ${budgetMs} ms budget`;
+        break;
+      }
+      const prev = roundBytes[roundBytes.length - 2];
+      if (prev !== undefined && bytes > prev * 0.9) {
+        stop = `round ${r}: the dirty set stopped shrinking (${prev} -> ${bytes} bytes)`;
+        break;
+      }
+    }
+    report.precopy = { stop, roundBytes, switchoverBytes: 0, distinctPages: delta.distinctPages };
   }
 
   /** Post-copy dump: everything but memory is written; CRIU keeps serving pages from a fenced port. */

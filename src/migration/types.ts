@@ -9,6 +9,7 @@ import type { HostFacts, StrategyName, StrategySupport } from './capabilities.ts
 export type MigrationPhase =
   | 'plan'
   | 'prepare'
+  | 'rounds'
   | 'checkpoint'
   | 'transfer'
   | 'restore'
@@ -41,6 +42,8 @@ export interface MigrationReport {
   bytesSent: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
+  /** Pre-copy: why the rounds stopped. */
+  precopy?: { stop: string; roundBytes: number[]; switchoverBytes: number; distinctPages: number };
   /** `auto`: the link rate measured before the migration (bytes/s). */
   linkRate?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
@@ -88,6 +91,8 @@ export interface DestinationPeer {
   send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
+  /** Pre-copy: pages the destination does not have yet (raw 4 KiB blocks). */
+  sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }>;
   /** Sends `bytes` of filler to the destination and returns the measured rate in bytes/s (for `auto`). */
   measureRate(bytes: number): Promise<number>;
   /** Post-copy: waits until the destination's lazy-pages daemon is done; did every page arrive? */

@@ -36,7 +36,7 @@ function parseNumber(value: string, what: string, min: number, max: number, unit
 export function probeOptions(
   kind: string,
   target: string,
-  o: { interval?: string; duration?: string },
+  o: { interval?: string; duration?: string; replyTimeout?: string },
 ): ProbeOptions {
   if (!(PROBE_KINDS as readonly string[]).includes(kind))
     throw inputError(`unknown probe kind '${kind}': expected one of ${PROBE_KINDS.join(', ')}`);
@@ -47,6 +47,9 @@ export function probeOptions(
     port,
     intervalMs: o.interval === undefined ? 2 : parseNumber(o.interval, 'interval', 1, 1000, 'milliseconds'),
   };
+  if (o.replyTimeout !== undefined) {
+    opts.replyTimeoutMs = parseNumber(o.replyTimeout, 'reply-timeout', 10, 3_600_000, 'milliseconds');
+  }
   if (o.duration !== undefined)
     opts.durationMs = parseNumber(o.duration, 'duration', 0.001, 31 * 24 * 3600, 'seconds') * 1000;
   return opts;
@@ -100,7 +103,7 @@ function human(r: ProbeResult): string {
 export async function probeCommand(
   kind: string,
   target: string,
-  o: { interval?: string; duration?: string; json?: boolean },
+  o: { interval?: string; duration?: string; replyTimeout?: string; json?: boolean },
 ): Promise<void> {
   const probe = new Probe(probeOptions(kind, target, o));
   const onSignal = (): void => {

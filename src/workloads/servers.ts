@@ -138,7 +138,8 @@ export function pythonArgs(code: string, port: number, bind?: string): string[] 
 
 /**
  * Memory writer that checks its own data: holds MIB MiB (argv[1]) where every 4 KiB page starts with its own page
- * number, rewrites a slice of pages each round (page number + round), and verifies every page's number every
+ * number, rewrites a slice of pages each round (argv[2] pages, default 1/64 of them, about every 10 ms: the dirty
+ * rate), and verifies every page's number every
  * 10 rounds. Writes `ok <round> <bad pages>` (or `CORRUPT ...`) to /tmp/status. A migration that loses or
  * mixes up pages turns it CORRUPT; one that loses the process stops the round counter.
  */
@@ -151,7 +152,7 @@ buf = bytearray(mib << 20)
 for p in range(pages):
     buf[p * page:p * page + 4] = p.to_bytes(4, 'little')
     buf[p * page + 8:p * page + 16] = os.urandom(8)
-step = max(1, pages // 64)
+step = int(sys.argv[2]) if len(sys.argv) > 2 else max(1, pages // 64)
 gen = 0
 bad = 0
 while True:
@@ -167,16 +168,17 @@ while True:
     time.sleep(0.01)
 `;
 
-/** A container running the memory writer (MIB MiB) beside the TCP line counter on PORT, as two processes. */
-export function writerWithServerArgs(mib: number, port: number): string[] {
+/** A container running the memory writer (MIB MiB, `dirty` pages per round) beside the TCP line counter on PORT. */
+export function writerWithServerArgs(mib: number, port: number, dirty?: number): string[] {
   return [
     '/bin/busybox',
     'sh',
     '-c',
-    '/usr/bin/python3 -c "$0" "$2" & exec /usr/bin/python3 -u -c "$1" "$3"',
+    '/usr/bin/python3 -c "$0" "$2" $4 & exec /usr/bin/python3 -u -c "$1" "$3"',
     MEMORY_WRITER_PY,
     LINE_COUNTER_PY,
     String(mib),
     String(port),
+    ...(dirty !== undefined ? [String(dirty)] : []),
   ];
 }

@@ -3,12 +3,17 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { runMigration } from '../../src/cli/commands.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
+import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { writerWithServerArgs } from '../../src/workloads/servers.ts';
 import {
+  assertHostClean,
   type Bed,
   containers,
+  FERRY_ARGV,
   readInContainer,
   skipUnlessReady,
   startBed,
@@ -30,7 +35,7 @@ async function status(bed: Bed, name: string): Promise<Status> {
   return { ok: word === 'ok', round: Number(round), bad: Number(bad) };
 }
 
-async function startWriter(bed: Bed, name: string, mib: number): Promise<ContainerInfo> {
+async function startWriter(bed: Bed, name: string, mib: number, dirty?: number): Promise<ContainerInfo> {
   const r = await bed.cli([
     'run',
     '--host',
@@ -39,7 +44,7 @@ async function startWriter(bed: Bed, name: string, mib: number): Promise<Contain
     name,
     '--json',
     '--',
-    ...writerWithServerArgs(mib, 7000),
+    ...writerWithServerArgs(mib, 7000, dirty),
   ]);
   assert.equal(r.code, 0, r.stderr);
   const info = JSON.parse(r.stdout) as ContainerInfo;
@@ -123,6 +128,84 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
   assert.equal(res.lost, 0);
   assert.equal(res.serverValues?.continuous, true);
   assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left');
+});
+
+test('pre-copy (content delta): rounds while the 256 MiB writer runs, a small switchover, memory verified, client connected', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { rate: '1gbit' });
+  t.after(() => bed.down());
+  // ~16 pages per 10 ms: some 6 MB/s of the 256 MiB are rewritten while the rounds run
+  const info = await startWriter(bed, 'mem', 256, 16);
+  const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
+  await new Promise((r) => setTimeout(r, 500));
+  const before = await status(bed, 'mem');
+  const r = await bed.cli([
+    'migrate',
+    'mem',
+    '--to',
+    'b',
+    '--strategy',
+    'precopy',
+    '--max-rounds',
+    '4',
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stdout);
+  const report = JSON.parse(r.stdout) as MigrationReport;
+  assert.equal(report.strategy, 'precopy');
+  assert.ok(report.precopy, 'the report explains the rounds');
+  assert.ok(report.rounds.length >= 1 && report.rounds.length <= 4);
+  assert.ok(report.rounds[0]!.bytes >= 200 << 20, 'the first round carries the memory');
+  assert.ok(
+    report.precopy.switchoverBytes < report.rounds[0]!.bytes / 4,
+    `switchover sent ${report.precopy.switchoverBytes} bytes`,
+  );
+  assert.deepEqual(
+    report.phases.map((p) => p.name),
+    ['plan', 'prepare', 'rounds', 'checkpoint', 'transfer', 'restore', 'confirm', 'cleanup'],
+  );
+  await waitFor(
+    'the writer goes on',
+    async () => ((await status(bed, 'mem')).round > before.round + 20 ? true : undefined),
+    30_000,
+  );
+  assert.equal((await status(bed, 'mem')).ok, true, 'memory rebuilt from the rounds checks out');
+  const res = await probe.stop();
+  t.diagnostic(
+    `rounds ${report.rounds.map((x) => `${(x.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}; switchover ${(report.precopy.switchoverBytes / 2 ** 20).toFixed(1)} MiB; freeze ${report.freezeMs} ms; stop: ${report.precopy.stop}; client gap ${res.maxGapMs.toFixed(0)} ms`,
+  );
+  assert.equal(res.resets, 0);
+  assert.equal(res.errors, 0);
+  assert.equal(res.serverValues?.continuous, true);
+});
+
+test('pre-copy: the destination dying during the rounds leaves the container running on the source', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { rate: '100mbit' });
+  t.after(() => bed.down());
+  await startWriter(bed, 'mem', 64);
+  const before = await status(bed, 'mem');
+  const hostB = bed.state.hosts.find((h) => h.name === 'b')!;
+  let killed = false;
+  const report = await runMigration(bed.ctx, 'mem', 'b', { strategy: 'precopy' }, (e) => {
+    if (e.type === 'phase' && e.phase === 'rounds' && e.state === 'start' && !killed) {
+      killed = true;
+      setTimeout(() => void stopAgent(bed.state, hostB, 'SIGKILL'), 1500);
+    }
+  });
+  assert.ok(killed);
+  assert.equal(report.ok, false);
+  assert.equal(report.error?.phase, 'rounds', JSON.stringify(report.error));
+  assert.equal(report.rollback?.sourceRunning, true);
+  await waitFor(
+    'the writer goes on',
+    async () => ((await status(bed, 'mem')).round > before.round + 20 ? true : undefined),
+    30_000,
+  );
+  assert.equal((await status(bed, 'mem')).ok, true);
+  assert.equal((await containers(bed)).find((c) => c.name === 'mem')?.host, 'a');
+  await startAgent(bed.state, hostB, { runner: new ProcessRunner(), env: bed.env, ferryArgv: FERRY_ARGV });
+  assertHostClean(bed, 'b', 'mem');
 });
 
 test('post-copy: a destination failing before its restore completes rolls back to the source from the page server', async (t) => {
