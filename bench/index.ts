@@ -10,7 +10,7 @@ export const SUITES: Record<
     strategyBench({
       runs: o.runs ?? 5,
       sizesMiB: [64, 256, 1024],
-      strategies: ['auto', 'cold', 'postcopy', 'hand'],
+      strategies: ['auto', 'cold', 'precopy', 'postcopy', 'hand'],
       rate: '1gbit',
       ferryArgv: o.ferryArgv,
       out: new URL('../docs', import.meta.url).pathname,
