@@ -114,7 +114,8 @@ export function buildProgram(): Command {
           'cold: dump, stream, restore. postcopy: restore at once, memory follows on demand; CAUTION: from the ' +
           "restore until the last page arrives the container's memory is split between the hosts, and losing " +
           'either host then loses the container (ferry stops the damaged copy and says so). ' +
-          'precopy/hybrid: not implemented yet',
+          'precopy: rounds while it runs, then only pages whose content changed (content delta: this kernel has no ' +
+          'soft-dirty tracking, so every round is a full dump). hybrid: not implemented yet',
       )
         .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
         .default('auto'),
