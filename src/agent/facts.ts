@@ -31,6 +31,7 @@ export async function gatherFacts(host: string, criu: Criu, runc: Runc): Promise
     });
   }
   const facts: HostFacts = {
+    capabilities: await effectiveCapabilities(),
     host,
     kernel: release(),
     criuCheck: basic,
@@ -41,6 +42,30 @@ export async function gatherFacts(host: string, criu: Criu, runc: Runc): Promise
   if (criuVersion) facts.criuVersion = criuVersion;
   if (runcVersion) facts.runcVersion = runcVersion;
   return facts;
+}
+
+const CAPS: Record<string, number> = {
+  CAP_NET_ADMIN: 12,
+  CAP_SYS_PTRACE: 19,
+  CAP_SYS_ADMIN: 21,
+  CAP_SYS_RESOURCE: 24,
+  CAP_CHECKPOINT_RESTORE: 40,
+};
+
+/** The effective capabilities that matter to CRIU and ferry, from /proc/self/status. */
+export async function effectiveCapabilities(status?: string): Promise<Record<string, boolean>> {
+  let text = status;
+  try {
+    text ??= await readFile('/proc/self/status', 'utf8');
+  } catch {
+    return {};
+  }
+  const hex = /CapEff:\s*([0-9a-f]+)/.exec(text)?.[1];
+  if (!hex) return {};
+  const bits = BigInt(`0x${hex}`);
+  return Object.fromEntries(
+    Object.entries(CAPS).map(([name, bit]) => [name, (bits & (1n << BigInt(bit))) !== 0n]),
+  );
 }
 
 /** Memoises the facts: CRIU's checks take a few hundred milliseconds. */

@@ -21,6 +21,9 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     `host ${f.host}  kernel ${f.kernel}  ${f.root ? 'root' : 'NOT root'}`,
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
     `fs.pipe-max-size ${f.pipeMaxSize}`,
+    `capabilities: ${Object.entries(f.capabilities ?? {})
+      .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
+      .join(', ')}`,
     '',
     table([
       ['FEATURE', 'OK', 'DETAIL'],

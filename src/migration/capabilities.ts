@@ -13,6 +13,8 @@ export interface HostFacts {
   features: Record<string, { ok: boolean; message: string }>;
   pipeMaxSize: number;
   root: boolean;
+  /** Linux capabilities ferry relies on (effective set of the agent). */
+  capabilities?: Record<string, boolean>;
 }
 
 export interface StrategySupport {

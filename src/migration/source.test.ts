@@ -75,14 +75,23 @@ class FakeRunc implements RuncLike {
   checkpointLazy(): LazyDump {
     throw new Error('not used');
   }
+  checkpoints: CheckpointOptions[] = [];
+  /** Sizes of the page images successive pre-dump rounds write. */
+  preDumpSizes: number[] = [];
   async checkpoint(id: string, o: CheckpointOptions) {
     this.calls.push(`checkpoint ${id}`);
+    this.checkpoints.push(o);
     if (this.failCheckpoint)
       throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'criu said no', { phase: 'checkpoint' });
+    if (o.preDump) {
+      // memory only; the container keeps running
+      writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(this.preDumpSizes.shift() ?? 4096, 1));
+      return { ms: 5 };
+    }
     writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
     copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
     writeFileSync(join(o.imagePath, 'dump.log'), 'log');
-    this.states.delete(id);
+    if (!o.leaveRunning) this.states.delete(id);
     return { ms: 5 };
   }
   async restore(id: string, _o: RestoreOptions) {
@@ -182,14 +191,14 @@ class FakePeer implements DestinationPeer {
   }
 }
 
-function caps(): CapabilitiesReport {
+function caps(softDirty = false): CapabilitiesReport {
   const facts: HostFacts = {
     host: 'x',
     kernel: '6.18',
     criuVersion: '4.2.1',
     runcVersion: '1.1.5',
     criuCheck: { ok: true, message: 'Looks good.' },
-    features: { uffd: { ok: true, message: '' } },
+    features: { uffd: { ok: true, message: '' }, mem_dirty_track: { ok: softDirty, message: '' } },
     pipeMaxSize: 4 << 20,
     root: true,
   };
@@ -348,4 +357,54 @@ test('a second migration of the same container while one runs is refused as busy
   assert.equal(second.error?.code, 'FERRY_E_CONTAINER_BUSY');
   release();
   assert.equal((await first).ok, true);
+});
+
+test('pre-copy with soft-dirty (not this kernel): chained pre-dump rounds, streamed, then a final dump on the last', async () => {
+  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps(true) });
+  runc.preDumpSizes = [40960, 20480, 4096];
+  const events: MigrationEvent[] = [];
+  const r = await engine.migrate(
+    { name: 'c1', to: 'b', strategy: 'precopy', thresholdBytes: 5000, maxRounds: 5 },
+    peer,
+    (e) => events.push(e),
+  );
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.deepEqual(
+    runc.checkpoints.map((c) => [
+      c.preDump === true,
+      c.parentPath ?? null,
+      c.tcpEstablished === true,
+      c.leaveRunning === true,
+    ]),
+    [
+      [true, null, false, false],
+      [true, '../round-1', false, false],
+      [true, '../round-2', false, false],
+      [false, 'round-3', true, false],
+    ],
+    'three rounds chained, then the final dump on the last one',
+  );
+  assert.deepEqual(r.precopy?.roundBytes, [40960, 20480, 4096]);
+  assert.match(r.precopy?.stop ?? '', /round 3/);
+  assert.ok(
+    existsSync(join(peer.received, 'images', 'round-1', 'pages-1.img')),
+    'each round went to the destination',
+  );
+  assert.ok(existsSync(join(peer.received, 'images', 'round-3', 'pages-1.img')));
+  assert.deepEqual(
+    r.phases.map((p) => p.name),
+    ['plan', 'prepare', 'rounds', 'checkpoint', 'transfer', 'restore', 'confirm', 'cleanup'],
+  );
+});
+
+test('pre-copy without soft-dirty (this kernel): content-delta rounds with --leave-running, no parent images', async () => {
+  runc.preDumpSizes = [];
+  const r = await engine.migrate({ name: 'c1', to: 'b', strategy: 'precopy', maxRounds: 2 }, peer, () => {});
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.ok(runc.checkpoints.every((c) => !c.preDump && !c.parentPath));
+  assert.ok(
+    runc.checkpoints.slice(0, -1).every((c) => c.leaveRunning),
+    'rounds leave the container running',
+  );
+  assert.equal(runc.checkpoints.at(-1)?.leaveRunning, undefined);
 });

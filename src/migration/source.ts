@@ -245,11 +245,17 @@ export class MigrationSource {
     });
 
     const net = identity(record);
-    const delta = strategy === 'precopy' ? new PageDelta() : undefined;
+    // pre-copy: soft-dirty pre-dump rounds where this kernel tracks dirty memory, content delta where it does not
+    const softDirty =
+      strategy === 'precopy' && (await this.capabilities()).facts.features['mem_dirty_track']?.ok === true;
+    const delta = strategy === 'precopy' && !softDirty ? new PageDelta() : undefined;
+    let parentRound: string | undefined;
     if (delta)
       await phase('rounds', () =>
         this.precopyRounds(req, id, images, net.mode !== 'none', delta, peer, report, emit),
       );
+    if (softDirty)
+      parentRound = await phase('rounds', () => this.preDumpRounds(req, id, images, peer, report, emit));
     let neighbours: Neighbour[] = [];
     await phase('checkpoint', async () => {
       // the container's ARP cache goes with it (a fresh namespace would have to resolve the client again)
@@ -267,6 +273,7 @@ export class MigrationSource {
             imagePath: images,
             workPath: images,
             tcpEstablished: net.mode !== 'none',
+            ...(parentRound ? { parentPath: parentRound } : {}),
           });
         }
       } finally {
@@ -310,7 +317,15 @@ export class MigrationSource {
       const isLog = (rel: string) => rel.endsWith('.log');
       const [b, i] = await Promise.all([
         peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes })),
-        peer.send(id, 'images', encodeTree([{ root: images, prefix: '' }], { onBytes, exclude: isLog })),
+        // (pre-dump rounds went already, into round-N directories the final images point at)
+        peer.send(
+          id,
+          'images',
+          encodeTree([{ root: images, prefix: '' }], {
+            onBytes,
+            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel),
+          }),
+        ),
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
       report.bytesSent = b.bytes + i.bytes + (report.precopy?.switchoverBytes ?? 0);
@@ -447,6 +462,64 @@ export class MigrationSource {
       }
     }
     report.precopy = { stop, roundBytes, switchoverBytes: 0, distinctPages: delta.distinctPages };
+  }
+
+  /**
+   * Pre-copy where the kernel tracks dirty memory (soft-dirty): `runc checkpoint --pre-dump` rounds, each chained
+   * to the previous with --parent-path and streamed to the destination into round-N; the final dump then holds
+   * only what changed since the last round. Same stop rule as the content delta. Returns the last round's
+   * directory, relative to the images directory (the final dump's parent).
+   */
+  private async preDumpRounds(
+    req: MigrationRequest,
+    id: string,
+    images: string,
+    peer: DestinationPeer,
+    report: MigrationReport,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<string | undefined> {
+    const maxRounds = req.maxRounds ?? 5;
+    const budgetMs = req.maxDowntimeMs ?? 500;
+    const roundBytes: number[] = [];
+    let stop = `--max-rounds ${maxRounds} reached`;
+    let last: string | undefined;
+    for (let r = 1; r <= maxRounds; r++) {
+      const name = `round-${r}`;
+      const dir = join(images, name);
+      await mkdir(dir, { recursive: true });
+      const t0 = this.now();
+      await this.host.runc.checkpoint(req.name, {
+        imagePath: dir,
+        workPath: dir,
+        preDump: true,
+        ...(last ? { parentPath: `../${last}` } : {}),
+      });
+      let bytes = 0;
+      for (const f of await pageImages(dir)) bytes += (await stat(join(dir, f))).size;
+      const t1 = this.now();
+      await peer.send(
+        id,
+        'images',
+        encodeTree([{ root: dir, prefix: name }], { exclude: (rel) => rel.endsWith('.log') }),
+      );
+      const sendMs = Math.max(1, this.now() - t1);
+      last = name;
+      roundBytes.push(bytes);
+      report.rounds.push({ bytes, ms: Math.round(this.now() - t0) });
+      emit({ type: 'info', message: `pre-dump round ${r}: ${bytes} bytes` });
+      const budget = req.thresholdBytes ?? Math.max(bytes / sendMs, 50_000) * budgetMs;
+      if (bytes <= budget) {
+        stop = `round ${r}: ${bytes} bytes fit the budget`;
+        break;
+      }
+      const prev = roundBytes[roundBytes.length - 2];
+      if (prev !== undefined && bytes > prev * 0.9) {
+        stop = `round ${r}: the dirty set stopped shrinking (${prev} -> ${bytes} bytes)`;
+        break;
+      }
+    }
+    report.precopy = { stop, roundBytes, switchoverBytes: 0, distinctPages: 0 };
+    return last;
   }
 
   /** Post-copy dump: everything but memory is written; CRIU keeps serving pages from a fenced port. */

@@ -18,6 +18,10 @@ export interface CheckpointOptions {
   imagePath: string;
   workPath: string;
   leaveRunning?: boolean;
+  /** A pre-dump round (memory only; the container keeps running). Needs soft-dirty tracking. */
+  preDump?: boolean;
+  /** The previous round's images, relative to imagePath (CRIU --prev-images-dir). */
+  parentPath?: string;
   tcpEstablished?: boolean;
   fileLocks?: boolean;
   lazyPages?: boolean;
@@ -147,7 +151,9 @@ export class Runc implements RuncLike {
   async checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }> {
     const args = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.leaveRunning) args.push('--leave-running');
-    if (o.tcpEstablished) args.push('--tcp-established');
+    if (o.preDump) args.push('--pre-dump');
+    if (o.parentPath) args.push('--parent-path', o.parentPath);
+    if (o.tcpEstablished && !o.preDump) args.push('--tcp-established');
     if (o.fileLocks) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     if (o.pageServer) args.push('--page-server', o.pageServer);
