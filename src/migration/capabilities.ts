@@ -66,7 +66,7 @@ export function assessStrategies(f: HostFacts): Record<StrategyName, StrategySup
         support = {
           ok: true,
           mode: dirty
-            ? 'content delta (soft-dirty pre-dump rounds not used yet)'
+            ? 'soft-dirty pre-dump rounds chained with --parent-path'
             : 'content delta (no soft-dirty tracking)',
         };
         break;
