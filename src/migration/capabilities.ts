@@ -25,7 +25,7 @@ export interface StrategySupport {
 
 export const PIPE_MAX_NEEDED = 4 * 1024 * 1024;
 /** Strategies this version of ferry implements; the others are reported as not yet available. */
-export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold', 'postcopy', 'precopy']);
+export const IMPLEMENTED: ReadonlySet<StrategyName> = new Set(['cold', 'postcopy', 'precopy', 'hybrid']);
 
 export function criuUsable(f: HostFacts): { ok: boolean; why?: string } {
   if (!f.criuVersion) return { ok: false, why: 'criu is not installed' };
@@ -76,12 +76,16 @@ export function assessStrategies(f: HostFacts): Record<StrategyName, StrategySup
           : { ok: true, mode: 'lazy pages over userfaultfd' };
         break;
       case 'hybrid':
+        // the lazy final dump can only leave out what earlier rounds hold if CRIU knows them: soft-dirty
+        // pre-dump images as its parent; content-delta rounds are invisible to CRIU's page server
         support = postcopyWhy
           ? { ok: false, why: `post-copy part unavailable: ${postcopyWhy}` }
-          : {
-              ok: true,
-              mode: dirty ? 'pre-dump rounds, then lazy pages' : 'content-delta rounds, then lazy pages',
-            };
+          : !dirty
+            ? {
+                ok: false,
+                why: 'needs soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY) to chain pre-dump rounds to a lazy final dump; use precopy (content delta) or postcopy',
+              }
+            : { ok: true, mode: 'soft-dirty pre-dump rounds, then lazy pages for the rest' };
         break;
     }
     if (support.ok && !IMPLEMENTED.has(s)) {

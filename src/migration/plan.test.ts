@@ -115,3 +115,14 @@ test('auto without post-copy falls back to cold and says why', () => {
   assert.equal(r.strategy, 'cold');
   assert.match(r.reason, /post-copy is not possible: a: fs\.pipe-max-size/);
 });
+
+test('hybrid needs soft-dirty tracking and post-copy; ferry check says why not', () => {
+  const here = assessStrategies(facts());
+  assert.equal(here.hybrid.ok, false);
+  assert.match(here.hybrid.why ?? '', /soft-dirty/);
+  const softDirty = assessStrategies(
+    facts({ features: { uffd: { ok: true, message: '' }, mem_dirty_track: { ok: true, message: '' } } }),
+  );
+  assert.equal(softDirty.hybrid.ok, true);
+  assert.match(softDirty.precopy.mode ?? '', /pre-dump/);
+});

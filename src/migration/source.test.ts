@@ -21,6 +21,7 @@ import type { NetworkLike } from '../network/identity.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type {
   CheckpointOptions,
+  LazyCheckpointOptions,
   LazyDump,
   RestoreOptions,
   RuncContainerState,
@@ -34,6 +35,7 @@ import type {
   DestinationPeer,
   IncomingRequest,
   MigrationEvent,
+  RestoreOptions as PeerRestoreOptions,
   RestoreResult,
 } from './types.ts';
 
@@ -72,8 +74,17 @@ class FakeRunc implements RuncLike {
     this.calls.push(`destroy ${id}`);
     this.states.delete(id);
   }
-  checkpointLazy(): LazyDump {
-    throw new Error('not used');
+  lazy: LazyCheckpointOptions[] = [];
+  checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
+    this.calls.push(`checkpoint-lazy ${id}`);
+    this.lazy.push(o);
+    writeFileSync(join(o.imagePath, 'pagemap-1.img'), 'x');
+    // CRIU seizes the tasks and serves their pages until the destination has them all
+    return {
+      ready: Promise.resolve(),
+      done: Promise.resolve({ argv: [], code: 0, signal: null, stdout: '', stderr: '', ms: 1 }),
+      kill: () => {},
+    };
   }
   checkpoints: CheckpointOptions[] = [];
   /** Sizes of the page images successive pre-dump rounds write. */
@@ -166,7 +177,7 @@ class FakePeer implements DestinationPeer {
     return { bytes: s.bytes };
   }
   neighbours: Neighbour[] = [];
-  async restore(_id: string, opts: { neighbours: Neighbour[] }): Promise<RestoreResult> {
+  async restore(_id: string, opts: PeerRestoreOptions): Promise<RestoreResult> {
     this.neighbours = opts.neighbours;
     this.check('restore');
     return { pid: 5, ms: 3 };
@@ -407,4 +418,58 @@ test('pre-copy without soft-dirty (this kernel): content-delta rounds with --lea
     'rounds leave the container running',
   );
   assert.equal(runc.checkpoints.at(-1)?.leaveRunning, undefined);
+});
+
+test('hybrid (soft-dirty kernels): pre-dump rounds, then a lazy final dump on the last round; the destination pulls the rest', async () => {
+  const fences: string[] = [];
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(true),
+    postcopy: {
+      pageServerAddress: '10.0.0.1',
+      fence: {
+        open: async (port, allow) => {
+          fences.push(`open ${port} ${allow}`);
+        },
+        close: async (port, allow) => {
+          fences.push(`close ${port} ${allow}`);
+        },
+      },
+      failPageServer: async () => {},
+    },
+  });
+  runc.preDumpSizes = [40960, 2048];
+  peer.strategies = caps(true).strategies;
+  let lazy: { address: string; port: number } | undefined;
+  const restore = peer.restore.bind(peer);
+  peer.restore = async (id, opts) => {
+    lazy = opts.lazy;
+    return restore(id, opts);
+  };
+  const r = await engine.migrate(
+    { name: 'c1', to: 'b', toAddress: '10.0.0.2', strategy: 'hybrid', thresholdBytes: 4096 },
+    peer,
+    () => {},
+  );
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.deepEqual(
+    runc.checkpoints.map((c) => [c.preDump === true, c.parentPath ?? null]),
+    [
+      [true, null],
+      [true, '../round-1'],
+    ],
+  );
+  assert.equal(runc.lazy.length, 1);
+  assert.equal(runc.lazy[0]?.parentPath, 'round-2', 'the lazy dump leaves out what the rounds hold');
+  assert.match(runc.lazy[0]?.pageServer ?? '', /^10\.0\.0\.1:\d+$/);
+  assert.equal(lazy?.address, '10.0.0.1');
+  assert.deepEqual(
+    fences.map((f) => f.split(' ')[0]),
+    ['open', 'close'],
+    'the page server is fenced to the destination for the whole transfer',
+  );
+  assert.ok(fences.every((f) => f.endsWith(' 10.0.0.2')));
+  assert.ok(r.phases.some((p) => p.name === 'pages'));
+  assert.ok(r.postcopy);
 });

@@ -247,7 +247,8 @@ export class MigrationSource {
     const net = identity(record);
     // pre-copy: soft-dirty pre-dump rounds where this kernel tracks dirty memory, content delta where it does not
     const softDirty =
-      strategy === 'precopy' && (await this.capabilities()).facts.features['mem_dirty_track']?.ok === true;
+      strategy === 'hybrid' ||
+      (strategy === 'precopy' && (await this.capabilities()).facts.features['mem_dirty_track']?.ok === true);
     const delta = strategy === 'precopy' && !softDirty ? new PageDelta() : undefined;
     let parentRound: string | undefined;
     if (delta)
@@ -266,8 +267,8 @@ export class MigrationSource {
       try {
         // frozen by us first: CRIU then skips its 100 ms freezer poll
         await this.host.runc.pause(name);
-        if (strategy === 'postcopy') {
-          progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', req, progress);
+        if (strategy === 'postcopy' || strategy === 'hybrid') {
+          progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', req, progress, parentRound);
         } else {
           await this.host.runc.checkpoint(name, {
             imagePath: images,
@@ -529,6 +530,7 @@ export class MigrationSource {
     tcpEstablished: boolean,
     req: MigrationRequest,
     progress: Progress,
+    parentPath?: string,
   ): Promise<LazyDump> {
     const pc = this.postcopy;
     if (!pc || !req.toAddress) {
@@ -544,6 +546,7 @@ export class MigrationSource {
       workPath: images,
       pageServer: `${pc.pageServerAddress}:${port}`,
       tcpEstablished,
+      ...(parentPath ? { parentPath } : {}),
     });
     try {
       await lazy.ready;

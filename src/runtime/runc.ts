@@ -60,6 +60,8 @@ export interface LazyCheckpointOptions {
   /** ADDRESS:PORT the page server listens on (runc makes CRIU listen on every address: fence it). */
   pageServer: string;
   tcpEstablished?: boolean;
+  /** Hybrid: the last pre-dump round, relative to imagePath; only what changed since is left to the page server. */
+  parentPath?: string;
 }
 
 /** A post-copy dump: everything but memory is written when `ready` resolves; CRIU then serves pages until `done`. */
@@ -174,6 +176,7 @@ export class Runc implements RuncLike {
     const args = ['checkpoint', '--lazy-pages', '--page-server', o.pageServer, '--status-fd', '3'];
     args.push('--image-path', o.imagePath, '--work-path', o.workPath);
     if (o.tcpEstablished) args.push('--tcp-established');
+    if (o.parentPath) args.push('--parent-path', o.parentPath);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const p = startProcess(this.argv(logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
