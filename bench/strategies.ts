@@ -92,7 +92,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
               ok = false;
             });
             const total = performance.now() - t0;
-            await sleep(1500);
+            await sleep(Math.max(1500, 2 * total + 2000));
             const r = await p.stop();
             add(`hand/${mib}`, {
               gapMs: r.maxGapMs,
@@ -110,7 +110,8 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
             await sleep(400);
             const rep = await runMigration(ctx, name, 'b', { strategy }, () => {});
-            await sleep(1500);
+            // after a long freeze the client's TCP retransmits on a backed-off timer: give it time to come back
+            await sleep(Math.max(1500, 2 * rep.freezeMs + 2000));
             const r = await p.stop();
             const s: Sample = {
               gapMs: r.maxGapMs,
