@@ -21,6 +21,7 @@ export interface RequestOptions {
   json?: unknown;
   body?: Readable;
   timeoutMs?: number;
+  headers?: Record<string, string>;
 }
 
 const NETWORK_CODES = new Set([
@@ -85,6 +86,7 @@ export class AgentClient {
         headers['content-length'] = String(Buffer.byteLength(payload));
       } else if (opts.body) {
         headers['content-type'] = 'application/octet-stream';
+        Object.assign(headers, opts.headers ?? {});
       }
       const req = https.request({
         host: ep.address,

@@ -46,6 +46,7 @@ export const MigrateBody = Type.Object(
     maxDowntimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
     thresholdBytes: Type.Optional(Type.Integer({ minimum: 0 })),
     maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+    compress: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')])),
   },
   { additionalProperties: false },
 );

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createZstdDecompress } from 'node:zlib';
 import type { Static } from '@sinclair/typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { asFerryError, FerryError } from '../core/errors.ts';
@@ -169,6 +170,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         ...(req.body.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.body.maxDowntimeMs } : {}),
         ...(req.body.thresholdBytes !== undefined ? { thresholdBytes: req.body.thresholdBytes } : {}),
         ...(req.body.maxRounds !== undefined ? { maxRounds: req.body.maxRounds } : {}),
+        ...(req.body.compress !== undefined ? { compress: req.body.compress } : {}),
       };
       const report = await deps.source.migrate(mreq, peer, emit);
       emit({ type: 'result', report });
@@ -189,7 +191,16 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.put<{ Params: Static<typeof PartParams> }>(
     '/v1/incoming/:id/:part',
     { schema: { params: PartParams } },
-    async (req) => incoming.receive(req.params.id, req.params.part, req.raw),
+    async (req) => {
+      const enc = req.headers['content-encoding'];
+      if (enc === undefined || enc === 'identity')
+        return incoming.receive(req.params.id, req.params.part, req.raw);
+      if (enc !== 'zstd')
+        throw new FerryError('FERRY_E_INPUT_REQUEST', `unsupported content-encoding ${enc}`);
+      const z = createZstdDecompress();
+      req.raw.on('error', (err) => z.destroy(err));
+      return incoming.receive(req.params.id, req.params.part, req.raw.pipe(z));
+    },
   );
   app.put<{ Params: Static<typeof IdParams> }>(
     '/v1/incoming/:id/blocks',

@@ -200,6 +200,7 @@ export async function rmCommand(name: string, o: Common): Promise<void> {
 
 export interface MigrateOptions {
   strategy: string;
+  compress?: string;
   maxDowntime?: number;
   threshold?: number;
   maxRounds?: number;
@@ -244,6 +245,7 @@ export async function runMigration(
       ...(o.maxDowntime !== undefined ? { maxDowntimeMs: o.maxDowntime } : {}),
       ...(o.threshold !== undefined ? { thresholdBytes: o.threshold } : {}),
       ...(o.maxRounds !== undefined ? { maxRounds: o.maxRounds } : {}),
+      ...(o.compress !== undefined ? { compress: o.compress } : {}),
     },
     (obj) => {
       const e = obj as MigrationEvent;

@@ -127,6 +127,14 @@ export function buildProgram(): Command {
       positiveInt(v, '--threshold'),
     )
     .option('--max-rounds <n>', 'pre-copy: at most this many rounds', (v) => positiveInt(v, '--max-rounds'))
+    .addOption(
+      new Option(
+        '--compress <mode>',
+        'zstd on the image stream; auto: when the measured link is slower than 100 MB/s',
+      )
+        .choices(['auto', 'on', 'off'])
+        .default('auto'),
+    )
     .option('--json', 'print the report as JSON')
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 

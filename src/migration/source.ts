@@ -36,6 +36,9 @@ const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
 };
 
 /** What post-copy needs on the source: where its page server listens, a fence around it, a way to fail it. */
+/** `--compress auto` turns zstd on below this measured link rate (zstd level 1 runs at several hundred MB/s). */
+const COMPRESS_BELOW_BYTES_PER_S = 100e6;
+
 export interface PostcopyDeps {
   pageServerAddress: string;
   fence: {
@@ -305,6 +308,12 @@ export class MigrationSource {
         }
       };
       const t0 = this.now();
+      const compress =
+        req.compress === 'on' ||
+        (req.compress !== 'off' &&
+          report.linkRate !== undefined &&
+          report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
+      if (compress) report.compressed = true;
       if (delta) {
         // pre-copy: only pages the destination lacks; the page images travel as recipes
         const files = await pageImages(images);
@@ -317,7 +326,7 @@ export class MigrationSource {
       }
       const isLog = (rel: string) => rel.endsWith('.log');
       const [b, i] = await Promise.all([
-        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes })),
+        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes }), { compress }),
         // (pre-dump rounds went already, into round-N directories the final images point at)
         peer.send(
           id,
@@ -326,6 +335,7 @@ export class MigrationSource {
             onBytes,
             exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel),
           }),
+          { compress },
         ),
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });

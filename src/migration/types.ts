@@ -20,6 +20,8 @@ export type MigrationPhase =
 export interface MigrationRequest {
   name: string;
   to: string;
+  /** zstd on the image stream: 'auto' when the measured link is slower than 100 MB/s. */
+  compress?: 'auto' | 'on' | 'off';
   /** The destination's address (post-copy: the only address allowed to reach the page server). */
   toAddress?: string;
   strategy: StrategyName | 'auto';
@@ -44,6 +46,8 @@ export interface MigrationReport {
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
   precopy?: { stop: string; roundBytes: number[]; switchoverBytes: number; distinctPages: number };
+  /** Whether the image stream was zstd-compressed. */
+  compressed?: boolean;
   /** `auto`: the link rate measured before the migration (bytes/s). */
   linkRate?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
@@ -88,7 +92,12 @@ export interface DestinationPeer {
   capabilities(): Promise<CapabilitiesReport>;
   hasContainer(name: string): Promise<boolean>;
   prepare(req: IncomingRequest): Promise<void>;
-  send(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }>;
+  send(
+    id: string,
+    part: 'bundle' | 'images',
+    body: Readable,
+    opts?: { compress?: boolean },
+  ): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
   /** Pre-copy: pages the destination does not have yet (raw 4 KiB blocks). */

@@ -163,8 +163,9 @@ test('a bundle made by `runc spec` is copied in, survives deletion of the origin
   const run = await bed.cli(['run', '--host', 'a', '--name', 'spec', '--bundle', dir]);
   assert.equal(run.code, 0, run.stderr);
   rmSync(dir, { recursive: true, force: true });
-  const r = await bed.cli(['migrate', 'spec', '--to', 'b', '--json']);
+  const r = await bed.cli(['migrate', 'spec', '--to', 'b', '--compress', 'on', '--json']);
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  assert.equal(JSON.parse(r.stdout).compressed, true, 'the image stream went zstd-compressed');
   const c = (await containers(bed)).find((x) => x.name === 'spec')!;
   assert.equal(c.host, 'b');
   const v1 = Number(readInContainer(c.pid!, '/dev/shm/n'));
