@@ -105,7 +105,7 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
       failed = true;
     }
     const intact = !!res && res.resets === 0 && res.errors === 0;
-    const rows = [['hop', 'link', 'strategy', 'sent', 'freeze ms', 'client gap ms', 'connection']];
+    const rows = [['hop', 'link', 'strategy', 'moved', 'freeze ms', 'client gap ms', 'connection']];
     for (const h of hops) {
       const r = h.report;
       // a hop's gap is the one it overlaps: it starts with the freeze and may end after the hop returns (TCP backs off)
@@ -117,8 +117,8 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
         `${r.from} -> ${r.to}`,
         `${rateOf(r.from)}/${rateOf(r.to)}`,
         r.strategy,
-        // post-copy memory goes through the page server, counted by CRIU as lazy pages
-        formatBytes(r.bytesSent + (r.criu.dump?.pagesLazy ?? 0) * 4096),
+        // post-copy memory goes through the page server, outside the image stream: count the container's memory
+        r.postcopy ? `~${formatBytes(r.bytesSent + (r.memoryBytes ?? 0))}` : formatBytes(r.bytesSent),
         String(r.freezeMs),
         res ? gap.toFixed(0) : '?',
         r.ok ? (intact ? 'intact' : 'BROKEN') : 'FAILED',

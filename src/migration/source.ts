@@ -208,6 +208,7 @@ export class MigrationSource {
       }
       const [local, remote] = await Promise.all([this.capabilities(), peer.capabilities()]);
       const memoryBytes = await this.host.memoryBytes(name);
+      report.memoryBytes = memoryBytes;
       let rate = this.rates.get(peer.name);
       if (req.strategy === 'auto' && rate === undefined && memoryBytes >= 8 << 20) {
         // before anything is frozen: what the link to this destination carries now

@@ -46,6 +46,8 @@ export interface MigrationReport {
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
   precopy?: { stop: string; roundBytes: number[]; switchoverBytes: number; distinctPages: number };
+  /** The container's memory in use when the migration was planned (its cgroup's figure). */
+  memoryBytes?: number;
   /** Whether the image stream was zstd-compressed. */
   compressed?: boolean;
   /** `auto`: the link rate measured before the migration (bytes/s). */
