@@ -1,7 +1,8 @@
 // Shared benchmark plumbing: a testbed, probe clients, medians and ratios. Benchmarks print; they never assert.
-import { connect } from 'node:net';
 import type { ProbeSummary } from '../src/probe/cli.ts';
 import { startBackground } from '../src/runtime/exec.ts';
+
+export { waitForPort } from '../src/network/port.ts';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -12,27 +13,6 @@ export function median(xs: number[]): number {
 
 export function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
-}
-
-export function waitForPort(address: string, port: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const s = connect({ host: address, port, timeout: 500 });
-      s.on('connect', () => {
-        s.destroy();
-        resolve();
-      });
-      const retry = () => {
-        s.destroy();
-        if (Date.now() > deadline) reject(new Error(`${address}:${port} did not open`));
-        else setTimeout(attempt, 100);
-      };
-      s.on('error', retry);
-      s.on('timeout', retry);
-    };
-    attempt();
-  });
 }
 
 /** A probe client in the testbed's client namespace (through the CLI, as a user runs it). */

@@ -1,8 +1,8 @@
 // ferry demo: the around-the-world tour. Four simulated hosts with different link speeds, a TCP service in a
 // container with a probe client holding one connection, migrated through every host and home again.
-import { connect } from 'node:net';
 import type { ContainerInfo } from '../host/containers.ts';
 import type { MigrationReport } from '../migration/types.ts';
+import { waitForPort } from '../network/port.ts';
 import type { ProbeSummary } from '../probe/cli.ts';
 import { type Runner, startBackground } from '../runtime/exec.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
@@ -19,27 +19,6 @@ const TOUR = [
 ];
 const BALLAST_MIB = 16;
 const PORT = 7000;
-
-function waitForPort(address: string, port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const s = connect({ host: address, port, timeout: 500 });
-      s.on('connect', () => {
-        s.destroy();
-        resolve();
-      });
-      const retry = () => {
-        s.destroy();
-        if (Date.now() > deadline) reject(new Error(`${address}:${port} did not open`));
-        else setTimeout(attempt, 100);
-      };
-      s.on('error', retry);
-      s.on('timeout', retry);
-    };
-    attempt();
-  });
-}
 
 function rateOf(host: string): string {
   return TOUR.find((t) => t.host === host)?.rate ?? '?';

@@ -1,5 +1,6 @@
 // Per-container load as agents report it: CPU % from cgroup usage deltas, memory in use and limit, and the
 // "statistic diffs" between periodic full reports (only what changed beyond a delta).
+import type { ContainerStat } from './store.ts';
 export interface ContainerSample {
   name: string;
   status: string;
@@ -9,14 +10,8 @@ export interface ContainerSample {
   ip?: string;
 }
 
-export interface ContainerStatReport {
-  name: string;
-  cpuPercent: number;
-  memoryBytes: number;
-  memoryLimit?: number;
-  status: string;
-  ip?: string;
-}
+/** What an agent reports per container: the store's ContainerStat. */
+export type ContainerStatReport = ContainerStat;
 
 /** CPU % of one core between two samples (cgroup CPU time over wall time). */
 export function cpuPercent(prevNs: number | undefined, nowNs: number, wallMs: number): number {

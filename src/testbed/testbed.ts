@@ -257,30 +257,12 @@ export async function startController(
     ...(extraEnv ?? {}),
   });
   await writePid(join(cdir, 'controller.pid'), pid);
-  const pki = join(tb.dir, 'pki');
-  const client = new AgentClient(
+  return waitHealthy(
+    tb,
     { name: 'controller', address: tb.bridgeAddress, port: CONTROLLER_PORT },
-    tlsClientOptions({ ca: join(pki, 'ca.crt'), cert: join(pki, 'cli.crt'), key: join(pki, 'cli.key') }),
-    { timeoutMs: 2000 },
+    pid,
+    join(cdir, 'controller.log'),
   );
-  try {
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      try {
-        await client.request('GET', '/v1/health');
-        return pid;
-      } catch (err) {
-        if (!alive(pid) || Date.now() > deadline) {
-          throw new FerryError('FERRY_E_TESTBED', `the controller did not start: ${(err as Error).message}`, {
-            phase: 'testbed',
-          });
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  } finally {
-    client.close();
-  }
 }
 
 export async function stopController(
@@ -322,14 +304,20 @@ export async function startAgent(
   const env = { ...(deps.env ?? process.env), ...(extraEnv ?? {}) };
   const pid = startDaemon(argv, join(hd, 'agent.log'), env);
   await writePid(agentPidFile(tb, h), pid);
+  return waitHealthy(tb, { name: h.name, address: h.address, port: AGENT_PORT }, pid, join(hd, 'agent.log'));
+}
+
+/** Waits until a daemon of the testbed answers on its API (with the CLI's certificate); says why when it dies. */
+async function waitHealthy(
+  tb: TestbedState,
+  ep: { name: string; address: string; port: number },
+  pid: number,
+  logFile: string,
+): Promise<number> {
   const pki = join(tb.dir, 'pki');
   const client = new AgentClient(
-    { name: h.name, address: h.address, port: AGENT_PORT },
-    tlsClientOptions({
-      ca: join(pki, 'ca.crt'),
-      cert: join(pki, 'cli.crt'),
-      key: join(pki, 'cli.key'),
-    }),
+    ep,
+    tlsClientOptions({ ca: join(pki, 'ca.crt'), cert: join(pki, 'cli.crt'), key: join(pki, 'cli.key') }),
     { timeoutMs: 2000 },
   );
   try {
@@ -342,13 +330,13 @@ export async function startAgent(
         if (!alive(pid) || Date.now() > deadline) {
           let logTail = '';
           try {
-            logTail = (await readFile(join(hd, 'agent.log'), 'utf8')).trim().split('\n').slice(-5).join('\n');
+            logTail = (await readFile(logFile, 'utf8')).trim().split('\n').slice(-5).join('\n');
           } catch {
             // no log
           }
           throw new FerryError(
             'FERRY_E_TESTBED',
-            `agent of host ${h.name} did not start: ${(err as Error).message}\n${logTail}`,
+            `${ep.name} did not start: ${(err as Error).message}\n${logTail}`,
             {
               phase: 'testbed',
             },
