@@ -9,6 +9,7 @@ import type {
   RestoreOptions,
   RestoreResult,
 } from '../migration/types.ts';
+import type { FileRange } from '../transport/ranges.ts';
 import type { AgentClient } from './client.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
@@ -62,6 +63,16 @@ export class HttpDestinationPeer implements DestinationPeer {
 
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
+  }
+
+  sendRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }> {
+    const q = new URLSearchParams({
+      file: r.file,
+      offset: String(r.offset),
+      length: String(r.length),
+      total: String(r.total),
+    });
+    return this.client.request('PUT', `/v1/incoming/${id}/range?${q}`, { body, timeoutMs: 120_000 });
   }
 
   sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {

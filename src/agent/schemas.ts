@@ -11,6 +11,16 @@ export const PartParams = Type.Object(
   { additionalProperties: false },
 );
 
+export const RangeQuery = Type.Object(
+  {
+    file: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' }),
+    offset: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    length: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    total: Type.String({ pattern: '^[0-9]{1,15}$' }),
+  },
+  { additionalProperties: false },
+);
+
 export const NetMode = Type.Union([Type.Literal('none'), Type.Literal('own'), Type.Literal('host')]);
 
 export const CreateBody = Type.Object(
@@ -47,6 +57,7 @@ export const MigrateBody = Type.Object(
     thresholdBytes: Type.Optional(Type.Integer({ minimum: 0 })),
     maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
     compress: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')])),
+    streams: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
   },
   { additionalProperties: false },
 );

@@ -20,6 +20,7 @@ import {
   MigrateBody,
   NameParams,
   PartParams,
+  RangeQuery,
   RestoreBody,
 } from './schemas.ts';
 
@@ -171,6 +172,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         ...(req.body.thresholdBytes !== undefined ? { thresholdBytes: req.body.thresholdBytes } : {}),
         ...(req.body.maxRounds !== undefined ? { maxRounds: req.body.maxRounds } : {}),
         ...(req.body.compress !== undefined ? { compress: req.body.compress } : {}),
+        ...(req.body.streams !== undefined ? { streams: req.body.streams } : {}),
       };
       const report = await deps.source.migrate(mreq, peer, emit);
       emit({ type: 'result', report });
@@ -200,6 +202,18 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       const z = createZstdDecompress();
       req.raw.on('error', (err) => z.destroy(err));
       return incoming.receive(req.params.id, req.params.part, req.raw.pipe(z));
+    },
+  );
+  app.put<{ Params: Static<typeof IdParams>; Querystring: Static<typeof RangeQuery> }>(
+    '/v1/incoming/:id/range',
+    { schema: { params: IdParams, querystring: RangeQuery } },
+    async (req) => {
+      const q = req.query;
+      return incoming.receiveRange(
+        req.params.id,
+        { file: q.file, offset: Number(q.offset), length: Number(q.length), total: Number(q.total) },
+        req.raw,
+      );
     },
   );
   app.put<{ Params: Static<typeof IdParams> }>(

@@ -201,6 +201,7 @@ export async function rmCommand(name: string, o: Common): Promise<void> {
 export interface MigrateOptions {
   strategy: string;
   compress?: string;
+  streams?: number;
   maxDowntime?: number;
   threshold?: number;
   maxRounds?: number;
@@ -246,6 +247,7 @@ export async function runMigration(
       ...(o.threshold !== undefined ? { thresholdBytes: o.threshold } : {}),
       ...(o.maxRounds !== undefined ? { maxRounds: o.maxRounds } : {}),
       ...(o.compress !== undefined ? { compress: o.compress } : {}),
+      ...(o.streams !== undefined ? { streams: o.streams } : {}),
     },
     (obj) => {
       const e = obj as MigrationEvent;

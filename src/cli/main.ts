@@ -135,6 +135,11 @@ export function buildProgram(): Command {
         .choices(['auto', 'on', 'off'])
         .default('auto'),
     )
+    .option(
+      '--streams <n>',
+      'parallel connections for large image files (default: cores - 1, at most 4)',
+      (v) => positiveInt(v, '--streams'),
+    )
     .option('--json', 'print the report as JSON')
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 

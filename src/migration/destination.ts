@@ -13,6 +13,7 @@ import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
 import type { StartedProcess } from '../runtime/exec.ts';
 import { BlockStore } from '../transport/block-store.ts';
 import { decodeTree } from '../transport/image-stream.ts';
+import { type FileRange, writeRange } from '../transport/ranges.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
 type IncomingState = 'prepared' | 'restoring' | 'restored';
@@ -126,6 +127,17 @@ export class IncomingMigrations {
     if (!rec.received.includes(part)) rec.received.push(part);
     await this.save(rec);
     return { bytes: stats.bytes };
+  }
+
+  /** One range of a large image file, on one of several parallel connections. */
+  async receiveRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }> {
+    const rec = await this.load(id);
+    if (rec.state !== 'prepared') {
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, {
+        phase: 'transfer',
+      });
+    }
+    return writeRange(imageDir(this.host.paths, id), r, body);
   }
 
   /** Pre-copy round (or the final delta): pages the destination did not have yet. */

@@ -28,6 +28,7 @@ import type {
   RuncLike,
 } from '../runtime/runc.ts';
 import { decodeTree } from '../transport/image-stream.ts';
+import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
 import { MigrationSource } from './source.ts';
 import type {
@@ -184,6 +185,9 @@ class FakePeer implements DestinationPeer {
   }
   async commit() {
     this.check('commit');
+  }
+  async sendRange(_id: string, r: FileRange, body: Readable) {
+    return writeRange(join(this.received, 'images'), r, body);
   }
   async sendBlocks(_id: string, body: Readable) {
     for await (const _ of body) {

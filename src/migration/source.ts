@@ -1,7 +1,9 @@
 // The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
 // with a defined rollback for every phase before the destination is confirmed.
 import { randomBytes, randomInt } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
@@ -12,6 +14,7 @@ import type { Neighbour } from '../network/ip.ts';
 import type { LazyDump } from '../runtime/runc.ts';
 import { PageDelta, pageImages, writeRecipes } from '../transport/block-store.ts';
 import { encodeTree } from '../transport/image-stream.ts';
+import { CrcMeter, planRanges } from '../transport/ranges.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
 import type {
@@ -38,6 +41,12 @@ const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
 /** What post-copy needs on the source: where its page server listens, a fence around it, a way to fail it. */
 /** `--compress auto` turns zstd on below this measured link rate (zstd level 1 runs at several hundred MB/s). */
 const COMPRESS_BELOW_BYTES_PER_S = 100e6;
+/**
+ * Parallel connections for large image files: each is a TLS stream hashed and written by one core, so they pay off
+ * with cores to spare; on a 2-core host (this testbed: both agents share them) they only add overhead (measured:
+ * 256 MiB in ~900 ms with 4 ranges vs ~820 ms with one stream).
+ */
+const DEFAULT_STREAMS = Math.min(4, Math.max(1, cpus().length - 1));
 
 export interface PostcopyDeps {
   pageServerAddress: string;
@@ -326,7 +335,40 @@ export class MigrationSource {
         sent += d.newBytes();
       }
       const isLog = (rel: string) => rel.endsWith('.log');
-      const [b, i] = await Promise.all([
+      // large image files go in ranges over parallel connections; the rest in the framed stream
+      const streams = compress ? 1 : (req.streams ?? DEFAULT_STREAMS);
+      const ranges =
+        streams > 1
+          ? await planRanges(
+              images,
+              (await readdir(images)).filter((f) => !isLog(f)),
+              streams,
+            )
+          : [];
+      const ranged = new Set(ranges.map((r) => r.file));
+      report.streams = Math.max(1, ranges.length) + 1;
+      const rangeSends = ranges.map(async (r) => {
+        const meter = new CrcMeter();
+        const src = createReadStream(join(images, r.file), {
+          start: r.offset,
+          end: r.offset + r.length - 1,
+          highWaterMark: 1 << 20,
+        });
+        src.on('data', (c) => onBytes((c as Buffer).length));
+        src.on('error', (err) => meter.destroy(err));
+        const got = await peer.sendRange(id, r, src.pipe(meter));
+        if (got.bytes !== r.length || got.crc !== meter.crc >>> 0) {
+          throw new FerryError(
+            'FERRY_E_TRANSFER_CORRUPT',
+            `${r.file} at ${r.offset}: the destination got other bytes than were sent`,
+            {
+              phase: 'transfer',
+            },
+          );
+        }
+        return got.bytes;
+      });
+      const [b, i, ...rs] = await Promise.all([
         peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes }), { compress }),
         // (pre-dump rounds went already, into round-N directories the final images point at)
         peer.send(
@@ -334,13 +376,15 @@ export class MigrationSource {
           'images',
           encodeTree([{ root: images, prefix: '' }], {
             onBytes,
-            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel),
+            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel) || ranged.has(rel),
           }),
           { compress },
         ),
+        ...rangeSends,
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
-      report.bytesSent = b.bytes + i.bytes + (report.precopy?.switchoverBytes ?? 0);
+      const rangeBytes = rs.reduce((s, n) => s + n, 0);
+      report.bytesSent = b.bytes + i.bytes + rangeBytes + (report.precopy?.switchoverBytes ?? 0);
       const ms = Math.round(this.now() - t0);
       report.rounds.push({ bytes: report.bytesSent, ms });
       // a large transfer measures the link (and both agents) well enough for the next plan

@@ -4,6 +4,7 @@ import type { FerryErrorJSON } from '../core/errors.ts';
 import type { ContainerRecord } from '../host/containers.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
+import type { FileRange } from '../transport/ranges.ts';
 import type { HostFacts, StrategyName, StrategySupport } from './capabilities.ts';
 
 export type MigrationPhase =
@@ -20,6 +21,8 @@ export type MigrationPhase =
 export interface MigrationRequest {
   name: string;
   to: string;
+  /** Parallel connections for large image files (default 4; 1 turns ranges off). */
+  streams?: number;
   /** zstd on the image stream: 'auto' when the measured link is slower than 100 MB/s. */
   compress?: 'auto' | 'on' | 'off';
   /** The destination's address (post-copy: the only address allowed to reach the page server). */
@@ -48,6 +51,8 @@ export interface MigrationReport {
   precopy?: { stop: string; roundBytes: number[]; switchoverBytes: number; distinctPages: number };
   /** The container's memory in use when the migration was planned (its cgroup's figure). */
   memoryBytes?: number;
+  /** How many connections carried the images and the bundle. */
+  streams?: number;
   /** Whether the image stream was zstd-compressed. */
   compressed?: boolean;
   /** `auto`: the link rate measured before the migration (bytes/s). */
@@ -102,6 +107,8 @@ export interface DestinationPeer {
   ): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
+  /** One range of a large image file (parallel streams); the destination answers with the CRC-32 it computed. */
+  sendRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }>;
   /** Pre-copy: pages the destination does not have yet (raw 4 KiB blocks). */
   sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }>;
   /** Sends `bytes` of filler to the destination and returns the measured rate in bytes/s (for `auto`). */

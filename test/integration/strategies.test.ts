@@ -63,8 +63,9 @@ async function migrate(
   name: string,
   to: string,
   strategy: string,
+  extra: string[] = [],
 ): Promise<{ code: number | null; report: MigrationReport }> {
-  const r = await bed.cli(['migrate', name, '--to', to, '--strategy', strategy, '--json']);
+  const r = await bed.cli(['migrate', name, '--to', to, '--strategy', strategy, ...extra, '--json']);
   return { code: r.code, report: JSON.parse(r.stdout) as MigrationReport };
 }
 
@@ -96,10 +97,18 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
     ['b', 'cold', 'cold'],
   ] as const) {
     const before = await status(bed, 'mem');
-    const { code, report } = await migrate(bed, 'mem', to, strategy);
+    // the cold move uses four parallel connections for the page images
+    const { code, report } = await migrate(
+      bed,
+      'mem',
+      to,
+      strategy,
+      strategy === 'cold' ? ['--streams', '4'] : [],
+    );
     assert.equal(code, 0, JSON.stringify(report.error));
     assert.equal(report.strategy, expect, report.strategyReason);
     if (strategy === 'auto') assert.match(report.strategyReason ?? '', /over the 500 ms budget/);
+    if (strategy === 'cold') assert.equal(report.streams, 5, 'four ranges and the framed stream');
     if (expect === 'postcopy') {
       assert.ok(report.postcopy && report.postcopy.lastPageMs >= 0, 'time to the last page is reported');
       assert.ok(report.phases.some((p) => p.name === 'pages'));
