@@ -102,8 +102,19 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
   assert.equal(planStrategy({ ...base, memoryBytes: 64 << 20, transferRate: 10e9 }).strategy, 'cold');
 });
 
-test('auto without post-copy falls back to cold and says why', () => {
-  const caps = assessStrategies(facts({ pipeMaxSize: 1 << 20 }));
+test('auto without post-copy takes pre-copy, and without both falls back to cold; it says why', () => {
+  const noPost = assessStrategies(facts({ pipeMaxSize: 1 << 20 }));
+  const pre = planStrategy({
+    requested: 'auto',
+    source: noPost,
+    destination: noPost,
+    sourceHost: 'a',
+    destinationHost: 'b',
+    memoryBytes: 1 << 30,
+  });
+  assert.equal(pre.strategy, 'precopy');
+  assert.match(pre.reason, /post-copy is not possible \(a: fs\.pipe-max-size/);
+  const caps = { ...noPost, precopy: { ok: false, why: 'disabled' } };
   const r = planStrategy({
     requested: 'auto',
     source: caps,

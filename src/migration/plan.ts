@@ -88,6 +88,12 @@ export function planStrategy(p: PlanInput): Plan {
       reason: `auto: cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget; post-copy freezes ~${estimatePostcopyFreezeMs()} ms whatever the memory`,
     };
   }
+  if (usable.includes('precopy')) {
+    return {
+      strategy: 'precopy',
+      reason: `auto: cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget, and post-copy is not possible (${why('postcopy', p)}); pre-copy moves the memory before the freeze`,
+    };
+  }
   if (usable.includes('cold')) {
     return {
       strategy: 'cold',
