@@ -340,14 +340,17 @@ export class Controller extends EventEmitter {
           finishedAt: this.now(),
           error: 'completed while the controller was down',
         });
+      } else if (at === m.from) {
+        // still on its source and no migration in flight (we waited for those): it never completed, so running
+        // it now cannot repeat a move; it goes ahead (again, if the agent had started and rolled it back)
+        const again = await this.store.updateMigration(m.id, { status: 'planned' });
+        this.queue.push(again);
       } else if (m.status === 'running') {
         await this.store.updateMigration(m.id, {
           status: 'failed',
           finishedAt: this.now(),
           error: `interrupted by a controller restart; ${m.container} is on ${at ?? 'no reachable host'}`,
         });
-      } else if (at === m.from) {
-        this.queue.push(m);
       } else {
         await this.store.updateMigration(m.id, {
           status: 'failed',

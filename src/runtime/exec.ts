@@ -73,11 +73,31 @@ export class ProcessRunner implements Runner {
           }),
         );
       });
-      // 'exit', not 'close': a detached child (runc run -d) may leave its pipes to a container.
+      // The output is complete at 'close' (all pipes drained), not at 'exit': reading a child's JSON at 'exit'
+      // can cut it short. A child that hands its pipes on to something long-lived (runc run -d with pipes) would
+      // hold 'close' back forever, so after 'exit' it gets at most 2 s.
+      let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+      let done = false;
+      const finish = () => {
+        if (done || !exited) return;
+        done = true;
+        resolve({
+          argv,
+          code: exited.code,
+          signal: exited.signal,
+          stdout,
+          stderr,
+          ms: Math.round(performance.now() - started),
+        });
+      };
       child.on('exit', (code, signal) => {
-        setImmediate(() =>
-          resolve({ argv, code, signal, stdout, stderr, ms: Math.round(performance.now() - started) }),
-        );
+        exited = { code, signal };
+        if (nullOut) setImmediate(finish);
+        else setTimeout(finish, 2000).unref();
+      });
+      child.on('close', (code, signal) => {
+        exited ??= { code, signal };
+        finish();
       });
       if (opts.timeoutMs) {
         timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);

@@ -206,7 +206,7 @@ test('controller: a restart in the middle of a drain resumes it without repeatin
   assert.deepEqual(
     list.map((c) => c.host).sort(),
     ['b', 'b', 'b', 'b'],
-    `a is empty: ${JSON.stringify(final)}`,
+    `a is empty: ${JSON.stringify(list.map((c) => [c.name, c.host, c.status]))} ${JSON.stringify(final.map((m) => [m.container, m.status, m.error, m.startedAt, m.finishedAt]))}`,
   );
   assert.equal(final.length, 4, 'one record per container, none repeated');
   assert.equal(new Set(final.map((m) => m.container)).size, 4);
