@@ -162,7 +162,7 @@ export class Controller extends EventEmitter {
       up: h.up,
       capacity: h.capacity,
       containers: containers
-        .filter((c) => c.host === h.name && c.status !== 'stopped')
+        .filter((c) => c.host === h.name)
         .map((c) => {
           const moved = lastMoved.get(c.name);
           return {

@@ -162,7 +162,12 @@ export class ContainerHost {
     const out: ContainerInfo = {
       name,
       host: this.hostName,
-      status: this.busy.get(name) === 'migration' ? 'migrating' : (st?.status ?? 'stopped'),
+      status:
+        this.busy.get(name) === 'migration'
+          ? 'migrating'
+          : this.busy.get(name) === 'create'
+            ? 'creating'
+            : (st?.status ?? 'stopped'),
       net: rec.net,
       createdAt: rec.createdAt,
     };

@@ -177,12 +177,19 @@ test('controller: a restart in the middle of a drain resumes it without repeatin
     );
   await waitFor(
     'a reported',
-    async () => (await summary(bed)).hosts.find((h) => h.name === 'a')?.containers.length === 4 || undefined,
+    async () => {
+      const a = (await summary(bed)).hosts.find((h) => h.name === 'a');
+      return (
+        (a?.containers.length === 4 &&
+          a.containers.every((c) => (c as { status?: string }).status === 'running')) ||
+        undefined
+      );
+    },
     15_000,
   );
   const r = await bed.ctx
     .controller()
-    .request<{ batch: string }>('POST', '/v1/drain', { json: { host: 'a' } });
+    .request<{ batch: string; plan: unknown }>('POST', '/v1/drain', { json: { host: 'a' } });
   // kill the controller once the first move has started
   await waitFor(
     'a move under way',
@@ -206,7 +213,7 @@ test('controller: a restart in the middle of a drain resumes it without repeatin
   assert.deepEqual(
     list.map((c) => c.host).sort(),
     ['b', 'b', 'b', 'b'],
-    `a is empty: ${JSON.stringify(list.map((c) => [c.name, c.host, c.status]))} ${JSON.stringify(final.map((m) => [m.container, m.status, m.error, m.startedAt, m.finishedAt]))}`,
+    `a is empty: ${JSON.stringify(r.plan)} ${JSON.stringify(list.map((c) => [c.name, c.host, c.status]))} ${JSON.stringify(final.map((m) => [m.container, m.status, m.error, m.startedAt, m.finishedAt]))}`,
   );
   assert.equal(final.length, 4, 'one record per container, none repeated');
   assert.equal(new Set(final.map((m) => m.container)).size, 4);
