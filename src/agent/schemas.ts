@@ -62,11 +62,23 @@ export const MigrateBody = Type.Object(
   { additionalProperties: false },
 );
 
+const Neighbours = Type.Array(
+  Type.Object(
+    {
+      address: Type.String({ format: 'ipv4' }),
+      mac: Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' }),
+    },
+    { additionalProperties: false },
+  ),
+  { maxItems: 1024 },
+);
+
 export const IncomingBody = Type.Object(
   {
     id: Id,
     name: Name,
     from: Name,
+    neighbours: Type.Optional(Neighbours),
     record: Type.Object(
       {
         name: Name,

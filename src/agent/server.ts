@@ -185,7 +185,13 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     { schema: { body: IncomingBody } },
     async (req, reply) => {
       const b = req.body;
-      await incoming.prepare({ id: b.id, name: b.name, from: b.from, record: b.record as never });
+      await incoming.prepare({
+        id: b.id,
+        name: b.name,
+        from: b.from,
+        record: b.record as never,
+        ...(b.neighbours ? { neighbours: b.neighbours } : {}),
+      });
       reply.code(201);
       return { id: b.id };
     },

@@ -169,8 +169,10 @@ class FakePeer implements DestinationPeer {
   async hasContainer() {
     return this.calls.includes('restore') && !this.fail.restore;
   }
-  async prepare(_r: IncomingRequest) {
+  prepared: Neighbour[] = [];
+  async prepare(r: IncomingRequest) {
     this.check('prepare');
+    this.prepared = r.neighbours ?? [];
   }
   async send(_id: string, part: 'bundle' | 'images', body: Readable) {
     this.check('send');
@@ -288,7 +290,11 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
     ['quiesce c1', 'detach c1', 'destroy c1'],
     'source cut off after the dump, removed after commit',
   );
-  assert.deepEqual(peer.neighbours, [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }]);
+  assert.deepEqual(
+    peer.prepared,
+    [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }],
+    'the ARP cache is staged with the identity, before the freeze',
+  );
 });
 
 for (const failing of ['send', 'restore', 'commit'] as const) {

@@ -251,9 +251,13 @@ export class MigrationSource {
     const record = await this.host.readRecord(name);
     if (!record)
       throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
+    let bundleBytes = 0;
     await phase('prepare', async () => {
       await mkdir(images, { recursive: true, mode: 0o700 });
-      await peer.prepare({ id, name, from: this.host.hostName, record });
+      // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
+      const neighbours = await this.host.network.neighbours(name, identity(record)).catch(() => []);
+      await peer.prepare({ id, name, from: this.host.hostName, record, neighbours });
+      bundleBytes = await treeSize(bundle);
       progress.prepared = true;
     });
 
@@ -270,10 +274,7 @@ export class MigrationSource {
       );
     if (softDirty)
       parentRound = await phase('rounds', () => this.preDumpRounds(req, id, images, peer, report, emit));
-    let neighbours: Neighbour[] = [];
     await phase('checkpoint', async () => {
-      // the container's ARP cache goes with it (a fresh namespace would have to resolve the client again)
-      neighbours = await this.host.network.neighbours(name, net).catch(() => []);
       progress.quiesced = true;
       await this.host.network.quiesce(name, net);
       progress.freezeStart = this.now();
@@ -306,7 +307,7 @@ export class MigrationSource {
     });
 
     await phase('transfer', async () => {
-      const total = (await treeSize(images)) + (await treeSize(bundle));
+      const total = (await treeSize(images)) + bundleBytes;
       let sent = 0;
       let lastEmit = 0;
       const onBytes = (n: number) => {
@@ -397,7 +398,7 @@ export class MigrationSource {
         progress.fence && this.postcopy
           ? { address: this.postcopy.pageServerAddress, port: progress.fence.port }
           : undefined;
-      const r = await peer.restore(id, { neighbours, ...(lazy ? { lazy } : {}) });
+      const r = await peer.restore(id, { neighbours: [], ...(lazy ? { lazy } : {}) });
       if (r.stats) report.criu.restore = r.stats;
     });
     const restoredAt = this.now();

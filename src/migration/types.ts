@@ -79,6 +79,8 @@ export interface IncomingRequest {
   name: string;
   from: string;
   record: ContainerRecord;
+  /** The container's ARP cache, set in its new namespace before the freeze. */
+  neighbours?: Neighbour[];
 }
 
 export interface RestoreOptions {
