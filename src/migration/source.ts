@@ -402,6 +402,8 @@ export class MigrationSource {
       if (r.stats) report.criu.restore = r.stats;
     });
     const restoredAt = this.now();
+    // the freeze ends when the destination reports the restored container running (it checked runc's state)
+    const freezeMs = Math.round(restoredAt - (progress.freezeStart ?? restoredAt));
 
     await phase('confirm', async () => {
       if (!(await peer.hasContainer(name))) {
@@ -410,7 +412,7 @@ export class MigrationSource {
         });
       }
       await peer.commit(id);
-      report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? this.now()));
+      report.freezeMs = freezeMs;
     });
     report.ok = true;
 
