@@ -20,8 +20,8 @@ export function fail(err: unknown, json: boolean): never {
   if (json) {
     process.stdout.write(`${JSON.stringify({ ok: false, error: fe.toJSON() })}\n`);
   } else {
-    process.stderr.write(`ferry: ${fe.code}: ${fe.message}\n`);
-    if (fe.hint) process.stderr.write(`ferry: hint: ${fe.hint}\n`);
+    // one line, as the CLI contract says; the hint rides along
+    process.stderr.write(`ferry: ${fe.code}: ${fe.message}${fe.hint ? ` (hint: ${fe.hint})` : ''}\n`);
   }
   process.exit(1);
 }

@@ -30,9 +30,7 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
   const expectError = async (args: string[], code: string, re?: RegExp) => {
     const r = await bed.cli(args);
     assert.equal(r.code, 1, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
-    const errLines = r.stderr
-      .split('\n')
-      .filter((l) => l.startsWith('ferry: ') && !l.startsWith('ferry: hint:'));
+    const errLines = r.stderr.split('\n').filter((l) => l.startsWith('ferry: '));
     assert.equal(errLines.length, 1, `one error line expected:\n${r.stderr}`);
     const line = errLines[0]!;
     assert.match(line, new RegExp(`^ferry: ${code}: `), `${args.join(' ')}: ${r.stderr}`);
