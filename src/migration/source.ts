@@ -10,7 +10,6 @@ import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
-import type { Neighbour } from '../network/ip.ts';
 import type { LazyDump } from '../runtime/runc.ts';
 import { PageDelta, pageImages, writeRecipes } from '../transport/block-store.ts';
 import { encodeTree } from '../transport/image-stream.ts';

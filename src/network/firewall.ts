@@ -48,46 +48,34 @@ export class Firewall {
 
   /** Host mode: nothing reaches a floating address on this host until the container is restored. */
   async dropAddress(address: string, tag: string): Promise<void> {
-    await this.runner.run(
-      [
-        'iptables',
-        '-w',
-        '-I',
-        'INPUT',
-        '-d',
-        `${address}/32`,
-        '-m',
-        'comment',
-        '--comment',
-        `ferry:${tag}`,
-        '-j',
-        'DROP',
-      ],
-      { label: 'iptables', errorCode: 'FERRY_E_EXEC' },
-    );
+    await this.runner.run(this.dropRule('-I', address, tag), {
+      label: 'iptables',
+      errorCode: 'FERRY_E_EXEC',
+    });
   }
 
   async undropAddress(address: string, tag: string): Promise<void> {
+    // every copy of the rule: a retried migration may have inserted it twice
     for (let i = 0; i < 10; i++) {
-      const r = await this.runner.run(
-        [
-          'iptables',
-          '-w',
-          '-D',
-          'INPUT',
-          '-d',
-          `${address}/32`,
-          '-m',
-          'comment',
-          '--comment',
-          `ferry:${tag}`,
-          '-j',
-          'DROP',
-        ],
-        { allowFail: true },
-      );
-      if (r.code !== 0) return;
+      if ((await this.runner.run(this.dropRule('-D', address, tag), { allowFail: true })).code !== 0) return;
     }
+  }
+
+  private dropRule(op: string, address: string, tag: string): string[] {
+    return [
+      'iptables',
+      '-w',
+      op,
+      'INPUT',
+      '-d',
+      `${address}/32`,
+      '-m',
+      'comment',
+      '--comment',
+      `ferry:${tag}`,
+      '-j',
+      'DROP',
+    ];
   }
 
   /** Host mode: CRIU's per-connection lock rules for an address stay after a dump; remove them. */

@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import { ClusterContext } from '../../src/cli/context.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import { listCgroups } from '../../src/runtime/cgroups.ts';
-import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../../src/testbed/testbed.ts';
 
 export const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -220,31 +220,14 @@ export function startProbe(
   kind: 'tcp' | 'udp' | 'redis',
   target: string,
 ): { stop(): Promise<ProbeSummary> } {
-  const child = spawn(
-    process.execPath,
-    ['--no-warnings', MAIN, 'probe', kind, target, '--interval', '2', '--json'],
-    {
-      env: bed.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => {
-    stdout += d;
-  });
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const p = startBackground([...FERRY_ARGV, 'probe', kind, target, '--interval', '2', '--json'], bed.env);
   return {
     async stop() {
-      child.kill('SIGINT');
-      await exited;
+      const out = await p.stop('SIGINT');
       try {
-        return JSON.parse(stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
+        return JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
       } catch {
-        throw new Error(`probe printed no result: ${stdout}\n${stderr}`);
+        throw new Error(`probe printed no result: ${out.stdout}\n${out.stderr}`);
       }
     },
   };
