@@ -4,6 +4,7 @@ import { release } from 'node:os';
 import { assessStrategies, type HostFacts } from '../migration/capabilities.ts';
 import type { CapabilitiesReport } from '../migration/types.ts';
 import { CRIU_FEATURES, type Criu } from '../runtime/criu.ts';
+import { kdatState } from '../runtime/kdat.ts';
 import type { Runc } from '../runtime/runc.ts';
 
 async function readNumber(path: string): Promise<number> {
@@ -37,6 +38,7 @@ export async function gatherFacts(host: string, criu: Criu, runc: Runc): Promise
     criuCheck: basic,
     features,
     pipeMaxSize,
+    kdat: await kdatState(),
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

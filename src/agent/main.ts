@@ -14,6 +14,7 @@ import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
+import { stageKdat } from '../runtime/kdat.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { Runc } from '../runtime/runc.ts';
 import { AgentClient, type Endpoint, type TlsMaterial } from './client.ts';
@@ -53,6 +54,9 @@ export async function startAgent(
   });
   await host.init();
   await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
+  // staged before any migration: every CRIU run in a freeze then skips its kernel probe
+  const kdat = await stageKdat(runner, cfg.criuPath ?? 'criu', paths.stateDir);
+  log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
   const incoming = new IncomingMigrations(host, log, {
     faults: cfg.faults,

@@ -79,6 +79,12 @@ export const IncomingBody = Type.Object(
     name: Name,
     from: Name,
     neighbours: Type.Optional(Neighbours),
+    lazy: Type.Optional(
+      Type.Object(
+        { address: Type.String({ format: 'ipv4' }), port: Type.Integer({ minimum: 1024, maximum: 65535 }) },
+        { additionalProperties: false },
+      ),
+    ),
     record: Type.Object(
       {
         name: Name,

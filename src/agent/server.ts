@@ -191,6 +191,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         from: b.from,
         record: b.record as never,
         ...(b.neighbours ? { neighbours: b.neighbours } : {}),
+        ...(b.lazy ? { lazy: b.lazy } : {}),
       });
       reply.code(201);
       return { id: b.id };

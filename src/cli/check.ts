@@ -20,7 +20,7 @@ export function capabilitiesText(r: CapabilitiesReport): string {
   const lines = [
     `host ${f.host}  kernel ${f.kernel}  ${f.root ? 'root' : 'NOT root'}`,
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
-    `fs.pipe-max-size ${f.pipeMaxSize}`,
+    `fs.pipe-max-size ${f.pipeMaxSize}  CRIU kernel-feature cache: ${f.kdat ?? 'unknown'}${f.kdat === 'absent' ? ' (every CRIU run probes the kernel first, ~35 ms; an agent start stages it)' : ''}`,
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

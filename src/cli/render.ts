@@ -92,7 +92,9 @@ export function reportText(r: MigrationReport): string {
       .join('\n'),
   );
   if (r.ok) {
-    lines.push(`  freeze ${r.freezeMs} ms, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}`);
+    lines.push(
+      `  freeze ${r.freezeMs} ms, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}${r.zeroBytesSkipped ? ` (zero pages skipped: ${formatBytes(r.zeroBytesSkipped)})` : ''}`,
+    );
     const d = r.criu.dump;
     const s = r.criu.restore;
     if (d || s) {

@@ -13,8 +13,9 @@ import {
   validateConfig,
   writeConfig,
 } from '../runtime/bundle.ts';
-import { memoryUsage } from '../runtime/cgroups.ts';
+import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
 import type { RuncLike } from '../runtime/runc.ts';
+import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
 export type { NetMode };
@@ -92,6 +93,11 @@ export class ContainerHost {
   }
 
   /** Memory the container uses now (its cgroup's figure), 0 when unknown. */
+  /** How fast the container touches writable memory now (runtime/touch-rate.ts); it keeps running. */
+  async touchRate(name: string): Promise<TouchRate | undefined> {
+    return measureTouchRate(await cgroupPids(this.cgroupsPath(name)));
+  }
+
   async memoryBytes(name: string): Promise<number> {
     return (await memoryUsage(this.cgroupsPath(name))) ?? 0;
   }

@@ -12,6 +12,8 @@ export interface HostFacts {
   criuCheck: { ok: boolean; message: string };
   features: Record<string, { ok: boolean; message: string }>;
   pipeMaxSize: number;
+  /** CRIU's kernel-feature cache (runtime/kdat.ts): absent costs every CRIU run its kernel probe. */
+  kdat?: 'kept by CRIU' | 'staged by ferry' | 'absent';
   root: boolean;
   /** Linux capabilities ferry relies on (effective set of the agent). */
   capabilities?: Record<string, boolean>;

@@ -38,6 +38,8 @@ export class IncomingMigrations {
   private readonly lazyPages: DestinationOptions['lazyPages'];
   /** Post-copy: lazy-pages daemons still pulling pages, by migration id. */
   private readonly daemons = new Map<string, StartedProcess>();
+  /** Post-copy: the lazy-pages daemon's start, begun when the images arrived. */
+  private readonly lazyStarts = new Map<string, Promise<void>>();
   private readonly aborted = new Set<string>();
   /** Post-copy outcome per migration: did every page arrive? */
   private readonly pageResults = new Map<string, Promise<{ ok: boolean; message: string }>>();
@@ -126,6 +128,20 @@ export class IncomingMigrations {
     }
     const stats = await decodeTree(body, dest);
     if (!rec.received.includes(part)) rec.received.push(part);
+    // (hybrid's pre-dump rounds arrive in subdirectories first: only the final dump has a top-level inventory)
+    const inventory =
+      part === 'images' &&
+      (await access(join(dest, 'inventory.img')).then(
+        () => true,
+        () => false,
+      ));
+    if (inventory && rec.lazy && !this.lazyStarts.has(id)) {
+      // post-copy: CRIU's lazy-pages daemon starts as soon as its inventory is here, while the source asks for
+      // the restore; it reads the rest of the images only when the restore connects to it
+      const started = this.startLazyPages(id, rec.name, rec.lazy, dest);
+      started.catch(() => {});
+      this.lazyStarts.set(id, started);
+    }
     await this.save(rec);
     return { bytes: stats.bytes };
   }
@@ -196,7 +212,21 @@ export class IncomingMigrations {
     await this.host.network.attach(rec.name, net);
     let ms: number;
     try {
-      if (opts.lazy) await this.startLazyPages(id, rec.name, opts.lazy, images);
+      const lazy = opts.lazy ?? rec.lazy;
+      if (lazy) {
+        let started = this.lazyStarts.get(id);
+        if (!started) {
+          started = this.startLazyPages(id, rec.name, lazy, images);
+          this.lazyStarts.set(id, started);
+        }
+        await started;
+      }
+      const daemon = this.daemons.get(id);
+      if (daemon && (await hasEnded(daemon.done))) {
+        throw new FerryError('FERRY_E_RESTORE_FAILED', 'criu lazy-pages ended before the restore', {
+          phase: 'restore',
+        });
+      }
       ({ ms } = await this.host.runc.restore(rec.name, {
         bundle,
         imagePath: images,
@@ -208,9 +238,12 @@ export class IncomingMigrations {
       await this.keepLog(id, images, 'restore.log');
       throw err;
     }
-    await this.host.network.unlock(rec.name, net);
+    // unlocked at once (the restored sockets are live), checked in parallel
+    const [, st] = await Promise.all([
+      this.host.network.unlock(rec.name, net),
+      this.host.runc.state(rec.name),
+    ]);
     this.host.network.reannounce(rec.name, net);
-    const st = await this.host.runc.state(rec.name);
     if (st?.status !== 'running') {
       throw new FerryError(
         'FERRY_E_CONFIRM_FAILED',
@@ -314,6 +347,7 @@ export class IncomingMigrations {
     if (daemon) {
       // post-copy: the daemon still reads the images while pages stream in; clean up after it
       this.daemons.delete(id);
+      this.lazyStarts.delete(id);
       void daemon.done.then(() => rm(imageDir(this.host.paths, id), { recursive: true, force: true }));
     } else {
       await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
@@ -337,6 +371,7 @@ export class IncomingMigrations {
     this.blockStores.delete(id);
     this.daemons.get(id)?.kill('SIGKILL');
     this.daemons.delete(id);
+    this.lazyStarts.delete(id);
     await this.host.runc.destroy(rec.name);
     await this.host.network.destroy(rec.name, identity(rec.record)).catch(() => {});
     await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });
@@ -374,4 +409,10 @@ export class IncomingMigrations {
       // no log to keep
     }
   }
+}
+
+/** Whether a promise has already settled (without waiting for it). */
+async function hasEnded(p: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol('pending');
+  return (await Promise.race([p.then(() => true), Promise.resolve(pending)])) !== pending;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
-import { planStrategy } from './plan.ts';
+import { planStrategy, precopyRounds } from './plan.ts';
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
@@ -114,6 +114,7 @@ test('auto without post-copy takes pre-copy, and without both falls back to cold
   });
   assert.equal(pre.strategy, 'precopy');
   assert.match(pre.reason, /post-copy is not possible \(a: fs\.pipe-max-size/);
+  assert.match(pre.reason, /dirty rate not measured/);
   const caps = { ...noPost, precopy: { ok: false, why: 'disabled' } };
   const r = planStrategy({
     requested: 'auto',
@@ -124,7 +125,50 @@ test('auto without post-copy takes pre-copy, and without both falls back to cold
     memoryBytes: 1 << 30,
   });
   assert.equal(r.strategy, 'cold');
-  assert.match(r.reason, /post-copy is not possible: a: fs\.pipe-max-size/);
+  assert.match(r.reason, /post-copy is not possible \(a: fs\.pipe-max-size/);
+});
+
+test('auto weighs the dirty rate: pre-copy where its rounds are cheap and converge, else post-copy, saying why', () => {
+  const softDirty = assessStrategies(
+    facts({ features: { uffd: { ok: true, message: '' }, mem_dirty_track: { ok: true, message: '' } } }),
+  );
+  const base = {
+    requested: 'auto' as const,
+    source: softDirty,
+    destination: softDirty,
+    sourceHost: 'a',
+    destinationHost: 'b',
+    memoryBytes: 1 << 30,
+    transferRate: 125e6,
+  };
+  const calm = planStrategy({ ...base, dirtyRate: 5e6 });
+  assert.equal(calm.strategy, 'precopy');
+  assert.match(calm.reason, /converges in ~\d+ rounds \(it touches at most 5\.0 MB\/s/);
+  const busy = planStrategy({ ...base, dirtyRate: 200e6 });
+  assert.equal(busy.strategy, 'postcopy');
+  assert.match(
+    busy.reason,
+    /pre-copy would not converge \(it touches at most 200 MB\/s of writable memory, the link carries 125 MB\/s\)/,
+  );
+  assert.equal(planStrategy(base).strategy, 'postcopy', 'unmeasured: the flat freeze');
+  // here (no soft-dirty) every pre-copy round is a full-dump freeze: post-copy, whatever the dirty rate
+  const here = assessStrategies(facts());
+  const r = planStrategy({ ...base, source: here, destination: here, dirtyRate: 1e6 });
+  assert.equal(r.strategy, 'postcopy');
+  assert.match(r.reason, /each freeze it for a full dump here \(no soft-dirty tracking\)/);
+  // without post-copy, a content-delta pre-copy that would not converge gives way to cold
+  const noPost = assessStrategies(facts({ pipeMaxSize: 1 << 20 }));
+  const cold = planStrategy({ ...base, source: noPost, destination: noPost, dirtyRate: 500e6 });
+  assert.equal(cold.strategy, 'cold');
+  assert.match(cold.reason, /pre-copy would not converge/);
+});
+
+test('pre-copy rounds follow the ratio of dirty rate to link rate', () => {
+  assert.equal(precopyRounds(1 << 20, 1e9, 125e6, 500), 1, 'fits at once');
+  assert.equal(precopyRounds(1 << 30, 200e6, 125e6, 500), Number.POSITIVE_INFINITY);
+  const slow = precopyRounds(1 << 30, 1e6, 125e6, 500);
+  const fast = precopyRounds(1 << 30, 60e6, 125e6, 500);
+  assert.ok(slow >= 2 && slow < fast, `${slow} < ${fast}`);
 });
 
 test('hybrid needs soft-dirty tracking and post-copy; ferry check says why not', () => {

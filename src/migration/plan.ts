@@ -10,6 +10,11 @@ export interface PlanInput {
   maxDowntimeMs?: number;
   /** Measured image transfer rate to this destination (bytes/s), when a previous migration measured it. */
   transferRate?: number;
+  /**
+   * How fast the container touches writable memory (bytes/s; runtime/touch-rate.ts): an upper bound on its
+   * dirty rate, which decides whether pre-copy rounds converge.
+   */
+  dirtyRate?: number;
   source: Record<StrategyName, StrategySupport>;
   destination: Record<StrategyName, StrategySupport>;
   sourceHost: string;
@@ -36,6 +41,32 @@ export function estimateColdFreezeMs(memoryBytes: number, transferRate = DEFAULT
 
 export function estimatePostcopyFreezeMs(): number {
   return FIXED_FREEZE_MS + 50;
+}
+
+/** Pre-copy rounds `auto` accepts; a plan needing more is treated as not converging. */
+export const AUTO_MAX_ROUNDS = 8;
+
+/**
+ * Pre-copy rounds needed until the last one fits the budget (QEMU's model): round k+1 sends what was dirtied
+ * while round k was sent, so each round is dirtyRate / transferRate times the one before. Infinity when the
+ * dirty rate is not below the link rate.
+ */
+export function precopyRounds(
+  memoryBytes: number,
+  dirtyRate: number,
+  transferRate: number,
+  budgetMs: number,
+): number {
+  const fits = Math.max(1, ((budgetMs - FIXED_FREEZE_MS) / 1000) * transferRate);
+  if (memoryBytes <= fits) return 1;
+  const ratio = dirtyRate / transferRate;
+  if (ratio >= 1) return Number.POSITIVE_INFINITY;
+  if (ratio <= 0) return 2;
+  return 1 + Math.ceil(Math.log(fits / memoryBytes) / Math.log(ratio));
+}
+
+function rateText(bytesPerSec: number): string {
+  return `${(bytesPerSec / 1e6).toFixed(bytesPerSec < 10e6 ? 1 : 0)} MB/s`;
 }
 
 function why(s: StrategyName, p: PlanInput): string | undefined {
@@ -82,22 +113,47 @@ export function planStrategy(p: PlanInput): Plan {
       reason: `auto: cold fits the ${budget} ms budget (${mib} MiB, estimated freeze ${cold} ms)`,
     };
   }
-  if (usable.includes('postcopy')) {
-    return {
-      strategy: 'postcopy',
-      reason: `auto: cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget; post-copy freezes ~${estimatePostcopyFreezeMs()} ms whatever the memory`,
-    };
-  }
-  if (usable.includes('precopy')) {
+  const over = `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
+  const link = p.transferRate ?? DEFAULT_TRANSFER_RATE;
+  const dirty = p.dirtyRate;
+  const rounds = dirty === undefined ? undefined : precopyRounds(mem, dirty, link, budget);
+  const converges = rounds !== undefined && rounds <= AUTO_MAX_ROUNDS;
+  const dirtyText =
+    dirty === undefined
+      ? 'dirty rate not measured'
+      : `it touches at most ${rateText(dirty)} of writable memory, the link carries ${rateText(link)}`;
+  // pre-copy keeps the whole container on the source until the switchover (no split memory, nothing to lose
+  // if a host fails mid-way): preferred where its rounds are cheap (soft-dirty) and converge
+  const cheapRounds = /pre-dump/.test(p.source.precopy?.mode ?? '');
+  if (usable.includes('precopy') && cheapRounds && converges) {
     return {
       strategy: 'precopy',
-      reason: `auto: cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget, and post-copy is not possible (${why('postcopy', p)}); pre-copy moves the memory before the freeze`,
+      reason: `auto: ${over}; pre-copy converges in ~${rounds} rounds (${dirtyText}) and keeps the container whole on one host until the switchover`,
+    };
+  }
+  if (usable.includes('postcopy')) {
+    const notPre = !usable.includes('precopy')
+      ? ''
+      : !cheapRounds
+        ? '; pre-copy rounds would each freeze it for a full dump here (no soft-dirty tracking)'
+        : dirty === undefined
+          ? '; its dirty rate could not be measured'
+          : `; pre-copy would not converge (${dirtyText})`;
+    return {
+      strategy: 'postcopy',
+      reason: `auto: ${over}; post-copy freezes ~${estimatePostcopyFreezeMs()} ms whatever the memory${notPre}`,
+    };
+  }
+  if (usable.includes('precopy') && (converges || dirty === undefined)) {
+    return {
+      strategy: 'precopy',
+      reason: `auto: ${over}, and post-copy is not possible (${why('postcopy', p)}); pre-copy moves the memory before the freeze (${dirtyText})`,
     };
   }
   if (usable.includes('cold')) {
     return {
       strategy: 'cold',
-      reason: `auto: cold (estimated freeze ${cold} ms, over the ${budget} ms budget) because post-copy is not possible: ${why('postcopy', p)}`,
+      reason: `auto: cold (estimated freeze ${cold} ms, over the ${budget} ms budget) because post-copy is not possible (${why('postcopy', p)})${usable.includes('precopy') ? ` and pre-copy would not converge (${dirtyText})` : ''}`,
     };
   }
   const reasons = STRATEGIES.map((s) => `${s}: ${why(s, p)}`).join('; ');

@@ -218,16 +218,24 @@ export class MigrationSource {
       const memoryBytes = await this.host.memoryBytes(name);
       report.memoryBytes = memoryBytes;
       let rate = this.rates.get(peer.name);
-      if (req.strategy === 'auto' && rate === undefined && memoryBytes >= 8 << 20) {
-        // before anything is frozen: what the link to this destination carries now
-        rate = await peer.measureRate(4 << 20).catch(() => undefined);
+      let dirtyRate: number | undefined;
+      if (req.strategy === 'auto' && memoryBytes >= 8 << 20) {
+        // before anything is frozen: what the link to this destination carries now, and how fast the container
+        // touches its memory (both take a fraction of a second, side by side)
+        const [measured, touch] = await Promise.all([
+          rate === undefined ? peer.measureRate(4 << 20).catch(() => undefined) : Promise.resolve(rate),
+          this.host.touchRate(name).catch(() => undefined),
+        ]);
+        rate = measured;
         if (rate) report.linkRate = Math.round(rate);
+        if (touch) dirtyRate = report.dirtyRate = touch.bytesPerSec;
       }
       const plan = planStrategy({
         requested: req.strategy,
         memoryBytes,
         ...(req.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
         ...(rate ? { transferRate: rate } : {}),
+        ...(dirtyRate !== undefined ? { dirtyRate } : {}),
         source: local.strategies,
         destination: remote.strategies,
         sourceHost: this.host.hostName,
@@ -255,7 +263,19 @@ export class MigrationSource {
       await mkdir(images, { recursive: true, mode: 0o700 });
       // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
       const neighbours = await this.host.network.neighbours(name, identity(record)).catch(() => []);
-      await peer.prepare({ id, name, from: this.host.hostName, record, neighbours });
+      // post-copy: the page server's port is fenced now, and the destination starts its lazy-pages daemon
+      const lazy =
+        strategy === 'postcopy' || strategy === 'hybrid'
+          ? await this.openPageServer(req, progress)
+          : undefined;
+      await peer.prepare({
+        id,
+        name,
+        from: this.host.hostName,
+        record,
+        neighbours,
+        ...(lazy ? { lazy } : {}),
+      });
       bundleBytes = await treeSize(bundle);
       progress.prepared = true;
     });
@@ -275,13 +295,13 @@ export class MigrationSource {
       parentRound = await phase('rounds', () => this.preDumpRounds(req, id, images, peer, report, emit));
     await phase('checkpoint', async () => {
       progress.quiesced = true;
-      await this.host.network.quiesce(name, net);
       progress.freezeStart = this.now();
       try {
-        // frozen by us first: CRIU then skips its 100 ms freezer poll
-        await this.host.runc.pause(name);
+        // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
+        // frozen by us first, CRIU then skips its 100 ms freezer poll
+        await Promise.all([this.host.network.quiesce(name, net), this.host.runc.pause(name)]);
         if (strategy === 'postcopy' || strategy === 'hybrid') {
-          progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', req, progress, parentRound);
+          progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', progress, parentRound);
         } else {
           await this.host.runc.checkpoint(name, {
             imagePath: images,
@@ -294,7 +314,7 @@ export class MigrationSource {
         // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
         // and rollback resumes it
         // (a post-copy dump leaves the tasks seized by CRIU, which serves their pages: stopped, whatever runc says)
-        const st = (await this.host.runc.state(name))?.status;
+        const st = progress.lazy ? undefined : (await this.host.runc.state(name))?.status;
         progress.sourceStopped = progress.lazy !== undefined || (st !== 'running' && st !== 'paused');
       }
       if (progress.sourceStopped) {
@@ -324,13 +344,15 @@ export class MigrationSource {
           report.linkRate !== undefined &&
           report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
       if (compress) report.compressed = true;
+      // pre-copy: only pages the destination lacks; the page images travel as recipes. The page images stay
+      // here until the destination runs the container: a rollback restores the source from them.
+      const recipeOnly = new Set<string>();
       if (delta) {
-        // pre-copy: only pages the destination lacks; the page images travel as recipes
         const files = await pageImages(images);
         const d = delta.delta(images, files);
         await peer.sendBlocks(id, d.blocks);
         await writeRecipes(images, await d.recipes);
-        for (const f of files) await rm(join(images, f));
+        for (const f of files) recipeOnly.add(f);
         report.precopy!.switchoverBytes = d.newBytes();
         sent += d.newBytes();
       }
@@ -341,7 +363,7 @@ export class MigrationSource {
         streams > 1
           ? await planRanges(
               images,
-              (await readdir(images)).filter((f) => !isLog(f)),
+              (await readdir(images)).filter((f) => !isLog(f) && !recipeOnly.has(f)),
               streams,
             )
           : [];
@@ -368,15 +390,22 @@ export class MigrationSource {
         }
         return got.bytes;
       });
+      let zeroBytes = 0;
+      const onZeroes = (n: number) => {
+        zeroBytes += n;
+      };
       const [b, i, ...rs] = await Promise.all([
-        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes }), { compress }),
+        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes, onZeroes }), {
+          compress,
+        }),
         // (pre-dump rounds went already, into round-N directories the final images point at)
         peer.send(
           id,
           'images',
           encodeTree([{ root: images, prefix: '' }], {
             onBytes,
-            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel) || ranged.has(rel),
+            onZeroes,
+            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel) || ranged.has(rel) || recipeOnly.has(rel),
           }),
           { compress },
         ),
@@ -384,7 +413,9 @@ export class MigrationSource {
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
       const rangeBytes = rs.reduce((s, n) => s + n, 0);
-      report.bytesSent = b.bytes + i.bytes + rangeBytes + (report.precopy?.switchoverBytes ?? 0);
+      // zero pages count as skipped, not sent
+      report.bytesSent = b.bytes + i.bytes + rangeBytes + (report.precopy?.switchoverBytes ?? 0) - zeroBytes;
+      if (zeroBytes > 0) report.zeroBytesSkipped = zeroBytes;
       const ms = Math.round(this.now() - t0);
       report.rounds.push({ bytes: report.bytesSent, ms });
       // a large transfer measures the link (and both agents) well enough for the next plan
@@ -580,24 +611,38 @@ export class MigrationSource {
     return last;
   }
 
-  /** Post-copy dump: everything but memory is written; CRIU keeps serving pages from a fenced port. */
-  private async lazyDump(
-    name: string,
-    images: string,
-    tcpEstablished: boolean,
+  /** Post-copy: picks the page server's port and lets only the destination reach it, before any freeze. */
+  private async openPageServer(
     req: MigrationRequest,
     progress: Progress,
-    parentPath?: string,
-  ): Promise<LazyDump> {
+  ): Promise<{ address: string; port: number }> {
     const pc = this.postcopy;
     if (!pc || !req.toAddress) {
       throw new FerryError('FERRY_E_PLAN_STRATEGY', 'post-copy needs the page server address of both hosts', {
-        phase: 'checkpoint',
+        phase: 'prepare',
       });
     }
     const port = 27000 + randomInt(1000);
     await pc.fence.open(port, req.toAddress);
     progress.fence = { port, allow: req.toAddress };
+    return { address: pc.pageServerAddress, port };
+  }
+
+  /** Post-copy dump: everything but memory is written; CRIU keeps serving pages from a fenced port. */
+  private async lazyDump(
+    name: string,
+    images: string,
+    tcpEstablished: boolean,
+    progress: Progress,
+    parentPath?: string,
+  ): Promise<LazyDump> {
+    const pc = this.postcopy;
+    if (!pc || !progress.fence) {
+      throw new FerryError('FERRY_E_PLAN_STRATEGY', 'post-copy needs the page server address of both hosts', {
+        phase: 'checkpoint',
+      });
+    }
+    const port = progress.fence.port;
     const lazy = this.host.runc.checkpointLazy(name, {
       imagePath: images,
       workPath: images,

@@ -45,6 +45,8 @@ export interface MigrationReport {
   freezeMs: number;
   rounds: { bytes: number; ms: number }[];
   bytesSent: number;
+  /** Bytes of zero pages the transfer skipped (not in bytesSent). */
+  zeroBytesSkipped?: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
@@ -57,6 +59,8 @@ export interface MigrationReport {
   compressed?: boolean;
   /** `auto`: the link rate measured before the migration (bytes/s). */
   linkRate?: number;
+  /** `auto`: how fast the container touched writable memory before the plan (bytes/s, upper bound of its dirty rate). */
+  dirtyRate?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
   postcopy?: { lastPageMs: number; pageServer: string };
   rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
@@ -81,6 +85,8 @@ export interface IncomingRequest {
   record: ContainerRecord;
   /** The container's ARP cache, set in its new namespace before the freeze. */
   neighbours?: Neighbour[];
+  /** Post-copy: where the source's page server will listen; the lazy-pages daemon starts before the freeze. */
+  lazy?: { address: string; port: number };
 }
 
 export interface RestoreOptions {

@@ -136,3 +136,19 @@ export async function memoryLimit(cgroupsPath: string, root = CGROUP_ROOT): Prom
   }
   return undefined;
 }
+
+/** The processes in a cgroup (any layout); empty when it cannot be read. */
+export async function cgroupPids(cgroupsPath: string, root = CGROUP_ROOT): Promise<number[]> {
+  for (const dir of ['pids', 'memory', 'freezer', 'unified', '']) {
+    try {
+      const text = await readFile(join(root, dir, cgroupsPath, 'cgroup.procs'), 'utf8');
+      return text
+        .split('\n')
+        .map((l) => Number.parseInt(l, 10))
+        .filter((n) => Number.isInteger(n) && n > 0);
+    } catch {
+      // not this layout
+    }
+  }
+  return [];
+}

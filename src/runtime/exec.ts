@@ -1,6 +1,6 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
 
 export interface ExecOptions {
@@ -36,6 +36,21 @@ export interface Runner {
 
 export function tail(text: string, lines = 5): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * FERRY_TRACE=FILE appends one JSON line per finished child (start time, duration, command): where a freeze's
+ * milliseconds go, without a debugger.
+ */
+function trace(argv: string[], started: number, ms: number, code: number | null): void {
+  const file = process.env.FERRY_TRACE;
+  if (!file) return;
+  const t = Math.round(performance.timeOrigin + started);
+  try {
+    appendFileSync(file, `${JSON.stringify({ t, ms, code, pid: process.pid, argv: argv.slice(0, 6) })}\n`);
+  } catch {
+    // tracing is best effort
+  }
 }
 
 export class ProcessRunner implements Runner {
@@ -103,6 +118,7 @@ export class ProcessRunner implements Runner {
         timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
       }
     }).finally(() => clearTimeout(timer));
+    trace(argv, started, result.ms, result.code);
     if (result.code !== 0 && !opts.allowFail) {
       const extra = opts.onFailure ? await opts.onFailure(result) : undefined;
       const why = result.signal ? `killed by ${result.signal}` : `exit status ${result.code}`;

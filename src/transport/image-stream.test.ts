@@ -86,7 +86,10 @@ function craft(records: Rec[], end: Partial<{ n: number; s: number; h: string }>
     hh.update(json);
     if (r.h['t'] === 'f') {
       const c = r.content ?? Buffer.alloc(0);
-      parts.push(c, r.digest ?? contentHash().update(c).digest());
+      // a file over 64 KiB travels as pieces: here one data piece
+      const wire = c.length > 64 * 1024 ? Buffer.concat([Buffer.from([0x44, 0, 0, 0, 0]), c]) : c;
+      if (wire !== c) wire.writeUInt32BE(c.length, 1);
+      parts.push(wire, r.digest ?? contentHash().update(wire).digest());
       total += c.length;
     }
   }
@@ -623,7 +626,7 @@ test('encoder errors and backpressure', async (t) => {
 
   const src = join(base, 'src');
   await mkdir(src);
-  await writeFile(join(src, 'big'), Buffer.alloc(BIG));
+  await writeFile(join(src, 'big'), randomBytes(BIG));
   let read = 0;
   const enc = encodeTree([{ root: src, prefix: '' }], {
     onBytes: (n) => {
@@ -636,4 +639,52 @@ test('encoder errors and backpressure', async (t) => {
   assert.ok(read < BIG / 2, `read ahead ${read} bytes without a consumer`);
   enc.destroy();
   await new Promise((r) => setTimeout(r, 20));
+});
+
+test('zero pages are skipped on the wire and come back as zeroes', async (t) => {
+  const base = await tmp(t);
+  const src = join(base, 'src');
+  await mkdir(src);
+  const P = 4096;
+  // data, 3 zero pages, data, zero pages across a 1 MiB read boundary, a partial zero tail (sent as data)
+  const file = Buffer.concat([
+    randomBytes(P),
+    Buffer.alloc(3 * P),
+    randomBytes(P + 17).subarray(0, P),
+    Buffer.alloc(2 * 1024 * 1024),
+    randomBytes(3 * P),
+    Buffer.alloc(100),
+  ]);
+  await writeFile(join(src, 'pages-1.img'), file);
+  await writeFile(join(src, 'zeroes.img'), Buffer.alloc(3 * 1024 * 1024)); // all zero: a hole end to end
+  let skipped = -1;
+  const encoded = await collect(
+    encodeTree([{ root: src, prefix: '' }], {
+      onZeroes: (n) => {
+        skipped = n;
+      },
+    }),
+  );
+  const zeroPages = 3 * P + 2 * 1024 * 1024 + 3 * 1024 * 1024;
+  assert.equal(skipped, zeroPages);
+  assert.ok(
+    encoded.length < file.length + 3 * 1024 * 1024 - zeroPages + 4096,
+    `${encoded.length} bytes sent`,
+  );
+  for (const [i, chunk] of [1, 7, 65536].entries()) {
+    const dest = join(base, `d${i}`);
+    const stats = await decodeTree(rechunk(encoded, chunk), dest);
+    assert.equal(stats.zeroBytes, zeroPages);
+    assert.equal(stats.bytes, file.length + 3 * 1024 * 1024);
+    assert.ok((await readFile(join(dest, 'pages-1.img'))).equals(file));
+    assert.ok((await readFile(join(dest, 'zeroes.img'))).equals(Buffer.alloc(3 * 1024 * 1024)));
+  }
+  // a zero piece that claims more than the file holds is refused
+  const bad = craft([{ h: { t: 'f', p: 'f', m: 0o644, s: 70_000 } }]);
+  const forged = Buffer.concat([
+    bad.subarray(0, bad.indexOf('}') + 1),
+    Buffer.from([0x5a, 0, 2, 0, 0]),
+    bad.subarray(bad.indexOf('}') + 1),
+  ]);
+  await expectCorrupt(decodeTree(once(forged), join(base, 'bad')), /bad piece/);
 });

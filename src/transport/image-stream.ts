@@ -3,10 +3,10 @@
  * one host to another over an HTTP body, with integrity checks. Used to ship an OCI bundle (config.json +
  * rootfs) and CRIU checkpoint images from the source agent to the destination agent.
  *
- * Wire format (version 2):
+ * Wire format (version 3):
  *
  *   stream  := magic record* end
- *   magic   := "FERRYIS2"                          8 bytes, ASCII (magic + format version)
+ *   magic   := "FERRYIS3"                          8 bytes, ASCII (magic + format version)
  *   record  := hlen header [content digest]         content + digest only for t:'f'
  *   hlen    := uint32 big-endian                    byte length of header, 1 .. 65536
  *   header  := UTF-8 JSON object
@@ -18,13 +18,17 @@
  *                s  file size in bytes ('f' only)
  *                l  symlink target, sent verbatim and never followed ('l' only)
  *                u, g  owner uid/gid (optional; applied by the decoder only when it runs as root)
- *   content := exactly s bytes of file data
- *   digest  := 4 bytes, CRC-32 (big-endian) of content: the transport (TLS) already authenticates every
+ *   content := a file of up to 64 KiB: exactly s bytes of file data
+ *              a larger file: pieces that add up to s bytes, each kind (1 byte) + length (uint32 big-endian):
+ *                'D' len  followed by len bytes of data
+ *                'Z' len  len bytes of zeroes, not sent: whole 4 KiB pages of zeroes (memory a program touched
+ *                         but never wrote, freed heap) are skipped; the decoder leaves them as holes
+ *   digest  := 4 bytes, CRC-32 (big-endian) of content as sent: the transport (TLS) already authenticates every
  *              byte; the digest catches truncation, reordering and local read/write faults at 4+ GB/s,
  *              where SHA-256 cost a quarter of the transfer time (docs/decisions/0003)
  *   end     := hlen header with { t: 'e', n, s, h }
  *                n  number of records before the end record
- *                s  total content bytes (sum of all s)
+ *                s  total file bytes (sum of all s, zeroes included)
  *                h  hex SHA-256 over all the JSON headers before it, concatenated (without hlen)
  *
  * Nothing may follow the end record. A directory is always sent before anything inside it (depth-first,
@@ -70,7 +74,10 @@ export interface StreamStats {
   files: number;
   dirs: number;
   symlinks: number;
+  /** File bytes, zeroes included. */
   bytes: number;
+  /** Bytes of zero pages that were not sent (the decoder left holes). */
+  zeroBytes?: number;
 }
 
 export interface EncodeOptions {
@@ -78,6 +85,8 @@ export interface EncodeOptions {
   exclude?: (relPath: string, prefix: string) => boolean;
   /** Progress: called with the number of file content bytes just read (increments, not totals). */
   onBytes?: (n: number) => void;
+  /** Called at the end with how many bytes of zero pages were skipped rather than sent. */
+  onZeroes?: (n: number) => void;
 }
 
 export interface DecodeOptions {
@@ -87,7 +96,7 @@ export interface DecodeOptions {
   maxBytes?: number;
 }
 
-export const STREAM_MAGIC = 'FERRYIS2';
+export const STREAM_MAGIC = 'FERRYIS3';
 export const MAX_HEADER_BYTES = 64 * 1024;
 const MAGIC_BUF = Buffer.from(STREAM_MAGIC, 'latin1');
 const DIGEST_BYTES = 4;
@@ -108,6 +117,90 @@ export class ContentDigest {
 
 export function contentHash(): ContentDigest {
   return new ContentDigest();
+}
+
+/** Zero pages are found at this granularity, aligned to the file offset (CRIU's page images are page-aligned). */
+export const PAGE = 4096;
+const ZERO_PAGE = Buffer.alloc(PAGE);
+const PIECE_DATA = 0x44; // 'D'
+const PIECE_ZERO = 0x5a; // 'Z'
+/** A zero run longer than this is split (the length field is 32 bits). */
+const MAX_ZERO_PIECE = 2 ** 31;
+
+function pieceHeader(kind: number, len: number): Buffer {
+  const b = Buffer.allocUnsafe(5);
+  b[0] = kind;
+  b.writeUInt32BE(len, 1);
+  return b;
+}
+
+/**
+ * Encodes a large file's content as pieces: data as it is, whole zero pages as a length only. Chunks go in as
+ * read; what comes out goes through `emit` (which may coalesce); the checksum covers the bytes as sent.
+ */
+export class PieceWriter {
+  zeroBytes = 0;
+  private pendingZero = 0;
+  private readonly hash: ContentDigest;
+  private readonly emit: (b: Buffer) => Buffer[];
+
+  private readonly raw: boolean;
+
+  /** `raw`: no pieces, the bytes as they are (a file that shrank to a small file's size after the walk). */
+  constructor(hash: ContentDigest, emit: (b: Buffer) => Buffer[], raw = false) {
+    this.hash = hash;
+    this.emit = emit;
+    this.raw = raw;
+  }
+
+  private send(out: Buffer[], b: Buffer): void {
+    this.hash.update(b);
+    out.push(...this.emit(b));
+  }
+
+  private flushZero(out: Buffer[]): void {
+    while (this.pendingZero > 0) {
+      const n = Math.min(this.pendingZero, MAX_ZERO_PIECE);
+      this.send(out, pieceHeader(PIECE_ZERO, n));
+      this.zeroBytes += n;
+      this.pendingZero -= n;
+    }
+  }
+
+  /** One chunk of the file, in order; every chunk but the last is a whole number of pages. */
+  add(buf: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    if (this.raw) {
+      this.send(out, buf);
+      return out;
+    }
+    let dataStart = -1;
+    const flushData = (end: number) => {
+      if (dataStart < 0) return;
+      this.flushZero(out);
+      this.send(out, pieceHeader(PIECE_DATA, end - dataStart));
+      this.send(out, buf.subarray(dataStart, end));
+      dataStart = -1;
+    };
+    for (let off = 0; off < buf.length; off += PAGE) {
+      const end = Math.min(off + PAGE, buf.length);
+      const zero = end - off === PAGE && ZERO_PAGE.equals(buf.subarray(off, end));
+      if (zero) {
+        flushData(off);
+        this.pendingZero += PAGE;
+      } else if (dataStart < 0) {
+        dataStart = off;
+      }
+    }
+    flushData(buf.length);
+    return out;
+  }
+
+  end(): Buffer[] {
+    const out: Buffer[] = [];
+    this.flushZero(out);
+    return out;
+  }
 }
 const MAX_PATH_BYTES = 4096;
 /** Read size for large files in the encoder; each chunk is its own Buffer handed downstream. */
@@ -361,6 +454,7 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
   const out = new Coalescer();
   let records = 0;
   let total = 0;
+  let zeroes = 0;
 
   const frame = (h: Record<string, unknown>, path: string, hashed = true): Buffer => {
     const json = JSON.stringify(h);
@@ -422,6 +516,18 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
         out.push(frame({ t: 'f', p: e.path, m: st.mode & 0o7777, s: size, u: st.uid, g: st.gid }, e.path));
         records++;
         const hash = contentHash();
+        const pieces = new PieceWriter(
+          hash,
+          (b) => {
+            if (b.length >= DIRECT_PIECE) {
+              const pending = out.take(true);
+              return pending ? [pending, b] : [b];
+            }
+            out.push(b);
+            return [];
+          },
+          size <= SMALL_FILE,
+        );
         let pos = 0;
         while (pos < size) {
           const want = Math.min(size - pos, READ_CHUNK);
@@ -436,18 +542,13 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
             }
             got += bytesRead;
           }
-          hash.update(buf);
           pos += want;
           total += want;
           opts.onBytes?.(want);
-          if (want >= DIRECT_PIECE) {
-            const pending = out.take(true);
-            if (pending) yield pending;
-            yield buf;
-          } else {
-            out.push(buf);
-          }
+          for (const b of pieces.add(buf)) yield b;
         }
+        for (const b of pieces.end()) yield b;
+        zeroes += pieces.zeroBytes;
         out.push(hash.digest());
       } catch (err) {
         if (err instanceof FerryError) throw err;
@@ -459,6 +560,7 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
     const chunk = out.take(false);
     if (chunk) yield chunk;
   }
+  opts.onZeroes?.(zeroes);
   const end = { t: 'e', n: records, s: total, h: headerHash.digest('hex') };
   out.push(frame(end, '(end)', false));
   const last = out.take(true);
@@ -838,7 +940,8 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
         }
         created.add(h.p);
         try {
-          await receiveFile(reader, fh, h.p, h.s, opts.onBytes);
+          const zeroes = await receiveFile(reader, fh, h.p, h.s, opts.onBytes);
+          if (zeroes > 0) stats.zeroBytes = (stats.zeroBytes ?? 0) + zeroes;
           if (chown) await fh.chown(h.u!, h.g!);
           await fh.chmod(h.m);
         } catch (err) {
@@ -873,39 +976,68 @@ async function receiveFile(
   path: string,
   size: number,
   onBytes: ((n: number) => void) | undefined,
-): Promise<void> {
+): Promise<number> {
   const hash = contentHash();
-  let remaining = size;
-  let pos = 0;
+  let pos = 0; // logical position in the file: data written or batched, zeroes skipped
+  let writeAt = 0; // where the current batch starts
   let batch: Buffer[] = [];
   let batchLen = 0;
   let inflight: Promise<void> | undefined;
+  let zeroes = 0;
+  const flush = async () => {
+    if (batchLen === 0) return;
+    if (inflight) await inflight;
+    inflight = writeAllAt(fh, batch, writeAt);
+    inflight.catch(noop); // awaited below; this only keeps it from counting as unhandled meanwhile
+    batch = [];
+    batchLen = 0;
+  };
   try {
-    while (remaining > 0) {
-      const piece = await reader.take(remaining);
-      if (piece === null) {
-        throw corrupt(
-          `stream truncated inside file ${show(path)} (${size - remaining} of ${size} bytes received)`,
-        );
+    while (pos < size) {
+      const head = await reader.readExact(
+        5,
+        `a piece header in file ${show(path)} (at byte ${pos} of ${size})`,
+      );
+      hash.update(head);
+      const kind = head[0];
+      const len = head.readUInt32BE(1);
+      if (len === 0 || len > size - pos || (kind !== PIECE_DATA && kind !== PIECE_ZERO)) {
+        throw corrupt(`file ${show(path)}: bad piece (kind ${kind}, ${len} bytes at byte ${pos} of ${size})`);
       }
-      hash.update(piece);
-      batch.push(piece);
-      batchLen += piece.length;
-      remaining -= piece.length;
-      onBytes?.(piece.length);
-      if (batchLen >= WRITE_BATCH || batch.length >= WRITE_BATCH_PIECES || remaining === 0) {
-        if (inflight) await inflight;
-        inflight = writeAllAt(fh, batch, pos);
-        inflight.catch(noop); // awaited below; this only keeps it from counting as unhandled meanwhile
-        pos += batchLen;
-        batch = [];
-        batchLen = 0;
+      if (kind === PIECE_ZERO) {
+        // a hole: the file is new, so skipped bytes read as zeroes (and take no space on tmpfs)
+        await flush();
+        pos += len;
+        writeAt = pos;
+        zeroes += len;
+        onBytes?.(len);
+        continue;
+      }
+      let remaining = len;
+      while (remaining > 0) {
+        const piece = await reader.take(remaining);
+        if (piece === null) {
+          throw corrupt(`stream truncated inside file ${show(path)} (${pos} of ${size} bytes received)`);
+        }
+        hash.update(piece);
+        batch.push(piece);
+        batchLen += piece.length;
+        remaining -= piece.length;
+        pos += piece.length;
+        onBytes?.(piece.length);
+        if (batchLen >= WRITE_BATCH || batch.length >= WRITE_BATCH_PIECES) {
+          await flush();
+          writeAt = pos;
+        }
       }
     }
+    await flush();
     if (inflight) await inflight;
+    await fh.truncate(size); // a trailing run of zeroes
   } finally {
     if (inflight) await inflight.catch(noop);
   }
   const digest = await reader.readExact(DIGEST_BYTES, `the checksum of ${show(path)}`);
   if (!digest.equals(hash.digest())) throw corrupt(`checksum mismatch for file ${show(path)}`);
+  return zeroes;
 }

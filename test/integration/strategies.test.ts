@@ -239,6 +239,27 @@ test('post-copy: a destination failing before its restore completes rolls back t
   );
 });
 
+test('pre-copy: a destination failing at the restore rolls back to the source from its own final images', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
+  t.after(() => bed.down());
+  await startWriter(bed, 'mem', 64);
+  const before = await status(bed, 'mem');
+  const { code, report } = await migrate(bed, 'mem', 'b', 'precopy');
+  assert.equal(code, 1);
+  assert.equal(report.error?.phase, 'restore');
+  // the final dump went out as recipes; the page images it came from stayed here for this
+  assert.equal(report.rollback?.sourceRunning, true, JSON.stringify(report));
+  assert.equal((await containers(bed)).find((c) => c.name === 'mem')?.host, 'a');
+  await waitFor(
+    'the writer goes on',
+    async () => ((await status(bed, 'mem')).round > before.round + 20 ? true : undefined),
+    30_000,
+  );
+  assert.equal((await status(bed, 'mem')).ok, true, 'memory intact after the local restore');
+  assertHostClean(bed, 'b', 'mem');
+});
+
 test("post-copy: losing the destination's page fault handler after restore is detected, reported, and the damaged copy stopped", async (t) => {
   if (!skipUnlessReady(t)) return;
   // a slow link keeps pages in flight long enough to cut them off
