@@ -65,12 +65,18 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.request('POST', `/v1/incoming/${id}/restore`, { json: opts, timeoutMs: 600_000 });
   }
 
-  sendRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }> {
+  sendRange(
+    id: string,
+    r: FileRange,
+    body: Readable,
+    opts: { sparse?: boolean } = {},
+  ): Promise<{ crc: number; bytes: number }> {
     const q = new URLSearchParams({
       file: r.file,
       offset: String(r.offset),
       length: String(r.length),
       total: String(r.total),
+      ...(opts.sparse ? { sparse: '1' } : {}),
     });
     return this.client.request('PUT', `/v1/incoming/${id}/range?${q}`, { body, timeoutMs: 120_000 });
   }

@@ -17,6 +17,8 @@ export const RangeQuery = Type.Object(
     offset: Type.String({ pattern: '^[0-9]{1,15}$' }),
     length: Type.String({ pattern: '^[0-9]{1,15}$' }),
     total: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    /** '1': the body is pieces (zero pages skipped, transport/pieces.ts) */
+    sparse: Type.Optional(Type.Literal('1')),
   },
   { additionalProperties: false },
 );

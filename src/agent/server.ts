@@ -220,6 +220,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         req.params.id,
         { file: q.file, offset: Number(q.offset), length: Number(q.length), total: Number(q.total) },
         req.raw,
+        { sparse: q.sparse === '1' },
       );
     },
   );

@@ -147,14 +147,19 @@ export class IncomingMigrations {
   }
 
   /** One range of a large image file, on one of several parallel connections. */
-  async receiveRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }> {
+  async receiveRange(
+    id: string,
+    r: FileRange,
+    body: Readable,
+    opts: { sparse?: boolean } = {},
+  ): Promise<{ crc: number; bytes: number }> {
     const rec = await this.load(id);
     if (rec.state !== 'prepared') {
       throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, {
         phase: 'transfer',
       });
     }
-    return writeRange(imageDir(this.host.paths, id), r, body);
+    return writeRange(imageDir(this.host.paths, id), r, body, opts);
   }
 
   /** Pre-copy round (or the final delta): pages the destination did not have yet. */
@@ -256,6 +261,7 @@ export class IncomingMigrations {
     await this.host.writeRecord({ ...rec.record, origin: { kind: 'migration', from: rec.from, id } });
     rec.state = 'restored';
     await this.save(rec);
+    if (process.env['FERRY_KEEP_LOGS']) await this.keepLog(id, images, 'restore.log');
     const stats = await readStats(join(images, 'stats-restore'));
     const out: RestoreResult = { pid: st.pid, ms };
     if (stats?.restore) out.stats = stats.restore;

@@ -188,8 +188,10 @@ class FakePeer implements DestinationPeer {
   async commit() {
     this.check('commit');
   }
-  async sendRange(_id: string, r: FileRange, body: Readable) {
-    return writeRange(join(this.received, 'images'), r, body);
+  async sendRange(_id: string, r: FileRange, body: Readable, opts?: { sparse?: boolean }) {
+    // (the destination made its image directory at prepare)
+    mkdirSync(join(this.received, 'images'), { recursive: true });
+    return writeRange(join(this.received, 'images'), r, body, opts);
   }
   async sendBlocks(_id: string, body: Readable) {
     for await (const _ of body) {

@@ -13,7 +13,8 @@ import { readStats } from '../images/stats.ts';
 import type { LazyDump } from '../runtime/runc.ts';
 import { PageDelta, pageImages, writeRecipes } from '../transport/block-store.ts';
 import { encodeTree } from '../transport/image-stream.ts';
-import { CrcMeter, planRanges } from '../transport/ranges.ts';
+import { type FileRange, planRanges, readRange } from '../transport/ranges.ts';
+import { GrowingFiles } from '../transport/tail.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
 import type {
@@ -79,6 +80,31 @@ interface Progress {
   /** Post-copy: the running lazy dump (CRIU serving pages) and the fenced port. */
   lazy?: LazyDump;
   fence?: { port: number; allow: string };
+  /** Cold: page images being sent while CRIU writes them. */
+  tail?: GrowingFiles;
+}
+
+/** One range of an image file to the destination, zero pages skipped; both sides' CRC-32 must agree. */
+async function sendFileRange(
+  peer: DestinationPeer,
+  id: string,
+  dir: string,
+  r: FileRange,
+  onBytes?: (n: number) => void,
+): Promise<{ bytes: number; zeroBytes: number }> {
+  const { body, meter, zeroBytes } = readRange(join(dir, r.file), r, {
+    sparse: true,
+    ...(onBytes ? { onBytes } : {}),
+  });
+  const got = await peer.sendRange(id, r, body, { sparse: true });
+  if (got.bytes !== meter.bytes || got.crc !== meter.crc >>> 0) {
+    throw new FerryError(
+      'FERRY_E_TRANSFER_CORRUPT',
+      `${r.file} at ${r.offset}: the destination got other bytes than were sent`,
+      { phase: 'transfer' },
+    );
+  }
+  return { bytes: r.length, zeroBytes: zeroBytes() };
 }
 
 async function treeSize(dir: string): Promise<number> {
@@ -293,6 +319,20 @@ export class MigrationSource {
       );
     if (softDirty)
       parentRound = await phase('rounds', () => this.preDumpRounds(req, id, images, peer, report, emit));
+    const compress =
+      req.compress === 'on' ||
+      (req.compress !== 'off' &&
+        report.linkRate !== undefined &&
+        report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
+    if (compress) report.compressed = true;
+    // cold: page images go out while CRIU writes them (ranges, uncompressed: not when the link wants zstd)
+    const ranged = { bytes: 0, zeroBytes: 0, early: 0 };
+    const sendRangeNow = async (r: FileRange, onBytes?: (n: number) => void) => {
+      const got = await sendFileRange(peer, id, images, r, onBytes);
+      ranged.bytes += got.bytes;
+      ranged.zeroBytes += got.zeroBytes;
+    };
+    let tail: GrowingFiles | undefined;
     await phase('checkpoint', async () => {
       progress.quiesced = true;
       progress.freezeStart = this.now();
@@ -303,12 +343,23 @@ export class MigrationSource {
         if (strategy === 'postcopy' || strategy === 'hybrid') {
           progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', progress, parentRound);
         } else {
-          await this.host.runc.checkpoint(name, {
-            imagePath: images,
-            workPath: images,
-            tcpEstablished: net.mode !== 'none',
-            ...(parentRound ? { parentPath: parentRound } : {}),
-          });
+          if (!delta && !parentRound && !compress) {
+            tail = new GrowingFiles(images, (r) => sendRangeNow(r));
+            progress.tail = tail;
+            tail.start();
+          }
+          try {
+            await this.host.runc.checkpoint(name, {
+              imagePath: images,
+              workPath: images,
+              tcpEstablished: net.mode !== 'none',
+              ...(parentRound ? { parentPath: parentRound } : {}),
+            });
+          } catch (err) {
+            await tail?.stop();
+            throw err;
+          }
+          ranged.early = tail?.bytes ?? 0;
         }
       } finally {
         // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
@@ -326,8 +377,11 @@ export class MigrationSource {
     });
 
     await phase('transfer', async () => {
+      const t0 = this.now();
+      // cold: the page images went out while CRIU wrote them; now the rest of them
+      const tailed = new Set(tail ? await tail.finish() : []);
       const total = (await treeSize(images)) + bundleBytes;
-      let sent = 0;
+      let sent = ranged.bytes;
       let lastEmit = 0;
       const onBytes = (n: number) => {
         sent += n;
@@ -337,13 +391,6 @@ export class MigrationSource {
           emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
         }
       };
-      const t0 = this.now();
-      const compress =
-        req.compress === 'on' ||
-        (req.compress !== 'off' &&
-          report.linkRate !== undefined &&
-          report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
-      if (compress) report.compressed = true;
       // pre-copy: only pages the destination lacks; the page images travel as recipes. The page images stay
       // here until the destination runs the container: a rollback restores the source from them.
       const recipeOnly = new Set<string>();
@@ -363,38 +410,17 @@ export class MigrationSource {
         streams > 1
           ? await planRanges(
               images,
-              (await readdir(images)).filter((f) => !isLog(f) && !recipeOnly.has(f)),
+              (await readdir(images)).filter((f) => !isLog(f) && !recipeOnly.has(f) && !tailed.has(f)),
               streams,
             )
           : [];
-      const ranged = new Set(ranges.map((r) => r.file));
+      const inRanges = new Set([...ranges.map((r) => r.file), ...tailed]);
       report.streams = Math.max(1, ranges.length) + 1;
-      const rangeSends = ranges.map(async (r) => {
-        const meter = new CrcMeter();
-        const src = createReadStream(join(images, r.file), {
-          start: r.offset,
-          end: r.offset + r.length - 1,
-          highWaterMark: 1 << 20,
-        });
-        src.on('data', (c) => onBytes((c as Buffer).length));
-        src.on('error', (err) => meter.destroy(err));
-        const got = await peer.sendRange(id, r, src.pipe(meter));
-        if (got.bytes !== r.length || got.crc !== meter.crc >>> 0) {
-          throw new FerryError(
-            'FERRY_E_TRANSFER_CORRUPT',
-            `${r.file} at ${r.offset}: the destination got other bytes than were sent`,
-            {
-              phase: 'transfer',
-            },
-          );
-        }
-        return got.bytes;
-      });
       let zeroBytes = 0;
       const onZeroes = (n: number) => {
         zeroBytes += n;
       };
-      const [b, i, ...rs] = await Promise.all([
+      const [b, i] = await Promise.all([
         peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes, onZeroes }), {
           compress,
         }),
@@ -405,17 +431,20 @@ export class MigrationSource {
           encodeTree([{ root: images, prefix: '' }], {
             onBytes,
             onZeroes,
-            exclude: (rel) => isLog(rel) || /^round-\d+$/.test(rel) || ranged.has(rel) || recipeOnly.has(rel),
+            exclude: (rel) =>
+              isLog(rel) || /^round-\d+$/.test(rel) || inRanges.has(rel) || recipeOnly.has(rel),
           }),
           { compress },
         ),
-        ...rangeSends,
+        ...ranges.map((r) => sendRangeNow(r, onBytes)),
       ]);
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
-      const rangeBytes = rs.reduce((s, n) => s + n, 0);
+      zeroBytes += ranged.zeroBytes;
       // zero pages count as skipped, not sent
-      report.bytesSent = b.bytes + i.bytes + rangeBytes + (report.precopy?.switchoverBytes ?? 0) - zeroBytes;
+      report.bytesSent =
+        b.bytes + i.bytes + ranged.bytes + (report.precopy?.switchoverBytes ?? 0) - zeroBytes;
       if (zeroBytes > 0) report.zeroBytesSkipped = zeroBytes;
+      if (tailed.size > 0) report.streamedDuringDump = ranged.early;
       const ms = Math.round(this.now() - t0);
       report.rounds.push({ bytes: report.bytesSent, ms });
       // a large transfer measures the link (and both agents) well enough for the next plan
@@ -666,6 +695,7 @@ export class MigrationSource {
     progress: Progress,
   ): Promise<{ sourceRunning: boolean; destinationCleaned: boolean; note?: string }> {
     const notes: string[] = [];
+    await progress.tail?.stop();
     let destinationCleaned = !progress.prepared;
     // destination first: two copies must never run at once
     if (progress.prepared) {

@@ -47,6 +47,8 @@ export interface MigrationReport {
   bytesSent: number;
   /** Bytes of zero pages the transfer skipped (not in bytesSent). */
   zeroBytesSkipped?: number;
+  /** Cold: bytes of page images already sent while CRIU was still writing them. */
+  streamedDuringDump?: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
@@ -116,7 +118,12 @@ export interface DestinationPeer {
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
   /** One range of a large image file (parallel streams); the destination answers with the CRC-32 it computed. */
-  sendRange(id: string, r: FileRange, body: Readable): Promise<{ crc: number; bytes: number }>;
+  sendRange(
+    id: string,
+    r: FileRange,
+    body: Readable,
+    opts?: { sparse?: boolean },
+  ): Promise<{ crc: number; bytes: number }>;
   /** Pre-copy: pages the destination does not have yet (raw 4 KiB blocks). */
   sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }>;
   /** Sends `bytes` of filler to the destination and returns the measured rate in bytes/s (for `auto`). */

@@ -64,6 +64,7 @@ import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
+import { PIECE_DATA, PIECE_ZERO, PieceWriter } from './pieces.ts';
 
 export interface StreamEntrySource {
   root: string;
@@ -119,89 +120,6 @@ export function contentHash(): ContentDigest {
   return new ContentDigest();
 }
 
-/** Zero pages are found at this granularity, aligned to the file offset (CRIU's page images are page-aligned). */
-export const PAGE = 4096;
-const ZERO_PAGE = Buffer.alloc(PAGE);
-const PIECE_DATA = 0x44; // 'D'
-const PIECE_ZERO = 0x5a; // 'Z'
-/** A zero run longer than this is split (the length field is 32 bits). */
-const MAX_ZERO_PIECE = 2 ** 31;
-
-function pieceHeader(kind: number, len: number): Buffer {
-  const b = Buffer.allocUnsafe(5);
-  b[0] = kind;
-  b.writeUInt32BE(len, 1);
-  return b;
-}
-
-/**
- * Encodes a large file's content as pieces: data as it is, whole zero pages as a length only. Chunks go in as
- * read; what comes out goes through `emit` (which may coalesce); the checksum covers the bytes as sent.
- */
-export class PieceWriter {
-  zeroBytes = 0;
-  private pendingZero = 0;
-  private readonly hash: ContentDigest;
-  private readonly emit: (b: Buffer) => Buffer[];
-
-  private readonly raw: boolean;
-
-  /** `raw`: no pieces, the bytes as they are (a file that shrank to a small file's size after the walk). */
-  constructor(hash: ContentDigest, emit: (b: Buffer) => Buffer[], raw = false) {
-    this.hash = hash;
-    this.emit = emit;
-    this.raw = raw;
-  }
-
-  private send(out: Buffer[], b: Buffer): void {
-    this.hash.update(b);
-    out.push(...this.emit(b));
-  }
-
-  private flushZero(out: Buffer[]): void {
-    while (this.pendingZero > 0) {
-      const n = Math.min(this.pendingZero, MAX_ZERO_PIECE);
-      this.send(out, pieceHeader(PIECE_ZERO, n));
-      this.zeroBytes += n;
-      this.pendingZero -= n;
-    }
-  }
-
-  /** One chunk of the file, in order; every chunk but the last is a whole number of pages. */
-  add(buf: Buffer): Buffer[] {
-    const out: Buffer[] = [];
-    if (this.raw) {
-      this.send(out, buf);
-      return out;
-    }
-    let dataStart = -1;
-    const flushData = (end: number) => {
-      if (dataStart < 0) return;
-      this.flushZero(out);
-      this.send(out, pieceHeader(PIECE_DATA, end - dataStart));
-      this.send(out, buf.subarray(dataStart, end));
-      dataStart = -1;
-    };
-    for (let off = 0; off < buf.length; off += PAGE) {
-      const end = Math.min(off + PAGE, buf.length);
-      const zero = end - off === PAGE && ZERO_PAGE.equals(buf.subarray(off, end));
-      if (zero) {
-        flushData(off);
-        this.pendingZero += PAGE;
-      } else if (dataStart < 0) {
-        dataStart = off;
-      }
-    }
-    flushData(buf.length);
-    return out;
-  }
-
-  end(): Buffer[] {
-    const out: Buffer[] = [];
-    this.flushZero(out);
-    return out;
-  }
-}
 const MAX_PATH_BYTES = 4096;
 /** Read size for large files in the encoder; each chunk is its own Buffer handed downstream. */
 const READ_CHUNK = 1024 * 1024;

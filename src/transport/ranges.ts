@@ -1,11 +1,12 @@
 // Parallel streams for large image files: a file is cut into ranges, each sent on its own connection and
 // written in place on the destination; both sides compute a CRC-32 of every range and compare.
 import { constants } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
+import { PieceParser, PieceWriter } from './pieces.ts';
 
 /** Files this large are cut into ranges; smaller ones travel in the framed image stream. */
 export const RANGE_MIN_FILE = 32 << 20;
@@ -46,11 +47,54 @@ export class CrcMeter extends Transform {
   }
 }
 
-/** Destination: writes one range of `file` (created at its full size if needed) and returns what it got. */
+/**
+ * Source: one range of a file as a stream, read in 1 MiB chunks; `sparse` sends it as pieces (zero pages
+ * skipped). `meter` has the CRC-32 and byte count of what went on the wire once the stream has ended.
+ */
+export function readRange(
+  path: string,
+  r: FileRange,
+  opts: { sparse?: boolean; onBytes?: (n: number) => void } = {},
+): { body: Readable; meter: CrcMeter; zeroBytes: () => number } {
+  const meter = new CrcMeter();
+  const pieces = new PieceWriter({ update: () => {} }, (b) => [b], !opts.sparse);
+  async function* chunks(): AsyncGenerator<Buffer> {
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      for (let pos = 0; pos < r.length; ) {
+        const want = Math.min(1 << 20, r.length - pos);
+        const buf = Buffer.allocUnsafe(want);
+        let got = 0;
+        while (got < want) {
+          const { bytesRead } = await fh.read(buf, got, want - got, r.offset + pos + got);
+          if (bytesRead === 0)
+            throw new Error(`${r.file} ended at ${r.offset + pos + got}, inside its range`);
+          got += bytesRead;
+        }
+        pos += want;
+        opts.onBytes?.(want);
+        yield* pieces.add(buf);
+      }
+      yield* pieces.end();
+    } finally {
+      await fh?.close();
+    }
+  }
+  const src = Readable.from(chunks(), { objectMode: false });
+  src.on('error', (err) => meter.destroy(err));
+  return { body: src.pipe(meter), meter, zeroBytes: () => pieces.zeroBytes };
+}
+
+/**
+ * Destination: writes one range of `file` (created at its full size if needed) and returns what it got: the
+ * CRC-32 and byte count of the body as it came (pieces included when `sparse`).
+ */
 export async function writeRange(
   dir: string,
   r: FileRange,
   body: Readable,
+  opts: { sparse?: boolean } = {},
 ): Promise<{ crc: number; bytes: number }> {
   if (!/^[A-Za-z0-9._-]+$/.test(r.file) || r.file.startsWith('.')) {
     throw new FerryError('FERRY_E_INPUT_REQUEST', `bad file name in a range: ${JSON.stringify(r.file)}`, {
@@ -73,6 +117,29 @@ export async function writeRange(
   try {
     const size = (await fh.stat()).size;
     if (size < r.total) await fh.truncate(r.total);
+    if (opts.sparse) {
+      // zero runs are left as they are: the file is new, or these bytes were never written
+      const parser = new PieceParser(r.length, `range of ${r.file} at ${r.offset}`);
+      try {
+        for await (const c of body) {
+          const chunk = c as Buffer;
+          crc = crc32(chunk, crc);
+          bytes += chunk.length;
+          const writes: Promise<unknown>[] = [];
+          parser.push(
+            chunk,
+            (b, off) => writes.push(fh.write(b, 0, b.length, r.offset + off)),
+            () => {},
+          );
+          await Promise.all(writes);
+        }
+        parser.end();
+      } catch (err) {
+        if (err instanceof FerryError) throw err;
+        throw new FerryError('FERRY_E_TRANSFER_CORRUPT', (err as Error).message, { phase: 'transfer' });
+      }
+      return { crc: crc >>> 0, bytes };
+    }
     for await (const c of body) {
       const chunk = c as Buffer;
       if (bytes + chunk.length > r.length) {
