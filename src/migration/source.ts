@@ -1,7 +1,6 @@
 // The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
 // with a defined rollback for every phase before the destination is confirmed.
 import { randomBytes, randomInt } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +10,7 @@ import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { LazyDump } from '../runtime/runc.ts';
-import { PageDelta, pageImages, writeRecipes } from '../transport/block-store.ts';
+import { PageDelta, pageImages, writeFiles, writeRecipes } from '../transport/block-store.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import { type FileRange, planRanges, readRange } from '../transport/ranges.ts';
 import { GrowingFiles } from '../transport/tail.ts';
@@ -394,13 +393,17 @@ export class MigrationSource {
       // pre-copy: only pages the destination lacks; the page images travel as recipes. The page images stay
       // here until the destination runs the container: a rollback restores the source from them.
       const recipeOnly = new Set<string>();
+      let deltaBlockBytes = 0;
       if (delta) {
         const files = await pageImages(images);
         const d = delta.delta(images, files);
         await peer.sendBlocks(id, d.blocks);
-        await writeRecipes(images, await d.recipes);
+        const recipeBytes = await writeFiles(images, delta.encodeRecipes(await d.recipes));
         for (const f of files) recipeOnly.add(f);
-        report.precopy!.switchoverBytes = d.newBytes();
+        // what the switchover carries: the pages the destination lacked and the recipes (diffs where smaller)
+        report.precopy!.switchoverBytes = d.newBytes() + recipeBytes;
+        report.precopy!.changedPages = delta.changedPages;
+        deltaBlockBytes = d.newBytes();
         sent += d.newBytes();
       }
       const isLog = (rel: string) => rel.endsWith('.log');
@@ -441,8 +444,7 @@ export class MigrationSource {
       emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
       zeroBytes += ranged.zeroBytes;
       // zero pages count as skipped, not sent
-      report.bytesSent =
-        b.bytes + i.bytes + ranged.bytes + (report.precopy?.switchoverBytes ?? 0) - zeroBytes;
+      report.bytesSent = b.bytes + i.bytes + ranged.bytes + deltaBlockBytes - zeroBytes;
       if (zeroBytes > 0) report.zeroBytesSkipped = zeroBytes;
       if (tailed.size > 0) report.streamedDuringDump = ranged.early;
       const ms = Math.round(this.now() - t0);
@@ -558,6 +560,14 @@ export class MigrationSource {
       const sendMs = Math.max(1, this.now() - t1);
       const bytes = d.newBytes();
       await rm(dir, { recursive: true, force: true });
+      // the round's recipes go too (while the container runs): the final dump's recipes are then sent as diffs
+      const recipes = await d.recipes;
+      const recipeDir = join(images, `recipes-${r}`);
+      await mkdir(recipeDir, { recursive: true });
+      await writeRecipes(recipeDir, recipes);
+      await peer.send(id, 'images', encodeTree([{ root: recipeDir, prefix: `recipes-${r}` }]));
+      await rm(recipeDir, { recursive: true, force: true });
+      delta.remember(r, recipes);
       roundBytes.push(bytes);
       report.rounds.push({ bytes, ms: Math.round(this.now() - t0) });
       emit({

@@ -52,7 +52,15 @@ export interface MigrationReport {
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
-  precopy?: { stop: string; roundBytes: number[]; switchoverBytes: number; distinctPages: number };
+  precopy?: {
+    stop: string;
+    roundBytes: number[];
+    /** Bytes the switchover sent: new page contents plus the recipes (diffs against the last round where smaller). */
+    switchoverBytes: number;
+    distinctPages: number;
+    /** Pages of the final dump whose content differs from the last round's page at the same place. */
+    changedPages?: number;
+  };
   /** The container's memory in use when the migration was planned (its cgroup's figure). */
   memoryBytes?: number;
   /** How many connections carried the images and the bundle. */
