@@ -324,6 +324,7 @@ export class MigrationSource {
         report.linkRate !== undefined &&
         report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
     if (compress) report.compressed = true;
+    const streams = compress ? 1 : (req.streams ?? DEFAULT_STREAMS);
     // cold: page images go out while CRIU writes them (ranges, uncompressed: not when the link wants zstd)
     const ranged = { bytes: 0, zeroBytes: 0, early: 0 };
     const sendRangeNow = async (r: FileRange, onBytes?: (n: number) => void) => {
@@ -343,7 +344,7 @@ export class MigrationSource {
           progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', progress, parentRound);
         } else {
           if (!delta && !parentRound && !compress) {
-            tail = new GrowingFiles(images, (r) => sendRangeNow(r));
+            tail = new GrowingFiles(images, (r) => sendRangeNow(r), { parallel: streams });
             progress.tail = tail;
             tail.start();
           }
@@ -408,7 +409,6 @@ export class MigrationSource {
       }
       const isLog = (rel: string) => rel.endsWith('.log');
       // large image files go in ranges over parallel connections; the rest in the framed stream
-      const streams = compress ? 1 : (req.streams ?? DEFAULT_STREAMS);
       const ranges =
         streams > 1
           ? await planRanges(
@@ -418,7 +418,7 @@ export class MigrationSource {
             )
           : [];
       const inRanges = new Set([...ranges.map((r) => r.file), ...tailed]);
-      report.streams = Math.max(1, ranges.length) + 1;
+      report.streams = (tailed.size > 0 ? streams : Math.max(1, ranges.length)) + 1;
       let zeroBytes = 0;
       const onZeroes = (n: number) => {
         zeroBytes += n;

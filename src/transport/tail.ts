@@ -1,8 +1,8 @@
 // Sending image files while CRIU still writes them. A cold dump freezes the container for the dump and the
 // transfer; CRIU only ever appends to its page images, so whatever it has written can be on its way while it
-// writes the rest. Each new stretch of whole pages goes as one range (ranges.ts); `finish`, once CRIU has
-// exited, sends the tail of every file and returns which files travelled this way (the framed stream leaves
-// them out).
+// writes the rest. Each new stretch of whole pages goes as one range (ranges.ts), up to `parallel` ranges at a
+// time on their own connections; `finish`, once CRIU has exited, sends the tail of every file and returns which
+// files travelled this way (the framed stream leaves them out).
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileRange } from './ranges.ts';
@@ -14,19 +14,28 @@ export interface TailOptions {
   match?: RegExp;
   /** Smallest stretch worth a request while the file grows. */
   minBytes?: number;
+  /** Largest range in one request. */
+  maxBytes?: number;
+  /** Ranges in flight at once. */
+  parallel?: number;
   pollMs?: number;
 }
 
 export class GrowingFiles {
-  private readonly sent = new Map<string, number>();
+  /** Per file: how far ranges have been handed out. */
+  private readonly next = new Map<string, number>();
+  private readonly inflight = new Set<Promise<void>>();
   private readonly dir: string;
   private readonly send: (r: FileRange) => Promise<unknown>;
   private readonly match: RegExp;
   private readonly minBytes: number;
+  private readonly maxBytes: number;
+  private readonly parallel: number;
   private readonly pollMs: number;
   private stopped = false;
+  private error: unknown;
   private loop: Promise<void> = Promise.resolve();
-  /** Bytes handed to `send` so far. */
+  /** Bytes sent so far (ranges completed). */
   bytes = 0;
 
   constructor(dir: string, send: (r: FileRange) => Promise<unknown>, opts: TailOptions = {}) {
@@ -34,6 +43,8 @@ export class GrowingFiles {
     this.send = send;
     this.match = opts.match ?? /^pages-\d+\.img$/;
     this.minBytes = opts.minBytes ?? 4 << 20;
+    this.maxBytes = opts.maxBytes ?? 64 << 20;
+    this.parallel = Math.max(1, opts.parallel ?? 1);
     this.pollMs = opts.pollMs ?? 20;
   }
 
@@ -43,12 +54,27 @@ export class GrowingFiles {
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped) {
-      if (!(await this.sweep(false))) await new Promise((r) => setTimeout(r, this.pollMs));
+    while (!this.stopped && this.error === undefined) {
+      const dispatched = await this.sweep(false);
+      if (this.inflight.size >= this.parallel) await Promise.race(this.inflight);
+      else if (!dispatched) await new Promise((r) => setTimeout(r, this.pollMs));
     }
   }
 
-  /** Sends what is new in every followed file; true when something went. */
+  private dispatch(r: FileRange): void {
+    const p = this.send(r).then(
+      () => {
+        this.bytes += r.length;
+      },
+      (err: unknown) => {
+        this.error ??= err;
+      },
+    );
+    const tracked = p.finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+  }
+
+  /** Hands out what is new in every followed file, as far as the parallel limit allows; true when any went. */
   private async sweep(final: boolean): Promise<boolean> {
     let any = false;
     let names: string[];
@@ -59,16 +85,24 @@ export class GrowingFiles {
     }
     for (const file of names) {
       const size = (await stat(join(this.dir, file))).size;
-      const from = this.sent.get(file) ?? 0;
+      let from = this.next.get(file) ?? 0;
       if (size < from)
         throw new Error(`${file} shrank from ${from} to ${size} bytes while it was being sent`);
       // while CRIU writes, only whole pages (a partial one may be mid-write); at the end, everything
-      const to = final ? size : size - (size % PAGE);
-      if (final ? this.sent.has(file) && to === from : to - from < this.minBytes) continue;
-      await this.send({ file, offset: from, length: to - from, total: to });
-      this.sent.set(file, to);
-      this.bytes += to - from;
-      any = true;
+      const end = final ? size : size - (size % PAGE);
+      if (final && !this.next.has(file) && end === 0) {
+        this.dispatch({ file, offset: 0, length: 0, total: 0 }); // an empty image still has to exist there
+        this.next.set(file, 0);
+        any = true;
+      }
+      while (end > from && (final || end - from >= this.minBytes) && this.inflight.size < this.parallel) {
+        const length = Math.min(end - from, this.maxBytes);
+        this.dispatch({ file, offset: from, length, total: from + length });
+        from += length;
+        this.next.set(file, from);
+        any = true;
+      }
+      if (final && end > from) return true; // more to hand out once a connection frees up
     }
     return any;
   }
@@ -77,13 +111,21 @@ export class GrowingFiles {
   async finish(): Promise<string[]> {
     this.stopped = true;
     await this.loop;
-    await this.sweep(true);
-    return [...this.sent.keys()];
+    for (;;) {
+      if (this.error !== undefined) break;
+      const more = await this.sweep(true);
+      if (!more && this.inflight.size === 0) break;
+      if (this.inflight.size > 0) await Promise.race(this.inflight);
+    }
+    await Promise.all(this.inflight);
+    if (this.error !== undefined) throw this.error;
+    return [...this.next.keys()];
   }
 
-  /** Stops following (on failure); nothing more is sent. */
+  /** Stops following (on failure): nothing more is handed out; waits for what is in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.loop.catch(() => {});
+    await Promise.all(this.inflight);
   }
 }
