@@ -33,10 +33,10 @@ const FIXED_FREEZE_MS = 300;
 const DUMP_RESTORE_RATE = 1e9;
 const DEFAULT_TRANSFER_RATE = 250e6;
 
+/** The page images stream while CRIU writes them: the slower of dump and link, then the restore. */
 export function estimateColdFreezeMs(memoryBytes: number, transferRate = DEFAULT_TRANSFER_RATE): number {
-  return Math.round(
-    FIXED_FREEZE_MS + (memoryBytes / transferRate) * 1000 + ((2 * memoryBytes) / DUMP_RESTORE_RATE) * 1000,
-  );
+  const dumpOrLink = Math.max(memoryBytes / transferRate, memoryBytes / DUMP_RESTORE_RATE);
+  return Math.round(FIXED_FREEZE_MS + dumpOrLink * 1000 + (memoryBytes / DUMP_RESTORE_RATE) * 1000);
 }
 
 export function estimatePostcopyFreezeMs(): number {
