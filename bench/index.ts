@@ -9,7 +9,8 @@ export const SUITES: Record<
   strategies: (o) =>
     strategyBench({
       runs: o.runs ?? 5,
-      sizesMiB: [64, 256, 1024],
+      sizesMiB: [64, 256, 1024, 4096],
+      only: { 4096: ['auto', 'postcopy'] },
       strategies: ['auto', 'cold', 'precopy', 'postcopy', 'hand'],
       rate: '1gbit',
       ferryArgv: o.ferryArgv,
