@@ -55,7 +55,10 @@ export async function startAgent(
   await host.init();
   await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
   // staged before any migration: every CRIU run in a freeze then skips its kernel probe
-  const kdat = await stageKdat(runner, cfg.criuPath ?? 'criu', paths.stateDir);
+  const kdat = await stageKdat(runner, cfg.criuPath ?? 'criu', paths.stateDir).catch((err: Error) => ({
+    state: 'absent' as const,
+    message: err.message,
+  }));
   log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
   const incoming = new IncomingMigrations(host, log, {

@@ -46,19 +46,20 @@ export class HttpDestinationPeer implements DestinationPeer {
     id: string,
     part: 'bundle' | 'images',
     body: Readable,
-    opts: { compress?: boolean } = {},
+    opts: { compress?: boolean; update?: boolean } = {},
   ): Promise<{ bytes: number }> {
+    const path = `/v1/incoming/${id}/${part}${opts.update ? '?update=1' : ''}`;
     if (opts.compress) {
       // zstd level 1: cheap enough to pay off whenever the link, not the CPU, is the bottleneck
       const z = createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } });
       body.on('error', (err) => z.destroy(err));
-      return this.client.request('PUT', `/v1/incoming/${id}/${part}`, {
+      return this.client.request('PUT', path, {
         body: body.pipe(z),
         headers: { 'content-encoding': 'zstd' },
         timeoutMs: 120_000,
       });
     }
-    return this.client.request('PUT', `/v1/incoming/${id}/${part}`, { body, timeoutMs: 120_000 });
+    return this.client.request('PUT', path, { body, timeoutMs: 120_000 });
   }
 
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult> {

@@ -11,6 +11,12 @@ export const PartParams = Type.Object(
   { additionalProperties: false },
 );
 
+/** update=1: the bundle part updates the tree sent at prepare (removal records, then what changed). */
+export const PartQuery = Type.Object(
+  { update: Type.Optional(Type.Literal('1')) },
+  { additionalProperties: false },
+);
+
 export const RangeQuery = Type.Object(
   {
     file: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' }),

@@ -20,6 +20,7 @@ import {
   MigrateBody,
   NameParams,
   PartParams,
+  PartQuery,
   RangeQuery,
   RestoreBody,
 } from './schemas.ts';
@@ -197,18 +198,19 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       return { id: b.id };
     },
   );
-  app.put<{ Params: Static<typeof PartParams> }>(
+  app.put<{ Params: Static<typeof PartParams>; Querystring: Static<typeof PartQuery> }>(
     '/v1/incoming/:id/:part',
-    { schema: { params: PartParams } },
+    { schema: { params: PartParams, querystring: PartQuery } },
     async (req) => {
+      const opts = { update: req.query.update === '1' };
       const enc = req.headers['content-encoding'];
       if (enc === undefined || enc === 'identity')
-        return incoming.receive(req.params.id, req.params.part, req.raw);
+        return incoming.receive(req.params.id, req.params.part, req.raw, opts);
       if (enc !== 'zstd')
         throw new FerryError('FERRY_E_INPUT_REQUEST', `unsupported content-encoding ${enc}`);
       const z = createZstdDecompress();
       req.raw.on('error', (err) => z.destroy(err));
-      return incoming.receive(req.params.id, req.params.part, req.raw.pipe(z));
+      return incoming.receive(req.params.id, req.params.part, req.raw.pipe(z), opts);
     },
   );
   app.put<{ Params: Static<typeof IdParams>; Querystring: Static<typeof RangeQuery> }>(

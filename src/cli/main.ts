@@ -110,12 +110,14 @@ export function buildProgram(): Command {
     .addOption(
       new Option(
         '--strategy <s>',
-        'auto: cold while its estimated freeze fits --max-downtime (default 500 ms), else postcopy. ' +
-          'cold: dump, stream, restore. postcopy: restore at once, memory follows on demand; CAUTION: from the ' +
-          "restore until the last page arrives the container's memory is split between the hosts, and losing " +
-          'either host then loses the container (ferry stops the damaged copy and says so). ' +
-          'precopy: rounds while it runs, then only pages whose content changed (content delta: this kernel has no ' +
-          'soft-dirty tracking, so every round is a full dump). hybrid: not implemented yet',
+        'auto: cold while its estimated freeze fits --max-downtime (default 500 ms); else pre-copy where its ' +
+          'rounds are cheap (soft-dirty) and converge at the measured dirty and link rates; else postcopy. ' +
+          'cold: dump (streamed while it is written), restore. postcopy: restore at once, memory follows on ' +
+          "demand; CAUTION: from the restore until the last page arrives the container's memory is split between " +
+          'the hosts, and losing either host then loses the container (ferry stops the damaged copy and says so). ' +
+          'precopy: rounds while it runs, then only pages whose content changed (without soft-dirty tracking ' +
+          'every round is a full dump). hybrid: soft-dirty pre-dump rounds, then post-copy for the rest (needs ' +
+          'soft-dirty tracking; ferry check says where it works)',
       )
         .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
         .default('auto'),

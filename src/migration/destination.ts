@@ -10,7 +10,7 @@ import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
 import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
-import type { StartedProcess } from '../runtime/exec.ts';
+import type { ExecResult, StartedProcess } from '../runtime/exec.ts';
 import { BlockStore } from '../transport/block-store.ts';
 import { decodeTree } from '../transport/image-stream.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
@@ -40,6 +40,8 @@ export class IncomingMigrations {
   private readonly daemons = new Map<string, StartedProcess>();
   /** Post-copy: the lazy-pages daemon's start, begun when the images arrived. */
   private readonly lazyStarts = new Map<string, Promise<void>>();
+  /** Lazy-pages daemons that have exited, with how. */
+  private readonly daemonsEnded = new Map<string, ExecResult>();
   private readonly aborted = new Set<string>();
   /** Post-copy outcome per migration: did every page arrive? */
   private readonly pageResults = new Map<string, Promise<{ ok: boolean; message: string }>>();
@@ -114,7 +116,12 @@ export class IncomingMigrations {
     }
   }
 
-  async receive(id: string, part: 'bundle' | 'images', body: Readable): Promise<{ bytes: number }> {
+  async receive(
+    id: string,
+    part: 'bundle' | 'images',
+    body: Readable,
+    opts: { update?: boolean } = {},
+  ): Promise<{ bytes: number }> {
     const rec = await this.load(id);
     if (rec.state !== 'prepared') {
       throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is ${rec.state}, not receiving`, {
@@ -122,11 +129,21 @@ export class IncomingMigrations {
       });
     }
     const dest = part === 'bundle' ? bundleDir(this.host.paths, rec.name) : imageDir(this.host.paths, id);
-    if (part === 'bundle') {
+    const update = part === 'bundle' && opts.update === true;
+    if (update && !rec.received.includes('bundle')) {
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id}: a bundle update before the bundle`, {
+        phase: 'transfer',
+      });
+    }
+    if (part === 'bundle' && !update) {
       await rm(dest, { recursive: true, force: true });
       await mkdir(dest, { recursive: true, mode: 0o700 });
     }
-    const stats = await decodeTree(body, dest);
+    const stats = await decodeTree(body, dest, update ? { allowRemove: true } : {});
+    // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
+    if (this.aborted.has(id)) {
+      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `migration ${id} was aborted`, { phase: 'transfer' });
+    }
     if (!rec.received.includes(part)) rec.received.push(part);
     // (hybrid's pre-dump rounds arrive in subdirectories first: only the final dump has a top-level inventory)
     const inventory =
@@ -226,18 +243,20 @@ export class IncomingMigrations {
         }
         await started;
       }
-      const daemon = this.daemons.get(id);
-      if (daemon && (await hasEnded(daemon.done))) {
-        throw new FerryError('FERRY_E_RESTORE_FAILED', 'criu lazy-pages ended before the restore', {
-          phase: 'restore',
-        });
+      const ended = this.daemonsEnded.get(id);
+      if (lazy && ended) {
+        throw new FerryError(
+          'FERRY_E_RESTORE_FAILED',
+          `criu lazy-pages ended before the restore: ${ended.stderr.trim().split('\n').pop() || `exit ${ended.code}`}`,
+          { phase: 'restore' },
+        );
       }
       ({ ms } = await this.host.runc.restore(rec.name, {
         bundle,
         imagePath: images,
         workPath: images,
         tcpEstablished: net.mode !== 'none',
-        ...(opts.lazy ? { lazyPages: true } : {}),
+        ...(lazy ? { lazyPages: true } : {}),
       }));
     } catch (err) {
       await this.keepLog(id, images, 'restore.log');
@@ -281,6 +300,9 @@ export class IncomingMigrations {
       });
     const daemon = this.lazyPages({ ...lazy, imagesDir: images });
     this.daemons.set(id, daemon);
+    void daemon.done.then((r) => {
+      if (this.daemons.get(id) === daemon) this.daemonsEnded.set(id, r);
+    });
     this.pageResults.set(
       id,
       daemon.done.then((r) =>
@@ -354,6 +376,7 @@ export class IncomingMigrations {
       // post-copy: the daemon still reads the images while pages stream in; clean up after it
       this.daemons.delete(id);
       this.lazyStarts.delete(id);
+      this.daemonsEnded.delete(id);
       void daemon.done.then(() => rm(imageDir(this.host.paths, id), { recursive: true, force: true }));
     } else {
       await rm(imageDir(this.host.paths, id), { recursive: true, force: true });
@@ -375,9 +398,11 @@ export class IncomingMigrations {
     this.aborted.add(id);
     await this.blockStores.get(id)?.close();
     this.blockStores.delete(id);
+    await this.lazyStarts.get(id)?.catch(() => {}); // a daemon being started is killed too
     this.daemons.get(id)?.kill('SIGKILL');
     this.daemons.delete(id);
     this.lazyStarts.delete(id);
+    this.daemonsEnded.delete(id);
     await this.host.runc.destroy(rec.name);
     await this.host.network.destroy(rec.name, identity(rec.record)).catch(() => {});
     await rm(containerDir(this.host.paths, rec.name), { recursive: true, force: true });
@@ -415,10 +440,4 @@ export class IncomingMigrations {
       // no log to keep
     }
   }
-}
-
-/** Whether a promise has already settled (without waiting for it). */
-async function hasEnded(p: Promise<unknown>): Promise<boolean> {
-  const pending = Symbol('pending');
-  return (await Promise.race([p.then(() => true), Promise.resolve(pending)])) !== pending;
 }

@@ -166,6 +166,9 @@ test('auto weighs the dirty rate: pre-copy where its rounds are cheap and conver
 test('pre-copy rounds follow the ratio of dirty rate to link rate', () => {
   assert.equal(precopyRounds(1 << 20, 1e9, 125e6, 500), 1, 'fits at once');
   assert.equal(precopyRounds(1 << 30, 200e6, 125e6, 500), Number.POSITIVE_INFINITY);
+  // a hot set the last round must carry: converges when it fits the budget, not when it does not
+  assert.equal(precopyRounds(1 << 30, 1e6, 125e6, 500, 10e6), 2);
+  assert.equal(precopyRounds(1 << 30, 1e6, 125e6, 500, 100e6), Number.POSITIVE_INFINITY);
   const slow = precopyRounds(1 << 30, 1e6, 125e6, 500);
   const fast = precopyRounds(1 << 30, 60e6, 125e6, 500);
   assert.ok(slow >= 2 && slow < fast, `${slow} < ${fast}`);

@@ -15,6 +15,8 @@ export interface PlanInput {
    * dirty rate, which decides whether pre-copy rounds converge.
    */
   dirtyRate?: number;
+  /** The part of it that is re-touched rather than growing (bytes): a hot set the last round must carry anyway. */
+  dirtyHotBytes?: number;
   source: Record<StrategyName, StrategySupport>;
   destination: Record<StrategyName, StrategySupport>;
   sourceHost: string;
@@ -48,21 +50,26 @@ export const AUTO_MAX_ROUNDS = 8;
 
 /**
  * Pre-copy rounds needed until the last one fits the budget (QEMU's model): round k+1 sends what was dirtied
- * while round k was sent, so each round is dirtyRate / transferRate times the one before. Infinity when the
- * dirty rate is not below the link rate.
+ * while round k was sent: the hot set plus the growth over that time. Infinity when the rounds stop shrinking
+ * (the dirty rate is not below the link rate, or the hot set alone does not fit).
  */
 export function precopyRounds(
   memoryBytes: number,
   dirtyRate: number,
   transferRate: number,
   budgetMs: number,
+  hotBytes = 0,
 ): number {
   const fits = Math.max(1, ((budgetMs - FIXED_FREEZE_MS) / 1000) * transferRate);
   if (memoryBytes <= fits) return 1;
-  const ratio = dirtyRate / transferRate;
-  if (ratio >= 1) return Number.POSITIVE_INFINITY;
-  if (ratio <= 0) return 2;
-  return 1 + Math.ceil(Math.log(fits / memoryBytes) / Math.log(ratio));
+  let bytes = memoryBytes;
+  for (let round = 2; round <= 64; round++) {
+    const next = Math.min(memoryBytes, hotBytes + dirtyRate * (bytes / transferRate));
+    if (next <= fits) return round;
+    if (next >= bytes * 0.999) break;
+    bytes = next;
+  }
+  return Number.POSITIVE_INFINITY;
 }
 
 function rateText(bytesPerSec: number): string {
@@ -116,12 +123,13 @@ export function planStrategy(p: PlanInput): Plan {
   const over = `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
   const link = p.transferRate ?? DEFAULT_TRANSFER_RATE;
   const dirty = p.dirtyRate;
-  const rounds = dirty === undefined ? undefined : precopyRounds(mem, dirty, link, budget);
+  const hot = p.dirtyHotBytes ?? 0;
+  const rounds = dirty === undefined ? undefined : precopyRounds(mem, dirty, link, budget, hot);
   const converges = rounds !== undefined && rounds <= AUTO_MAX_ROUNDS;
   const dirtyText =
     dirty === undefined
       ? 'dirty rate not measured'
-      : `it touches at most ${rateText(dirty)} of writable memory, the link carries ${rateText(link)}`;
+      : `it touches at most ${rateText(dirty)} of writable memory${hot ? ` beyond a hot set of ${(hot / 2 ** 20).toFixed(1)} MiB` : ''}, the link carries ${rateText(link)}`;
   // pre-copy keeps the whole container on the source until the switchover (no split memory, nothing to lose
   // if a host fails mid-way): preferred where its rounds are cheap (soft-dirty) and converge
   const cheapRounds = /pre-dump/.test(p.source.precopy?.mode ?? '');

@@ -6,6 +6,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -90,6 +91,8 @@ class FakeRunc implements RuncLike {
   checkpoints: CheckpointOptions[] = [];
   /** Sizes of the page images successive pre-dump rounds write. */
   preDumpSizes: number[] = [];
+  /** What the container did to its rootfs up to the final dump (after the bundle was pre-staged). */
+  onFinalDump?: () => void;
   async checkpoint(id: string, o: CheckpointOptions) {
     this.calls.push(`checkpoint ${id}`);
     this.checkpoints.push(o);
@@ -101,6 +104,7 @@ class FakeRunc implements RuncLike {
       return { ms: 5 };
     }
     writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
+    if (!o.leaveRunning) this.onFinalDump?.();
     copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
     writeFileSync(join(o.imagePath, 'dump.log'), 'log');
     if (!o.leaveRunning) this.states.delete(id);
@@ -174,9 +178,12 @@ class FakePeer implements DestinationPeer {
     this.check('prepare');
     this.prepared = r.neighbours ?? [];
   }
-  async send(_id: string, part: 'bundle' | 'images', body: Readable) {
-    this.check('send');
-    const s = await decodeTree(body, join(this.received, part));
+  private sends = 0;
+  async send(_id: string, part: 'bundle' | 'images', body: Readable, opts?: { update?: boolean }) {
+    // the first send is the bundle at prepare; `fail.send` is about the transfer
+    if (this.sends++ === 0) this.calls.push('send');
+    else this.check('send');
+    const s = await decodeTree(body, join(this.received, part), { allowRemove: opts?.update === true });
     return { bytes: s.bytes };
   }
   neighbours: Neighbour[] = [];
@@ -252,6 +259,12 @@ beforeEach(async () => {
     JSON.stringify({ root: { path: 'rootfs' }, process: { args: ['x'] } }),
   );
   writeFileSync(join(b, 'rootfs', 'data', 'f'), 'hello');
+  writeFileSync(join(b, 'rootfs', 'data', 'gone'), 'deleted before the dump');
+  runc.onFinalDump = () => {
+    writeFileSync(join(b, 'rootfs', 'data', 'f'), 'written after the bundle went');
+    writeFileSync(join(b, 'rootfs', 'data', 'new'), 'n');
+    rmSync(join(b, 'rootfs', 'data', 'gone'));
+  };
   await host.writeRecord({
     name: 'c1',
     createdAt: 'now',
@@ -278,8 +291,14 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
     r.phases.map((p) => p.name),
     ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm', 'cleanup'],
   );
-  assert.deepEqual(peer.calls, ['capabilities', 'prepare', 'send', 'send', 'restore', 'commit']);
-  assert.ok(existsSync(join(peer.received, 'bundle', 'rootfs', 'data', 'f')));
+  // the bundle before the freeze, then (with the images) only what changed in it
+  assert.deepEqual(peer.calls, ['capabilities', 'prepare', 'send', 'send', 'send', 'restore', 'commit']);
+  const got = join(peer.received, 'bundle', 'rootfs', 'data');
+  assert.equal(readFileSync(join(got, 'f'), 'utf8'), 'written after the bundle went');
+  assert.ok(existsSync(join(got, 'new')));
+  assert.ok(!existsSync(join(got, 'gone')), 'a file deleted since is deleted there too');
+  assert.ok(existsSync(join(peer.received, 'bundle', 'config.json')));
+  assert.ok((r.bundlePrestagedBytes ?? 0) > 0);
   assert.ok(existsSync(join(peer.received, 'images', 'pages-1.img')));
   assert.ok(!existsSync(join(peer.received, 'images', 'dump.log')), 'CRIU logs stay home');
   assert.ok((r.criu.dump?.frozenTimeUs ?? 0) > 0);

@@ -14,6 +14,7 @@ import { PageDelta, pageImages, writeFiles, writeRecipes } from '../transport/bl
 import { encodeTree } from '../transport/image-stream.ts';
 import { type FileRange, planRanges, readRange } from '../transport/ranges.ts';
 import { GrowingFiles } from '../transport/tail.ts';
+import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
 import type { StrategyName } from './capabilities.ts';
 import { planStrategy } from './plan.ts';
 import type {
@@ -95,7 +96,10 @@ async function sendFileRange(
     sparse: true,
     ...(onBytes ? { onBytes } : {}),
   });
-  const got = await peer.sendRange(id, r, body, { sparse: true });
+  const got = await peer.sendRange(id, r, body, { sparse: true }).catch((err: unknown) => {
+    body.destroy();
+    throw err;
+  });
   if (got.bytes !== meter.bytes || got.crc !== meter.crc >>> 0) {
     throw new FerryError(
       'FERRY_E_TRANSFER_CORRUPT',
@@ -244,6 +248,7 @@ export class MigrationSource {
       report.memoryBytes = memoryBytes;
       let rate = this.rates.get(peer.name);
       let dirtyRate: number | undefined;
+      let dirtyHotBytes: number | undefined;
       if (req.strategy === 'auto' && memoryBytes >= 8 << 20) {
         // before anything is frozen: what the link to this destination carries now, and how fast the container
         // touches its memory (both take a fraction of a second, side by side)
@@ -253,7 +258,10 @@ export class MigrationSource {
         ]);
         rate = measured;
         if (rate) report.linkRate = Math.round(rate);
-        if (touch) dirtyRate = report.dirtyRate = touch.bytesPerSec;
+        if (touch) {
+          dirtyRate = report.dirtyRate = touch.bytesPerSec;
+          dirtyHotBytes = report.dirtyHotBytes = touch.hotBytes;
+        }
       }
       const plan = planStrategy({
         requested: req.strategy,
@@ -261,6 +269,7 @@ export class MigrationSource {
         ...(req.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.maxDowntimeMs } : {}),
         ...(rate ? { transferRate: rate } : {}),
         ...(dirtyRate !== undefined ? { dirtyRate } : {}),
+        ...(dirtyHotBytes !== undefined ? { dirtyHotBytes } : {}),
         source: local.strategies,
         destination: remote.strategies,
         sourceHost: this.host.hostName,
@@ -283,7 +292,7 @@ export class MigrationSource {
     const record = await this.host.readRecord(name);
     if (!record)
       throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
-    let bundleBytes = 0;
+    let bundleBefore: TreeSnapshot = new Map();
     await phase('prepare', async () => {
       await mkdir(images, { recursive: true, mode: 0o700 });
       // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
@@ -301,8 +310,11 @@ export class MigrationSource {
         neighbours,
         ...(lazy ? { lazy } : {}),
       });
-      bundleBytes = await treeSize(bundle);
       progress.prepared = true;
+      // the bundle goes now, while the container runs; after the final dump only what changed follows
+      bundleBefore = await snapshotTree(bundle);
+      const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
+      report.bundlePrestagedBytes = pre.bytes;
     });
 
     const net = identity(record);
@@ -333,19 +345,26 @@ export class MigrationSource {
       ranged.zeroBytes += got.zeroBytes;
     };
     let tail: GrowingFiles | undefined;
+    let tailStart: number | undefined;
     await phase('checkpoint', async () => {
       progress.quiesced = true;
       progress.freezeStart = this.now();
       try {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
-        await Promise.all([this.host.network.quiesce(name, net), this.host.runc.pause(name)]);
+        // (both settle before a failure is reported: rollback must not race a lock or a pause still landing)
+        const settled = await Promise.allSettled([
+          this.host.network.quiesce(name, net),
+          this.host.runc.pause(name),
+        ]);
+        for (const s of settled) if (s.status === 'rejected') throw s.reason;
         if (strategy === 'postcopy' || strategy === 'hybrid') {
           progress.lazy = await this.lazyDump(name, images, net.mode !== 'none', progress, parentRound);
         } else {
           if (!delta && !parentRound && !compress) {
             tail = new GrowingFiles(images, (r) => sendRangeNow(r), { parallel: streams });
             progress.tail = tail;
+            tailStart = this.now();
             tail.start();
           }
           try {
@@ -380,7 +399,7 @@ export class MigrationSource {
       const t0 = this.now();
       // cold: the page images went out while CRIU wrote them; now the rest of them
       const tailed = new Set(tail ? await tail.finish() : []);
-      const total = (await treeSize(images)) + bundleBytes;
+      const total = await treeSize(images);
       let sent = ranged.bytes;
       let lastEmit = 0;
       const onBytes = (n: number) => {
@@ -423,10 +442,20 @@ export class MigrationSource {
       const onZeroes = (n: number) => {
         zeroBytes += n;
       };
+      // the bundle: what changed since it was sent at prepare (a writable rootfs the container wrote to)
+      const { removals, unchanged } = treeChanges(bundleBefore, await snapshotTree(bundle));
       const [b, i] = await Promise.all([
-        peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }], { onBytes, onZeroes }), {
-          compress,
-        }),
+        peer.send(
+          id,
+          'bundle',
+          encodeTree([{ root: bundle, prefix: '' }], {
+            onBytes,
+            onZeroes,
+            removals,
+            exclude: (rel) => unchanged.has(rel),
+          }),
+          { compress, update: true },
+        ),
         // (pre-dump rounds went already, into round-N directories the final images point at)
         peer.send(
           id,
@@ -449,8 +478,11 @@ export class MigrationSource {
       if (tailed.size > 0) report.streamedDuringDump = ranged.early;
       const ms = Math.round(this.now() - t0);
       report.rounds.push({ bytes: report.bytesSent, ms });
-      // a large transfer measures the link (and both agents) well enough for the next plan
-      if (report.bytesSent >= 16 << 20 && ms > 0) this.rates.set(peer.name, (report.bytesSent / ms) * 1000);
+      // a large transfer measures the link (and both agents) well enough for the next plan; what went during
+      // the dump counts with the dump's time (when CRIU was slower than the link, this underestimates it)
+      const rateMs = tailStart !== undefined ? Math.round(this.now() - tailStart) : ms;
+      if (report.bytesSent >= 16 << 20 && rateMs > 0)
+        this.rates.set(peer.name, (report.bytesSent / rateMs) * 1000);
     });
 
     await phase('restore', async () => {

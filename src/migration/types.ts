@@ -47,6 +47,8 @@ export interface MigrationReport {
   bytesSent: number;
   /** Bytes of zero pages the transfer skipped (not in bytesSent). */
   zeroBytesSkipped?: number;
+  /** The bundle as sent at prepare, before the freeze (the transfer then sends what changed since). */
+  bundlePrestagedBytes?: number;
   /** Cold: bytes of page images already sent while CRIU was still writing them. */
   streamedDuringDump?: number;
   totalMs: number;
@@ -71,6 +73,8 @@ export interface MigrationReport {
   linkRate?: number;
   /** `auto`: how fast the container touched writable memory before the plan (bytes/s, upper bound of its dirty rate). */
   dirtyRate?: number;
+  /** `auto`: the memory it kept re-touching meanwhile (bytes). */
+  dirtyHotBytes?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
   postcopy?: { lastPageMs: number; pageServer: string };
   rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
@@ -121,7 +125,8 @@ export interface DestinationPeer {
     id: string,
     part: 'bundle' | 'images',
     body: Readable,
-    opts?: { compress?: boolean },
+    /** update: the tree is already there; the stream carries removals and what changed (the bundle after a dump). */
+    opts?: { compress?: boolean; update?: boolean },
   ): Promise<{ bytes: number }>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;

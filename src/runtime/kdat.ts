@@ -34,28 +34,32 @@ export async function stageKdat(
   dir = KDAT_DIR,
 ): Promise<{ state: KdatState; message: string }> {
   if (await isTmpfs(dir)) {
-    await runner.run([criuPath, 'check'], { allowFail: true });
+    await runner.run([criuPath, 'check'], { allowFail: true }).catch(() => undefined);
     const state = await kdatState(dir);
     return { state, message: state === 'absent' ? 'criu check did not write its cache' : 'CRIU keeps it' };
   }
+  // an old cache goes first: a failed rebuild must not leave one from another kernel in place
+  await rm(join(dir, KDAT_FILE), { force: true });
   const scratch = join(scratchDir, `criu.kdat.${process.pid}`);
-  const r = await runner.run(
-    [
-      'unshare',
-      '--mount',
-      '--propagation',
-      'private',
-      'sh',
-      '-c',
-      // criu check fails on kernels that miss optional features; the cache is written before any check runs
-      'mount -t tmpfs ferry-kdat "$3" && { "$1" check >/dev/null 2>&1; cp "$3/criu.kdat" "$2"; }',
-      'sh',
-      criuPath,
-      scratch,
-      dir,
-    ],
-    { allowFail: true, timeoutMs: 30_000 },
-  );
+  const r = await runner
+    .run(
+      [
+        'unshare',
+        '--mount',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        // criu check fails on kernels that miss optional features; the cache is written before any check runs
+        'mount -t tmpfs ferry-kdat "$3" && { "$1" check >/dev/null 2>&1; cp "$3/criu.kdat" "$2"; }',
+        'sh',
+        criuPath,
+        scratch,
+        dir,
+      ],
+      { allowFail: true, timeoutMs: 30_000 },
+    )
+    .catch((err: Error) => ({ code: -1, stderr: err.message }));
   if (r.code !== 0) {
     await rm(scratch, { force: true });
     return { state: 'absent', message: `could not build it: ${r.stderr.trim().split('\n').pop() ?? r.code}` };

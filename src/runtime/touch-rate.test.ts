@@ -17,21 +17,28 @@ test('only writable mappings count: nothing else can be dirtied', () => {
   assert.equal(writableReferencedBytes('no such fields'), undefined);
 });
 
-test('the touch rate sums the processes that could be measured over the window', async () => {
+test('two looks: the hot set is what was touched at once, the rate is how fast the touched set grows', async () => {
   const cleared: number[] = [];
-  const r = await measureTouchRate([10, 11, 12], 100, {
+  const looks = new Map<number, number>();
+  const r = await measureTouchRate([10, 11, 12], 400, {
     clear: async (pid) => {
       if (pid === 12) throw new Error('ESRCH');
       cleared.push(pid);
     },
-    smaps: async (pid) => (pid === 10 ? SMAPS : 'Referenced: 0 kB\n'),
-    sleep: async () => {
-      await new Promise((res) => setTimeout(res, 100));
+    // pid 10 touches 8 MiB at once and then 1 MiB more at the second look; pid 11 nothing
+    smaps: async (pid) => {
+      const n = (looks.get(pid) ?? 0) + 1;
+      looks.set(pid, n);
+      const kb = pid === 10 ? (n === 1 ? 8192 : 9216) : 0;
+      return `7f00-7f10 rw-p 00000000 00:00 0\nReferenced: ${kb} kB\n`;
     },
+    sleep: (ms) => new Promise((res) => setTimeout(res, ms)),
   });
   assert.deepEqual(cleared, [10, 11]);
   assert.ok(r);
-  assert.equal(r.bytes, (16388 + 8) * 1024);
-  assert.ok(r.bytesPerSec > 0 && r.bytesPerSec < r.bytes * 11);
+  assert.equal(r.bytes, 9216 * 1024);
+  // 1 MiB over the ~300 ms between the looks
+  assert.ok(r.bytesPerSec > 2e6 && r.bytesPerSec < 5e6, String(r.bytesPerSec));
+  assert.ok(r.hotBytes > 7 * 2 ** 20 && r.hotBytes <= 8 * 2 ** 20, String(r.hotBytes));
   assert.equal(await measureTouchRate([], 10), undefined);
 });

@@ -7,8 +7,10 @@
 import { readFile, writeFile } from 'node:fs/promises';
 
 export interface TouchRate {
-  /** Bytes touched per second, summed over the container's processes. */
+  /** How fast the touched set grows (bytes/s), summed over the container's processes. */
   bytesPerSec: number;
+  /** The set touched at once (re-touched, not growing), extrapolated to a window of zero. */
+  hotBytes: number;
   /** Bytes touched during the window. */
   bytes: number;
   windowMs: number;
@@ -42,10 +44,15 @@ const procIo: TouchProbeIo = {
   sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
 };
 
-/** Undefined when no process could be measured (they exited, or /proc lacks smaps). */
+/**
+ * Two looks at the accessed bits, a quarter and all of `windowMs` after clearing them: what was touched by the
+ * first look is the hot set, what was added between the looks is the growth (a program cycling through a small
+ * buffer has a large hot set and little growth: pre-copy converges for it; one sweeping all its memory grows).
+ * Undefined when no process could be measured (they exited, or /proc lacks smaps).
+ */
 export async function measureTouchRate(
   pids: number[],
-  windowMs = 250,
+  windowMs = 400,
   io: TouchProbeIo = procIo,
 ): Promise<TouchRate | undefined> {
   const cleared: number[] = [];
@@ -59,20 +66,33 @@ export async function measureTouchRate(
   }
   if (cleared.length === 0) return undefined;
   const t0 = performance.now();
-  await io.sleep(windowMs);
-  let bytes = 0;
-  let measured = 0;
-  for (const pid of cleared) {
-    try {
-      const b = writableReferencedBytes(await io.smaps(pid));
-      if (b === undefined) continue;
-      bytes += b;
-      measured++;
-    } catch {
-      // exited
+  const look = async (): Promise<number | undefined> => {
+    let bytes = 0;
+    let measured = 0;
+    for (const pid of cleared) {
+      try {
+        const b = writableReferencedBytes(await io.smaps(pid));
+        if (b === undefined) continue;
+        bytes += b;
+        measured++;
+      } catch {
+        // exited
+      }
     }
-  }
-  if (measured === 0) return undefined;
-  const ms = Math.max(1, performance.now() - t0);
-  return { bytesPerSec: Math.round((bytes / ms) * 1000), bytes, windowMs: Math.round(ms) };
+    return measured ? bytes : undefined;
+  };
+  await io.sleep(windowMs / 4);
+  const first = await look();
+  const t1 = performance.now();
+  await io.sleep(windowMs - (t1 - t0));
+  const bytes = await look();
+  const t2 = performance.now();
+  if (first === undefined || bytes === undefined) return undefined;
+  const growth = Math.max(0, bytes - first) / Math.max(0.001, (t2 - t1) / 1000);
+  return {
+    bytesPerSec: Math.round(growth),
+    hotBytes: Math.max(0, Math.round(first - growth * ((t1 - t0) / 1000))),
+    bytes,
+    windowMs: Math.round(t2 - t0),
+  };
 }

@@ -33,6 +33,7 @@ import {
   type StreamEntrySource,
   unsafePathReason,
 } from './image-stream.ts';
+import { snapshotTree, treeChanges } from './tree-diff.ts';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -687,4 +688,66 @@ test('zero pages are skipped on the wire and come back as zeroes', async (t) => 
     bad.subarray(bad.indexOf('}') + 1),
   ]);
   await expectCorrupt(decodeTree(once(forged), join(base, 'bad')), /bad piece/);
+});
+
+test('an update removes what changed or went, then brings what is new; never through a symlink, never unasked', async (t) => {
+  const base = await tmp(t);
+  const src = join(base, 'src');
+  await mkdir(join(src, 'rootfs', 'd'), { recursive: true });
+  await writeFile(join(src, 'rootfs', 'keep'), 'same');
+  await writeFile(join(src, 'rootfs', 'edit'), 'before');
+  await writeFile(join(src, 'rootfs', 'd', 'x'), 'x');
+  const dest = join(base, 'dest');
+  await decodeTree(encodeTree([{ root: src, prefix: '' }]), dest);
+  const before = await snapshotTree(src);
+  await writeFile(join(src, 'rootfs', 'edit'), 'after, longer');
+  await rm(join(src, 'rootfs', 'd'), { recursive: true });
+  await writeFile(join(src, 'rootfs', 'd'), 'a file where a directory was');
+  await writeFile(join(src, 'rootfs', 'added'), 'new');
+  const { removals, unchanged } = treeChanges(before, await snapshotTree(src));
+  assert.deepEqual(removals.sort(), ['rootfs/d', 'rootfs/edit']);
+  assert.ok(unchanged.has('rootfs/keep'));
+  let sent = 0;
+  const stats = await decodeTree(
+    encodeTree([{ root: src, prefix: '' }], {
+      removals,
+      exclude: (rel) => unchanged.has(rel),
+      onBytes: (n) => {
+        sent += n;
+      },
+    }),
+    dest,
+    { allowRemove: true },
+  );
+  assert.equal(stats.removed, 2);
+  assert.equal(
+    sent,
+    'after, longer'.length + 'a file where a directory was'.length + 3,
+    'unchanged files stay home',
+  );
+  assert.deepEqual(await snapshot(dest), await snapshot(src));
+  // without allowRemove a removal record is corruption
+  await expectCorrupt(
+    decodeTree(encodeTree([{ root: src, prefix: '' }], { removals: ['rootfs/keep'] }), join(base, 'fresh')),
+    /unexpected removal/,
+  );
+  // a removal below a symlink is refused and removes nothing
+  const outside = join(base, 'outside');
+  await mkdir(outside);
+  await writeFile(join(outside, 'victim'), 'v');
+  await mkdir(join(base, 'empty-src'));
+  await symlink(outside, join(dest, 'rootfs', 'link'));
+  await expectCorrupt(
+    decodeTree(
+      encodeTree([{ root: join(base, 'empty-src'), prefix: 'rootfs' }], { removals: ['rootfs/link/victim'] }),
+      dest,
+      {
+        allowRemove: true,
+      },
+    ).catch(async (err) => {
+      assert.ok(await exists(join(outside, 'victim')), 'nothing outside the tree is touched');
+      throw err;
+    }),
+    /refusing to remove .*link.* is not a directory/,
+  );
 });

@@ -10,8 +10,10 @@
  *   record  := hlen header [content digest]         content + digest only for t:'f'
  *   hlen    := uint32 big-endian                    byte length of header, 1 .. 65536
  *   header  := UTF-8 JSON object
- *              { t: 'd' | 'f' | 'l', p: path, m: mode, s?: size, l?: target, u?: uid, g?: gid }
- *                t  'd' directory, 'f' regular file, 'l' symlink
+ *              { t: 'd' | 'f' | 'l' | 'r', p: path, m: mode, s?: size, l?: target, u?: uid, g?: gid }
+ *                t  'd' directory, 'f' regular file, 'l' symlink, 'r' remove what is at p (a file, a symlink or a
+ *                   whole directory; no m): only in an update of a tree sent earlier (a bundle sent before the
+ *                   freeze, then what changed), and only accepted by a decoder told to (allowRemove)
  *                p  relative path inside the stream: '/'-separated, no empty, '.' or '..' component,
  *                   no leading '/', no NUL (e.g. 'bundle/rootfs/etc/passwd')
  *                m  permission bits (mode & 0o7777, includes setuid/setgid/sticky)
@@ -56,6 +58,7 @@ import {
   openSync,
   readlinkSync,
   readSync,
+  rmSync,
   symlinkSync,
   writeSync,
 } from 'node:fs';
@@ -79,6 +82,8 @@ export interface StreamStats {
   bytes: number;
   /** Bytes of zero pages that were not sent (the decoder left holes). */
   zeroBytes?: number;
+  /** Removal records applied (an update). */
+  removed?: number;
 }
 
 export interface EncodeOptions {
@@ -88,6 +93,8 @@ export interface EncodeOptions {
   onBytes?: (n: number) => void;
   /** Called at the end with how many bytes of zero pages were skipped rather than sent. */
   onZeroes?: (n: number) => void;
+  /** Paths to remove on the receiving side, sent before any entry (an update: see DecodeOptions.allowRemove). */
+  removals?: string[];
 }
 
 export interface DecodeOptions {
@@ -95,6 +102,8 @@ export interface DecodeOptions {
   onBytes?: (n: number) => void;
   /** Upper bound on the whole stream size in bytes (content + framing); checked early from declared sizes. */
   maxBytes?: number;
+  /** Accept removal records: the stream updates a tree that is already there (existing files stay otherwise). */
+  allowRemove?: boolean;
 }
 
 export const STREAM_MAGIC = 'FERRYIS3';
@@ -386,6 +395,12 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
   };
 
   out.push(Buffer.from(MAGIC_BUF));
+  for (const p of opts.removals ?? []) {
+    const reason = unsafePathReason(p);
+    if (reason !== null) throw failed(`cannot remove ${show(p)}: ${reason}`);
+    out.push(frame({ t: 'r', p }, p));
+    records++;
+  }
   for await (const e of walkSources(sources, opts.exclude)) {
     if (e.kind === 'd') {
       const h: Record<string, unknown> = { t: 'd', p: e.path, m: e.mode };
@@ -587,7 +602,7 @@ class ByteReader {
 }
 
 interface Header {
-  t: 'd' | 'f' | 'l';
+  t: 'd' | 'f' | 'l' | 'r';
   p: string;
   m: number;
   s: number;
@@ -625,7 +640,7 @@ function parseHeader(raw: Buffer, index: number): Header | EndHeader {
     }
     return { n: n as number, s: s as number, h: hh };
   }
-  if (t !== 'd' && t !== 'f' && t !== 'l')
+  if (t !== 'd' && t !== 'f' && t !== 'l' && t !== 'r')
     throw corrupt(`record ${index}: unknown entry type ${JSON.stringify(t)}`);
   const p = o['p'];
   const reason = unsafePathReason(p);
@@ -633,6 +648,7 @@ function parseHeader(raw: Buffer, index: number): Header | EndHeader {
     throw corrupt(`record ${index}: unsafe path ${typeof p === 'string' ? show(p) : String(p)}: ${reason}`);
   }
   const path = p as string;
+  if (t === 'r') return { t, p: path, m: 0, s: 0, l: '', u: undefined, g: undefined };
   const m = o['m'];
   if (typeof m !== 'number' || !Number.isInteger(m) || m < 0 || m > 0o7777) {
     throw corrupt(`${show(path)}: invalid mode ${JSON.stringify(m)}`);
@@ -789,6 +805,36 @@ async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions)
     }
     headerHash.update(raw);
     records++;
+    if (h.t === 'r') {
+      if (!opts.allowRemove) throw corrupt(`unexpected removal of ${show(h.p)} (not an update)`);
+      // parents checked like any entry's (a removal never reaches through a symlink); a missing one: nothing to do
+      let parentGone = false;
+      let rel = '';
+      for (const part of h.p.split('/').slice(0, -1)) {
+        rel = joinStream(rel, part);
+        let st: Stats;
+        try {
+          st = lstatSync(join(root, rel));
+        } catch (err) {
+          if (errCode(err) !== 'ENOENT') throw failed(`cannot check ${show(rel)}: ${errText(err)}`, err);
+          parentGone = true;
+          break;
+        }
+        if (!st.isDirectory() || st.isSymbolicLink())
+          throw corrupt(`refusing to remove ${show(h.p)}: ${show(rel)} is not a directory`);
+      }
+      if (!parentGone) {
+        try {
+          rmSync(join(root, h.p), { recursive: true, force: true });
+        } catch (err) {
+          throw failed(`cannot remove ${show(h.p)}: ${errText(err)}`, err);
+        }
+      }
+      for (const d of [...knownDirs]) if (d === h.p || d.startsWith(`${h.p}/`)) knownDirs.delete(d);
+      created.delete(h.p);
+      stats.removed = (stats.removed ?? 0) + 1;
+      continue;
+    }
     const abs = prepare(h.p);
     const chown = asRoot && h.u !== undefined && h.g !== undefined;
 

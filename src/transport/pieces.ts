@@ -3,6 +3,9 @@
 // (always whole 4 KiB pages, aligned to the file offset) and carries nothing. Used by the image stream
 // (image-stream.ts) and by ranges sent while CRIU is still writing (ranges.ts, tail.ts).
 
+/** A malformed piece stream (the sender's bytes, not a local failure). */
+export class PieceError extends Error {}
+
 /** What a piece writer feeds the bytes it emits to (a CRC-32). */
 export interface Checksum {
   update(b: Buffer): unknown;
@@ -137,7 +140,7 @@ export class PieceParser {
       const kind = this.head[0];
       const len = this.head.readUInt32BE(1);
       if (len === 0 || len > this.length - this.pos || (kind !== PIECE_DATA && kind !== PIECE_ZERO)) {
-        throw new Error(
+        throw new PieceError(
           `${this.what}: bad piece (kind ${kind}, ${len} bytes at byte ${this.pos} of ${this.length})`,
         );
       }
@@ -153,7 +156,7 @@ export class PieceParser {
 
   end(): void {
     if (this.pos !== this.length || this.dataLeft !== 0 || this.headFill !== 0) {
-      throw new Error(`${this.what}: ${this.pos} of ${this.length} bytes arrived`);
+      throw new PieceError(`${this.what}: ${this.pos} of ${this.length} bytes arrived`);
     }
   }
 }

@@ -3,10 +3,10 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
-import { PieceParser, PieceWriter } from './pieces.ts';
+import { PieceError, PieceParser, PieceWriter } from './pieces.ts';
 
 /** Files this large are cut into ranges; smaller ones travel in the framed image stream. */
 export const RANGE_MIN_FILE = 32 << 20;
@@ -81,9 +81,31 @@ export function readRange(
       await fh?.close();
     }
   }
-  const src = Readable.from(chunks(), { objectMode: false });
-  src.on('error', (err) => meter.destroy(err));
-  return { body: src.pipe(meter), meter, zeroBytes: () => pieces.zeroBytes };
+  // pipeline: destroying the body (a failed request) also ends the reading and closes the file
+  pipeline(Readable.from(chunks(), { objectMode: false }), meter, () => {});
+  return { body: meter, meter, zeroBytes: () => pieces.zeroBytes };
+}
+
+/** Extensions of a file being written by several ranges at once, one at a time per file (see growTo). */
+const growing = new Map<string, Promise<void>>();
+
+/**
+ * Makes the file at least `total` bytes long, never shorter. Ranges of one file arrive in parallel with different
+ * totals (ranges sent while CRIU writes end where the file ended then): a check-then-truncate racing another
+ * would cut off what that one already wrote. Serialised per file within this process.
+ */
+async function growTo(fh: FileHandle, path: string, total: number): Promise<void> {
+  const prev = growing.get(path) ?? Promise.resolve();
+  const mine = prev.then(async () => {
+    if ((await fh.stat()).size < total) await fh.truncate(total);
+  });
+  const tracked = mine.catch(() => {});
+  growing.set(path, tracked);
+  try {
+    await mine;
+  } finally {
+    if (growing.get(path) === tracked) growing.delete(path);
+  }
 }
 
 /**
@@ -115,8 +137,7 @@ export async function writeRange(
   let crc = 0;
   let bytes = 0;
   try {
-    const size = (await fh.stat()).size;
-    if (size < r.total) await fh.truncate(r.total);
+    await growTo(fh, join(dir, r.file), r.total);
     if (opts.sparse) {
       // zero runs are left as they are: the file is new, or these bytes were never written
       const parser = new PieceParser(r.length, `range of ${r.file} at ${r.offset}`);
@@ -135,8 +156,9 @@ export async function writeRange(
         }
         parser.end();
       } catch (err) {
-        if (err instanceof FerryError) throw err;
-        throw new FerryError('FERRY_E_TRANSFER_CORRUPT', (err as Error).message, { phase: 'transfer' });
+        if (err instanceof PieceError)
+          throw new FerryError('FERRY_E_TRANSFER_CORRUPT', err.message, { phase: 'transfer' });
+        throw err; // a local write error (ENOSPC) or the connection going away: not corruption
       }
       return { crc: crc >>> 0, bytes };
     }

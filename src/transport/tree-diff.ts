@@ -1,0 +1,71 @@
+// What changed in a directory tree between two looks: the bundle goes to the destination before the freeze, and
+// after the final dump only what changed since (a writable rootfs, whose open files must have the size CRIU
+// recorded) is sent again. Entries are compared by type, size, modification time, mode and owner (files),
+// target (symlinks) or mode and owner (directories).
+import type { Stats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export type TreeSnapshot = Map<string, string>;
+
+function signature(st: Stats, target?: string): string {
+  const owner = `${st.mode & 0o7777}:${st.uid}:${st.gid}`;
+  if (st.isDirectory()) return `d:${owner}`;
+  if (st.isSymbolicLink()) return `l:${target}`;
+  if (st.isFile()) return `f:${owner}:${st.size}:${st.mtimeMs}:${st.ino}`;
+  return 'x'; // sockets, fifos, devices: never sent
+}
+
+/** Every entry under `root`, by path relative to it ('/'-separated). */
+export async function snapshotTree(
+  root: string,
+  rel = '',
+  out: TreeSnapshot = new Map(),
+): Promise<TreeSnapshot> {
+  let names: string[];
+  try {
+    names = await readdir(join(root, rel));
+  } catch {
+    return out;
+  }
+  for (const name of names.sort()) {
+    const path = rel ? `${rel}/${name}` : name;
+    let st: Stats;
+    try {
+      st = await lstat(join(root, path));
+    } catch {
+      continue; // vanished
+    }
+    const target = st.isSymbolicLink() ? await readlink(join(root, path)).catch(() => '') : undefined;
+    out.set(path, signature(st, target));
+    if (st.isDirectory()) await snapshotTree(root, path, out);
+  }
+  return out;
+}
+
+/**
+ * From the tree as it was sent to the tree as it is: what the receiver must remove first (gone, changed files
+ * and symlinks, entries whose type changed; nothing below a removed directory), and which entries it holds
+ * already (to leave out of the update). Directories are always sent again (the receiver merges them).
+ */
+export function treeChanges(
+  before: TreeSnapshot,
+  after: TreeSnapshot,
+): { removals: string[]; unchanged: Set<string> } {
+  const removals: string[] = [];
+  const unchanged = new Set<string>();
+  let removedDir: string | undefined;
+  for (const [path, was] of [...before].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (removedDir !== undefined && path.startsWith(`${removedDir}/`)) continue;
+    const now = after.get(path);
+    if (now === was) {
+      if (!was.startsWith('d:')) unchanged.add(path);
+      continue;
+    }
+    // a directory whose mode changed stays (the update sets the mode); anything else goes
+    if (now !== undefined && was.startsWith('d:') && now.startsWith('d:')) continue;
+    removals.push(path);
+    if (was.startsWith('d:')) removedDir = path;
+  }
+  return { removals, unchanged };
+}
