@@ -109,6 +109,7 @@ export class IncomingMigrations {
       // staged before the freeze: same address and MAC, cut off from the LAN and locked until restore
       await this.host.network.create(req.name, identity(req.record), { attached: false, locked: true });
       await this.host.network.setNeighbours(req.name, identity(req.record), req.neighbours ?? []);
+      this.host.network.stageUnlock?.(req.name, identity(req.record));
     } catch (err) {
       await this.abort(req.id).catch(() => {});
       this.reserved.delete(req.name);

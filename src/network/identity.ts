@@ -44,6 +44,8 @@ export interface NetworkLike {
   reannounce(name: string, id: NetIdentity): void;
   neighbours(name: string, id: NetIdentity): Promise<Neighbour[]>;
   setNeighbours(name: string, id: NetIdentity, list: Neighbour[]): Promise<void>;
+  /** Optional: prepares the unlock ahead of time (the real network; fakes need not). */
+  stageUnlock?(name: string, id: NetIdentity): void;
   clearCriuLocks(name: string, id: NetIdentity): Promise<void>;
   destroy(name: string, id: NetIdentity): Promise<void>;
 }
@@ -125,6 +127,11 @@ export class ContainerNetwork implements NetworkLike {
     else if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
   }
 
+  /** Destination, at prepare: the unlock after the restore is made ready now (firewall.ts stageUnlock). */
+  stageUnlock(name: string, id: NetIdentity): void {
+    if (id.mode === 'own') this.fw.stageUnlock(this.netns(name));
+  }
+
   async unlock(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'own') await this.fw.unlockNetns(this.netns(name));
     else if (id.mode === 'host') await this.fw.undropAddress(id.ip!, name);
@@ -155,6 +162,7 @@ export class ContainerNetwork implements NetworkLike {
 
   async destroy(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'own') {
+      this.fw.dropStaged(this.netns(name));
       await this.ip.delLink(this.hostVeth(name));
       await this.ip.delNetns(this.netns(name));
     } else if (id.mode === 'host') {

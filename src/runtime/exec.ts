@@ -272,6 +272,49 @@ export function startProcess(
   };
 }
 
+export interface CommandSession {
+  /** Writes the last commands and closes stdin; resolves once the process has run them and exited. */
+  finish(commands: string): Promise<ExecResult>;
+  kill(): void;
+}
+
+/**
+ * A command interpreter started ahead of time that waits on its stdin (`nft -i`): commands given later take
+ * effect within a millisecond instead of costing a process start. Its output is collected; nothing else.
+ */
+export function startSession(argv: string[]): CommandSession {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
+  const started = performance.now();
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  child.stdin.on('error', () => {}); // a session that died: finish() reports its exit
+  const done = new Promise<ExecResult>((resolve) => {
+    child.on('error', (err) => resolve({ argv, code: -1, signal: null, stdout, stderr: err.message, ms: 0 }));
+    child.on('close', (code, signal) =>
+      resolve({ argv, code, signal, stdout, stderr, ms: Math.round(performance.now() - started) }),
+    );
+  });
+  return {
+    async finish(commands: string) {
+      child.stdin.end(commands);
+      const r = await done;
+      trace(argv, started, r.ms, r.code);
+      return r;
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
 /** Every process below `root` (by parent pid, from /proc). */
 export function descendants(root: number): number[] {
   const parent = new Map<number, number>();
