@@ -394,7 +394,8 @@ test('a second migration of the same container while one runs is refused as busy
     });
   };
   const first = migrate();
-  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 500 && !peer.calls.includes('restore'); i++)
+    await new Promise((r) => setTimeout(r, 10));
   const second = await migrate();
   assert.equal(second.error?.code, 'FERRY_E_CONTAINER_BUSY');
   release();

@@ -345,6 +345,7 @@ export class MigrationSource {
       ranged.zeroBytes += got.zeroBytes;
     };
     let tail: GrowingFiles | undefined;
+    let detaching: Promise<void> = Promise.resolve();
     let tailStart: number | undefined;
     await phase('checkpoint', async () => {
       progress.quiesced = true;
@@ -388,8 +389,10 @@ export class MigrationSource {
         progress.sourceStopped = progress.lazy !== undefined || (st !== 'running' && st !== 'paused');
       }
       if (progress.sourceStopped) {
-        await this.host.network.detach(name, net);
+        // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
         progress.detached = true;
+        detaching = this.host.network.detach(name, net);
+        detaching.catch(() => {});
       }
       const stats = await readStats(join(images, 'stats-dump'));
       if (stats?.dump) report.criu.dump = stats.dump;
@@ -486,6 +489,7 @@ export class MigrationSource {
     });
 
     await phase('restore', async () => {
+      await detaching;
       progress.restoreRequested = true;
       const lazy =
         progress.fence && this.postcopy
