@@ -35,6 +35,13 @@ interface Sample {
   ok: boolean;
 }
 
+/**
+ * How long the probe's connection runs before a migration starts, for every row alike (floor included). A client's
+ * retransmission timer depends on the connection's RTT history: a connection a few hundred milliseconds old backs
+ * off differently from the long-lived ones operators care about, and that, not the freeze, decided the gap.
+ */
+const PROBE_WARMUP_MS = 3000;
+
 /** The write-heavy container of the P5 figure. */
 const WRITER_MIB = 256;
 
@@ -71,7 +78,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
         const hc = await handStart(runner, tb, 'a', `fl${run}`, ip, server(0));
         await waitForPort(ip, 7000);
         const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
-        await sleep(400);
+        await sleep(PROBE_WARMUP_MS);
         const t0 = performance.now();
         await handMigrate(runner, tb, hc, 'b');
         const total = performance.now() - t0;
@@ -124,7 +131,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             const hc = await handStart(runner, tb, 'a', name, ip, server(mib));
             await waitForPort(ip, 7000, 60_000);
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
-            await sleep(400);
+            await sleep(PROBE_WARMUP_MS);
             const t0 = performance.now();
             let ok = true;
             await handMigrate(runner, tb, hc, 'b').catch(() => {
@@ -147,7 +154,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             });
             await waitForPort(info.ip!, 7000, 180_000);
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
-            await sleep(400);
+            await sleep(PROBE_WARMUP_MS);
             const rep = await runMigration(ctx, name, 'b', { strategy }, () => {});
             // after a long freeze the client's TCP retransmits on a backed-off timer: give it time to come back
             await sleep(Math.max(1500, 2 * rep.freezeMs + 2000));
