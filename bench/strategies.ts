@@ -36,9 +36,8 @@ interface Sample {
 }
 
 /**
- * How long the probe's connection runs before a migration starts, for every row alike (floor included). A client's
- * retransmission timer depends on the connection's RTT history: a connection a few hundred milliseconds old backs
- * off differently from the long-lived ones operators care about, and that, not the freeze, decided the gap.
+ * How long the probe's connection runs before a migration starts, for every row alike (floor included): the
+ * clients operators care about hold long-lived connections, whose retransmission timers have settled.
  */
 const PROBE_WARMUP_MS = 3000;
 
