@@ -87,10 +87,15 @@ export async function startAgent(
       failPageServer: (port) => resetConnection('127.0.0.1', port),
     },
   });
-  const clients: AgentClient[] = [];
+  // one client (one keep-alive pool) per destination, for every migration to it
+  const clients = new Map<string, AgentClient>();
   const peerFor = (ep: Endpoint) => {
-    const c = new AgentClient(ep, tls, { timeoutMs: 30_000 });
-    clients.push(c);
+    const key = `${ep.address}:${ep.port}`;
+    let c = clients.get(key);
+    if (!c) {
+      c = new AgentClient(ep, tls, { timeoutMs: 30_000 });
+      clients.set(key, c);
+    }
     return new HttpDestinationPeer(c);
   };
   const app = buildAgentApp(
@@ -101,7 +106,7 @@ export async function startAgent(
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
     const controllerClient = new AgentClient(cfg.controller, tls, { timeoutMs: 5000 });
-    clients.push(controllerClient);
+    clients.set('controller', controllerClient);
     heartbeat = new Heartbeat({
       host,
       client: controllerClient,
@@ -117,7 +122,7 @@ export async function startAgent(
     app,
     async close() {
       heartbeat?.stop();
-      for (const c of clients) c.close();
+      for (const c of clients.values()) c.close();
       await app.close();
     },
   };

@@ -293,6 +293,13 @@ export class MigrationSource {
     if (!record)
       throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `container ${name} vanished`, { phase: 'prepare' });
     let bundleBefore: TreeSnapshot = new Map();
+    const compress =
+      req.compress === 'on' ||
+      (req.compress !== 'off' &&
+        report.linkRate !== undefined &&
+        report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
+    if (compress) report.compressed = true;
+    const streams = compress ? 1 : (req.streams ?? DEFAULT_STREAMS);
     await phase('prepare', async () => {
       await mkdir(images, { recursive: true, mode: 0o700 });
       // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
@@ -315,6 +322,8 @@ export class MigrationSource {
       bundleBefore = await snapshotTree(bundle);
       const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
       report.bundlePrestagedBytes = pre.bytes;
+      // connections for the transfer's parallel requests (bundle, images, ranges), opened before the freeze
+      await peer.warm?.(2 + streams).catch(() => {});
     });
 
     const net = identity(record);
@@ -330,13 +339,6 @@ export class MigrationSource {
       );
     if (softDirty)
       parentRound = await phase('rounds', () => this.preDumpRounds(req, id, images, peer, report, emit));
-    const compress =
-      req.compress === 'on' ||
-      (req.compress !== 'off' &&
-        report.linkRate !== undefined &&
-        report.linkRate < COMPRESS_BELOW_BYTES_PER_S);
-    if (compress) report.compressed = true;
-    const streams = compress ? 1 : (req.streams ?? DEFAULT_STREAMS);
     // cold: page images go out while CRIU writes them (ranges, uncompressed: not when the link wants zstd)
     const ranged = { bytes: 0, zeroBytes: 0, early: 0 };
     const sendRangeNow = async (r: FileRange, onBytes?: (n: number) => void) => {

@@ -120,6 +120,8 @@ export interface DestinationPeer {
   readonly name: string;
   capabilities(): Promise<CapabilitiesReport>;
   hasContainer(name: string): Promise<boolean>;
+  /** Optional: opens connections ahead of the freeze (the HTTP peer; fakes need not). */
+  warm?(connections: number): Promise<void>;
   prepare(req: IncomingRequest): Promise<void>;
   send(
     id: string,
