@@ -308,6 +308,8 @@ async function writeReport(
     '',
     '![client-seen gap vs memory per strategy](benchmarks-gap.svg)',
     '',
+    'What the figures mean, what limits them and what was measured beside this run: [benchmarks-notes.md](benchmarks-notes.md).',
+    '',
   ].join('\n');
   await writeFile(`${o.out}/benchmarks.md`, md);
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
-import { planStrategy, precopyRounds } from './plan.ts';
+import { linkRateMatters, planStrategy, precopyRounds } from './plan.ts';
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
@@ -161,6 +161,18 @@ test('auto weighs the dirty rate: pre-copy where its rounds are cheap and conver
   const cold = planStrategy({ ...base, source: noPost, destination: noPost, dirtyRate: 500e6 });
   assert.equal(cold.strategy, 'cold');
   assert.match(cold.reason, /pre-copy would not converge/);
+});
+
+test('the link is measured only when its rate can change the plan', () => {
+  const here = assessStrategies(facts());
+  const softDirty = assessStrategies(
+    facts({ features: { uffd: { ok: true, message: '' }, mem_dirty_track: { ok: true, message: '' } } }),
+  );
+  const q = (memoryBytes: number, caps = here) =>
+    linkRateMatters({ memoryBytes, maxDowntimeMs: 500, source: caps, destination: caps });
+  assert.equal(q(32 << 20), true, 'cold might fit on a fast link');
+  assert.equal(q(1 << 30), false, 'cold cannot fit whatever the link; pre-copy rounds are full dumps here');
+  assert.equal(q(1 << 30, softDirty), true, 'cheap pre-copy rounds converge or not with the link rate');
 });
 
 test('pre-copy rounds follow the ratio of dirty rate to link rate', () => {

@@ -45,6 +45,24 @@ export function estimatePostcopyFreezeMs(): number {
   return FIXED_FREEZE_MS + 50;
 }
 
+/**
+ * Whether `auto`'s choice can depend on the link's rate: cold could fit the budget on a fast enough link, or
+ * pre-copy is cheap here (soft-dirty) and its convergence depends on the rate. Otherwise the link is not measured.
+ */
+export function linkRateMatters(p: {
+  memoryBytes: number;
+  maxDowntimeMs: number;
+  source: Record<StrategyName, StrategySupport>;
+  destination: Record<StrategyName, StrategySupport>;
+}): boolean {
+  const coldCouldFit = estimateColdFreezeMs(p.memoryBytes, Number.POSITIVE_INFINITY) <= p.maxDowntimeMs;
+  const cheapPrecopy =
+    p.source.precopy?.ok === true &&
+    p.destination.precopy?.ok === true &&
+    /pre-dump/.test(p.source.precopy.mode ?? '');
+  return coldCouldFit || cheapPrecopy;
+}
+
 /** Pre-copy rounds `auto` accepts; a plan needing more is treated as not converging. */
 export const AUTO_MAX_ROUNDS = 8;
 

@@ -16,7 +16,7 @@ import { type FileRange, planRanges, readRange } from '../transport/ranges.ts';
 import { GrowingFiles } from '../transport/tail.ts';
 import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
 import type { StrategyName } from './capabilities.ts';
-import { planStrategy } from './plan.ts';
+import { DEFAULT_MAX_DOWNTIME_MS, linkRateMatters, planStrategy } from './plan.ts';
 import type {
   CapabilitiesReport,
   DestinationPeer,
@@ -252,8 +252,19 @@ export class MigrationSource {
       if (req.strategy === 'auto' && memoryBytes >= 8 << 20) {
         // before anything is frozen: what the link to this destination carries now, and how fast the container
         // touches its memory (both take a fraction of a second, side by side)
+        // The link is measured only when its rate can change the plan: sending megabytes queues behind them
+        // every other packet on the link, the container's clients' included, and their retransmission timers
+        // remember it (docs/benchmarks.md).
+        const measure =
+          rate === undefined &&
+          linkRateMatters({
+            memoryBytes,
+            maxDowntimeMs: req.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+            source: local.strategies,
+            destination: remote.strategies,
+          });
         const [measured, touch] = await Promise.all([
-          rate === undefined ? peer.measureRate(4 << 20).catch(() => undefined) : Promise.resolve(rate),
+          measure ? peer.measureRate(4 << 20).catch(() => undefined) : Promise.resolve(rate),
           this.host.touchRate(name).catch(() => undefined),
         ]);
         rate = measured;
