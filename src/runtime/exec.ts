@@ -1,5 +1,5 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
 
@@ -147,19 +147,24 @@ export interface BackgroundProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }>;
 }
 
+/** What a child printed, as it arrives (read it after 'close'). */
+function collectOutput(child: ChildProcess): { stdout: string; stderr: string } {
+  const out = { stdout: '', stderr: '' };
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    out.stdout += d;
+  });
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    out.stderr += d;
+  });
+  return out;
+}
+
 /** A child that runs alongside (a probe client): stdout and stderr collected, stopped by a signal. */
 export function startBackground(argv: string[], env: NodeJS.ProcessEnv = process.env): BackgroundProcess {
   const [cmd, ...args] = argv;
   if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
+  const out = collectOutput(child);
   const exited = new Promise<number | null>((resolve) => {
     child.on('close', (code) => resolve(code));
     child.on('error', () => resolve(null));
@@ -168,7 +173,7 @@ export function startBackground(argv: string[], env: NodeJS.ProcessEnv = process
     async stop(signal = 'SIGINT') {
       child.kill(signal);
       const code = await exited;
-      return { code, stdout, stderr };
+      return { code, stdout: out.stdout, stderr: out.stderr };
     },
   };
 }
@@ -287,19 +292,14 @@ export function startSession(argv: string[]): CommandSession {
   if (!cmd) throw new FerryError('FERRY_E_INTERNAL', 'empty command');
   const started = performance.now();
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
-    stdout += d;
-  });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    stderr += d;
-  });
+  const out = collectOutput(child);
   child.stdin.on('error', () => {}); // a session that died: finish() reports its exit
   const done = new Promise<ExecResult>((resolve) => {
-    child.on('error', (err) => resolve({ argv, code: -1, signal: null, stdout, stderr: err.message, ms: 0 }));
+    child.on('error', (err) =>
+      resolve({ argv, code: -1, signal: null, stdout: out.stdout, stderr: err.message, ms: 0 }),
+    );
     child.on('close', (code, signal) =>
-      resolve({ argv, code, signal, stdout, stderr, ms: Math.round(performance.now() - started) }),
+      resolve({ argv, code, signal, ...out, ms: Math.round(performance.now() - started) }),
     );
   });
   return {
