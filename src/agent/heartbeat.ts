@@ -1,11 +1,11 @@
 // The agent's heartbeat to the controller: its capacity and per-container load, a full report every few beats
 // and only what changed in between.
 
+import type { AgentClient, Endpoint } from '../api/client.ts';
 import { type ContainerStatReport, cpuPercent, statDiff } from '../cluster/stats.ts';
 import type { Logger } from '../core/log.ts';
 import type { ContainerHost } from '../host/containers.ts';
 import { cpuUsageNs, memoryLimit, memoryUsage } from '../runtime/cgroups.ts';
-import type { AgentClient, Endpoint } from './client.ts';
 
 export interface HeartbeatConfig {
   intervalMs: number;

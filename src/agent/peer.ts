@@ -1,6 +1,7 @@
 // The destination agent as the migration engine sees it, over the agent API.
 import { Readable } from 'node:stream';
 import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
+import type { AgentClient } from '../api/client.ts';
 import { FerryError } from '../core/errors.ts';
 import type {
   CapabilitiesReport,
@@ -10,7 +11,6 @@ import type {
   RestoreResult,
 } from '../migration/types.ts';
 import type { FileRange } from '../transport/ranges.ts';
-import type { AgentClient } from './client.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
   readonly name: string;

@@ -5,14 +5,7 @@ import { join } from 'node:path';
 import { createZstdDecompress } from 'node:zlib';
 import type { Static } from '@sinclair/typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { asFerryError, FerryError } from '../core/errors.ts';
-import type { Logger } from '../core/log.ts';
-import type { ContainerHost } from '../host/containers.ts';
-import type { IncomingMigrations } from '../migration/destination.ts';
-import type { MigrationSource } from '../migration/source.ts';
-import type { CapabilitiesReport, DestinationPeer, MigrationEvent } from '../migration/types.ts';
-import { decodeTree } from '../transport/image-stream.ts';
-import type { Endpoint as EndpointT } from './client.ts';
+import type { Endpoint as EndpointT } from '../api/client.ts';
 import {
   CreateBody,
   IdParams,
@@ -23,7 +16,14 @@ import {
   PartQuery,
   RangeQuery,
   RestoreBody,
-} from './schemas.ts';
+} from '../api/schemas.ts';
+import { asFerryError, FerryError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import type { ContainerHost } from '../host/containers.ts';
+import type { IncomingMigrations } from '../migration/destination.ts';
+import type { MigrationSource } from '../migration/source.ts';
+import type { CapabilitiesReport, DestinationPeer, MigrationEvent } from '../migration/types.ts';
+import { decodeTree } from '../transport/image-stream.ts';
 
 export interface AgentDeps {
   host: ContainerHost;

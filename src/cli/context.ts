@@ -1,5 +1,5 @@
 // The CLI's view of a cluster: the cluster file, one API client per host, and lookups across hosts.
-import { AgentClient } from '../agent/client.ts';
+import { AgentClient } from '../api/client.ts';
 import {
   type ClusterFile,
   type ClusterHost,

@@ -1,5 +1,5 @@
 // The controller's view of the agents, over their HTTPS API (mutual TLS, the controller's own certificate).
-import { AgentClient, type TlsMaterial } from '../agent/client.ts';
+import { AgentClient, type TlsMaterial } from '../api/client.ts';
 import { FerryError } from '../core/errors.ts';
 import type { ContainerInfo } from '../host/containers.ts';
 import type { CapabilitiesReport, MigrationEvent, MigrationReport } from '../migration/types.ts';

@@ -1,29 +1,10 @@
 // What a host can do, and which strategies follow from it. Pure: the agent gathers the facts.
+import type { HostFacts, StrategyName, StrategySupport } from '../api/types.ts';
 import { CRIU_MIN_VERSION, compareVersions } from '../runtime/criu.ts';
 
-export type StrategyName = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
+export type { HostFacts, StrategyName, StrategySupport };
+
 export const STRATEGIES: StrategyName[] = ['cold', 'precopy', 'postcopy', 'hybrid'];
-
-export interface HostFacts {
-  host: string;
-  kernel: string;
-  criuVersion?: string;
-  runcVersion?: string;
-  criuCheck: { ok: boolean; message: string };
-  features: Record<string, { ok: boolean; message: string }>;
-  pipeMaxSize: number;
-  /** CRIU's kernel-feature cache (runtime/kdat.ts): absent costs every CRIU run its kernel probe. */
-  kdat?: 'kept by CRIU' | 'staged by ferry' | 'absent';
-  root: boolean;
-  /** Linux capabilities ferry relies on (effective set of the agent). */
-  capabilities?: Record<string, boolean>;
-}
-
-export interface StrategySupport {
-  ok: boolean;
-  why?: string;
-  mode?: string;
-}
 
 export const PIPE_MAX_NEEDED = 4 * 1024 * 1024;
 /** Strategies this version of ferry implements; the others are reported as not yet available. */

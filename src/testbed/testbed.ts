@@ -2,7 +2,7 @@
 // a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AgentClient } from '../agent/client.ts';
+import { AgentClient } from '../api/client.ts';
 import {
   type ClusterFile,
   clearCurrentCluster,
