@@ -1,9 +1,11 @@
 // The agent's configuration: one schema, one defaults object, validated once at start.
 import { readFile } from 'node:fs/promises';
+import { normalize } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
+import { type BundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
 
 export const AgentConfigSchema = Type.Object({
   host: Type.String({ pattern: NAME_PATTERN }),
@@ -39,6 +41,16 @@ export const AgentConfigSchema = Type.Object({
   capacity: Type.Optional(
     Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),
   ),
+  /** Exceptions to the policy every uploaded bundle passes (docs/bundle-policy.md); all off by default. */
+  bundlePolicy: Type.Object(
+    {
+      allowHooks: Type.Boolean(),
+      allowMounts: Type.Array(Type.String({ pattern: '^/' })),
+      allowCapabilities: Type.Array(Type.String({ pattern: '^CAP_[A-Z_]+$' })),
+      allowDevices: Type.Boolean(),
+    },
+    { additionalProperties: false },
+  ),
 });
 
 export type AgentConfig = Static<typeof AgentConfigSchema>;
@@ -54,10 +66,15 @@ export const AGENT_DEFAULTS = {
   logLevel: 'info',
   faults: [] as string[],
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
+  bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const merged = { ...AGENT_DEFAULTS, ...(raw as object) } as Record<string, unknown>;
+  // the policy's fields default one by one: allowing hooks alone keeps every other refusal
+  const policy = merged['bundlePolicy'];
+  if (policy && typeof policy === 'object' && !Array.isArray(policy))
+    merged['bundlePolicy'] = { ...DEFAULT_BUNDLE_POLICY, ...policy };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
   if (!Value.Check(AgentConfigSchema, merged)) {
@@ -67,6 +84,14 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
       `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim(),
     );
   }
+  const bad = (merged as AgentConfig).bundlePolicy.allowMounts.find(
+    (p) => normalize(p) !== p || p.includes('/../'),
+  );
+  if (bad !== undefined)
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `invalid agent config: /bundlePolicy/allowMounts ${JSON.stringify(bad)} is not a plain absolute path`,
+    );
   return merged as AgentConfig;
 }
 

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { AgentClient, type Endpoint, type TlsMaterial } from '../api/client.ts';
 import { createLogger, type Logger } from '../core/log.ts';
@@ -51,6 +51,8 @@ export async function startAgent(
     network,
     log,
     criuConfig: join(paths.stateDir, 'criu.conf'),
+    bundlePolicy: cfg.bundlePolicy,
+    protectedPaths: [cfg.tls.key, cfg.tls.cert, cfg.tls.ca].map((f) => dirname(f)),
   });
   await host.init();
   await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
