@@ -46,14 +46,8 @@ export class IncomingMigrations {
   async prepare(req: IncomingRequest): Promise<void> {
     checkName(req.id, 'migration');
     checkName(req.name);
-    const taken = () =>
-      new FerryError(
-        'FERRY_E_CONTAINER_EXISTS',
-        `host ${this.host.hostName} already has a container named ${req.name}`,
-        {
-          phase: 'prepare',
-        },
-      );
+    const message = `host ${this.host.hostName} already has a container named ${req.name}`;
+    const taken = () => new FerryError('FERRY_E_CONTAINER_EXISTS', message, { phase: 'prepare' });
     if (this.reserved.has(req.name) || this.host.isBusy(req.name)) throw taken();
     const exists = await this.host.exists(req.name);
     // (checked again: another prepare of the name may have reserved it meanwhile)
@@ -111,9 +105,15 @@ export class IncomingMigrations {
 
   async commit(id: string): Promise<void> {
     const m = this.get(id);
-    await m.commit();
-    if (m.pages) this.streaming.set(id, m.pages);
-    this.forget(m);
+    try {
+      await m.commit();
+    } finally {
+      // (committed even if a file could not be removed: the container is this host's now)
+      if (m.state === 'committed') {
+        if (m.pages) this.streaming.set(id, m.pages);
+        this.forget(m);
+      }
+    }
   }
 
   /** Removes everything the migration created here, including a restored container. Unknown ids are fine. */

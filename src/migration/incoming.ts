@@ -49,7 +49,7 @@ export class IncomingMigration {
   /** Post-copy: the lazy-pages daemon, started when the images arrived (or at restore). */
   private lazy: LazyPages | undefined;
   /** The restore in flight: an abort waits for it, then removes what it made. */
-  private restoring: Promise<unknown> | undefined;
+  private restoring: Promise<RestoreResult> | undefined;
   private aborting: Promise<void> | undefined;
 
   private constructor(deps: IncomingDeps, rec: IncomingRecord) {
@@ -103,11 +103,12 @@ export class IncomingMigration {
     throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${this.id} is ${this.current}, ${doing}`, opts);
   }
 
-  private async moveTo(state: IncomingRecord['state']): Promise<void> {
+  /** A transition: in memory at once (the next request already sees it), then on disk. */
+  private moveTo(state: IncomingRecord['state']): Promise<void> {
     this.stopIfAborted();
     this.current = state;
     this.rec.state = state;
-    await this.file.save(this.rec);
+    return this.file.save(this.rec);
   }
 
   /** Makes the image directory, saves the record and stages the network identity (everything before the freeze). */
@@ -129,13 +130,8 @@ export class IncomingMigration {
     const dest = part === 'bundle' ? this.bundle : this.images;
     const update = part === 'bundle' && opts.update === true;
     if (update && !this.rec.received.includes('bundle')) {
-      throw new FerryError(
-        'FERRY_E_INPUT_REQUEST',
-        `migration ${this.id}: a bundle update before the bundle`,
-        {
-          phase: 'transfer',
-        },
-      );
+      const message = `migration ${this.id}: a bundle update before the bundle`;
+      throw new FerryError('FERRY_E_INPUT_REQUEST', message, { phase: 'transfer' });
     }
     if (part === 'bundle' && !update) {
       await rm(dest, { recursive: true, force: true });
@@ -174,16 +170,10 @@ export class IncomingMigration {
     this.expect('prepared', 'restore', 'cannot restore');
     for (const part of ['bundle', 'images'] as const) {
       if (!this.rec.received.includes(part)) {
-        throw new FerryError(
-          'FERRY_E_RESTORE_FAILED',
-          `cannot restore ${this.name}: its ${part} did not arrive`,
-          {
-            phase: 'restore',
-          },
-        );
+        const message = `cannot restore ${this.name}: its ${part} did not arrive`;
+        throw new FerryError('FERRY_E_RESTORE_FAILED', message, { phase: 'restore' });
       }
     }
-    this.current = 'restoring'; // at once: a second restore is refused even before the record is saved
     const restoring = this.runRestore(opts);
     this.restoring = restoring;
     return await restoring;
@@ -192,8 +182,7 @@ export class IncomingMigration {
   private async runRestore(opts: { neighbours?: Neighbour[]; lazy?: PageServer }): Promise<RestoreResult> {
     const { host, faults, log } = this.deps;
     const { bundle, images, name } = this;
-    this.rec.state = 'restoring';
-    await this.file.save(this.rec);
+    await this.moveTo('restoring'); // (a second restore is refused from here on)
     const config = await readConfig(bundle);
     validateConfig(config);
     const placed = host.place(config, this.rec.record);
@@ -243,13 +232,8 @@ export class IncomingMigration {
     const [, st] = await Promise.all([host.network.unlock(name, net), host.runc.state(name)]);
     host.network.reannounce(name, net);
     if (st?.status !== 'running') {
-      throw new FerryError(
-        'FERRY_E_CONFIRM_FAILED',
-        `${name} is ${st?.status ?? 'gone'} right after restore`,
-        {
-          phase: 'confirm',
-        },
-      );
+      const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
+      throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
     }
     this.stopIfAborted();
     await host.writeRecord({
