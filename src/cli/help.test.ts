@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
+import { every } from '../../test/support/exhaustive.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/plan.ts';
 import { DEFAULT_INTERVAL_MS, probeOptions } from '../probe/cli.ts';
@@ -22,13 +23,8 @@ import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts
 const run = promisify(execFile);
 const ferry = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
 
-/** Every key of T, checked by tsc: leaving one out (or naming one T lacks) does not compile. */
-function keysOf<T>() {
-  return <const K extends readonly (keyof T & string)[]>(
-    ...keys: K &
-      (Exclude<keyof T, K[number]> extends never ? unknown : { missing: Exclude<keyof T, K[number]> })
-  ): readonly string[] => keys;
-}
+/** Every key of an options type, checked by tsc. */
+const keysOf = <T>() => every<keyof T & string>();
 
 // The options each action reads, from the types of its parameters. `cluster` is the program's own option.
 const READS: Record<string, readonly string[]> = {
