@@ -11,7 +11,7 @@ import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
 import { every } from '../../test/support/exhaustive.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/plan.ts';
-import { DEFAULT_INTERVAL_MS, probeOptions } from '../probe/cli.ts';
+import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
 import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/probe.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
 import type { checkCommand } from './check.ts';
@@ -202,6 +202,28 @@ describe('help texts against behaviour', () => {
   it('bench names every suite it has', () => {
     const arg = program.commands.find((c) => c.name() === 'bench')!.registeredArguments[0]!;
     assert.deepEqual(arg.description.split(' | ').sort(), [...Object.keys(SUITES), 'all'].sort());
+  });
+
+  it('probe --json names the fields it prints', () => {
+    const fields = every<keyof ProbeSummary & string>()(
+      'ok',
+      'replies',
+      'errors',
+      'resets',
+      'lost',
+      'maxGapMs',
+      'p99GapMs',
+      'gaps',
+      'serverValues',
+      'errorsDetail',
+    );
+    const probe = program.commands.find((c) => c.name() === 'probe')!;
+    const text = probe.options.find((o) => o.long === '--json')!.description;
+    const listed = /\{([^}]*)\}/
+      .exec(text)![1]!
+      .split(', ')
+      .map((f) => f.replace(/\?$/, ''));
+    assert.deepEqual([...listed].sort(), [...fields].sort());
   });
 
   it('testbed --name states the rule the testbed applies', () => {

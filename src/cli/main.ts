@@ -211,7 +211,11 @@ export function buildProgram(): Command {
       '--reply-timeout <ms>',
       'a request unanswered this long counts as lost (10-3600000; default: 10000)',
     )
-    .option('--json', 'print {replies, errors, resets, lost, maxGapMs, p99GapMs}')
+    .option(
+      '--json',
+      'print {ok, replies, errors, resets, lost, maxGapMs, p99GapMs, gaps, serverValues?, errorsDetail?}; ' +
+        'the exit status is 1 after an error or a reset',
+    )
     .action(
       wrap(async (kind: string, target: string, o: ProbeCliOptions) => {
         const { probeCommand, parseTarget } = await import('../probe/cli.ts');
