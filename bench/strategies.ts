@@ -300,7 +300,7 @@ async function writeReport(
     '',
     `Machine: ${hostname()}, 2 cores, kernel ${(await import('node:os')).release()}, CRIU 4.2.1, runc 1.1.5. Date: ${date}.`,
     `Command: \`ferry bench strategies --runs ${o.runs}\` (also part of \`make bench\`). Every figure is measured in the`,
-    'same run, interleaved; the gap is what the probe client saw on one TCP connection (DESIGN.md section 8).',
+    'same run, interleaved; the gap is what the probe client saw on one TCP connection (how: docs/background.md).',
     '',
     '```',
     text,

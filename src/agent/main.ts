@@ -24,7 +24,7 @@ import { Heartbeat } from './heartbeat.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { buildAgentApp } from './server.ts';
 
-export const VERSION = '0.1.0';
+export const VERSION = '0.2.0';
 
 /** ferry locks and unlocks container networks itself (network/identity.ts), before and after CRIU runs. */
 const CRIU_CONFIG = '# written by the ferry agent\nnetwork-lock skip\n';

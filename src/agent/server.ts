@@ -1,5 +1,4 @@
 // The agent's HTTP API (fastify). Thin: validates, calls the host and the migration engine, maps errors.
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createZstdDecompress } from 'node:zlib';
@@ -263,8 +262,4 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   );
 
   return app;
-}
-
-export function newUploadId(): string {
-  return randomBytes(6).toString('hex');
 }

@@ -7,8 +7,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { storeContract } from '../../test/support/store-contract.ts';
 import type { HostRecord } from './store.ts';
-import { storeContract } from './store-contract.ts';
 import { EtcdClient, EtcdLeaderElection, EtcdStore } from './store-etcd.ts';
 
 function findEtcd(): string | undefined {

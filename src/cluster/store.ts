@@ -1,5 +1,5 @@
 // The controller's state store: one interface, two implementations (SQLite for a single controller, etcd for
-// several with leader election). Both pass the same contract suite (store-contract.ts).
+// several with leader election). Both pass the same contract suite (test/support/store-contract.ts).
 import { FerryError } from '../core/errors.ts';
 
 export interface HostRecord {

@@ -16,6 +16,9 @@ import { FerryError } from '../core/errors.ts';
 export type ProbeKind = 'tcp' | 'udp' | 'redis';
 export const PROBE_KINDS: readonly ProbeKind[] = ['tcp', 'udp', 'redis'];
 
+/** A request unanswered this long counts as lost, unless the caller says otherwise. */
+export const DEFAULT_REPLY_TIMEOUT_MS = 10_000;
+
 export interface ProbeOptions {
   kind: ProbeKind;
   host: string;
@@ -24,7 +27,7 @@ export interface ProbeOptions {
   intervalMs: number;
   /** Stop this long after the first reply (start() resolving); undefined = until stop(). */
   durationMs?: number;
-  /** A request unanswered this long counts as lost (default 10000). */
+  /** A request unanswered this long counts as lost (default DEFAULT_REPLY_TIMEOUT_MS). */
   replyTimeoutMs?: number;
   /** At stop, how long to wait for replies to requests already sent (default min(replyTimeoutMs, 2000)). */
   drainMs?: number;
@@ -196,7 +199,7 @@ export class Probe {
     positive(opts.maxOutstanding, 'outstanding cap');
     this.opts = { ...opts };
     this.target = `${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
-    this.replyTimeoutMs = opts.replyTimeoutMs ?? 10_000;
+    this.replyTimeoutMs = opts.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS;
     this.drainMs = opts.drainMs ?? Math.min(this.replyTimeoutMs, 2000);
     this.maxOutstanding = Math.max(1, Math.floor(opts.maxOutstanding ?? 10_000));
     this.donePromise = new Promise((resolve) => {

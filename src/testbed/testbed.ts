@@ -1,4 +1,4 @@
-// Simulated hosts on one machine (DESIGN.md section 7): a LAN bridge, a network namespace and an agent per host,
+// Simulated hosts on one machine (docs/background.md, the testbed): a LAN bridge, a network namespace and an agent per host,
 // a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

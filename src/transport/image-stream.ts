@@ -298,23 +298,6 @@ async function* walkDir(
   }
 }
 
-/** What encodeTree would send (entry counts and content bytes), without reading file contents. */
-export async function measureTree(
-  sources: StreamEntrySource[],
-  opts: { exclude?: EncodeOptions['exclude'] } = {},
-): Promise<StreamStats> {
-  const out: StreamStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
-  for await (const e of walkSources(sources, opts.exclude)) {
-    if (e.kind === 'd') out.dirs++;
-    else if (e.kind === 'l') out.symlinks++;
-    else {
-      out.files++;
-      out.bytes += e.size;
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // Encoder
 
