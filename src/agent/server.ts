@@ -11,7 +11,7 @@ import type { ContainerHost } from '../host/containers.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
 import type { CapabilitiesReport, DestinationPeer, MigrationEvent } from '../migration/types.ts';
-import { decodeTree } from '../transport/image-stream.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
 import type { Endpoint as EndpointT } from './client.ts';
 import {
   CreateBody,

@@ -12,7 +12,7 @@ import type { Neighbour } from '../network/ip.ts';
 import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
 import type { ExecResult, StartedProcess } from '../runtime/exec.ts';
 import { BlockStore } from '../transport/block-store.ts';
-import { decodeTree } from '../transport/image-stream.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 

@@ -22,7 +22,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type TestContext, test } from 'node:test';
-import { FerryError } from '../core/errors.ts';
+import { FerryError } from '../../core/errors.ts';
+import { snapshotTree, treeChanges } from '../tree-diff.ts';
 import {
   contentHash,
   decodeTree,
@@ -32,8 +33,7 @@ import {
   STREAM_MAGIC,
   type StreamEntrySource,
   unsafePathReason,
-} from './image-stream.ts';
-import { snapshotTree, treeChanges } from './tree-diff.ts';
+} from './index.ts';
 
 const isRoot = process.getuid?.() === 0;
 
