@@ -140,7 +140,12 @@ export class IncomingMigrations {
       await rm(dest, { recursive: true, force: true });
       await mkdir(dest, { recursive: true, mode: 0o700 });
     }
-    const stats = await decodeTree(body, dest, update ? { allowRemove: true } : {});
+    // a rootfs may hold device nodes (its own /dev); the sender is a peer agent of this cluster, authenticated by
+    // mutual TLS. Checkpoint images never do.
+    const stats = await decodeTree(body, dest, {
+      ...(update ? { allowRemove: true } : {}),
+      ...(part === 'bundle' ? { allowDevices: true } : {}),
+    });
     // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
     if (this.aborted.has(id)) {
       throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `migration ${id} was aborted`, { phase: 'transfer' });

@@ -1,7 +1,12 @@
 // The decoder: a framed stream (format.ts) back into a tree under a destination root. Each record kind has its
 // own handler (RECORD_HANDLERS); the loop here only reads headers, checks the end record and dispatches. What the
 // handlers share (which directories are known to be real, which entries this stream created, the directory
-// modes applied at the end) lives in one TreeWriter.
+// metadata applied at the end) lives in one TreeWriter.
+//
+// An entry's metadata goes on in this order: content, owner (chown clears setuid/setgid and file capabilities),
+// mode, xattrs (after the mode: an ACL sets the group bits itself), times (last: everything before touches
+// them). Directories get mode, xattrs and times once everything inside them is written (a default ACL set
+// earlier would be inherited by their new entries; every new entry changes a directory's mtime).
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import {
@@ -10,8 +15,11 @@ import {
   fchmodSync,
   fchownSync,
   constants as fsc,
+  futimesSync,
   lchownSync,
+  linkSync,
   lstatSync,
+  lutimesSync,
   mkdirSync,
   openSync,
   rmSync,
@@ -43,6 +51,8 @@ import {
   type StreamStats,
   show,
 } from './format.ts';
+import { type DeviceKind, type NodeMaker, SystemNodeMaker } from './nodes.ts';
+import { writeXattrs } from './xattrs.ts';
 
 export interface DecodeOptions {
   /** Progress: called with the number of file content bytes just received (increments, not totals). */
@@ -51,6 +61,10 @@ export interface DecodeOptions {
   maxBytes?: number;
   /** Accept removal records: the stream updates a tree that is already there (existing files stay otherwise). */
   allowRemove?: boolean;
+  /** Accept character and block device nodes (a rootfs from a trusted sender); refused otherwise. */
+  allowDevices?: boolean;
+  /** Makes FIFOs, socket files and device nodes (default: mknod and a bound socket, nodes.ts). */
+  nodes?: NodeMaker;
 }
 
 const O_CREATE = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
@@ -96,16 +110,19 @@ class TreeWriter {
   readonly knownDirs = new Set<string>(['']);
   /** Non-directory entries created by this stream (to tell duplicates from pre-existing files). */
   readonly created = new Set<string>();
-  /** Directory modes, applied at the end (deepest first) so read-only dirs can still be filled. */
-  readonly dirModes = new Map<string, number>();
+  /** Directory metadata, applied at the end (deepest first) so read-only dirs can still be filled. */
+  readonly dirMeta = new Map<string, Header>();
   readonly reader: ByteReader;
   readonly root: string;
   readonly opts: DecodeOptions;
+
+  readonly nodes: NodeMaker;
 
   constructor(reader: ByteReader, root: string, opts: DecodeOptions) {
     this.reader = reader;
     this.root = root;
     this.opts = opts;
+    this.nodes = opts.nodes ?? new SystemNodeMaker();
   }
 
   /** Absolute path for entry `p` after checking every parent component is a real directory. */
@@ -153,16 +170,30 @@ class TreeWriter {
     return failed(`cannot create ${show(p)}: ${errText(err)}`, err);
   }
 
-  /** Directory modes, deepest first (a read-only directory is filled before it becomes read-only). */
+  /** Xattrs and times of the entry at `abs` (after its owner and mode; never following a symlink). */
+  finishEntry(abs: string, h: Header, fd?: number): void {
+    if (h.x && h.x.size > 0) writeXattrs(abs, h.p, h.x);
+    const times = timesOf(h);
+    if (!times) return;
+    try {
+      if (fd !== undefined) futimesSync(fd, times[0], times[1]);
+      else lutimesSync(abs, times[0], times[1]);
+    } catch (err) {
+      throw failed(`cannot set the times of ${show(h.p)}: ${errText(err)}`, err);
+    }
+  }
+
+  /** Directory mode, xattrs and times, deepest first (a read-only directory is filled before it becomes read-only). */
   finish(): void {
-    const dirs = [...this.dirModes];
+    const dirs = [...this.dirMeta];
     for (let i = dirs.length - 1; i >= 0; i--) {
-      const [abs, mode] = dirs[i]!;
+      const [abs, h] = dirs[i]!;
       try {
-        chmodSync(abs, mode);
+        chmodSync(abs, h.m);
       } catch (err) {
         throw failed(`cannot set mode of ${show(abs)}: ${errText(err)}`, err);
       }
+      this.finishEntry(abs, h);
     }
   }
 }
@@ -196,7 +227,8 @@ function decodeRemoval(w: TreeWriter, h: Header): void {
     }
   }
   for (const d of [...w.knownDirs]) if (d === h.p || d.startsWith(`${h.p}/`)) w.knownDirs.delete(d);
-  w.created.delete(h.p);
+  // (what was below is gone too: a hard link may not name it any more)
+  for (const e of [...w.created]) if (e === h.p || e.startsWith(`${h.p}/`)) w.created.delete(e);
   w.stats.removed = (w.stats.removed ?? 0) + 1;
 }
 
@@ -218,7 +250,7 @@ function decodeDirectory(w: TreeWriter, h: Header): void {
   }
   w.knownDirs.add(h.p);
   if (w.chowns(h)) lchownSync(abs, h.u!, h.g!);
-  w.dirModes.set(abs, h.m);
+  w.dirMeta.set(abs, h);
   w.stats.dirs++;
 }
 
@@ -233,6 +265,7 @@ function decodeSymlink(w: TreeWriter, h: Header): void {
   }
   w.created.add(h.p);
   if (w.chowns(h)) lchownSync(abs, h.u!, h.g!);
+  w.finishEntry(abs, h);
   w.stats.symlinks++;
 }
 
@@ -263,7 +296,9 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
       while (off < data.length) off += writeSync(fd, data, off, data.length - off, off);
       if (chown) fchownSync(fd, h.u!, h.g!);
       fchmodSync(fd, h.m); // after chown, which clears setuid/setgid
+      w.finishEntry(abs, h, fd);
     } catch (err) {
+      if (err instanceof FerryError) throw err;
       throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
     } finally {
       closeSync(fd);
@@ -282,6 +317,7 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
       if (zeroes > 0) w.stats.zeroBytes = (w.stats.zeroBytes ?? 0) + zeroes;
       if (chown) await fh.chown(h.u!, h.g!);
       await fh.chmod(h.m);
+      w.finishEntry(abs, h, fh.fd);
     } catch (err) {
       if (err instanceof FerryError) throw err;
       throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);
@@ -293,12 +329,72 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
   w.stats.bytes += h.s;
 }
 
+/** 'h': another name for an inode this stream created (never a directory, never outside the tree). */
+function decodeHardLink(w: TreeWriter, h: Header): void {
+  if (!w.created.has(h.l)) {
+    throw corrupt(`hard link ${show(h.p)} names ${show(h.l)}, which is not a file this stream created`);
+  }
+  const target = w.prepare(h.l); // its parents are still real directories
+  const abs = w.prepare(h.p);
+  try {
+    linkSync(target, abs);
+  } catch (err) {
+    if (errCode(err) === 'EEXIST') throw w.existsError(h.p, 'hard link');
+    throw failed(`cannot link ${show(h.p)} to ${show(h.l)}: ${errText(err)}`, err);
+  }
+  w.created.add(h.p);
+  w.stats.links = (w.stats.links ?? 0) + 1;
+}
+
+/** 'p', 's', 'c', 'b': a FIFO, a socket file, a device node (devices only when the caller accepts them). */
+async function decodeNode(w: TreeWriter, h: Header): Promise<void> {
+  const device = h.t === 'c' || h.t === 'b';
+  if (device && !w.opts.allowDevices) {
+    throw corrupt(`device node ${show(h.p)} refused: this stream's receiver does not accept devices`);
+  }
+  const abs = w.prepare(h.p);
+  let exists = true;
+  try {
+    lstatSync(abs);
+  } catch {
+    exists = false;
+  }
+  if (exists) throw w.existsError(h.p, 'special file');
+  if (h.t === 'p') await w.nodes.fifo(abs);
+  else if (h.t === 's') await w.nodes.socket(abs);
+  else await w.nodes.device(abs, h.t as DeviceKind, h.rdev!.major, h.rdev!.minor);
+  w.created.add(h.p);
+  try {
+    if (w.chowns(h)) lchownSync(abs, h.u!, h.g!);
+    chmodSync(abs, h.m); // a node just made here, not a symlink: following is harmless
+  } catch (err) {
+    throw failed(`cannot set owner or mode of ${show(h.p)}: ${errText(err)}`, err);
+  }
+  w.finishEntry(abs, h);
+  w.stats.nodes = (w.stats.nodes ?? 0) + 1;
+}
+
 const RECORD_HANDLERS: Record<EntryKind, RecordHandler> = {
   r: decodeRemoval,
   d: decodeDirectory,
   l: decodeSymlink,
   f: decodeFile,
+  h: decodeHardLink,
+  p: decodeNode,
+  s: decodeNode,
+  c: decodeNode,
+  b: decodeNode,
 };
+
+/** [atime, mtime] in seconds for utimes, when the header carries times (a double: Node's utimes takes no more). */
+function timesOf(h: Header): [number, number] | undefined {
+  if (h.mt === undefined) return undefined;
+  return [seconds(h.at ?? h.mt), seconds(h.mt)];
+}
+
+function seconds(ns: bigint): number {
+  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+}
 
 async function decodeInto(reader: ByteReader, root: string, opts: DecodeOptions): Promise<StreamStats> {
   const w = new TreeWriter(reader, root, opts);

@@ -4,7 +4,7 @@
 // Over HTTP: the sender pipes encodeTree(...) into the request body (stream.pipeline into http.request, or fetch
 // with body Readable.toWeb(...) and duplex 'half'); the receiver hands the raw request to decodeTree (decode.ts).
 import { createHash } from 'node:crypto';
-import type { Stats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { closeSync, constants as fsc, fstatSync, openSync, readlinkSync, readSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -17,11 +17,12 @@ import {
   failed,
   MAGIC_BUF,
   MAX_HEADER_BYTES,
+  metaFields,
   SMALL_FILE,
   show,
   unsafePathReason,
 } from './format.ts';
-import { type ExcludeFn, type StreamEntrySource, walkSources } from './walk.ts';
+import { type ExcludeFn, LinkTracker, metaOf, type StreamEntrySource, walkSources } from './walk.ts';
 
 export interface EncodeOptions {
   /** Called for each entry below a source root; relPath is relative to the root ('rootfs/proc'). True skips it (and its subtree). */
@@ -43,7 +44,8 @@ const DIRECT_PIECE = 64 * 1024;
 /** How much the encoder's Readable reads ahead of its consumer. */
 const ENCODER_HWM = 4 * 1024 * 1024;
 
-const O_READ = fsc.O_RDONLY | fsc.O_NOFOLLOW;
+// As root, reading leaves the source's access times as they were (O_NOATIME needs the owner or CAP_FOWNER).
+const O_READ = fsc.O_RDONLY | fsc.O_NOFOLLOW | (process.getuid?.() === 0 ? fsc.O_NOATIME : 0);
 
 class Coalescer {
   private parts: Buffer[] = [];
@@ -65,7 +67,7 @@ class Coalescer {
 }
 
 /** A small regular file read whole with synchronous calls; null if it vanished, undefined if it is not small any more. */
-function readSmallFile(abs: string): { st: Stats; data: Buffer } | null | undefined {
+function readSmallFile(abs: string): { st: BigIntStats; data: Buffer } | null | undefined {
   let fd: number;
   try {
     fd = openSync(abs, O_READ);
@@ -74,15 +76,16 @@ function readSmallFile(abs: string): { st: Stats; data: Buffer } | null | undefi
     throw failed(`cannot open ${show(abs)}: ${errText(err)}`, err);
   }
   try {
-    const st = fstatSync(fd);
+    const st = fstatSync(fd, { bigint: true });
     if (!st.isFile()) throw failed(`${show(abs)} changed type while being sent`);
-    if (st.size > SMALL_FILE) return undefined;
-    const data = Buffer.allocUnsafe(st.size);
+    const size = Number(st.size);
+    if (size > SMALL_FILE) return undefined;
+    const data = Buffer.allocUnsafe(size);
     let got = 0;
-    while (got < st.size) {
-      const n = readSync(fd, data, got, st.size - got, got);
+    while (got < size) {
+      const n = readSync(fd, data, got, size - got, got);
       if (n === 0)
-        throw failed(`${show(abs)} shrank while being sent (${st.size} bytes announced, ${got} read)`);
+        throw failed(`${show(abs)} shrank while being sent (${size} bytes announced, ${got} read)`);
       got += n;
     }
     return { st, data };
@@ -97,7 +100,8 @@ function readSmallFile(abs: string): { st: Stats; data: Buffer } | null | undefi
 /**
  * The framed stream for `sources`, as a byte-mode Readable. It reads lazily and respects backpressure (it
  * reads ahead at most a few MiB); destroying it stops the walk and closes any open file. Errors (unreadable
- * source, file shrinking while sent) destroy it with a FerryError FERRY_E_TRANSFER_FAILED.
+ * source, file shrinking while sent, an xattr or a file type that cannot travel) destroy it with a FerryError
+ * FERRY_E_TRANSFER_FAILED naming the path, before anything of that entry is sent.
  */
 export function encodeTree(sources: StreamEntrySource[], opts: EncodeOptions = {}): Readable {
   return Readable.from(generateStream(sources, opts), { objectMode: false, highWaterMark: ENCODER_HWM });
@@ -109,6 +113,7 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
   let records = 0;
   let total = 0;
   let zeroes = 0;
+  const links = new LinkTracker();
 
   const frame = (h: Record<string, unknown>, path: string, hashed = true): Buffer => {
     const json = JSON.stringify(h);
@@ -130,10 +135,11 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
   }
   for await (const e of walkSources(sources, opts.exclude)) {
     if (e.kind === 'd') {
-      const h: Record<string, unknown> = { t: 'd', p: e.path, m: e.mode };
-      if (e.uid !== undefined) h['u'] = e.uid;
-      if (e.gid !== undefined) h['g'] = e.gid;
-      out.push(frame(h, e.path));
+      out.push(frame({ t: 'd', p: e.path, ...metaFields(e.meta) }, e.path));
+      records++;
+    } else if (e.kind !== 'f' && links.sentAs(e.inode) !== undefined) {
+      // another name of an inode sent already (a file's is checked once it is open: see below)
+      out.push(frame({ t: 'h', p: e.path, l: links.sentAs(e.inode) }, e.path));
       records++;
     } else if (e.kind === 'l') {
       let target: string;
@@ -143,16 +149,24 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
         if (errCode(err) === 'ENOENT') continue;
         throw failed(`cannot read symlink ${show(e.abs)}: ${errText(err)}`, err);
       }
-      out.push(frame({ t: 'l', p: e.path, m: e.mode, l: target, u: e.uid, g: e.gid }, e.path));
+      out.push(frame({ t: 'l', p: e.path, l: target, ...metaFields(e.meta) }, e.path));
+      links.sent(e.inode, e.path);
+      records++;
+    } else if (e.kind !== 'f') {
+      const rdev = e.rdev ? { r: [e.rdev.major, e.rdev.minor] } : {};
+      out.push(frame({ t: e.kind, p: e.path, ...rdev, ...metaFields(e.meta) }, e.path));
+      links.sent(e.inode, e.path);
+      records++;
+    } else if (links.sentAs(e.inode) !== undefined) {
+      out.push(frame({ t: 'h', p: e.path, l: links.sentAs(e.inode) }, e.path));
       records++;
     } else {
       const small = e.size <= SMALL_FILE ? readSmallFile(e.abs) : undefined;
       if (small === null) continue; // vanished
       if (small !== undefined) {
         const { st, data } = small;
-        out.push(
-          frame({ t: 'f', p: e.path, m: st.mode & 0o7777, s: data.length, u: st.uid, g: st.gid }, e.path),
-        );
+        out.push(frame({ t: 'f', p: e.path, s: data.length, ...metaFields(metaOf(st, e.x)) }, e.path));
+        links.sent(e.inode, e.path);
         records++;
         out.push(data);
         out.push(contentHash().update(data).digest());
@@ -170,10 +184,11 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
         throw failed(`cannot open ${show(e.abs)}: ${errText(err)}`, err);
       }
       try {
-        const st = await fh.stat();
+        const st = await fh.stat({ bigint: true });
         if (!st.isFile()) throw failed(`${show(e.abs)} changed type while being sent`);
-        const size = st.size;
-        out.push(frame({ t: 'f', p: e.path, m: st.mode & 0o7777, s: size, u: st.uid, g: st.gid }, e.path));
+        const size = Number(st.size);
+        out.push(frame({ t: 'f', p: e.path, s: size, ...metaFields(metaOf(st, e.x)) }, e.path));
+        links.sent(e.inode, e.path);
         records++;
         const hash = contentHash();
         const pieces = new PieceWriter(
