@@ -22,7 +22,7 @@ import type { ContainerHost } from '../host/containers.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
 import type { CapabilitiesReport, DestinationPeer, MigrationEvent } from '../migration/types.ts';
-import { decodeTree } from '../transport/image-stream.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
@@ -98,7 +98,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       const dir = join(host.paths.stateDir, 'uploads', req.params.name);
       await rm(dir, { recursive: true, force: true });
       try {
-        const stats = await decodeTree(req.raw, dir, { maxBytes: 8 * 1024 * 1024 * 1024 });
+        // a bundle's rootfs may hold device nodes; the uploader holds a client certificate of this cluster
+        const stats = await decodeTree(req.raw, dir, {
+          maxBytes: 8 * 1024 * 1024 * 1024,
+          allowDevices: true,
+        });
         return { bytes: stats.bytes, files: stats.files };
       } catch (err) {
         await rm(dir, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import type { ContainerInfo } from '../host/containers.ts';
 import type { MigrationEvent, MigrationReport } from '../migration/types.ts';
-import { encodeTree } from '../transport/image-stream.ts';
+import { encodeTree } from '../transport/image-stream/index.ts';
 import { ClusterContext } from './context.ts';
 import { MigrationRenderer, reportText, table } from './render.ts';
 

@@ -12,7 +12,7 @@ import { every } from '../../test/support/exhaustive.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/plan.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
-import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/probe.ts';
+import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/session.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';

@@ -20,7 +20,7 @@ import type { NetworkLike } from '../network/identity.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { ExecResult, StartedProcess } from '../runtime/exec.ts';
 import type { RestoreOptions, RuncContainerState, RuncLike } from '../runtime/runc.ts';
-import { encodeTree } from '../transport/image-stream.ts';
+import { encodeTree } from '../transport/image-stream/index.ts';
 import { IncomingMigrations } from './destination.ts';
 import type { IncomingRequest } from './types.ts';
 

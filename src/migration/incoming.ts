@@ -17,7 +17,7 @@ import { readStats } from '../images/stats.ts';
 import type { Neighbour } from '../network/ip.ts';
 import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
 import { BlockStore } from '../transport/block-store.ts';
-import { decodeTree } from '../transport/image-stream.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { type IncomingRecord, RecordFile, readRecord } from './incoming-record.ts';
 import { LazyPages, type LazyPagesStarter } from './lazy-pages.ts';
@@ -137,7 +137,12 @@ export class IncomingMigration {
       await rm(dest, { recursive: true, force: true });
       await mkdir(dest, { recursive: true, mode: 0o700 });
     }
-    const stats = await decodeTree(body, dest, update ? { allowRemove: true } : {});
+    // a rootfs may hold device nodes (its own /dev); the sender is a peer agent of this cluster, authenticated by
+    // mutual TLS. Checkpoint images never do.
+    const stats = await decodeTree(body, dest, {
+      ...(update ? { allowRemove: true } : {}),
+      ...(part === 'bundle' ? { allowDevices: true } : {}),
+    });
     // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
     this.expect('prepared', 'transfer', 'not receiving');
     if (!this.rec.received.includes(part)) this.rec.received.push(part);

@@ -31,7 +31,7 @@ export interface Plan {
 export const DEFAULT_MAX_DOWNTIME_MS = 500;
 /** Freeze cost that does not depend on memory (pause, dump and restore of a tiny container, agent round trips), measured here. */
 const FIXED_FREEZE_MS = 300;
-/** CRIU writes and reads memory at roughly 1 GB/s here (ANCHORS.md); the image crosses the link once. */
+/** CRIU writes and reads memory at roughly 1 GB/s here (full dumps and restores of 64 MiB-1 GiB: docs/background.md); the image crosses the link once. */
 const DUMP_RESTORE_RATE = 1e9;
 const DEFAULT_TRANSFER_RATE = 250e6;
 

@@ -11,7 +11,7 @@ import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import type { LazyDump } from '../runtime/runc.ts';
 import { PageDelta, pageImages, writeFiles, writeRecipes } from '../transport/block-store.ts';
-import { encodeTree } from '../transport/image-stream.ts';
+import { encodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, planRanges, readRange } from '../transport/ranges.ts';
 import { GrowingFiles } from '../transport/tail.ts';
 import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';

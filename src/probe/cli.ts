@@ -1,7 +1,9 @@
 // `ferry probe KIND ADDR:PORT`: measures, from where it runs, the downtime a client of a server sees.
 // Network namespaces are the caller's business (src/cli wires that up).
 import { FerryError } from '../core/errors.ts';
-import { PROBE_KINDS, Probe, type ProbeKind, type ProbeOptions, type ProbeResult } from './probe.ts';
+import { PROBE_KINDS, type ProbeKind } from './codecs.ts';
+import { Probe, type ProbeOptions } from './session.ts';
+import type { ProbeResult } from './stats.ts';
 
 export interface ProbeTarget {
   host: string;
