@@ -1,5 +1,6 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
+// Just over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { HeartbeatBody } from '../agent/heartbeat.ts';

@@ -1,5 +1,7 @@
 // The source half and the engine's loop: plan -> prepare -> checkpoint -> transfer -> restore -> confirm -> cleanup,
 // with a defined rollback for every phase before the destination is confirmed.
+// Over 400 lines until the strategies move into migration/strategies/ (one file each, phase runner and rollback
+// apart); until then the strategy-specific steps are the private methods below.
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';

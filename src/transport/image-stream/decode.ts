@@ -7,6 +7,8 @@
 // mode, xattrs (after the mode: an ACL sets the group bits itself), times (last: everything before touches
 // them). Directories get mode, xattrs and times once everything inside them is written (a default ACL set
 // earlier would be inherited by their new entries; every new entry changes a directory's mtime).
+// Over 400 lines: the record handlers share one decoder state (known directories, created entries); a split
+// would pass that state through every call.
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import {
