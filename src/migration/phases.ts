@@ -1,7 +1,7 @@
 // The phase runner: runs named phases in order, times them into the report, emits their start and end, and keeps
 // the progress rollback reads to know what to undo.
 import type { ErrorCode } from '../core/errors.ts';
-import type { MigrationEvent, MigrationPhase, MigrationReport } from './types.ts';
+import type { MigrationEvent, MigrationPhase, MigrationReport, MigrationRequest } from './types.ts';
 
 /** The error code a failure in each phase gets when its cause carries none. */
 export const PHASE_ERROR: Record<MigrationPhase, ErrorCode> = {
@@ -39,6 +39,24 @@ export function newProgress(): Progress {
     detached: false,
     quiesced: false,
     restoreRequested: false,
+  };
+}
+
+/** The report before the first phase: nothing done, nothing sent (`auto` reads as cold until planned). */
+export function newReport(req: MigrationRequest, id: string, from: string): MigrationReport {
+  return {
+    ok: false,
+    id,
+    container: req.name,
+    from,
+    to: req.to,
+    strategy: req.strategy === 'auto' ? 'cold' : req.strategy,
+    phases: [],
+    freezeMs: 0,
+    rounds: [],
+    bytesSent: 0,
+    totalMs: 0,
+    criu: {},
   };
 }
 

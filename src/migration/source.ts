@@ -12,7 +12,7 @@ import { readStats } from '../images/stats.ts';
 import { encodeTree } from '../transport/image-stream.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { resolveOptions } from './defaults.ts';
-import { PHASE_ERROR, PhaseRunner } from './phases.ts';
+import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
 import { rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
@@ -61,20 +61,7 @@ export class MigrationSource {
   ): Promise<MigrationReport> {
     const id = `m${randomBytes(6).toString('hex')}`;
     const started = this.now();
-    const report: MigrationReport = {
-      ok: false,
-      id,
-      container: req.name,
-      from: this.host.hostName,
-      to: req.to,
-      strategy: req.strategy === 'auto' ? 'cold' : req.strategy,
-      phases: [],
-      freezeMs: 0,
-      rounds: [],
-      bytesSent: 0,
-      totalMs: 0,
-      criu: {},
-    };
+    const report = newReport(req, id, this.host.hostName);
     const runner = new PhaseRunner(report, emit, this.now);
     const { progress } = runner;
     // set once planned: rollback asks it what only the strategy knows to undo
