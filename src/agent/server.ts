@@ -152,13 +152,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     '/v1/containers/:name/migrate',
     { schema: { params: NameParams, body: MigrateBody } },
     async (req, reply) => {
-      // unknown container and same-host requests fail before any streaming starts
+      // an unknown container fails before any streaming starts (the engine's plan phase checks the rest, the
+      // destination being this host included)
       await host.info(req.params.name);
-      if (req.body.to.name === host.hostName) {
-        throw new FerryError('FERRY_E_HOST_SAME', `${req.params.name} is already on ${host.hostName}`, {
-          phase: 'plan',
-        });
-      }
       const peer = deps.peerFor(req.body.to);
       reply.hijack();
       const raw = reply.raw;

@@ -4,6 +4,7 @@ import type { FerryErrorJSON } from '../core/errors.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
 import type { NetMode } from '../network/identity.ts';
 import type { Neighbour } from '../network/ip.ts';
+import type { CriuProblem, HostFlags } from '../runtime/host-facts.ts';
 
 export type StrategyName = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
 
@@ -20,12 +21,18 @@ export interface HostFacts {
   root: boolean;
   /** Linux capabilities ferry relies on (effective set of the agent). */
   capabilities?: Record<string, boolean>;
+  /** What the facts amount to, a flag with its reason each (runtime/host-facts.ts). */
+  flags?: HostFlags;
 }
 
 export interface StrategySupport {
   ok: boolean;
   why?: string;
   mode?: string;
+  /** Pre-copy and hybrid: how the rounds find what changed (soft-dirty pre-dumps, or content delta). */
+  precopyMode?: 'softdirty' | 'delta';
+  /** Why not, for the planner to act on (the text is `why`). */
+  code?: CriuProblem | 'no-uffd' | 'pipe-too-small' | 'no-soft-dirty';
 }
 
 export interface ContainerRecord {

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
 import { every } from '../../test/support/exhaustive.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
-import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/plan.ts';
+import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/defaults.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
 import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/session.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
