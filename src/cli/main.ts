@@ -3,7 +3,6 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { asFerryError, FerryError } from '../core/errors.ts';
-import { ProcessRunner } from '../runtime/exec.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
@@ -45,7 +44,6 @@ export function buildProgram(): Command {
     .option('--cluster <file>', 'cluster file (default: $FERRY_CLUSTER or the last testbed brought up)')
     .showHelpAfterError()
     .exitOverride();
-  const runner = new ProcessRunner();
 
   const tb = program.command('testbed').description('simulated hosts on this machine');
   tb.command('up')
@@ -55,13 +53,13 @@ export function buildProgram(): Command {
     .option('--rate <rate>', 'bandwidth limit per host link, e.g. 100mbit (tc tbf)')
     .option('--controller', 'also start a controller (not available in this version)')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedUpCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')
     .description('remove a testbed and everything it created')
     .option('--name <name>', 'testbed name', 'tb')
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedDownCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
 
   program
     .command('hosts')
@@ -150,7 +148,7 @@ export function buildProgram(): Command {
     .description('what this host (or --host) can do, and which strategies work')
     .option('--host <host>', "ask this host's agent instead of checking locally")
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o }, runner)));
+    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 
   program
     .command('agent')
@@ -158,8 +156,7 @@ export function buildProgram(): Command {
     .requiredOption('--config <file>', 'agent config (JSON)')
     .action(
       wrap(async (o: { config: string }) => {
-        const { loadAgentConfig } = await import('../agent/config.ts');
-        const { startAgent } = await import('../agent/main.ts');
+        const { loadAgentConfig, startAgent } = await import('../agent/main.ts');
         const agent = await startAgent(await loadAgentConfig(o.config));
         const stop = async () => {
           await agent.close();
@@ -196,11 +193,15 @@ export function buildProgram(): Command {
               .then(loadClusterFile)
               .catch(() => undefined);
             if (file?.client) {
-              const { runInNetns } = await import('../runtime/netns-exec.ts');
-              const code = await runInNetns(file.client.netns, [...ferryArgv(), ...process.argv.slice(2)], {
-                ...process.env,
-                FERRY_IN_CLIENT_NETNS: '1',
-              });
+              const { runInClientNetns } = await import('../probe/launch.ts');
+              const code = await runInClientNetns(
+                file.client.netns,
+                [...ferryArgv(), ...process.argv.slice(2)],
+                {
+                  ...process.env,
+                  FERRY_IN_CLIENT_NETNS: '1',
+                },
+              );
               process.exit(code);
             }
           }
@@ -246,8 +247,7 @@ export function buildProgram(): Command {
     .requiredOption('--config <file>', 'controller config (JSON)')
     .action(
       wrap(async (o: { config: string }) => {
-        const { loadControllerConfig } = await import('../cluster/config.ts');
-        const { startController } = await import('../cluster/main.ts');
+        const { loadControllerConfig, startController } = await import('../cluster/main.ts');
         const c = await startController(await loadControllerConfig(o.config));
         const stop = async () => {
           await c.close();
@@ -289,7 +289,7 @@ export function buildProgram(): Command {
   program
     .command('demo')
     .description('two simulated hosts, a counter container migrated a -> b -> a, a report')
-    .action(wrap(async () => demoCommand(runner, ferryArgv())));
+    .action(wrap(async () => demoCommand(ferryArgv())));
 
   return program;
 }
