@@ -3,9 +3,6 @@
 // A module imports only from its own folder or from a folder of a lower layer. The table below is the one place
 // the layers are written down; the rules are generated from it. Test files (`*.test.ts`) and `test/` may reach
 // anything (a test of the CLI reads the engine's constants, say), but they are not exempt from cycles.
-//
-// Until every module obeys, `.dependency-cruiser-known-violations.json` lists the violations that exist today,
-// so that only a NEW one fails (see the `deps` target of the Makefile for how to regenerate it).
 
 /** Layer number of each top-level folder of src/ (and of bench/, which sits beside the CLI). */
 const LAYERS = {

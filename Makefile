@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds known-violations
+.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds
 
 all: setup
 
@@ -24,18 +24,11 @@ lint: setup
 	node_modules/.bin/biome check src test $(wildcard bench)
 
 # The layering of src/ (.dependency-cruiser.cjs): imports only from the own folder or a lower layer, no cycles.
-# Violations that exist today are listed in .dependency-cruiser-known-violations.json and tolerated; any new one
-# fails. When a restructuring removes some, shrink the list with `make known-violations`, i.e.
-#   node_modules/.bin/depcruise --config .dependency-cruiser.cjs --output-type baseline \
-#     --output-to .dependency-cruiser-known-violations.json src test bench
-# (never to add a violation: fix the import instead).
+# There are no exceptions: an import that breaks the rule is fixed, not listed.
 DEPCRUISE := node_modules/.bin/depcruise --config .dependency-cruiser.cjs src test bench
 
 deps: setup
-	$(DEPCRUISE) --ignore-known --output-type err
-
-known-violations: setup
-	$(DEPCRUISE) --output-type baseline --output-to .dependency-cruiser-known-violations.json
+	$(DEPCRUISE) --output-type err
 
 unit: setup
 	$(NODE_TEST) 'src/**/*.test.ts' 'test/*.test.ts'
@@ -46,7 +39,7 @@ integration: setup
 test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
 	node_modules/.bin/biome check src test $(wildcard bench)
-	$(DEPCRUISE) --ignore-known --output-type err
+	$(DEPCRUISE) --output-type err
 	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts' 'test/integration/*.test.ts'
 
 demo: setup

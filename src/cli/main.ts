@@ -4,7 +4,6 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
-import { ProcessRunner } from '../runtime/exec.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
@@ -58,7 +57,6 @@ export function buildProgram(): Command {
     .option('--cluster <file>', 'cluster file (default: $FERRY_CLUSTER or the last testbed brought up)')
     .showHelpAfterError()
     .exitOverride();
-  const runner = new ProcessRunner();
 
   const tb = program.command('testbed').description('simulated hosts on this machine');
   tb.command('up')
@@ -72,13 +70,13 @@ export function buildProgram(): Command {
     )
     .option('--controller', 'also start a controller on the LAN bridge, with every agent reporting to it')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedUpCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')
     .description('remove a testbed and everything it created')
     .option('--name <name>', 'testbed name', 'tb')
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedDownCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
 
   program
     .command('hosts')
@@ -178,7 +176,7 @@ export function buildProgram(): Command {
     .description('what this host (or --host) can do, and which strategies work')
     .option('--host <host>', "ask this host's agent instead of checking locally")
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o }, runner)));
+    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 
   program
     .command('agent')
@@ -186,8 +184,7 @@ export function buildProgram(): Command {
     .requiredOption('--config <file>', 'agent config (JSON)')
     .action(
       wrap(async (o: DaemonOptions) => {
-        const { loadAgentConfig } = await import('../agent/config.ts');
-        const { startAgent } = await import('../agent/main.ts');
+        const { loadAgentConfig, startAgent } = await import('../agent/main.ts');
         const agent = await startAgent(await loadAgentConfig(o.config));
         const stop = async () => {
           await agent.close();
@@ -226,11 +223,15 @@ export function buildProgram(): Command {
             .then(loadClusterFile)
             .catch(() => undefined);
           if (file?.client) {
-            const { runInNetns } = await import('../runtime/netns-exec.ts');
-            const code = await runInNetns(file.client.netns, [...ferryArgv(), ...process.argv.slice(2)], {
-              ...process.env,
-              FERRY_IN_CLIENT_NETNS: '1',
-            });
+            const { runInClientNetns } = await import('../probe/launch.ts');
+            const code = await runInClientNetns(
+              file.client.netns,
+              [...ferryArgv(), ...process.argv.slice(2)],
+              {
+                ...process.env,
+                FERRY_IN_CLIENT_NETNS: '1',
+              },
+            );
             process.exit(code);
           }
         }
@@ -278,8 +279,7 @@ export function buildProgram(): Command {
     .requiredOption('--config <file>', 'controller config (JSON)')
     .action(
       wrap(async (o: DaemonOptions) => {
-        const { loadControllerConfig } = await import('../cluster/config.ts');
-        const { startController } = await import('../cluster/main.ts');
+        const { loadControllerConfig, startController } = await import('../cluster/main.ts');
         const c = await startController(await loadControllerConfig(o.config));
         const stop = async () => {
           await c.close();
@@ -326,7 +326,7 @@ export function buildProgram(): Command {
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
-    .action(wrap(async () => demoCommand(runner, ferryArgv())));
+    .action(wrap(async () => demoCommand(ferryArgv())));
 
   return program;
 }

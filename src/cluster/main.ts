@@ -8,6 +8,8 @@ import { Controller } from './controller.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
 
+export { loadControllerConfig } from './config.ts';
+
 export async function openStore(
   cfg: ControllerFileConfig,
 ): Promise<{ store: ClusterStore; election?: LeaderElection }> {

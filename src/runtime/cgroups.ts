@@ -86,6 +86,12 @@ export async function memoryUsage(cgroupsPath: string, root = CGROUP_ROOT): Prom
   return undefined;
 }
 
+/** CPU % of one core between two samples of cpuUsageNs (cgroup CPU time over wall time). */
+export function cpuPercent(prevNs: number | undefined, nowNs: number, wallMs: number): number {
+  if (prevNs === undefined || wallMs <= 0 || nowNs < prevNs) return 0;
+  return Math.round(((nowNs - prevNs) / (wallMs * 1e6)) * 1000) / 10;
+}
+
 /** CPU time a cgroup has used, in nanoseconds (v1 cpuacct or v2 cpu.stat); undefined when it cannot be read. */
 export async function cpuUsageNs(cgroupsPath: string, root = CGROUP_ROOT): Promise<number | undefined> {
   for (const dir of ['cpuacct', 'cpu,cpuacct']) {
