@@ -2,13 +2,16 @@
 import { networkBench } from './network-gap.ts';
 import { strategyBench } from './strategies.ts';
 
+/** Repetitions of every measurement unless `--runs` says otherwise. */
+export const DEFAULT_RUNS = 5;
+
 export const SUITES: Record<
   string,
   (o: { ferryArgv: string[]; json?: boolean; runs?: number }) => Promise<unknown>
 > = {
   strategies: (o) =>
     strategyBench({
-      runs: o.runs ?? 5,
+      runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [64, 256, 1024, 4096],
       only: { 4096: ['auto', 'postcopy'] },
       strategies: ['auto', 'cold', 'precopy', 'postcopy', 'hand'],
@@ -19,7 +22,7 @@ export const SUITES: Record<
     }),
   network: (o) =>
     networkBench({
-      runs: o.runs ?? 5,
+      runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),

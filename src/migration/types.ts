@@ -12,6 +12,8 @@ export type {
   MigrationRequest,
   RestoreOptions,
   RestoreResult,
+  StrategyName,
+  StrategySupport,
 } from '../api/types.ts';
 
 /** The destination as the source sees it; implemented over HTTP by the agent, by fakes in unit tests. */

@@ -15,13 +15,19 @@ import {
   certificateExpired,
   certificateExpiry,
   certificateRole,
-  peerName,
   peerRole,
   type Role,
   requireRole,
   tlsClientOptions,
   tlsServerOptions,
 } from './pki.ts';
+
+/** The CN of the peer's verified certificate; undefined if the peer presented none or it did not verify. */
+function peerName(socket: tls.TLSSocket): string | undefined {
+  if (!socket.authorized) return undefined;
+  const cn: unknown = socket.getPeerCertificate()?.subject?.CN;
+  return typeof cn === 'string' && cn !== '' ? cn : undefined;
+}
 
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';

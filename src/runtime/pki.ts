@@ -443,14 +443,6 @@ export function tlsClientOptions(p: CertPaths): { key: Buffer; cert: Buffer; ca:
   return readPaths(p);
 }
 
-/** The CN of the peer's verified certificate; undefined if the peer presented none or it did not verify. */
-export function peerName(socket: TLSSocket): string | undefined {
-  if (!socket.authorized) return undefined;
-  const cert = socket.getPeerCertificate();
-  const cn: unknown = cert?.subject?.CN;
-  return typeof cn === 'string' && cn !== '' ? cn : undefined;
-}
-
 /** The role of the peer's verified certificate; undefined if it presented none, it did not verify, or no role. */
 export function peerRole(socket: TLSSocket): Role | undefined {
   if (!socket.authorized) return undefined;

@@ -1,8 +1,8 @@
 // The behaviour every ClusterStore must have; each implementation's test file runs it on a fresh store per test.
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { type ErrorCode, FerryError } from '../core/errors.ts';
-import type { ClusterStore, ContainerStat, HostRecord, MigrationRecord } from './store.ts';
+import type { ClusterStore, ContainerStat, HostRecord, MigrationRecord } from '../../src/cluster/store.ts';
+import { type ErrorCode, FerryError } from '../../src/core/errors.ts';
 
 export function storeContract(
   name: string,

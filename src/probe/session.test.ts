@@ -9,7 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../core/errors.ts';
 import { LINE_COUNTER_PY, pythonArgs, SERVER_READY_RE, UDP_COUNTER_PY } from '../workloads/servers.ts';
 import { parseTarget, probeOptions } from './cli.ts';
-import { gapStats, Probe, type ProbeResult } from './probe.ts';
+import { Probe } from './session.ts';
+import type { ProbeResult } from './stats.ts';
 
 const REDIS = '/usr/bin/redis-server';
 const tmp = mkdtempSync(join(tmpdir(), 'ferry-probe-test-'));
@@ -84,29 +85,6 @@ function assertClean(r: ProbeResult): void {
   assert.ok(r.firstReplyAt !== undefined && r.lastReplyAt !== undefined && r.lastReplyAt >= r.firstReplyAt);
   assert.ok(r.gaps.length > 0 && r.gaps.length <= 16);
 }
-
-describe('gapStats', () => {
-  test('fewer than two replies: no gap', () => {
-    assert.deepEqual(gapStats([]), { maxGapMs: 0, p99GapMs: 0 });
-    assert.deepEqual(gapStats([42]), { maxGapMs: 0, p99GapMs: 0 });
-  });
-
-  test('longest gap and nearest-rank p99', () => {
-    assert.deepEqual(gapStats([0, 2, 4, 10]), { maxGapMs: 6, p99GapMs: 6 });
-    const times = Array.from({ length: 1000 }, (_, i) => i);
-    times.push(1049); // one 50 ms gap among 999 gaps of 1 ms
-    assert.deepEqual(gapStats(times), { maxGapMs: 50, p99GapMs: 1 });
-    const spread = [0];
-    for (let i = 1; i <= 100; i++) spread.push((spread[i - 1] as number) + i); // gaps 1..100
-    assert.deepEqual(gapStats(spread), { maxGapMs: 100, p99GapMs: 99 });
-  });
-
-  test('unsorted input is sorted first and left untouched', () => {
-    const times = [10, 0, 4, 2];
-    assert.deepEqual(gapStats(times), { maxGapMs: 6, p99GapMs: 6 });
-    assert.deepEqual(times, [10, 0, 4, 2]);
-  });
-});
 
 describe('probe arguments', () => {
   test('bad probe options are FERRY_E_INPUT_ARGS', () => {

@@ -7,9 +7,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { HostRecord } from './store.ts';
-import { storeContract } from './store-contract.ts';
-import { EtcdClient, EtcdLeaderElection, EtcdStore } from './store-etcd.ts';
+import { storeContract } from '../../../test/support/store-contract.ts';
+import type { HostRecord } from '../store.ts';
+import { EtcdClient } from './client.ts';
+import { EtcdLeaderElection } from './leader.ts';
+import { EtcdStore } from './store.ts';
 
 function findEtcd(): string | undefined {
   for (const d of (process.env['PATH'] ?? '').split(delimiter)) {
