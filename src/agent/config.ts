@@ -1,5 +1,6 @@
 // The agent's configuration: one schema, one defaults object, validated once at start.
 import { readFile } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
 import { normalize } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
@@ -23,6 +24,22 @@ export const AgentConfigSchema = Type.Object({
   runcPath: Type.String(),
   logLevel: Type.String(),
   faults: Type.Array(Type.String()),
+  /**
+   * The other hosts of the cluster, as the CLI's cluster file names them: the only agents this one takes
+   * migrations from and sends them to (their certificates must carry these names). None by default: an agent
+   * alone takes no migration.
+   */
+  peers: Type.Array(
+    Type.Object(
+      {
+        name: Type.String({ pattern: NAME_PATTERN }),
+        address: Type.String({ minLength: 1 }),
+        port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      },
+      { additionalProperties: false },
+    ),
+    { maxItems: 4096 },
+  ),
   /** The controller to report to, if any. */
   controller: Type.Optional(
     Type.Object({
@@ -65,6 +82,7 @@ export const AGENT_DEFAULTS = {
   runcPath: 'runc',
   logLevel: 'info',
   faults: [] as string[],
+  peers: [] as { name: string; address: string; port: number }[],
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
   bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
 };
@@ -84,6 +102,12 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
       `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim(),
     );
   }
+  const badPeer = (merged as AgentConfig).peers.find((p) => !isIPv4(p.address));
+  if (badPeer)
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `invalid agent config: /peers peer ${badPeer.name} has no IPv4 address (${JSON.stringify(badPeer.address)})`,
+    );
   const bad = (merged as AgentConfig).bundlePolicy.allowMounts.find(
     (p) => normalize(p) !== p || p.includes('/../'),
   );

@@ -375,6 +375,12 @@ export function certificateRole(cert: CertInput): Role | undefined {
   return isRole(roles[0]) ? roles[0] : undefined;
 }
 
+/** The name (subject CN) a certificate (DER, PEM or parsed) was issued to; undefined if it has none. */
+export function certificateName(cert: CertInput): string | undefined {
+  const m = /^CN=(.+)$/m.exec(toX509(cert).subject);
+  return m?.[1] || undefined;
+}
+
 /** When a certificate (DER, PEM or parsed) stops being valid. */
 export function certificateExpiry(cert: CertInput): Date {
   return toX509(cert).validToDate;

@@ -209,6 +209,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             imagesDir: join(hd, 'images'),
             cgroupParent: h.cgroupParent,
             network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
+            // the other hosts: the only agents it takes migrations from and sends them to
+            peers: cluster.hosts.filter((x) => x.name !== h.name),
             ...(controller ? { controller } : {}),
             ...(opts.controller
               ? {
