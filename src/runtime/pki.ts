@@ -33,6 +33,19 @@ export interface IssueOptions {
   force?: boolean;
 }
 
+export interface CertificateInfo {
+  name: string;
+  /** undefined for a certificate without a (single, known) role. */
+  role: Role | undefined;
+  ips: string[];
+  /** DNS names besides the name itself. */
+  dns: string[];
+  notBefore: Date;
+  notAfter: Date;
+  serial: string;
+  paths: CertPaths;
+}
+
 export interface ClusterCADeps {
   /** The clock, in ms since the epoch (tests issue certificates in the past with it). */
   now?: () => number;
@@ -41,7 +54,8 @@ export interface ClusterCADeps {
 export const CA_CN = 'ferry cluster CA';
 export const ROLE_URI_PREFIX = 'ferry://role/';
 const CA_DAYS = 3650;
-const DEFAULT_DAYS: Record<Role, number> = { agent: 90, controller: 90, client: 30 };
+/** How long a certificate of each role is valid unless asked otherwise: short, so rotation is routine. */
+export const DEFAULT_DAYS: Readonly<Record<Role, number>> = { agent: 90, controller: 90, client: 30 };
 const DAY_MS = 86_400_000;
 /** notBefore is set this far in the past to tolerate clock skew between hosts. */
 const BACKDATE_MS = 60 * 60 * 1000;
@@ -182,6 +196,12 @@ export class ClusterCA {
     return { cert: join(this.dir, `${name}.crt`), key: join(this.dir, `${name}.key`), ca: this.caCert };
   }
 
+  /** Whether this directory holds a CA (its certificate and key). */
+  async exists(): Promise<boolean> {
+    const [cert, key] = await Promise.all([exists(this.caCert), exists(this.caKey)]);
+    return cert && key;
+  }
+
   /** Creates the CA if it is missing. Idempotent. */
   ensure(): Promise<void> {
     return this.#serialized(() => this.#ensure());
@@ -194,6 +214,38 @@ export class ClusterCA {
    */
   issue(name: string, opts: IssueOptions): Promise<CertPaths> {
     return this.#serialized(() => this.#issue(name, opts));
+  }
+
+  /**
+   * What `name`'s certificate on disk says: its role, the addresses and extra DNS names it covers, its validity.
+   * FERRY_E_INPUT_ARGS when there is none (or it cannot be read).
+   */
+  async describe(name: string): Promise<CertificateInfo> {
+    const paths = this.paths(name);
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(await readFile(paths.cert));
+    } catch (err) {
+      throw new FerryError('FERRY_E_INPUT_ARGS', `no certificate ${name} in ${this.dir} (${paths.cert})`, {
+        phase: 'input',
+        cause: err,
+        hint: 'ferry ca issue makes one',
+      });
+    }
+    const sans = sanEntries(cert);
+    return {
+      name,
+      role: certificateRole(cert),
+      ips: sans.filter((e) => e.startsWith('IP Address:')).map((e) => e.slice('IP Address:'.length)),
+      dns: sans
+        .filter((e) => e.startsWith('DNS:'))
+        .map((e) => e.slice(4))
+        .filter((d) => d !== name),
+      notBefore: cert.validFromDate,
+      notAfter: cert.validToDate,
+      serial: cert.serialNumber,
+      paths,
+    };
   }
 
   /** Re-issues `name` with a new key, whatever is on disk; the old files are replaced atomically. */
