@@ -87,6 +87,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     ...(opts.peerCertificate ? { peerCertificate: opts.peerCertificate } : {}),
   });
   const { host, incoming } = deps;
+  /** A migration's later steps: only the source that prepared it (another peer cannot commit or abort it). */
+  const ITS_SOURCE = {
+    ...PEER,
+    claimedPeer: (req: { params: unknown }) => incoming.sourceOf((req.params as { id: string }).id),
+  };
 
   app.get('/v1/health', { config: ANYONE }, async () => ({
     host: host.hostName,
@@ -192,7 +197,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   );
   app.put(
     '/v1/incoming/:id/:part',
-    { config: PEER, schema: { params: PartParams, querystring: PartQuery } },
+    { config: ITS_SOURCE, schema: { params: PartParams, querystring: PartQuery } },
     async (req) => {
       const opts = { update: req.query.update === '1' };
       const enc = req.headers['content-encoding'];
@@ -207,7 +212,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   );
   app.put(
     '/v1/incoming/:id/range',
-    { config: PEER, schema: { params: IdParams, querystring: RangeQuery } },
+    { config: ITS_SOURCE, schema: { params: IdParams, querystring: RangeQuery } },
     async (req) => {
       const q = req.query;
       return incoming.receiveRange(
@@ -218,22 +223,27 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       );
     },
   );
-  app.put('/v1/incoming/:id/blocks', { config: PEER, schema: { params: IdParams } }, async (req) =>
+  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
     incoming.receiveBlocks(req.params.id, req.raw),
   );
   app.post(
     '/v1/incoming/:id/restore',
-    { config: PEER, schema: { params: IdParams, body: RestoreBody } },
+    { config: ITS_SOURCE, schema: { params: IdParams, body: RestoreBody } },
     async (req) => incoming.restore(req.params.id, req.body),
   );
-  app.get('/v1/incoming/:id/pages', { config: PEER, schema: { params: IdParams } }, async (req) =>
+  app.get('/v1/incoming/:id/pages', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
     incoming.pagesResult(req.params.id),
   );
-  app.post('/v1/incoming/:id/commit', { config: PEER, schema: { params: IdParams } }, async (req, reply) => {
-    await incoming.commit(req.params.id);
-    reply.code(204);
-  });
-  app.delete('/v1/incoming/:id', { config: PEER, schema: { params: IdParams } }, async (req, reply) => {
+  app.post(
+    '/v1/incoming/:id/commit',
+    { config: ITS_SOURCE, schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.commit(req.params.id);
+      reply.code(204);
+    },
+  );
+  // an abort is idempotent (an unknown id is fine): the source's rollback may repeat it
+  app.delete('/v1/incoming/:id', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req, reply) => {
     await incoming.abort(req.params.id);
     reply.code(204);
   });

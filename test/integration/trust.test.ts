@@ -114,6 +114,7 @@ test('roles: agents, users and the controller each reach only their endpoints; b
     seq: 1,
     full: true,
     containers: [],
+    removed: [],
   });
   await refused(
     controllerApi(cli).request('POST', '/v1/heartbeat', { json: beat('a') }),
