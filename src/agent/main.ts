@@ -19,6 +19,7 @@ import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
+import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
@@ -42,6 +43,9 @@ export async function startAgent(
   cfg: AgentConfig,
   log: Logger = createLogger({ name: `agent-${cfg.host}`, level: cfg.logLevel }),
 ): Promise<RunningAgent> {
+  // a wrong certificate would only show in the peers' handshakes: refuse it before anything starts
+  const own = checkOwnCertificate(cfg.tls, { role: 'agent', name: cfg.host });
+  log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });

@@ -15,6 +15,7 @@ import {
   certificateExpired,
   certificateExpiry,
   certificateRole,
+  checkOwnCertificate,
   peerRole,
   type Role,
   requireRole,
@@ -269,6 +270,48 @@ describe('ClusterCA', () => {
     await assert.rejects(ca.issue('h', { role: 'agent', dns: ['a,IP:1.2.3.4'] }), code('FERRY_E_INPUT_ARGS'));
     await assert.rejects(ca.issue('h', { role: 'client', ips: ['1.2.3.4'] }), code('FERRY_E_INPUT_ARGS'));
     await assert.rejects(ca.issue('h', { role: 'agent', days: 0 }), code('FERRY_E_INPUT_ARGS'));
+  });
+});
+
+describe('checkOwnCertificate', () => {
+  const refused = (file: string, re: RegExp) => (e: FerryError) =>
+    e instanceof FerryError &&
+    e.code === 'FERRY_E_INPUT_ARGS' &&
+    e.message.startsWith(file) &&
+    re.test(e.message);
+
+  it('passes a daemon its own certificate, of its role and name, and tells when it expires', () => {
+    const r = checkOwnCertificate(agent, { role: 'agent', name: 'node-1' });
+    assert.equal(r.name, 'node-1');
+    assert.ok(r.notAfter.getTime() > Date.now());
+    assert.equal(checkOwnCertificate(controller, { role: 'controller' }).name, 'controller');
+  });
+
+  it('refuses, naming the file: another role or name, a key of another, another CA, expired, missing', () => {
+    assert.throws(
+      () => checkOwnCertificate(cli, { role: 'agent' }),
+      refused(cli.cert, /role client, not agent/),
+    );
+    assert.throws(
+      () => checkOwnCertificate(agent, { role: 'agent', name: 'node-2' }),
+      refused(agent.cert, /issued to node-1, not node-2/),
+    );
+    assert.throws(
+      () => checkOwnCertificate({ ...agent, key: cli.key }, { role: 'agent' }),
+      refused(cli.key, /is not the key of/),
+    );
+    assert.throws(
+      () => checkOwnCertificate({ ...otherAgent, ca: agent.ca }, { role: 'agent' }),
+      refused(otherAgent.cert, /is not signed by the CA/),
+    );
+    assert.throws(
+      () => checkOwnCertificate(agent, { role: 'agent' }, Date.now() + 400 * DAY),
+      refused(agent.cert, /expired on/),
+    );
+    assert.throws(
+      () => checkOwnCertificate({ ...agent, cert: join(root, 'nope.crt') }, { role: 'agent' }),
+      refused(join(root, 'nope.crt'), /cannot read it/),
+    );
   });
 });
 

@@ -447,8 +447,9 @@ export function certificateExpired(cert: CertInput, now: number = Date.now()): b
 /**
  * Checks that a TLS peer's certificate (as `socket.getPeerCertificate()` returns it, or DER/PEM) carries one of
  * the `allowed` roles, and returns the role. Throws FERRY_E_AUTH without a certificate, FERRY_E_AUTH_ROLE for a
- * role not allowed (or none). The chain itself is the TLS layer's business (`tlsServerOptions` rejects peers
- * the cluster CA did not sign before any request is read).
+ * role not allowed (or none). The chain itself is the TLS layer's business: the peer's certificate must have
+ * been verified against the cluster CA before this is asked (`tlsServerOptions` refuses others at the handshake,
+ * the API's server setup before any route).
  */
 export function requireRole(
   peer: PeerCertificate | DetailedPeerCertificate | CertInput | null | undefined,
@@ -475,6 +476,49 @@ export function requireRole(
     `certificate role ${role ?? '(none)'} is not allowed here; allowed: ${allowed.join(', ')}`,
     { hint: `connect with a certificate issued for the role ${allowed.join(' or ')}` },
   );
+}
+
+/**
+ * Checks a daemon's own certificate files before it listens: readable, the key matching the certificate, signed
+ * by the CA file, valid now, of `role` (and issued to `name`, when given). FERRY_E_INPUT_ARGS naming the file and
+ * what is wrong: started with a wrong certificate, a daemon would only fail later, in the other ends' handshakes.
+ */
+export function checkOwnCertificate(
+  p: CertPaths,
+  want: { role: Role; name?: string },
+  now: number = Date.now(),
+): { name: string | undefined; notAfter: Date } {
+  const bad = (file: string, what: string, cause?: unknown) =>
+    new FerryError('FERRY_E_INPUT_ARGS', `${file}: ${what}`, {
+      phase: 'input',
+      ...(cause === undefined ? {} : { cause }),
+      hint: 'ferry ca issue makes a certificate for this host, ferry ca rotate renews one',
+    });
+  const read = (
+    file: string,
+    parse: (b: Buffer) => X509Certificate | ReturnType<typeof createPrivateKey>,
+  ) => {
+    try {
+      return parse(readFileSync(file));
+    } catch (err) {
+      throw bad(file, `cannot read it (${(err as Error).message})`, err);
+    }
+  };
+  const cert = read(p.cert, (b) => new X509Certificate(b)) as X509Certificate;
+  const ca = read(p.ca, (b) => new X509Certificate(b)) as X509Certificate;
+  const key = read(p.key, (b) => createPrivateKey(b)) as ReturnType<typeof createPrivateKey>;
+  if (!cert.checkPrivateKey(key)) throw bad(p.key, `is not the key of ${p.cert}`);
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
+    throw bad(p.cert, `is not signed by the CA ${p.ca}`);
+  if (now >= cert.validToDate.getTime()) throw bad(p.cert, `expired on ${cert.validToDate.toISOString()}`);
+  if (now < cert.validFromDate.getTime())
+    throw bad(p.cert, `is not valid before ${cert.validFromDate.toISOString()}`);
+  const role = certificateRole(cert);
+  if (role !== want.role) throw bad(p.cert, `has the role ${role ?? '(none)'}, not ${want.role}`);
+  const name = certificateName(cert);
+  if (want.name !== undefined && name !== want.name)
+    throw bad(p.cert, `is issued to ${name ?? '(no name)'}, not ${want.name}`);
+  return { name, notAfter: cert.validToDate };
 }
 
 function readPaths(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
