@@ -102,7 +102,17 @@ export async function startAgent(
   const clients = new ClientPool(tls);
   const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
   const app = buildAgentApp(
-    { host, peers: cfg.peers, incoming, source, capabilities, peerFor, log, version: VERSION },
+    {
+      host,
+      peers: cfg.peers,
+      incoming,
+      source,
+      capabilities,
+      peerFor,
+      log,
+      version: VERSION,
+      certificateExpires: own.notAfter,
+    },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });

@@ -22,7 +22,13 @@ import {
   RangeQuery,
   RestoreBody,
 } from '../api/schemas.ts';
-import type { CapabilitiesReport, Endpoint, MigrationEvent, MigrationRequest } from '../api/types.ts';
+import type {
+  AgentHealth,
+  CapabilitiesReport,
+  Endpoint,
+  MigrationEvent,
+  MigrationRequest,
+} from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ContainerHost } from '../host/containers.ts';
@@ -41,6 +47,8 @@ export interface AgentDeps {
   peerFor: (ep: Endpoint) => DestinationPeer;
   log: Logger;
   version: string;
+  /** When this agent's own certificate expires (reported by /v1/health). */
+  certificateExpires?: Date;
 }
 
 export interface ServerOptions {
@@ -93,11 +101,16 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     claimedPeer: (req: { params: unknown }) => incoming.sourceOf((req.params as { id: string }).id),
   };
 
-  app.get('/v1/health', { config: ANYONE }, async () => ({
-    host: host.hostName,
-    version: deps.version,
-    ok: true,
-  }));
+  app.get(
+    '/v1/health',
+    { config: ANYONE },
+    async (): Promise<AgentHealth> => ({
+      host: host.hostName,
+      version: deps.version,
+      ok: true,
+      ...(deps.certificateExpires ? { certificateExpires: deps.certificateExpires.toISOString() } : {}),
+    }),
+  );
   app.get('/v1/capabilities', { config: ANYONE }, async () => deps.capabilities());
   // a link measurement for `auto`: the bytes are counted and dropped
   app.put('/v1/bandwidth', { config: PEER }, async (req) => {

@@ -207,6 +207,14 @@ test('roles: agents, users and the controller each reach only their endpoints; b
   clients.push(trustsOther);
   await refused(trustsOther.request('GET', '/v1/health'), 'FERRY_E_AUTH', /does not vouch for/);
 
+  // every agent tells when its certificate expires (90 days for an agent)
+  const hosts = await bed.cli(['hosts', '--json']);
+  assert.equal(hosts.code, 0, hosts.stderr);
+  for (const h of JSON.parse(hosts.stdout) as { certificateExpires?: string }[]) {
+    const left = Date.parse(h.certificateExpires ?? '') - Date.now();
+    assert.ok(left > 89 * DAY && left <= 90 * DAY, JSON.stringify(h));
+  }
+
   // after all that, a migration between the two known peers still works
   const run = await bed.cli(['run', '--host', 'a', '--name', 'web', '--', '/bin/busybox', 'sleep', '600']);
   assert.equal(run.code, 0, run.stderr);
