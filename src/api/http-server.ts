@@ -33,8 +33,8 @@ declare module 'fastify' {
     /** Only a host this server knows by name (`ApiServerOptions.knownPeer`) may call this route. */
     knownPeer?: boolean;
     /**
-     * The host the request says it comes from (a field of its body); it must be the caller's own name, so that
-     * one host cannot speak for another.
+     * The host this request must come from (a field of its body, or the source of the migration it names); it
+     * must be the caller's own name, so that one host cannot speak or act for another. Undefined: no claim.
      */
     claimedPeer?: (req: FastifyRequest) => string | undefined;
   }
@@ -184,7 +184,7 @@ export function buildApiServer(opts: ApiServerOptions) {
   // image and bundle streams pass through untouched; handlers read request.raw
   app.addContentTypeParser('application/octet-stream', (_req, _payload, done) => done(null, undefined));
 
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((err, req, reply) => {
     const e = err as Error & { validation?: unknown; statusCode?: number };
     if (e.validation) {
       reply
@@ -198,6 +198,12 @@ export function buildApiServer(opts: ApiServerOptions) {
       return;
     }
     const fe = asFerryError(err);
+    // who was turned away, for the operator: a wrong certificate in the cluster is a misconfiguration or worse
+    if (fe.code.startsWith('FERRY_E_AUTH'))
+      opts.log.warn(
+        { code: fe.code, from: req.raw.socket.remoteAddress, caller: req.caller?.name, url: req.url },
+        fe.message,
+      );
     if (fe.status >= 500) opts.log.error({ err }, 'request failed');
     reply.code(fe.status).send({ error: fe.toJSON() });
   });
