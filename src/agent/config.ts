@@ -1,9 +1,12 @@
 // The agent's configuration: one schema, one defaults object, validated once at start.
 import { readFile } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
+import { normalize } from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
+import { type BundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
 
 export const AgentConfigSchema = Type.Object({
   host: Type.String({ pattern: NAME_PATTERN }),
@@ -21,6 +24,22 @@ export const AgentConfigSchema = Type.Object({
   runcPath: Type.String(),
   logLevel: Type.String(),
   faults: Type.Array(Type.String()),
+  /**
+   * The other hosts of the cluster, as the CLI's cluster file names them: the only agents this one takes
+   * migrations from and sends them to (their certificates must carry these names). None by default: an agent
+   * alone takes no migration.
+   */
+  peers: Type.Array(
+    Type.Object(
+      {
+        name: Type.String({ pattern: NAME_PATTERN }),
+        address: Type.String({ minLength: 1 }),
+        port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      },
+      { additionalProperties: false },
+    ),
+    { maxItems: 4096 },
+  ),
   /** The controller to report to, if any. */
   controller: Type.Optional(
     Type.Object({
@@ -39,6 +58,16 @@ export const AgentConfigSchema = Type.Object({
   capacity: Type.Optional(
     Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),
   ),
+  /** Exceptions to the policy every uploaded bundle passes (docs/bundle-policy.md); all off by default. */
+  bundlePolicy: Type.Object(
+    {
+      allowHooks: Type.Boolean(),
+      allowMounts: Type.Array(Type.String({ pattern: '^/' })),
+      allowCapabilities: Type.Array(Type.String({ pattern: '^CAP_[A-Z_]+$' })),
+      allowDevices: Type.Boolean(),
+    },
+    { additionalProperties: false },
+  ),
 });
 
 export type AgentConfig = Static<typeof AgentConfigSchema>;
@@ -53,11 +82,17 @@ export const AGENT_DEFAULTS = {
   runcPath: 'runc',
   logLevel: 'info',
   faults: [] as string[],
+  peers: [] as { name: string; address: string; port: number }[],
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
+  bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const merged = { ...AGENT_DEFAULTS, ...(raw as object) } as Record<string, unknown>;
+  // the policy's fields default one by one: allowing hooks alone keeps every other refusal
+  const policy = merged['bundlePolicy'];
+  if (policy && typeof policy === 'object' && !Array.isArray(policy))
+    merged['bundlePolicy'] = { ...DEFAULT_BUNDLE_POLICY, ...policy };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
   if (!Value.Check(AgentConfigSchema, merged)) {
@@ -67,6 +102,20 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
       `invalid agent config: ${first?.path ?? ''} ${first?.message ?? ''}`.trim(),
     );
   }
+  const badPeer = (merged as AgentConfig).peers.find((p) => !isIPv4(p.address));
+  if (badPeer)
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `invalid agent config: /peers peer ${badPeer.name} has no IPv4 address (${JSON.stringify(badPeer.address)})`,
+    );
+  const bad = (merged as AgentConfig).bundlePolicy.allowMounts.find(
+    (p) => normalize(p) !== p || p.includes('/../'),
+  );
+  if (bad !== undefined)
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `invalid agent config: /bundlePolicy/allowMounts ${JSON.stringify(bad)} is not a plain absolute path`,
+    );
   return merged as AgentConfig;
 }
 

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TlsMaterial } from '../api/https-client.ts';
 import { ClientPool } from '../api/pool.ts';
@@ -19,6 +19,7 @@ import { Criu } from '../runtime/criu.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
+import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
@@ -42,6 +43,9 @@ export async function startAgent(
   cfg: AgentConfig,
   log: Logger = createLogger({ name: `agent-${cfg.host}`, level: cfg.logLevel }),
 ): Promise<RunningAgent> {
+  // a wrong certificate would only show in the peers' handshakes: refuse it before anything starts
+  const own = checkOwnCertificate(cfg.tls, { role: 'agent', name: cfg.host });
+  log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
@@ -55,6 +59,8 @@ export async function startAgent(
     network,
     log,
     criuConfig: join(paths.stateDir, 'criu.conf'),
+    bundlePolicy: cfg.bundlePolicy,
+    protectedPaths: [cfg.tls.key, cfg.tls.cert, cfg.tls.ca].map((f) => dirname(f)),
   });
   await host.init();
   await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
@@ -96,7 +102,17 @@ export async function startAgent(
   const clients = new ClientPool(tls);
   const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
   const app = buildAgentApp(
-    { host, incoming, source, capabilities, peerFor, log, version: VERSION },
+    {
+      host,
+      peers: cfg.peers,
+      incoming,
+      source,
+      capabilities,
+      peerFor,
+      log,
+      version: VERSION,
+      certificateExpires: own.notAfter,
+    },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });

@@ -1,9 +1,16 @@
-// The agent's HTTP API (fastify). Thin: validates, calls the host and the migration engine, maps errors.
+// The agent's HTTP API (fastify). Thin: validates, calls the host and the migration engine, maps errors. Each
+// route names who may call it (api/http-server.ts checks it): a migration's destination half only other agents
+// of the cluster, containers and migrations only users (the CLI, the controller).
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
-import { buildApiServer, type HttpsServerOptions } from '../api/http-server.ts';
+import {
+  type ApiServerOptions,
+  buildApiServer,
+  type HttpsServerOptions,
+  type Role,
+} from '../api/http-server.ts';
 import {
   CreateBody,
   IdParams,
@@ -15,7 +22,13 @@ import {
   RangeQuery,
   RestoreBody,
 } from '../api/schemas.ts';
-import type { CapabilitiesReport, Endpoint, MigrationEvent, MigrationRequest } from '../api/types.ts';
+import type {
+  AgentHealth,
+  CapabilitiesReport,
+  Endpoint,
+  MigrationEvent,
+  MigrationRequest,
+} from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import type { ContainerHost } from '../host/containers.ts';
@@ -26,26 +39,81 @@ import { decodeTree } from '../transport/image-stream/index.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
+  /** The other hosts of the cluster: the only sources it takes migrations from and destinations it sends to. */
+  peers: readonly Endpoint[];
   incoming: IncomingMigrations;
   source: MigrationSource;
   capabilities: () => Promise<CapabilitiesReport>;
   peerFor: (ep: Endpoint) => DestinationPeer;
   log: Logger;
   version: string;
+  /** When this agent's own certificate expires (reported by /v1/health). */
+  certificateExpires?: Date;
 }
 
 export interface ServerOptions {
   https?: HttpsServerOptions;
+  /** The caller's certificate without TLS (unit tests); see ApiServerOptions. */
+  peerCertificate?: ApiServerOptions['peerCertificate'];
+}
+
+/** A source agent of the cluster, for the destination's half of a migration (and the link probe). */
+const PEER = { roles: ['agent'] as Role[], knownPeer: true };
+/** The CLI's users and the controller: containers and the migrations they start. */
+const USER = { roles: ['client', 'controller'] as Role[] };
+/** Facts a peer reads in its plan phase as much as a user does. */
+const ANYONE = { roles: ['agent', 'client', 'controller'] as Role[] };
+
+/**
+ * The destination of a migration as the cluster knows it: a peer's name at its own address and port. Any
+ * other address is refused, so an agent cannot be made to stream a container (or connect at all) elsewhere.
+ */
+export function clusterDestination(peers: readonly Endpoint[], self: string, to: Endpoint): Endpoint {
+  if (to.name === self) return to; // the plan phase refuses it (FERRY_E_HOST_SAME)
+  const known = peers.find((p) => p.name === to.name);
+  const hint = `hosts of this cluster: ${peers.map((p) => `${p.name} (${p.address}:${p.port})`).join(', ') || 'none'}`;
+  if (!known)
+    throw new FerryError('FERRY_E_HOST_UNKNOWN', `host ${to.name} is not a host of this cluster`, {
+      phase: 'input',
+      hint,
+    });
+  if (known.address !== to.address || known.port !== to.port)
+    throw new FerryError(
+      'FERRY_E_HOST_UNKNOWN',
+      `host ${to.name} is at ${known.address}:${known.port} in this cluster, not ${to.address}:${to.port}`,
+      { phase: 'input', hint },
+    );
+  return known;
 }
 
 export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): FastifyInstance {
-  const app = buildApiServer({ log: deps.log, ...(opts.https ? { https: opts.https } : {}) });
+  const peerNames = new Set(deps.peers.map((p) => p.name));
+  const app = buildApiServer({
+    log: deps.log,
+    knownPeer: (name) => peerNames.has(name),
+    ...(opts.https ? { https: opts.https } : {}),
+    ...(opts.peerCertificate ? { peerCertificate: opts.peerCertificate } : {}),
+  });
   const { host, incoming } = deps;
+  /** A migration's later steps: only the source that prepared it (another peer cannot commit or abort it). */
+  const ITS_SOURCE = {
+    ...PEER,
+    claimedPeer: (req: { params: unknown }) => incoming.sourceOf((req.params as { id: string }).id),
+  };
 
-  app.get('/v1/health', async () => ({ host: host.hostName, version: deps.version, ok: true }));
-  app.get('/v1/capabilities', async () => deps.capabilities());
+  app.get(
+    '/v1/health',
+    { config: ANYONE },
+    async (): Promise<AgentHealth> => ({
+      host: host.hostName,
+      version: deps.version,
+      ok: true,
+      ...(deps.certificateExpires ? { certificateExpires: deps.certificateExpires.toISOString() } : {}),
+    }),
+  );
+  app.get('/v1/capabilities', { config: ANYONE }, async () => deps.capabilities());
   // a link measurement for `auto`: the bytes are counted and dropped
-  app.put('/v1/bandwidth', async (req) => {
+  app.put('/v1/bandwidth', { config: PEER }, async (req) => {
     let bytes = 0;
     for await (const c of req.raw) {
       bytes += (c as Buffer).length;
@@ -54,16 +122,17 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     return { bytes };
   });
 
-  app.get('/v1/containers', async () => host.list());
-  app.get('/v1/containers/:name', { schema: { params: NameParams } }, async (req) =>
+  app.get('/v1/containers', { config: USER }, async () => host.list());
+  // a source's plan phase asks whether the destination already runs the name
+  app.get('/v1/containers/:name', { config: ANYONE, schema: { params: NameParams } }, async (req) =>
     host.info(req.params.name),
   );
 
-  app.put('/v1/uploads/:name', { schema: { params: NameParams } }, async (req) => {
+  app.put('/v1/uploads/:name', { config: USER, schema: { params: NameParams } }, async (req) => {
     const dir = join(host.paths.stateDir, 'uploads', req.params.name);
     await rm(dir, { recursive: true, force: true });
     try {
-      // a bundle's rootfs may hold device nodes; the uploader holds a client certificate of this cluster
+      // a bundle's rootfs may hold device nodes; the uploader holds a user's certificate of this cluster
       const stats = await decodeTree(req.raw, dir, { maxBytes: 8 * 1024 * 1024 * 1024, allowDevices: true });
       return { bytes: stats.bytes, files: stats.files };
     } catch (err) {
@@ -72,7 +141,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     }
   });
 
-  app.post('/v1/containers', { schema: { body: CreateBody } }, async (req, reply) => {
+  app.post('/v1/containers', { config: USER, schema: { body: CreateBody } }, async (req, reply) => {
     const b = req.body;
     const upload = b.upload ? join(host.paths.stateDir, 'uploads', b.name) : undefined;
     try {
@@ -90,7 +159,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     }
   });
 
-  app.delete('/v1/containers/:name', { schema: { params: NameParams } }, async (req, reply) => {
+  app.delete('/v1/containers/:name', { config: USER, schema: { params: NameParams } }, async (req, reply) => {
     if (incoming.isReserved(req.params.name)) {
       throw new FerryError('FERRY_E_CONTAINER_BUSY', `container ${req.params.name} is arriving by migration`);
     }
@@ -100,12 +169,13 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
 
   app.post(
     '/v1/containers/:name/migrate',
-    { schema: { params: NameParams, body: MigrateBody } },
+    { config: USER, schema: { params: NameParams, body: MigrateBody } },
     async (req, reply) => {
-      // an unknown container fails before any streaming starts (the engine's plan phase checks the rest, the
-      // destination being this host included)
+      // an unknown container or destination fails before any streaming starts (the engine's plan phase checks
+      // the rest, the destination being this host included)
+      const to = clusterDestination(deps.peers, host.hostName, req.body.to);
       await host.info(req.params.name);
-      const peer = deps.peerFor(req.body.to);
+      const peer = deps.peerFor(to);
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -113,7 +183,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         if (!raw.destroyed) raw.write(`${JSON.stringify(e)}\n`);
       };
       // the migration goes on even if the caller disconnects: a half-done migration must finish or roll back
-      const { to, ...options } = req.body;
+      const { to: _asked, ...options } = req.body;
       const mreq: MigrationRequest = {
         ...options,
         name: req.params.name,
@@ -126,14 +196,21 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     },
   );
 
-  app.post('/v1/incoming', { schema: { body: IncomingBody } }, async (req, reply) => {
-    await incoming.prepare(req.body);
-    reply.code(201);
-    return { id: req.body.id };
-  });
+  app.post(
+    '/v1/incoming',
+    {
+      config: { ...PEER, claimedPeer: (req) => (req.body as { from?: string }).from },
+      schema: { body: IncomingBody },
+    },
+    async (req, reply) => {
+      await incoming.prepare(req.body);
+      reply.code(201);
+      return { id: req.body.id };
+    },
+  );
   app.put(
     '/v1/incoming/:id/:part',
-    { schema: { params: PartParams, querystring: PartQuery } },
+    { config: ITS_SOURCE, schema: { params: PartParams, querystring: PartQuery } },
     async (req) => {
       const opts = { update: req.query.update === '1' };
       const enc = req.headers['content-encoding'];
@@ -148,7 +225,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   );
   app.put(
     '/v1/incoming/:id/range',
-    { schema: { params: IdParams, querystring: RangeQuery } },
+    { config: ITS_SOURCE, schema: { params: IdParams, querystring: RangeQuery } },
     async (req) => {
       const q = req.query;
       return incoming.receiveRange(
@@ -159,20 +236,27 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       );
     },
   );
-  app.put('/v1/incoming/:id/blocks', { schema: { params: IdParams } }, async (req) =>
+  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
     incoming.receiveBlocks(req.params.id, req.raw),
   );
-  app.post('/v1/incoming/:id/restore', { schema: { params: IdParams, body: RestoreBody } }, async (req) =>
-    incoming.restore(req.params.id, req.body),
+  app.post(
+    '/v1/incoming/:id/restore',
+    { config: ITS_SOURCE, schema: { params: IdParams, body: RestoreBody } },
+    async (req) => incoming.restore(req.params.id, req.body),
   );
-  app.get('/v1/incoming/:id/pages', { schema: { params: IdParams } }, async (req) =>
+  app.get('/v1/incoming/:id/pages', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
     incoming.pagesResult(req.params.id),
   );
-  app.post('/v1/incoming/:id/commit', { schema: { params: IdParams } }, async (req, reply) => {
-    await incoming.commit(req.params.id);
-    reply.code(204);
-  });
-  app.delete('/v1/incoming/:id', { schema: { params: IdParams } }, async (req, reply) => {
+  app.post(
+    '/v1/incoming/:id/commit',
+    { config: ITS_SOURCE, schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.commit(req.params.id);
+      reply.code(204);
+    },
+  );
+  // an abort is idempotent (an unknown id is fine): the source's rollback may repeat it
+  app.delete('/v1/incoming/:id', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req, reply) => {
     await incoming.abort(req.params.id);
     reply.code(204);
   });

@@ -34,6 +34,19 @@ const NETWORK_CODES = new Set([
   'EAI_AGAIN',
 ]);
 
+/** Why this client did not trust the server's certificate (Node's and OpenSSL's verify codes). */
+const UNTRUSTED = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /**
  * One keep-alive pool for one TLS identity. Node's https.Agent keeps separate sockets per address, port and
  * server name, so every client of a process that speaks with the same certificate shares it.
@@ -78,6 +91,17 @@ export class HttpsClient {
   private unreachable(err: Error & { code?: string }, path: string): FerryError {
     const ep = this.endpoint;
     const code = err.code ?? '';
+    // reachable, but not the host of this cluster it claims to be: not a network failure, and no retry helps
+    if (UNTRUSTED.has(code))
+      return new FerryError(
+        'FERRY_E_AUTH',
+        `host ${ep.name} (${ep.address}:${ep.port}) presented a certificate this cluster's CA does not vouch for: ${code}`,
+        {
+          cause: err,
+          details: { path },
+          hint: `is ${ep.address}:${ep.port} really ${ep.name}, with a current certificate from this cluster's CA?`,
+        },
+      );
     const what =
       NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')
         ? code

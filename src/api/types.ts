@@ -237,6 +237,8 @@ export interface AgentHealth {
   host: string;
   version: string;
   ok: boolean;
+  /** When the agent's certificate expires (ISO 8601), so that `ferry hosts` can warn before it does. */
+  certificateExpires?: string;
 }
 
 /** GET /v1/health of a controller */

@@ -40,6 +40,7 @@ export async function hostsCommand(o: Common): Promise<void> {
             up: true,
             version: health.version,
             containers: containers.length,
+            certificateExpires: health.certificateExpires,
           };
         } catch (err) {
           return { name: h.name, address: h.address, port: h.port, up: false, error: (err as Error).message };
@@ -48,16 +49,24 @@ export async function hostsCommand(o: Common): Promise<void> {
     );
     print(o.json, rows, () =>
       table([
-        ['HOST', 'ADDRESS', 'AGENT', 'CONTAINERS'],
+        ['HOST', 'ADDRESS', 'AGENT', 'CONTAINERS', 'CERTIFICATE'],
         ...rows.map((r) => [
           r.name,
           `${r.address}:${r.port}`,
           r.up ? `up (${r.version})` : 'DOWN',
           r.up ? String(r.containers) : '-',
+          r.up && r.certificateExpires ? expiresIn(r.certificateExpires) : '-',
         ]),
       ]),
     );
   });
+}
+
+/** `2027-03-01 (in 90 days)`, or `EXPIRED 2026-11-30`: what an operator needs to plan a rotation. */
+export function expiresIn(iso: string, now: number = Date.now()): string {
+  const days = Math.floor((Date.parse(iso) - now) / 86_400_000);
+  const date = iso.slice(0, 10);
+  return days < 0 ? `EXPIRED ${date}` : `${date} (in ${days} day${days === 1 ? '' : 's'})`;
 }
 
 export async function runCommand(

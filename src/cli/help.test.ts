@@ -9,11 +9,13 @@ import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
 import { every } from '../../test/support/exhaustive.ts';
+import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/defaults.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
 import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/session.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
+import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
@@ -59,6 +61,9 @@ const READS: Record<string, readonly string[]> = {
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
   controller: keysOf<DaemonOptions>()('config'),
   bench: keysOf<BenchOptions>()('runs', 'json'),
+  'ca init': keysOf<CaInitOptions>()('json'),
+  'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
+  'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   demo: [],
 };
 
@@ -81,6 +86,9 @@ const STATED_DEFAULTS: Record<string, string> = {
   'probe --reply-timeout': String(DEFAULT_REPLY_TIMEOUT_MS),
   'rebalance --target': `the controller's targetPercent, ${CONTROLLER_DEFAULTS.targetPercent} unless configured`,
   'bench --runs': String(DEFAULT_RUNS),
+  // src/runtime/pki.ts DEFAULT_DAYS, what ClusterCA.issue uses without `days`
+  'ca issue --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,
+  'ca rotate --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,
 };
 
 // Defaults commander supplies that the code also assumes on its own (an action's fallback, a parser's default).

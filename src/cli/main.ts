@@ -2,8 +2,10 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
+import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
@@ -272,6 +274,56 @@ export function buildProgram(): Command {
         (await import('./cluster-commands.ts')).drainCommand(host, { ...program.opts(), ...o }),
       ),
     );
+
+  const ca = program
+    .command('ca')
+    .description("the cluster's certificate authority: one certificate per agent, controller and user");
+  ca.command('init')
+    .description('create a cluster CA in <dir> (keeps the one there)')
+    .argument('<dir>', 'directory of the CA and the certificates it issues (keys 0600)')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (dir: string, o: CaInitOptions) => {
+        const c = await import('./ca-commands.ts');
+        c.printCa(await c.caInit(dir), o.json);
+      }),
+    );
+  const subjectOptions = (cmd: Command) =>
+    cmd
+      .argument('<dir>', 'directory of the cluster CA')
+      .option('--host <name>', "a host's agent (role agent)")
+      .option('--controller <name>', 'the controller (role controller)')
+      .option('--user <name>', 'a CLI user (role client)')
+      .option('--address <ip...>', 'IP addresses the agent or controller is dialled at')
+      .option('--dns <name...>', 'DNS names besides <name> (agent or controller)')
+      .option(
+        '--days <n>',
+        `validity in days (default: ${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users)`,
+        (v) => positiveInt(v, '--days'),
+      )
+      .option('--json', 'print JSON');
+  subjectOptions(
+    ca
+      .command('issue')
+      .description('issue the certificate of an agent, the controller or a user (kept while it still fits)'),
+  ).action(
+    wrap(async (dir: string, o: IssueCommandOptions) => {
+      const c = await import('./ca-commands.ts');
+      c.printCa(await c.caIssue(dir, o), o.json);
+    }),
+  );
+  subjectOptions(
+    ca
+      .command('rotate')
+      .description(
+        'replace a certificate with a new key, for the same role, addresses and DNS names unless given; restart its daemon after',
+      ),
+  ).action(
+    wrap(async (dir: string, o: IssueCommandOptions) => {
+      const c = await import('./ca-commands.ts');
+      c.printCa(await c.caRotate(dir, o), o.json);
+    }),
+  );
 
   program
     .command('controller')

@@ -1,7 +1,7 @@
 // Starts a controller: its store, the agent pool, the decision loop and the API.
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../core/log.ts';
-import { tlsServerOptions } from '../runtime/pki.ts';
+import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
 import { HttpAgentPool } from './agents.ts';
 import type { ControllerFileConfig } from './config.ts';
 import { Controller } from './controller.ts';
@@ -31,6 +31,8 @@ export async function openStore(
 
 export async function startController(cfg: ControllerFileConfig): Promise<{ close(): Promise<void> }> {
   const log = createLogger({ name: `controller-${cfg.name}`, level: cfg.logLevel });
+  const own = checkOwnCertificate(cfg.tls, { role: 'controller' });
+  log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'controller certificate');
   const { store, election } = await openStore(cfg);
   const tls = {
     key: readFileSync(cfg.tls.key),

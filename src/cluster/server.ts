@@ -1,34 +1,58 @@
-// The controller's HTTP API (fastify, mutual TLS) and its event stream (server-sent events) for dashboards.
+// The controller's HTTP API (fastify, mutual TLS) and its event stream (server-sent events) for dashboards. Agents
+// only heartbeat (each for itself); everything else is for the CLI's users (api/http-server.ts checks the roles).
 import type { FastifyInstance } from 'fastify';
-import { buildApiServer, type HttpsServerOptions } from '../api/http-server.ts';
+import {
+  type ApiServerOptions,
+  buildApiServer,
+  type HttpsServerOptions,
+  type Role,
+} from '../api/http-server.ts';
 import { BatchParams, DrainBody, HeartbeatBody, PlaceBody, RebalanceBody } from '../api/schemas.ts';
 import type { Logger } from '../core/log.ts';
 import type { Controller, ControllerEvent } from './controller.ts';
 
+/** The CLI's users. */
+const USER = { roles: ['client'] as Role[] };
+/** An agent reporting for itself: the host its body names must be its certificate's. */
+const AGENT = {
+  roles: ['agent'] as Role[],
+  claimedPeer: (req: { body: unknown }) => (req.body as { host?: string }).host,
+};
+
 export function buildControllerApp(
   controller: Controller,
   log: Logger,
-  opts: { https?: HttpsServerOptions } = {},
+  opts: { https?: HttpsServerOptions; peerCertificate?: ApiServerOptions['peerCertificate'] } = {},
 ): FastifyInstance {
-  const app = buildApiServer({ log, ...(opts.https ? { https: opts.https } : {}) });
+  const app = buildApiServer({
+    log,
+    ...(opts.https ? { https: opts.https } : {}),
+    ...(opts.peerCertificate ? { peerCertificate: opts.peerCertificate } : {}),
+  });
 
-  app.get('/v1/health', async () => ({ ok: true, role: 'controller', leader: controller.isLeader() }));
-  app.post('/v1/heartbeat', { schema: { body: HeartbeatBody } }, async (req) =>
+  app.get('/v1/health', { config: USER }, async () => ({
+    ok: true,
+    role: 'controller',
+    leader: controller.isLeader(),
+  }));
+  app.post('/v1/heartbeat', { config: AGENT, schema: { body: HeartbeatBody } }, async (req) =>
     controller.heartbeat(req.body),
   );
-  app.get('/v1/cluster', async () => controller.summary());
-  app.post('/v1/rebalance', { schema: { body: RebalanceBody } }, async (req) =>
+  app.get('/v1/cluster', { config: USER }, async () => controller.summary());
+  app.post('/v1/rebalance', { config: USER, schema: { body: RebalanceBody } }, async (req) =>
     controller.rebalance(req.body),
   );
-  app.post('/v1/drain', { schema: { body: DrainBody } }, async (req) => controller.drain(req.body.host));
-  app.post('/v1/place', { schema: { body: PlaceBody } }, async (req) => ({
+  app.post('/v1/drain', { config: USER, schema: { body: DrainBody } }, async (req) =>
+    controller.drain(req.body.host),
+  );
+  app.post('/v1/place', { config: USER, schema: { body: PlaceBody } }, async (req) => ({
     host: await controller.place(req.body),
   }));
-  app.get('/v1/migrations', async () => controller.history());
-  app.get('/v1/batches/:batch', { schema: { params: BatchParams } }, async (req) =>
+  app.get('/v1/migrations', { config: USER }, async () => controller.history());
+  app.get('/v1/batches/:batch', { config: USER, schema: { params: BatchParams } }, async (req) =>
     controller.history({ batch: req.params.batch }),
   );
-  app.get('/v1/events', (req, reply) => {
+  app.get('/v1/events', { config: USER }, (req, reply) => {
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, {

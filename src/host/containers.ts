@@ -14,6 +14,7 @@ import {
   validateConfig,
   writeConfig,
 } from '../runtime/bundle.ts';
+import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
 import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
@@ -38,6 +39,10 @@ export class ContainerHost {
   readonly network: NetworkLike;
   /** CRIU options for this host's containers, handed to runc through the `org.criu.config` annotation. */
   readonly criuConfig: string | undefined;
+  /** What an uploaded bundle may ask of this host (runtime/bundle-policy.ts). */
+  readonly bundlePolicy: BundlePolicy;
+  /** Paths of the agent's own beyond `paths` (its TLS material) that no bundle may mount. */
+  private readonly protectedPaths: string[];
   private readonly log: Logger;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
@@ -50,6 +55,8 @@ export class ContainerHost {
     network: NetworkLike;
     log: Logger;
     criuConfig?: string;
+    bundlePolicy?: BundlePolicy;
+    protectedPaths?: string[];
   }) {
     this.hostName = deps.hostName;
     this.network = deps.network;
@@ -58,6 +65,8 @@ export class ContainerHost {
     this.runc = deps.runc;
     this.cgroupParent = deps.cgroupParent;
     this.log = deps.log;
+    this.bundlePolicy = deps.bundlePolicy ?? DEFAULT_BUNDLE_POLICY;
+    this.protectedPaths = deps.protectedPaths ?? [];
   }
 
   async init(): Promise<void> {
@@ -217,6 +226,15 @@ export class ContainerHost {
         }
         const config = await readConfig(bundle);
         validateConfig(config);
+        // ferry's own command bundles bind the host's /usr and /etc read-only by design; uploaded ones pass the policy
+        if (req.uploadedBundle) {
+          const p = this.paths;
+          await checkBundlePolicy(config, this.bundlePolicy, {
+            bundleDir: bundle,
+            protectedPaths: [p.stateDir, p.imagesDir, p.runcRoot, ...this.protectedPaths],
+            hostNetwork: net === 'host',
+          });
+        }
         await writeConfig(bundle, this.place(config, rec));
         await this.writeRecord(rec);
         await this.network.create(name, identity(rec), { attached: true, locked: false });

@@ -185,6 +185,14 @@ test('prepare reserves the name, stages a locked, detached network and saves its
   assert.equal(incoming.isReserved('c2'), false);
 });
 
+test('a prepared migration knows its source until it is forgotten', async () => {
+  assert.equal(incoming.sourceOf('m1'), undefined);
+  await incoming.prepare(request('m1'));
+  assert.equal(incoming.sourceOf('m1'), 'a');
+  await incoming.abort('m1');
+  assert.equal(incoming.sourceOf('m1'), undefined);
+});
+
 test('two prepares of one name at once: one wins', async () => {
   const results = await Promise.allSettled([
     incoming.prepare(request('m1')),

@@ -31,11 +31,18 @@ export class IncomingMigrations {
   private readonly reserved = new Map<string, string>();
   /** Post-copy migrations committed while their pages still stream in, until the source asks how it ended. */
   private readonly streaming = new Map<string, LazyPages>();
+  /** The source hosts of those, for `sourceOf`. */
+  private readonly streamingFrom = new Map<string, string>();
 
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
     this.log = log;
     this.deps = { host, log, faults: new Set(opts.faults ?? []), lazyPages: opts.lazyPages };
+  }
+
+  /** The source host of a migration arriving here, while this host knows it; undefined for an unknown id. */
+  sourceOf(id: string): string | undefined {
+    return this.migrations.get(id)?.from ?? this.streamingFrom.get(id);
   }
 
   isReserved(name: string): boolean {
@@ -99,7 +106,10 @@ export class IncomingMigrations {
         `no post-copy migration ${id} on host ${this.host.hostName}`,
       );
     const r = await outcome;
-    if (streaming) this.streaming.delete(id);
+    if (streaming) {
+      this.streaming.delete(id);
+      this.streamingFrom.delete(id);
+    }
     return r;
   }
 
@@ -110,7 +120,10 @@ export class IncomingMigrations {
     } finally {
       // (committed even if a file could not be removed: the container is this host's now)
       if (m.state === 'committed') {
-        if (m.pages) this.streaming.set(id, m.pages);
+        if (m.pages) {
+          this.streaming.set(id, m.pages);
+          this.streamingFrom.set(id, m.from);
+        }
         this.forget(m);
       }
     }

@@ -39,6 +39,8 @@ type PageServer = { address: string; port: number };
 export class IncomingMigration {
   readonly id: string;
   readonly name: string;
+  /** The source host: the only one that may drive this migration. */
+  readonly from: string;
   private readonly deps: IncomingDeps;
   /** The parts arrive concurrently, so this (not the file) is the truth; the file follows it. */
   private readonly rec: IncomingRecord;
@@ -57,6 +59,7 @@ export class IncomingMigration {
     this.rec = rec;
     this.id = rec.id;
     this.name = rec.name;
+    this.from = rec.from;
     this.current = rec.state;
     this.file = new RecordFile(deps.host.paths.incomingDir, rec.id);
   }

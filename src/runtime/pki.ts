@@ -1,15 +1,19 @@
-// A tiny cluster certificate authority on the `openssl` CLI, for mutual TLS between agents, CLI and controller.
-// Keys are EC P-256. Certificates are signed with `openssl ca` (with a throwaway database) rather than
-// `openssl x509 -req` because OpenSSL 3.0 can set a backdated notBefore only through `ca -startdate`:
-// a host whose clock is a little behind the issuer's would otherwise reject a fresh certificate.
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+// The cluster certificate authority, for mutual TLS between agents, controller and CLI users, on @peculiar/x509
+// over Node's WebCrypto (ECDSA P-256). Every certificate carries a ROLE (a subjectAltName URI
+// `ferry://role/<role>`) so a server can tell an agent from a controller from a user, not only "someone the CA
+// signed": TLS proves the CA, `requireRole` the role.
+import { createPrivateKey, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
-import type { Runner } from './exec.ts';
+
+export const ROLES = ['agent', 'controller', 'client'] as const;
+/** agent: a host's daemon; controller: the cluster controller; client: a CLI user. */
+export type Role = (typeof ROLES)[number];
 
 export interface CertPaths {
   cert: string;
@@ -18,111 +22,100 @@ export interface CertPaths {
 }
 
 export interface IssueOptions {
-  kind: 'host' | 'client';
-  /** IP addresses for the subjectAltName (host certificates only). */
+  role: Role;
+  /** IP addresses for the subjectAltName (agent and controller certificates only). */
   ips?: string[];
-  /** Extra DNS names for the subjectAltName (host certificates only; the name itself is always included). */
+  /** Extra DNS names for the subjectAltName (agent and controller only; the name itself is always included). */
   dns?: string[];
-  /** Validity in days (default 825). */
+  /** Validity in days (default 90 for agents and controllers, 30 for clients). */
   days?: number;
-  /** Reissue even if the existing certificate still fits. */
+  /** Reissue even if the existing certificate still fits (a new key: see `rotate`). */
   force?: boolean;
 }
 
+export interface CertificateInfo {
+  name: string;
+  /** undefined for a certificate without a (single, known) role. */
+  role: Role | undefined;
+  ips: string[];
+  /** DNS names besides the name itself. */
+  dns: string[];
+  notBefore: Date;
+  notAfter: Date;
+  serial: string;
+  paths: CertPaths;
+}
+
+export interface ClusterCADeps {
+  /** The clock, in ms since the epoch (tests issue certificates in the past with it). */
+  now?: () => number;
+}
+
 export const CA_CN = 'ferry cluster CA';
+export const ROLE_URI_PREFIX = 'ferry://role/';
 const CA_DAYS = 3650;
-const LEAF_DAYS = 825;
+/** How long a certificate of each role is valid unless asked otherwise: short, so rotation is routine. */
+export const DEFAULT_DAYS: Readonly<Record<Role, number>> = { agent: 90, controller: 90, client: 30 };
+const DAY_MS = 86_400_000;
 /** notBefore is set this far in the past to tolerate clock skew between hosts. */
 const BACKDATE_MS = 60 * 60 * 1000;
-/** An existing certificate closer than this to expiry is reissued. */
-const RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
+/** An existing certificate with less than this share of its lifetime left is reissued by `issue`. */
+const RENEW_AT_REMAINING = 1 / 3;
 
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const EC_KEY = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 const DNS_LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
 const DNS_RE = new RegExp(`^${DNS_LABEL}(?:\\.${DNS_LABEL})*$`);
 
-function opensslDate(d: Date): string {
-  // GeneralizedTime, YYYYMMDDHHMMSSZ.
-  return `${d.toISOString().replace(/[-:T]/g, '').slice(0, 14)}Z`;
+type X509Lib = typeof import('@peculiar/x509');
+let x509Lib: Promise<X509Lib> | undefined;
+
+/**
+ * The X.509 library, loaded on first use: only issuing needs it, and every CLI command imports this module for
+ * `tlsClientOptions`. Its dependency injection (tsyringe) needs the Reflect metadata polyfill loaded first.
+ */
+function loadX509(): Promise<X509Lib> {
+  x509Lib ??= (async () => {
+    await import('reflect-metadata');
+    const lib = await import('@peculiar/x509');
+    lib.cryptoProvider.set(webcrypto as unknown as Parameters<typeof lib.cryptoProvider.set>[0]);
+    return lib;
+  })();
+  return x509Lib;
 }
 
 function uniq(xs: string[]): string[] {
   return [...new Set(xs)];
 }
 
+function inputError(
+  message: string,
+  code: 'FERRY_E_INPUT_ARGS' | 'FERRY_E_INPUT_NAME' = 'FERRY_E_INPUT_ARGS',
+) {
+  return new FerryError(code, message, { phase: 'input' });
+}
+
 function checkIPs(ips: string[]): string[] {
   for (const ip of ips) {
-    if (typeof ip !== 'string' || isIP(ip) === 0 || ip.includes('%')) {
-      throw new FerryError(
-        'FERRY_E_INPUT_ARGS',
-        `invalid IP address for a certificate: ${JSON.stringify(ip)}`,
-        {
-          phase: 'input',
-        },
-      );
-    }
+    if (typeof ip !== 'string' || isIP(ip) === 0 || ip.includes('%'))
+      throw inputError(`invalid IP address for a certificate: ${JSON.stringify(ip)}`);
   }
   return uniq(ips);
 }
 
 function checkDNS(names: string[]): string[] {
   for (const n of names) {
-    if (typeof n !== 'string' || n.length > 253 || !DNS_RE.test(n)) {
-      throw new FerryError('FERRY_E_INPUT_ARGS', `invalid DNS name for a certificate: ${JSON.stringify(n)}`, {
-        phase: 'input',
-      });
-    }
+    if (typeof n !== 'string' || n.length > 253 || !DNS_RE.test(n))
+      throw inputError(`invalid DNS name for a certificate: ${JSON.stringify(n)}`);
   }
   return uniq(names);
 }
 
-// A self-contained config: `-config` keeps the system openssl.cnf (and its default extensions) out of it.
-// Paths are relative to the work directory (the cwd of every openssl call), so no path is ever
-// interpolated into the config (OpenSSL expands `$` in config values).
-function caConfig(san: { dns: string[]; ips: string[] }): string {
-  const lines = [
-    '[ca]',
-    'default_ca = ferry_ca',
-    '[ferry_ca]',
-    'database = ./index.txt',
-    'new_certs_dir = ./new',
-    'serial = ./serial',
-    'default_md = sha256',
-    'policy = ferry_policy',
-    'unique_subject = no',
-    'email_in_dn = no',
-    'copy_extensions = none',
-    '[ferry_policy]',
-    'commonName = supplied',
-    '[req]',
-    'distinguished_name = ferry_dn',
-    'prompt = no',
-    '[ferry_dn]',
-    'CN = unused',
-    '[ext_ca]',
-    'basicConstraints = critical,CA:TRUE,pathlen:0',
-    'keyUsage = critical,keyCertSign,cRLSign',
-    'subjectKeyIdentifier = hash',
-    '[ext_client]',
-    'basicConstraints = critical,CA:FALSE',
-    'keyUsage = critical,digitalSignature',
-    'extendedKeyUsage = clientAuth',
-    'subjectKeyIdentifier = hash',
-    'authorityKeyIdentifier = keyid',
-    '[ext_host]',
-    'basicConstraints = critical,CA:FALSE',
-    'keyUsage = critical,digitalSignature',
-    'extendedKeyUsage = serverAuth,clientAuth',
-    'subjectKeyIdentifier = hash',
-    'authorityKeyIdentifier = keyid',
-    'subjectAltName = @ferry_san',
-    '[ferry_san]',
-    ...san.dns.map((d, i) => `DNS.${i + 1} = ${d}`),
-    ...san.ips.map((ip, i) => `IP.${i + 1} = ${ip}`),
-  ];
-  return `${lines.join('\n')}\n`;
+function isRole(x: unknown): x is Role {
+  return typeof x === 'string' && (ROLES as readonly string[]).includes(x);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -135,24 +128,78 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Writes a file so that its final name only ever holds the whole content: a private temporary file (created
+ * exclusively, with `mode` from the start, so a key is never readable by others even for a moment), synced,
+ * then renamed over the old one.
+ */
+async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode); // the umask may have narrowed it; never widened
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Makes renames in `dir` durable (a crash right after does not bring the old files back). */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function randomSerial(): string {
+  // 127 random bits, positive (high bit clear) and never starting with a zero byte (no DER padding games).
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x01;
+  return b.toString('hex');
+}
+
+async function keyPem(key: webcrypto.CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
+  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+}
+
 export class ClusterCA {
   readonly dir: string;
   readonly caCert: string;
   readonly caKey: string;
-  #runner: Runner;
+  #now: () => number;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(dir: string, runner: Runner) {
+  constructor(dir: string, deps: ClusterCADeps = {}) {
     this.dir = dir;
     this.caCert = join(dir, 'ca.crt');
     this.caKey = join(dir, 'ca.key');
-    this.#runner = runner;
+    this.#now = deps.now ?? Date.now;
   }
 
   /** Paths of `name`'s certificate (whether or not it has been issued). */
   paths(name: string): CertPaths {
     checkName(name, 'certificate');
     return { cert: join(this.dir, `${name}.crt`), key: join(this.dir, `${name}.key`), ca: this.caCert };
+  }
+
+  /** Whether this directory holds a CA (its certificate and key). */
+  async exists(): Promise<boolean> {
+    const [cert, key] = await Promise.all([exists(this.caCert), exists(this.caKey)]);
+    return cert && key;
   }
 
   /** Creates the CA if it is missing. Idempotent. */
@@ -162,11 +209,48 @@ export class ClusterCA {
 
   /**
    * Issues `<dir>/<name>.crt` and `.key` (and creates the CA if needed). An existing certificate is kept if it
-   * is signed by this CA, matches its key, is of the same kind, covers every requested IP and DNS name and has
-   * more than 30 days left; otherwise (or with `force`) a new key and certificate replace it.
+   * is signed by this CA, matches its key, has the same role, covers every requested IP and DNS name and has
+   * more than a third of its lifetime left; otherwise (or with `force`) a new key and certificate replace it.
    */
   issue(name: string, opts: IssueOptions): Promise<CertPaths> {
     return this.#serialized(() => this.#issue(name, opts));
+  }
+
+  /**
+   * What `name`'s certificate on disk says: its role, the addresses and extra DNS names it covers, its validity.
+   * FERRY_E_INPUT_ARGS when there is none (or it cannot be read).
+   */
+  async describe(name: string): Promise<CertificateInfo> {
+    const paths = this.paths(name);
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(await readFile(paths.cert));
+    } catch (err) {
+      throw new FerryError('FERRY_E_INPUT_ARGS', `no certificate ${name} in ${this.dir} (${paths.cert})`, {
+        phase: 'input',
+        cause: err,
+        hint: 'ferry ca issue makes one',
+      });
+    }
+    const sans = sanEntries(cert);
+    return {
+      name,
+      role: certificateRole(cert),
+      ips: sans.filter((e) => e.startsWith('IP Address:')).map((e) => e.slice('IP Address:'.length)),
+      dns: sans
+        .filter((e) => e.startsWith('DNS:'))
+        .map((e) => e.slice(4))
+        .filter((d) => d !== name),
+      notBefore: cert.validFromDate,
+      notAfter: cert.validToDate,
+      serial: cert.serialNumber,
+      paths,
+    };
+  }
+
+  /** Re-issues `name` with a new key, whatever is on disk; the old files are replaced atomically. */
+  rotate(name: string, opts: Omit<IssueOptions, 'force'>): Promise<CertPaths> {
+    return this.issue(name, { ...opts, force: true });
   }
 
   #serialized<T>(fn: () => Promise<T>): Promise<T> {
@@ -175,32 +259,8 @@ export class ClusterCA {
     return run;
   }
 
-  async #openssl(args: string[], cwd: string): Promise<void> {
-    await this.#runner.run(['openssl', ...args], { cwd, errorCode: 'FERRY_E_INTERNAL', timeoutMs: 30_000 });
-  }
-
-  async #withWorkDir<T>(fn: (work: string) => Promise<T>): Promise<T> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    // Inside dir (not /tmp): fresh private keys never leave it, and rename() into place is atomic.
-    const work = await mkdtemp(join(this.dir, '.work-'));
-    try {
-      await mkdir(join(work, 'new'));
-      await writeFile(join(work, 'index.txt'), '');
-      return await fn(work);
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-
-  async #genKey(work: string, file: string): Promise<void> {
-    await this.#openssl(
-      ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file],
-      work,
-    );
-    await chmod(join(work, file), 0o600);
-  }
-
   async #ensure(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const [haveCert, haveKey] = await Promise.all([exists(this.caCert), exists(this.caKey)]);
     if (haveCert && haveKey) return;
     if (haveCert) {
@@ -214,163 +274,251 @@ export class ClusterCA {
       );
     }
     // A key without a certificate is left by an interrupted creation: nothing can have been issued from it.
-    await this.#withWorkDir(async (work) => {
-      await writeFile(join(work, 'ferry.cnf'), caConfig({ dns: [], ips: [] }));
-      await this.#genKey(work, 'ca.key');
-      await this.#openssl(
-        ['req', '-new', '-config', 'ferry.cnf', '-key', 'ca.key', '-subj', `/CN=${CA_CN}`, '-out', 'ca.csr'],
-        work,
-      );
-      await this.#openssl(
-        [
-          'ca',
-          '-batch',
-          '-notext',
-          '-config',
-          'ferry.cnf',
-          '-selfsign',
-          '-keyfile',
-          'ca.key',
-          '-in',
-          'ca.csr',
-          '-out',
-          'ca.crt',
-          '-rand_serial',
-          '-startdate',
-          opensslDate(new Date(Date.now() - BACKDATE_MS)),
-          '-days',
-          String(CA_DAYS),
-          '-extensions',
-          'ext_ca',
-        ],
-        work,
-      );
-      // Key first: a crash in between leaves only a key, which the next ensure() replaces.
-      await rename(join(work, 'ca.key'), this.caKey);
-      await rename(join(work, 'ca.crt'), this.caCert);
+    const x = await loadX509();
+    const keys = (await webcrypto.subtle.generateKey(EC_KEY, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    const now = this.#now();
+    const cert = await x.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial(),
+      name: `CN=${CA_CN}`,
+      notBefore: new Date(now - BACKDATE_MS),
+      notAfter: new Date(now + CA_DAYS * DAY_MS),
+      signingAlgorithm: SIGNING,
+      keys,
+      extensions: [
+        new x.BasicConstraintsExtension(true, 0, true),
+        new x.KeyUsagesExtension(x.KeyUsageFlags.keyCertSign | x.KeyUsageFlags.cRLSign, true),
+        await x.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
     });
+    // Key first: a crash in between leaves only a key, which the next ensure() replaces.
+    await writeAtomic(this.caKey, await keyPem(keys.privateKey), 0o600);
+    await writeAtomic(this.caCert, cert.toString('pem'), 0o644);
+    await syncDir(this.dir);
   }
 
   async #issue(name: string, opts: IssueOptions): Promise<CertPaths> {
-    checkName(name, opts.kind === 'host' ? 'host' : 'client');
-    if (name.toLowerCase() === 'ca') {
-      throw new FerryError(
-        'FERRY_E_INPUT_NAME',
+    if (!isRole(opts.role)) throw inputError(`invalid certificate role ${JSON.stringify(opts.role)}`);
+    const role = opts.role;
+    checkName(name, role === 'client' ? 'client' : 'host');
+    if (name.toLowerCase() === 'ca')
+      throw inputError(
         `invalid certificate name "${name}": reserved for the cluster CA`,
-        {
-          phase: 'input',
-        },
+        'FERRY_E_INPUT_NAME',
       );
-    }
-    if (opts.kind !== 'host' && opts.kind !== 'client') {
-      throw new FerryError('FERRY_E_INPUT_ARGS', `invalid certificate kind ${JSON.stringify(opts.kind)}`, {
-        phase: 'input',
-      });
-    }
     const ips = checkIPs(opts.ips ?? []);
     const extraDns = checkDNS(opts.dns ?? []);
-    if (opts.kind === 'client' && (ips.length > 0 || extraDns.length > 0)) {
-      throw new FerryError('FERRY_E_INPUT_ARGS', 'client certificates carry no IP addresses or DNS names', {
-        phase: 'input',
-      });
-    }
-    const days = opts.days ?? LEAF_DAYS;
-    if (!Number.isInteger(days) || days < 1 || days > CA_DAYS) {
-      throw new FerryError('FERRY_E_INPUT_ARGS', `invalid certificate validity ${days} days`, {
-        phase: 'input',
-      });
-    }
-    const dns = opts.kind === 'host' ? uniq([name, ...extraDns]) : [];
+    if (role === 'client' && (ips.length > 0 || extraDns.length > 0))
+      throw inputError('client certificates carry no IP addresses or DNS names');
+    const days = opts.days ?? DEFAULT_DAYS[role];
+    if (!Number.isInteger(days) || days < 1 || days > CA_DAYS)
+      throw inputError(`invalid certificate validity ${days} days`);
+    const dns = role === 'client' ? [] : uniq([name, ...extraDns]);
 
     await this.#ensure();
     const paths = this.paths(name);
-    if (!opts.force && (await this.#fits(paths, name, opts.kind, dns, ips))) return paths;
+    if (!opts.force && (await this.#fits(paths, name, role, dns, ips))) return paths;
 
-    await this.#withWorkDir(async (work) => {
-      await writeFile(join(work, 'ferry.cnf'), caConfig({ dns, ips }));
-      await this.#genKey(work, 'leaf.key');
-      await this.#openssl(
-        [
-          'req',
-          '-new',
-          '-config',
-          'ferry.cnf',
-          '-key',
-          'leaf.key',
-          '-subj',
-          `/CN=${name}`,
-          '-out',
-          'leaf.csr',
-        ],
-        work,
-      );
-      await this.#openssl(
-        [
-          'ca',
-          '-batch',
-          '-notext',
-          '-config',
-          'ferry.cnf',
-          '-cert',
-          this.caCert,
-          '-keyfile',
-          this.caKey,
-          '-in',
-          'leaf.csr',
-          '-out',
-          'leaf.crt',
-          '-rand_serial',
-          '-startdate',
-          opensslDate(new Date(Date.now() - BACKDATE_MS)),
-          '-days',
-          String(days),
-          '-extensions',
-          opts.kind === 'host' ? 'ext_host' : 'ext_client',
-        ],
-        work,
-      );
-      await rename(join(work, 'leaf.key'), paths.key);
-      await rename(join(work, 'leaf.crt'), paths.cert);
+    const x = await loadX509();
+    const [caPem, caKeyPem] = await Promise.all([readFile(this.caCert, 'utf8'), readFile(this.caKey)]);
+    const ca = new x.X509Certificate(caPem);
+    const caKey = await webcrypto.subtle.importKey(
+      'pkcs8',
+      createPrivateKey(caKeyPem).export({ type: 'pkcs8', format: 'der' }),
+      EC_KEY,
+      false,
+      ['sign'],
+    );
+    const keys = (await webcrypto.subtle.generateKey(EC_KEY, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    const now = this.#now();
+    const cert = await x.X509CertificateGenerator.create({
+      serialNumber: randomSerial(),
+      subject: `CN=${name}`,
+      issuer: ca.subject,
+      notBefore: new Date(now - BACKDATE_MS),
+      notAfter: new Date(now + days * DAY_MS),
+      signingAlgorithm: SIGNING,
+      signingKey: caKey,
+      publicKey: keys.publicKey,
+      extensions: [
+        new x.BasicConstraintsExtension(false, undefined, true),
+        new x.KeyUsagesExtension(x.KeyUsageFlags.digitalSignature, true),
+        // agents and the controller also call each other (migration peers, heartbeats, the controller's calls to
+        // agents), so they are TLS clients too; a CLI user is only ever a client.
+        new x.ExtendedKeyUsageExtension(
+          role === 'client' ? [OID_CLIENT_AUTH] : [OID_SERVER_AUTH, OID_CLIENT_AUTH],
+          false,
+        ),
+        new x.SubjectAlternativeNameExtension(
+          [
+            ...dns.map((value) => ({ type: 'dns' as const, value })),
+            ...ips.map((value) => ({ type: 'ip' as const, value })),
+            { type: 'url' as const, value: `${ROLE_URI_PREFIX}${role}` },
+          ],
+          false,
+        ),
+        await x.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await x.AuthorityKeyIdentifierExtension.create(ca.publicKey),
+      ],
     });
+    // Key first, then the certificate: each replacement is atomic; a reader between the two renames sees a
+    // key that does not match its certificate (TLS setup fails, a retry succeeds), never a partial file.
+    await writeAtomic(paths.key, await keyPem(keys.privateKey), 0o600);
+    await writeAtomic(paths.cert, cert.toString('pem'), 0o644);
+    await syncDir(this.dir);
     return paths;
   }
 
   /** Whether the certificate on disk can be kept for this request. */
-  async #fits(
-    paths: CertPaths,
-    name: string,
-    kind: 'host' | 'client',
-    dns: string[],
-    ips: string[],
-  ): Promise<boolean> {
+  async #fits(paths: CertPaths, name: string, role: Role, dns: string[], ips: string[]): Promise<boolean> {
     let cert: X509Certificate;
-    let ca: X509Certificate;
-    let keyPem: Buffer;
     try {
-      [cert, ca, keyPem] = await Promise.all([
+      const [c, ca, key] = await Promise.all([
         readFile(paths.cert).then((b) => new X509Certificate(b)),
         readFile(this.caCert).then((b) => new X509Certificate(b)),
         readFile(paths.key),
       ]);
-      if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return false;
-      if (!cert.checkPrivateKey(createPrivateKey(keyPem))) return false;
+      if (!c.checkIssued(ca) || !c.verify(ca.publicKey)) return false;
+      if (!c.checkPrivateKey(createPrivateKey(key))) return false;
+      cert = c;
     } catch {
       return false; // missing or unreadable: reissue
     }
     if (cert.subject !== `CN=${name}`) return false;
-    if (cert.validToDate.getTime() - Date.now() < RENEW_BEFORE_MS) return false;
+    if (certificateRole(cert) !== role) return false;
+    const from = cert.validFromDate.getTime();
+    const to = cert.validToDate.getTime();
+    if (to - this.#now() < (to - from) * RENEW_AT_REMAINING) return false;
     const eku = cert.keyUsage ?? [];
-    const wantServer = kind === 'host';
-    if (!eku.includes(OID_CLIENT_AUTH) || eku.includes(OID_SERVER_AUTH) !== wantServer) return false;
+    if (!eku.includes(OID_CLIENT_AUTH) || eku.includes(OID_SERVER_AUTH) !== (role !== 'client')) return false;
     const sanDns = new Set(
-      (cert.subjectAltName ?? '')
-        .split(', ')
+      sanEntries(cert)
         .filter((e) => e.startsWith('DNS:'))
         .map((e) => e.slice(4).toLowerCase()),
     );
     if (!dns.every((d) => sanDns.has(d.toLowerCase()))) return false;
     return ips.every((ip) => cert.checkIP(ip) !== undefined);
   }
+}
+
+export type CertInput = Buffer | Uint8Array | string | X509Certificate;
+
+function toX509(c: CertInput): X509Certificate {
+  return c instanceof X509Certificate ? c : new X509Certificate(c);
+}
+
+function sanEntries(cert: X509Certificate): string[] {
+  // Node lists the entries comma-separated, quoting (JSON) any entry that itself contains a separator; a quoted
+  // entry is never taken for a role.
+  return (cert.subjectAltName ?? '').split(', ');
+}
+
+/** The role a certificate (DER, PEM or parsed) carries; undefined if it names none, several, or an unknown one. */
+export function certificateRole(cert: CertInput): Role | undefined {
+  const roles = sanEntries(toX509(cert))
+    .filter((e) => e.startsWith(`URI:${ROLE_URI_PREFIX}`))
+    .map((e) => e.slice(`URI:${ROLE_URI_PREFIX}`.length));
+  if (roles.length !== 1) return undefined;
+  return isRole(roles[0]) ? roles[0] : undefined;
+}
+
+/** The name (subject CN) a certificate (DER, PEM or parsed) was issued to; undefined if it has none. */
+export function certificateName(cert: CertInput): string | undefined {
+  const m = /^CN=(.+)$/m.exec(toX509(cert).subject);
+  return m?.[1] || undefined;
+}
+
+/** When a certificate (DER, PEM or parsed) stops being valid. */
+export function certificateExpiry(cert: CertInput): Date {
+  return toX509(cert).validToDate;
+}
+
+/** Whether a certificate is outside its validity period at `now` (expired, or not yet valid). */
+export function certificateExpired(cert: CertInput, now: number = Date.now()): boolean {
+  const c = toX509(cert);
+  return now >= c.validToDate.getTime() || now < c.validFromDate.getTime();
+}
+
+/**
+ * Checks that a TLS peer's certificate (as `socket.getPeerCertificate()` returns it, or DER/PEM) carries one of
+ * the `allowed` roles, and returns the role. Throws FERRY_E_AUTH without a certificate, FERRY_E_AUTH_ROLE for a
+ * role not allowed (or none). The chain itself is the TLS layer's business: the peer's certificate must have
+ * been verified against the cluster CA before this is asked (`tlsServerOptions` refuses others at the handshake,
+ * the API's server setup before any route).
+ */
+export function requireRole(
+  peer: PeerCertificate | DetailedPeerCertificate | CertInput | null | undefined,
+  allowed: readonly Role[],
+): Role {
+  // getPeerCertificate() returns {} when the peer sent none
+  const raw: CertInput | undefined =
+    peer && typeof peer === 'object' && !(peer instanceof Uint8Array) && !(peer instanceof X509Certificate)
+      ? (peer as PeerCertificate).raw
+      : (peer ?? undefined);
+  if (raw === undefined || (!(raw instanceof X509Certificate) && raw.length === 0))
+    throw new FerryError('FERRY_E_AUTH', 'the peer presented no certificate', {
+      hint: 'use a certificate from the cluster CA',
+    });
+  let role: Role | undefined;
+  try {
+    role = certificateRole(raw);
+  } catch (err) {
+    throw new FerryError('FERRY_E_AUTH', 'the peer certificate cannot be parsed', { cause: err });
+  }
+  if (role && allowed.includes(role)) return role;
+  throw new FerryError(
+    'FERRY_E_AUTH_ROLE',
+    `certificate role ${role ?? '(none)'} is not allowed here; allowed: ${allowed.join(', ')}`,
+    { hint: `connect with a certificate issued for the role ${allowed.join(' or ')}` },
+  );
+}
+
+/**
+ * Checks a daemon's own certificate files before it listens: readable, the key matching the certificate, signed
+ * by the CA file, valid now, of `role` (and issued to `name`, when given). FERRY_E_INPUT_ARGS naming the file and
+ * what is wrong: started with a wrong certificate, a daemon would only fail later, in the other ends' handshakes.
+ */
+export function checkOwnCertificate(
+  p: CertPaths,
+  want: { role: Role; name?: string },
+  now: number = Date.now(),
+): { name: string | undefined; notAfter: Date } {
+  const bad = (file: string, what: string, cause?: unknown) =>
+    new FerryError('FERRY_E_INPUT_ARGS', `${file}: ${what}`, {
+      phase: 'input',
+      ...(cause === undefined ? {} : { cause }),
+      hint: 'ferry ca issue makes a certificate for this host, ferry ca rotate renews one',
+    });
+  const read = (
+    file: string,
+    parse: (b: Buffer) => X509Certificate | ReturnType<typeof createPrivateKey>,
+  ) => {
+    try {
+      return parse(readFileSync(file));
+    } catch (err) {
+      throw bad(file, `cannot read it (${(err as Error).message})`, err);
+    }
+  };
+  const cert = read(p.cert, (b) => new X509Certificate(b)) as X509Certificate;
+  const ca = read(p.ca, (b) => new X509Certificate(b)) as X509Certificate;
+  const key = read(p.key, (b) => createPrivateKey(b)) as ReturnType<typeof createPrivateKey>;
+  if (!cert.checkPrivateKey(key)) throw bad(p.key, `is not the key of ${p.cert}`);
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))
+    throw bad(p.cert, `is not signed by the CA ${p.ca}`);
+  if (now >= cert.validToDate.getTime()) throw bad(p.cert, `expired on ${cert.validToDate.toISOString()}`);
+  if (now < cert.validFromDate.getTime())
+    throw bad(p.cert, `is not valid before ${cert.validFromDate.toISOString()}`);
+  const role = certificateRole(cert);
+  if (role !== want.role) throw bad(p.cert, `has the role ${role ?? '(none)'}, not ${want.role}`);
+  const name = certificateName(cert);
+  if (want.name !== undefined && name !== want.name)
+    throw bad(p.cert, `is issued to ${name ?? '(no name)'}, not ${want.name}`);
+  return { name, notAfter: cert.validToDate };
 }
 
 function readPaths(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
@@ -395,4 +543,11 @@ export function tlsServerOptions(p: CertPaths): {
  */
 export function tlsClientOptions(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
   return readPaths(p);
+}
+
+/** The role of the peer's verified certificate; undefined if it presented none, it did not verify, or no role. */
+export function peerRole(socket: TLSSocket): Role | undefined {
+  if (!socket.authorized) return undefined;
+  const raw = socket.getPeerCertificate().raw;
+  return raw ? certificateRole(raw) : undefined;
 }

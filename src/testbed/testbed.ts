@@ -152,17 +152,17 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       }
     }
     log('certificates');
-    const ca = new ClusterCA(join(dir, 'pki'), runner);
+    const ca = new ClusterCA(join(dir, 'pki'));
     await ca.ensure();
     const hostCerts = new Map<string, { cert: string; key: string; ca: string }>();
     for (const h of tb.hosts)
-      hostCerts.set(h.name, await ca.issue(h.name, { kind: 'host', ips: [h.address] }));
-    const cli = await ca.issue('cli', { kind: 'client' });
+      hostCerts.set(h.name, await ca.issue(h.name, { role: 'agent', ips: [h.address] }));
+    const cli = await ca.issue('cli', { role: 'client' });
     const controller = opts.controller
       ? { name: 'controller', address: tb.bridgeAddress, port: CONTROLLER_PORT }
       : undefined;
     if (controller && opts.controller) {
-      const certs = await ca.issue('controller', { kind: 'host', ips: [tb.bridgeAddress] });
+      const certs = await ca.issue('controller', { role: 'controller', ips: [tb.bridgeAddress] });
       const cdir = join(dir, 'controller');
       await mkdir(cdir, { recursive: true, mode: 0o700 });
       const c = opts.controller;
@@ -209,6 +209,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             imagesDir: join(hd, 'images'),
             cgroupParent: h.cgroupParent,
             network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
+            // the other hosts: the only agents it takes migrations from and sends them to
+            peers: cluster.hosts.filter((x) => x.name !== h.name),
             ...(controller ? { controller } : {}),
             ...(opts.controller
               ? {

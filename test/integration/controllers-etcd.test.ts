@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { AgentClient } from '../../src/api/client.ts';
-import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { ClusterCA, tlsClientOptions } from '../../src/runtime/pki.ts';
 import { MAIN, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
@@ -59,8 +58,8 @@ test('two controllers on one etcd: one leader; kill it and the other takes over'
   );
   await waitFor('etcd', async () => ((await fetch(`${endpoint}/version`)).ok ? true : undefined), 15_000);
   const pki = join(bed.state.dir, 'pki');
-  const certs = await new ClusterCA(pki, new ProcessRunner()).issue('controller', {
-    kind: 'host',
+  const certs = await new ClusterCA(pki).issue('controller', {
+    role: 'controller',
     ips: [bed.state.bridgeAddress],
   });
   const ports = [7481, 7482];
