@@ -29,6 +29,22 @@ export const AgentConfigSchema = Type.Object({
       port: Type.Integer({ minimum: 1, maximum: 65535 }),
     }),
   ),
+  /** The other agents of the cluster: a create claims its name on each when there is no controller. */
+  peers: Type.Array(
+    Type.Object({
+      name: Type.String({ pattern: NAME_PATTERN }),
+      address: Type.String(),
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    }),
+    { maxItems: 1000 },
+  ),
+  /** LAN addresses no container may take besides this host's own (a gateway, a client). */
+  reservedAddresses: Type.Array(Type.String(), { maxItems: 1000 }),
+  /** Bundles uploaded for a create: the largest accepted, and how long one waits for its create. */
+  uploads: Type.Object({
+    limitBytes: Type.Integer({ minimum: 1 }),
+    maxAgeMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
+  }),
   heartbeat: Type.Object({
     intervalMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
     fullEvery: Type.Integer({ minimum: 1, maximum: 1000 }),
@@ -53,6 +69,9 @@ export const AGENT_DEFAULTS = {
   runcPath: 'runc',
   logLevel: 'info',
   faults: [] as string[],
+  peers: [] as { name: string; address: string; port: number }[],
+  reservedAddresses: [] as string[],
+  uploads: { limitBytes: 8 * 1024 ** 3, maxAgeMs: 10 * 60_000 },
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
 };
 

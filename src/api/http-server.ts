@@ -54,7 +54,8 @@ export function buildApiServer(opts: ApiServerOptions) {
     }
     // fastify's own 4xx (a body too large, bad JSON, an unsupported media type) are the caller's mistake
     if (!(err instanceof FerryError) && e.statusCode && e.statusCode < 500) {
-      reply.code(e.statusCode).send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: e.message } });
+      const code = e.statusCode === 413 ? 'FERRY_E_INPUT_TOO_LARGE' : 'FERRY_E_INPUT_REQUEST';
+      reply.code(e.statusCode).send({ error: { code, message: e.message } });
       return;
     }
     const fe = asFerryError(err);

@@ -1,7 +1,15 @@
 // The controller's HTTP API (fastify, mutual TLS) and its event stream (server-sent events) for dashboards.
 import type { FastifyInstance } from 'fastify';
 import { buildApiServer, type HttpsServerOptions } from '../api/http-server.ts';
-import { BatchParams, DrainBody, HeartbeatBody, PlaceBody, RebalanceBody } from '../api/schemas.ts';
+import {
+  BatchParams,
+  ClaimBody,
+  ClaimParams,
+  DrainBody,
+  HeartbeatBody,
+  PlaceBody,
+  RebalanceBody,
+} from '../api/schemas.ts';
 import type { Logger } from '../core/log.ts';
 import type { Controller, ControllerEvent } from './controller.ts';
 
@@ -24,6 +32,15 @@ export function buildControllerApp(
   app.post('/v1/place', { schema: { body: PlaceBody } }, async (req) => ({
     host: await controller.place(req.body),
   }));
+  app.post('/v1/claims', { schema: { body: ClaimBody } }, async (req, reply) => {
+    await controller.claim(req.body);
+    reply.code(201);
+    return { token: req.body.token };
+  });
+  app.delete('/v1/claims/:token', { schema: { params: ClaimParams } }, async (req, reply) => {
+    controller.releaseClaim(req.params.token);
+    reply.code(204);
+  });
   app.get('/v1/migrations', async () => controller.history());
   app.get('/v1/batches/:batch', { schema: { params: BatchParams } }, async (req) =>
     controller.history({ batch: req.params.batch }),

@@ -38,6 +38,8 @@ export interface TestbedState extends TestbedLayout {
   createdAt: string;
   rate?: string;
   rates?: Record<string, string>;
+  /** The default cluster's file right after this testbed came up (this one's, or the one that stayed). */
+  defaultCluster?: string;
 }
 
 export interface TestbedDeps {
@@ -67,6 +69,8 @@ export interface UpOptions {
   };
   /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
+  /** Make this testbed the default cluster even if another one is (by default only when none is). */
+  makeDefault?: boolean;
 }
 
 export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -209,6 +213,11 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             imagesDir: join(hd, 'images'),
             cgroupParent: h.cgroupParent,
             network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
+            // names and addresses are claimed on every other agent (or the controller) before a create
+            peers: tb.hosts
+              .filter((p) => p.name !== h.name)
+              .map((p) => ({ name: p.name, address: p.address, port: AGENT_PORT })),
+            reservedAddresses: [tb.bridgeAddress, tb.client.address, ...tb.hosts.map((p) => p.address)],
             ...(controller ? { controller } : {}),
             ...(opts.controller
               ? {
@@ -230,7 +239,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     }
     await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
     await writeClusterFile(tb.clusterFile, cluster);
-    await setCurrentCluster(tb.clusterFile, env);
+    tb.defaultCluster = await setCurrentCluster(tb.clusterFile, env, { force: opts.makeDefault === true });
     log(`testbed ${tb.name} up: ${tb.hosts.map((h) => `${h.name}=${h.address}`).join(' ')}`);
     return tb;
   } catch (err) {
