@@ -28,6 +28,22 @@ export interface ApiServerOptions {
   bodyLimit?: number;
 }
 
+/** A route as registered: its method, URL and the schemas its requests are validated against. */
+export interface RouteSchemas {
+  method: string;
+  url: string;
+  params?: TSchema;
+  querystring?: TSchema;
+  body?: TSchema;
+}
+
+const ROUTES = new WeakMap<object, RouteSchemas[]>();
+
+/** Every route of a server built here, with its schemas (the schema-driven fuzz tests walk them all). */
+export function routesOf(app: object): RouteSchemas[] {
+  return [...(ROUTES.get(app) ?? [])];
+}
+
 /** A fastify instance whose routes take their request types from their typebox schemas. */
 export type ApiServer = ReturnType<typeof buildApiServer>;
 
@@ -40,6 +56,22 @@ export function buildApiServer(opts: ApiServerOptions) {
     ...(opts.bodyLimit !== undefined ? { bodyLimit: opts.bodyLimit } : {}),
     ...(opts.https ? { https: opts.https } : {}),
   }) as unknown as FastifyInstance;
+
+  const routes: RouteSchemas[] = [];
+  ROUTES.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    const schema = (r.schema ?? {}) as { params?: TSchema; querystring?: TSchema; body?: TSchema };
+    for (const method of [r.method].flat()) {
+      if (method === 'HEAD') continue;
+      routes.push({
+        method,
+        url: r.url,
+        ...(schema.params ? { params: schema.params } : {}),
+        ...(schema.querystring ? { querystring: schema.querystring } : {}),
+        ...(schema.body ? { body: schema.body } : {}),
+      });
+    }
+  });
 
   // image and bundle streams pass through untouched; handlers read request.raw
   app.addContentTypeParser('application/octet-stream', (_req, _payload, done) => done(null, undefined));
@@ -67,5 +99,7 @@ export function buildApiServer(opts: ApiServerOptions) {
       error: { code: 'FERRY_E_INPUT_REQUEST', message: `no such endpoint: ${req.method} ${req.url}` },
     });
   });
-  return app.withTypeProvider<TypeBoxTypeProvider>();
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  ROUTES.set(typed, routes);
+  return typed;
 }
