@@ -114,6 +114,10 @@ test('names and addresses are unique cluster-wide; bad addresses and options are
     r.status === 'rejected' ? (r.reason as FerryError).code : (r.value.error?.code ?? 'ok'),
   );
   assert.ok(codes.includes('FERRY_E_CONTAINER_BUSY'), `codes: ${codes.join(', ')}`);
+  t.diagnostic(`two migrations at once: ${codes.join(', ')}`);
+  t.diagnostic(
+    `two creates at once: ${race.map((r) => errorCode(r.stderr) ?? 'ok').join(', ')}; one address: ${ipRace.map((r) => errorCode(r.stderr) ?? 'ok').join(', ')}`,
+  );
   assert.equal((await containers(bed)).find((c) => c.name === 'race')?.status, 'running');
 
   // an upload no create follows: gone when the agent restarts
