@@ -2,6 +2,8 @@
 // CLI (run as a child, against a cluster whose agents cannot be reached: every refusal here must come before
 // anything is asked of an agent). Each is answered with its documented code (docs/errors.md), never INTERNAL,
 // and changes nothing: the agent's state directory is the same file for file before and after.
+// Over 400 lines and still one file: it is a table of cases, read top to bottom, over three surfaces that share
+// its helpers; split by surface, the tables would drift apart.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

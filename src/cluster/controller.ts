@@ -1,6 +1,7 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
-// Just over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns.
+// Over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns, and the
+// claims of creates are settled by the same heartbeats that keep the picture.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
