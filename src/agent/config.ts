@@ -26,8 +26,9 @@ export const AgentConfigSchema = Type.Object({
   faults: Type.Array(Type.String()),
   /**
    * The other hosts of the cluster, as the CLI's cluster file names them: the only agents this one takes
-   * migrations from and sends them to (their certificates must carry these names). None by default: an agent
-   * alone takes no migration.
+   * migrations from and sends them to (their certificates must carry these names), and, when there is no
+   * controller, the agents a create claims its name and address on. None by default: an agent alone takes no
+   * migration.
    */
   peers: Type.Array(
     Type.Object(
@@ -48,6 +49,13 @@ export const AgentConfigSchema = Type.Object({
       port: Type.Integer({ minimum: 1, maximum: 65535 }),
     }),
   ),
+  /** LAN addresses no container may take besides this host's own (a gateway, a client). */
+  reservedAddresses: Type.Array(Type.String(), { maxItems: 1000 }),
+  /** Bundles uploaded for a create: the largest accepted, and how long one waits for its create. */
+  uploads: Type.Object({
+    limitBytes: Type.Integer({ minimum: 1 }),
+    maxAgeMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
+  }),
   heartbeat: Type.Object({
     intervalMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
     fullEvery: Type.Integer({ minimum: 1, maximum: 1000 }),
@@ -83,6 +91,8 @@ export const AGENT_DEFAULTS = {
   logLevel: 'info',
   faults: [] as string[],
   peers: [] as { name: string; address: string; port: number }[],
+  reservedAddresses: [] as string[],
+  uploads: { limitBytes: 8 * 1024 ** 3, maxAgeMs: 10 * 60_000 },
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
   bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
 };

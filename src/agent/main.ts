@@ -9,7 +9,9 @@ import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { ContainerHost } from '../host/containers.ts';
+import { removeOrphanImages } from '../host/images.ts';
 import { hostPaths } from '../host/paths.ts';
+import { Uploads } from '../host/uploads.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
 import { MigrationSource } from '../migration/source.ts';
 import { Firewall } from '../network/firewall.ts';
@@ -25,6 +27,7 @@ import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { HttpDestinationPeer } from './peer.ts';
+import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
 
 export { loadAgentConfig } from './config.ts';
@@ -101,10 +104,41 @@ export async function startAgent(
   // connections of the last one
   const clients = new ClientPool(tls);
   const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
+  const uploads = new Uploads(paths, cfg.uploads);
+  // what a previous run received and no create took is gone; from now on, what waits too long
+  const swept = await uploads.sweep();
+  if (swept.length) log.warn({ uploads: swept }, 'uploads no create took removed');
+  const sweeper = setInterval(
+    () => {
+      void uploads.sweep().then(
+        (names) => names.length && log.warn({ uploads: names }, 'uploads no create took removed'),
+        (err: Error) => log.warn({ err: err.message }, 'sweeping uploads failed'),
+      );
+    },
+    Math.min(cfg.uploads.maxAgeMs, 60_000),
+  );
+  sweeper.unref();
+  const orphans = await removeOrphanImages(host);
+  if (orphans.length) log.warn({ images: orphans }, 'images of no container and no migration removed');
+  const reservations = new Reservations({
+    host,
+    arriving: (n) => incoming.isReserved(n),
+    reservedAddresses: [cfg.listen.address, ...cfg.reservedAddresses],
+    peers: cfg.peers
+      .filter((p) => p.name !== cfg.host)
+      .map((p) => ({ endpoint: p, client: clients.agent(p, { timeoutMs: 5000 }) })),
+    ...(cfg.controller ? { controller: clients.controller(cfg.controller, { timeoutMs: 5000 }) } : {}),
+    log,
+  });
   const app = buildAgentApp(
     {
       host,
       peers: cfg.peers,
+      uploads,
+      reservations,
+      ...(cfg.listen.address !== '0.0.0.0'
+        ? { lan: { member: cfg.listen.address, prefixLen: cfg.network.prefixLen } }
+        : {}),
       incoming,
       source,
       capabilities,
@@ -132,6 +166,7 @@ export async function startAgent(
   return {
     app,
     async close() {
+      clearInterval(sweeper);
       heartbeat?.stop();
       clients.close();
       await app.close();

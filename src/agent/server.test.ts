@@ -8,12 +8,14 @@ import type { FastifyInstance } from 'fastify';
 import { silentLogger } from '../core/log.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
+import { Uploads } from '../host/uploads.ts';
 import { assessStrategies, type HostFacts } from '../migration/capabilities.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
 import { MigrationSource } from '../migration/source.ts';
 import type { NetworkLike } from '../network/identity.ts';
 import { ClusterCA } from '../runtime/pki.ts';
 import type { RuncLike } from '../runtime/runc.ts';
+import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
 
 const runc = {
@@ -55,10 +57,20 @@ before(async () => {
   });
   await host.init();
   const capabilities = async () => ({ facts, strategies: assessStrategies(facts) });
+  const incoming = new IncomingMigrations(host, log);
   const deps = {
     host,
     peers: PEERS,
-    incoming: new IncomingMigrations(host, log),
+    uploads: new Uploads(host.paths),
+    reservations: new Reservations({
+      host,
+      arriving: (n: string) => incoming.isReserved(n),
+      reservedAddresses: ['10.0.0.1'],
+      peers: [],
+      log,
+    }),
+    lan: { member: '10.0.0.1', prefixLen: 24 },
+    incoming,
     source: new MigrationSource({ host, log, capabilities }),
     capabilities,
     peerFor: () => {

@@ -1,8 +1,3 @@
-// The agent's HTTP API (fastify). Thin: validates, calls the host and the migration engine, maps errors. Each
-// route names who may call it (api/http-server.ts checks it): a migration's destination half only other agents
-// of the cluster, containers and migrations only users (the CLI, the controller).
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import {
@@ -12,6 +7,8 @@ import {
   type Role,
 } from '../api/http-server.ts';
 import {
+  ClaimBody,
+  ClaimParams,
   CreateBody,
   IdParams,
   IncomingBody,
@@ -29,18 +26,25 @@ import type {
   MigrationEvent,
   MigrationRequest,
 } from '../api/types.ts';
+import { lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { checkName } from '../core/names.ts';
 import type { ContainerHost } from '../host/containers.ts';
+import type { Uploads } from '../host/uploads.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
 import type { DestinationPeer } from '../migration/types.ts';
-import { decodeTree } from '../transport/image-stream/index.ts';
+import type { Held, Reservations } from './reservations.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
   /** The other hosts of the cluster: the only sources it takes migrations from and destinations it sends to. */
   peers: readonly Endpoint[];
+  uploads: Uploads;
+  reservations: Reservations;
+  /** The LAN a container address must be on (any address of it, this agent's own) and its prefix length. */
+  lan?: { member: string; prefixLen: number };
   incoming: IncomingMigrations;
   source: MigrationSource;
   capabilities: () => Promise<CapabilitiesReport>;
@@ -129,22 +133,61 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   );
 
   app.put('/v1/uploads/:name', { config: USER, schema: { params: NameParams } }, async (req) => {
-    const dir = join(host.paths.stateDir, 'uploads', req.params.name);
-    await rm(dir, { recursive: true, force: true });
-    try {
-      // a bundle's rootfs may hold device nodes; the uploader holds a user's certificate of this cluster
-      const stats = await decodeTree(req.raw, dir, { maxBytes: 8 * 1024 * 1024 * 1024, allowDevices: true });
-      return { bytes: stats.bytes, files: stats.files };
-    } catch (err) {
-      await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
+    const name = checkName(req.params.name);
+    // refused before gigabytes travel for nothing
+    if (await host.exists(name))
+      throw new FerryError(
+        'FERRY_E_CONTAINER_EXISTS',
+        `a container named ${name} already exists on host ${host.hostName}`,
+        {
+          phase: 'input',
+        },
+      );
+    return deps.uploads.receive(name, req.raw);
+  });
+
+  app.post('/v1/claims', { config: PEER, schema: { body: ClaimBody } }, async (req, reply) => {
+    checkName(req.body.name);
+    await deps.reservations.claim(req.body);
+    reply.code(201);
+    return { token: req.body.token };
+  });
+  app.delete('/v1/claims/:token', { config: PEER, schema: { params: ClaimParams } }, async (req, reply) => {
+    deps.reservations.release(req.params.token);
+    reply.code(204);
   });
 
   app.post('/v1/containers', { config: USER, schema: { body: CreateBody } }, async (req, reply) => {
     const b = req.body;
-    const upload = b.upload ? join(host.paths.stateDir, 'uploads', b.name) : undefined;
+    checkName(b.name);
+    // every check on the request before anything is claimed or taken
+    if (b.upload && b.command)
+      throw new FerryError('FERRY_E_INPUT_REQUEST', 'give either a command or upload: true, not both', {
+        phase: 'input',
+      });
+    if (!b.upload && !b.command)
+      throw new FerryError(
+        'FERRY_E_INPUT_REQUEST',
+        'give a command, or upload a bundle and set upload: true',
+        {
+          phase: 'input',
+        },
+      );
+    const net = b.net ?? 'none';
+    if (net !== 'none' && !b.ip)
+      throw new FerryError('FERRY_E_INPUT_REQUEST', `network mode ${net} needs an address (ip)`, {
+        phase: 'input',
+      });
+    if (net === 'none' && b.ip)
+      throw new FerryError('FERRY_E_INPUT_REQUEST', 'network mode none takes no address', { phase: 'input' });
+    const ip = net !== 'none' ? b.ip : undefined;
+    const problem = ip && deps.lan ? lanAddressProblem(ip, deps.lan) : undefined;
+    if (problem) throw new FerryError('FERRY_E_INPUT_REQUEST', problem, { phase: 'input' });
+    const upload = b.upload ? await deps.uploads.take(b.name) : undefined;
+    let held: Held | undefined;
+    let created = false;
     try {
+      held = await deps.reservations.acquire(b.name, ip);
       const info = await host.create({
         name: b.name,
         ...(b.command ? { command: b.command } : {}),
@@ -152,10 +195,12 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         ...(b.net ? { net: b.net } : {}),
         ...(b.ip ? { ip: b.ip } : {}),
       });
+      created = true;
       reply.code(201);
       return info;
     } finally {
-      if (upload) await rm(upload, { recursive: true, force: true });
+      await held?.release(created);
+      if (upload) await deps.uploads.discard(b.name);
     }
   });
 
@@ -175,6 +220,14 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       // the rest, the destination being this host included)
       const to = clusterDestination(deps.peers, host.hostName, req.body.to);
       await host.info(req.params.name);
+      if (host.isBusy(req.params.name))
+        throw new FerryError(
+          'FERRY_E_CONTAINER_BUSY',
+          `container ${req.params.name} is busy (a migration or removal is in progress)`,
+          {
+            phase: 'input',
+          },
+        );
       const peer = deps.peerFor(to);
       reply.hijack();
       const raw = reply.raw;

@@ -11,6 +11,7 @@ import { HttpsClient, seg } from './https-client.ts';
 import type {
   AgentHealth,
   CapabilitiesReport,
+  ClaimRequest,
   ContainerInfo,
   CreateRequest,
   IncomingRequest,
@@ -60,6 +61,15 @@ export class AgentClient extends HttpsClient {
       body: encodeTree([{ root, prefix: '' }]),
       timeoutMs: CREATE_TIMEOUT_MS,
     });
+  }
+
+  /** Claims a name (and address) on this agent while the container is created on another host. */
+  async claim(c: ClaimRequest, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.request('POST', '/v1/claims', { json: c, ...opts });
+  }
+
+  async releaseClaim(token: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.request('DELETE', `/v1/claims/${seg(token)}`, opts);
   }
 
   async remove(name: string): Promise<void> {

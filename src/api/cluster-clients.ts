@@ -18,7 +18,15 @@ export class ClusterClients {
 
   constructor(file: ClusterFile) {
     this.file = file;
-    this.pool = ClientPool.fromFiles(file.tls);
+    try {
+      this.pool = ClientPool.fromFiles(file.tls);
+    } catch (err) {
+      throw new FerryError(
+        'FERRY_E_TESTBED_NONE',
+        `cannot read the client certificate of cluster ${file.name}: ${(err as Error).message}`,
+        { cause: err, hint: 'is the testbed still up? (ferry testbed up --hosts a,b)' },
+      );
+    }
   }
 
   /** `--cluster FILE`, else $FERRY_CLUSTER, else the last testbed brought up. */

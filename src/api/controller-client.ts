@@ -2,6 +2,7 @@
 // call.
 import { HttpsClient, seg } from './https-client.ts';
 import type {
+  ClaimRequest,
   ClusterSummary,
   ControllerHealth,
   HeartbeatBody,
@@ -31,6 +32,15 @@ export class ControllerClient extends HttpsClient {
 
   drain(host: string): Promise<PlanReply> {
     return this.request('POST', '/v1/drain', { json: { host } });
+  }
+
+  /** Claims a name (and address) cluster-wide while a container is created; held until a heartbeat shows it. */
+  async claim(c: ClaimRequest, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.request('POST', '/v1/claims', { json: c, ...opts });
+  }
+
+  async releaseClaim(token: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.request('DELETE', `/v1/claims/${seg(token)}`, opts);
   }
 
   /** The host a new container should run on (the one with the most remaining capacity). */

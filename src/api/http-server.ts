@@ -134,6 +134,22 @@ export function authorize(
   return { role, name };
 }
 
+/** A route as registered: its method, URL and the schemas its requests are validated against. */
+export interface RouteSchemas {
+  method: string;
+  url: string;
+  params?: TSchema;
+  querystring?: TSchema;
+  body?: TSchema;
+}
+
+const ROUTES = new WeakMap<object, RouteSchemas[]>();
+
+/** Every route of a server built here, with its schemas (the schema-driven fuzz tests walk them all). */
+export function routesOf(app: object): RouteSchemas[] {
+  return [...(ROUTES.get(app) ?? [])];
+}
+
 /** A fastify instance whose routes take their request types from their typebox schemas. */
 export type ApiServer = ReturnType<typeof buildApiServer>;
 
@@ -150,6 +166,21 @@ export function buildApiServer(opts: ApiServerOptions) {
     ...(opts.https ? { https: { ...opts.https, rejectUnauthorized: false } } : {}),
   }) as unknown as FastifyInstance;
 
+  const routes: RouteSchemas[] = [];
+  ROUTES.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    const schema = (r.schema ?? {}) as { params?: TSchema; querystring?: TSchema; body?: TSchema };
+    for (const method of [r.method].flat()) {
+      if (method === 'HEAD') continue;
+      routes.push({
+        method,
+        url: r.url,
+        ...(schema.params ? { params: schema.params } : {}),
+        ...(schema.querystring ? { querystring: schema.querystring } : {}),
+        ...(schema.body ? { body: schema.body } : {}),
+      });
+    }
+  });
   app.decorateRequest('caller', undefined);
   app.addHook('onRoute', (route: RouteOptions) => {
     if (!route.config?.roles?.length)
@@ -194,7 +225,8 @@ export function buildApiServer(opts: ApiServerOptions) {
     }
     // fastify's own 4xx (a body too large, bad JSON, an unsupported media type) are the caller's mistake
     if (!(err instanceof FerryError) && e.statusCode && e.statusCode < 500) {
-      reply.code(e.statusCode).send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: e.message } });
+      const code = e.statusCode === 413 ? 'FERRY_E_INPUT_TOO_LARGE' : 'FERRY_E_INPUT_REQUEST';
+      reply.code(e.statusCode).send({ error: { code, message: e.message } });
       return;
     }
     const fe = asFerryError(err);
@@ -212,5 +244,7 @@ export function buildApiServer(opts: ApiServerOptions) {
       error: { code: 'FERRY_E_INPUT_REQUEST', message: `no such endpoint: ${req.method} ${req.url}` },
     });
   });
-  return app.withTypeProvider<TypeBoxTypeProvider>();
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+  ROUTES.set(typed, routes);
+  return typed;
 }

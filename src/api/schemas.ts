@@ -43,6 +43,14 @@ export const CreateBody = Type.Object(
   { additionalProperties: false },
 );
 
+/** A claim on a name (and an address) while a container is created somewhere in the cluster (core/claims.ts). */
+export const ClaimToken = Type.String({ pattern: '^r[0-9a-f]{16}$' });
+export const ClaimBody = Type.Object(
+  { token: ClaimToken, name: Name, ip: Type.Optional(Type.String({ format: 'ipv4' })), host: Name },
+  { additionalProperties: false },
+);
+export const ClaimParams = Type.Object({ token: ClaimToken }, { additionalProperties: false });
+
 export const Endpoint = Type.Object(
   {
     name: Name,
@@ -66,7 +74,8 @@ export const MigrateBody = Type.Object(
     to: Endpoint,
     strategy: StrategyChoice,
     maxDowntimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
-    thresholdBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    // 1 TiB: more than any container's memory here; a larger figure is a typo, not a budget
+    thresholdBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 40 })),
     maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
     compress: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')])),
     streams: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),

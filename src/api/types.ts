@@ -12,6 +12,8 @@ import type * as S from './schemas.ts';
 /** Where an agent (or the controller) listens, and the name its certificate must carry. */
 export type Endpoint = Static<typeof S.Endpoint>;
 
+export type ClaimRequest = Static<typeof S.ClaimBody>;
+
 export type StrategyName = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
 
 /** What an agent reports of its host (produced in runtime/host-facts.ts, below every layer that sends it). */

@@ -2,6 +2,7 @@
 
 import type { CapabilitiesReport } from '../api/types.ts';
 import { table } from '../core/table.ts';
+import { announceCluster } from './commands.ts';
 import { ClusterContext } from './context.ts';
 
 export function capabilitiesText(r: CapabilitiesReport): string {
@@ -39,6 +40,7 @@ export async function checkCommand(o: { cluster?: string; host?: string; json?: 
   let report: CapabilitiesReport;
   if (o.host) {
     const ctx = await ClusterContext.load(o.cluster);
+    announceCluster(ctx);
     try {
       report = await ctx.client(o.host).capabilities();
     } finally {

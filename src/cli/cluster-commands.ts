@@ -76,7 +76,7 @@ async function follow(ctx: ClusterContext, batch: string, json: boolean): Promis
 export async function rebalanceCommand(o: Common & { dryRun?: boolean; target?: string }): Promise<void> {
   let target: number | undefined;
   if (o.target !== undefined) {
-    target = Number(o.target);
+    target = /^\d{1,3}(\.\d+)?$/.test(o.target) ? Number(o.target) : Number.NaN;
     if (!Number.isFinite(target) || target < 1 || target > 100) {
       throw new FerryError('FERRY_E_INPUT_ARGS', `--target ${o.target}: give a percentage from 1 to 100`, {
         phase: 'input',

@@ -1,5 +1,7 @@
 // Container commands: run, ps, rm, migrate, hosts.
 import type { ContainerInfo, MigrationEvent, MigrationOptions, MigrationReport } from '../api/types.ts';
+import { firstSchemaError, MigrationOptionsSchema } from '../api/validate.ts';
+import { ipv4ToInt, lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
@@ -17,11 +19,22 @@ function print(json: boolean | undefined, value: unknown, text: () => string): v
 
 export async function withCluster<T>(o: Common, fn: (ctx: ClusterContext) => Promise<T>): Promise<T> {
   const ctx = await ClusterContext.load(o.cluster);
+  announceCluster(ctx);
   try {
     return await fn(ctx);
   } finally {
     ctx.close();
   }
+}
+
+/**
+ * Says on stderr which cluster a command acts on, unless --cluster named it: the default cluster or
+ * $FERRY_CLUSTER may not be the one the user has in mind. (stderr: stdout stays the command's output, --json too.)
+ */
+export function announceCluster(ctx: ClusterContext): void {
+  const c = ctx.chosen;
+  if (!c || c.from === '--cluster') return;
+  process.stderr.write(`cluster: ${ctx.file.name} (${c.path}, from ${c.from})\n`);
 }
 
 export async function hostsCommand(o: Common): Promise<void> {
@@ -80,9 +93,15 @@ export async function runCommand(
     });
   if (!o.bundle && !command.length)
     throw new FerryError('FERRY_E_INPUT_ARGS', 'give a command after -- or --bundle DIR', { phase: 'input' });
+  if (o.ip !== undefined && o.net === 'none')
+    throw new FerryError('FERRY_E_INPUT_ARGS', '--ip needs --net own or --net host', { phase: 'input' });
+  if (o.ip !== undefined && ipv4ToInt(o.ip) === undefined)
+    throw new FerryError('FERRY_E_INPUT_ARGS', `--ip ${o.ip} is not an IPv4 address`, { phase: 'input' });
   await withCluster(o, async (ctx) => {
     let hostName = o.host;
     if (hostName) ctx.host(hostName);
+    // before anything is asked of an agent
+    if (o.ip !== undefined) checkAddress(ctx, o.ip);
     const { containers, unreachable } = await ctx.containers();
     if (containers.some((c) => c.name === name)) {
       const where = containers.find((c) => c.name === name)!.host;
@@ -110,13 +129,16 @@ export async function runCommand(
     let ip = o.ip;
     if (net !== 'none') {
       if (ip) {
-        if (!/^\d+\.\d+\.\d+\.\d+$/.test(ip))
-          throw new FerryError('FERRY_E_INPUT_ARGS', `--ip ${ip} is not an IPv4 address`, { phase: 'input' });
         const owner = containers.find((c) => c.ip === ip);
         if (owner)
-          throw new FerryError('FERRY_E_INPUT_ARGS', `address ${ip} is taken by ${owner.name}`, {
-            phase: 'input',
-          });
+          throw new FerryError(
+            'FERRY_E_ADDRESS_TAKEN',
+            `address ${ip} is taken by ${owner.name} (on ${owner.host})`,
+            {
+              phase: 'input',
+              hint: 'pick another --ip, or leave it out for the first free one',
+            },
+          );
       } else {
         ip = allocateAddress(ctx, containers);
       }
@@ -138,6 +160,28 @@ export async function runCommand(
   });
 }
 
+/** A container address the user gave: on the cluster's LAN, and not a host's, the client's or the controller's. */
+function checkAddress(ctx: ClusterContext, ip: string): void {
+  const lan = ctx.file.lan;
+  const problem = lan
+    ? lanAddressProblem(ip, { member: `${lan.subnet}.1`, prefixLen: lan.prefixLen })
+    : undefined;
+  if (problem) throw new FerryError('FERRY_E_INPUT_ARGS', `--ip ${problem}`, { phase: 'input' });
+  const own = [
+    ...ctx.file.hosts.map((h) => ({ what: `host ${h.name}`, address: h.address })),
+    ...(ctx.file.client ? [{ what: "the testbed's client", address: ctx.file.client.address }] : []),
+    ...(ctx.file.controller
+      ? [{ what: 'the controller (the LAN gateway)', address: ctx.file.controller.address }]
+      : []),
+    ...(lan ? [{ what: 'the LAN gateway', address: `${lan.subnet}.1` }] : []),
+  ].find((x) => x.address === ip);
+  if (own)
+    throw new FerryError('FERRY_E_ADDRESS_TAKEN', `--ip ${ip} is the address of ${own.what}`, {
+      phase: 'input',
+      hint: 'a container needs an address of its own; leave --ip out for the first free one',
+    });
+}
+
 /** The first free LAN address for a container (.50-.249, skipping the testbed's client at .100). */
 function allocateAddress(ctx: ClusterContext, containers: ContainerInfo[]): string {
   const lan = ctx.file.lan;
@@ -148,6 +192,7 @@ function allocateAddress(ctx: ClusterContext, containers: ContainerInfo[]): stri
   const used = new Set(containers.map((c) => c.ip).filter(Boolean));
   for (const h of ctx.file.hosts) used.add(h.address);
   if (ctx.file.client) used.add(ctx.file.client.address);
+  if (ctx.file.controller) used.add(ctx.file.controller.address);
   for (let i = 50; i < 250; i++) {
     const a = `${lan.subnet}.${i}`;
     if (!used.has(a)) return a;
@@ -229,6 +274,12 @@ export async function runMigration(
       hint: 'pick another --to host',
     });
   }
+  if (c.status === 'migrating' || c.status === 'creating') {
+    throw new FerryError('FERRY_E_CONTAINER_BUSY', `container ${name} on ${c.host} is ${c.status}`, {
+      phase: 'input',
+      hint: 'wait for it to finish (ferry ps)',
+    });
+  }
   if (c.status !== 'running') {
     throw new FerryError(
       'FERRY_E_CONTAINER_NOT_RUNNING',
@@ -244,11 +295,35 @@ export async function runMigration(
   return ctx.client(c.host).migrate(name, { ...o, to: dest }, onEvent);
 }
 
+/** The flag each migration option comes from, to name it in an error. */
+const OPTION_FLAGS: Record<string, string> = {
+  strategy: '--strategy',
+  maxDowntimeMs: '--max-downtime',
+  thresholdBytes: '--threshold',
+  maxRounds: '--max-rounds',
+  compress: '--compress',
+  streams: '--streams',
+};
+
+/** Refuses options the agent would refuse (the same schema), before anything is printed or sent. */
+export function checkMigrationOptions(options: MigrationOptions): void {
+  const err = firstSchemaError(MigrationOptionsSchema, options);
+  if (!err) return;
+  const key = err.path.split('/')[1] ?? '';
+  const value = (options as unknown as Record<string, unknown>)[key];
+  throw new FerryError(
+    'FERRY_E_INPUT_ARGS',
+    `${OPTION_FLAGS[key] ?? key} ${String(value)}: ${err.message.toLowerCase()}`,
+    { phase: 'input', hint: 'see ferry migrate --help' },
+  );
+}
+
 export async function migrateCommand(name: string, o: Common & MigrateFlags & { to: string }): Promise<void> {
   checkName(name);
   checkName(o.to, 'host');
-  const renderer = o.json ? undefined : new MigrationRenderer();
   const options = migrationOptions(o);
+  checkMigrationOptions(options);
+  const renderer = o.json ? undefined : new MigrationRenderer();
   const report = await withCluster(o, (ctx) =>
     runMigration(ctx, name, o.to, options, (e) => renderer?.event(e)),
   );

@@ -2,16 +2,22 @@
 // across hosts.
 import { ClusterClients } from '../api/cluster-clients.ts';
 import type { ContainerInfo } from '../api/types.ts';
-import { loadClusterFile, resolveClusterPath } from '../core/cluster-file.ts';
+import { type ClusterChoice, loadClusterFile, resolveCluster } from '../core/cluster-file.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 
 export class ClusterContext extends ClusterClients {
+  /** Which cluster file, and what chose it (the CLI says so on stderr). */
+  chosen: ClusterChoice | undefined;
+
   static override async load(
     explicit?: string,
     env: NodeJS.ProcessEnv = process.env,
   ): Promise<ClusterContext> {
-    return new ClusterContext(await loadClusterFile(await resolveClusterPath(explicit, env)));
+    const choice = await resolveCluster(explicit, env);
+    const ctx = new ClusterContext(await loadClusterFile(choice.path));
+    ctx.chosen = choice;
+    return ctx;
   }
 
   /** Containers of every host; unreachable hosts are reported, not fatal. */
@@ -45,8 +51,12 @@ export class ClusterContext extends ClusterClients {
     if (found.length === 1) return found[0]!;
     if (found.length > 1) {
       throw new FerryError(
-        'FERRY_E_INTERNAL',
-        `container ${name} is on several hosts: ${found.map((c) => c.host).join(', ')}`,
+        'FERRY_E_CONTAINER_BUSY',
+        `container ${name} is on several hosts: ${found.map((c) => `${c.host} (${c.status})`).join(', ')}`,
+        {
+          phase: 'input',
+          hint: 'a migration of it is finishing or was interrupted; ferry ps shows where it runs',
+        },
       );
     }
     const extra = unreachable.length ? ` (unreachable: ${unreachable.map((u) => u.host).join(', ')})` : '';

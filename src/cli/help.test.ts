@@ -35,6 +35,7 @@ const READS: Record<string, readonly string[]> = {
     'name',
     'rate',
     'controller',
+    'default',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
@@ -71,7 +72,8 @@ const READS: Record<string, readonly string[]> = {
 // lives). Commander's own `(default: "x")` is checked against the registered default separately.
 const STATED_DEFAULTS: Record<string, string> = {
   // src/core/cluster-file.ts resolveClusterPath: --cluster, else $FERRY_CLUSTER, else the current testbed
-  '--cluster': '$FERRY_CLUSTER or the last testbed brought up',
+  '--cluster':
+    '$FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces',
   // src/cli/commands.ts runCommand: the controller's /v1/place when there is one, else the fewest containers
   'run --host':
     'where the controller places it, the up host with the most remaining capacity; without a controller, the reachable host with the fewest containers',

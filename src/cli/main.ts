@@ -56,7 +56,11 @@ export interface BenchOptions {
 export function buildProgram(): Command {
   const program = new Command('ferry')
     .description('live migration of running containers between hosts (runc + CRIU)')
-    .option('--cluster <file>', 'cluster file (default: $FERRY_CLUSTER or the last testbed brought up)')
+    .option(
+      '--cluster <file>',
+      'cluster file (default: $FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces); ' +
+        'commands say on stderr which cluster they act on unless --cluster names it',
+    )
     .showHelpAfterError()
     .exitOverride();
 
@@ -71,6 +75,11 @@ export function buildProgram(): Command {
         '(hosts left out are not limited)',
     )
     .option('--controller', 'also start a controller on the LAN bridge, with every agent reporting to it')
+    .option(
+      '--default',
+      'make it the cluster that commands act on without --cluster even if another testbed is (otherwise only when ' +
+        "none is: a testbed never silently redirects another user's commands)",
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')

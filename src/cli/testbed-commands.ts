@@ -4,7 +4,7 @@ import { parseHosts } from '../testbed/layout.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
 
 export async function testbedUpCommand(
-  o: { hosts: string; name: string; rate?: string; controller?: boolean; json?: boolean },
+  o: { hosts: string; name: string; rate?: string; controller?: boolean; default?: boolean; json?: boolean },
   ferryArgv: string[],
 ): Promise<void> {
   const hosts = parseHosts(o.hosts);
@@ -17,6 +17,7 @@ export async function testbedUpCommand(
       ...(rate ? { rate } : {}),
       ...(rates ? { rates } : {}),
       ...(o.controller ? { controller: {} } : {}),
+      ...(o.default ? { makeDefault: true } : {}),
     },
     { ferryArgv, ...(log ? { log } : {}) },
   );
@@ -26,9 +27,20 @@ export async function testbedUpCommand(
     hosts: tb.hosts.map((h) => ({ name: h.name, address: h.address, netns: h.netns })),
     client: { netns: tb.client.netns, address: tb.client.address },
     cluster: tb.clusterFile,
+    default: tb.defaultCluster === tb.clusterFile,
     ...(o.controller ? { controller: { address: tb.bridgeAddress, port: 7480 } } : {}),
   };
-  process.stdout.write(o.json ? `${JSON.stringify(out)}\n` : `cluster file: ${tb.clusterFile}\n`);
+  const other = tb.defaultCluster !== tb.clusterFile ? tb.defaultCluster : undefined;
+  process.stdout.write(
+    o.json
+      ? `${JSON.stringify(out)}\n`
+      : `cluster file: ${tb.clusterFile}\n${
+          other
+            ? `the default cluster stays ${other}: use --cluster ${tb.clusterFile} or FERRY_CLUSTER=${tb.clusterFile} ` +
+              '(or bring it up with --default)\n'
+            : 'this is the default cluster\n'
+        }`,
+  );
 }
 
 export async function testbedDownCommand(

@@ -1,6 +1,7 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
-// Just over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns.
+// Over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns, and the
+// claims of creates are settled by the same heartbeats that keep the picture.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
@@ -14,6 +15,7 @@ import type {
   PlanReply,
   RebalanceRequest,
 } from '../api/types.ts';
+import { type Claim, ClaimTable } from '../core/claims.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
@@ -79,6 +81,8 @@ export class Controller extends EventEmitter {
   private readonly queue: MigrationRecord[] = [];
   private readonly active = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
+  /** Names and addresses of creates in flight (until a heartbeat shows the container). */
+  private readonly claims: ClaimTable;
   private leader = true;
 
   constructor(deps: {
@@ -94,6 +98,7 @@ export class Controller extends EventEmitter {
     this.cfg = deps.cfg;
     this.log = deps.log;
     this.now = deps.now ?? Date.now;
+    this.claims = new ClaimTable({ now: this.now });
   }
 
   emitEvent(e: ControllerEvent): void {
@@ -146,7 +151,45 @@ export class Controller extends EventEmitter {
       current = [...known.values()];
     }
     await this.store.setContainers(b.host, current);
+    // a claim ends once its container shows in its host's report: from now on the picture answers for it
+    this.claims.settle(
+      b.host,
+      current.map((c) => c.name),
+    );
     return { resync: !this.synced.has(b.host) };
+  }
+
+  /** A create's claim on a name (and address) cluster-wide: refused if any host has them or another create. */
+  async claim(c: Claim): Promise<void> {
+    checkName(c.name);
+    checkName(c.host, 'host');
+    const where = 'the controller';
+    for (const k of await this.store.listContainers()) {
+      if (k.name === c.name)
+        throw new FerryError(
+          'FERRY_E_CONTAINER_EXISTS',
+          `a container named ${c.name} already exists (on ${k.host})`,
+          {
+            phase: 'input',
+          },
+        );
+      if (c.ip !== undefined && k.ip === c.ip)
+        throw new FerryError('FERRY_E_ADDRESS_TAKEN', `address ${c.ip} is taken by ${k.name} on ${k.host}`, {
+          phase: 'input',
+        });
+    }
+    if (c.ip !== undefined) {
+      const h = (await this.store.listHosts()).find((x) => x.address === c.ip);
+      if (h)
+        throw new FerryError('FERRY_E_ADDRESS_TAKEN', `address ${c.ip} is host ${h.name}'s own`, {
+          phase: 'input',
+        });
+    }
+    this.claims.add(c, where);
+  }
+
+  releaseClaim(token: string): void {
+    this.claims.release(token);
   }
 
   /** Marks hosts down whose heartbeats stopped; they are excluded from decisions until they beat again. */

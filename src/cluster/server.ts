@@ -7,7 +7,15 @@ import {
   type HttpsServerOptions,
   type Role,
 } from '../api/http-server.ts';
-import { BatchParams, DrainBody, HeartbeatBody, PlaceBody, RebalanceBody } from '../api/schemas.ts';
+import {
+  BatchParams,
+  ClaimBody,
+  ClaimParams,
+  DrainBody,
+  HeartbeatBody,
+  PlaceBody,
+  RebalanceBody,
+} from '../api/schemas.ts';
 import type { Logger } from '../core/log.ts';
 import type { Controller, ControllerEvent } from './controller.ts';
 
@@ -48,6 +56,15 @@ export function buildControllerApp(
   app.post('/v1/place', { config: USER, schema: { body: PlaceBody } }, async (req) => ({
     host: await controller.place(req.body),
   }));
+  app.post('/v1/claims', { config: AGENT, schema: { body: ClaimBody } }, async (req, reply) => {
+    await controller.claim(req.body);
+    reply.code(201);
+    return { token: req.body.token };
+  });
+  app.delete('/v1/claims/:token', { config: AGENT, schema: { params: ClaimParams } }, async (req, reply) => {
+    controller.releaseClaim(req.params.token);
+    reply.code(204);
+  });
   app.get('/v1/migrations', { config: USER }, async () => controller.history());
   app.get('/v1/batches/:batch', { config: USER, schema: { params: BatchParams } }, async (req) =>
     controller.history({ batch: req.params.batch }),

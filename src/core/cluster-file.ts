@@ -1,5 +1,5 @@
 // Where the CLI finds its cluster: hosts, their agents' addresses, and its client certificate.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FerryError } from './errors.ts';
 
@@ -28,11 +28,34 @@ function currentPointer(env: NodeJS.ProcessEnv): string {
   return join(stateRoot(env), 'current-cluster');
 }
 
-export async function setCurrentCluster(path: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/** The default cluster's file, when one is set and its file still exists. */
+export async function currentCluster(env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+  try {
+    const path = (await readFile(currentPointer(env), 'utf8')).trim();
+    await access(path);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Makes `path` the default cluster, unless another one is the default (and its file still exists) and `force`
+ * is not given: a testbed brought up by someone else must not silently redirect the commands of whoever uses
+ * the default. Returns the default cluster's file afterwards.
+ */
+export async function setCurrentCluster(
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { force?: boolean } = {},
+): Promise<string> {
+  const current = await currentCluster(env);
+  if (current && current !== path && !opts.force) return current;
   const p = currentPointer(env);
   await mkdir(dirname(p), { recursive: true });
   await writeFile(`${p}.tmp`, `${path}\n`);
   await rename(`${p}.tmp`, p);
+  return path;
 }
 
 export async function clearCurrentCluster(path: string, env: NodeJS.ProcessEnv = process.env): Promise<void> {
@@ -44,20 +67,30 @@ export async function clearCurrentCluster(path: string, env: NodeJS.ProcessEnv =
   }
 }
 
-/** `--cluster FILE`, else $FERRY_CLUSTER, else the last testbed brought up. */
-export async function resolveClusterPath(
+/** Where the cluster a command acts on was chosen: --cluster, $FERRY_CLUSTER, or the default cluster. */
+export type ClusterChoice = { path: string; from: '--cluster' | '$FERRY_CLUSTER' | 'default' };
+
+/** `--cluster FILE`, else $FERRY_CLUSTER, else the default cluster (`ferry testbed up` sets it, see above). */
+export async function resolveCluster(
   explicit: string | undefined,
   env: NodeJS.ProcessEnv = process.env,
-): Promise<string> {
-  if (explicit) return explicit;
-  if (env['FERRY_CLUSTER']) return env['FERRY_CLUSTER'];
+): Promise<ClusterChoice> {
+  if (explicit) return { path: explicit, from: '--cluster' };
+  if (env['FERRY_CLUSTER']) return { path: env['FERRY_CLUSTER'], from: '$FERRY_CLUSTER' };
   try {
-    return (await readFile(currentPointer(env), 'utf8')).trim();
+    return { path: (await readFile(currentPointer(env), 'utf8')).trim(), from: 'default' };
   } catch {
     throw new FerryError('FERRY_E_TESTBED_NONE', 'no cluster configured', {
       hint: 'run `ferry testbed up --hosts a,b` or set FERRY_CLUSTER to a cluster file',
     });
   }
+}
+
+export async function resolveClusterPath(
+  explicit: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string> {
+  return (await resolveCluster(explicit, env)).path;
 }
 
 export async function loadClusterFile(path: string): Promise<ClusterFile> {

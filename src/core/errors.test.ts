@@ -72,3 +72,17 @@ test('unknown codes from a peer become internal errors; plain errors are wrapped
   assert.equal(w.phase, 'transfer');
   assert.equal(w.cause, cause);
 });
+
+test('a full disk is FERRY_E_NO_SPACE, never INTERNAL, wherever it was wrapped', () => {
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  assert.equal(asFerryError(enospc).code, 'FERRY_E_NO_SPACE');
+  assert.equal(asFerryError(enospc).status, 507);
+  assert.equal(asFerryError(enospc, 'FERRY_E_INTERNAL', 'transfer').phase, 'transfer');
+  const wrapped = new FerryError('FERRY_E_TRANSFER_FAILED', 'image stream: write', { cause: enospc });
+  assert.equal(asFerryError(wrapped).code, 'FERRY_E_NO_SPACE');
+  assert.match(asFerryError(wrapped).hint ?? '', /free space/);
+  // a precise code stays as it is
+  const precise = new FerryError('FERRY_E_RESTORE_FAILED', 'restore', { cause: enospc });
+  assert.equal(asFerryError(precise).code, 'FERRY_E_RESTORE_FAILED');
+  assert.equal(asFerryError(Object.assign(new Error('x'), { code: 'EDQUOT' })).code, 'FERRY_E_NO_SPACE');
+});

@@ -21,8 +21,10 @@ export const ERRORS = {
   FERRY_E_INPUT_NAME: { status: 400, text: 'invalid name' },
   FERRY_E_INPUT_REQUEST: { status: 400, text: 'malformed request' },
   FERRY_E_INPUT_ARGS: { status: 400, text: 'invalid arguments' },
+  FERRY_E_INPUT_TOO_LARGE: { status: 413, text: 'request or bundle too large' },
   FERRY_E_CONTAINER_UNKNOWN: { status: 404, text: 'unknown container' },
   FERRY_E_CONTAINER_EXISTS: { status: 409, text: 'container already exists' },
+  FERRY_E_ADDRESS_TAKEN: { status: 409, text: 'address already in use' },
   FERRY_E_CONTAINER_NOT_RUNNING: { status: 409, text: 'container is not running' },
   FERRY_E_CONTAINER_BUSY: { status: 409, text: 'container is being migrated' },
   FERRY_E_HOST_UNKNOWN: { status: 404, text: 'unknown host' },
@@ -48,6 +50,7 @@ export const ERRORS = {
   FERRY_E_TESTBED: { status: 500, text: 'testbed operation failed' },
   FERRY_E_TESTBED_NONE: { status: 404, text: 'no testbed or cluster configured' },
   FERRY_E_EXEC: { status: 500, text: 'command failed' },
+  FERRY_E_NO_SPACE: { status: 507, text: 'no space left on the device' },
   FERRY_E_INTERNAL: { status: 500, text: 'internal error' },
 } as const;
 
@@ -102,9 +105,41 @@ export class FerryError extends Error {
   }
 }
 
-/** Wraps anything thrown into a FerryError, keeping a FerryError as it is. */
-export function asFerryError(err: unknown, code: ErrorCode = 'FERRY_E_INTERNAL', phase?: Phase): FerryError {
-  if (err instanceof FerryError) return err;
-  const msg = err instanceof Error ? err.message : String(err);
-  return new FerryError(code, msg, phase ? { phase, cause: err } : { cause: err });
+/** Environment errors that have their own code whatever operation met them (a full disk is never INTERNAL). */
+const ERRNO_CODES: Record<string, ErrorCode> = { ENOSPC: 'FERRY_E_NO_SPACE', EDQUOT: 'FERRY_E_NO_SPACE' };
+
+/** The code an errno (of the error or of any error in its cause chain) maps to, if any. */
+export function errnoErrorCode(err: unknown): ErrorCode | undefined {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 8; depth++) {
+    const errno = (e as { code?: unknown }).code;
+    if (typeof errno === 'string' && errno in ERRNO_CODES) return ERRNO_CODES[errno];
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
+
+/**
+ * Wraps anything thrown into a FerryError, keeping a FerryError as it is, except that a generic one
+ * (INTERNAL, EXEC, TRANSFER_FAILED) caused by a full disk becomes FERRY_E_NO_SPACE.
+ */
+export function asFerryError(err: unknown, code: ErrorCode = 'FERRY_E_INTERNAL', phase?: Phase): FerryError {
+  const env = errnoErrorCode(err);
+  if (err instanceof FerryError) {
+    if (!env || !GENERIC.has(err.code)) return err;
+    const opts: { phase?: Phase; hint?: string; cause: unknown } = { cause: err };
+    if (err.phase ?? phase) opts.phase = (err.phase ?? phase)!;
+    opts.hint = 'free space on the host (a full images tmpfs or state directory)';
+    return new FerryError(env, err.message, opts);
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  const opts: { phase?: Phase; hint?: string; cause: unknown } = { cause: err };
+  if (phase) opts.phase = phase;
+  if (env) opts.hint = 'free space on the host (a full images tmpfs or state directory)';
+  return new FerryError(env ?? code, msg, opts);
+}
+
+const GENERIC: ReadonlySet<ErrorCode> = new Set([
+  'FERRY_E_INTERNAL',
+  'FERRY_E_EXEC',
+  'FERRY_E_TRANSFER_FAILED',
+]);

@@ -18,6 +18,7 @@ import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../
 import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
+import { removeContainerImages } from './images.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
 export type { ContainerInfo, ContainerRecord, NetMode };
@@ -282,6 +283,8 @@ export class ContainerHost {
       const rec = await this.readRecord(name);
       await this.runc.destroy(name);
       if (rec) await this.network.destroy(name, identity(rec));
+      // the local checkpoints of its failed migrations go with it
+      await removeContainerImages(this.paths, name);
       await rm(containerDir(this.paths, name), { recursive: true, force: true });
       this.log.info({ container: name }, 'container removed');
     });

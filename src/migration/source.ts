@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
+import { linkImages } from '../host/images.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
@@ -154,6 +155,8 @@ export class MigrationSource {
 
     const bundleBefore = await runner.run('prepare', async () => {
       await mkdir(images, { recursive: true, mode: 0o700 });
+      // the images belong to the container: `ferry rm` and an agent restart find them by it
+      await linkImages(this.host.paths, name, id);
       // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
       const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
       const staged = await strategy.prepare(ctx);

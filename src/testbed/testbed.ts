@@ -38,6 +38,8 @@ export interface TestbedState extends TestbedLayout {
   createdAt: string;
   rate?: string;
   rates?: Record<string, string>;
+  /** The default cluster's file right after this testbed came up (this one's, or the one that stayed). */
+  defaultCluster?: string;
 }
 
 export interface TestbedDeps {
@@ -67,6 +69,8 @@ export interface UpOptions {
   };
   /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
+  /** Make this testbed the default cluster even if another one is (by default only when none is). */
+  makeDefault?: boolean;
 }
 
 export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -211,6 +215,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
             // the other hosts: the only agents it takes migrations from and sends them to
             peers: cluster.hosts.filter((x) => x.name !== h.name),
+            reservedAddresses: [tb.bridgeAddress, tb.client.address, ...tb.hosts.map((p) => p.address)],
             ...(controller ? { controller } : {}),
             ...(opts.controller
               ? {
@@ -232,7 +237,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     }
     await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
     await writeClusterFile(tb.clusterFile, cluster);
-    await setCurrentCluster(tb.clusterFile, env);
+    tb.defaultCluster = await setCurrentCluster(tb.clusterFile, env, { force: opts.makeDefault === true });
     log(`testbed ${tb.name} up: ${tb.hosts.map((h) => `${h.name}=${h.address}`).join(' ')}`);
     return tb;
   } catch (err) {

@@ -1,7 +1,7 @@
 // The decoder's view of its input: exact reads across chunk boundaries, zero-copy takes, a byte limit.
 import { Readable } from 'node:stream';
 import { FerryError } from '../../core/errors.ts';
-import { corrupt, errText, failed } from './format.ts';
+import { corrupt, errText, failed, tooLarge } from './format.ts';
 
 export class ByteReader {
   private readonly it: AsyncIterator<unknown>;
@@ -44,7 +44,7 @@ export class ByteReader {
       else throw failed('input yielded a non-binary chunk (is an encoding set on the stream?)');
       this.received += b.length;
       if (this.maxBytes !== undefined && this.received > this.maxBytes) {
-        throw corrupt(`stream exceeds the limit of ${this.maxBytes} bytes`);
+        throw tooLarge(`stream exceeds the limit of ${this.maxBytes} bytes`);
       }
       this.cur = b;
     }

@@ -52,6 +52,7 @@ import {
   STREAM_MAGIC,
   type StreamStats,
   show,
+  tooLarge,
 } from './format.ts';
 import { type DeviceKind, type NodeMaker, SystemNodeMaker } from './nodes.ts';
 import { writeXattrs } from './xattrs.ts';
@@ -277,7 +278,7 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
   const { reader, opts } = w;
   const chown = w.chowns(h);
   if (opts.maxBytes !== undefined && reader.position + h.s + DIGEST_BYTES > opts.maxBytes) {
-    throw corrupt(`file ${show(h.p)} (${h.s} bytes) would exceed the limit of ${opts.maxBytes} bytes`);
+    throw tooLarge(`file ${show(h.p)} (${h.s} bytes) would exceed the limit of ${opts.maxBytes} bytes`);
   }
   if (h.s <= SMALL_FILE) {
     // Small file: received whole and verified before anything is written.

@@ -52,7 +52,7 @@
  */
 
 import { crc32 } from 'node:zlib';
-import { FerryError } from '../../core/errors.ts';
+import { errnoErrorCode, FerryError } from '../../core/errors.ts';
 
 /** What a stream carried (or would carry). */
 export interface StreamStats {
@@ -273,8 +273,14 @@ export function corrupt(message: string, cause?: unknown): FerryError {
   });
 }
 
+/** A stream over its byte limit: the sender sent more than this receiver accepts (not a damaged stream). */
+export function tooLarge(message: string): FerryError {
+  return new FerryError('FERRY_E_INPUT_TOO_LARGE', `image stream: ${message}`, { phase: 'transfer' });
+}
+
 export function failed(message: string, cause?: unknown): FerryError {
-  return new FerryError('FERRY_E_TRANSFER_FAILED', `image stream: ${message}`, {
+  // a full disk at the receiving end is the environment's fault, not the link's
+  return new FerryError(errnoErrorCode(cause) ?? 'FERRY_E_TRANSFER_FAILED', `image stream: ${message}`, {
     phase: 'transfer',
     ...(cause === undefined ? {} : { cause }),
   });

@@ -598,17 +598,23 @@ test('header size limit', async (t) => {
   assert.equal((await decodeTree(rechunk(craft([{ h }]), 1000), join(base, 'b'))).dirs, 1);
 });
 
-test('maxBytes is enforced before writing', async (t) => {
+test('maxBytes is enforced before writing, as FERRY_E_INPUT_TOO_LARGE (the stream is not damaged)', async (t) => {
+  const expectTooLarge = (p: Promise<unknown>, re: RegExp) =>
+    assert.rejects(p, (err: FerryError) => {
+      assert.equal(err.code, 'FERRY_E_INPUT_TOO_LARGE', err.message);
+      assert.match(err.message, re);
+      return true;
+    });
   const base = await tmp(t);
   const stream = craft([
     { h: { t: 'f', p: 'big', m: 0o644, s: 1_000_000 }, content: Buffer.alloc(1_000_000) },
   ]);
-  await expectCorrupt(
+  await expectTooLarge(
     decodeTree(rechunk(stream, 4096), join(base, 'a'), { maxBytes: 500_000 }),
     /file "big" \(1000000 bytes\) would exceed the limit of 500000 bytes/,
   );
   assert.equal(await exists(join(base, 'a/big')), false);
-  await expectCorrupt(
+  await expectTooLarge(
     decodeTree(rechunk(stream, 4096), join(base, 'b'), { maxBytes: 100 }),
     /exceeds the limit of 100 bytes|would exceed/,
   );
