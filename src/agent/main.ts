@@ -8,6 +8,8 @@ import type { TlsMaterial } from '../api/https-client.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { ArchiveRestores } from '../host/archive-restore.ts';
+import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
@@ -95,8 +97,26 @@ export async function startAgent(
   // connections of the last one
   const clients = new ClientPool(tls);
   const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
+  const checkpoints = new Checkpoints({
+    host,
+    log,
+    versions: async () => {
+      const { facts } = await capabilities();
+      return {
+        ferry: VERSION,
+        criu: facts.criuVersion ?? 'unknown',
+        runc: facts.runcVersion ?? 'unknown',
+        kernel: facts.kernel,
+      };
+    },
+  });
+  const restores = new ArchiveRestores({
+    host,
+    log,
+    criuVersion: async () => (await capabilities()).facts.criuVersion,
+  });
   const app = buildAgentApp(
-    { host, incoming, source, capabilities, peerFor, log, version: VERSION },
+    { host, checkpoints, restores, incoming, source, capabilities, peerFor, log, version: VERSION },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { silentLogger } from '../core/log.ts';
+import { ArchiveRestores } from '../host/archive-restore.ts';
+import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
 import { assessStrategies, type HostFacts } from '../migration/capabilities.ts';
@@ -49,8 +51,11 @@ before(async () => {
   });
   await host.init();
   const capabilities = async () => ({ facts, strategies: assessStrategies(facts) });
+  const versions = async () => ({ ferry: '0', criu: '4.2.1', runc: '1.1.5', kernel: '6' });
   app = buildAgentApp({
     host,
+    checkpoints: new Checkpoints({ host, log, versions }),
+    restores: new ArchiveRestores({ host, log, criuVersion: async () => '4.2.1' }),
     incoming: new IncomingMigrations(host, log),
     source: new MigrationSource({ host, log, capabilities }),
     capabilities,

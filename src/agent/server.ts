@@ -5,8 +5,12 @@ import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { buildApiServer, type HttpsServerOptions } from '../api/http-server.ts';
 import {
+  CheckpointBody,
+  CheckpointParams,
   CreateBody,
+  FinishBody,
   IdParams,
+  ImportBody,
   IncomingBody,
   MigrateBody,
   NameParams,
@@ -14,10 +18,13 @@ import {
   PartQuery,
   RangeQuery,
   RestoreBody,
+  StagedParams,
 } from '../api/schemas.ts';
 import type { CapabilitiesReport, Endpoint, MigrationEvent, MigrationRequest } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import type { ArchiveRestores } from '../host/archive-restore.ts';
+import type { Checkpoints } from '../host/checkpoints.ts';
 import type { ContainerHost } from '../host/containers.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
@@ -26,6 +33,8 @@ import { decodeTree } from '../transport/image-stream/index.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
+  checkpoints: Checkpoints;
+  restores: ArchiveRestores;
   incoming: IncomingMigrations;
   source: MigrationSource;
   capabilities: () => Promise<CapabilitiesReport>;
@@ -125,6 +134,74 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       raw.end();
     },
   );
+
+  // ---- checkpoints into an archive (streamed to the caller), restores from one (streamed from it) ----
+
+  app.post(
+    '/v1/containers/:name/checkpoint',
+    { schema: { params: NameParams, body: CheckpointBody } },
+    async (req, reply) => {
+      // every refusal (unknown, not running, busy, a failed dump) is an ordinary error answer, before any byte
+      const started = await deps.checkpoints.start(req.params.name, req.body);
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'cache-control': 'no-store',
+        'x-ferry-checkpoint': started.id,
+        trailer: 'x-ferry-sha256, x-ferry-bytes',
+      });
+      started.stream.on('error', () => raw.destroy());
+      started.stream.pipe(raw, { end: false });
+      started.digest.then(
+        (d) => {
+          raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
+          raw.end();
+        },
+        // the caller sees a cut stream (and no trailers): never a complete-looking archive
+        () => raw.destroy(),
+      );
+    },
+  );
+  app.post(
+    '/v1/checkpoints/:id/finish',
+    { schema: { params: CheckpointParams, body: FinishBody } },
+    async (req) => deps.checkpoints.finish(req.params.id, req.body),
+  );
+  app.delete('/v1/checkpoints/:id', { schema: { params: CheckpointParams } }, async (req, reply) => {
+    await deps.checkpoints.abort(req.params.id);
+    reply.code(204);
+  });
+  app.put('/v1/restores', async (req, reply) => {
+    const out = await deps.restores.stage(req.raw);
+    reply.code(201);
+    return out;
+  });
+  app.post('/v1/restores/:id', { schema: { params: StagedParams, body: ImportBody } }, async (req, reply) => {
+    const out = await deps.restores.start(req.params.id, req.body);
+    reply.code(201);
+    return out;
+  });
+  app.delete('/v1/restores/:id', { schema: { params: StagedParams } }, async (req, reply) => {
+    await deps.restores.discard(req.params.id);
+    reply.code(204);
+  });
+  app.put('/v1/inspect', async (req) => deps.restores.inspect(req.raw));
+  app.post('/v1/containers/:name/inspect', { schema: { params: NameParams } }, async (req) => {
+    const { rec, images, bytes } = await deps.checkpoints.inspectRunning(req.params.name);
+    const net: { mode: string; ip?: string; mac?: string } = { mode: rec.net };
+    if (rec.ip) net.ip = rec.ip;
+    if (rec.mac) net.mac = rec.mac;
+    return {
+      source: 'container' as const,
+      name: rec.name,
+      host: host.hostName,
+      createdAt: rec.createdAt,
+      net,
+      sizes: { total: bytes.images, images: bytes.images, pages: bytes.pages, rootfsDiff: 0 },
+      images,
+    };
+  });
 
   app.post('/v1/incoming', { schema: { body: IncomingBody } }, async (req, reply) => {
     await incoming.prepare(req.body);
