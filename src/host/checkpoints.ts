@@ -44,7 +44,7 @@ interface Session {
   frozen: boolean;
   streamed: boolean;
   timer?: NodeJS.Timeout;
-  release: () => void;
+  release: () => Promise<void>;
 }
 
 export interface StartedCheckpoint {
@@ -73,8 +73,8 @@ export class Checkpoints {
     this.finishWaitMs = deps.finishWaitMs ?? FINISH_WAIT_MS;
   }
 
-  /** Holds the container's name busy until `release` is called; fails at once if it is busy now. */
-  private async hold(name: string, what: string): Promise<() => void> {
+  /** Holds the container's name busy until `release` is called (and has resolved); fails at once if it is busy now. */
+  private async hold(name: string, what: string): Promise<() => Promise<void>> {
     let release!: () => void;
     const held = new Promise<void>((r) => {
       release = r;
@@ -88,7 +88,10 @@ export class Checkpoints {
       await held;
     });
     await Promise.race([inside, lock]);
-    return release;
+    return async () => {
+      release();
+      await lock;
+    };
   }
 
   private async running(name: string): Promise<ContainerRecord> {
@@ -142,8 +145,14 @@ export class Checkpoints {
    * with leaveRunning, else when the caller finishes or aborts (or the stream fails, or the caller goes away).
    */
   async start(name: string, req: CheckpointRequest): Promise<StartedCheckpoint> {
-    const rec = await this.running(name);
     const release = await this.hold(name, 'checkpoint');
+    let rec: ContainerRecord;
+    try {
+      rec = await this.running(name);
+    } catch (err) {
+      await release();
+      throw err;
+    }
     const id = `k${randomBytes(6).toString('hex')}`;
     const dir = join(this.host.paths.stateDir, 'checkpoints', id);
     const s: Session = {
@@ -223,7 +232,7 @@ export class Checkpoints {
     } catch (err) {
       if (s.frozen) await this.thaw(name, rec).catch(() => {});
       await rm(dir, { recursive: true, force: true });
-      release();
+      await release();
       throw err;
     }
   }
@@ -256,7 +265,7 @@ export class Checkpoints {
       return { name: s.name, host: this.host.hostName, status };
     } finally {
       await rm(s.dir, { recursive: true, force: true });
-      s.release();
+      await s.release();
     }
   }
 
@@ -274,16 +283,16 @@ export class Checkpoints {
       this.log.warn({ container: s.name, checkpoint: id, why }, 'checkpoint aborted; the container runs on');
     } finally {
       await rm(s.dir, { recursive: true, force: true });
-      s.release();
+      await s.release();
     }
   }
 
   /** Dumps a running container (it keeps running after a short freeze) and decodes the images. */
   async inspectRunning(name: string): Promise<{ rec: ContainerRecord; images: InspectImages; bytes: Sizes }> {
-    const rec = await this.running(name);
     const release = await this.hold(name, 'inspect');
     const dir = join(this.host.paths.imagesDir, `inspect-${randomBytes(6).toString('hex')}`);
     try {
+      const rec = await this.running(name);
       const images = await this.freezeAndDump(name, rec, dir);
       await this.thaw(name, rec);
       const src = await directorySource(images);
@@ -296,7 +305,7 @@ export class Checkpoints {
       return { rec, images: await inspectImages(src), bytes: sizes };
     } finally {
       await rm(dir, { recursive: true, force: true });
-      release();
+      await release();
     }
   }
 }
