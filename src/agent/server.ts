@@ -152,6 +152,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         trailer: 'x-ferry-sha256, x-ferry-bytes',
       });
       started.stream.on('error', () => raw.destroy());
+      // a caller that goes away mid-stream: the stream is destroyed, which thaws the container (host/checkpoints.ts)
+      raw.on('close', () => {
+        if (!raw.writableFinished) started.stream.destroy();
+      });
       started.stream.pipe(raw, { end: false });
       started.digest.then(
         (d) => {
