@@ -77,13 +77,12 @@ export async function checkpointCommand(
           cb(null, chunk);
         },
       });
-      await pipeline(started.body, count, fh.createWriteStream({ autoClose: false })).catch((err: Error) => {
+      // flush: fsync before the stream closes the file (only a closed stream ends the pipeline)
+      await pipeline(started.body, count, fh.createWriteStream({ flush: true })).catch((err: Error) => {
         throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${err.message}`, {
           cause: err,
         });
       });
-      await fh.sync();
-      await fh.close();
       const sent = started.trailer();
       const got = hash.digest('hex');
       if (!sent || sent.sha256 !== got || sent.bytes !== bytes) {
