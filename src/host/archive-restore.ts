@@ -230,6 +230,12 @@ export class ArchiveRestores {
         await this.keepLog(work, name);
         throw err;
       }
+      // tcp-close was for this restore only: later dumps (a migration) read the same file and must keep connections
+      if (tcp === 'closed' && host.criuConfig)
+        await writeFile(
+          join(dir, 'criu-restore.conf'),
+          await readFile(host.criuConfig, 'utf8').catch(() => ''),
+        );
       await host.network.unlock(name, net);
       host.network.reannounce(name, net);
       const st = await host.runc.state(name);
