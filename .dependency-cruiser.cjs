@@ -11,6 +11,7 @@ const LAYERS = {
   transport: 2, // image streams
   network: 2, // netns, firewall, addresses
   images: 2, // CRIU image readers
+  archive: 2, // checkpoint archives: Podman's layout plus ferry's metadata and manifest, written and read as streams
   api: 3, // the wire contract shared by both ends: schemas, wire types, the typed client, the server setup
   host: 4, // this host's containers: records, bundles
   migration: 5, // the engine

@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds
+.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds proto
 
 all: setup
 
@@ -53,3 +53,7 @@ clean-testbeds:
 
 fmt:
 	node_modules/.bin/biome check --write src test $(wildcard bench)
+
+# The decoders of CRIU's images (src/images/gen/), generated from CRIU's .proto files in src/images/proto/.
+proto: setup
+	bash scripts/gen-criu-proto.sh

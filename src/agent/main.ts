@@ -8,6 +8,8 @@ import type { TlsMaterial } from '../api/https-client.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { ArchiveRestores } from '../host/archive-restore.ts';
+import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { removeOrphanImages } from '../host/images.ts';
 import { hostPaths } from '../host/paths.ts';
@@ -130,6 +132,24 @@ export async function startAgent(
     ...(cfg.controller ? { controller: clients.controller(cfg.controller, { timeoutMs: 5000 }) } : {}),
     log,
   });
+  const checkpoints = new Checkpoints({
+    host,
+    log,
+    versions: async () => {
+      const { facts } = await capabilities();
+      return {
+        ferry: VERSION,
+        criu: facts.criuVersion ?? 'unknown',
+        runc: facts.runcVersion ?? 'unknown',
+        kernel: facts.kernel,
+      };
+    },
+  });
+  const restores = new ArchiveRestores({
+    host,
+    log,
+    criuVersion: async () => (await capabilities()).facts.criuVersion,
+  });
   const app = buildAgentApp(
     {
       host,
@@ -139,6 +159,8 @@ export async function startAgent(
       ...(cfg.listen.address !== '0.0.0.0'
         ? { lan: { member: cfg.listen.address, prefixLen: cfg.network.prefixLen } }
         : {}),
+      checkpoints,
+      restores,
       incoming,
       source,
       capabilities,

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { silentLogger } from '../core/log.ts';
+import { ArchiveRestores } from '../host/archive-restore.ts';
+import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
 import { Uploads } from '../host/uploads.ts';
@@ -58,6 +60,7 @@ before(async () => {
   await host.init();
   const capabilities = async () => ({ facts, strategies: assessStrategies(facts) });
   const incoming = new IncomingMigrations(host, log);
+  const versions = async () => ({ ferry: '0', criu: '4.2.1', runc: '1.1.5', kernel: '6' });
   const deps = {
     host,
     peers: PEERS,
@@ -70,6 +73,8 @@ before(async () => {
       log,
     }),
     lan: { member: '10.0.0.1', prefixLen: 24 },
+    checkpoints: new Checkpoints({ host, log, versions }),
+    restores: new ArchiveRestores({ host, log, criuVersion: async () => '4.2.1' }),
     incoming,
     source: new MigrationSource({ host, log, capabilities }),
     capabilities,

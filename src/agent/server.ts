@@ -7,10 +7,14 @@ import {
   type Role,
 } from '../api/http-server.ts';
 import {
+  CheckpointBody,
+  CheckpointParams,
   ClaimBody,
   ClaimParams,
   CreateBody,
+  FinishBody,
   IdParams,
+  ImportBody,
   IncomingBody,
   MigrateBody,
   NameParams,
@@ -18,6 +22,7 @@ import {
   PartQuery,
   RangeQuery,
   RestoreBody,
+  StagedParams,
 } from '../api/schemas.ts';
 import type {
   AgentHealth,
@@ -30,6 +35,8 @@ import { lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
+import type { ArchiveRestores } from '../host/archive-restore.ts';
+import type { Checkpoints } from '../host/checkpoints.ts';
 import type { ContainerHost } from '../host/containers.ts';
 import type { Uploads } from '../host/uploads.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
@@ -45,6 +52,8 @@ export interface AgentDeps {
   reservations: Reservations;
   /** The LAN a container address must be on (any address of it, this agent's own) and its prefix length. */
   lan?: { member: string; prefixLen: number };
+  checkpoints: Checkpoints;
+  restores: ArchiveRestores;
   incoming: IncomingMigrations;
   source: MigrationSource;
   capabilities: () => Promise<CapabilitiesReport>;
@@ -248,6 +257,86 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       raw.end();
     },
   );
+
+  // ---- checkpoints into an archive (streamed to the caller), restores from one (streamed from it) ----
+
+  app.post(
+    '/v1/containers/:name/checkpoint',
+    { config: USER, schema: { params: NameParams, body: CheckpointBody } },
+    async (req, reply) => {
+      // every refusal (unknown, not running, busy, a failed dump) is an ordinary error answer, before any byte
+      const started = await deps.checkpoints.start(req.params.name, req.body);
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'cache-control': 'no-store',
+        'x-ferry-checkpoint': started.id,
+        trailer: 'x-ferry-sha256, x-ferry-bytes',
+      });
+      started.stream.on('error', () => raw.destroy());
+      // a caller that goes away mid-stream: the stream is destroyed, which thaws the container (host/checkpoints.ts)
+      raw.on('close', () => {
+        if (!raw.writableFinished) started.stream.destroy();
+      });
+      started.stream.pipe(raw, { end: false });
+      started.digest.then(
+        (d) => {
+          raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
+          raw.end();
+        },
+        // the caller sees a cut stream (and no trailers): never a complete-looking archive
+        () => raw.destroy(),
+      );
+    },
+  );
+  app.post(
+    '/v1/checkpoints/:id/finish',
+    { config: USER, schema: { params: CheckpointParams, body: FinishBody } },
+    async (req) => deps.checkpoints.finish(req.params.id, req.body),
+  );
+  app.delete(
+    '/v1/checkpoints/:id',
+    { config: USER, schema: { params: CheckpointParams } },
+    async (req, reply) => {
+      await deps.checkpoints.abort(req.params.id);
+      reply.code(204);
+    },
+  );
+  app.put('/v1/restores', { config: USER }, async (req, reply) => {
+    const out = await deps.restores.stage(req.raw);
+    reply.code(201);
+    return out;
+  });
+  app.post(
+    '/v1/restores/:id',
+    { config: USER, schema: { params: StagedParams, body: ImportBody } },
+    async (req, reply) => {
+      const out = await deps.restores.start(req.params.id, req.body);
+      reply.code(201);
+      return out;
+    },
+  );
+  app.delete('/v1/restores/:id', { config: USER, schema: { params: StagedParams } }, async (req, reply) => {
+    await deps.restores.discard(req.params.id);
+    reply.code(204);
+  });
+  app.put('/v1/inspect', { config: USER }, async (req) => deps.restores.inspect(req.raw));
+  app.post('/v1/containers/:name/inspect', { config: USER, schema: { params: NameParams } }, async (req) => {
+    const { rec, images, bytes } = await deps.checkpoints.inspectRunning(req.params.name);
+    const net: { mode: string; ip?: string; mac?: string } = { mode: rec.net };
+    if (rec.ip) net.ip = rec.ip;
+    if (rec.mac) net.mac = rec.mac;
+    return {
+      source: 'container' as const,
+      name: rec.name,
+      host: host.hostName,
+      createdAt: rec.createdAt,
+      net,
+      sizes: { total: bytes.images, images: bytes.images, pages: bytes.pages, rootfsDiff: 0 },
+      images,
+    };
+  });
 
   app.post(
     '/v1/incoming',

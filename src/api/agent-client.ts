@@ -1,25 +1,32 @@
 // The agent API as typed methods: what the CLI, the controller, the benchmarks and a source agent (its peer, the
 // destination) call. One method per endpoint; the paths and bodies live here and in the agent's server only.
 import { stat } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import type { FileRange } from '../transport/ranges.ts';
-import { HttpsClient, seg } from './https-client.ts';
+import { errorFromBody, HttpsClient, seg } from './https-client.ts';
 import type {
   AgentHealth,
   CapabilitiesReport,
+  CheckpointRequest,
+  CheckpointResult,
   ClaimRequest,
   ContainerInfo,
   CreateRequest,
+  ImportOptions,
+  ImportResult,
   IncomingRequest,
+  InspectReport,
   MigrateRequest,
   MigrationEvent,
   MigrationReport,
   RestoreOptions,
   RestoreResult,
+  StagedArchive,
 } from './types.ts';
 
 /** Creating a container may build its bundle and network first; removing one stops it. */
@@ -110,6 +117,73 @@ export class AgentClient extends HttpsClient {
     const t0 = performance.now();
     await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: 30_000 });
     return (bytes / Math.max(1, performance.now() - t0)) * 1000;
+  }
+
+  // ---- checkpoints into an archive and restores from one ----
+
+  /**
+   * Checkpoints a container; the answer's body is the archive. When it has ended, `trailer()` gives the SHA-256 and
+   * length the agent sent (absent: the stream was cut). Then `finishCheckpoint` (or `abortCheckpoint`) must follow:
+   * the container stays frozen until then (unless left running), and is thawed if neither comes.
+   */
+  async checkpoint(
+    name: string,
+    req: CheckpointRequest,
+  ): Promise<{
+    id: string;
+    body: IncomingMessage;
+    trailer: () => { sha256: string; bytes: number } | undefined;
+  }> {
+    const path = `/v1/containers/${seg(name)}/checkpoint`;
+    // no idle timeout: a large dump may take a while before the first byte
+    const res = await this.open('POST', path, { json: req, timeoutMs: 0 });
+    const status = res.statusCode ?? 0;
+    if (status >= 400) {
+      const chunks: Buffer[] = [];
+      for await (const c of res) chunks.push(c as Buffer);
+      throw errorFromBody(Buffer.concat(chunks).toString('utf8'), status, this.endpoint.name);
+    }
+    const id = String(res.headers['x-ferry-checkpoint'] ?? '');
+    const trailer = () => {
+      const sha256 = res.trailers['x-ferry-sha256'];
+      const bytes = Number(res.trailers['x-ferry-bytes']);
+      return sha256 && Number.isSafeInteger(bytes) ? { sha256, bytes } : undefined;
+    };
+    return { id, body: res, trailer };
+  }
+
+  finishCheckpoint(id: string, stop: boolean): Promise<CheckpointResult> {
+    return this.request('POST', `/v1/checkpoints/${seg(id)}/finish`, {
+      json: { stop },
+      timeoutMs: REMOVE_TIMEOUT_MS,
+    });
+  }
+
+  async abortCheckpoint(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/checkpoints/${seg(id)}`, { timeoutMs: REMOVE_TIMEOUT_MS });
+  }
+
+  /** Streams an archive to the agent, which checks it whole and keeps it staged for `restoreStaged`. */
+  stageArchive(body: Readable): Promise<StagedArchive> {
+    return this.request('PUT', '/v1/restores', { body, timeoutMs: 600_000 });
+  }
+
+  restoreStaged(id: string, opts: ImportOptions = {}): Promise<ImportResult> {
+    return this.request('POST', `/v1/restores/${seg(id)}`, { json: opts, timeoutMs: 600_000 });
+  }
+
+  async discardStaged(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/restores/${seg(id)}`, { timeoutMs: REMOVE_TIMEOUT_MS });
+  }
+
+  /** Streams an archive to the agent, which decodes it without keeping it. */
+  inspectArchive(body: Readable): Promise<InspectReport> {
+    return this.request('PUT', '/v1/inspect', { body, timeoutMs: 600_000 });
+  }
+
+  /** Dumps a running container (it keeps running after a short freeze) and decodes what CRIU saw. */
+  inspectContainer(name: string): Promise<InspectReport> {
+    return this.request('POST', `/v1/containers/${seg(name)}/inspect`, { timeoutMs: 600_000 });
   }
 
   // ---- the destination's half of a migration (called by the source agent) ----

@@ -96,6 +96,12 @@ export const ContainerRecord = Type.Object(
     origin: Type.Union([
       Type.Object({ kind: Type.Literal('run') }),
       Type.Object({ kind: Type.Literal('migration'), from: Type.String(), id: Type.String() }),
+      /** restored from a checkpoint archive taken on `from` at `checkpointedAt` */
+      Type.Object({
+        kind: Type.Literal('archive'),
+        from: Type.String({ maxLength: 64 }),
+        checkpointedAt: Type.String({ maxLength: 64 }),
+      }),
     ]),
   },
   { additionalProperties: false },
@@ -134,6 +140,32 @@ export const RestoreBody = Type.Object(
   { neighbours: Neighbours, lazy: Type.Optional(Lazy) },
   { additionalProperties: false },
 );
+
+// ---- checkpoints to a file and restores from one ----
+
+/** A checkpoint taken into an archive (the response body is the archive); `finish` or abort follows. */
+export const CheckpointBody = Type.Object(
+  {
+    /** Keep the container running after the checkpoint (else it stops once the caller has the archive). */
+    leaveRunning: Type.Boolean(),
+    compress: Type.Union([Type.Literal('zstd'), Type.Literal('none')]),
+  },
+  { additionalProperties: false },
+);
+
+export const CheckpointId = Type.String({ pattern: '^k[0-9a-f]{12}$' });
+export const CheckpointParams = Type.Object({ id: CheckpointId }, { additionalProperties: false });
+
+/** The caller has the archive on disk, verified: stop the container now (unless it was left running). */
+export const FinishBody = Type.Object({ stop: Type.Boolean() }, { additionalProperties: false });
+
+/** A restore from an archive staged on the agent: under its own name and address, or others. */
+export const ImportBody = Type.Object(
+  { name: Type.Optional(Name), ip: Type.Optional(Type.String({ format: 'ipv4' })) },
+  { additionalProperties: false },
+);
+export const StagedId = Type.String({ pattern: '^r[0-9a-f]{12}$' });
+export const StagedParams = Type.Object({ id: StagedId }, { additionalProperties: false });
 
 // ---- the controller's API ----
 

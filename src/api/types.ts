@@ -2,8 +2,10 @@
 // capabilities, container records). Where a request schema exists (schemas.ts) the type is derived from it, so
 // the validated shape and the typed shape cannot drift. Both ends of the wire import them, so this module
 // depends on nothing above it.
+
 import type { Static } from '@sinclair/typebox';
 import type { FerryErrorJSON } from '../core/errors.ts';
+import type { InspectImages } from '../images/inspect.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
 import type { NetMode } from '../network/identity.ts';
 import type { CriuProblem, HostFacts } from '../runtime/host-facts.ts';
@@ -31,6 +33,54 @@ export interface StrategySupport {
 
 /** A container as its host records it; travels with a migration (IncomingRequest.record). */
 export type ContainerRecord = Static<typeof S.ContainerRecord>;
+
+export type CheckpointRequest = Static<typeof S.CheckpointBody>;
+export type ImportOptions = Static<typeof S.ImportBody>;
+
+/** An archive staged on an agent, checked whole: what it holds, so the caller can pick a name and address. */
+export interface StagedArchive {
+  id: string;
+  name: string;
+  net: ContainerRecord['net'];
+  ip?: string;
+  from: string;
+  checkpointedAt: string;
+  tcpEstablished: boolean;
+  bytes: number;
+}
+
+/** What a finished checkpoint did with the container. */
+export interface CheckpointResult {
+  name: string;
+  host: string;
+  /** running (left running or resumed) or stopped (checkpointed without --leave-running) */
+  status: 'running' | 'stopped';
+}
+
+/** What a restore from an archive made. */
+export interface ImportResult {
+  container: ContainerInfo;
+  /** The container had established TCP connections in the archive: restored, or closed (another identity). */
+  tcp: 'restored' | 'closed' | 'none';
+  /** Why, in a sentence, when connections were closed. */
+  note?: string;
+  restoreMs: number;
+}
+
+/** `ferry inspect`: a checkpoint archive, or a running container (dumped while it keeps running). */
+export interface InspectReport {
+  source: 'archive' | 'container';
+  name: string;
+  host: string;
+  checkpointedAt?: string;
+  createdAt?: string;
+  versions?: { ferry: string; criu: string; runc: string; kernel: string };
+  leaveRunning?: boolean;
+  net?: { mode: string; ip?: string; mac?: string };
+  /** Bytes: the whole content, CRIU's images, the page data among them, the writable rootfs. */
+  sizes: { total: number; images: number; pages: number; rootfsDiff: number };
+  images: InspectImages;
+}
 
 /** POST /v1/containers */
 export type CreateRequest = Static<typeof S.CreateBody>;

@@ -183,7 +183,7 @@ function checkAddress(ctx: ClusterContext, ip: string): void {
 }
 
 /** The first free LAN address for a container (.50-.249, skipping the testbed's client at .100). */
-function allocateAddress(ctx: ClusterContext, containers: ContainerInfo[]): string {
+export function allocateAddress(ctx: ClusterContext, containers: ContainerInfo[]): string {
   const lan = ctx.file.lan;
   if (!lan)
     throw new FerryError('FERRY_E_INPUT_ARGS', 'this cluster has no LAN range: give --ip', {

@@ -15,6 +15,7 @@ import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/defaults.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
 import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/session.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
+import type { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
@@ -55,6 +56,24 @@ const READS: Record<string, readonly string[]> = {
     'maxRounds',
   ),
   check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
+  checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
+    'cluster',
+    'json',
+    'host',
+    'export',
+    'leaveRunning',
+    'compress',
+  ),
+  restore: keysOf<Parameters<typeof restoreCommand>[0]>()('cluster', 'json', 'import', 'host', 'name', 'ip'),
+  inspect: keysOf<Parameters<typeof inspectCommand>[1]>()(
+    'cluster',
+    'json',
+    'host',
+    'psTree',
+    'files',
+    'sockets',
+    'mounts',
+  ),
   agent: keysOf<DaemonOptions>()('config'),
   probe: keysOf<Parameters<typeof probeOptions>[2]>()('interval', 'duration', 'replyTimeout', 'json'),
   cluster: keysOf<Parameters<typeof clusterCommand>[0]>()('cluster', 'json'),
@@ -78,6 +97,12 @@ const STATED_DEFAULTS: Record<string, string> = {
   'run --host':
     'where the controller places it, the up host with the most remaining capacity; without a controller, the reachable host with the fewest containers',
   'run --ip': 'the first free one',
+  // src/cli/archive-commands.ts: hostOf (locate), pickHost (fewest containers), the staged archive's name and ip
+  'checkpoint --host': 'the host the cluster finds it on',
+  'restore --host': 'the reachable host with the fewest containers',
+  'restore --name': "the archive's",
+  'restore --ip': "the archive's, or the first free one when that is taken",
+  'inspect --host': 'the reachable host with the fewest containers for a FILE, where the cluster finds NAME',
   'migrate --max-downtime': String(DEFAULT_MAX_DOWNTIME_MS),
   // the engine's pre-copy loops (source half): `req.thresholdBytes ?? rate * budget`, `req.maxRounds ?? 5`
   'migrate --threshold': 'what the measured link sends within --max-downtime',
@@ -97,6 +122,7 @@ const STATED_DEFAULTS: Record<string, string> = {
 const CODE_DEFAULTS: Record<string, unknown> = {
   'probe --interval': String(DEFAULT_INTERVAL_MS),
   'migrate --strategy': 'auto',
+  'checkpoint --compress': 'zstd',
   'testbed down --name': 'tb',
 };
 

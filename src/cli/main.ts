@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
+import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
@@ -181,6 +182,61 @@ export function buildProgram(): Command {
     )
     .option('--json', 'print the report as JSON')
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
+
+  program
+    .command('checkpoint')
+    .description(
+      "checkpoint a container into an archive file (Podman's layout: checkpointctl reads it); without " +
+        '--leave-running the container stays frozen until the archive is written and verified, then stops',
+    )
+    .argument('<name>')
+    .option('--host <host>', 'the host it runs on (default: the host the cluster finds it on)')
+    .requiredOption(
+      '--export <file>',
+      'the archive to write (mode 0600: it holds process memory; replaced atomically)',
+    )
+    .option('--leave-running', 'keep the container running after the checkpoint (a short freeze)')
+    .addOption(
+      new Option('--compress <mode>', 'zstd or an uncompressed tar')
+        .choices(['zstd', 'none'])
+        .default('zstd'),
+    )
+    .option('--json', 'print JSON')
+    .action(wrap(async (name: string, o) => checkpointCommand(name, { ...program.opts(), ...o })));
+
+  program
+    .command('restore')
+    .description(
+      'restore a container from an archive (ferry checkpoint --export): checked whole first; under another name or ' +
+        'address its established TCP connections are closed (and it says so)',
+    )
+    .requiredOption('--import <file>', 'the archive')
+    .option('--host <host>', 'host to restore on (default: the reachable host with the fewest containers)')
+    .option('--name <name>', "restore under this name (default: the archive's)")
+    .option(
+      '--ip <addr>',
+      "container address on the LAN (default: the archive's, or the first free one when that is taken)",
+    )
+    .option('--json', 'print JSON')
+    .action(wrap(async (o) => restoreCommand({ ...program.opts(), ...o })));
+
+  program
+    .command('inspect')
+    .description(
+      'what a checkpoint archive (FILE) or a running container (NAME: dumped while it keeps running, after a ' +
+        'short freeze) holds: processes, memory, files, sockets, mounts, namespaces, sizes, versions',
+    )
+    .argument('<target>', 'FILE | NAME')
+    .option(
+      '--host <host>',
+      'the agent that decodes a FILE, or the host a NAME runs on (default: the reachable host with the fewest containers for a FILE, where the cluster finds NAME)',
+    )
+    .option('--ps-tree', 'the process tree: pid, command, state, threads, memory')
+    .option('--files', 'open files of every process')
+    .option('--sockets', 'sockets with their TCP states and addresses')
+    .option('--mounts', "the container's mounts")
+    .option('--json', 'print the whole report as JSON')
+    .action(wrap(async (target: string, o) => inspectCommand(target, { ...program.opts(), ...o })));
 
   program
     .command('check')

@@ -1,9 +1,14 @@
-// Reader for CRIU's stats-dump and stats-restore images (field numbers from CRIU's images/stats.proto).
+// CRIU's stats-dump and stats-restore images (images/stats.proto), decoded with the generated code.
 import { readFile } from 'node:fs/promises';
-import { decodeNumbers, readFields } from './protobuf.ts';
-
-const IMG_SERVICE_MAGIC = 0x55105940;
-const STATS_MAGIC = 0x57093306;
+import { type DescMessage, isFieldSet, type MessageShape } from '@bufbuild/protobuf';
+import {
+  type dump_stats_entry,
+  dump_stats_entrySchema,
+  type restore_stats_entry,
+  restore_stats_entrySchema,
+  stats_entrySchema,
+} from './gen/stats_pb.js';
+import { decodeImage, MAGIC } from './image-file.ts';
 
 export interface DumpStats {
   freezingTimeUs?: number;
@@ -27,44 +32,50 @@ export interface RestoreStats {
   pagesRestored?: number;
 }
 
-const DUMP_FIELDS: Record<number, keyof DumpStats> = {
-  1: 'freezingTimeUs',
-  2: 'frozenTimeUs',
-  3: 'memdumpTimeUs',
-  4: 'memwriteTimeUs',
-  5: 'pagesScanned',
-  6: 'pagesSkippedParent',
-  7: 'pagesWritten',
-  8: 'irmapResolveUs',
-  9: 'pagesLazy',
-  10: 'pagePipes',
-  11: 'pagePipeBufs',
-};
-
-const RESTORE_FIELDS: Record<number, keyof RestoreStats> = {
-  1: 'pagesCompared',
-  2: 'pagesSkippedCow',
-  3: 'forkingTimeUs',
-  4: 'restoreTimeUs',
-  5: 'pagesRestored',
-};
-
-export function parseStats(buf: Buffer): { dump?: DumpStats; restore?: RestoreStats } {
-  if (buf.length < 12) throw new Error('stats image too short');
-  let pos = 0;
-  if (buf.readUInt32LE(0) === IMG_SERVICE_MAGIC) pos = 4;
-  if (buf.readUInt32LE(pos) !== STATS_MAGIC) throw new Error('not a CRIU stats image (bad magic)');
-  pos += 4;
-  const size = buf.readUInt32LE(pos);
-  pos += 4;
-  if (pos + size > buf.length) throw new Error('stats image truncated');
-  const out: { dump?: DumpStats; restore?: RestoreStats } = {};
-  for (const f of readFields(buf.subarray(pos, pos + size))) {
-    if (f.value instanceof Uint8Array) {
-      if (f.no === 1) out.dump = decodeNumbers(f.value, DUMP_FIELDS);
-      if (f.no === 2) out.restore = decodeNumbers(f.value, RESTORE_FIELDS);
-    }
+/** The camel-case names ferry's reports use; only fields CRIU wrote are set. */
+function numbers<D extends DescMessage, K extends string>(
+  schema: D,
+  msg: MessageShape<D>,
+  names: Record<K, keyof MessageShape<D>>,
+): Partial<Record<K, number>> {
+  const out: Partial<Record<K, number>> = {};
+  for (const [k, name] of Object.entries(names) as [K, keyof MessageShape<D>][]) {
+    const field = schema.fields.find((f) => f.localName === name);
+    const v = msg[name];
+    if (field && isFieldSet(msg, field) && (typeof v === 'number' || typeof v === 'bigint'))
+      out[k] = Number(v);
   }
+  return out;
+}
+
+const DUMP: Record<keyof DumpStats, keyof dump_stats_entry> = {
+  freezingTimeUs: 'freezingTime',
+  frozenTimeUs: 'frozenTime',
+  memdumpTimeUs: 'memdumpTime',
+  memwriteTimeUs: 'memwriteTime',
+  pagesScanned: 'pagesScanned',
+  pagesSkippedParent: 'pagesSkippedParent',
+  pagesWritten: 'pagesWritten',
+  irmapResolveUs: 'irmapResolve',
+  pagesLazy: 'pagesLazy',
+  pagePipes: 'pagePipes',
+  pagePipeBufs: 'pagePipeBufs',
+};
+
+const RESTORE: Record<keyof RestoreStats, keyof restore_stats_entry> = {
+  pagesCompared: 'pagesCompared',
+  pagesSkippedCow: 'pagesSkippedCow',
+  forkingTimeUs: 'forkingTime',
+  restoreTimeUs: 'restoreTime',
+  pagesRestored: 'pagesRestored',
+};
+
+export function parseStats(buf: Uint8Array): { dump?: DumpStats; restore?: RestoreStats } {
+  const [entry] = decodeImage(buf, MAGIC.stats, stats_entrySchema);
+  if (!entry) throw new Error('stats image has no entry');
+  const out: { dump?: DumpStats; restore?: RestoreStats } = {};
+  if (entry.dump) out.dump = numbers(dump_stats_entrySchema, entry.dump, DUMP);
+  if (entry.restore) out.restore = numbers(restore_stats_entrySchema, entry.restore, RESTORE);
   return out;
 }
 

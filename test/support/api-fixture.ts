@@ -11,6 +11,8 @@ import { buildControllerApp } from '../../src/cluster/server.ts';
 import { SqliteStore } from '../../src/cluster/store-sqlite.ts';
 import { FerryError } from '../../src/core/errors.ts';
 import { silentLogger } from '../../src/core/log.ts';
+import { ArchiveRestores } from '../../src/host/archive-restore.ts';
+import { Checkpoints } from '../../src/host/checkpoints.ts';
 import { ContainerHost } from '../../src/host/containers.ts';
 import { hostPaths } from '../../src/host/paths.ts';
 import { Uploads } from '../../src/host/uploads.ts';
@@ -97,6 +99,12 @@ export async function agentFixture(opts: { uploadLimitBytes?: number } = {}): Pr
       log,
     }),
     lan: { member: AGENT_ADDRESS, prefixLen: 24 },
+    checkpoints: new Checkpoints({
+      host,
+      log,
+      versions: async () => ({ ferry: '0', criu: '4.2.1', runc: '1.1.5', kernel: '6' }),
+    }),
+    restores: new ArchiveRestores({ host, log, criuVersion: async () => '4.2.1' }),
     incoming,
     source: new MigrationSource({ host, log, capabilities }),
     capabilities,

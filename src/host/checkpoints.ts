@@ -1,0 +1,347 @@
+// Checkpoints of this host's containers into archives (archive/), and dumps of a running container to look inside.
+//
+// An archive is an honest point in time: the container's network is locked and its cgroup frozen, CRIU dumps it
+// without letting it go (`--leave-running` on a frozen container keeps it frozen), the writable rootfs is tarred
+// while it is still frozen, and only then does the container run again (--leave-running) — or it stays frozen
+// until the caller says the archive is on its disk and verified (`finish`), and is stopped then. Any failure, or a
+// caller that never comes back, thaws it: a checkpoint never loses a container.
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tarFs from 'tar-fs';
+import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
+import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
+import { archiveStream } from '../archive/writer.ts';
+import { FerryError } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
+import { readConfig } from '../runtime/bundle.ts';
+import { type ContainerHost, identity } from './containers.ts';
+import { bundleDir } from './paths.ts';
+
+export interface HostVersions {
+  ferry: string;
+  criu: string;
+  runc: string;
+  kernel: string;
+}
+
+/** The annotation checkpointctl reads to pick whose layout it is looking at (ferry writes Podman's). */
+export const MANAGER_ANNOTATION = 'io.container.manager';
+
+/** How long a finished stream waits for the caller's `finish` before the container is thawed. */
+const FINISH_WAIT_MS = 120_000;
+
+interface Session {
+  id: string;
+  name: string;
+  leaveRunning: boolean;
+  dir: string;
+  /** The container is frozen and its network locked (until finish, abort or the timer). */
+  frozen: boolean;
+  streamed: boolean;
+  timer?: NodeJS.Timeout;
+  release: () => Promise<void>;
+}
+
+export interface StartedCheckpoint {
+  id: string;
+  /** The archive; when it ends, `digest` holds what it sent. */
+  stream: Readable;
+  digest: Promise<{ sha256: string; bytes: number }>;
+}
+
+export class Checkpoints {
+  private readonly host: ContainerHost;
+  private readonly versions: () => Promise<HostVersions>;
+  private readonly log: Logger;
+  private readonly sessions = new Map<string, Session>();
+  private readonly finishWaitMs: number;
+
+  constructor(deps: {
+    host: ContainerHost;
+    versions: () => Promise<HostVersions>;
+    log: Logger;
+    finishWaitMs?: number;
+  }) {
+    this.host = deps.host;
+    this.versions = deps.versions;
+    this.log = deps.log;
+    this.finishWaitMs = deps.finishWaitMs ?? FINISH_WAIT_MS;
+  }
+
+  /** Holds the container's name busy until `release` is called (and has resolved); fails at once if it is busy now. */
+  private async hold(name: string, what: string): Promise<() => Promise<void>> {
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => {
+      entered = r;
+    });
+    const lock = this.host.exclusive(name, what, async () => {
+      entered();
+      await held;
+    });
+    await Promise.race([inside, lock]);
+    return async () => {
+      release();
+      await lock;
+    };
+  }
+
+  private async running(name: string): Promise<ContainerRecord> {
+    const info = await this.host.info(name);
+    if (info.status !== 'running') {
+      throw new FerryError(
+        'FERRY_E_CONTAINER_NOT_RUNNING',
+        `container ${name} on ${this.host.hostName} is ${info.status}, not running`,
+        { phase: 'input' },
+      );
+    }
+    const rec = await this.host.readRecord(name);
+    if (!rec) throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no record of ${name}`, { phase: 'input' });
+    return rec;
+  }
+
+  /** Locks the network, freezes, dumps (the container stays frozen); undone on failure. */
+  private async freezeAndDump(name: string, rec: ContainerRecord, dir: string): Promise<string> {
+    const { runc, network } = this.host;
+    const net = identity(rec);
+    const images = join(dir, 'checkpoint');
+    await mkdir(images, { recursive: true, mode: 0o700 });
+    await network.quiesce(name, net);
+    try {
+      await runc.pause(name);
+      try {
+        await runc.checkpoint(name, {
+          imagePath: images,
+          workPath: dir,
+          leaveRunning: true,
+          tcpEstablished: rec.net !== 'none',
+        });
+      } catch (err) {
+        await runc.resume(name).catch(() => {});
+        throw err;
+      }
+    } catch (err) {
+      await network.unlock(name, net).catch(() => {});
+      throw err;
+    }
+    return images;
+  }
+
+  private async thaw(name: string, rec: ContainerRecord): Promise<void> {
+    await this.host.runc.resume(name);
+    await this.host.network.unlock(name, identity(rec));
+  }
+
+  /**
+   * Takes the checkpoint and starts the archive's stream. The container is frozen on return; it runs again at once
+   * with leaveRunning, else when the caller finishes or aborts (or the stream fails, or the caller goes away).
+   */
+  async start(name: string, req: CheckpointRequest): Promise<StartedCheckpoint> {
+    const release = await this.hold(name, 'checkpoint');
+    let rec: ContainerRecord;
+    try {
+      rec = await this.running(name);
+    } catch (err) {
+      await release();
+      throw err;
+    }
+    const id = `k${randomBytes(6).toString('hex')}`;
+    const dir = join(this.host.paths.stateDir, 'checkpoints', id);
+    const s: Session = {
+      id,
+      name,
+      leaveRunning: req.leaveRunning,
+      dir,
+      frozen: false,
+      streamed: false,
+      release,
+    };
+    try {
+      const [versions, spec] = await Promise.all([
+        this.versions(),
+        readConfig(bundleDir(this.host.paths, name)),
+      ]);
+      const images = await this.freezeAndDump(name, rec, dir);
+      s.frozen = true;
+      // the writable rootfs while the container is still frozen: files and memory from the same instant
+      const rootfsTar = join(dir, 'rootfs-diff.tar');
+      await pipeline(
+        tarFs.pack(join(bundleDir(this.host.paths, name), 'rootfs')),
+        createWriteStream(rootfsTar),
+      );
+      if (req.leaveRunning) {
+        await this.thaw(name, rec);
+        s.frozen = false;
+      }
+      const now = new Date().toISOString();
+      const meta: ArchiveMeta = {
+        format: FORMAT,
+        version: FORMAT_VERSION,
+        createdAt: now,
+        host: this.host.hostName,
+        record: rec,
+        versions,
+        leaveRunning: req.leaveRunning,
+        tcpEstablished: rec.net !== 'none',
+      };
+      // Podman's config.dump, reduced to what checkpointctl reads
+      const configDump = {
+        id: `${id}${'0'.repeat(64 - id.length)}`,
+        name,
+        rootfsImageName: spec['root']?.['path'] === 'rootfs' ? 'ferry (host /usr and /etc, own rootfs)' : '',
+        runtime: 'runc',
+        createdTime: rec.createdAt,
+        checkpointedTime: now,
+        restored: false,
+      };
+      // checkpointctl 1.3 knows Podman, CRI-O and containerd by this annotation; the layout and config.dump are
+      // Podman's, so Podman's name lets it show the container's name (ferry removes it again on restore)
+      const specDump = {
+        ...spec,
+        annotations: { ...(spec['annotations'] ?? {}), [MANAGER_ANNOTATION]: 'libpod' },
+      };
+      const body = archiveStream({
+        meta,
+        configDump,
+        spec: specDump,
+        imagesDir: images,
+        rootfsTar,
+        compress: req.compress,
+      });
+      const digest = digestOf(() => {
+        // (synchronously at the stream's end: the close that follows must see it)
+        s.streamed = true;
+        s.timer = setTimeout(() => void this.abort(id, 'no finish from the caller'), this.finishWaitMs);
+      });
+      this.sessions.set(id, s);
+      const out = body.pipe(digest.transform);
+      body.on('error', (err) => out.destroy(err));
+      out.on('close', () => {
+        if (!s.streamed) void this.abort(id, 'the stream failed or the caller went away');
+      });
+      this.log.info({ container: name, checkpoint: id, leaveRunning: req.leaveRunning }, 'checkpoint taken');
+      return { id, stream: out, digest: digest.done };
+    } catch (err) {
+      if (s.frozen) await this.thaw(name, rec).catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+      await release();
+      throw err;
+    }
+  }
+
+  /** The caller has the archive: stop the container (unless it was left running) and drop the images. */
+  async finish(id: string, opts: { stop: boolean }): Promise<CheckpointResult> {
+    const s = this.sessions.get(id);
+    if (!s?.streamed) {
+      throw new FerryError(
+        'FERRY_E_CHECKPOINT_UNKNOWN',
+        `no finished checkpoint ${id} on ${this.host.hostName}`,
+        {
+          phase: 'checkpoint',
+        },
+      );
+    }
+    this.sessions.delete(id);
+    clearTimeout(s.timer);
+    try {
+      let status: CheckpointResult['status'] = 'running';
+      if (opts.stop && !s.leaveRunning) {
+        // the record stays: `ferry ps` shows it stopped, `ferry rm` removes it
+        await this.host.runc.destroy(s.name);
+        status = 'stopped';
+      } else if (s.frozen) {
+        const rec = await this.host.readRecord(s.name);
+        if (rec) await this.thaw(s.name, rec);
+      }
+      this.log.info({ container: s.name, checkpoint: id, status }, 'checkpoint finished');
+      return { name: s.name, host: this.host.hostName, status };
+    } finally {
+      await rm(s.dir, { recursive: true, force: true });
+      await s.release();
+    }
+  }
+
+  /** Thaws the container and drops the images; idempotent. */
+  async abort(id: string, why = 'aborted by the caller'): Promise<void> {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    this.sessions.delete(id);
+    clearTimeout(s.timer);
+    try {
+      if (s.frozen) {
+        const rec = await this.host.readRecord(s.name);
+        if (rec) await this.thaw(s.name, rec);
+      }
+      this.log.warn({ container: s.name, checkpoint: id, why }, 'checkpoint aborted; the container runs on');
+    } finally {
+      await rm(s.dir, { recursive: true, force: true });
+      await s.release();
+    }
+  }
+
+  /** Dumps a running container (it keeps running after a short freeze) and decodes the images. */
+  async inspectRunning(name: string): Promise<{ rec: ContainerRecord; images: InspectImages; bytes: Sizes }> {
+    const release = await this.hold(name, 'inspect');
+    const dir = join(this.host.paths.imagesDir, `inspect-${randomBytes(6).toString('hex')}`);
+    try {
+      const rec = await this.running(name);
+      const images = await this.freezeAndDump(name, rec, dir);
+      await this.thaw(name, rec);
+      const src = await directorySource(images);
+      const sizes: Sizes = { images: 0, pages: 0 };
+      for (const n of src.names) {
+        const len = (await readFile(join(images, n))).length;
+        sizes.images += len;
+        if (n.startsWith('pages-')) sizes.pages += len;
+      }
+      return { rec, images: await inspectImages(src), bytes: sizes };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+      await release();
+    }
+  }
+}
+
+export interface Sizes {
+  images: number;
+  pages: number;
+}
+
+/** A pass-through that hashes what goes through it; `done` settles when it ends or fails. */
+function digestOf(onEnd: () => void): {
+  transform: Transform;
+  done: Promise<{ sha256: string; bytes: number }>;
+} {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let settle!: (v: { sha256: string; bytes: number }) => void;
+  let fail!: (e: Error) => void;
+  const done = new Promise<{ sha256: string; bytes: number }>((res, rej) => {
+    settle = res;
+    fail = rej;
+  });
+  done.catch(() => {});
+  const transform = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+    flush(cb) {
+      settle({ sha256: hash.digest('hex'), bytes });
+      onEnd();
+      cb();
+    },
+  });
+  transform.on('error', fail);
+  transform.on('close', () => fail(new Error('closed before the end')));
+  return { transform, done };
+}

@@ -1,0 +1,211 @@
+// Checkpoints into archive files and restores from them, with real runc, CRIU and checkpointctl, on one testbed.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import tar from 'tar-stream';
+import {
+  containers,
+  counterCommand,
+  hostDir,
+  instancesOf,
+  readInContainer,
+  skipUnlessReady,
+  startBed,
+  waitFor,
+} from './helpers.ts';
+
+async function tarOf(entries: { name: string; body?: string; dir?: boolean }[]): Promise<Buffer> {
+  const p = tar.pack();
+  for (const e of entries)
+    p.entry(e.dir ? { name: e.name, type: 'directory' } : { name: e.name }, e.body ?? '');
+  p.finalize();
+  const out: Buffer[] = [];
+  for await (const c of p as unknown as Readable) out.push(c as Buffer);
+  return Buffer.concat(out);
+}
+
+test('checkpoint to a file and restore from it: same host, another host, another name; bad input changes nothing', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-archives-'));
+  t.after(async () => {
+    spawnSync('umount', [join(dir, 'full')]);
+    rmSync(dir, { recursive: true, force: true });
+    await bed.down();
+  });
+  const marker = `arc-${bed.name}`;
+  const counter = async (name: string) => {
+    const c = (await containers(bed)).find((x) => x.name === name);
+    return c?.pid ? Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) : undefined;
+  };
+  const ps = async () =>
+    (await containers(bed))
+      .map((c) => `${c.name}@${c.host}:${c.status}`)
+      .sort()
+      .join(' ');
+  const leftovers = () =>
+    ['a', 'b'].flatMap((h) =>
+      ['checkpoints', 'restores'].flatMap((d) => {
+        const p = join(hostDir(bed, h), d);
+        return existsSync(p) ? readdirSync(p).map((f) => `${h}/${d}/${f}`) : [];
+      }),
+    );
+
+  const run = await bed.cli(['run', '--host', 'a', '--name', 'ctr', '--', ...counterCommand(marker)]);
+  assert.equal(run.code, 0, run.stderr);
+  await waitFor('counter > 20', async () => ((await counter('ctr')) ?? 0) > 20 || undefined);
+
+  // 1. --leave-running: the container keeps counting; the archive is 0600 and checkpointctl reads it
+  const f1 = join(dir, 'ctr-running.tar.zst');
+  const before1 = (await counter('ctr'))!;
+  const c1 = await bed.cli(['checkpoint', 'ctr', '--export', f1, '--leave-running', '--json']);
+  assert.equal(c1.code, 0, c1.stderr);
+  assert.equal(JSON.parse(c1.stdout).status, 'running');
+  assert.equal(statSync(f1).mode & 0o777, 0o600);
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.part')),
+    [],
+  );
+  const after1 = (await counter('ctr'))!;
+  await waitFor('ctr counts on', async () => ((await counter('ctr')) ?? 0) > after1 + 5 || undefined);
+  const show = spawnSync('checkpointctl', ['show', f1], { encoding: 'utf8' });
+  assert.equal(show.status, 0, show.stderr);
+  assert.match(show.stdout, /ctr/);
+  const tree = spawnSync('checkpointctl', ['inspect', '--ps-tree', f1], { encoding: 'utf8' });
+  assert.equal(tree.status, 0, tree.stderr);
+  assert.match(tree.stdout, /busybox/);
+  const insp = await bed.cli(['inspect', f1, '--json']);
+  assert.equal(insp.code, 0, insp.stderr);
+  const report = JSON.parse(insp.stdout);
+  assert.equal(report.source, 'archive');
+  assert.equal(report.name, 'ctr');
+  assert.ok(report.images.processes.some((p: { command: string }) => p.command === 'busybox'));
+  assert.ok(report.images.memory.every((m: { pagesDumped: number }) => m.pagesDumped > 0));
+  assert.ok(report.images.mounts.some((m: { mountpoint: string }) => m.mountpoint === '/tmp'));
+  const human = await bed.cli(['inspect', f1, '--ps-tree', '--files', '--sockets', '--mounts']);
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stdout, /process tree:[\s\S]*busybox/);
+
+  // 2. restored on another host under another name (the original still holds its own): a new address, no TCP
+  const taken = await bed.cli(['restore', '--import', f1, '--host', 'b']);
+  assert.notEqual(taken.code, 0);
+  assert.match(taken.stderr, /FERRY_E_CONTAINER_EXISTS/);
+  const r1 = await bed.cli(['restore', '--import', f1, '--host', 'b', '--name', 'ctr2', '--json']);
+  assert.equal(r1.code, 0, r1.stderr);
+  const res1 = JSON.parse(r1.stdout);
+  assert.equal(res1.container.host, 'b');
+  assert.notEqual(res1.container.ip, (await containers(bed)).find((c) => c.name === 'ctr')!.ip);
+  assert.match(res1.note ?? '', /TCP connections were closed/);
+  const v2 = (await counter('ctr2'))!;
+  assert.ok(
+    v2 >= before1 && v2 <= after1 + 1,
+    `ctr2 starts from the saved value (${before1}..${after1}), not ${v2}`,
+  );
+  await waitFor('ctr2 counts on', async () => ((await counter('ctr2')) ?? 0) > v2 + 5 || undefined);
+  assert.equal(instancesOf(marker), 2, 'the original and the restored copy');
+  // tcp-close was for that restore only: a later dump of the copy keeps its connections
+  const later = JSON.parse((await bed.cli(['inspect', 'ctr2', '--json'])).stdout);
+  assert.equal(later.images.criu.tcpClose, false);
+  assert.equal((await bed.cli(['rm', 'ctr2'])).code, 0);
+
+  // 3. without --leave-running, uncompressed: the container stops once the archive is on disk
+  const f2 = join(dir, 'ctr-stopped.tar');
+  const c2 = await bed.cli(['checkpoint', 'ctr', '--export', f2, '--compress', 'none', '--json']);
+  assert.equal(c2.code, 0, c2.stderr);
+  assert.equal(JSON.parse(c2.stdout).status, 'stopped');
+  assert.equal(statSync(f2).mode & 0o777, 0o600);
+  assert.equal(instancesOf(marker), 0, 'nothing runs after a checkpoint without --leave-running');
+  assert.equal(await ps(), 'ctr@a:stopped');
+  const saved = JSON.parse((await bed.cli(['inspect', f2, '--json'])).stdout);
+  assert.equal(saved.leaveRunning, false);
+  const exists = await bed.cli(['restore', '--import', f2, '--host', 'a']);
+  assert.match(exists.stderr, /FERRY_E_CONTAINER_EXISTS/);
+  assert.equal((await bed.cli(['rm', 'ctr'])).code, 0);
+
+  // 4. bad input: each refused with its own error, nothing created, the staging gone
+  const bad = async (file: string, code: RegExp, args: string[] = []) => {
+    const before = await ps();
+    const r = await bed.cli(['restore', '--import', file, '--host', 'a', ...args]);
+    assert.notEqual(r.code, 0, `${file} was accepted`);
+    assert.match(r.stderr, code, file);
+    assert.equal(await ps(), before, `${file} changed the containers`);
+    assert.deepEqual(leftovers(), [], `${file} left staging behind`);
+  };
+  const whole = readFileSync(f2);
+  await bad(join(dir, 'nonexistent.tar'), /FERRY_E_INPUT_ARGS: .*no such file/);
+  writeFileSync(join(dir, 'truncated.tar'), whole.subarray(0, Math.floor(whole.length / 2)));
+  await bad(join(dir, 'truncated.tar'), /FERRY_E_ARCHIVE_INVALID: .*truncated/);
+  // a byte in the middle of the uncompressed archive (inside some file's content or a header)
+  const flipped = Buffer.from(whole);
+  let at = Math.floor(whole.length / 2);
+  while (flipped[at] === 0) at++;
+  flipped[at] = flipped[at]! ^ 0x01;
+  writeFileSync(join(dir, 'flipped.tar'), flipped);
+  await bad(join(dir, 'flipped.tar'), /FERRY_E_ARCHIVE_INVALID/);
+  const zst = Buffer.from(readFileSync(f1));
+  zst[Math.floor(zst.length / 2)] = zst[Math.floor(zst.length / 2)]! ^ 0x10;
+  writeFileSync(join(dir, 'flipped.tar.zst'), zst);
+  await bad(join(dir, 'flipped.tar.zst'), /FERRY_E_ARCHIVE_INVALID/, ['--name', 'flip']);
+  writeFileSync(
+    join(dir, 'podman.tar'),
+    await tarOf([
+      { name: 'config.dump', body: '{"id":"x","name":"p"}' },
+      { name: 'spec.dump', body: '{}' },
+      { name: 'checkpoint', dir: true },
+    ]),
+  );
+  await bad(join(dir, 'podman.tar'), /FERRY_E_ARCHIVE_INVALID: .*not a ferry checkpoint archive/);
+  const meta = JSON.parse(execFileSync('tar', ['-xOf', f2, 'ferry.json'], { encoding: 'utf8' }));
+  writeFileSync(
+    join(dir, 'newer.tar'),
+    await tarOf([{ name: 'ferry.json', body: JSON.stringify({ ...meta, version: meta.version + 1 }) }]),
+  );
+  await bad(join(dir, 'newer.tar'), /FERRY_E_ARCHIVE_VERSION/);
+
+  // 5. restored on the same host under its own name and address: it goes on from the value it stopped at
+  const r2 = await bed.cli(['restore', '--import', f2, '--host', 'a', '--json']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.equal(JSON.parse(r2.stdout).tcp, 'restored');
+  const v3 = (await counter('ctr'))!;
+  await waitFor(
+    'ctr counts on after restore',
+    async () => ((await counter('ctr')) ?? 0) > v3 + 5 || undefined,
+  );
+  assert.ok(v3 > after1, `ctr resumes after the first checkpoint's value (${after1}), at ${v3}`);
+  assert.equal(instancesOf(marker), 1, 'exactly one copy runs');
+  // a name already running on the target host is refused by the agent too (not only by the CLI's look-up)
+  const client = bed.ctx.client('a');
+  const staged = await client.stageArchive(Readable.from([whole]));
+  await assert.rejects(client.restoreStaged(staged.id, {}), { code: 'FERRY_E_CONTAINER_EXISTS' });
+  assert.deepEqual(leftovers(), []);
+
+  // 6. a full disk while writing: no archive under the name, no temporary file, the container runs on
+  const full = join(dir, 'full');
+  mkdirSync(full);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', full]);
+  const v4 = (await counter('ctr'))!;
+  const c3 = await bed.cli(['checkpoint', 'ctr', '--export', join(full, 'x.tar'), '--compress', 'none']);
+  assert.notEqual(c3.code, 0);
+  assert.match(c3.stderr, /FERRY_E_ARCHIVE_WRITE/);
+  assert.deepEqual(readdirSync(full), []);
+  await waitFor(
+    'ctr runs on after a failed checkpoint',
+    async () => ((await counter('ctr')) ?? 0) > v4 + 5 || undefined,
+  );
+  assert.equal(await ps(), 'ctr@a:running');
+  await waitFor('the checkpoint is dropped', () => (leftovers().length === 0 ? true : undefined));
+  assert.equal((await bed.cli(['rm', 'ctr'])).code, 0);
+});
