@@ -4,6 +4,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
+import { DEFAULT_COMMIT_DEADLINE_MS, DEFAULT_FREEZE_CEILING_MS } from '../migration/defaults.ts';
 
 export const AgentConfigSchema = Type.Object({
   host: Type.String({ pattern: NAME_PATTERN }),
@@ -35,6 +36,13 @@ export const AgentConfigSchema = Type.Object({
     cpuDeltaPercent: Type.Number({ minimum: 0 }),
     memoryDeltaBytes: Type.Integer({ minimum: 0 }),
   }),
+  /** Phase deadlines (ms); defaults in migration/defaults.ts. */
+  deadlines: Type.Object({
+    /** A destination drops a restored copy not committed this long after the restore was asked. */
+    commitMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    /** The freeze's hard ceiling: past it the source gives up and thaws (the dump's CRIU is killed). */
+    freezeMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+  }),
   /** What this host offers the scheduler; declared, so that simulated hosts on one machine have capacities. */
   capacity: Type.Optional(
     Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),
@@ -54,10 +62,15 @@ export const AGENT_DEFAULTS = {
   logLevel: 'info',
   faults: [] as string[],
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
+  deadlines: { commitMs: DEFAULT_COMMIT_DEADLINE_MS, freezeMs: DEFAULT_FREEZE_CEILING_MS },
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const merged = { ...AGENT_DEFAULTS, ...(raw as object) } as Record<string, unknown>;
+  // (one deadline may be set alone)
+  const deadlines = (raw as { deadlines?: unknown } | undefined)?.deadlines;
+  if (deadlines && typeof deadlines === 'object')
+    merged['deadlines'] = { ...AGENT_DEFAULTS.deadlines, ...deadlines };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
   if (!Value.Check(AgentConfigSchema, merged)) {

@@ -68,6 +68,7 @@ export async function startAgent(
   const incoming = new IncomingMigrations(host, log, {
     faults: cfg.faults,
     lazyPages: (o) => criu.lazyPages(o),
+    commitDeadlineMs: cfg.deadlines.commitMs,
   });
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
@@ -82,6 +83,7 @@ export async function startAgent(
     host,
     log,
     capabilities,
+    commitDeadlineMs: cfg.deadlines.commitMs,
     postcopy: {
       pageServerAddress: cfg.listen.address,
       fence: {

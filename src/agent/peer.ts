@@ -81,4 +81,8 @@ export class HttpDestinationPeer implements DestinationPeer {
   abort(id: string): Promise<void> {
     return this.client.abortIncoming(id);
   }
+
+  status(id: string): Promise<'committed' | 'uncommitted' | 'unknown'> {
+    return this.client.incomingStatus(id);
+  }
 }

@@ -168,6 +168,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.get('/v1/incoming/:id/pages', { schema: { params: IdParams } }, async (req) =>
     incoming.pagesResult(req.params.id),
   );
+  app.get('/v1/incoming/:id/status', { schema: { params: IdParams } }, async (req) => ({
+    state: await incoming.status(req.params.id),
+  }));
   app.post('/v1/incoming/:id/commit', { schema: { params: IdParams } }, async (req, reply) => {
     await incoming.commit(req.params.id);
     reply.code(204);

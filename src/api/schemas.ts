@@ -126,6 +126,12 @@ export const RestoreBody = Type.Object(
   { additionalProperties: false },
 );
 
+/** GET /v1/incoming/:id/status: where the destination stands on one migration (the source settles by it). */
+export const IncomingStatus = Type.Object(
+  { state: Type.Union([Type.Literal('committed'), Type.Literal('uncommitted'), Type.Literal('unknown')]) },
+  { additionalProperties: false },
+);
+
 // ---- the controller's API ----
 
 /** One container's load as its agent reports it. */

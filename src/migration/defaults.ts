@@ -30,6 +30,19 @@ export const RATE_SAMPLE_MIN_BYTES = 16 << 20;
 /** The filler `auto` sends to measure the link. */
 export const LINK_PROBE_BYTES = 4 << 20;
 
+/**
+ * How long a destination keeps a restored copy that was not committed before it kills it on its own, counted
+ * from the restore request. A source that cannot reach its destination after asking for the restore waits this
+ * long before thawing, so the container never runs twice (decision 9). Agent config: `deadlines.commitMs`.
+ */
+export const DEFAULT_COMMIT_DEADLINE_MS = 30_000;
+
+/**
+ * The freeze's hard ceiling: a final dump still running this long after the container was frozen is killed and
+ * the container thawed (a stuck CRIU must never leave it paused). Agent config: `deadlines.freezeMs`.
+ */
+export const DEFAULT_FREEZE_CEILING_MS = 120_000;
+
 /** A request's options with every default applied: resolved once, read by the phases and the strategies. */
 export interface MigrationOptions {
   maxDowntimeMs: number;

@@ -387,3 +387,61 @@ test('recover() on a fresh object drops the uncommitted migrations it finds on d
   assert.equal(runc.states.has('kept'), true);
   assert.deepEqual(await fresh.recover(), [], 'nothing left the second time');
 });
+
+test('a restart never touches a container that took the name of a stale reservation (reservations are by id)', async () => {
+  await incoming.prepare(request('m1', 'svc'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  // the copy went away and another container now runs under the name (the record of m1 stayed behind)
+  await host.writeRecord({ ...request('x', 'svc').record, origin: { kind: 'run' } });
+  runc.states.set('svc', { id: 'svc', pid: 77, status: 'running', bundle: bundleDir(paths, 'svc') });
+  writeFileSync(join(containerDir(paths, 'svc'), 'mine'), 'unrelated');
+  runc.calls = [];
+  network.calls = [];
+
+  const aborted = await newIncoming().recover();
+  assert.deepEqual(aborted, ['m1']);
+  assert.deepEqual(runc.calls, [], 'the unrelated container is not killed');
+  assert.deepEqual(network.calls, [], 'nor its network');
+  assert.ok(existsSync(join(containerDir(paths, 'svc'), 'mine')), 'nor its files');
+  assert.ok(!existsSync(imageDir(paths, 'm1')), "the stale migration's own files go");
+  assert.deepEqual(readdirSync(paths.incomingDir), []);
+});
+
+test('status: uncommitted while in flight, committed once a container here came from it, unknown otherwise', async () => {
+  assert.equal(await incoming.status('m1'), 'unknown');
+  await incoming.prepare(request('m1'));
+  assert.equal(await incoming.status('m1'), 'uncommitted');
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  assert.equal(await incoming.status('m1'), 'uncommitted');
+  await incoming.commit('m1');
+  assert.equal(await incoming.status('m1'), 'committed');
+  assert.equal(await newIncoming().status('m1'), 'committed', 'also after a restart');
+  await incoming.prepare(request('m2', 'c2'));
+  await incoming.abort('m2');
+  assert.equal(await incoming.status('m2'), 'unknown');
+});
+
+test('an uncommitted copy is aborted at its commit deadline (the source then thaws its own)', async () => {
+  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 50 });
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  for (let i = 0; i < 100 && (await incoming.status('m1')) !== 'unknown'; i++)
+    await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await incoming.status('m1'), 'unknown');
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.equal(incoming.isReserved('c1'), false);
+});
+
+test('a commit before the deadline keeps the container', async () => {
+  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 50 });
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  await incoming.commit('m1');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await incoming.status('m1'), 'committed');
+  assert.ok(!runc.calls.includes('destroy c1'));
+});

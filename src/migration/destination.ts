@@ -10,14 +10,20 @@ import type { ContainerHost } from '../host/containers.ts';
 import { imageDir } from '../host/paths.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { FileRange } from '../transport/ranges.ts';
+import { DEFAULT_COMMIT_DEADLINE_MS } from './defaults.ts';
 import { type IncomingDeps, IncomingMigration } from './incoming.ts';
 import { recordedIds, recordPath } from './incoming-record.ts';
 import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts';
-import type { IncomingRequest, RestoreResult } from './types.ts';
+import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
 
 export interface DestinationOptions {
   /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
   faults?: string[];
+  /**
+   * An uncommitted migration is aborted this long after its restore was asked (its source thaws once it has
+   * passed): default DEFAULT_COMMIT_DEADLINE_MS.
+   */
+  commitDeadlineMs?: number;
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
 }
@@ -31,11 +37,15 @@ export class IncomingMigrations {
   private readonly reserved = new Map<string, string>();
   /** Post-copy migrations committed while their pages still stream in, until the source asks how it ended. */
   private readonly streaming = new Map<string, LazyPages>();
+  /** Commit deadlines of migrations asked to restore, by id. */
+  private readonly deadlines = new Map<string, NodeJS.Timeout>();
+  private readonly commitDeadlineMs: number;
 
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
     this.log = log;
     this.deps = { host, log, faults: new Set(opts.faults ?? []), lazyPages: opts.lazyPages };
+    this.commitDeadlineMs = opts.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
   }
 
   isReserved(name: string): boolean {
@@ -86,7 +96,34 @@ export class IncomingMigrations {
     id: string,
     opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},
   ): Promise<RestoreResult> {
-    return this.get(id).restore(opts);
+    const m = this.get(id);
+    // from now on an uncommitted copy may run here: it must not outlive the source's patience
+    if (!this.deadlines.has(id)) {
+      const timer = setTimeout(() => {
+        this.deadlines.delete(id);
+        if (this.migrations.get(id) !== m) return;
+        this.log.warn({ migration: id, container: m.name }, 'no commit before the deadline: aborting');
+        void this.abort(id).catch(() => {});
+      }, this.commitDeadlineMs);
+      timer.unref();
+      this.deadlines.set(id, timer);
+    }
+    return m.restore(opts);
+  }
+
+  /**
+   * Where this host stands on a migration: uncommitted while it is in flight here, committed when a container
+   * here came from it, unknown otherwise (never prepared, aborted, or dropped at its deadline or at a restart).
+   */
+  async status(id: string): Promise<IncomingState> {
+    checkName(id, 'migration');
+    const m = this.migrations.get(id);
+    if (m) return m.state === 'committed' ? 'committed' : 'uncommitted';
+    for (const name of await this.host.names()) {
+      const rec = await this.host.readRecord(name).catch(() => undefined);
+      if (rec?.origin?.kind === 'migration' && rec.origin.id === id) return 'committed';
+    }
+    return 'unknown';
   }
 
   /** Post-copy: resolves once the lazy-pages daemon of a migration is done, with whether every page arrived. */
@@ -161,6 +198,9 @@ export class IncomingMigrations {
   }
 
   private forget(m: IncomingMigration): void {
+    const timer = this.deadlines.get(m.id);
+    if (timer) clearTimeout(timer);
+    this.deadlines.delete(m.id);
     if (this.migrations.get(m.id) === m) this.migrations.delete(m.id);
     if (this.reserved.get(m.name) === m.id) this.reserved.delete(m.name);
   }

@@ -292,12 +292,29 @@ export class IncomingMigration {
     await this.restoring?.catch(() => {});
     await this.blocks?.close();
     this.blocks = undefined;
-    await host.runc.destroy(this.name);
-    await host.network.destroy(this.name, identity(this.rec.record)).catch(() => {});
-    await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
+    if (await this.ownsName()) {
+      await host.runc.destroy(this.name);
+      await host.network.destroy(this.name, identity(this.rec.record)).catch(() => {});
+      await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
+    } else {
+      log.warn(
+        { container: this.name, migration: this.id },
+        'the name belongs to another container now: only the migration files go',
+      );
+    }
     await rm(this.images, { recursive: true, force: true });
     await this.file.remove();
     log.warn({ container: this.name, migration: this.id, state: was }, 'incoming migration aborted');
+  }
+
+  /**
+   * Whether what goes by this migration's name here is this migration's: no container record (the restore had not
+   * written one yet), or a record that came from this very migration. A record of any other origin is a container
+   * that took the name after this reservation went stale (by id, never by name alone): never touched.
+   */
+  private async ownsName(): Promise<boolean> {
+    const rec = await this.deps.host.readRecord(this.name).catch(() => undefined);
+    return !rec || (rec.origin?.kind === 'migration' && rec.origin.id === this.id);
   }
 
   private startLazyPages(source: PageServer): LazyPages {

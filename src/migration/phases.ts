@@ -21,13 +21,19 @@ export interface Progress {
   phase: MigrationPhase;
   /** The destination reserved the name (it must be aborted). */
   prepared: boolean;
-  /** The container is no longer there to resume: the dump stopped it, or CRIU holds its tasks. */
+  /** The container is no longer there to thaw: CRIU holds its tasks (post-copy), or they died. */
   sourceStopped: boolean;
   /** The source's identity was cut off the LAN after the dump. */
   detached: boolean;
   /** Traffic to the container is held (the network lock around the dump). */
   quiesced: boolean;
   restoreRequested: boolean;
+  /** When the restore was asked (Date.now): the destination's commit deadline counts from then. */
+  restoreRequestedAt?: number;
+  /** The commit was sent: the destination may have committed even if its answer never came. */
+  commitSent: boolean;
+  /** The commit's outcome is unknown (the destination could not be asked): the source copy must stay frozen. */
+  inDoubt: boolean;
   freezeStart?: number;
 }
 
@@ -39,6 +45,8 @@ export function newProgress(): Progress {
     detached: false,
     quiesced: false,
     restoreRequested: false,
+    commitSent: false,
+    inDoubt: false,
   };
 }
 

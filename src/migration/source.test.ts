@@ -104,7 +104,9 @@ class FakeRunc implements RuncLike {
       return { ms: 5 };
     }
     writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
-    if (!o.leaveRunning) this.onFinalDump?.();
+    // a content-delta round dumps into round-N; the final dump leaves the frozen container running too
+    const round = /round-\d+$/.test(o.imagePath);
+    if (!round) this.onFinalDump?.();
     copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
     writeFileSync(join(o.imagePath, 'dump.log'), 'log');
     if (!o.leaveRunning) this.states.delete(id);
@@ -156,7 +158,11 @@ class FakePeer implements DestinationPeer {
   readonly name = 'b';
   calls: string[] = [];
   received: string;
-  fail: Partial<Record<'prepare' | 'send' | 'restore' | 'commit' | 'abort' | 'capabilities', Error>> = {};
+  fail: Partial<
+    Record<'prepare' | 'send' | 'restore' | 'commit' | 'abort' | 'capabilities' | 'status', Error>
+  > = {};
+  /** What status() answers (when it does not fail). */
+  state: 'committed' | 'uncommitted' | 'unknown' = 'uncommitted';
   strategies = caps().strategies;
   constructor(dir: string) {
     this.received = dir;
@@ -214,6 +220,10 @@ class FakePeer implements DestinationPeer {
   }
   async abort() {
     this.check('abort');
+  }
+  async status() {
+    this.check('status');
+    return this.state;
   }
 }
 
@@ -320,7 +330,7 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
 
 for (const failing of ['send', 'restore', 'commit'] as const) {
   const phase = { send: 'transfer', restore: 'restore', commit: 'confirm' }[failing];
-  test(`${failing} fails: destination aborted first, then the container restored on the source (phase ${phase})`, async () => {
+  test(`${failing} fails: destination aborted first, then the frozen source thawed (phase ${phase})`, async () => {
     peer.fail[failing] = new FerryError('FERRY_E_HOST_UNREACHABLE', 'peer went away');
     const r = await migrate();
     assert.equal(r.ok, false);
@@ -332,13 +342,11 @@ for (const failing of ['send', 'restore', 'commit'] as const) {
     assert.equal(r.rollback?.sourceRunning, true);
     assert.equal(r.rollback?.destinationCleaned, true);
     assert.ok(peer.calls.includes('abort'));
-    // abort before the local restore: never two copies
-    assert.deepEqual(runc.calls.slice(-2), ['delete c1', 'restore c1']);
-    assert.deepEqual(
-      network.calls,
-      ['quiesce c1', 'detach c1', 'attach c1', 'clear-locks c1', 'unlock c1'],
-      're-attached, CRIU locks cleared',
-    );
+    // the dump left it frozen: a thaw, never a CRIU restore of the images just written
+    assert.deepEqual(runc.calls, ['pause c1', 'checkpoint c1', 'resume c1']);
+    assert.ok(peer.calls.indexOf('abort') < peer.calls.length, 'aborted');
+    assert.deepEqual(network.calls, ['quiesce c1', 'detach c1', 'attach c1', 'unlock c1'], 're-attached');
+    assert.equal(r.rollback?.action, 'thawed');
     assert.equal((await runc.state('c1'))?.status, 'running');
     assert.ok(await host.readRecord('c1'), 'the source keeps its record and bundle');
     assert.deepEqual(readdirSync(host.paths.imagesDir), []);
@@ -367,22 +375,72 @@ test('an impossible plan touches nothing', async () => {
   assert.equal(r.rollback, undefined);
 });
 
-test('destination unreachable after restore: the source still resumes, and the report says what the destination will do', async () => {
-  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+test('destination unreachable after the restore was asked: the source waits out its commit deadline, then thaws', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    commitDeadlineMs: 300,
+  });
+  peer.fail.restore = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
   peer.fail.abort = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const t0 = Date.now();
   const r = await migrate();
+  assert.ok(Date.now() - t0 >= 300, 'not thawed before the destination dropped its copy');
   assert.equal(r.rollback?.sourceRunning, true);
   assert.equal(r.rollback?.destinationCleaned, false);
-  assert.match(r.rollback?.note ?? '', /drops its uncommitted copy when its agent restarts/);
+  assert.match(r.rollback?.note ?? '', /waited for b's commit deadline before thawing/);
 });
 
-test('the local restore fails too: FERRY_E_ROLLBACK_FAILED, images kept for a manual restore', async () => {
+test('the commit answer is lost but the destination committed: a success, the frozen copy is killed', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  peer.state = 'committed';
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.ok(!runc.calls.includes('resume c1'), 'never resumed: it runs on b');
+  assert.equal(await host.readRecord('c1'), undefined);
+});
+
+test('the commit answer is lost and the destination says it did not commit: aborted, then thawed', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  peer.state = 'unknown';
+  const r = await migrate();
+  assert.equal(r.ok, false);
+  assert.equal(r.rollback?.action, 'thawed');
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('the commit is in doubt (the destination cannot be asked): the source copy stays frozen, never resumed blindly', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const r = await migrate();
+  assert.equal(r.ok, false);
+  assert.equal(r.rollback?.action, 'in-doubt');
+  assert.equal(r.rollback?.sourceRunning, false);
+  assert.match(r.error?.message ?? '', /IN DOUBT: b may have committed c1/);
+  assert.equal((await runc.state('c1'))?.status, 'paused');
+  assert.ok(!peer.calls.includes('abort'), 'an abort could not undo a commit that landed');
+});
+
+test('the frozen tasks died before the rollback: FERRY_E_ROLLBACK_FAILED, no CRIU restore attempted, images kept', async () => {
   peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
-  runc.failRestore = true;
+  const restore = peer.restore.bind(peer);
+  peer.restore = async (id, o) => {
+    runc.states.delete('c1'); // killed from outside meanwhile
+    return restore(id, o);
+  };
   const r = await migrate();
   assert.equal(r.error?.code, 'FERRY_E_ROLLBACK_FAILED');
-  assert.match(r.error?.message ?? '', /ROLLBACK FAILED: .*images kept in/);
-  assert.equal(readdirSync(host.paths.imagesDir).length, 1);
+  assert.match(r.error?.message ?? '', /ROLLBACK FAILED: .*nothing to thaw: c1 is gone/);
+  assert.ok(!runc.calls.includes('restore c1'));
+});
+
+test('the report says how much memory the frozen source held until the commit', async () => {
+  host.memoryBytes = async () => 123 << 20;
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.sourceHeldBytes, 123 << 20);
 });
 
 test('a second migration of the same container while one runs is refused as busy', async () => {
@@ -423,7 +481,7 @@ test('pre-copy with soft-dirty (not this kernel): chained pre-dump rounds, strea
       [true, null, false, false],
       [true, '../round-1', false, false],
       [true, '../round-2', false, false],
-      [false, 'round-3', true, false],
+      [false, 'round-3', true, true],
     ],
     'three rounds chained, then the final dump on the last one',
   );
@@ -449,7 +507,7 @@ test('pre-copy without soft-dirty (this kernel): content-delta rounds with --lea
     runc.checkpoints.slice(0, -1).every((c) => c.leaveRunning),
     'rounds leave the container running',
   );
-  assert.equal(runc.checkpoints.at(-1)?.leaveRunning, undefined);
+  assert.equal(runc.checkpoints.at(-1)?.leaveRunning, true, 'the final dump leaves the frozen tasks alive');
 });
 
 test('hybrid (soft-dirty kernels): pre-dump rounds, then a lazy final dump on the last round; the destination pulls the rest', async () => {

@@ -11,11 +11,11 @@ import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
-import { resolveOptions } from './defaults.ts';
+import { DEFAULT_COMMIT_DEADLINE_MS, resolveOptions } from './defaults.ts';
 import { ImageSender } from './image-sender.ts';
 import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
-import { rollback } from './rollback.ts';
+import { finishSource, rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
 import type { MigrationContext, Strategy } from './strategies/strategy.ts';
@@ -35,6 +35,8 @@ export interface SourceDeps {
   log: Logger;
   capabilities: () => Promise<CapabilitiesReport>;
   postcopy?: PostcopyDeps;
+  /** The destination's commit deadline (it kills an uncommitted copy past it); default DEFAULT_COMMIT_DEADLINE_MS. */
+  commitDeadlineMs?: number;
   now?: () => number;
 }
 
@@ -44,6 +46,7 @@ export class MigrationSource {
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
+  private readonly commitDeadlineMs: number;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
 
@@ -53,6 +56,7 @@ export class MigrationSource {
     this.log = deps.log;
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
+    this.commitDeadlineMs = deps.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
   }
 
   async migrate(
@@ -79,13 +83,15 @@ export class MigrationSource {
             return;
           }
           const rb = await rollback(
-            { host: this.host, log: this.log },
+            { host: this.host, log: this.log, commitDeadlineMs: this.commitDeadlineMs },
             { name: req.name, id, peer, progress, strategy: chosen.strategy },
           );
           report.rollback = rb;
           const state = rb.sourceRunning
             ? `rolled back: ${req.name} is running on ${this.host.hostName}`
-            : `ROLLBACK FAILED: ${rb.note ?? 'see the agent log'}`;
+            : rb.action === 'in-doubt'
+              ? `IN DOUBT: ${rb.note}`
+              : `ROLLBACK FAILED: ${rb.note ?? 'see the agent log'}`;
           const error = new FerryError(
             rb.sourceRunning ? cause.code : 'FERRY_E_ROLLBACK_FAILED',
             `migration of ${req.name} to ${req.to} failed in phase ${progress.phase}: ${cause.message}; ${state}`,
@@ -175,6 +181,7 @@ export class MigrationSource {
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
+      let after: string | undefined;
       try {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
@@ -186,16 +193,30 @@ export class MigrationSource {
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         seized = (await strategy.dump(ctx)).seized;
       } finally {
-        // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
-        // and rollback resumes it (tasks CRIU seized are gone from here, whatever runc says)
+        // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
+        // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
         const st = seized ? undefined : (await this.host.runc.state(name))?.status;
         progress.sourceStopped = seized || (st !== 'running' && st !== 'paused');
+        after = st;
       }
-      if (progress.sourceStopped) {
-        // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
-        progress.detached = true;
-        detaching = this.host.network.detach(name, net);
-        detaching.catch(() => {});
+      if (!seized && after !== 'paused') {
+        // running after the dump would let it change behind the images: two diverging copies
+        throw new FerryError(
+          'FERRY_E_CHECKPOINT_FAILED',
+          `${name} is ${after ?? 'gone'} after the dump, not frozen`,
+          {
+            phase: 'checkpoint',
+          },
+        );
+      }
+      // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
+      progress.detached = true;
+      detaching = this.host.network.detach(name, net);
+      detaching.catch(() => {});
+      if (!seized) {
+        // the frozen copy keeps its memory until the commit: what a thaw-rollback costs
+        const held = await this.host.memoryBytes(name).catch(() => undefined);
+        if (held !== undefined) report.sourceHeldBytes = held;
       }
       const stats = await readStats(join(images, 'stats-dump'));
       if (stats?.dump) report.criu.dump = stats.dump;
@@ -206,11 +227,14 @@ export class MigrationSource {
       const share = await strategy.transfer(ctx);
       const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
       if (rate !== undefined) this.rates.set(peer.name, rate);
+      // sent: the images are no longer needed here (a rollback thaws), their tmpfs memory goes back now
+      if (!progress.sourceStopped) await rm(images, { recursive: true, force: true });
     });
 
     await runner.run('restore', async () => {
       await detaching;
       progress.restoreRequested = true;
+      progress.restoreRequestedAt = Date.now();
       const r = await peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
       if (r.stats) report.criu.restore = r.stats;
     });
@@ -224,7 +248,8 @@ export class MigrationSource {
           phase: 'confirm',
         });
       }
-      await peer.commit(id);
+      progress.commitSent = true;
+      await this.commit(peer, id, progress);
       report.freezeMs = freezeMs;
     });
     report.ok = true;
@@ -237,8 +262,7 @@ export class MigrationSource {
 
     await runner.run('cleanup', async () => {
       try {
-        await this.host.forget(name);
-        await rm(images, { recursive: true, force: true });
+        await finishSource(this.host, name, id);
       } catch (err) {
         // the container runs on the destination; leftovers here are reported, not fatal
         this.log.warn({ err, container: name }, 'source cleanup incomplete');
@@ -246,4 +270,28 @@ export class MigrationSource {
       }
     });
   }
+
+  /**
+   * Sends the commit. When its answer is lost the destination is asked where it stands: committed is a success,
+   * uncommitted or unknown a failure to roll back; no answer leaves the outcome in doubt (the source copy must
+   * then stay frozen: resuming it could run the container twice).
+   */
+  private async commit(peer: DestinationPeer, id: string, progress: { inDoubt: boolean }): Promise<void> {
+    try {
+      await peer.commit(id);
+      return;
+    } catch (err) {
+      for (let attempt = 0; attempt < COMMIT_STATUS_ATTEMPTS; attempt++) {
+        const state = await peer.status(id).catch(() => undefined);
+        if (state === 'committed') return;
+        if (state !== undefined) throw err;
+        await new Promise((r) => setTimeout(r, COMMIT_STATUS_RETRY_MS));
+      }
+      progress.inDoubt = true;
+      throw err;
+    }
+  }
 }
+
+const COMMIT_STATUS_ATTEMPTS = 5;
+const COMMIT_STATUS_RETRY_MS = 1000;

@@ -6,6 +6,7 @@ import type { FileRange } from '../transport/ranges.ts';
 export type {
   CapabilitiesReport,
   IncomingRequest,
+  IncomingState,
   MigrationEvent,
   MigrationPhase,
   MigrationReport,
@@ -47,4 +48,10 @@ export interface DestinationPeer {
   /** Post-copy: waits until the destination's lazy-pages daemon is done; did every page arrive? */
   pagesResult(id: string): Promise<{ ok: boolean; message: string }>;
   abort(id: string): Promise<void>;
+  /**
+   * Where the destination stands on a migration: committed (it runs the container as its own), uncommitted (it
+   * holds a reservation or an uncommitted copy), unknown (nothing of it there: never prepared, aborted, or
+   * dropped at its commit deadline). Throws when the destination cannot be asked.
+   */
+  status(id: string): Promise<'committed' | 'uncommitted' | 'unknown'>;
 }

@@ -58,7 +58,8 @@ export interface Strategy {
   rounds?(ctx: MigrationContext): Promise<void>;
   /**
    * Source, the freeze-time checkpoint (the container is paused and its network held). `seized`: CRIU still holds
-   * the tasks (post-copy's page server), so the container is gone from here whatever runc says.
+   * the tasks (post-copy's page server), so the container is gone from here whatever runc says. Otherwise the dump
+   * left the tasks alive and frozen (decision 9): rollback thaws them, and after the commit they are killed.
    */
   dump(ctx: MigrationContext): Promise<{ seized: boolean }>;
   /** Source, at the start of the transfer phase: what it sends itself, and what the common streams must skip. */
@@ -75,11 +76,16 @@ export interface Strategy {
   closeStaged?(): Promise<void>;
 }
 
-/** The final dump every non-lazy strategy makes: the container stops (CRIU kills it on success). */
+/**
+ * The final dump every non-lazy strategy makes, on the frozen container with --leave-running: CRIU puts the cgroup
+ * back as it found it, so the tasks stay alive and frozen (runc says `paused`) until the destination commits. A
+ * rollback is then a thaw, never a CRIU restore of the images just written (decision 9).
+ */
 export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string): Promise<void> {
   await ctx.host.runc.checkpoint(ctx.name, {
     imagePath: ctx.images,
     workPath: ctx.images,
+    leaveRunning: true,
     tcpEstablished: ctx.tcpEstablished,
     ...(parentPath ? { parentPath } : {}),
   });
