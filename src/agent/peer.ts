@@ -8,11 +8,13 @@ import type { FileRange } from '../transport/ranges.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
   readonly name: string;
+  readonly endpoint: { name: string; address: string; port: number };
   private readonly client: AgentClient;
 
   constructor(client: AgentClient) {
     this.client = client;
     this.name = client.endpoint.name;
+    this.endpoint = client.endpoint;
   }
 
   capabilities(): Promise<CapabilitiesReport> {

@@ -4,6 +4,7 @@
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
 import type { ContainerHost } from '../host/containers.ts';
@@ -24,6 +25,11 @@ export interface DestinationOptions {
    * passed): default DEFAULT_COMMIT_DEADLINE_MS.
    */
   commitDeadlineMs?: number;
+  /**
+   * Arms a dead-man switch for a copy about to be restored: if this agent dies before the commit, the copy is
+   * killed at once (runtime/dead-man.ts), so it never runs beside the source's thawed one.
+   */
+  deadMan?: (name: string, images: string) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
 }
@@ -40,12 +46,15 @@ export class IncomingMigrations {
   /** Commit deadlines of migrations asked to restore, by id. */
   private readonly deadlines = new Map<string, NodeJS.Timeout>();
   private readonly commitDeadlineMs: number;
+  private readonly deadMan: DestinationOptions['deadMan'];
+  private readonly switches = new Map<string, { disarm(): void }>();
 
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
     this.log = log;
-    this.deps = { host, log, faults: new Set(opts.faults ?? []), lazyPages: opts.lazyPages };
+    this.deps = { host, log, faults: new Faults(opts.faults ?? []), lazyPages: opts.lazyPages };
     this.commitDeadlineMs = opts.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.deadMan = opts.deadMan;
   }
 
   isReserved(name: string): boolean {
@@ -107,6 +116,8 @@ export class IncomingMigrations {
       }, this.commitDeadlineMs);
       timer.unref();
       this.deadlines.set(id, timer);
+      const sw = this.deadMan?.(m.name, imageDir(this.host.paths, id));
+      if (sw) this.switches.set(id, sw);
     }
     return m.restore(opts);
   }
@@ -201,6 +212,8 @@ export class IncomingMigrations {
     const timer = this.deadlines.get(m.id);
     if (timer) clearTimeout(timer);
     this.deadlines.delete(m.id);
+    this.switches.get(m.id)?.disarm();
+    this.switches.delete(m.id);
     if (this.migrations.get(m.id) === m) this.migrations.delete(m.id);
     if (this.reserved.get(m.name) === m.id) this.reserved.delete(m.name);
   }

@@ -10,6 +10,7 @@ import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, type Phase } from '../core/errors.ts';
+import type { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
@@ -28,8 +29,8 @@ export type IncomingState = IncomingRecord['state'] | 'committed' | 'aborted';
 export interface IncomingDeps {
   host: ContainerHost;
   log: Logger;
-  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
-  faults: ReadonlySet<string>;
+  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore; kill-at points. */
+  faults: Faults;
   lazyPages: LazyPagesStarter | undefined;
 }
 
@@ -220,6 +221,7 @@ export class IncomingMigration {
         }
       }
       this.stopIfAborted();
+      faults.reach('dest:restoring', 100);
       ({ ms } = await host.runc.restore(name, {
         bundle,
         imagePath: images,
@@ -246,6 +248,7 @@ export class IncomingMigration {
       origin: { kind: 'migration', from: this.rec.from, id: this.id },
     });
     await this.moveTo('restored');
+    faults.reach('dest:restored');
     if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
     const stats = await readStats(join(images, 'stats-restore'));
     const out: RestoreResult = { pid: st.pid, ms };

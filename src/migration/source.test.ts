@@ -31,7 +31,9 @@ import type {
 import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
+import { MigrationJournal, type SourceJournalEntry } from './journal.ts';
 import { MigrationSource } from './source.ts';
+import { SourceRecovery } from './source-recovery.ts';
 import type {
   CapabilitiesReport,
   DestinationPeer,
@@ -156,6 +158,7 @@ class FakeNetwork implements NetworkLike {
 
 class FakePeer implements DestinationPeer {
   readonly name = 'b';
+  readonly endpoint = { name: 'b', address: '10.0.0.2', port: 7470 };
   calls: string[] = [];
   received: string;
   fail: Partial<
@@ -562,4 +565,161 @@ test('hybrid (soft-dirty kernels): pre-dump rounds, then a lazy final dump on th
   assert.ok(fences.every((f) => f.endsWith(' 10.0.0.2')));
   assert.ok(r.phases.some((p) => p.name === 'pages'));
   assert.ok(r.postcopy);
+});
+
+// ---- the journal and the settling of interrupted migrations ----
+
+class StepLog extends MigrationJournal {
+  steps: string[] = [];
+  override async write(e: Omit<SourceJournalEntry, 'updatedAt'>) {
+    this.steps.push(e.step);
+    return super.write(e);
+  }
+}
+
+function journaled(extra: Partial<ConstructorParameters<typeof MigrationSource>[0]> = {}) {
+  const jdir = join(dir, 'journal');
+  mkdirSync(jdir, { recursive: true });
+  const journal = new StepLog(jdir);
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    journal,
+    ...extra,
+  });
+  return { journal, jdir };
+}
+
+test('journal: every step is written before its side effects, and the entry goes once the migration is settled', async () => {
+  const { journal, jdir } = journaled();
+  const prepare = peer.prepare.bind(peer);
+  let atPrepare: string | undefined;
+  peer.prepare = async (r) => {
+    atPrepare = journal.steps.at(-1);
+    return prepare(r);
+  };
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(atPrepare, 'prepared', 'journaled before the destination reserved anything');
+  assert.deepEqual(journal.steps, [
+    'planned',
+    'prepared',
+    'frozen',
+    'restore-requested',
+    'commit-sent',
+    'committed',
+  ]);
+  assert.deepEqual(readdirSync(jdir), []);
+});
+
+test('journal: a rolled-back migration leaves no entry', async () => {
+  const { journal, jdir } = journaled();
+  peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
+  await migrate();
+  assert.equal(journal.steps.at(-1), 'restore-requested');
+  assert.deepEqual(readdirSync(jdir), []);
+});
+
+test('journal: an in-doubt migration keeps its entry (at commit-sent) for the background settling', async () => {
+  const unsettled: SourceJournalEntry[] = [];
+  const { jdir } = journaled({ onUnsettled: (e) => unsettled.push(e) });
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  await migrate();
+  assert.equal(unsettled.length, 1);
+  assert.equal(unsettled[0]?.step, 'commit-sent');
+  assert.deepEqual(readdirSync(jdir), [`${unsettled[0]?.id}.json`]);
+});
+
+function recovery(journal: MigrationJournal, extra: { commitDeadlineMs?: number; settled?: string[] } = {}) {
+  return new SourceRecovery({
+    host,
+    log: silentLogger(),
+    journal,
+    peerFor: () => peer,
+    commitDeadlineMs: extra.commitDeadlineMs ?? 30_000,
+    freezeCeilingMs: 1000,
+    leftovers: {
+      settle: async (text) => {
+        extra.settled?.push(text);
+        return { killed: 0 };
+      },
+    },
+    retryMs: 20,
+  });
+}
+
+async function leftEntry(step: SourceJournalEntry['step'], updatedAt = Date.now()) {
+  const jdir = join(dir, 'journal');
+  mkdirSync(jdir, { recursive: true });
+  const journal = new MigrationJournal(jdir, () => updatedAt);
+  await journal.write({ id: 'm0000000000aa', role: 'source', container: 'c1', peer: peer.endpoint, step });
+  mkdirSync(join(host.paths.imagesDir, 'm0000000000aa'), { recursive: true });
+  return { journal, jdir };
+}
+
+test('restart, frozen copy, destination never committed: abort it, then thaw; the dump the dead agent left is waited for', async () => {
+  await runc.pause('c1');
+  const { journal, jdir } = await leftEntry('restore-requested');
+  const settled: string[] = [];
+  const rec = recovery(journal, { settled });
+  const { done } = await rec.recoverAll();
+  assert.ok(rec.settling.has('c1'), 'marked before anything is asked');
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
+  assert.deepEqual(network.calls, ['attach c1', 'unlock c1']);
+  assert.deepEqual(settled, [join(host.paths.imagesDir, 'm0000000000aa')]);
+  assert.deepEqual(readdirSync(jdir), []);
+  assert.deepEqual(readdirSync(host.paths.imagesDir), []);
+  assert.equal(rec.settling.size, 0);
+});
+
+test('restart after the commit was sent, destination committed: the frozen copy is killed, never resumed', async () => {
+  await runc.pause('c1');
+  peer.state = 'committed';
+  const { journal } = await leftEntry('commit-sent');
+  const { done } = await recovery(journal).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'finished' }]);
+  assert.ok(!runc.calls.includes('resume c1'));
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.equal(await host.readRecord('c1'), undefined);
+});
+
+test('restart, destination unreachable after the restore was asked: thawed only once its commit deadline passed', async () => {
+  await runc.pause('c1');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const t0 = Date.now();
+  const { journal } = await leftEntry('restore-requested', t0);
+  const { done } = await recovery(journal, { commitDeadlineMs: 200 }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(Date.now() - t0 >= 200);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, commit sent, destination unreachable: in doubt, asked again until it answers; a migration meanwhile is refused', async () => {
+  await runc.pause('c1');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const { journal } = await leftEntry('commit-sent', 0);
+  const rec = recovery(journal, { commitDeadlineMs: 0 });
+  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps(), guard: rec });
+  const { done } = await rec.recoverAll();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await runc.state('c1'))?.status, 'paused', 'never resumed blindly');
+  const refused = await migrate();
+  assert.equal(refused.error?.code, 'FERRY_E_CONTAINER_BUSY');
+  delete peer.fail.status;
+  peer.state = 'unknown';
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart before anything was frozen: the destination is aborted, the running container left as it is', async () => {
+  const { journal } = await leftEntry('prepared');
+  const { done } = await recovery(journal).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(peer.calls.includes('abort'));
+  assert.deepEqual(network.calls, [], 'its network was never touched');
+  assert.ok(!runc.calls.includes('resume c1'));
 });

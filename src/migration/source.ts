@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asFerryError, FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
@@ -13,6 +14,7 @@ import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_COMMIT_DEADLINE_MS, resolveOptions } from './defaults.ts';
 import { ImageSender } from './image-sender.ts';
+import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
 import { finishSource, rollback } from './rollback.ts';
@@ -37,6 +39,13 @@ export interface SourceDeps {
   postcopy?: PostcopyDeps;
   /** The destination's commit deadline (it kills an uncommitted copy past it); default DEFAULT_COMMIT_DEADLINE_MS. */
   commitDeadlineMs?: number;
+  /** Each step is written here before its side effects, so a restarted agent settles it (source-recovery.ts). */
+  journal?: MigrationJournal;
+  /** When an unsettled migration is left (the commit in doubt): settled again in the background. */
+  onUnsettled?: (entry: SourceJournalEntry) => void;
+  faults?: Faults;
+  /** Refuses a container still being settled after an interrupted migration (source-recovery.ts). */
+  guard?: { check(name: string): void };
   now?: () => number;
 }
 
@@ -47,6 +56,10 @@ export class MigrationSource {
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
   private readonly commitDeadlineMs: number;
+  private readonly journal: MigrationJournal | undefined;
+  private readonly onUnsettled: ((entry: SourceJournalEntry) => void) | undefined;
+  private readonly faults: Faults;
+  private readonly guard: { check(name: string): void } | undefined;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
 
@@ -57,6 +70,10 @@ export class MigrationSource {
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
     this.commitDeadlineMs = deps.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.journal = deps.journal;
+    this.onUnsettled = deps.onUnsettled;
+    this.faults = deps.faults ?? Faults.none();
+    this.guard = deps.guard;
   }
 
   async migrate(
@@ -71,15 +88,18 @@ export class MigrationSource {
     const { progress } = runner;
     // set once planned: rollback asks it what only the strategy knows to undo
     const chosen: { strategy?: Strategy } = {};
+    const journal = this.journalFor(id, req.name, peer);
     try {
+      this.guard?.check(req.name);
       await this.host.exclusive(req.name, 'migration', async () => {
         try {
-          await this.run(req, id, peer, report, runner, emit, chosen);
+          await this.run(req, id, peer, report, runner, emit, chosen, journal);
         } catch (err) {
           const cause = asFerryError(err, PHASE_ERROR[progress.phase], progress.phase);
           if (progress.phase === 'plan') {
             // nothing was touched yet: the cause is the whole story
             report.error = { ...cause.toJSON(), phase: 'plan' };
+            await journal.done();
             return;
           }
           const rb = await rollback(
@@ -87,6 +107,9 @@ export class MigrationSource {
             { name: req.name, id, peer, progress, strategy: chosen.strategy },
           );
           report.rollback = rb;
+          // in doubt: the entry stays (at commit-sent) and is settled once the destination answers
+          if (rb.action === 'in-doubt') journal.unsettled();
+          else await journal.done();
           const state = rb.sourceRunning
             ? `rolled back: ${req.name} is running on ${this.host.hostName}`
             : rb.action === 'in-doubt'
@@ -117,6 +140,7 @@ export class MigrationSource {
     runner: PhaseRunner,
     emit: (e: MigrationEvent) => void,
     chosen: { strategy?: Strategy },
+    journal: StepJournal,
   ): Promise<void> {
     const { progress } = runner;
     const name = req.name;
@@ -158,7 +182,9 @@ export class MigrationSource {
       now: this.now,
     };
 
+    await journal.step('planned');
     const bundleBefore = await runner.run('prepare', async () => {
+      await journal.step('prepared');
       await mkdir(images, { recursive: true, mode: 0o700 });
       // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
       const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
@@ -178,6 +204,7 @@ export class MigrationSource {
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
+      await journal.step('frozen');
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
@@ -191,6 +218,7 @@ export class MigrationSource {
           this.host.runc.pause(name),
         ]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
+        this.faults.reach('source:checkpoint', 100);
         seized = (await strategy.dump(ctx)).seized;
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
@@ -223,6 +251,7 @@ export class MigrationSource {
     });
 
     await runner.run('transfer', async () => {
+      this.faults.reach('source:transfer');
       const t0 = this.now();
       const share = await strategy.transfer(ctx);
       const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
@@ -233,9 +262,12 @@ export class MigrationSource {
 
     await runner.run('restore', async () => {
       await detaching;
+      await journal.step('restore-requested');
       progress.restoreRequested = true;
       progress.restoreRequestedAt = Date.now();
-      const r = await peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
+      const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
+      this.faults.reach('source:restore', 50);
+      const r = await restoring;
       if (r.stats) report.criu.restore = r.stats;
     });
     const restoredAt = this.now();
@@ -248,9 +280,11 @@ export class MigrationSource {
           phase: 'confirm',
         });
       }
+      await journal.step('commit-sent');
       progress.commitSent = true;
       await this.commit(peer, id, progress);
       report.freezeMs = freezeMs;
+      await journal.step('committed');
     });
     report.ok = true;
 
@@ -263,12 +297,35 @@ export class MigrationSource {
     await runner.run('cleanup', async () => {
       try {
         await finishSource(this.host, name, id);
+        await journal.done();
       } catch (err) {
         // the container runs on the destination; leftovers here are reported, not fatal
         this.log.warn({ err, container: name }, 'source cleanup incomplete');
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /** This migration's journal entry, written step by step; a no-op without a journal or a known endpoint. */
+  private journalFor(id: string, container: string, peer: DestinationPeer): StepJournal {
+    const journal = this.journal;
+    const endpoint = peer.endpoint;
+    if (!journal || !endpoint) return { step: async () => {}, done: async () => {}, unsettled: () => {} };
+    let entry: SourceJournalEntry | undefined;
+    return {
+      step: async (step) => {
+        entry = entry
+          ? await journal.step(entry, step)
+          : await journal.write({ id, role: 'source', container, peer: endpoint, step });
+      },
+      done: async () => {
+        if (entry) await journal.remove(id);
+        entry = undefined;
+      },
+      unsettled: () => {
+        if (entry) this.onUnsettled?.(entry);
+      },
+    };
   }
 
   /**
@@ -291,6 +348,16 @@ export class MigrationSource {
       throw err;
     }
   }
+}
+
+/** One migration's journal entry as the loop writes it. */
+interface StepJournal {
+  /** Written (fsync'd) before the step's side effects start. */
+  step(step: SourceStep): Promise<void>;
+  /** Settled: nothing left for a restart to do. */
+  done(): Promise<void>;
+  /** Left for the background settling (the commit is in doubt). */
+  unsettled(): void;
 }
 
 const COMMIT_STATUS_ATTEMPTS = 5;

@@ -20,6 +20,8 @@ export type {
 /** The destination as the source sees it; implemented over HTTP by the agent, by fakes in unit tests. */
 export interface DestinationPeer {
   readonly name: string;
+  /** Where it listens: journaled, so that a restarted source can ask it how a migration ended. */
+  readonly endpoint?: { name: string; address: string; port: number };
   capabilities(): Promise<CapabilitiesReport>;
   hasContainer(name: string): Promise<boolean>;
   /** Optional: opens connections ahead of the freeze (the HTTP peer; fakes need not). */
