@@ -4,7 +4,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
-import { DEFAULT_COMMIT_DEADLINE_MS, DEFAULT_FREEZE_CEILING_MS } from '../migration/defaults.ts';
+import { DEFAULT_DEADLINES } from '../migration/defaults.ts';
 
 export const AgentConfigSchema = Type.Object({
   host: Type.String({ pattern: NAME_PATTERN }),
@@ -42,6 +42,9 @@ export const AgentConfigSchema = Type.Object({
     commitMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
     /** The freeze's hard ceiling: past it the source gives up and thaws (the dump's CRIU is killed). */
     freezeMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    /** Prepare (the destination reserves and stages) and pre-copy's rounds: past them the migration rolls back. */
+    prepareMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    roundsMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
   }),
   /** What this host offers the scheduler; declared, so that simulated hosts on one machine have capacities. */
   capacity: Type.Optional(
@@ -62,7 +65,7 @@ export const AGENT_DEFAULTS = {
   logLevel: 'info',
   faults: [] as string[],
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
-  deadlines: { commitMs: DEFAULT_COMMIT_DEADLINE_MS, freezeMs: DEFAULT_FREEZE_CEILING_MS },
+  deadlines: { ...DEFAULT_DEADLINES },
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {

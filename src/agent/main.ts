@@ -106,7 +106,7 @@ export async function startAgent(
     host,
     log,
     capabilities,
-    commitDeadlineMs: cfg.deadlines.commitMs,
+    deadlines: cfg.deadlines,
     journal,
     guard: recovery,
     onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),

@@ -43,6 +43,28 @@ export const DEFAULT_COMMIT_DEADLINE_MS = 30_000;
  */
 export const DEFAULT_FREEZE_CEILING_MS = 120_000;
 
+/**
+ * The deadlines of the phases before the freeze (ms): past one, the phase fails and the migration rolls back (the
+ * container never stopped). Agent config: `deadlines.prepareMs`, `deadlines.roundsMs`.
+ */
+export const DEFAULT_PREPARE_DEADLINE_MS = 120_000;
+export const DEFAULT_ROUNDS_DEADLINE_MS = 600_000;
+
+/** Every phase deadline the engine keeps (the agent config's `deadlines`, defaults above). */
+export interface Deadlines {
+  commitMs: number;
+  freezeMs: number;
+  prepareMs: number;
+  roundsMs: number;
+}
+
+export const DEFAULT_DEADLINES: Deadlines = {
+  commitMs: DEFAULT_COMMIT_DEADLINE_MS,
+  freezeMs: DEFAULT_FREEZE_CEILING_MS,
+  prepareMs: DEFAULT_PREPARE_DEADLINE_MS,
+  roundsMs: DEFAULT_ROUNDS_DEADLINE_MS,
+};
+
 /** A request's options with every default applied: resolved once, read by the phases and the strategies. */
 export interface MigrationOptions {
   maxDowntimeMs: number;

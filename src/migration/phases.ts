@@ -1,6 +1,6 @@
 // The phase runner: runs named phases in order, times them into the report, emits their start and end, and keeps
 // the progress rollback reads to know what to undo.
-import type { ErrorCode } from '../core/errors.ts';
+import { type ErrorCode, FerryError } from '../core/errors.ts';
 import type { MigrationEvent, MigrationPhase, MigrationReport, MigrationRequest } from './types.ts';
 
 /** The error code a failure in each phase gets when its cause carries none. */
@@ -68,6 +68,29 @@ export function newReport(req: MigrationRequest, id: string, from: string): Migr
   };
 }
 
+/** `work`, or a FerryError of the phase's code once `ms` have passed. */
+export async function withDeadline<T>(phase: MigrationPhase, work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new FerryError(PHASE_ERROR[phase], `phase ${phase} passed its deadline (${Math.round(ms)} ms)`, {
+            phase,
+            hint: 'the deadlines are in the agent config (deadlines)',
+          }),
+        ),
+      Math.max(0, ms),
+    );
+  });
+  work.catch(() => {});
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class PhaseRunner {
   readonly progress = newProgress();
   private readonly report: MigrationReport;
@@ -80,12 +103,16 @@ export class PhaseRunner {
     this.now = now;
   }
 
-  async run<T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one phase. `deadline` (in this runner's clock): past it the phase fails with its code and the migration
+   * rolls back; the work it abandons is undone by the rollback (the destination's abort ends its side).
+   */
+  async run<T>(name: MigrationPhase, fn: () => Promise<T>, deadline?: number): Promise<T> {
     this.progress.phase = name;
     const t0 = this.now();
     this.emit({ type: 'phase', phase: name, state: 'start' });
     try {
-      const out = await fn();
+      const out = deadline === undefined ? await fn() : await withDeadline(name, fn(), deadline - t0);
       const ms = Math.round(this.now() - t0);
       this.report.phases.push({ name, ms });
       this.emit({ type: 'phase', phase: name, state: 'end', ms });

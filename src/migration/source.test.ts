@@ -383,7 +383,7 @@ test('destination unreachable after the restore was asked: the source waits out 
     host,
     log: silentLogger(),
     capabilities: async () => caps(),
-    commitDeadlineMs: 300,
+    deadlines: { commitMs: 300 },
   });
   peer.fail.restore = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
   peer.fail.abort = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
@@ -722,4 +722,60 @@ test('restart before anything was frozen: the destination is aborted, the runnin
   assert.ok(peer.calls.includes('abort'));
   assert.deepEqual(network.calls, [], 'its network was never touched');
   assert.ok(!runc.calls.includes('resume c1'));
+});
+
+// ---- deadlines ----
+
+test('a dump stuck past the freeze ceiling is killed (runc gets the time left) and the container thawed, never left paused', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { freezeMs: 150 },
+  });
+  runc.checkpoint = async (_id, o) => {
+    assert.ok((o.timeoutMs ?? Infinity) <= 150, `runc is given at most the ceiling (${o.timeoutMs})`);
+    await new Promise((r) => setTimeout(r, o.timeoutMs));
+    runc.calls.push('checkpoint killed');
+    throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'runc checkpoint: killed by SIGKILL', {
+      phase: 'checkpoint',
+    });
+  };
+  const r = await migrate();
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.deepEqual(runc.calls.slice(-2), ['checkpoint killed', 'resume c1']);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('a restore that does not answer within the freeze ceiling: the destination is aborted and the source thawed', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { freezeMs: 200 },
+  });
+  peer.restore = () => new Promise(() => {});
+  const t0 = Date.now();
+  const r = await migrate();
+  assert.ok(Date.now() - t0 < 5000);
+  assert.equal(r.error?.phase, 'restore');
+  assert.match(r.error?.message ?? '', /phase restore passed its deadline/);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('prepare past its deadline rolls back before anything froze', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { prepareMs: 100 },
+  });
+  peer.prepare = () => new Promise(() => {});
+  const r = await migrate();
+  assert.equal(r.error?.phase, 'prepare');
+  assert.ok(!runc.calls.includes('pause c1'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
 });

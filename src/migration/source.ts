@@ -12,7 +12,7 @@ import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
-import { DEFAULT_COMMIT_DEADLINE_MS, resolveOptions } from './defaults.ts';
+import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
 import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
@@ -37,8 +37,8 @@ export interface SourceDeps {
   log: Logger;
   capabilities: () => Promise<CapabilitiesReport>;
   postcopy?: PostcopyDeps;
-  /** The destination's commit deadline (it kills an uncommitted copy past it); default DEFAULT_COMMIT_DEADLINE_MS. */
-  commitDeadlineMs?: number;
+  /** Phase deadlines (defaults.ts); `commitMs` is the destination's (it kills an uncommitted copy past it). */
+  deadlines?: Partial<Deadlines>;
   /** Each step is written here before its side effects, so a restarted agent settles it (source-recovery.ts). */
   journal?: MigrationJournal;
   /** When an unsettled migration is left (the commit in doubt): settled again in the background. */
@@ -55,7 +55,7 @@ export class MigrationSource {
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
-  private readonly commitDeadlineMs: number;
+  private readonly deadlines: Deadlines;
   private readonly journal: MigrationJournal | undefined;
   private readonly onUnsettled: ((entry: SourceJournalEntry) => void) | undefined;
   private readonly faults: Faults;
@@ -69,7 +69,7 @@ export class MigrationSource {
     this.log = deps.log;
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
-    this.commitDeadlineMs = deps.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.deadlines = { ...DEFAULT_DEADLINES, ...deps.deadlines };
     this.journal = deps.journal;
     this.onUnsettled = deps.onUnsettled;
     this.faults = deps.faults ?? Faults.none();
@@ -103,7 +103,7 @@ export class MigrationSource {
             return;
           }
           const rb = await rollback(
-            { host: this.host, log: this.log, commitDeadlineMs: this.commitDeadlineMs },
+            { host: this.host, log: this.log, commitDeadlineMs: this.deadlines.commitMs },
             { name: req.name, id, peer, progress, strategy: chosen.strategy },
           );
           report.rollback = rb;
@@ -166,7 +166,12 @@ export class MigrationSource {
     const net = identity(record);
     const options = resolveOptions(req, report.linkRate);
     if (options.compress) report.compressed = true;
+    const deadlines = this.deadlines;
+    const now = this.now;
     const ctx: MigrationContext = {
+      get dumpTimeoutMs() {
+        return Math.max(1, (progress.freezeStart ?? now()) + deadlines.freezeMs - now());
+      },
       req,
       id,
       name,
@@ -183,24 +188,29 @@ export class MigrationSource {
     };
 
     await journal.step('planned');
-    const bundleBefore = await runner.run('prepare', async () => {
-      await journal.step('prepared');
-      await mkdir(images, { recursive: true, mode: 0o700 });
-      // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
-      const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
-      const staged = await strategy.prepare(ctx);
-      await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
-      progress.prepared = true;
-      // the bundle goes now, while the container runs; after the final dump only what changed follows
-      const before = await snapshotTree(bundle);
-      const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
-      report.bundlePrestagedBytes = pre.bytes;
-      // connections for the transfer's parallel requests (bundle, images, ranges), opened before the freeze
-      await peer.warm?.(2 + options.streams).catch(() => {});
-      return before;
-    });
+    const bundleBefore = await runner.run(
+      'prepare',
+      async () => {
+        await journal.step('prepared');
+        await mkdir(images, { recursive: true, mode: 0o700 });
+        // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
+        const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
+        const staged = await strategy.prepare(ctx);
+        await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
+        progress.prepared = true;
+        // the bundle goes now, while the container runs; after the final dump only what changed follows
+        const before = await snapshotTree(bundle);
+        const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
+        report.bundlePrestagedBytes = pre.bytes;
+        // connections for the transfer's parallel requests (bundle, images, ranges), opened before the freeze
+        await peer.warm?.(2 + options.streams).catch(() => {});
+        return before;
+      },
+      this.now() + deadlines.prepareMs,
+    );
 
-    if (strategy.rounds) await runner.run('rounds', () => strategy.rounds!(ctx));
+    if (strategy.rounds)
+      await runner.run('rounds', () => strategy.rounds!(ctx), this.now() + deadlines.roundsMs);
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
@@ -250,42 +260,60 @@ export class MigrationSource {
       if (stats?.dump) report.criu.dump = stats.dump;
     });
 
-    await runner.run('transfer', async () => {
-      this.faults.reach('source:transfer');
-      const t0 = this.now();
-      const share = await strategy.transfer(ctx);
-      const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
-      if (rate !== undefined) this.rates.set(peer.name, rate);
-      // sent: the images are no longer needed here (a rollback thaws), their tmpfs memory goes back now
-      if (!progress.sourceStopped) await rm(images, { recursive: true, force: true });
-    });
+    // the freeze's hard ceiling bounds everything from the dump to the confirm
+    const freezeDeadline = () => (progress.freezeStart ?? this.now()) + deadlines.freezeMs;
+    await runner.run(
+      'transfer',
+      async () => {
+        this.faults.reach('source:transfer');
+        const t0 = this.now();
+        const share = await strategy.transfer(ctx);
+        const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
+        if (rate !== undefined) this.rates.set(peer.name, rate);
+        // sent: the images are no longer needed here (a rollback thaws), their tmpfs memory goes back now
+        if (!progress.sourceStopped) await rm(images, { recursive: true, force: true });
+      },
+      freezeDeadline(),
+    );
 
-    await runner.run('restore', async () => {
-      await detaching;
-      await journal.step('restore-requested');
-      progress.restoreRequested = true;
-      progress.restoreRequestedAt = Date.now();
-      const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
-      this.faults.reach('source:restore', 50);
-      const r = await restoring;
-      if (r.stats) report.criu.restore = r.stats;
-    });
+    await runner.run(
+      'restore',
+      async () => {
+        await detaching;
+        await journal.step('restore-requested');
+        progress.restoreRequested = true;
+        progress.restoreRequestedAt = Date.now();
+        const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
+        this.faults.reach('source:restore', 50);
+        const r = await restoring;
+        if (r.stats) report.criu.restore = r.stats;
+      },
+      freezeDeadline(),
+    );
     const restoredAt = this.now();
     // the freeze ends when the destination reports the restored container running (it checked runc's state)
     const freezeMs = Math.round(restoredAt - (progress.freezeStart ?? restoredAt));
 
-    await runner.run('confirm', async () => {
-      if (!(await peer.hasContainer(name))) {
-        throw new FerryError('FERRY_E_CONFIRM_FAILED', `${peer.name} does not report ${name} after restore`, {
-          phase: 'confirm',
-        });
-      }
-      await journal.step('commit-sent');
-      progress.commitSent = true;
-      await this.commit(peer, id, progress);
-      report.freezeMs = freezeMs;
-      await journal.step('committed');
-    });
+    await runner.run(
+      'confirm',
+      async () => {
+        if (!(await peer.hasContainer(name))) {
+          throw new FerryError(
+            'FERRY_E_CONFIRM_FAILED',
+            `${peer.name} does not report ${name} after restore`,
+            {
+              phase: 'confirm',
+            },
+          );
+        }
+        await journal.step('commit-sent');
+        progress.commitSent = true;
+        await this.commit(peer, id, progress);
+        report.freezeMs = freezeMs;
+        await journal.step('committed');
+      },
+      freezeDeadline(),
+    );
     report.ok = true;
 
     // past the point of no return: what the strategy still has to finish (post-copy: the last pages) is reported,

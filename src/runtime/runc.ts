@@ -28,6 +28,8 @@ export interface CheckpointOptions {
   lazyPages?: boolean;
   pageServer?: string;
   statusFd?: number;
+  /** runc (and the CRIU under it) is killed past this; default 600 s. */
+  timeoutMs?: number;
 }
 
 /**
@@ -178,7 +180,7 @@ export class Runc implements RuncLike {
       phase: 'checkpoint',
       onFailure: async () =>
         (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
-      timeoutMs: 600_000,
+      timeoutMs: o.timeoutMs ?? 600_000,
     });
     return { ms: r.ms };
   }

@@ -34,6 +34,11 @@ export interface MigrationContext {
   readonly sender: ImageSender;
   readonly emit: (e: MigrationEvent) => void;
   readonly now: () => number;
+  /**
+   * The freeze's hard ceiling left for the final dump (ms): past it the dump is killed (a stuck CRIU never leaves
+   * the container paused) and rollback thaws it.
+   */
+  readonly dumpTimeoutMs: number;
 }
 
 /** A strategy's share of the transfer phase; the common streams carry the rest of the image directory. */
@@ -87,6 +92,7 @@ export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string
     workPath: ctx.images,
     leaveRunning: true,
     tcpEstablished: ctx.tcpEstablished,
+    timeoutMs: ctx.dumpTimeoutMs,
     ...(parentPath ? { parentPath } : {}),
   });
 }
