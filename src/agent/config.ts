@@ -76,6 +76,14 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
     merged['deadlines'] = { ...AGENT_DEFAULTS.deadlines, ...deadlines };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
+  // FERRY_DEADLINES: JSON over the config's deadlines (tests shorten them without a config file of their own)
+  if (env['FERRY_DEADLINES']) {
+    try {
+      merged['deadlines'] = { ...(merged['deadlines'] as object), ...JSON.parse(env['FERRY_DEADLINES']) };
+    } catch {
+      throw new FerryError('FERRY_E_INPUT_ARGS', 'FERRY_DEADLINES is not JSON');
+    }
+  }
   if (!Value.Check(AgentConfigSchema, merged)) {
     const first = [...Value.Errors(AgentConfigSchema, merged)][0];
     throw new FerryError(

@@ -32,10 +32,12 @@ export const LINK_PROBE_BYTES = 4 << 20;
 
 /**
  * How long a destination keeps a restored copy that was not committed before it kills it on its own, counted
- * from the restore request. A source that cannot reach its destination after asking for the restore waits this
- * long before thawing, so the container never runs twice (decision 9). Agent config: `deadlines.commitMs`.
+ * from the restore request (a restore still running then is killed). A source that cannot reach its destination
+ * after asking for the restore waits this long before thawing, so the container never runs twice (decision 9).
+ * As long as the freeze's ceiling: a restore that could still be confirmed is never cut short. Agent config:
+ * `deadlines.commitMs`.
  */
-export const DEFAULT_COMMIT_DEADLINE_MS = 30_000;
+export const DEFAULT_COMMIT_DEADLINE_MS = 120_000;
 
 /**
  * The freeze's hard ceiling: a final dump still running this long after the container was frozen is killed and

@@ -52,8 +52,14 @@ export class IncomingMigrations {
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
     this.log = log;
-    this.deps = { host, log, faults: new Faults(opts.faults ?? []), lazyPages: opts.lazyPages };
     this.commitDeadlineMs = opts.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.deps = {
+      host,
+      log,
+      faults: new Faults(opts.faults ?? []),
+      lazyPages: opts.lazyPages,
+      restoreTimeoutMs: this.commitDeadlineMs,
+    };
     this.deadMan = opts.deadMan;
   }
 

@@ -32,6 +32,8 @@ export interface IncomingDeps {
   /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore; kill-at points. */
   faults: Faults;
   lazyPages: LazyPagesStarter | undefined;
+  /** A restore still running this long is killed: the copy could not be committed in time anyway. */
+  restoreTimeoutMs?: number;
 }
 
 type Part = 'bundle' | 'images';
@@ -228,6 +230,7 @@ export class IncomingMigration {
         workPath: images,
         tcpEstablished: net.mode !== 'none',
         ...(lazy ? { lazyPages: true } : {}),
+        ...(this.deps.restoreTimeoutMs ? { timeoutMs: this.deps.restoreTimeoutMs } : {}),
       }));
     } catch (err) {
       await this.keepLog('restore.log');

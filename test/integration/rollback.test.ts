@@ -1,7 +1,7 @@
 // Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
@@ -17,6 +17,7 @@ import {
   FERRY_ARGV,
   hostDir,
   instancesOf,
+  processesWith,
   readInContainer,
   skipUnlessReady,
   startBed,
@@ -181,6 +182,18 @@ async function serverWithClient(bed: Bed, marker: string) {
 }
 
 const hostOf = (bed: Bed, name: string) => bed.state.hosts.find((h) => h.name === name)!;
+
+/** Processes carrying `marker` in the containers of one simulated host (by their cgroup). */
+function instancesOn(bed: Bed, host: string, marker: string): number {
+  const parent = `${hostOf(bed, host).cgroupParent}/`;
+  return processesWith(marker).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(parent);
+    } catch {
+      return false;
+    }
+  }).length;
+}
 const restartAgent = (bed: Bed, name: string) =>
   startAgent(bed.state, hostOf(bed, name), {
     runner: new ProcessRunner(),
@@ -231,20 +244,33 @@ for (const point of ['checkpoint', 'transfer'] as const) {
 
 test('destination agent killed (SIGKILL) with its restored copy running uncommitted: that copy dies at once, the source resumes', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'kill-at:dest:restored' } } });
+  // (a shorter commit deadline: the source waits it out before thawing, as it cannot reach b)
+  const FERRY_DEADLINES = JSON.stringify({ commitMs: 15_000 });
+  const bed = await startBed(['a', 'b'], {
+    agentEnv: { a: { FERRY_DEADLINES }, b: { FERRY_FAULTS: 'kill-at:dest:restored', FERRY_DEADLINES } },
+  });
   t.after(() => bed.down());
   const marker = `rbd-${bed.name}`;
   const probe = await serverWithClient(bed, marker);
   const migrating = bed.cli(['migrate', 'web', '--to', 'b', '--strategy', 'cold', '--json'], {
     timeoutMs: 120_000,
   });
-  // the frozen source and b's uncommitted copy: two processes for a moment, never two running
-  await waitFor('b restored its copy', () => (instancesOf(marker) === 2 ? true : undefined), 30_000);
+  // b restores, saves its record as restored and dies before answering: its copy must die with it, long before
+  // the source's wait for the commit deadline ends
+  const incomingB = join(hostDir(bed, 'b'), 'incoming');
   await waitFor(
-    'the dead-man switch killed it',
-    () => (instancesOf(marker) === 1 ? true : undefined),
-    10_000,
+    'b restored its copy',
+    () =>
+      readdirSync(incomingB).some(
+        (f) => f.endsWith('.json') && readFileSync(join(incomingB, f), 'utf8').includes('"state":"restored"'),
+      ) || undefined,
+    60_000,
   );
+  const t0 = Date.now();
+  await waitFor('the dead-man switch killed it', () =>
+    instancesOn(bed, 'b', marker) === 0 ? true : undefined,
+  );
+  t.diagnostic(`b's uncommitted copy died ${Date.now() - t0} ms after its agent`);
   const m = await migrating;
   assert.equal(m.code, 1);
   const report = JSON.parse(m.stdout) as MigrationReport;
