@@ -101,6 +101,7 @@ export async function startAgent(
     commitDeadlineMs: cfg.deadlines.commitMs,
     freezeCeilingMs: cfg.deadlines.freezeMs,
     leftovers: { settle: settleLeftovers },
+    failPageServer: (port) => resetConnection('127.0.0.1', port),
   });
   const source = new MigrationSource({
     host,

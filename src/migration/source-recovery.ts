@@ -32,6 +32,8 @@ export interface RecoveryDeps {
   /** The freeze's ceiling: a dump a dead agent left running is killed this long after the freeze began. */
   freezeCeilingMs: number;
   leftovers?: Leftovers;
+  /** Post-copy: makes this host's page server on `port` fail, so CRIU lets the tasks go alive. */
+  failPageServer?: (port: number) => Promise<void>;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   /** How long to wait before asking an unreachable or in-doubt destination again. */
@@ -39,6 +41,11 @@ export interface RecoveryDeps {
 }
 
 export type Outcome = 'finished' | 'thawed' | 'lost';
+
+/** How long CRIU gets to let go of the tasks after its page server failed (as in a live rollback, decision 4). */
+const PAGE_SERVER_RELEASE_MS = 10_000;
+/** How long a finished post-copy's page server gets to serve its last pages before it is killed. */
+const PAGES_WAIT_MS = 3_600_000;
 
 export class SourceRecovery {
   /** Containers being settled: a migration of one of them is refused until it is. */
@@ -79,7 +86,8 @@ export class SourceRecovery {
     const { host, log } = this.deps;
     this.settling.add(e.container);
     try {
-      await this.endLeftovers(e);
+      // (post-copy's page server is not waited for: it serves pages until told otherwise)
+      if (e.pageServerPort === undefined) await this.endLeftovers(e, e.updatedAt + this.deps.freezeCeilingMs);
       for (;;) {
         const peer = this.deps.peerFor(e.peer);
         const state = await peer.status(e.id).catch(() => undefined);
@@ -89,6 +97,9 @@ export class SourceRecovery {
           'settling an interrupted migration',
         );
         if (action.kind === 'finish') {
+          // post-copy: the destination still faults pages in from the page server a dead agent left running; CRIU
+          // ends it (and the tasks here) once every page has gone
+          if (e.pageServerPort !== undefined) await this.endLeftovers(e, this.now() + PAGES_WAIT_MS);
           await finishSource(host, e.container, e.id);
           await this.deps.journal.remove(e.id);
           return 'finished';
@@ -115,6 +126,11 @@ export class SourceRecovery {
             continue;
           }
         }
+        if (e.pageServerPort !== undefined) {
+          // post-copy before the commit: CRIU holds the tasks; failing its page server hands them back alive
+          await this.deps.failPageServer?.(e.pageServerPort).catch(() => {});
+          await this.endLeftovers(e, this.now() + PAGE_SERVER_RELEASE_MS);
+        }
         const frozen = SOURCE_STEPS.indexOf(e.step) >= SOURCE_STEPS.indexOf('frozen');
         const notes: string[] = [];
         const running = await thaw(
@@ -138,11 +154,11 @@ export class SourceRecovery {
   }
 
   /** A dump the dead agent started may still run (its runc outlived it): waited for up to the freeze ceiling. */
-  private async endLeftovers(e: SourceJournalEntry): Promise<void> {
+  private async endLeftovers(e: SourceJournalEntry, deadline: number): Promise<void> {
     const { leftovers } = this.deps;
     if (!leftovers) return;
     const images = imageDir(this.deps.host.paths, e.id);
-    const { killed } = await leftovers.settle(images, e.updatedAt + this.deps.freezeCeilingMs);
+    const { killed } = await leftovers.settle(images, deadline);
     if (killed)
       this.deps.log.warn({ migration: e.id, killed }, 'killed what the interrupted migration left running');
   }

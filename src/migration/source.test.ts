@@ -632,7 +632,10 @@ test('journal: an in-doubt migration keeps its entry (at commit-sent) for the ba
   assert.deepEqual(readdirSync(jdir), [`${unsettled[0]?.id}.json`]);
 });
 
-function recovery(journal: MigrationJournal, extra: { commitDeadlineMs?: number; settled?: string[] } = {}) {
+function recovery(
+  journal: MigrationJournal,
+  extra: { commitDeadlineMs?: number; settled?: string[]; log?: string[] } = {},
+) {
   return new SourceRecovery({
     host,
     log: silentLogger(),
@@ -641,20 +644,35 @@ function recovery(journal: MigrationJournal, extra: { commitDeadlineMs?: number;
     commitDeadlineMs: extra.commitDeadlineMs ?? 30_000,
     freezeCeilingMs: 1000,
     leftovers: {
-      settle: async (text) => {
+      settle: async (text, deadline) => {
         extra.settled?.push(text);
+        extra.log?.push(`leftovers ${deadline - Date.now() < 60_000 ? 'soon' : 'late'}`);
         return { killed: 0 };
       },
+    },
+    failPageServer: async (port) => {
+      extra.log?.push(`fail page server ${port}`);
     },
     retryMs: 20,
   });
 }
 
-async function leftEntry(step: SourceJournalEntry['step'], updatedAt = Date.now()) {
+async function leftEntry(
+  step: SourceJournalEntry['step'],
+  updatedAt = Date.now(),
+  extra: Partial<SourceJournalEntry> = {},
+) {
   const jdir = join(dir, 'journal');
   mkdirSync(jdir, { recursive: true });
   const journal = new MigrationJournal(jdir, () => updatedAt);
-  await journal.write({ id: 'm0000000000aa', role: 'source', container: 'c1', peer: peer.endpoint, step });
+  await journal.write({
+    id: 'm0000000000aa',
+    role: 'source',
+    container: 'c1',
+    peer: peer.endpoint,
+    step,
+    ...extra,
+  });
   mkdirSync(join(host.paths.imagesDir, 'm0000000000aa'), { recursive: true });
   return { journal, jdir };
 }
@@ -778,4 +796,25 @@ test('prepare past its deadline rolls back before anything froze', async () => {
   assert.equal(r.error?.phase, 'prepare');
   assert.ok(!runc.calls.includes('pause c1'));
   assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, post-copy not committed: the page server the dead agent left is made to fail (CRIU lets the tasks go), then thawed', async () => {
+  await runc.pause('c1');
+  const log: string[] = [];
+  const { journal } = await leftEntry('restore-requested', Date.now(), { pageServerPort: 27042 });
+  const { done } = await recovery(journal, { log }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.deepEqual(log, ['fail page server 27042', 'leftovers soon']);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, post-copy committed: the page server is left to serve the last pages before the source copy goes', async () => {
+  peer.state = 'committed';
+  const log: string[] = [];
+  const { journal } = await leftEntry('commit-sent', Date.now(), { pageServerPort: 27042 });
+  const { done } = await recovery(journal, { log }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'finished' }]);
+  assert.deepEqual(log, ['leftovers late'], 'waited for, never failed');
+  assert.ok(runc.calls.includes('destroy c1'));
 });

@@ -214,7 +214,7 @@ export class MigrationSource {
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
-      await journal.step('frozen');
+      await journal.step('frozen', strategy.journalExtra?.());
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
@@ -341,10 +341,10 @@ export class MigrationSource {
     if (!journal || !endpoint) return { step: async () => {}, done: async () => {}, unsettled: () => {} };
     let entry: SourceJournalEntry | undefined;
     return {
-      step: async (step) => {
+      step: async (step, extra = {}) => {
         entry = entry
-          ? await journal.step(entry, step)
-          : await journal.write({ id, role: 'source', container, peer: endpoint, step });
+          ? await journal.step(entry, step, extra)
+          : await journal.write({ id, role: 'source', container, peer: endpoint, step, ...extra });
       },
       done: async () => {
         if (entry) await journal.remove(id);
@@ -381,7 +381,7 @@ export class MigrationSource {
 /** One migration's journal entry as the loop writes it. */
 interface StepJournal {
   /** Written (fsync'd) before the step's side effects start. */
-  step(step: SourceStep): Promise<void>;
+  step(step: SourceStep, extra?: Partial<SourceJournalEntry>): Promise<void>;
   /** Settled: nothing left for a restart to do. */
   done(): Promise<void>;
   /** Left for the background settling (the commit is in doubt). */

@@ -132,6 +132,10 @@ export class PostcopyStrategy implements Strategy {
     }
   }
 
+  journalExtra(): { pageServerPort?: number } {
+    return this.fence ? { pageServerPort: this.fence.port } : {};
+  }
+
   async closeStaged(): Promise<void> {
     if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow).catch(() => {});
   }

@@ -79,6 +79,8 @@ export interface Strategy {
   releaseSource?(notes: string[]): Promise<void>;
   /** Rollback, last: close what prepare opened (post-copy: the fence). */
   closeStaged?(): Promise<void>;
+  /** What a restarted agent needs to settle this migration, journaled with the freeze (post-copy: the port). */
+  journalExtra?(): { pageServerPort?: number };
 }
 
 /**
