@@ -284,12 +284,12 @@ test('an abort while runc restores waits for the restore, then removes the conta
   assert.equal(incoming.isReserved('c1'), false);
 });
 
-test('cold restore: the bundle placed on this host, network attached before and unlocked after, record written', async () => {
+test('cold restore: the bundle placed on this host, network attached before, unlocked only at the commit, record written', async () => {
   await incoming.prepare(request('m1'));
   await receiveBoth('m1');
   network.calls = [];
   await incoming.restore('m1', { neighbours: NEIGHBOURS });
-  assert.deepEqual(network.calls, ['neighbours c1 1', 'attach c1', 'unlock c1']);
+  assert.deepEqual(network.calls, ['neighbours c1 1', 'attach c1'], 'locked while it may still be aborted');
   const [o] = runc.restores;
   assert.equal(o?.bundle, bundleDir(paths, 'c1'));
   assert.equal(o?.imagePath, imageDir(paths, 'm1'));
@@ -300,6 +300,7 @@ test('cold restore: the bundle placed on this host, network attached before and 
   assert.deepEqual((await host.readRecord('c1'))?.origin, { kind: 'migration', from: 'a', id: 'm1' });
   assert.equal(JSON.parse(readFileSync(recordFile('m1'), 'utf8')).state, 'restored');
   await incoming.commit('m1');
+  assert.deepEqual(network.calls.slice(2), ['unlock c1']);
   assert.equal(incoming.isReserved('c1'), false);
   assert.ok(!existsSync(recordFile('m1')));
   assert.ok(!existsSync(imageDir(paths, 'm1')));

@@ -238,9 +238,9 @@ export class IncomingMigration {
     }
     // aborted while runc restored: the abort (waiting for this) removes the container
     this.stopIfAborted();
-    // unlocked at once (the restored sockets are live), checked in parallel
-    const [, st] = await Promise.all([host.network.unlock(name, net), host.runc.state(name)]);
-    host.network.reannounce(name, net);
+    // its network stays locked until the commit: a copy that may still be aborted must never have talked to a
+    // client (the client would then see the source's older state when the source thaws)
+    const st = await host.runc.state(name);
     if (st?.status !== 'running') {
       const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
       throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
@@ -267,9 +267,16 @@ export class IncomingMigration {
       });
   }
 
-  /** The container is this host's now: the migration's images and record go (post-copy: once the pages are in). */
+  /**
+   * The container is this host's now: its network is unlocked and announced (the freeze ends here), the migration's
+   * images and record go (post-copy: once the pages are in).
+   */
   async commit(): Promise<void> {
     this.expect('restored', undefined, 'cannot commit');
+    const { network } = this.deps.host;
+    const net = identity(this.rec.record);
+    await network.unlock(this.name, net);
+    network.reannounce(this.name, net);
     this.current = 'committed';
     const images = this.images;
     if (this.lazy) {

@@ -291,8 +291,6 @@ export class MigrationSource {
       freezeDeadline(),
     );
     const restoredAt = this.now();
-    // the freeze ends when the destination reports the restored container running (it checked runc's state)
-    const freezeMs = Math.round(restoredAt - (progress.freezeStart ?? restoredAt));
 
     await runner.run(
       'confirm',
@@ -309,7 +307,8 @@ export class MigrationSource {
         await journal.step('commit-sent');
         progress.commitSent = true;
         await this.commit(peer, id, progress);
-        report.freezeMs = freezeMs;
+        // the freeze ends at the commit: the destination unlocks the container's network only then
+        report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
         await journal.step('committed');
       },
       freezeDeadline(),
