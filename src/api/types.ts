@@ -149,12 +149,13 @@ export interface MigrationReport {
   sourceHeldBytes?: number;
   /**
    * `action`: thawed (the source runs again), in-doubt (the commit may have landed and the destination could not
-   * be asked: the source copy stays frozen until it answers), lost (nothing left to thaw).
+   * be asked: the source copy stays frozen until it answers), lost (nothing left to thaw), committed (the commit
+   * landed after all: the migration succeeded and the source copy was removed).
    */
   rollback?: {
     sourceRunning: boolean;
     destinationCleaned: boolean;
-    action?: 'thawed' | 'in-doubt' | 'lost';
+    action?: 'thawed' | 'in-doubt' | 'lost' | 'committed';
     note?: string;
   };
   error?: FerryErrorJSON;

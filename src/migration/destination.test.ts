@@ -446,3 +446,13 @@ test('a commit before the deadline keeps the container', async () => {
   assert.equal(await incoming.status('m1'), 'committed');
   assert.ok(!runc.calls.includes('destroy c1'));
 });
+
+test('an abort after the commit is refused: the source must not thaw a container that runs here', async () => {
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  await incoming.commit('m1');
+  await assert.rejects(incoming.abort('m1'), /is committed: it cannot be aborted/);
+  assert.ok(!runc.calls.includes('destroy c1'));
+  await incoming.abort('m-never-seen');
+});

@@ -12,7 +12,7 @@ import { imageDir } from '../host/paths.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { FileRange } from '../transport/ranges.ts';
 import { DEFAULT_COMMIT_DEADLINE_MS } from './defaults.ts';
-import { type IncomingDeps, IncomingMigration } from './incoming.ts';
+import { committedError, type IncomingDeps, IncomingMigration } from './incoming.ts';
 import { recordedIds, recordPath } from './incoming-record.ts';
 import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts';
 import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
@@ -170,10 +170,16 @@ export class IncomingMigrations {
     }
   }
 
-  /** Removes everything the migration created here, including a restored container. Unknown ids are fine. */
+  /**
+   * Removes everything the migration created here, including a restored container. Unknown ids are fine; a
+   * committed one is refused (the source must not thaw: the container runs here).
+   */
   async abort(id: string): Promise<void> {
     const m = this.migrations.get(id);
-    if (!m) return;
+    if (!m) {
+      if ((await this.status(id)) === 'committed') throw committedError(id);
+      return;
+    }
     try {
       await m.abort();
     } finally {

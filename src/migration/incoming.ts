@@ -291,7 +291,8 @@ export class IncomingMigration {
 
   /** Removes everything this migration created here, a restored container included. Idempotent. */
   abort(): Promise<void> {
-    if (this.current === 'committed') return Promise.resolve();
+    // a source that thinks it may thaw must learn otherwise: the container runs here now
+    if (this.current === 'committed') return Promise.reject(committedError(this.id));
     this.aborting ??= this.removeAll(this.current);
     return this.aborting;
   }
@@ -356,6 +357,13 @@ export class IncomingMigration {
       // no log to keep
     }
   }
+}
+
+/** The answer to an abort that came too late: the source must not thaw its copy. */
+export function committedError(id: string): FerryError {
+  return new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is committed: it cannot be aborted`, {
+    phase: 'rollback',
+  });
 }
 
 function exists(path: string): Promise<boolean> {

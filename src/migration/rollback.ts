@@ -44,29 +44,39 @@ export async function rollback(
     return { sourceRunning: false, destinationCleaned: false, action: 'in-doubt', note: notes.join('; ') };
   }
   let destinationCleaned = !progress.prepared;
+  let committed = false;
   const tryAbort = async (last: boolean): Promise<void> => {
     try {
       await peer.abort(id);
       destinationCleaned = true;
     } catch (err) {
-      if (last) notes.push(`destination ${peer.name} not cleaned: ${(err as Error).message}`);
+      // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so
+      if (progress.commitSent && (await peer.status(id).catch(() => undefined)) === 'committed')
+        committed = true;
+      else if (last) notes.push(`destination ${peer.name} not cleaned: ${(err as Error).message}`);
     }
   };
   if (progress.prepared) {
-    for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned; attempt++) {
+    for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned && !committed; attempt++) {
       await tryAbort(attempt === ABORT_ATTEMPTS - 1);
-      if (!destinationCleaned) await sleep(ABORT_RETRY_MS);
+      if (!destinationCleaned && !committed) await sleep(ABORT_RETRY_MS);
     }
-    if (!destinationCleaned && progress.restoreRequested) {
+    if (!destinationCleaned && !committed && progress.restoreRequested) {
       // it may run an uncommitted copy: it kills that itself once its commit deadline passes (at once if its agent
       // died); thawing before then could run the container twice
       const until = (progress.restoreRequestedAt ?? now()) + deps.commitDeadlineMs;
-      while (!destinationCleaned && now() < until) {
+      while (!destinationCleaned && !committed && now() < until) {
         await sleep(Math.min(1000, Math.max(0, until - now())));
         await tryAbort(false);
       }
-      if (!destinationCleaned) notes.push(`waited for ${peer.name}'s commit deadline before thawing`);
+      if (!destinationCleaned && !committed)
+        notes.push(`waited for ${peer.name}'s commit deadline before thawing`);
     }
+  }
+  if (committed) {
+    // the migration went through after all: the source copy must go, not thaw
+    notes.push(`${peer.name} committed ${name} after all`);
+    return { sourceRunning: false, destinationCleaned: false, action: 'committed', note: notes.join('; ') };
   }
   const sourceRunning = await thaw(host, name, progress, strategy, notes);
   await strategy?.closeStaged?.();

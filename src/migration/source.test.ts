@@ -818,3 +818,19 @@ test('restart, post-copy committed: the page server is left to serve the last pa
   assert.deepEqual(log, ['leftovers late'], 'waited for, never failed');
   assert.ok(runc.calls.includes('destroy c1'));
 });
+
+test('the commit lands although its answer and the first status were lost: the abort is refused, the migration succeeds, the source copy goes', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  // the status answers uncommitted first (the commit is still on its way), then committed
+  let asked = 0;
+  peer.status = async () => {
+    peer.calls.push('status');
+    return asked++ === 0 ? 'uncommitted' : 'committed';
+  };
+  peer.fail.abort = new FerryError('FERRY_E_INPUT_REQUEST', 'migration is committed: it cannot be aborted');
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.rollback, undefined);
+  assert.ok(!runc.calls.includes('resume c1'), 'never thawed');
+  assert.ok(runc.calls.includes('destroy c1'));
+});

@@ -15,7 +15,7 @@ import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
 import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
-import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
+import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
 import { finishSource, rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
@@ -107,6 +107,20 @@ export class MigrationSource {
             { name: req.name, id, peer, progress, strategy: chosen.strategy },
           );
           report.rollback = rb;
+          if (rb.action === 'committed') {
+            // the commit landed although its answer was lost: a success; the frozen copy here goes
+            await finishSource(this.host, req.name, id).catch((e: Error) =>
+              this.log.warn({ err: e, container: req.name }, 'source cleanup incomplete'),
+            );
+            await journal.done();
+            delete report.rollback;
+            emit({
+              type: 'info',
+              message: `${peer.name} committed ${req.name} although its answer was lost`,
+            });
+            report.ok = true;
+            return;
+          }
           // in doubt: the entry stays (at commit-sent) and is settled once the destination answers
           if (rb.action === 'in-doubt') journal.unsettled();
           else await journal.done();
@@ -292,27 +306,21 @@ export class MigrationSource {
     );
     const restoredAt = this.now();
 
-    await runner.run(
-      'confirm',
-      async () => {
-        if (!(await peer.hasContainer(name))) {
-          throw new FerryError(
-            'FERRY_E_CONFIRM_FAILED',
-            `${peer.name} does not report ${name} after restore`,
-            {
-              phase: 'confirm',
-            },
-          );
-        }
-        await journal.step('commit-sent');
-        progress.commitSent = true;
-        await this.commit(peer, id, progress);
-        // the freeze ends at the commit: the destination unlocks the container's network only then
-        report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
-        await journal.step('committed');
-      },
-      freezeDeadline(),
-    );
+    // (no deadline once the commit is sent: its outcome is settled by asking, never by giving up on it)
+    await runner.run('confirm', async () => {
+      const reported = await withDeadline('confirm', peer.hasContainer(name), freezeDeadline() - this.now());
+      if (!reported) {
+        throw new FerryError('FERRY_E_CONFIRM_FAILED', `${peer.name} does not report ${name} after restore`, {
+          phase: 'confirm',
+        });
+      }
+      await journal.step('commit-sent');
+      progress.commitSent = true;
+      await this.commit(peer, id, progress);
+      // the freeze ends at the commit: the destination unlocks the container's network only then
+      report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
+      await journal.step('committed');
+    });
     report.ok = true;
 
     // past the point of no return: what the strategy still has to finish (post-copy: the last pages) is reported,
