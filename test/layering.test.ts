@@ -1,6 +1,7 @@
 // The layering check bites: the repository's own dependency-cruiser config, run over tiny trees that break
 // (or keep) one rule each.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { cruise, type ICruiseResult } from 'dependency-cruiser';
@@ -36,5 +37,37 @@ describe('layering rules', () => {
 
   it('let a clean tree through (a test file may cross layers)', async () => {
     assert.deepEqual(await violations('clean'), []);
+  });
+});
+
+describe('docs/architecture.md', () => {
+  const doc = readFileSync(`${root}docs/architecture.md`, 'utf8');
+  const config = readFileSync(`${root}.dependency-cruiser.cjs`, 'utf8');
+  const folders = readdirSync(`${root}src`, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
+
+  it('names every folder of src/, and the layer table knows each', () => {
+    assert.deepEqual(
+      folders.filter((f) => !doc.includes(`src/${f}/`)),
+      [],
+      'give the folder its line in docs/architecture.md',
+    );
+    assert.deepEqual(
+      folders.filter((f) => !new RegExp(`^\\s+${f}: \\d`, 'm').test(config)),
+      [],
+      'give the folder its layer in .dependency-cruiser.cjs',
+    );
+  });
+
+  it('names every module of the engine, so the life of a migration can be followed through the files', () => {
+    const modules = readdirSync(`${root}src/migration`, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && f !== 'types.ts')
+      .map((f) => f.replace(/^strategies\//, ''));
+    assert.deepEqual(
+      modules.filter((m) => !doc.includes(m)),
+      [],
+      'say in docs/architecture.md what the module does',
+    );
   });
 });

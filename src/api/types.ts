@@ -6,7 +6,7 @@ import type { Static } from '@sinclair/typebox';
 import type { FerryErrorJSON } from '../core/errors.ts';
 import type { DumpStats, RestoreStats } from '../images/stats.ts';
 import type { NetMode } from '../network/identity.ts';
-import type { CriuProblem, HostFlags } from '../runtime/host-facts.ts';
+import type { CriuProblem, HostFacts } from '../runtime/host-facts.ts';
 import type * as S from './schemas.ts';
 
 /** Where an agent (or the controller) listens, and the name its certificate must carry. */
@@ -14,22 +14,8 @@ export type Endpoint = Static<typeof S.Endpoint>;
 
 export type StrategyName = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
 
-export interface HostFacts {
-  host: string;
-  kernel: string;
-  criuVersion?: string;
-  runcVersion?: string;
-  criuCheck: { ok: boolean; message: string };
-  features: Record<string, { ok: boolean; message: string }>;
-  pipeMaxSize: number;
-  /** CRIU's kernel-feature cache (runtime/kdat.ts): absent costs every CRIU run its kernel probe. */
-  kdat?: 'kept by CRIU' | 'staged by ferry' | 'absent';
-  root: boolean;
-  /** Linux capabilities ferry relies on (effective set of the agent). */
-  capabilities?: Record<string, boolean>;
-  /** What the facts amount to, a flag with its reason each (runtime/host-facts.ts). */
-  flags?: HostFlags;
-}
+/** What an agent reports of its host (produced in runtime/host-facts.ts, below every layer that sends it). */
+export type { HostFacts };
 
 export interface StrategySupport {
   ok: boolean;

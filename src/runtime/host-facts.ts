@@ -33,7 +33,7 @@ export interface HostFlags {
   nftables: Flag;
 }
 
-/** Structurally the api's HostFacts (api/types.ts), produced here, below every layer that sends it. */
+/** What an agent reports of its host; the api re-exports it as part of the wire contract (api/types.ts). */
 export interface HostFacts {
   host: string;
   kernel: string;
