@@ -288,7 +288,12 @@ beforeEach(async () => {
   });
   await runc.run('c1');
   peer = new FakePeer(join(dir, 'peer'));
-  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps() });
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    statusRetryMs: 10,
+  });
 });
 
 afterEach(() => rmSync(dir, { recursive: true, force: true }));

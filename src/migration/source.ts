@@ -46,6 +46,8 @@ export interface SourceDeps {
   faults?: Faults;
   /** Refuses a container still being settled after an interrupted migration (source-recovery.ts). */
   guard?: { check(name: string): void };
+  /** Between two questions to a destination whose commit answer was lost (default 1 s; tests shorten it). */
+  statusRetryMs?: number;
   now?: () => number;
 }
 
@@ -60,6 +62,7 @@ export class MigrationSource {
   private readonly onUnsettled: ((entry: SourceJournalEntry) => void) | undefined;
   private readonly faults: Faults;
   private readonly guard: { check(name: string): void } | undefined;
+  private readonly statusRetryMs: number;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
 
@@ -74,6 +77,7 @@ export class MigrationSource {
     this.onUnsettled = deps.onUnsettled;
     this.faults = deps.faults ?? Faults.none();
     this.guard = deps.guard;
+    this.statusRetryMs = deps.statusRetryMs ?? COMMIT_STATUS_RETRY_MS;
   }
 
   async migrate(
@@ -377,7 +381,7 @@ export class MigrationSource {
         const state = await peer.status(id).catch(() => undefined);
         if (state === 'committed') return;
         if (state !== undefined) throw err;
-        await new Promise((r) => setTimeout(r, COMMIT_STATUS_RETRY_MS));
+        await new Promise((r) => setTimeout(r, this.statusRetryMs));
       }
       progress.inDoubt = true;
       throw err;
