@@ -1,7 +1,7 @@
 // Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
@@ -289,4 +289,33 @@ test('destination agent killed (SIGKILL) with its restored copy running uncommit
   await restartAgent(bed, 'b');
   assertHostClean(bed, 'b', 'web');
   assert.ok(!existsSync(join(hostDir(bed, 'a'), 'journal', `${report.id}.json`)));
+});
+
+test('a restarted agent never touches a container that took the name of a stale incoming reservation', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const marker = `rbs-${bed.name}`;
+  const r = await bed.cli(['run', '--host', 'b', '--name', 'svc', '--', ...counterCommand(marker)]);
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor('counting', async () => (await counter(bed, 'svc')).value > 1 || undefined);
+  // a reservation of the name by a migration that went stale (its copy restored, never committed)
+  const hd = hostDir(bed, 'b');
+  const record = JSON.parse(readFileSync(join(hd, 'containers', 'svc', 'record.json'), 'utf8'));
+  const stale = {
+    id: 'm0123456789ab',
+    name: 'svc',
+    from: 'a',
+    record: { ...record, origin: { kind: 'run' } },
+    state: 'restored',
+    received: ['bundle', 'images'],
+    createdAt: new Date().toISOString(),
+  };
+  writeFileSync(join(hd, 'incoming', 'm0123456789ab.json'), JSON.stringify(stale));
+  await restartAgent(bed, 'b');
+  const before = await counter(bed, 'svc');
+  await waitFor('still counting', async () => (await counter(bed, 'svc')).value > before.value || undefined);
+  assert.equal(before.host, 'b');
+  assert.equal(instancesOf(marker), 1);
+  assert.deepEqual(readdirSync(join(hd, 'incoming')), [], 'the stale reservation itself is gone');
 });
