@@ -57,7 +57,8 @@ export class SourceRecovery {
   constructor(deps: RecoveryDeps) {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
-    this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    // (unref'd: a settling that waits for a destination never keeps a stopping agent alive)
+    this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms).unref()));
   }
 
   /**
