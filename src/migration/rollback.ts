@@ -141,6 +141,13 @@ export async function thaw(
  * namespace and images go.
  */
 export async function finishSource(host: ContainerHost, name: string, id: string): Promise<void> {
-  await host.forget(name);
+  const rec = await host.readRecord(name);
+  const net = rec ? identity(rec) : undefined;
+  if (net) await host.network.silence?.(name, net);
+  try {
+    await host.forget(name);
+  } finally {
+    if (net) await host.network.unsilence?.(name, net);
+  }
   await rm(imageDir(host.paths, id), { recursive: true, force: true });
 }

@@ -151,6 +151,12 @@ class FakeNetwork implements NetworkLike {
   async clearCriuLocks(name: string) {
     this.calls.push(`clear-locks ${name}`);
   }
+  async silence(name: string) {
+    this.calls.push(`silence ${name}`);
+  }
+  async unsilence(name: string) {
+    this.calls.push(`unsilence ${name}`);
+  }
   async destroy(name: string) {
     this.calls.push(`destroy ${name}`);
   }
@@ -326,8 +332,8 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
   assert.ok(events.some((e) => e.type === 'progress'));
   assert.deepEqual(
     network.calls,
-    ['quiesce c1', 'detach c1', 'destroy c1'],
-    'source cut off after the dump, removed after commit',
+    ['quiesce c1', 'detach c1', 'silence c1', 'destroy c1', 'unsilence c1'],
+    'source cut off after the dump; its frozen copy killed silenced, after the commit',
   );
   assert.deepEqual(
     peer.prepared,

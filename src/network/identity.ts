@@ -48,6 +48,13 @@ export interface NetworkLike {
   stageUnlock?(name: string, id: NetIdentity): void;
   clearCriuLocks(name: string, id: NetIdentity): Promise<void>;
   destroy(name: string, id: NetIdentity): Promise<void>;
+  /**
+   * Optional (fakes need not): around the kill of a source copy whose sockets are live (decision 9), nothing it
+   * sends as it dies may reach the client. A namespace of its own is cut off already (its link is down and goes
+   * with it); a floating address shares the host's stack, so its packets are dropped and its sockets destroyed.
+   */
+  silence?(name: string, id: NetIdentity): Promise<void>;
+  unsilence?(name: string, id: NetIdentity): Promise<void>;
 }
 
 export class ContainerNetwork implements NetworkLike {
@@ -158,6 +165,16 @@ export class ContainerNetwork implements NetworkLike {
   async clearCriuLocks(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'own') await this.fw.clearCriuNetnsLock(this.netns(name));
     else if (id.mode === 'host') await this.fw.clearCriuConnectionLocks(id.ip!);
+  }
+
+  async silence(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'host') await this.fw.dropFrom(id.ip!, name);
+  }
+
+  async unsilence(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode !== 'host') return;
+    await this.fw.killSockets(id.ip!);
+    await this.fw.undropFrom(id.ip!, name);
   }
 
   async destroy(name: string, id: NetIdentity): Promise<void> {
