@@ -75,7 +75,8 @@ export async function startAgent(
     faults: cfg.faults,
     lazyPages: (o) => criu.lazyPages(o),
     commitDeadlineMs: cfg.deadlines.commitMs,
-    deadMan: (name, images) => armDeadMan({ runcPath: cfg.runcPath, runcRoot: paths.runcRoot, name, images }),
+    deadMan: (name, images, cutOff) =>
+      armDeadMan({ runcPath: cfg.runcPath, runcRoot: paths.runcRoot, name, images, cutOff }),
   });
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');

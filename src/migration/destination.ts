@@ -7,7 +7,7 @@ import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import type { ContainerHost } from '../host/containers.ts';
+import { type ContainerHost, identity } from '../host/containers.ts';
 import { imageDir } from '../host/paths.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { FileRange } from '../transport/ranges.ts';
@@ -29,7 +29,7 @@ export interface DestinationOptions {
    * Arms a dead-man switch for a copy about to be restored: if this agent dies before the commit, the copy is
    * killed at once (runtime/dead-man.ts), so it never runs beside the source's thawed one.
    */
-  deadMan?: (name: string, images: string) => { disarm(): void };
+  deadMan?: (name: string, images: string, cutOff: string[][]) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
 }
@@ -122,7 +122,12 @@ export class IncomingMigrations {
       }, this.commitDeadlineMs);
       timer.unref();
       this.deadlines.set(id, timer);
-      const sw = this.deadMan?.(m.name, imageDir(this.host.paths, id));
+      const net = identity(m.record);
+      const sw = this.deadMan?.(
+        m.name,
+        imageDir(this.host.paths, id),
+        this.host.network.cutOffArgv?.(m.name, net) ?? [],
+      );
       if (sw) this.switches.set(id, sw);
     }
     return m.restore(opts);

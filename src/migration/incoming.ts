@@ -80,6 +80,11 @@ export class IncomingMigration {
     return rec ? new IncomingMigration(deps, rec) : undefined;
   }
 
+  /** The container's record as the source sent it (its network identity). */
+  get record(): IncomingRecord['record'] {
+    return this.rec.record;
+  }
+
   get state(): IncomingState {
     return this.current;
   }
@@ -307,8 +312,17 @@ export class IncomingMigration {
     await this.blocks?.close();
     this.blocks = undefined;
     if (await this.ownsName()) {
+      const net = identity(this.rec.record);
+      const restored = was === 'restoring' || was === 'restored';
+      // a restored copy is cut off before it dies: its sockets' packets carry CRIU's mark, which the lock lets
+      // through, and its FIN would reach the client the source is about to serve again
+      if (restored) {
+        await host.network.detach(this.name, net).catch(() => {});
+        await host.network.silence?.(this.name, net).catch(() => {});
+      }
       await host.runc.destroy(this.name);
-      await host.network.destroy(this.name, identity(this.rec.record)).catch(() => {});
+      if (restored) await host.network.unsilence?.(this.name, net).catch(() => {});
+      await host.network.destroy(this.name, net).catch(() => {});
       await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
     } else {
       log.warn(

@@ -111,7 +111,8 @@ export class Firewall {
     await this.runner.run(['ss', '-K', '-t', '-a', 'src', address], { allowFail: true });
   }
 
-  private fromRule(op: string, address: string, tag: string): string[] {
+  /** The iptables command of that drop (also run by a dead-man switch, runtime/dead-man.ts). */
+  fromRule(op: string, address: string, tag: string): string[] {
     return [
       'iptables',
       '-w',

@@ -55,6 +55,8 @@ export interface NetworkLike {
    */
   silence?(name: string, id: NetIdentity): Promise<void>;
   unsilence?(name: string, id: NetIdentity): Promise<void>;
+  /** Optional: the commands that cut the identity off the LAN, for a process that outlives this one (dead-man). */
+  cutOffArgv?(name: string, id: NetIdentity): string[][];
 }
 
 export class ContainerNetwork implements NetworkLike {
@@ -167,6 +169,12 @@ export class ContainerNetwork implements NetworkLike {
     else if (id.mode === 'host') await this.fw.clearCriuConnectionLocks(id.ip!);
   }
 
+  cutOffArgv(name: string, id: NetIdentity): string[][] {
+    if (id.mode === 'own') return [['ip', 'link', 'set', 'dev', this.hostVeth(name), 'down']];
+    if (id.mode === 'host') return [this.fw.fromRule('-I', id.ip!, name)];
+    return [];
+  }
+
   async silence(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'host') await this.fw.dropFrom(id.ip!, name);
   }
@@ -184,6 +192,7 @@ export class ContainerNetwork implements NetworkLike {
       await this.ip.delNetns(this.netns(name));
     } else if (id.mode === 'host') {
       await this.fw.undropAddress(id.ip!, name);
+      await this.fw.undropFrom(id.ip!, name);
       await this.fw.clearCriuConnectionLocks(id.ip!);
       await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
     }

@@ -42,10 +42,11 @@ test('disarmed: the switch exits without touching the container', async () => {
 test('its owner killed (SIGKILL) before disarming: the container is killed and deleted', async () => {
   const mod = new URL('./dead-man.ts', import.meta.url).pathname;
   const code = `import { armDeadMan } from ${JSON.stringify(mod)};
-armDeadMan({ runcPath: ${JSON.stringify(runc)}, runcRoot: '/r', name: 'c1', images: ${JSON.stringify(join(dir, 'm1'))} });
+armDeadMan({ runcPath: ${JSON.stringify(runc)}, runcRoot: '/r', name: 'c1', images: ${JSON.stringify(join(dir, 'm1'))}, cutOff: [['touch', ${JSON.stringify(join(dir, 'cut'))}], ['echo', 'no;way']] });
 process.kill(process.pid, 'SIGKILL');`;
   spawnSync(process.execPath, ['--no-warnings', '--input-type=module', '-e', code], { stdio: 'ignore' });
   assert.ok(await until(() => !existsSync(join(dir, 'exists'))), `container deleted (calls: ${calls()})`);
+  assert.ok(existsSync(join(dir, 'cut')), 'cut off first');
   assert.match(calls(), /--root \/r kill --all c1 KILL/);
   assert.match(calls(), /--root \/r delete --force c1/);
 });

@@ -17,10 +17,19 @@ export interface DeadManTarget {
   name: string;
   /** The migration's image directory: names the runc restore still running, if any. */
   images: string;
+  /**
+   * Commands run first, so that what the dying copy sends never reaches a client (its restored sockets' packets
+   * carry CRIU's mark, which the namespace lock lets through): its link down, or a drop of its address.
+   */
+  cutOff?: string[][];
 }
+
+/** Arguments ferry derives from validated names and addresses only; anything else is never put in a shell line. */
+const SAFE = /^[A-Za-z0-9_.:/@%+=-]+$/;
 
 const SCRIPT = `
 read -r _ && exit 0
+eval "$WD_CUT"
 i=0
 while [ "$i" -lt 200 ]; do
   if "$WD_RUNC" --root "$WD_ROOT" state "$WD_NAME" >/dev/null 2>&1; then
@@ -44,6 +53,10 @@ export function armDeadMan(t: DeadManTarget): DeadManSwitch {
       WD_ROOT: t.runcRoot,
       WD_NAME: t.name,
       WD_IMAGES: t.images,
+      WD_CUT: (t.cutOff ?? [])
+        .filter((argv) => argv.length > 0 && argv.every((a) => SAFE.test(a)))
+        .map((argv) => `${argv.join(' ')} >/dev/null 2>&1`)
+        .join('\n'),
     },
   });
   child.on('error', () => {});

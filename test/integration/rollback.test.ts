@@ -19,6 +19,7 @@ import {
   instancesOf,
   processesWith,
   readInContainer,
+  runningInstancesOf,
   skipUnlessReady,
   startBed,
   startProbe,
@@ -212,7 +213,8 @@ for (const point of ['checkpoint', 'transfer', 'restore'] as const) {
       timeoutMs: 60_000,
     });
     assert.notEqual(m.code, 0, 'the source agent died mid-migration');
-    assert.equal(instancesOf(marker), 1, 'frozen on a, nothing on b');
+    // frozen on a; b holds at most an uncommitted copy behind its lock
+    assert.ok(runningInstancesOf(marker) <= 1, 'never two running');
     // the restarted agent (without the fault) settles what its previous run left, by asking b
     await restartAgent(bed, 'a');
     await waitFor(
