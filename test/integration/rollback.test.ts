@@ -281,6 +281,9 @@ test('destination agent killed (SIGKILL) with its restored copy running uncommit
   assert.match(report.rollback?.note ?? '', /commit deadline/);
   assert.equal((await containers(bed)).find((c) => c.name === 'web')?.host, 'a');
   assert.equal(instancesOf(marker), 1);
+  // the client's TCP backs off over the outage (the commit deadline): its next retransmission reaches the thawed
+  // source up to ~12 s after the thaw
+  await new Promise((res) => setTimeout(res, 15_000));
   const res = await probe.stop();
   t.diagnostic(`client: max gap ${res.maxGapMs.toFixed(0)} ms`);
   // b kept its copy locked (it was never committed): the client only ever talked to the source's process
