@@ -26,8 +26,10 @@ const NO_INPUT: Record<string, string> = {
   'GET /v1/migrations': 'no input',
   'GET /v1/events': 'a server-sent event stream that never ends (no input either)',
   'PUT /v1/bandwidth': 'counts and drops any bytes (a limit, tested below)',
-  'PUT /v1/restores': 'a checkpoint archive as a raw stream, checked whole (test/integration/archive.test.ts)',
-  'PUT /v1/inspect': 'a checkpoint archive as a raw stream, read and dropped (test/integration/archive.test.ts)',
+  'PUT /v1/restores':
+    'a checkpoint archive as a raw stream, checked whole (test/integration/archive.test.ts)',
+  'PUT /v1/inspect':
+    'a checkpoint archive as a raw stream, read and dropped (test/integration/archive.test.ts)',
 };
 
 const SEED = 4711;

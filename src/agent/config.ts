@@ -6,6 +6,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
+import { DEFAULT_DEADLINES } from '../migration/defaults.ts';
 import { type BundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
 
 export const AgentConfigSchema = Type.Object({
@@ -62,6 +63,16 @@ export const AgentConfigSchema = Type.Object({
     cpuDeltaPercent: Type.Number({ minimum: 0 }),
     memoryDeltaBytes: Type.Integer({ minimum: 0 }),
   }),
+  /** Phase deadlines (ms); defaults in migration/defaults.ts. */
+  deadlines: Type.Object({
+    /** A destination drops a restored copy not committed this long after the restore was asked. */
+    commitMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    /** The freeze's hard ceiling: past it the source gives up and thaws (the dump's CRIU is killed). */
+    freezeMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    /** Prepare (the destination reserves and stages) and pre-copy's rounds: past them the migration rolls back. */
+    prepareMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
+    roundsMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
+  }),
   /** What this host offers the scheduler; declared, so that simulated hosts on one machine have capacities. */
   capacity: Type.Optional(
     Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),
@@ -95,6 +106,7 @@ export const AGENT_DEFAULTS = {
   uploads: { limitBytes: 8 * 1024 ** 3, maxAgeMs: 10 * 60_000 },
   heartbeat: { intervalMs: 3000, fullEvery: 10, cpuDeltaPercent: 5, memoryDeltaBytes: 16 << 20 },
   bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
+  deadlines: { ...DEFAULT_DEADLINES },
 };
 
 export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -103,8 +115,20 @@ export function parseAgentConfig(raw: unknown, env: NodeJS.ProcessEnv = process.
   const policy = merged['bundlePolicy'];
   if (policy && typeof policy === 'object' && !Array.isArray(policy))
     merged['bundlePolicy'] = { ...DEFAULT_BUNDLE_POLICY, ...policy };
+  // (one deadline may be set alone)
+  const deadlines = (raw as { deadlines?: unknown } | undefined)?.deadlines;
+  if (deadlines && typeof deadlines === 'object')
+    merged['deadlines'] = { ...AGENT_DEFAULTS.deadlines, ...deadlines };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
+  // FERRY_DEADLINES: JSON over the config's deadlines (tests shorten them without a config file of their own)
+  if (env['FERRY_DEADLINES']) {
+    try {
+      merged['deadlines'] = { ...(merged['deadlines'] as object), ...JSON.parse(env['FERRY_DEADLINES']) };
+    } catch {
+      throw new FerryError('FERRY_E_INPUT_ARGS', 'FERRY_DEADLINES is not JSON');
+    }
+  }
   if (!Value.Check(AgentConfigSchema, merged)) {
     const first = [...Value.Errors(AgentConfigSchema, merged)][0];
     throw new FerryError(

@@ -1,12 +1,13 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TlsMaterial } from '../api/https-client.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
+import { Faults } from '../core/faults.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { ArchiveRestores } from '../host/archive-restore.ts';
 import { Checkpoints } from '../host/checkpoints.ts';
@@ -15,13 +16,17 @@ import { removeOrphanImages } from '../host/images.ts';
 import { hostPaths } from '../host/paths.ts';
 import { Uploads } from '../host/uploads.ts';
 import { IncomingMigrations } from '../migration/destination.ts';
+import { MigrationJournal } from '../migration/journal.ts';
 import { MigrationSource } from '../migration/source.ts';
+import { SourceRecovery } from '../migration/source-recovery.ts';
 import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
+import { armDeadMan } from '../runtime/dead-man.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
+import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
@@ -76,9 +81,13 @@ export async function startAgent(
   }));
   log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
+  const faults = new Faults(cfg.faults);
   const incoming = new IncomingMigrations(host, log, {
     faults: cfg.faults,
     lazyPages: (o) => criu.lazyPages(o),
+    commitDeadlineMs: cfg.deadlines.commitMs,
+    deadMan: (name, images, cutOff) =>
+      armDeadMan({ runcPath: cfg.runcPath, runcRoot: paths.runcRoot, name, images, cutOff }),
   });
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
@@ -89,10 +98,32 @@ export async function startAgent(
     ca: readFileSync(cfg.tls.ca),
   };
   const fw = new Firewall(runner);
+  // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
+  // connections of the last one
+  const clients = new ClientPool(tls);
+  const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
+  const journalDir = join(paths.stateDir, 'journal');
+  await mkdir(journalDir, { recursive: true, mode: 0o700 });
+  const journal = new MigrationJournal(journalDir);
+  const recovery = new SourceRecovery({
+    host,
+    log,
+    journal,
+    peerFor,
+    commitDeadlineMs: cfg.deadlines.commitMs,
+    freezeCeilingMs: cfg.deadlines.freezeMs,
+    leftovers: { settle: settleLeftovers },
+    failPageServer: (port) => resetConnection('127.0.0.1', port),
+  });
   const source = new MigrationSource({
     host,
     log,
     capabilities,
+    deadlines: cfg.deadlines,
+    journal,
+    guard: recovery,
+    onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),
+    faults,
     postcopy: {
       pageServerAddress: cfg.listen.address,
       fence: {
@@ -102,10 +133,6 @@ export async function startAgent(
       failPageServer: (port) => resetConnection('127.0.0.1', port),
     },
   });
-  // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
-  // connections of the last one
-  const clients = new ClientPool(tls);
-  const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
   const uploads = new Uploads(paths, cfg.uploads);
   // what a previous run received and no create took is gone; from now on, what waits too long
   const swept = await uploads.sweep();
@@ -150,6 +177,14 @@ export async function startAgent(
     log,
     criuVersion: async () => (await capabilities()).facts.criuVersion,
   });
+  // the migrations a previous run left: their containers are refused to new migrations until settled (in the
+  // background: settling may wait for a destination's commit deadline)
+  const { done: settled } = await recovery.recoverAll();
+  void settled
+    .then((settled) => {
+      if (settled.length) log.warn({ settled }, 'settled the migrations left by a previous run');
+    })
+    .catch((err) => log.error({ err }, 'settling the migrations left by a previous run failed'));
   const app = buildAgentApp(
     {
       host,

@@ -8,11 +8,13 @@ import type { FileRange } from '../transport/ranges.ts';
 
 export class HttpDestinationPeer implements DestinationPeer {
   readonly name: string;
+  readonly endpoint: { name: string; address: string; port: number };
   private readonly client: AgentClient;
 
   constructor(client: AgentClient) {
     this.client = client;
     this.name = client.endpoint.name;
+    this.endpoint = client.endpoint;
   }
 
   capabilities(): Promise<CapabilitiesReport> {
@@ -80,5 +82,9 @@ export class HttpDestinationPeer implements DestinationPeer {
 
   abort(id: string): Promise<void> {
     return this.client.abortIncoming(id);
+  }
+
+  status(id: string): Promise<'committed' | 'uncommitted' | 'unknown'> {
+    return this.client.incomingStatus(id);
   }
 }

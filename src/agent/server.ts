@@ -389,6 +389,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.get('/v1/incoming/:id/pages', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
     incoming.pagesResult(req.params.id),
   );
+  app.get('/v1/incoming/:id/status', { config: PEER, schema: { params: IdParams } }, async (req) => ({
+    state: await incoming.status(req.params.id),
+  }));
   app.post(
     '/v1/incoming/:id/commit',
     { config: ITS_SOURCE, schema: { params: IdParams } },

@@ -20,6 +20,7 @@ import type {
   ImportOptions,
   ImportResult,
   IncomingRequest,
+  IncomingState,
   InspectReport,
   MigrateRequest,
   MigrationEvent,
@@ -245,6 +246,14 @@ export class AgentClient extends HttpsClient {
 
   async commitIncoming(id: string): Promise<void> {
     await this.request('POST', `/v1/incoming/${seg(id)}/commit`);
+  }
+
+  /** Where the destination stands on a migration (committed, uncommitted, unknown); a short timeout: it only reads. */
+  async incomingStatus(id: string): Promise<IncomingState> {
+    const r: { state: IncomingState } = await this.request('GET', `/v1/incoming/${seg(id)}/status`, {
+      timeoutMs: 5000,
+    });
+    return r.state;
   }
 
   async abortIncoming(id: string): Promise<void> {

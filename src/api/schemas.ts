@@ -167,6 +167,12 @@ export const ImportBody = Type.Object(
 export const StagedId = Type.String({ pattern: '^r[0-9a-f]{12}$' });
 export const StagedParams = Type.Object({ id: StagedId }, { additionalProperties: false });
 
+/** GET /v1/incoming/:id/status: where the destination stands on one migration (the source settles by it). */
+export const IncomingStatus = Type.Object(
+  { state: Type.Union([Type.Literal('committed'), Type.Literal('uncommitted'), Type.Literal('unknown')]) },
+  { additionalProperties: false },
+);
+
 // ---- the controller's API ----
 
 /** One container's load as its agent reports it. */

@@ -180,7 +180,22 @@ export interface MigrationReport {
   dirtyHotBytes?: number;
   /** Post-copy: when the last page arrived, counted from the end of the restore. */
   postcopy?: { lastPageMs: number; pageServer: string };
-  rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
+  /**
+   * Memory the source's frozen copy held from the final dump until the destination committed (its cgroup's
+   * figure at the dump): the price of a rollback that thaws instead of restoring (decision 9).
+   */
+  sourceHeldBytes?: number;
+  /**
+   * `action`: thawed (the source runs again), in-doubt (the commit may have landed and the destination could not
+   * be asked: the source copy stays frozen until it answers), lost (nothing left to thaw), committed (the commit
+   * landed after all: the migration succeeded and the source copy was removed).
+   */
+  rollback?: {
+    sourceRunning: boolean;
+    destinationCleaned: boolean;
+    action?: 'thawed' | 'in-doubt' | 'lost' | 'committed';
+    note?: string;
+  };
   error?: FerryErrorJSON;
 }
 
@@ -200,6 +215,8 @@ export type IncomingRequest = Static<typeof S.IncomingBody>;
 
 /** POST /v1/incoming/:id/restore: the container's ARP cache; post-copy: where the source's page server listens. */
 export type RestoreOptions = Static<typeof S.RestoreBody>;
+/** Where a destination stands on one migration. */
+export type IncomingState = Static<typeof S.IncomingStatus>['state'];
 
 export interface RestoreResult {
   pid: number;

@@ -98,10 +98,12 @@ export function reportText(r: MigrationReport): string {
       if (s?.restoreTimeUs !== undefined) parts.push(`restore ${(s.restoreTimeUs / 1000).toFixed(1)} ms`);
       lines.push(`  criu: ${parts.join(', ')}`);
     }
+    if (r.sourceHeldBytes)
+      lines.push(`  source held ${formatBytes(r.sourceHeldBytes)} frozen until the commit (its rollback)`);
   }
   if (r.rollback) {
     lines.push(
-      `  rollback: source ${r.rollback.sourceRunning ? 'running' : 'NOT running'}, destination ${r.rollback.destinationCleaned ? 'cleaned' : 'NOT cleaned'}${r.rollback.note ? ` (${r.rollback.note})` : ''}`,
+      `  rollback${r.rollback.action ? ` (${r.rollback.action})` : ''}: source ${r.rollback.sourceRunning ? 'running' : 'NOT running'}, destination ${r.rollback.destinationCleaned ? 'cleaned' : 'NOT cleaned'}${r.rollback.note ? ` (${r.rollback.note})` : ''}`,
     );
   }
   return lines.join('\n');

@@ -30,6 +30,43 @@ export const RATE_SAMPLE_MIN_BYTES = 16 << 20;
 /** The filler `auto` sends to measure the link. */
 export const LINK_PROBE_BYTES = 4 << 20;
 
+/**
+ * How long a destination keeps a restored copy that was not committed before it kills it on its own, counted
+ * from the restore request (a restore still running then is killed). A source that cannot reach its destination
+ * after asking for the restore waits this long before thawing, so the container never runs twice (decision 9).
+ * As long as the freeze's ceiling: a restore that could still be confirmed is never cut short. Agent config:
+ * `deadlines.commitMs`.
+ */
+export const DEFAULT_COMMIT_DEADLINE_MS = 120_000;
+
+/**
+ * The freeze's hard ceiling: a final dump still running this long after the container was frozen is killed and
+ * the container thawed (a stuck CRIU must never leave it paused). Agent config: `deadlines.freezeMs`.
+ */
+export const DEFAULT_FREEZE_CEILING_MS = 120_000;
+
+/**
+ * The deadlines of the phases before the freeze (ms): past one, the phase fails and the migration rolls back (the
+ * container never stopped). Agent config: `deadlines.prepareMs`, `deadlines.roundsMs`.
+ */
+export const DEFAULT_PREPARE_DEADLINE_MS = 120_000;
+export const DEFAULT_ROUNDS_DEADLINE_MS = 600_000;
+
+/** Every phase deadline the engine keeps (the agent config's `deadlines`, defaults above). */
+export interface Deadlines {
+  commitMs: number;
+  freezeMs: number;
+  prepareMs: number;
+  roundsMs: number;
+}
+
+export const DEFAULT_DEADLINES: Deadlines = {
+  commitMs: DEFAULT_COMMIT_DEADLINE_MS,
+  freezeMs: DEFAULT_FREEZE_CEILING_MS,
+  prepareMs: DEFAULT_PREPARE_DEADLINE_MS,
+  roundsMs: DEFAULT_ROUNDS_DEADLINE_MS,
+};
+
 /** A request's options with every default applied: resolved once, read by the phases and the strategies. */
 export interface MigrationOptions {
   maxDowntimeMs: number;

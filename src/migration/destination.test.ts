@@ -64,6 +64,9 @@ class FakeNetwork implements Partial<NetworkLike> {
   async attach(name: string) {
     this.calls.push(`attach ${name}`);
   }
+  async detach(name: string) {
+    this.calls.push(`detach ${name}`);
+  }
   async unlock(name: string) {
     this.calls.push(`unlock ${name}`);
   }
@@ -292,12 +295,12 @@ test('an abort while runc restores waits for the restore, then removes the conta
   assert.equal(incoming.isReserved('c1'), false);
 });
 
-test('cold restore: the bundle placed on this host, network attached before and unlocked after, record written', async () => {
+test('cold restore: the bundle placed on this host, network attached before, unlocked only at the commit, record written', async () => {
   await incoming.prepare(request('m1'));
   await receiveBoth('m1');
   network.calls = [];
   await incoming.restore('m1', { neighbours: NEIGHBOURS });
-  assert.deepEqual(network.calls, ['neighbours c1 1', 'attach c1', 'unlock c1']);
+  assert.deepEqual(network.calls, ['neighbours c1 1', 'attach c1'], 'locked while it may still be aborted');
   const [o] = runc.restores;
   assert.equal(o?.bundle, bundleDir(paths, 'c1'));
   assert.equal(o?.imagePath, imageDir(paths, 'm1'));
@@ -308,6 +311,7 @@ test('cold restore: the bundle placed on this host, network attached before and 
   assert.deepEqual((await host.readRecord('c1'))?.origin, { kind: 'migration', from: 'a', id: 'm1' });
   assert.equal(JSON.parse(readFileSync(recordFile('m1'), 'utf8')).state, 'restored');
   await incoming.commit('m1');
+  assert.deepEqual(network.calls.slice(2), ['unlock c1']);
   assert.equal(incoming.isReserved('c1'), false);
   assert.ok(!existsSync(recordFile('m1')));
   assert.ok(!existsSync(imageDir(paths, 'm1')));
@@ -390,8 +394,77 @@ test('recover() on a fresh object drops the uncommitted migrations it finds on d
   assert.ok(!existsSync(containerDir(paths, 'half')));
   assert.ok(!existsSync(containerDir(paths, 'restored')));
   assert.deepEqual(runc.calls.sort(), ['destroy half', 'destroy restored']);
-  assert.deepEqual(network.calls.sort(), ['destroy half', 'destroy restored']);
+  // the restored copy is cut off before it dies; the half-received one never had a link up
+  assert.deepEqual(network.calls.sort(), ['destroy half', 'destroy restored', 'detach restored']);
   assert.ok(existsSync(join(containerDir(paths, 'kept'), 'record.json')), 'the committed container stays');
   assert.equal(runc.states.has('kept'), true);
   assert.deepEqual(await fresh.recover(), [], 'nothing left the second time');
+});
+
+test('a restart never touches a container that took the name of a stale reservation (reservations are by id)', async () => {
+  await incoming.prepare(request('m1', 'svc'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  // the copy went away and another container now runs under the name (the record of m1 stayed behind)
+  await host.writeRecord({ ...request('x', 'svc').record, origin: { kind: 'run' } });
+  runc.states.set('svc', { id: 'svc', pid: 77, status: 'running', bundle: bundleDir(paths, 'svc') });
+  writeFileSync(join(containerDir(paths, 'svc'), 'mine'), 'unrelated');
+  runc.calls = [];
+  network.calls = [];
+
+  const aborted = await newIncoming().recover();
+  assert.deepEqual(aborted, ['m1']);
+  assert.deepEqual(runc.calls, [], 'the unrelated container is not killed');
+  assert.deepEqual(network.calls, [], 'nor its network');
+  assert.ok(existsSync(join(containerDir(paths, 'svc'), 'mine')), 'nor its files');
+  assert.ok(!existsSync(imageDir(paths, 'm1')), "the stale migration's own files go");
+  assert.deepEqual(readdirSync(paths.incomingDir), []);
+});
+
+test('status: uncommitted while in flight, committed once a container here came from it, unknown otherwise', async () => {
+  assert.equal(await incoming.status('m1'), 'unknown');
+  await incoming.prepare(request('m1'));
+  assert.equal(await incoming.status('m1'), 'uncommitted');
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  assert.equal(await incoming.status('m1'), 'uncommitted');
+  await incoming.commit('m1');
+  assert.equal(await incoming.status('m1'), 'committed');
+  assert.equal(await newIncoming().status('m1'), 'committed', 'also after a restart');
+  await incoming.prepare(request('m2', 'c2'));
+  await incoming.abort('m2');
+  assert.equal(await incoming.status('m2'), 'unknown');
+});
+
+test('an uncommitted copy is aborted at its commit deadline (the source then thaws its own)', async () => {
+  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 50 });
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  for (let i = 0; i < 100 && (await incoming.status('m1')) !== 'unknown'; i++)
+    await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await incoming.status('m1'), 'unknown');
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.equal(incoming.isReserved('c1'), false);
+});
+
+test('a commit before the deadline keeps the container', async () => {
+  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 50 });
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  await incoming.commit('m1');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(await incoming.status('m1'), 'committed');
+  assert.ok(!runc.calls.includes('destroy c1'));
+});
+
+test('an abort after the commit is refused: the source must not thaw a container that runs here', async () => {
+  await incoming.prepare(request('m1'));
+  await receiveBoth('m1');
+  await incoming.restore('m1');
+  await incoming.commit('m1');
+  await assert.rejects(incoming.abort('m1'), /is committed: it cannot be aborted/);
+  assert.ok(!runc.calls.includes('destroy c1'));
+  await incoming.abort('m-never-seen');
 });

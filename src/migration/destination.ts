@@ -4,20 +4,32 @@
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import type { ContainerHost } from '../host/containers.ts';
+import { type ContainerHost, identity } from '../host/containers.ts';
 import { imageDir } from '../host/paths.ts';
 import type { Neighbour } from '../network/ip.ts';
 import type { FileRange } from '../transport/ranges.ts';
-import { type IncomingDeps, IncomingMigration } from './incoming.ts';
+import { DEFAULT_COMMIT_DEADLINE_MS } from './defaults.ts';
+import { committedError, type IncomingDeps, IncomingMigration } from './incoming.ts';
 import { recordedIds, recordPath } from './incoming-record.ts';
 import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts';
-import type { IncomingRequest, RestoreResult } from './types.ts';
+import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
 
 export interface DestinationOptions {
   /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
   faults?: string[];
+  /**
+   * An uncommitted migration is aborted this long after its restore was asked (its source thaws once it has
+   * passed): default DEFAULT_COMMIT_DEADLINE_MS.
+   */
+  commitDeadlineMs?: number;
+  /**
+   * Arms a dead-man switch for a copy about to be restored: if this agent dies before the commit, the copy is
+   * killed at once (runtime/dead-man.ts), so it never runs beside the source's thawed one.
+   */
+  deadMan?: (name: string, images: string, cutOff: string[][]) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
 }
@@ -33,11 +45,24 @@ export class IncomingMigrations {
   private readonly streaming = new Map<string, LazyPages>();
   /** The source hosts of those, for `sourceOf`. */
   private readonly streamingFrom = new Map<string, string>();
+  /** Commit deadlines of migrations asked to restore, by id. */
+  private readonly deadlines = new Map<string, NodeJS.Timeout>();
+  private readonly commitDeadlineMs: number;
+  private readonly deadMan: DestinationOptions['deadMan'];
+  private readonly switches = new Map<string, { disarm(): void }>();
 
   constructor(host: ContainerHost, log: Logger, opts: DestinationOptions = {}) {
     this.host = host;
     this.log = log;
-    this.deps = { host, log, faults: new Set(opts.faults ?? []), lazyPages: opts.lazyPages };
+    this.commitDeadlineMs = opts.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.deps = {
+      host,
+      log,
+      faults: new Faults(opts.faults ?? []),
+      lazyPages: opts.lazyPages,
+      restoreTimeoutMs: this.commitDeadlineMs,
+    };
+    this.deadMan = opts.deadMan;
   }
 
   /** The source host of a migration arriving here, while this host knows it; undefined for an unknown id. */
@@ -93,7 +118,41 @@ export class IncomingMigrations {
     id: string,
     opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},
   ): Promise<RestoreResult> {
-    return this.get(id).restore(opts);
+    const m = this.get(id);
+    // from now on an uncommitted copy may run here: it must not outlive the source's patience
+    if (!this.deadlines.has(id)) {
+      const timer = setTimeout(() => {
+        this.deadlines.delete(id);
+        if (this.migrations.get(id) !== m) return;
+        this.log.warn({ migration: id, container: m.name }, 'no commit before the deadline: aborting');
+        void this.abort(id).catch(() => {});
+      }, this.commitDeadlineMs);
+      timer.unref();
+      this.deadlines.set(id, timer);
+      const net = identity(m.record);
+      const sw = this.deadMan?.(
+        m.name,
+        imageDir(this.host.paths, id),
+        this.host.network.cutOffArgv?.(m.name, net) ?? [],
+      );
+      if (sw) this.switches.set(id, sw);
+    }
+    return m.restore(opts);
+  }
+
+  /**
+   * Where this host stands on a migration: uncommitted while it is in flight here, committed when a container
+   * here came from it, unknown otherwise (never prepared, aborted, or dropped at its deadline or at a restart).
+   */
+  async status(id: string): Promise<IncomingState> {
+    checkName(id, 'migration');
+    const m = this.migrations.get(id);
+    if (m) return m.state === 'committed' ? 'committed' : 'uncommitted';
+    for (const name of await this.host.names()) {
+      const rec = await this.host.readRecord(name).catch(() => undefined);
+      if (rec?.origin?.kind === 'migration' && rec.origin.id === id) return 'committed';
+    }
+    return 'unknown';
   }
 
   /** Post-copy: resolves once the lazy-pages daemon of a migration is done, with whether every page arrived. */
@@ -129,10 +188,16 @@ export class IncomingMigrations {
     }
   }
 
-  /** Removes everything the migration created here, including a restored container. Unknown ids are fine. */
+  /**
+   * Removes everything the migration created here, including a restored container. Unknown ids are fine; a
+   * committed one is refused (the source must not thaw: the container runs here).
+   */
   async abort(id: string): Promise<void> {
     const m = this.migrations.get(id);
-    if (!m) return;
+    if (!m) {
+      if ((await this.status(id)) === 'committed') throw committedError(id);
+      return;
+    }
     try {
       await m.abort();
     } finally {
@@ -174,6 +239,11 @@ export class IncomingMigrations {
   }
 
   private forget(m: IncomingMigration): void {
+    const timer = this.deadlines.get(m.id);
+    if (timer) clearTimeout(timer);
+    this.deadlines.delete(m.id);
+    this.switches.get(m.id)?.disarm();
+    this.switches.delete(m.id);
     if (this.migrations.get(m.id) === m) this.migrations.delete(m.id);
     if (this.reserved.get(m.name) === m.id) this.reserved.delete(m.name);
   }

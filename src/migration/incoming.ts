@@ -10,6 +10,7 @@ import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FerryError, type Phase } from '../core/errors.ts';
+import type { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
@@ -28,9 +29,11 @@ export type IncomingState = IncomingRecord['state'] | 'committed' | 'aborted';
 export interface IncomingDeps {
   host: ContainerHost;
   log: Logger;
-  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
-  faults: ReadonlySet<string>;
+  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore; kill-at points. */
+  faults: Faults;
   lazyPages: LazyPagesStarter | undefined;
+  /** A restore still running this long is killed: the copy could not be committed in time anyway. */
+  restoreTimeoutMs?: number;
 }
 
 type Part = 'bundle' | 'images';
@@ -78,6 +81,11 @@ export class IncomingMigration {
   static async load(deps: IncomingDeps, id: string): Promise<IncomingMigration | undefined> {
     const rec = await readRecord(deps.host.paths.incomingDir, id);
     return rec ? new IncomingMigration(deps, rec) : undefined;
+  }
+
+  /** The container's record as the source sent it (its network identity). */
+  get record(): IncomingRecord['record'] {
+    return this.rec.record;
   }
 
   get state(): IncomingState {
@@ -223,12 +231,14 @@ export class IncomingMigration {
         }
       }
       this.stopIfAborted();
+      faults.reach('dest:restoring', 100);
       ({ ms } = await host.runc.restore(name, {
         bundle,
         imagePath: images,
         workPath: images,
         tcpEstablished: net.mode !== 'none',
         ...(lazy ? { lazyPages: true } : {}),
+        ...(this.deps.restoreTimeoutMs ? { timeoutMs: this.deps.restoreTimeoutMs } : {}),
       }));
     } catch (err) {
       await this.keepLog('restore.log');
@@ -236,9 +246,9 @@ export class IncomingMigration {
     }
     // aborted while runc restored: the abort (waiting for this) removes the container
     this.stopIfAborted();
-    // unlocked at once (the restored sockets are live), checked in parallel
-    const [, st] = await Promise.all([host.network.unlock(name, net), host.runc.state(name)]);
-    host.network.reannounce(name, net);
+    // its network stays locked until the commit: a copy that may still be aborted must never have talked to a
+    // client (the client would then see the source's older state when the source thaws)
+    const st = await host.runc.state(name);
     if (st?.status !== 'running') {
       const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
       throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
@@ -249,6 +259,7 @@ export class IncomingMigration {
       origin: { kind: 'migration', from: this.rec.from, id: this.id },
     });
     await this.moveTo('restored');
+    faults.reach('dest:restored');
     if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
     const stats = await readStats(join(images, 'stats-restore'));
     const out: RestoreResult = { pid: st.pid, ms };
@@ -264,9 +275,16 @@ export class IncomingMigration {
       });
   }
 
-  /** The container is this host's now: the migration's images and record go (post-copy: once the pages are in). */
+  /**
+   * The container is this host's now: its network is unlocked and announced (the freeze ends here), the migration's
+   * images and record go (post-copy: once the pages are in).
+   */
   async commit(): Promise<void> {
     this.expect('restored', undefined, 'cannot commit');
+    const { network } = this.deps.host;
+    const net = identity(this.rec.record);
+    await network.unlock(this.name, net);
+    network.reannounce(this.name, net);
     this.current = 'committed';
     const images = this.images;
     if (this.lazy) {
@@ -281,7 +299,8 @@ export class IncomingMigration {
 
   /** Removes everything this migration created here, a restored container included. Idempotent. */
   abort(): Promise<void> {
-    if (this.current === 'committed') return Promise.resolve();
+    // a source that thinks it may thaw must learn otherwise: the container runs here now
+    if (this.current === 'committed') return Promise.reject(committedError(this.id));
     this.aborting ??= this.removeAll(this.current);
     return this.aborting;
   }
@@ -295,12 +314,38 @@ export class IncomingMigration {
     await this.restoring?.catch(() => {});
     await this.blocks?.close();
     this.blocks = undefined;
-    await host.runc.destroy(this.name);
-    await host.network.destroy(this.name, identity(this.rec.record)).catch(() => {});
-    await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
+    if (await this.ownsName()) {
+      const net = identity(this.rec.record);
+      const restored = was === 'restoring' || was === 'restored';
+      // a restored copy is cut off before it dies: its sockets' packets carry CRIU's mark, which the lock lets
+      // through, and its FIN would reach the client the source is about to serve again
+      if (restored) {
+        await host.network.detach(this.name, net).catch(() => {});
+        await host.network.silence?.(this.name, net).catch(() => {});
+      }
+      await host.runc.destroy(this.name);
+      if (restored) await host.network.unsilence?.(this.name, net).catch(() => {});
+      await host.network.destroy(this.name, net).catch(() => {});
+      await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
+    } else {
+      log.warn(
+        { container: this.name, migration: this.id },
+        'the name belongs to another container now: only the migration files go',
+      );
+    }
     await rm(this.images, { recursive: true, force: true });
     await this.file.remove();
     log.warn({ container: this.name, migration: this.id, state: was }, 'incoming migration aborted');
+  }
+
+  /**
+   * Whether what goes by this migration's name here is this migration's: no container record (the restore had not
+   * written one yet), or a record that came from this very migration. A record of any other origin is a container
+   * that took the name after this reservation went stale (by id, never by name alone): never touched.
+   */
+  private async ownsName(): Promise<boolean> {
+    const rec = await this.deps.host.readRecord(this.name).catch(() => undefined);
+    return !rec || (rec.origin?.kind === 'migration' && rec.origin.id === this.id);
   }
 
   private startLazyPages(source: PageServer): LazyPages {
@@ -329,6 +374,13 @@ export class IncomingMigration {
       // no log to keep
     }
   }
+}
+
+/** The answer to an abort that came too late: the source must not thaw its copy. */
+export function committedError(id: string): FerryError {
+  return new FerryError('FERRY_E_INPUT_REQUEST', `migration ${id} is committed: it cannot be aborted`, {
+    phase: 'rollback',
+  });
 }
 
 function exists(path: string): Promise<boolean> {

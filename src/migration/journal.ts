@@ -43,6 +43,11 @@ export interface SourceJournalEntry {
   step: SourceStep;
   /** Post-copy after the restore: the memory is split between hosts; the source cannot take the container back. */
   pointOfNoReturn?: boolean;
+  /**
+   * Post-copy: the port of the page server the lazy dump listens on. Its CRIU outlives a dead agent and keeps the
+   * tasks: a rollback makes it fail (it then lets them go, paused); a finish waits until it has served every page.
+   */
+  pageServerPort?: number;
   /** ms since the epoch of the last write (for the destination's commit deadline). */
   updatedAt: number;
 }

@@ -1,6 +1,6 @@
 // The phase runner: runs named phases in order, times them into the report, emits their start and end, and keeps
 // the progress rollback reads to know what to undo.
-import type { ErrorCode } from '../core/errors.ts';
+import { type ErrorCode, FerryError } from '../core/errors.ts';
 import type { MigrationEvent, MigrationPhase, MigrationReport, MigrationRequest } from './types.ts';
 
 /** The error code a failure in each phase gets when its cause carries none. */
@@ -21,13 +21,19 @@ export interface Progress {
   phase: MigrationPhase;
   /** The destination reserved the name (it must be aborted). */
   prepared: boolean;
-  /** The container is no longer there to resume: the dump stopped it, or CRIU holds its tasks. */
+  /** The container is no longer there to thaw: CRIU holds its tasks (post-copy), or they died. */
   sourceStopped: boolean;
   /** The source's identity was cut off the LAN after the dump. */
   detached: boolean;
   /** Traffic to the container is held (the network lock around the dump). */
   quiesced: boolean;
   restoreRequested: boolean;
+  /** When the restore was asked (Date.now): the destination's commit deadline counts from then. */
+  restoreRequestedAt?: number;
+  /** The commit was sent: the destination may have committed even if its answer never came. */
+  commitSent: boolean;
+  /** The commit's outcome is unknown (the destination could not be asked): the source copy must stay frozen. */
+  inDoubt: boolean;
   freezeStart?: number;
 }
 
@@ -39,6 +45,8 @@ export function newProgress(): Progress {
     detached: false,
     quiesced: false,
     restoreRequested: false,
+    commitSent: false,
+    inDoubt: false,
   };
 }
 
@@ -60,6 +68,29 @@ export function newReport(req: MigrationRequest, id: string, from: string): Migr
   };
 }
 
+/** `work`, or a FerryError of the phase's code once `ms` have passed. */
+export async function withDeadline<T>(phase: MigrationPhase, work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new FerryError(PHASE_ERROR[phase], `phase ${phase} passed its deadline (${Math.round(ms)} ms)`, {
+            phase,
+            hint: 'the deadlines are in the agent config (deadlines)',
+          }),
+        ),
+      Math.max(0, ms),
+    );
+  });
+  work.catch(() => {});
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class PhaseRunner {
   readonly progress = newProgress();
   private readonly report: MigrationReport;
@@ -72,12 +103,16 @@ export class PhaseRunner {
     this.now = now;
   }
 
-  async run<T>(name: MigrationPhase, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one phase. `deadline` (in this runner's clock): past it the phase fails with its code and the migration
+   * rolls back; the work it abandons is undone by the rollback (the destination's abort ends its side).
+   */
+  async run<T>(name: MigrationPhase, fn: () => Promise<T>, deadline?: number): Promise<T> {
     this.progress.phase = name;
     const t0 = this.now();
     this.emit({ type: 'phase', phase: name, state: 'start' });
     try {
-      const out = await fn();
+      const out = deadline === undefined ? await fn() : await withDeadline(name, fn(), deadline - t0);
       const ms = Math.round(this.now() - t0);
       this.report.phases.push({ name, ms });
       this.emit({ type: 'phase', phase: name, state: 'end', ms });

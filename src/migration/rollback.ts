@@ -1,10 +1,13 @@
-// Rollback for a failure in any phase before confirm: the destination is aborted first (two copies must never run
-// at once), then the container runs again on the source: resumed where the dump left it, or restored from its local
-// checkpoint. The strategy undoes what only it knows (a tail still sending, a page server holding the tasks).
+// Both ends of the source's copy after a final dump (decision 9). The dump left the tasks alive and frozen, so:
+// - rollback (any failure before the destination commits): the destination is aborted first (two copies must never
+//   run at once), then the source is thawed: network re-attached, cgroup resumed, lock lifted, address announced.
+//   It never asks CRIU to restore the images just written, so a restore CRIU cannot do (on either host) loses
+//   nothing. The strategy undoes what only it knows (a tail still sending, a page server holding the tasks).
+// - finish (after the commit): the frozen copy is killed while its network is still cut off, then forgotten.
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
-import { bundleDir, imageDir } from '../host/paths.ts';
+import { imageDir } from '../host/paths.ts';
 import type { Progress } from './phases.ts';
 import type { Strategy } from './strategies/strategy.ts';
 import type { DestinationPeer, MigrationReport } from './types.ts';
@@ -14,31 +17,98 @@ export type RollbackResult = NonNullable<MigrationReport['rollback']>;
 const ABORT_ATTEMPTS = 3;
 const ABORT_RETRY_MS = 200;
 
+export interface RollbackDeps {
+  host: ContainerHost;
+  log: Logger;
+  /** How long a destination keeps an uncommitted copy without a commit before it kills it on its own. */
+  commitDeadlineMs: number;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
 export async function rollback(
-  deps: { host: ContainerHost; log: Logger },
+  deps: RollbackDeps,
   m: { name: string; id: string; peer: DestinationPeer; progress: Progress; strategy: Strategy | undefined },
 ): Promise<RollbackResult> {
   const { host } = deps;
+  const now = deps.now ?? Date.now;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const { name, id, peer, progress, strategy } = m;
   const notes: string[] = [];
   await strategy?.stopSending?.();
+  if (progress.inDoubt) {
+    // the commit may have landed: only the destination's answer tells, and resuming here could run it twice
+    notes.push(
+      `${peer.name} may have committed ${name}; the source copy stays frozen until ${peer.name} answers`,
+    );
+    return { sourceRunning: false, destinationCleaned: false, action: 'in-doubt', note: notes.join('; ') };
+  }
   let destinationCleaned = !progress.prepared;
-  if (progress.prepared) {
-    for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned; attempt++) {
-      try {
-        await peer.abort(id);
-        destinationCleaned = true;
-      } catch (err) {
-        if (attempt === ABORT_ATTEMPTS - 1)
-          notes.push(`destination ${peer.name} not cleaned: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, ABORT_RETRY_MS));
-      }
+  let committed = false;
+  const tryAbort = async (last: boolean): Promise<void> => {
+    try {
+      await peer.abort(id);
+      destinationCleaned = true;
+    } catch (err) {
+      // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so
+      if (progress.commitSent && (await peer.status(id).catch(() => undefined)) === 'committed')
+        committed = true;
+      else if (last) notes.push(`destination ${peer.name} not cleaned: ${(err as Error).message}`);
     }
-    if (!destinationCleaned && progress.restoreRequested) {
-      notes.push(`${peer.name} drops its uncommitted copy when its agent restarts`);
+  };
+  if (progress.prepared) {
+    for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned && !committed; attempt++) {
+      await tryAbort(attempt === ABORT_ATTEMPTS - 1);
+      if (!destinationCleaned && !committed) await sleep(ABORT_RETRY_MS);
+    }
+    if (!destinationCleaned && !committed && progress.restoreRequested) {
+      // it may run an uncommitted copy: it kills that itself once its commit deadline passes (at once if its agent
+      // died); thawing before then could run the container twice
+      const until = (progress.restoreRequestedAt ?? now()) + deps.commitDeadlineMs;
+      while (!destinationCleaned && !committed && now() < until) {
+        await sleep(Math.min(1000, Math.max(0, until - now())));
+        await tryAbort(false);
+      }
+      if (!destinationCleaned && !committed)
+        notes.push(`waited for ${peer.name}'s commit deadline before thawing`);
     }
   }
+  if (committed) {
+    // the migration went through after all: the source copy must go, not thaw
+    notes.push(`${peer.name} committed ${name} after all`);
+    return { sourceRunning: false, destinationCleaned: false, action: 'committed', note: notes.join('; ') };
+  }
+  const sourceRunning = await thaw(host, name, progress, strategy, notes);
+  await strategy?.closeStaged?.();
   const images = imageDir(host.paths, id);
+  // (not running: the images stay for a manual restore, the only copy of the state left)
+  if (sourceRunning) await rm(images, { recursive: true, force: true });
+  else notes.push(`images kept in ${images}`);
+  deps.log.warn(
+    { container: name, migration: id, sourceRunning, destinationCleaned, notes },
+    'migration rolled back',
+  );
+  const out: RollbackResult = {
+    sourceRunning,
+    destinationCleaned,
+    action: sourceRunning ? 'thawed' : 'lost',
+  };
+  if (notes.length) out.note = notes.join('; ');
+  return out;
+}
+
+/**
+ * Makes the source's copy run again where the migration left it: re-attached, resumed, unlocked, announced. Every
+ * step is safe to repeat (a restarted agent thaws a container whose state it only knows from its journal).
+ * Returns whether the container runs.
+ */
+export async function thaw(
+  host: ContainerHost,
+  name: string,
+  progress: Pick<Progress, 'detached' | 'quiesced'>,
+  strategy: Strategy | undefined,
+  notes: string[],
+): Promise<boolean> {
   const rec = await host.readRecord(name);
   const net = rec ? identity(rec) : { mode: 'none' as const };
   if (progress.detached) {
@@ -47,41 +117,37 @@ export async function rollback(
       .catch((err: Error) => notes.push(`re-attaching the network failed: ${err.message}`));
   }
   await strategy?.releaseSource?.(notes);
-  let sourceRunning = false;
-  const st = await host.runc.state(name);
-  if (st?.status === 'running') {
-    sourceRunning = true;
-    if (progress.quiesced) await host.network.unlock(name, net).catch(() => {});
-  } else if (st?.status === 'paused') {
-    await host.runc.resume(name).catch(() => {});
-    sourceRunning = (await host.runc.state(name))?.status === 'running';
-    if (progress.quiesced) await host.network.unlock(name, net).catch(() => {});
-    if (progress.detached) host.network.reannounce(name, net);
-  } else if (progress.sourceStopped) {
-    try {
-      await host.runc.delete(name);
-      await host.runc.restore(name, {
-        bundle: bundleDir(host.paths, name),
-        imagePath: images,
-        workPath: images,
-        tcpEstablished: net.mode !== 'none',
-      });
-      sourceRunning = (await host.runc.state(name))?.status === 'running';
-      // the dump's lock held the client's packets; the restored sockets take over now
-      await host.network.clearCriuLocks(name, net);
-      if (progress.quiesced) await host.network.unlock(name, net);
-      host.network.reannounce(name, net);
-    } catch (err) {
-      notes.push(`local restore failed: ${(err as Error).message}; images kept in ${images}`);
-    }
+  let st = (await host.runc.state(name))?.status;
+  if (st === 'paused') {
+    await host.runc.resume(name).catch((err: Error) => notes.push(`runc resume failed: ${err.message}`));
+    st = (await host.runc.state(name))?.status;
   }
-  await strategy?.closeStaged?.();
-  if (sourceRunning) await rm(images, { recursive: true, force: true });
-  deps.log.warn(
-    { container: name, migration: id, sourceRunning, destinationCleaned, notes },
-    'migration rolled back',
-  );
-  const out: RollbackResult = { sourceRunning, destinationCleaned };
-  if (notes.length) out.note = notes.join('; ');
-  return out;
+  if (st !== 'running') {
+    notes.push(`nothing to thaw: ${name} is ${st ?? 'gone'} on ${host.hostName}`);
+    return false;
+  }
+  if (progress.quiesced) {
+    await host.network
+      .unlock(name, net)
+      .catch((err: Error) => notes.push(`unlocking the network failed: ${err.message}`));
+  }
+  if (progress.detached) host.network.reannounce(name, net);
+  return true;
+}
+
+/**
+ * After the destination committed: the source's frozen copy is killed while its network is still cut off (a
+ * closing socket would otherwise send a FIN or a reset to the client from the old host), then its record,
+ * namespace and images go.
+ */
+export async function finishSource(host: ContainerHost, name: string, id: string): Promise<void> {
+  const rec = await host.readRecord(name);
+  const net = rec ? identity(rec) : undefined;
+  if (net) await host.network.silence?.(name, net);
+  try {
+    await host.forget(name);
+  } finally {
+    if (net) await host.network.unsilence?.(name, net);
+  }
+  await rm(imageDir(host.paths, id), { recursive: true, force: true });
 }

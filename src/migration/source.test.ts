@@ -31,7 +31,9 @@ import type {
 import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
+import { MigrationJournal, type SourceJournalEntry } from './journal.ts';
 import { MigrationSource } from './source.ts';
+import { SourceRecovery } from './source-recovery.ts';
 import type {
   CapabilitiesReport,
   DestinationPeer,
@@ -104,7 +106,9 @@ class FakeRunc implements RuncLike {
       return { ms: 5 };
     }
     writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
-    if (!o.leaveRunning) this.onFinalDump?.();
+    // a content-delta round dumps into round-N; the final dump leaves the frozen container running too
+    const round = /round-\d+$/.test(o.imagePath);
+    if (!round) this.onFinalDump?.();
     copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
     writeFileSync(join(o.imagePath, 'dump.log'), 'log');
     if (!o.leaveRunning) this.states.delete(id);
@@ -147,6 +151,12 @@ class FakeNetwork implements NetworkLike {
   async clearCriuLocks(name: string) {
     this.calls.push(`clear-locks ${name}`);
   }
+  async silence(name: string) {
+    this.calls.push(`silence ${name}`);
+  }
+  async unsilence(name: string) {
+    this.calls.push(`unsilence ${name}`);
+  }
   async destroy(name: string) {
     this.calls.push(`destroy ${name}`);
   }
@@ -154,9 +164,14 @@ class FakeNetwork implements NetworkLike {
 
 class FakePeer implements DestinationPeer {
   readonly name = 'b';
+  readonly endpoint = { name: 'b', address: '10.0.0.2', port: 7470 };
   calls: string[] = [];
   received: string;
-  fail: Partial<Record<'prepare' | 'send' | 'restore' | 'commit' | 'abort' | 'capabilities', Error>> = {};
+  fail: Partial<
+    Record<'prepare' | 'send' | 'restore' | 'commit' | 'abort' | 'capabilities' | 'status', Error>
+  > = {};
+  /** What status() answers (when it does not fail). */
+  state: 'committed' | 'uncommitted' | 'unknown' = 'uncommitted';
   strategies = caps().strategies;
   constructor(dir: string) {
     this.received = dir;
@@ -214,6 +229,10 @@ class FakePeer implements DestinationPeer {
   }
   async abort() {
     this.check('abort');
+  }
+  async status() {
+    this.check('status');
+    return this.state;
   }
 }
 
@@ -275,7 +294,12 @@ beforeEach(async () => {
   });
   await runc.run('c1');
   peer = new FakePeer(join(dir, 'peer'));
-  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps() });
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    statusRetryMs: 10,
+  });
 });
 
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -308,8 +332,8 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
   assert.ok(events.some((e) => e.type === 'progress'));
   assert.deepEqual(
     network.calls,
-    ['quiesce c1', 'detach c1', 'destroy c1'],
-    'source cut off after the dump, removed after commit',
+    ['quiesce c1', 'detach c1', 'silence c1', 'destroy c1', 'unsilence c1'],
+    'source cut off after the dump; its frozen copy killed silenced, after the commit',
   );
   assert.deepEqual(
     peer.prepared,
@@ -320,7 +344,7 @@ test('success: every phase in order, bundle and images sent (logs excluded), sou
 
 for (const failing of ['send', 'restore', 'commit'] as const) {
   const phase = { send: 'transfer', restore: 'restore', commit: 'confirm' }[failing];
-  test(`${failing} fails: destination aborted first, then the container restored on the source (phase ${phase})`, async () => {
+  test(`${failing} fails: destination aborted first, then the frozen source thawed (phase ${phase})`, async () => {
     peer.fail[failing] = new FerryError('FERRY_E_HOST_UNREACHABLE', 'peer went away');
     const r = await migrate();
     assert.equal(r.ok, false);
@@ -332,13 +356,11 @@ for (const failing of ['send', 'restore', 'commit'] as const) {
     assert.equal(r.rollback?.sourceRunning, true);
     assert.equal(r.rollback?.destinationCleaned, true);
     assert.ok(peer.calls.includes('abort'));
-    // abort before the local restore: never two copies
-    assert.deepEqual(runc.calls.slice(-2), ['delete c1', 'restore c1']);
-    assert.deepEqual(
-      network.calls,
-      ['quiesce c1', 'detach c1', 'attach c1', 'clear-locks c1', 'unlock c1'],
-      're-attached, CRIU locks cleared',
-    );
+    // the dump left it frozen: a thaw, never a CRIU restore of the images just written
+    assert.deepEqual(runc.calls, ['pause c1', 'checkpoint c1', 'resume c1']);
+    assert.ok(peer.calls.indexOf('abort') < peer.calls.length, 'aborted');
+    assert.deepEqual(network.calls, ['quiesce c1', 'detach c1', 'attach c1', 'unlock c1'], 're-attached');
+    assert.equal(r.rollback?.action, 'thawed');
     assert.equal((await runc.state('c1'))?.status, 'running');
     assert.ok(await host.readRecord('c1'), 'the source keeps its record and bundle');
     assert.deepEqual(readdirSync(host.paths.imagesDir), []);
@@ -367,22 +389,72 @@ test('an impossible plan touches nothing', async () => {
   assert.equal(r.rollback, undefined);
 });
 
-test('destination unreachable after restore: the source still resumes, and the report says what the destination will do', async () => {
-  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+test('destination unreachable after the restore was asked: the source waits out its commit deadline, then thaws', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { commitMs: 300 },
+  });
+  peer.fail.restore = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
   peer.fail.abort = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const t0 = Date.now();
   const r = await migrate();
+  assert.ok(Date.now() - t0 >= 300, 'not thawed before the destination dropped its copy');
   assert.equal(r.rollback?.sourceRunning, true);
   assert.equal(r.rollback?.destinationCleaned, false);
-  assert.match(r.rollback?.note ?? '', /drops its uncommitted copy when its agent restarts/);
+  assert.match(r.rollback?.note ?? '', /waited for b's commit deadline before thawing/);
 });
 
-test('the local restore fails too: FERRY_E_ROLLBACK_FAILED, images kept for a manual restore', async () => {
+test('the commit answer is lost but the destination committed: a success, the frozen copy is killed', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  peer.state = 'committed';
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.ok(!runc.calls.includes('resume c1'), 'never resumed: it runs on b');
+  assert.equal(await host.readRecord('c1'), undefined);
+});
+
+test('the commit answer is lost and the destination says it did not commit: aborted, then thawed', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  peer.state = 'unknown';
+  const r = await migrate();
+  assert.equal(r.ok, false);
+  assert.equal(r.rollback?.action, 'thawed');
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('the commit is in doubt (the destination cannot be asked): the source copy stays frozen, never resumed blindly', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const r = await migrate();
+  assert.equal(r.ok, false);
+  assert.equal(r.rollback?.action, 'in-doubt');
+  assert.equal(r.rollback?.sourceRunning, false);
+  assert.match(r.error?.message ?? '', /IN DOUBT: b may have committed c1/);
+  assert.equal((await runc.state('c1'))?.status, 'paused');
+  assert.ok(!peer.calls.includes('abort'), 'an abort could not undo a commit that landed');
+});
+
+test('the frozen tasks died before the rollback: FERRY_E_ROLLBACK_FAILED, no CRIU restore attempted, images kept', async () => {
   peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
-  runc.failRestore = true;
+  const restore = peer.restore.bind(peer);
+  peer.restore = async (id, o) => {
+    runc.states.delete('c1'); // killed from outside meanwhile
+    return restore(id, o);
+  };
   const r = await migrate();
   assert.equal(r.error?.code, 'FERRY_E_ROLLBACK_FAILED');
-  assert.match(r.error?.message ?? '', /ROLLBACK FAILED: .*images kept in/);
-  assert.equal(readdirSync(host.paths.imagesDir).length, 1);
+  assert.match(r.error?.message ?? '', /ROLLBACK FAILED: .*nothing to thaw: c1 is gone/);
+  assert.ok(!runc.calls.includes('restore c1'));
+});
+
+test('the report says how much memory the frozen source held until the commit', async () => {
+  host.memoryBytes = async () => 123 << 20;
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.sourceHeldBytes, 123 << 20);
 });
 
 test('a second migration of the same container while one runs is refused as busy', async () => {
@@ -423,7 +495,7 @@ test('pre-copy with soft-dirty (not this kernel): chained pre-dump rounds, strea
       [true, null, false, false],
       [true, '../round-1', false, false],
       [true, '../round-2', false, false],
-      [false, 'round-3', true, false],
+      [false, 'round-3', true, true],
     ],
     'three rounds chained, then the final dump on the last one',
   );
@@ -449,7 +521,7 @@ test('pre-copy without soft-dirty (this kernel): content-delta rounds with --lea
     runc.checkpoints.slice(0, -1).every((c) => c.leaveRunning),
     'rounds leave the container running',
   );
-  assert.equal(runc.checkpoints.at(-1)?.leaveRunning, undefined);
+  assert.equal(runc.checkpoints.at(-1)?.leaveRunning, true, 'the final dump leaves the frozen tasks alive');
 });
 
 test('hybrid (soft-dirty kernels): pre-dump rounds, then a lazy final dump on the last round; the destination pulls the rest', async () => {
@@ -504,4 +576,272 @@ test('hybrid (soft-dirty kernels): pre-dump rounds, then a lazy final dump on th
   assert.ok(fences.every((f) => f.endsWith(' 10.0.0.2')));
   assert.ok(r.phases.some((p) => p.name === 'pages'));
   assert.ok(r.postcopy);
+});
+
+// ---- the journal and the settling of interrupted migrations ----
+
+class StepLog extends MigrationJournal {
+  steps: string[] = [];
+  override async write(e: Omit<SourceJournalEntry, 'updatedAt'>) {
+    this.steps.push(e.step);
+    return super.write(e);
+  }
+}
+
+function journaled(extra: Partial<ConstructorParameters<typeof MigrationSource>[0]> = {}) {
+  const jdir = join(dir, 'journal');
+  mkdirSync(jdir, { recursive: true });
+  const journal = new StepLog(jdir);
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    journal,
+    ...extra,
+  });
+  return { journal, jdir };
+}
+
+test('journal: every step is written before its side effects, and the entry goes once the migration is settled', async () => {
+  const { journal, jdir } = journaled();
+  const prepare = peer.prepare.bind(peer);
+  let atPrepare: string | undefined;
+  peer.prepare = async (r) => {
+    atPrepare = journal.steps.at(-1);
+    return prepare(r);
+  };
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(atPrepare, 'prepared', 'journaled before the destination reserved anything');
+  assert.deepEqual(journal.steps, [
+    'planned',
+    'prepared',
+    'frozen',
+    'restore-requested',
+    'commit-sent',
+    'committed',
+  ]);
+  assert.deepEqual(readdirSync(jdir), []);
+});
+
+test('journal: a rolled-back migration leaves no entry', async () => {
+  const { journal, jdir } = journaled();
+  peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
+  await migrate();
+  assert.equal(journal.steps.at(-1), 'restore-requested');
+  assert.deepEqual(readdirSync(jdir), []);
+});
+
+test('journal: an in-doubt migration keeps its entry (at commit-sent) for the background settling', async () => {
+  const unsettled: SourceJournalEntry[] = [];
+  const { jdir } = journaled({ onUnsettled: (e) => unsettled.push(e) });
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  await migrate();
+  assert.equal(unsettled.length, 1);
+  assert.equal(unsettled[0]?.step, 'commit-sent');
+  assert.deepEqual(readdirSync(jdir), [`${unsettled[0]?.id}.json`]);
+});
+
+function recovery(
+  journal: MigrationJournal,
+  extra: { commitDeadlineMs?: number; settled?: string[]; log?: string[] } = {},
+) {
+  return new SourceRecovery({
+    host,
+    log: silentLogger(),
+    journal,
+    peerFor: () => peer,
+    commitDeadlineMs: extra.commitDeadlineMs ?? 30_000,
+    freezeCeilingMs: 1000,
+    leftovers: {
+      settle: async (text, deadline) => {
+        extra.settled?.push(text);
+        extra.log?.push(`leftovers ${deadline - Date.now() < 60_000 ? 'soon' : 'late'}`);
+        return { killed: 0 };
+      },
+    },
+    failPageServer: async (port) => {
+      extra.log?.push(`fail page server ${port}`);
+    },
+    retryMs: 20,
+  });
+}
+
+async function leftEntry(
+  step: SourceJournalEntry['step'],
+  updatedAt = Date.now(),
+  extra: Partial<SourceJournalEntry> = {},
+) {
+  const jdir = join(dir, 'journal');
+  mkdirSync(jdir, { recursive: true });
+  const journal = new MigrationJournal(jdir, () => updatedAt);
+  await journal.write({
+    id: 'm0000000000aa',
+    role: 'source',
+    container: 'c1',
+    peer: peer.endpoint,
+    step,
+    ...extra,
+  });
+  mkdirSync(join(host.paths.imagesDir, 'm0000000000aa'), { recursive: true });
+  return { journal, jdir };
+}
+
+test('restart, frozen copy, destination never committed: abort it, then thaw; the dump the dead agent left is waited for', async () => {
+  await runc.pause('c1');
+  const { journal, jdir } = await leftEntry('restore-requested');
+  const settled: string[] = [];
+  const rec = recovery(journal, { settled });
+  const { done } = await rec.recoverAll();
+  assert.ok(rec.settling.has('c1'), 'marked before anything is asked');
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
+  assert.deepEqual(network.calls, ['attach c1', 'unlock c1']);
+  assert.deepEqual(settled, [join(host.paths.imagesDir, 'm0000000000aa')]);
+  assert.deepEqual(readdirSync(jdir), []);
+  assert.deepEqual(readdirSync(host.paths.imagesDir), []);
+  assert.equal(rec.settling.size, 0);
+});
+
+test('restart after the commit was sent, destination committed: the frozen copy is killed, never resumed', async () => {
+  await runc.pause('c1');
+  peer.state = 'committed';
+  const { journal } = await leftEntry('commit-sent');
+  const { done } = await recovery(journal).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'finished' }]);
+  assert.ok(!runc.calls.includes('resume c1'));
+  assert.ok(runc.calls.includes('destroy c1'));
+  assert.equal(await host.readRecord('c1'), undefined);
+});
+
+test('restart, destination unreachable after the restore was asked: thawed only once its commit deadline passed', async () => {
+  await runc.pause('c1');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const t0 = Date.now();
+  const { journal } = await leftEntry('restore-requested', t0);
+  const { done } = await recovery(journal, { commitDeadlineMs: 200 }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(Date.now() - t0 >= 200);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, commit sent, destination unreachable: in doubt, asked again until it answers; a migration meanwhile is refused', async () => {
+  await runc.pause('c1');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
+  const { journal } = await leftEntry('commit-sent', 0);
+  const rec = recovery(journal, { commitDeadlineMs: 0 });
+  engine = new MigrationSource({ host, log: silentLogger(), capabilities: async () => caps(), guard: rec });
+  const { done } = await rec.recoverAll();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await runc.state('c1'))?.status, 'paused', 'never resumed blindly');
+  const refused = await migrate();
+  assert.equal(refused.error?.code, 'FERRY_E_CONTAINER_BUSY');
+  delete peer.fail.status;
+  peer.state = 'unknown';
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart before anything was frozen: the destination is aborted, the running container left as it is', async () => {
+  const { journal } = await leftEntry('prepared');
+  const { done } = await recovery(journal).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(peer.calls.includes('abort'));
+  assert.deepEqual(network.calls, [], 'its network was never touched');
+  assert.ok(!runc.calls.includes('resume c1'));
+});
+
+// ---- deadlines ----
+
+test('a dump stuck past the freeze ceiling is killed (runc gets the time left) and the container thawed, never left paused', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { freezeMs: 150 },
+  });
+  runc.checkpoint = async (_id, o) => {
+    assert.ok((o.timeoutMs ?? Infinity) <= 150, `runc is given at most the ceiling (${o.timeoutMs})`);
+    await new Promise((r) => setTimeout(r, o.timeoutMs));
+    runc.calls.push('checkpoint killed');
+    throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'runc checkpoint: killed by SIGKILL', {
+      phase: 'checkpoint',
+    });
+  };
+  const r = await migrate();
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.deepEqual(runc.calls.slice(-2), ['checkpoint killed', 'resume c1']);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('a restore that does not answer within the freeze ceiling: the destination is aborted and the source thawed', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { freezeMs: 200 },
+  });
+  peer.restore = () => new Promise(() => {});
+  const t0 = Date.now();
+  const r = await migrate();
+  assert.ok(Date.now() - t0 < 5000);
+  assert.equal(r.error?.phase, 'restore');
+  assert.match(r.error?.message ?? '', /phase restore passed its deadline/);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('prepare past its deadline rolls back before anything froze', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { prepareMs: 100 },
+  });
+  peer.prepare = () => new Promise(() => {});
+  const r = await migrate();
+  assert.equal(r.error?.phase, 'prepare');
+  assert.ok(!runc.calls.includes('pause c1'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, post-copy not committed: the page server the dead agent left is made to fail (CRIU lets the tasks go), then thawed', async () => {
+  await runc.pause('c1');
+  const log: string[] = [];
+  const { journal } = await leftEntry('restore-requested', Date.now(), { pageServerPort: 27042 });
+  const { done } = await recovery(journal, { log }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.deepEqual(log, ['fail page server 27042', 'leftovers soon']);
+  assert.ok(peer.calls.includes('abort'));
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
+test('restart, post-copy committed: the page server is left to serve the last pages before the source copy goes', async () => {
+  peer.state = 'committed';
+  const log: string[] = [];
+  const { journal } = await leftEntry('commit-sent', Date.now(), { pageServerPort: 27042 });
+  const { done } = await recovery(journal, { log }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'finished' }]);
+  assert.deepEqual(log, ['leftovers late'], 'waited for, never failed');
+  assert.ok(runc.calls.includes('destroy c1'));
+});
+
+test('the commit lands although its answer and the first status were lost: the abort is refused, the migration succeeds, the source copy goes', async () => {
+  peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
+  // the status answers uncommitted first (the commit is still on its way), then committed
+  let asked = 0;
+  peer.status = async () => {
+    peer.calls.push('status');
+    return asked++ === 0 ? 'uncommitted' : 'committed';
+  };
+  peer.fail.abort = new FerryError('FERRY_E_INPUT_REQUEST', 'migration is committed: it cannot be aborted');
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.rollback, undefined);
+  assert.ok(!runc.calls.includes('resume c1'), 'never thawed');
+  assert.ok(runc.calls.includes('destroy c1'));
 });

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { asFerryError, FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { linkImages } from '../host/images.ts';
@@ -12,11 +13,12 @@ import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
-import { resolveOptions } from './defaults.ts';
+import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
 import { ImageSender } from './image-sender.ts';
-import { newReport, PHASE_ERROR, PhaseRunner } from './phases.ts';
+import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
+import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
-import { rollback } from './rollback.ts';
+import { finishSource, rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
 import type { MigrationContext, Strategy } from './strategies/strategy.ts';
@@ -36,6 +38,17 @@ export interface SourceDeps {
   log: Logger;
   capabilities: () => Promise<CapabilitiesReport>;
   postcopy?: PostcopyDeps;
+  /** Phase deadlines (defaults.ts); `commitMs` is the destination's (it kills an uncommitted copy past it). */
+  deadlines?: Partial<Deadlines>;
+  /** Each step is written here before its side effects, so a restarted agent settles it (source-recovery.ts). */
+  journal?: MigrationJournal;
+  /** When an unsettled migration is left (the commit in doubt): settled again in the background. */
+  onUnsettled?: (entry: SourceJournalEntry) => void;
+  faults?: Faults;
+  /** Refuses a container still being settled after an interrupted migration (source-recovery.ts). */
+  guard?: { check(name: string): void };
+  /** Between two questions to a destination whose commit answer was lost (default 1 s; tests shorten it). */
+  statusRetryMs?: number;
   now?: () => number;
 }
 
@@ -45,6 +58,12 @@ export class MigrationSource {
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
+  private readonly deadlines: Deadlines;
+  private readonly journal: MigrationJournal | undefined;
+  private readonly onUnsettled: ((entry: SourceJournalEntry) => void) | undefined;
+  private readonly faults: Faults;
+  private readonly guard: { check(name: string): void } | undefined;
+  private readonly statusRetryMs: number;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
 
@@ -54,6 +73,12 @@ export class MigrationSource {
     this.log = deps.log;
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
+    this.deadlines = { ...DEFAULT_DEADLINES, ...deps.deadlines };
+    this.journal = deps.journal;
+    this.onUnsettled = deps.onUnsettled;
+    this.faults = deps.faults ?? Faults.none();
+    this.guard = deps.guard;
+    this.statusRetryMs = deps.statusRetryMs ?? COMMIT_STATUS_RETRY_MS;
   }
 
   async migrate(
@@ -68,25 +93,47 @@ export class MigrationSource {
     const { progress } = runner;
     // set once planned: rollback asks it what only the strategy knows to undo
     const chosen: { strategy?: Strategy } = {};
+    const journal = this.journalFor(id, req.name, peer);
     try {
+      this.guard?.check(req.name);
       await this.host.exclusive(req.name, 'migration', async () => {
         try {
-          await this.run(req, id, peer, report, runner, emit, chosen);
+          await this.run(req, id, peer, report, runner, emit, chosen, journal);
         } catch (err) {
           const cause = asFerryError(err, PHASE_ERROR[progress.phase], progress.phase);
           if (progress.phase === 'plan') {
             // nothing was touched yet: the cause is the whole story
             report.error = { ...cause.toJSON(), phase: 'plan' };
+            await journal.done();
             return;
           }
           const rb = await rollback(
-            { host: this.host, log: this.log },
+            { host: this.host, log: this.log, commitDeadlineMs: this.deadlines.commitMs },
             { name: req.name, id, peer, progress, strategy: chosen.strategy },
           );
           report.rollback = rb;
+          if (rb.action === 'committed') {
+            // the commit landed although its answer was lost: a success; the frozen copy here goes
+            await finishSource(this.host, req.name, id).catch((e: Error) =>
+              this.log.warn({ err: e, container: req.name }, 'source cleanup incomplete'),
+            );
+            await journal.done();
+            delete report.rollback;
+            emit({
+              type: 'info',
+              message: `${peer.name} committed ${req.name} although its answer was lost`,
+            });
+            report.ok = true;
+            return;
+          }
+          // in doubt: the entry stays (at commit-sent) and is settled once the destination answers
+          if (rb.action === 'in-doubt') journal.unsettled();
+          else await journal.done();
           const state = rb.sourceRunning
             ? `rolled back: ${req.name} is running on ${this.host.hostName}`
-            : `ROLLBACK FAILED: ${rb.note ?? 'see the agent log'}`;
+            : rb.action === 'in-doubt'
+              ? `IN DOUBT: ${rb.note}`
+              : `ROLLBACK FAILED: ${rb.note ?? 'see the agent log'}`;
           const error = new FerryError(
             rb.sourceRunning ? cause.code : 'FERRY_E_ROLLBACK_FAILED',
             `migration of ${req.name} to ${req.to} failed in phase ${progress.phase}: ${cause.message}; ${state}`,
@@ -112,6 +159,7 @@ export class MigrationSource {
     runner: PhaseRunner,
     emit: (e: MigrationEvent) => void,
     chosen: { strategy?: Strategy },
+    journal: StepJournal,
   ): Promise<void> {
     const { progress } = runner;
     const name = req.name;
@@ -137,7 +185,12 @@ export class MigrationSource {
     const net = identity(record);
     const options = resolveOptions(req, report.linkRate);
     if (options.compress) report.compressed = true;
+    const deadlines = this.deadlines;
+    const now = this.now;
     const ctx: MigrationContext = {
+      get dumpTimeoutMs() {
+        return Math.max(1, (progress.freezeStart ?? now()) + deadlines.freezeMs - now());
+      },
       req,
       id,
       name,
@@ -153,31 +206,40 @@ export class MigrationSource {
       now: this.now,
     };
 
-    const bundleBefore = await runner.run('prepare', async () => {
-      await mkdir(images, { recursive: true, mode: 0o700 });
-      // the images belong to the container: `ferry rm` and an agent restart find them by it
-      await linkImages(this.host.paths, name, id);
-      // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
-      const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
-      const staged = await strategy.prepare(ctx);
-      await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
-      progress.prepared = true;
-      // the bundle goes now, while the container runs; after the final dump only what changed follows
-      const before = await snapshotTree(bundle);
-      const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
-      report.bundlePrestagedBytes = pre.bytes;
-      // connections for the transfer's parallel requests (bundle, images, ranges), opened before the freeze
-      await peer.warm?.(2 + options.streams).catch(() => {});
-      return before;
-    });
+    await journal.step('planned');
+    const bundleBefore = await runner.run(
+      'prepare',
+      async () => {
+        await journal.step('prepared');
+        await mkdir(images, { recursive: true, mode: 0o700 });
+        // the images belong to the container: `ferry rm` and an agent restart find them by it
+        await linkImages(this.host.paths, name, id);
+        // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
+        const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
+        const staged = await strategy.prepare(ctx);
+        await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
+        progress.prepared = true;
+        // the bundle goes now, while the container runs; after the final dump only what changed follows
+        const before = await snapshotTree(bundle);
+        const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
+        report.bundlePrestagedBytes = pre.bytes;
+        // connections for the transfer's parallel requests (bundle, images, ranges), opened before the freeze
+        await peer.warm?.(2 + options.streams).catch(() => {});
+        return before;
+      },
+      this.now() + deadlines.prepareMs,
+    );
 
-    if (strategy.rounds) await runner.run('rounds', () => strategy.rounds!(ctx));
+    if (strategy.rounds)
+      await runner.run('rounds', () => strategy.rounds!(ctx), this.now() + deadlines.roundsMs);
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
+      await journal.step('frozen', strategy.journalExtra?.());
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
+      let after: string | undefined;
       try {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
@@ -187,48 +249,84 @@ export class MigrationSource {
           this.host.runc.pause(name),
         ]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
+        this.faults.reach('source:checkpoint', 100);
         seized = (await strategy.dump(ctx)).seized;
       } finally {
-        // CRIU stops the container only on success; after a failed dump it is still there, paused or running,
-        // and rollback resumes it (tasks CRIU seized are gone from here, whatever runc says)
+        // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
+        // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
         const st = seized ? undefined : (await this.host.runc.state(name))?.status;
         progress.sourceStopped = seized || (st !== 'running' && st !== 'paused');
+        after = st;
       }
-      if (progress.sourceStopped) {
-        // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
-        progress.detached = true;
-        detaching = this.host.network.detach(name, net);
-        detaching.catch(() => {});
+      if (!seized && after !== 'paused') {
+        // running after the dump would let it change behind the images: two diverging copies
+        throw new FerryError(
+          'FERRY_E_CHECKPOINT_FAILED',
+          `${name} is ${after ?? 'gone'} after the dump, not frozen`,
+          {
+            phase: 'checkpoint',
+          },
+        );
+      }
+      // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
+      progress.detached = true;
+      detaching = this.host.network.detach(name, net);
+      detaching.catch(() => {});
+      if (!seized) {
+        // the frozen copy keeps its memory until the commit: what a thaw-rollback costs
+        const held = await this.host.memoryBytes(name).catch(() => undefined);
+        if (held !== undefined) report.sourceHeldBytes = held;
       }
       const stats = await readStats(join(images, 'stats-dump'));
       if (stats?.dump) report.criu.dump = stats.dump;
     });
 
-    await runner.run('transfer', async () => {
-      const t0 = this.now();
-      const share = await strategy.transfer(ctx);
-      const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
-      if (rate !== undefined) this.rates.set(peer.name, rate);
-    });
+    // the freeze's hard ceiling bounds everything from the dump to the confirm
+    const freezeDeadline = () => (progress.freezeStart ?? this.now()) + deadlines.freezeMs;
+    await runner.run(
+      'transfer',
+      async () => {
+        this.faults.reach('source:transfer');
+        const t0 = this.now();
+        const share = await strategy.transfer(ctx);
+        const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
+        if (rate !== undefined) this.rates.set(peer.name, rate);
+        // sent: the images are no longer needed here (a rollback thaws), their tmpfs memory goes back now
+        if (!progress.sourceStopped) await rm(images, { recursive: true, force: true });
+      },
+      freezeDeadline(),
+    );
 
-    await runner.run('restore', async () => {
-      await detaching;
-      progress.restoreRequested = true;
-      const r = await peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
-      if (r.stats) report.criu.restore = r.stats;
-    });
+    await runner.run(
+      'restore',
+      async () => {
+        await detaching;
+        await journal.step('restore-requested');
+        progress.restoreRequested = true;
+        progress.restoreRequestedAt = Date.now();
+        const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
+        this.faults.reach('source:restore', 50);
+        const r = await restoring;
+        if (r.stats) report.criu.restore = r.stats;
+      },
+      freezeDeadline(),
+    );
     const restoredAt = this.now();
-    // the freeze ends when the destination reports the restored container running (it checked runc's state)
-    const freezeMs = Math.round(restoredAt - (progress.freezeStart ?? restoredAt));
 
+    // (no deadline once the commit is sent: its outcome is settled by asking, never by giving up on it)
     await runner.run('confirm', async () => {
-      if (!(await peer.hasContainer(name))) {
+      const reported = await withDeadline('confirm', peer.hasContainer(name), freezeDeadline() - this.now());
+      if (!reported) {
         throw new FerryError('FERRY_E_CONFIRM_FAILED', `${peer.name} does not report ${name} after restore`, {
           phase: 'confirm',
         });
       }
-      await peer.commit(id);
-      report.freezeMs = freezeMs;
+      await journal.step('commit-sent');
+      progress.commitSent = true;
+      await this.commit(peer, id, progress);
+      // the freeze ends at the commit: the destination unlocks the container's network only then
+      report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
+      await journal.step('committed');
     });
     report.ok = true;
 
@@ -240,8 +338,8 @@ export class MigrationSource {
 
     await runner.run('cleanup', async () => {
       try {
-        await this.host.forget(name);
-        await rm(images, { recursive: true, force: true });
+        await finishSource(this.host, name, id);
+        await journal.done();
       } catch (err) {
         // the container runs on the destination; leftovers here are reported, not fatal
         this.log.warn({ err, container: name }, 'source cleanup incomplete');
@@ -249,4 +347,60 @@ export class MigrationSource {
       }
     });
   }
+
+  /** This migration's journal entry, written step by step; a no-op without a journal or a known endpoint. */
+  private journalFor(id: string, container: string, peer: DestinationPeer): StepJournal {
+    const journal = this.journal;
+    const endpoint = peer.endpoint;
+    if (!journal || !endpoint) return { step: async () => {}, done: async () => {}, unsettled: () => {} };
+    let entry: SourceJournalEntry | undefined;
+    return {
+      step: async (step, extra = {}) => {
+        entry = entry
+          ? await journal.step(entry, step, extra)
+          : await journal.write({ id, role: 'source', container, peer: endpoint, step, ...extra });
+      },
+      done: async () => {
+        if (entry) await journal.remove(id);
+        entry = undefined;
+      },
+      unsettled: () => {
+        if (entry) this.onUnsettled?.(entry);
+      },
+    };
+  }
+
+  /**
+   * Sends the commit. When its answer is lost the destination is asked where it stands: committed is a success,
+   * uncommitted or unknown a failure to roll back; no answer leaves the outcome in doubt (the source copy must
+   * then stay frozen: resuming it could run the container twice).
+   */
+  private async commit(peer: DestinationPeer, id: string, progress: { inDoubt: boolean }): Promise<void> {
+    try {
+      await peer.commit(id);
+      return;
+    } catch (err) {
+      for (let attempt = 0; attempt < COMMIT_STATUS_ATTEMPTS; attempt++) {
+        const state = await peer.status(id).catch(() => undefined);
+        if (state === 'committed') return;
+        if (state !== undefined) throw err;
+        await new Promise((r) => setTimeout(r, this.statusRetryMs));
+      }
+      progress.inDoubt = true;
+      throw err;
+    }
+  }
 }
+
+/** One migration's journal entry as the loop writes it. */
+interface StepJournal {
+  /** Written (fsync'd) before the step's side effects start. */
+  step(step: SourceStep, extra?: Partial<SourceJournalEntry>): Promise<void>;
+  /** Settled: nothing left for a restart to do. */
+  done(): Promise<void>;
+  /** Left for the background settling (the commit is in doubt). */
+  unsettled(): void;
+}
+
+const COMMIT_STATUS_ATTEMPTS = 5;
+const COMMIT_STATUS_RETRY_MS = 1000;

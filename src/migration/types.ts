@@ -6,6 +6,7 @@ import type { FileRange } from '../transport/ranges.ts';
 export type {
   CapabilitiesReport,
   IncomingRequest,
+  IncomingState,
   MigrationEvent,
   MigrationPhase,
   MigrationReport,
@@ -19,6 +20,8 @@ export type {
 /** The destination as the source sees it; implemented over HTTP by the agent, by fakes in unit tests. */
 export interface DestinationPeer {
   readonly name: string;
+  /** Where it listens: journaled, so that a restarted source can ask it how a migration ended. */
+  readonly endpoint?: { name: string; address: string; port: number };
   capabilities(): Promise<CapabilitiesReport>;
   hasContainer(name: string): Promise<boolean>;
   /** Optional: opens connections ahead of the freeze (the HTTP peer; fakes need not). */
@@ -47,4 +50,10 @@ export interface DestinationPeer {
   /** Post-copy: waits until the destination's lazy-pages daemon is done; did every page arrive? */
   pagesResult(id: string): Promise<{ ok: boolean; message: string }>;
   abort(id: string): Promise<void>;
+  /**
+   * Where the destination stands on a migration: committed (it runs the container as its own), uncommitted (it
+   * holds a reservation or an uncommitted copy), unknown (nothing of it there: never prepared, aborted, or
+   * dropped at its commit deadline). Throws when the destination cannot be asked.
+   */
+  status(id: string): Promise<'committed' | 'uncommitted' | 'unknown'>;
 }

@@ -89,6 +89,46 @@ export class Firewall {
     }
   }
 
+  /** Drops every packet this host sends from `address` (the dying source copy of a floating address). */
+  async dropFrom(address: string, tag: string): Promise<void> {
+    await this.runner.run(this.fromRule('-I', address, tag), {
+      label: 'iptables',
+      errorCode: 'FERRY_E_EXEC',
+    });
+  }
+
+  async undropFrom(address: string, tag: string): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      if ((await this.runner.run(this.fromRule('-D', address, tag), { allowFail: true })).code !== 0) return;
+    }
+  }
+
+  /**
+   * Destroys this host's TCP sockets on `address` (SOCK_DESTROY): the orphans a killed process leaves, which would
+   * otherwise retransmit their FIN for minutes. The resets they send meet the drop of dropFrom().
+   */
+  async killSockets(address: string): Promise<void> {
+    await this.runner.run(['ss', '-K', '-t', '-a', 'src', address], { allowFail: true });
+  }
+
+  /** The iptables command of that drop (also run by a dead-man switch, runtime/dead-man.ts). */
+  fromRule(op: string, address: string, tag: string): string[] {
+    return [
+      'iptables',
+      '-w',
+      op,
+      'OUTPUT',
+      '-s',
+      `${address}/32`,
+      '-m',
+      'comment',
+      '--comment',
+      `ferry:${tag}`,
+      '-j',
+      'DROP',
+    ];
+  }
+
   private dropRule(op: string, address: string, tag: string): string[] {
     return [
       'iptables',

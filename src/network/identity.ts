@@ -48,6 +48,15 @@ export interface NetworkLike {
   stageUnlock?(name: string, id: NetIdentity): void;
   clearCriuLocks(name: string, id: NetIdentity): Promise<void>;
   destroy(name: string, id: NetIdentity): Promise<void>;
+  /**
+   * Optional (fakes need not): around the kill of a source copy whose sockets are live (decision 9), nothing it
+   * sends as it dies may reach the client. A namespace of its own is cut off already (its link is down and goes
+   * with it); a floating address shares the host's stack, so its packets are dropped and its sockets destroyed.
+   */
+  silence?(name: string, id: NetIdentity): Promise<void>;
+  unsilence?(name: string, id: NetIdentity): Promise<void>;
+  /** Optional: the commands that cut the identity off the LAN, for a process that outlives this one (dead-man). */
+  cutOffArgv?(name: string, id: NetIdentity): string[][];
 }
 
 export class ContainerNetwork implements NetworkLike {
@@ -160,6 +169,22 @@ export class ContainerNetwork implements NetworkLike {
     else if (id.mode === 'host') await this.fw.clearCriuConnectionLocks(id.ip!);
   }
 
+  cutOffArgv(name: string, id: NetIdentity): string[][] {
+    if (id.mode === 'own') return [['ip', 'link', 'set', 'dev', this.hostVeth(name), 'down']];
+    if (id.mode === 'host') return [this.fw.fromRule('-I', id.ip!, name)];
+    return [];
+  }
+
+  async silence(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'host') await this.fw.dropFrom(id.ip!, name);
+  }
+
+  async unsilence(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode !== 'host') return;
+    await this.fw.killSockets(id.ip!);
+    await this.fw.undropFrom(id.ip!, name);
+  }
+
   async destroy(name: string, id: NetIdentity): Promise<void> {
     if (id.mode === 'own') {
       this.fw.dropStaged(this.netns(name));
@@ -167,6 +192,7 @@ export class ContainerNetwork implements NetworkLike {
       await this.ip.delNetns(this.netns(name));
     } else if (id.mode === 'host') {
       await this.fw.undropAddress(id.ip!, name);
+      await this.fw.undropFrom(id.ip!, name);
       await this.fw.clearCriuConnectionLocks(id.ip!);
       await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
     }

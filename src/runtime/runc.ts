@@ -28,6 +28,8 @@ export interface CheckpointOptions {
   lazyPages?: boolean;
   pageServer?: string;
   statusFd?: number;
+  /** runc (and the CRIU under it) is killed past this; default 600 s. */
+  timeoutMs?: number;
 }
 
 /**
@@ -45,6 +47,8 @@ export interface RestoreOptions {
   /** Restore the file locks the dump recorded; default on, as for the dump. */
   fileLocks?: boolean;
   lazyPages?: boolean;
+  /** runc is killed past this; default 600 s. */
+  timeoutMs?: number;
 }
 
 /** What ferry needs from runc; the real one below, fakes in unit tests. */
@@ -178,7 +182,7 @@ export class Runc implements RuncLike {
       phase: 'checkpoint',
       onFailure: async () =>
         (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
-      timeoutMs: 600_000,
+      timeoutMs: o.timeoutMs ?? 600_000,
     });
     return { ms: r.ms };
   }
@@ -226,7 +230,7 @@ export class Runc implements RuncLike {
       phase: 'restore',
       onFailure: async () =>
         (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
-      timeoutMs: 600_000,
+      timeoutMs: o.timeoutMs ?? 600_000,
     });
     return { ms: r.ms };
   }

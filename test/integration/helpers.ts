@@ -189,6 +189,42 @@ export function instancesOf(marker: string): number {
   return n;
 }
 
+/** Whether a process's cgroup is frozen (cgroup v1 freezer or v2): a frozen copy does not run. */
+export function isFrozen(pid: number): boolean {
+  try {
+    for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n')) {
+      const [, controllers, path] = line.split(':');
+      if (controllers === 'freezer' && path !== undefined)
+        return readFileSync(`/sys/fs/cgroup/freezer${path}/freezer.state`, 'utf8').trim() !== 'THAWED';
+      if (controllers === '' && path !== undefined && path !== '/') {
+        const events = `/sys/fs/cgroup${path}/cgroup.events`;
+        if (existsSync(events)) return /^frozen 1$/m.test(readFileSync(events, 'utf8'));
+      }
+    }
+  } catch {
+    // exited meanwhile
+  }
+  return false;
+}
+
+/**
+ * Instances that run: as instancesOf, without the frozen ones (a source keeps its copy frozen until the
+ * destination commits; decision 9).
+ */
+export function runningInstancesOf(marker: string): number {
+  const pids = new Set(processesWith(marker));
+  let n = 0;
+  for (const pid of pids) {
+    try {
+      const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+      if (!pids.has(ppid) && !isFrozen(pid)) n++;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return n;
+}
+
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined> | T | undefined,

@@ -1,6 +1,8 @@
 // Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
@@ -13,8 +15,11 @@ import {
   containers,
   counterCommand,
   FERRY_ARGV,
+  hostDir,
   instancesOf,
+  processesWith,
   readInContainer,
+  runningInstancesOf,
   skipUnlessReady,
   startBed,
   startProbe,
@@ -155,4 +160,167 @@ test('rollback with a client connected: the connection survives the failed migra
     encoding: 'utf8',
   });
   assert.doesNotMatch(rules, /CRIU/, 'CRIU lock rules removed from the source namespace');
+});
+
+/** A TCP server with a client holding one connection, on host a; its command line carries `marker`. */
+async function serverWithClient(bed: Bed, marker: string) {
+  const r = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'web',
+    '--json',
+    '--',
+    ...pythonArgs(`${LINE_COUNTER_PY}\n# ${marker}`, 7000),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const ip = JSON.parse(r.stdout).ip as string;
+  await waitForPort(ip, 7000);
+  const probe = startProbe(bed, 'tcp', `${ip}:7000`);
+  await new Promise((res) => setTimeout(res, 700));
+  return probe;
+}
+
+const hostOf = (bed: Bed, name: string) => bed.state.hosts.find((h) => h.name === name)!;
+
+/** Processes carrying `marker` in the containers of one simulated host (by their cgroup). */
+function instancesOn(bed: Bed, host: string, marker: string): number {
+  const parent = `${hostOf(bed, host).cgroupParent}/`;
+  return processesWith(marker).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(parent);
+    } catch {
+      return false;
+    }
+  }).length;
+}
+const restartAgent = (bed: Bed, name: string) =>
+  startAgent(bed.state, hostOf(bed, name), {
+    runner: new ProcessRunner(),
+    env: bed.env,
+    ferryArgv: FERRY_ARGV,
+  });
+
+for (const point of ['checkpoint', 'transfer', 'restore'] as const) {
+  test(`source agent killed (SIGKILL) during the ${point}: after its restart the container runs exactly once on the source, with its client connection`, async (t) => {
+    if (!skipUnlessReady(t)) return;
+    const bed = await startBed(['a', 'b'], { agentEnv: { a: { FERRY_FAULTS: `kill-at:source:${point}` } } });
+    t.after(() => bed.down());
+    const marker = `rbk-${point}-${bed.name}`;
+    const probe = await serverWithClient(bed, marker);
+    const m = await bed.cli(['migrate', 'web', '--to', 'b', '--strategy', 'cold', '--json'], {
+      timeoutMs: 60_000,
+    });
+    assert.notEqual(m.code, 0, 'the source agent died mid-migration');
+    // frozen on a; b holds at most an uncommitted copy behind its lock
+    assert.ok(runningInstancesOf(marker) <= 1, 'never two running');
+    // the restarted agent (without the fault) settles what its previous run left, by asking b
+    await restartAgent(bed, 'a');
+    await waitFor(
+      'web running on a again',
+      async () => {
+        const c = (await containers(bed)).find((x) => x.name === 'web');
+        return (c?.host === 'a' && c.status === 'running') || undefined;
+      },
+      30_000,
+    );
+    await new Promise((res) => setTimeout(res, 1000));
+    const res = await probe.stop();
+    t.diagnostic(`max gap ${res.maxGapMs.toFixed(0)} ms across the crash and the restart`);
+    assert.equal(res.resets, 0, 'no reset');
+    assert.equal(res.errors, 0);
+    assert.equal(res.serverValues?.continuous, true, 'the same server process answered, its state intact');
+    assert.equal(instancesOf(marker), 1, 'exactly once');
+    assert.equal((await containers(bed)).filter((c) => c.name === 'web').length, 1);
+    assertHostClean(bed, 'b', 'web');
+    assert.deepEqual(readdirSync(join(hostDir(bed, 'a'), 'images')), [], 'no images left on a');
+    assert.deepEqual(readdirSync(join(hostDir(bed, 'a'), 'journal')), [], 'the journal is settled');
+    // and it can migrate again
+    const again = await bed.cli(['migrate', 'web', '--to', 'b', '--json'], { timeoutMs: 120_000 });
+    assert.equal(again.code, 0, again.stdout);
+    assert.equal((await containers(bed)).find((c) => c.name === 'web')?.host, 'b');
+    assert.equal(instancesOf(marker), 1);
+  });
+}
+
+test('destination agent killed (SIGKILL) with its restored copy running uncommitted: that copy dies at once, the source resumes', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  // (a shorter commit deadline: the source waits it out before thawing, as it cannot reach b)
+  const FERRY_DEADLINES = JSON.stringify({ commitMs: 15_000 });
+  const bed = await startBed(['a', 'b'], {
+    agentEnv: { a: { FERRY_DEADLINES }, b: { FERRY_FAULTS: 'kill-at:dest:restored', FERRY_DEADLINES } },
+  });
+  t.after(() => bed.down());
+  const marker = `rbd-${bed.name}`;
+  const probe = await serverWithClient(bed, marker);
+  const migrating = bed.cli(['migrate', 'web', '--to', 'b', '--strategy', 'cold', '--json'], {
+    timeoutMs: 120_000,
+  });
+  // b restores, saves its record as restored and dies before answering: its copy must die with it, long before
+  // the source's wait for the commit deadline ends
+  const incomingB = join(hostDir(bed, 'b'), 'incoming');
+  await waitFor(
+    'b restored its copy',
+    () =>
+      readdirSync(incomingB).some(
+        (f) => f.endsWith('.json') && readFileSync(join(incomingB, f), 'utf8').includes('"state":"restored"'),
+      ) || undefined,
+    60_000,
+  );
+  const t0 = Date.now();
+  await waitFor('the dead-man switch killed it', () =>
+    instancesOn(bed, 'b', marker) === 0 ? true : undefined,
+  );
+  t.diagnostic(`b's uncommitted copy died ${Date.now() - t0} ms after its agent`);
+  const m = await migrating;
+  assert.equal(m.code, 1);
+  const report = JSON.parse(m.stdout) as MigrationReport;
+  assert.equal(report.error?.phase, 'restore');
+  assert.equal(report.rollback?.sourceRunning, true);
+  assert.match(report.rollback?.note ?? '', /commit deadline/);
+  assert.equal((await containers(bed)).find((c) => c.name === 'web')?.host, 'a');
+  assert.equal(instancesOf(marker), 1);
+  // the client's TCP backs off over the outage (the commit deadline): its next retransmission reaches the thawed
+  // source up to ~12 s after the thaw
+  await new Promise((res) => setTimeout(res, 15_000));
+  const res = await probe.stop();
+  t.diagnostic(`client: max gap ${res.maxGapMs.toFixed(0)} ms`);
+  // b kept its copy locked (it was never committed): the client only ever talked to the source's process
+  assert.equal(res.resets, 0);
+  assert.equal(res.errors, 0);
+  assert.equal(res.serverValues?.continuous, true);
+  // b's agent comes back: the dead copy's reservation, network and files go
+  await restartAgent(bed, 'b');
+  assertHostClean(bed, 'b', 'web');
+  assert.ok(!existsSync(join(hostDir(bed, 'a'), 'journal', `${report.id}.json`)));
+});
+
+test('a restarted agent never touches a container that took the name of a stale incoming reservation', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const marker = `rbs-${bed.name}`;
+  const r = await bed.cli(['run', '--host', 'b', '--name', 'svc', '--', ...counterCommand(marker)]);
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor('counting', async () => (await counter(bed, 'svc')).value > 1 || undefined);
+  // a reservation of the name by a migration that went stale (its copy restored, never committed)
+  const hd = hostDir(bed, 'b');
+  const record = JSON.parse(readFileSync(join(hd, 'containers', 'svc', 'record.json'), 'utf8'));
+  const stale = {
+    id: 'm0123456789ab',
+    name: 'svc',
+    from: 'a',
+    record: { ...record, origin: { kind: 'run' } },
+    state: 'restored',
+    received: ['bundle', 'images'],
+    createdAt: new Date().toISOString(),
+  };
+  writeFileSync(join(hd, 'incoming', 'm0123456789ab.json'), JSON.stringify(stale));
+  await restartAgent(bed, 'b');
+  const before = await counter(bed, 'svc');
+  await waitFor('still counting', async () => (await counter(bed, 'svc')).value > before.value || undefined);
+  assert.equal(before.host, 'b');
+  assert.equal(instancesOf(marker), 1);
+  assert.deepEqual(readdirSync(join(hd, 'incoming')), [], 'the stale reservation itself is gone');
 });

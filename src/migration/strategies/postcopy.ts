@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import { FerryError } from '../../core/errors.ts';
 import type { LazyDump } from '../../runtime/runc.ts';
 import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../defaults.ts';
+import { withDeadline } from '../phases.ts';
 import type { IncomingRequest, RestoreOptions } from '../types.ts';
 import { type MigrationContext, noShare, type Strategy, type TransferShare } from './strategy.ts';
 
@@ -66,7 +67,8 @@ export class PostcopyStrategy implements Strategy {
       ...(this.parent ? { parentPath: this.parent } : {}),
     });
     try {
-      await lazy.ready;
+      // a lazy dump that never gets ready must not hold the container frozen past the ceiling
+      await withDeadline('checkpoint', lazy.ready, ctx.dumpTimeoutMs);
     } catch (err) {
       lazy.kill();
       throw err;
@@ -128,6 +130,10 @@ export class PostcopyStrategy implements Strategy {
       this.lazy.kill();
       notes.push('the page server did not let go of the container within 10 s and was killed');
     }
+  }
+
+  journalExtra(): { pageServerPort?: number } {
+    return this.fence ? { pageServerPort: this.fence.port } : {};
   }
 
   async closeStaged(): Promise<void> {

@@ -78,8 +78,8 @@ export class PrecopyDeltaStrategy implements Strategy {
   }
 
   async transfer(ctx: MigrationContext): Promise<TransferShare> {
-    // only pages the destination lacks; the page images travel as recipes. They stay here until the destination
-    // runs the container: a rollback restores the source from them.
+    // only pages the destination lacks; the page images travel as recipes (a rollback thaws the frozen source and
+    // never needs them)
     const files = await pageImages(ctx.images);
     const d = this.delta.delta(ctx.images, files);
     await ctx.peer.sendBlocks(ctx.id, d.blocks);

@@ -34,6 +34,11 @@ export interface MigrationContext {
   readonly sender: ImageSender;
   readonly emit: (e: MigrationEvent) => void;
   readonly now: () => number;
+  /**
+   * The freeze's hard ceiling left for the final dump (ms): past it the dump is killed (a stuck CRIU never leaves
+   * the container paused) and rollback thaws it.
+   */
+  readonly dumpTimeoutMs: number;
 }
 
 /** A strategy's share of the transfer phase; the common streams carry the rest of the image directory. */
@@ -58,7 +63,8 @@ export interface Strategy {
   rounds?(ctx: MigrationContext): Promise<void>;
   /**
    * Source, the freeze-time checkpoint (the container is paused and its network held). `seized`: CRIU still holds
-   * the tasks (post-copy's page server), so the container is gone from here whatever runc says.
+   * the tasks (post-copy's page server), so the container is gone from here whatever runc says. Otherwise the dump
+   * left the tasks alive and frozen (decision 9): rollback thaws them, and after the commit they are killed.
    */
   dump(ctx: MigrationContext): Promise<{ seized: boolean }>;
   /** Source, at the start of the transfer phase: what it sends itself, and what the common streams must skip. */
@@ -73,14 +79,22 @@ export interface Strategy {
   releaseSource?(notes: string[]): Promise<void>;
   /** Rollback, last: close what prepare opened (post-copy: the fence). */
   closeStaged?(): Promise<void>;
+  /** What a restarted agent needs to settle this migration, journaled with the freeze (post-copy: the port). */
+  journalExtra?(): { pageServerPort?: number };
 }
 
-/** The final dump every non-lazy strategy makes: the container stops (CRIU kills it on success). */
+/**
+ * The final dump every non-lazy strategy makes, on the frozen container with --leave-running: CRIU puts the cgroup
+ * back as it found it, so the tasks stay alive and frozen (runc says `paused`) until the destination commits. A
+ * rollback is then a thaw, never a CRIU restore of the images just written (decision 9).
+ */
 export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string): Promise<void> {
   await ctx.host.runc.checkpoint(ctx.name, {
     imagePath: ctx.images,
     workPath: ctx.images,
+    leaveRunning: true,
     tcpEstablished: ctx.tcpEstablished,
+    timeoutMs: ctx.dumpTimeoutMs,
     ...(parentPath ? { parentPath } : {}),
   });
 }
