@@ -260,30 +260,41 @@ export function buildProgram(): Command {
 
   program
     .command('bench')
-    .description('run a benchmark suite (network | all); prints medians and ratios measured side by side')
+    .description(
+      'run a benchmark suite (network | strategies | zdtm | all); prints medians and ratios measured side by side',
+    )
     .argument('<suite>')
     .option('--runs <n>', 'repetitions', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
+    .option('--strategies <list>', 'zdtm: comma-separated strategies (default cold,postcopy,precopy,auto)')
+    .option(
+      '--tests <list>',
+      'zdtm: comma-separated tests, e.g. env00,maps00 (default: all; only then docs/conformance.md is rewritten)',
+    )
     .action(
-      wrap(async (suite: string, o: { runs?: number; json?: boolean }) => {
-        const { SUITES } = await import('../../bench/index.ts');
-        const names = suite === 'all' ? Object.keys(SUITES) : [suite];
-        const out: Record<string, unknown> = {};
-        for (const n of names) {
-          const run = SUITES[n];
-          if (!run)
-            throw new FerryError(
-              'FERRY_E_INPUT_ARGS',
-              `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
-            );
-          out[n] = await run({
-            ferryArgv: ferryArgv(),
-            ...(o.runs ? { runs: o.runs } : {}),
-            ...(o.json ? { json: true } : {}),
-          });
-        }
-        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
-      }),
+      wrap(
+        async (suite: string, o: { runs?: number; json?: boolean; strategies?: string; tests?: string }) => {
+          const { SUITES, IN_ALL } = await import('../../bench/index.ts');
+          const names = suite === 'all' ? IN_ALL : [suite];
+          const out: Record<string, unknown> = {};
+          for (const n of names) {
+            const run = SUITES[n];
+            if (!run)
+              throw new FerryError(
+                'FERRY_E_INPUT_ARGS',
+                `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
+              );
+            out[n] = await run({
+              ferryArgv: ferryArgv(),
+              ...(o.runs ? { runs: o.runs } : {}),
+              ...(o.json ? { json: true } : {}),
+              ...(o.strategies ? { strategies: o.strategies.split(',').filter(Boolean) } : {}),
+              ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
+            });
+          }
+          if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+        },
+      ),
     );
 
   program
