@@ -18,12 +18,16 @@ export class Firewall {
     this.runner = runner;
   }
 
-  /** Drops every IP packet in and out of a namespace (ARP still passes, so announcements work). */
+  /**
+   * Drops every IP packet in and out of a namespace (ARP still passes, so announcements work), except CRIU's
+   * own: CRIU marks the packets of the sockets it repairs with SO_MARK 0xc114 and its own network lock lets
+   * them through; without that a restored half-closed TCP socket could never send its FIN.
+   */
   async lockNetns(ns: string): Promise<void> {
     const rules = [
       `table inet ${LOCK_TABLE} {`,
-      '  chain in { type filter hook input priority -300; policy drop; }',
-      '  chain out { type filter hook output priority -300; policy drop; }',
+      `  chain in { type filter hook input priority -300; policy drop; meta mark ${CRIU_MARK} accept; }`,
+      `  chain out { type filter hook output priority -300; policy drop; meta mark ${CRIU_MARK} accept; }`,
       '}',
     ].join('\n');
     await this.runner.run(inNetns(ns, ['nft', '-f', '-']), {
