@@ -23,17 +23,26 @@ export interface CheckpointOptions {
   /** The previous round's images, relative to imagePath (CRIU --prev-images-dir). */
   parentPath?: string;
   tcpEstablished?: boolean;
+  /** Dump the container's file locks (flock, POSIX, OFD); default on (see FILE_LOCKS_DEFAULT). */
   fileLocks?: boolean;
   lazyPages?: boolean;
   pageServer?: string;
   statusFd?: number;
 }
 
+/**
+ * File locks move with the container unless a caller says otherwise: a process that holds a lock expects to
+ * hold it after the migration, and without --file-locks CRIU refuses to dump a task holding one at all
+ * ("Some file locks are hold by dumping tasks"). Costs nothing when there are none.
+ */
+export const FILE_LOCKS_DEFAULT = true;
+
 export interface RestoreOptions {
   bundle: string;
   imagePath: string;
   workPath: string;
   tcpEstablished?: boolean;
+  /** Restore the file locks the dump recorded; default on, as for the dump. */
   fileLocks?: boolean;
   lazyPages?: boolean;
 }
@@ -60,6 +69,7 @@ export interface LazyCheckpointOptions {
   /** ADDRESS:PORT the page server listens on (runc makes CRIU listen on every address: fence it). */
   pageServer: string;
   tcpEstablished?: boolean;
+  fileLocks?: boolean;
   /** Hybrid: the last pre-dump round, relative to imagePath; only what changed since is left to the page server. */
   parentPath?: string;
 }
@@ -156,7 +166,8 @@ export class Runc implements RuncLike {
     if (o.preDump) args.push('--pre-dump');
     if (o.parentPath) args.push('--parent-path', o.parentPath);
     if (o.tcpEstablished && !o.preDump) args.push('--tcp-established');
-    if (o.fileLocks) args.push('--file-locks');
+    // a pre-dump copies memory only; the locks go with the final dump
+    if ((o.fileLocks ?? FILE_LOCKS_DEFAULT) && !o.preDump) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     if (o.pageServer) args.push('--page-server', o.pageServer);
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
@@ -176,6 +187,7 @@ export class Runc implements RuncLike {
     const args = ['checkpoint', '--lazy-pages', '--page-server', o.pageServer, '--status-fd', '3'];
     args.push('--image-path', o.imagePath, '--work-path', o.workPath);
     if (o.tcpEstablished) args.push('--tcp-established');
+    if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.parentPath) args.push('--parent-path', o.parentPath);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const p = startProcess(this.argv(logFile, ...args, id), {
@@ -204,7 +216,7 @@ export class Runc implements RuncLike {
       o.workPath,
     ];
     if (o.tcpEstablished) args.push('--tcp-established');
-    if (o.fileLocks) args.push('--file-locks');
+    if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
