@@ -53,14 +53,25 @@ export async function listTests(s: Suite): Promise<string[]> {
   return stdout.trim().split(/\s+/).filter(Boolean).sort();
 }
 
-/** Parses a `.desc` file: a Python dict of strings (and one list); quotes and trailing commas normalised. */
+/** Parses a `.desc` file: a Python dict literal of strings and lists; quotes, comments, trailing commas normalised. */
 export function parseDesc(text: string): TestDesc {
-  const t = text.trim();
+  // Python comments and booleans; the strings in these files hold no quote or '#'
+  const t = text
+    .replace(/#.*$/gm, '')
+    .replace(/\bTrue\b/g, 'true')
+    .replace(/\bFalse\b/g, 'false')
+    .trim();
   // biome-ignore lint/suspicious/noExplicitAny: a parsed literal
   let raw: Record<string, any> = {};
   if (t) {
     const json = t.replace(/'/g, '"').replace(/,\s*([}\]])/g, '$1');
-    raw = JSON.parse(json);
+    try {
+      raw = JSON.parse(json);
+    } catch {
+      // a desc that is Python code (mnt_ext_dev: an external device named by the environment) evaluates to
+      // noauto when zdtm.py is given nothing: the same here
+      raw = { flags: 'noauto' };
+    }
   }
   const words = (v: unknown) => (typeof v === 'string' ? v.split(/\s+/).filter(Boolean) : []);
   return {
