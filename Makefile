@@ -23,8 +23,15 @@ typecheck: setup
 lint: setup
 	node_modules/.bin/biome check src test $(wildcard bench)
 
+# The layering of src/ (.dependency-cruiser.cjs): imports only from the own folder or a lower layer, no cycles.
+# There are no exceptions: an import that breaks the rule is fixed, not listed.
+DEPCRUISE := node_modules/.bin/depcruise --config .dependency-cruiser.cjs src test bench
+
+deps: setup
+	$(DEPCRUISE) --output-type err
+
 unit: setup
-	$(NODE_TEST) 'src/**/*.test.ts'
+	$(NODE_TEST) 'src/**/*.test.ts' 'test/*.test.ts'
 
 integration: setup
 	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'test/integration/*.test.ts'
@@ -32,7 +39,8 @@ integration: setup
 test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
 	node_modules/.bin/biome check src test $(wildcard bench)
-	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/integration/*.test.ts'
+	$(DEPCRUISE) --output-type err
+	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts' 'test/integration/*.test.ts'
 
 demo: setup
 	bin/ferry demo

@@ -1,8 +1,7 @@
 // Shared benchmark plumbing: a testbed, probe clients, medians and ratios. Benchmarks print; they never assert.
-import type { ProbeSummary } from '../src/probe/cli.ts';
-import { startBackground } from '../src/runtime/exec.ts';
+import { type BackgroundProbe, startProbeProcess } from '../src/probe/launch.ts';
 
-export { waitForPort } from '../src/network/port.ts';
+export { waitForServer as waitForPort } from '../src/probe/launch.ts';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -21,31 +20,9 @@ export function probe(
   clusterFile: string,
   kind: string,
   target: string,
-): { stop(): Promise<ProbeSummary> } {
-  const p = startBackground([
-    ...ferryArgv,
-    '--cluster',
-    clusterFile,
-    'probe',
-    kind,
-    target,
-    '--interval',
-    '2',
-    // a long cold freeze is a long gap, not a lost reply: wait a minute before calling a request lost
-    '--reply-timeout',
-    '60000',
-    '--json',
-  ]);
-  return {
-    async stop() {
-      const out = await p.stop('SIGINT');
-      try {
-        return JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
-      } catch {
-        throw new Error(`probe printed no result: ${out.stderr}`);
-      }
-    },
-  };
+): BackgroundProbe {
+  // a long cold freeze is a long gap, not a lost reply: wait a minute before calling a request lost
+  return startProbeProcess(ferryArgv, clusterFile, kind, target, { intervalMs: 2, replyTimeoutMs: 60_000 });
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

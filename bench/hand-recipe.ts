@@ -1,4 +1,4 @@
-// The same migration done by hand with runc, CRIU and iproute2, following the recipe of ANCHORS.md section 3:
+// The same migration done by hand with runc, CRIU and iproute2 (the recipe and why its order: docs/background.md):
 // the baseline ferry is measured against. No agents, no HTTP: commands in the order a careful operator types them.
 import { cp, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';

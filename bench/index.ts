@@ -6,6 +6,9 @@ import { zdtmBench } from './zdtm.ts';
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
 export const IN_ALL = ['strategies', 'network'];
 
+/** Repetitions of every measurement unless `--runs` says otherwise. */
+export const DEFAULT_RUNS = 5;
+
 export const SUITES: Record<
   string,
   (o: {
@@ -18,7 +21,7 @@ export const SUITES: Record<
 > = {
   strategies: (o) =>
     strategyBench({
-      runs: o.runs ?? 5,
+      runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [64, 256, 1024, 4096],
       only: { 4096: ['auto', 'postcopy'] },
       strategies: ['auto', 'cold', 'precopy', 'postcopy', 'hand'],
@@ -29,7 +32,7 @@ export const SUITES: Record<
     }),
   network: (o) =>
     networkBench({
-      runs: o.runs ?? 5,
+      runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),

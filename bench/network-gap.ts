@@ -1,10 +1,8 @@
 // Benchmark (issue 3): the client-seen gap of ferry's migration vs the same migration by hand (hand-recipe.ts),
 // for a tiny container and one holding 256 MiB, own network namespace, measured side by side and interleaved.
 
-import { runMigration } from '../src/cli/commands.ts';
-import { ClusterContext } from '../src/cli/context.ts';
-import { table } from '../src/cli/render.ts';
-import type { ContainerInfo } from '../src/host/containers.ts';
+import { ClusterClients } from '../src/api/cluster-clients.ts';
+import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs } from '../src/workloads/servers.ts';
@@ -29,7 +27,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<unknown> {
   const log = (m: string) => process.stderr.write(`${m}\n`);
   await testbedDown('bnet', deps).catch(() => {});
   const tb = await testbedUp({ name: 'bnet', hosts: ['a', 'b'] }, deps);
-  const ctx = await ClusterContext.load(tb.clusterFile);
+  const ctx = await ClusterClients.load(tb.clusterFile);
   const results: Record<
     string,
     { ferry: number[]; hand: number[]; ferryFreeze: number[]; failures: string[] }
@@ -43,14 +41,13 @@ export async function networkBench(o: NetworkBenchOptions): Promise<unknown> {
         const r = results[String(mib)]!;
         // interleaved: ferry, then by hand, same size, same machine state
         const name = `f${run}m${mib}`;
-        const info = await ctx.client('a').request<ContainerInfo>('POST', '/v1/containers', {
-          json: { name, command: server(mib), net: 'own', ip: `${tb.subnet}.${60 + (n % 30)}` },
-          timeoutMs: 120_000,
-        });
+        const info = await ctx
+          .client('a')
+          .create({ name, command: server(mib), net: 'own', ip: `${tb.subnet}.${60 + (n % 30)}` });
         await waitForPort(info.ip!, 7000);
         let p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${info.ip}:7000`);
         await sleep(500);
-        const rep = await runMigration(ctx, name, 'b', { strategy: 'cold' }, () => {});
+        const rep = await ctx.client('a').migrate(name, { to: ctx.host('b'), strategy: 'cold' });
         await sleep(1500);
         let res = await p.stop();
         if (!rep.ok || res.resets || res.errors)
@@ -63,7 +60,7 @@ export async function networkBench(o: NetworkBenchOptions): Promise<unknown> {
         }
         await ctx
           .client('b')
-          .request('DELETE', `/v1/containers/${name}`)
+          .remove(name)
           .catch(() => {});
         const hip = `${tb.subnet}.${120 + (n % 30)}`;
         const hc = await handStart(runner, tb, 'a', `h${run}m${mib}`, hip, server(mib));

@@ -2,10 +2,9 @@
 // the floor (an empty container moved by hand) and the hand recipe for ratios. Writes docs/benchmarks.md + SVG.
 import { writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { runMigration } from '../src/cli/commands.ts';
-import { ClusterContext } from '../src/cli/context.ts';
-import { table } from '../src/cli/render.ts';
-import type { ContainerInfo } from '../src/host/containers.ts';
+import { ClusterClients } from '../src/api/cluster-clients.ts';
+import type { MigrationOptions } from '../src/api/types.ts';
+import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
@@ -65,7 +64,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
   const log = (m: string) => process.stderr.write(`${m}\n`);
   await testbedDown('bstr', deps).catch(() => {});
   const tb = await testbedUp({ name: 'bstr', hosts: ['a', 'b'], rate: o.rate }, deps);
-  const ctx = await ClusterContext.load(tb.clusterFile);
+  const ctx = await ClusterClients.load(tb.clusterFile);
   const samples = new Map<string, Sample[]>(); // key: `${strategy}/${mib}`
   const add = (k: string, s: Sample) => samples.set(k, [...(samples.get(k) ?? []), s]);
   let n = 0;
@@ -96,13 +95,12 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
       if (o.strategies.includes('precopy')) {
         const name = `w${run}`;
         const ip = `${tb.subnet}.${50 + (n % 40)}`;
-        await ctx.client('a').request<ContainerInfo>('POST', '/v1/containers', {
-          json: { name, command: writerWithServerArgs(WRITER_MIB, 7000), net: 'own', ip },
-          timeoutMs: 120_000,
-        });
+        await ctx
+          .client('a')
+          .create({ name, command: writerWithServerArgs(WRITER_MIB, 7000), net: 'own', ip });
         await waitForPort(ip, 7000, 60_000);
         await sleep(2000);
-        const rep = await runMigration(ctx, name, 'b', { strategy: 'precopy' }, () => {});
+        const rep = await ctx.client('a').migrate(name, { to: ctx.host('b'), strategy: 'precopy' });
         if (rep.precopy?.changedPages)
           add(`precopy-writer/${WRITER_MIB}`, {
             gapMs: Number.NaN,
@@ -114,7 +112,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
           });
         await ctx
           .client(rep.ok ? 'b' : 'a')
-          .request('DELETE', `/v1/containers/${name}`)
+          .remove(name)
           .catch(() => {});
         log(
           `run ${run + 1}/${o.runs} precopy writer ${WRITER_MIB} MiB: switchover ${rep.precopy?.switchoverBytes} bytes for ${rep.precopy?.changedPages} changed pages`,
@@ -147,14 +145,13 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             });
             await handRemove(runner, tb, hc);
           } else {
-            const info = await ctx.client('a').request<ContainerInfo>('POST', '/v1/containers', {
-              json: { name, command: server(mib), net: 'own', ip },
-              timeoutMs: 120_000,
-            });
+            const info = await ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
             await waitForPort(info.ip!, 7000, 180_000);
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
             await sleep(PROBE_WARMUP_MS);
-            const rep = await runMigration(ctx, name, 'b', { strategy }, () => {});
+            const rep = await ctx
+              .client('a')
+              .migrate(name, { to: ctx.host('b'), strategy: strategy as MigrationOptions['strategy'] });
             // after a long freeze the client's TCP retransmits on a backed-off timer: give it time to come back
             await sleep(Math.max(1500, 2 * rep.freezeMs + 2000));
             const r = await p.stop();
@@ -173,7 +170,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             add(`${strategy}/${mib}`, s);
             await ctx
               .client('b')
-              .request('DELETE', `/v1/containers/${name}`)
+              .remove(name)
               .catch(() => {});
           }
           n++;
@@ -300,7 +297,7 @@ async function writeReport(
     '',
     `Machine: ${hostname()}, 2 cores, kernel ${(await import('node:os')).release()}, CRIU 4.2.1, runc 1.1.5. Date: ${date}.`,
     `Command: \`ferry bench strategies --runs ${o.runs}\` (also part of \`make bench\`). Every figure is measured in the`,
-    'same run, interleaved; the gap is what the probe client saw on one TCP connection (DESIGN.md section 8).',
+    'same run, interleaved; the gap is what the probe client saw on one TCP connection (how: docs/background.md).',
     '',
     '```',
     text,

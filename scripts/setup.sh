@@ -93,7 +93,8 @@ install_node() {
 }
 
 tune_kernel() {
-  # post-copy: CRIU's lazy page server asks for a 4 MiB pipe (ANCHORS.md)
+  # post-copy: CRIU's lazy page server asks for a 4 MiB pipe, and without CAP_SYS_RESOURCE only gets it below this
+  # limit; it ignores the failure and the page transfer fails later (docs/background.md)
   local cur; cur=$(cat /proc/sys/fs/pipe-max-size 2>/dev/null || echo 0)
   if ((cur < 4194304)); then sysctl -q -w fs.pipe-max-size=4194304 || log "could not raise fs.pipe-max-size (post-copy will be unavailable)"; fi
   [[ -d /run/netns ]] || mkdir -p /run/netns

@@ -1,11 +1,12 @@
 // The agent's heartbeat to the controller: its capacity and per-container load, a full report every few beats
 // and only what changed in between.
 
-import { type ContainerStatReport, cpuPercent, statDiff } from '../cluster/stats.ts';
+import type { ControllerClient } from '../api/controller-client.ts';
+import { statDiff } from '../api/heartbeat.ts';
+import type { ContainerStat, Endpoint, HeartbeatBody } from '../api/types.ts';
 import type { Logger } from '../core/log.ts';
 import type { ContainerHost } from '../host/containers.ts';
-import { cpuUsageNs, memoryLimit, memoryUsage } from '../runtime/cgroups.ts';
-import type { AgentClient, Endpoint } from './client.ts';
+import { cpuPercent, cpuUsageNs, memoryLimit, memoryUsage } from '../runtime/cgroups.ts';
 
 export interface HeartbeatConfig {
   intervalMs: number;
@@ -16,20 +17,9 @@ export interface HeartbeatConfig {
   capacity: { cores: number; memoryBytes: number };
 }
 
-export interface HeartbeatBody {
-  host: string;
-  address: string;
-  port: number;
-  capacity: { cores: number; memoryBytes: number };
-  seq: number;
-  full: boolean;
-  containers: ContainerStatReport[];
-  removed: string[];
-}
-
 export class Heartbeat {
   private readonly host: ContainerHost;
-  private readonly client: AgentClient;
+  private readonly client: ControllerClient;
   private readonly cfg: HeartbeatConfig;
   private readonly self: Endpoint;
   private readonly log: Logger;
@@ -37,11 +27,11 @@ export class Heartbeat {
   private seq = 0;
   private forceFull = true;
   private readonly samples = new Map<string, { cpuNs: number; at: number }>();
-  private readonly sent = new Map<string, ContainerStatReport>();
+  private readonly sent = new Map<string, ContainerStat>();
 
   constructor(deps: {
     host: ContainerHost;
-    client: AgentClient;
+    client: ControllerClient;
     cfg: HeartbeatConfig;
     self: Endpoint;
     log: Logger;
@@ -70,8 +60,8 @@ export class Heartbeat {
   }
 
   /** Current load of every container on this host. */
-  async sample(now = Date.now()): Promise<ContainerStatReport[]> {
-    const out: ContainerStatReport[] = [];
+  async sample(now = Date.now()): Promise<ContainerStat[]> {
+    const out: ContainerStat[] = [];
     for (const c of await this.host.list()) {
       const path = this.host.cgroupsPath(c.name);
       const running = c.status === 'running';
@@ -79,7 +69,7 @@ export class Heartbeat {
       const prev = this.samples.get(c.name);
       const cpu = ns !== undefined && prev ? cpuPercent(prev.cpuNs, ns, now - prev.at) : 0;
       if (ns !== undefined) this.samples.set(c.name, { cpuNs: ns, at: now });
-      const stat: ContainerStatReport = {
+      const stat: ContainerStat = {
         name: c.name,
         cpuPercent: cpu,
         memoryBytes: running ? ((await memoryUsage(path)) ?? 0) : 0,
@@ -112,10 +102,7 @@ export class Heartbeat {
       containers: changed,
       removed,
     };
-    const r = await this.client.request<{ resync?: boolean }>('POST', '/v1/heartbeat', {
-      json: body,
-      timeoutMs: 5000,
-    });
+    const r = await this.client.heartbeat(body, { timeoutMs: 5000 });
     if (full) this.sent.clear();
     for (const s of changed) this.sent.set(s.name, s);
     for (const n of removed) this.sent.delete(n);

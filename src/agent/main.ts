@@ -1,9 +1,12 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import type { TlsMaterial } from '../api/https-client.ts';
+import { ClientPool } from '../api/pool.ts';
+import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { ContainerHost } from '../host/containers.ts';
 import { hostPaths } from '../host/paths.ts';
@@ -17,14 +20,15 @@ import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { Runc } from '../runtime/runc.ts';
-import { AgentClient, type Endpoint, type TlsMaterial } from './client.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { buildAgentApp } from './server.ts';
 
-export const VERSION = '0.1.0';
+export { loadAgentConfig } from './config.ts';
+
+export const VERSION = '0.2.0';
 
 /** ferry locks and unlocks container networks itself (network/identity.ts), before and after CRIU runs. */
 const CRIU_CONFIG = '# written by the ferry agent\nnetwork-lock skip\n';
@@ -87,17 +91,10 @@ export async function startAgent(
       failPageServer: (port) => resetConnection('127.0.0.1', port),
     },
   });
-  // one client (one keep-alive pool) per destination, for every migration to it
-  const clients = new Map<string, AgentClient>();
-  const peerFor = (ep: Endpoint) => {
-    const key = `${ep.address}:${ep.port}`;
-    let c = clients.get(key);
-    if (!c) {
-      c = new AgentClient(ep, tls, { timeoutMs: 30_000 });
-      clients.set(key, c);
-    }
-    return new HttpDestinationPeer(c);
-  };
+  // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
+  // connections of the last one
+  const clients = new ClientPool(tls);
+  const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
   const app = buildAgentApp(
     { host, incoming, source, capabilities, peerFor, log, version: VERSION },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
@@ -105,11 +102,9 @@ export async function startAgent(
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
-    const controllerClient = new AgentClient(cfg.controller, tls, { timeoutMs: 5000 });
-    clients.set('controller', controllerClient);
     heartbeat = new Heartbeat({
       host,
-      client: controllerClient,
+      client: clients.controller(cfg.controller, { timeoutMs: 5000 }),
       cfg: { ...cfg.heartbeat, capacity: cfg.capacity ?? { cores: cpus().length, memoryBytes: totalmem() } },
       self: { name: cfg.host, address: cfg.listen.address, port: cfg.listen.port },
       log,
@@ -122,8 +117,19 @@ export async function startAgent(
     app,
     async close() {
       heartbeat?.stop();
-      for (const c of clients.values()) c.close();
+      clients.close();
       await app.close();
     },
   };
+}
+
+/**
+ * What this host can do, gathered as an agent would (`ferry check` without --host): CRIU and runc found on the
+ * PATH, runc's default state root.
+ */
+export async function localCapabilities(): Promise<CapabilitiesReport> {
+  const runner = new ProcessRunner();
+  return capabilitiesOnce(() =>
+    gatherFacts(hostname(), new Criu(runner), new Runc(runner, { root: '/run/runc' })),
+  )();
 }

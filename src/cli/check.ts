@@ -1,19 +1,8 @@
 // ferry check: CRIU/runc versions, kernel features, and which strategies work here (or on --host).
 
-import { hostname } from 'node:os';
-import { gatherFacts } from '../agent/facts.ts';
-import { assessStrategies } from '../migration/capabilities.ts';
-import type { CapabilitiesReport } from '../migration/types.ts';
-import { Criu } from '../runtime/criu.ts';
-import type { Runner } from '../runtime/exec.ts';
-import { Runc } from '../runtime/runc.ts';
+import type { CapabilitiesReport } from '../api/types.ts';
+import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
-import { table } from './render.ts';
-
-export async function localCapabilities(runner: Runner): Promise<CapabilitiesReport> {
-  const facts = await gatherFacts(hostname(), new Criu(runner), new Runc(runner, { root: '/run/runc' }));
-  return { facts, strategies: assessStrategies(facts) };
-}
 
 export function capabilitiesText(r: CapabilitiesReport): string {
   const f = r.facts;
@@ -42,20 +31,22 @@ export function capabilitiesText(r: CapabilitiesReport): string {
   return lines.join('\n');
 }
 
-export async function checkCommand(
-  o: { cluster?: string; host?: string; json?: boolean },
-  runner: Runner,
-): Promise<void> {
+/**
+ * With --host the agent answers (GET /v1/capabilities). Without it the facts are gathered here, the way an
+ * agent gathers them: through the agent's entry module, loaded only for this command.
+ */
+export async function checkCommand(o: { cluster?: string; host?: string; json?: boolean }): Promise<void> {
   let report: CapabilitiesReport;
   if (o.host) {
     const ctx = await ClusterContext.load(o.cluster);
     try {
-      report = await ctx.client(o.host).request<CapabilitiesReport>('GET', '/v1/capabilities');
+      report = await ctx.client(o.host).capabilities();
     } finally {
       ctx.close();
     }
   } else {
-    report = await localCapabilities(runner);
+    const { localCapabilities } = await import('../agent/main.ts');
+    report = await localCapabilities();
   }
   process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : `${capabilitiesText(report)}\n`);
 }

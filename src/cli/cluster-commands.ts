@@ -1,27 +1,20 @@
 // ferry cluster | rebalance | drain | controller: talk to the controller.
-import type { PlanResult } from '../cluster/policy.ts';
-import type { HostRecord, MigrationRecord } from '../cluster/store.ts';
+import type { MigrationRecord, PlanResult } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
+import { table } from '../core/table.ts';
 import { withCluster } from './commands.ts';
 import type { ClusterContext } from './context.ts';
-import { formatBytes, table } from './render.ts';
+import { formatBytes } from './render.ts';
 
 interface Common {
   cluster?: string;
   json?: boolean;
 }
 
-type Summary = {
-  hosts: (HostRecord & {
-    loadPercent: number;
-    containers: { name: string; cpuPercent: number; memoryBytes: number; status: string }[];
-  })[];
-};
-
 export async function clusterCommand(o: Common): Promise<void> {
   await withCluster(o, async (ctx) => {
-    const s = await ctx.controller().request<Summary>('GET', '/v1/cluster');
+    const s = await ctx.controller().cluster();
     if (o.json) {
       process.stdout.write(`${JSON.stringify(s)}\n`);
       return;
@@ -61,7 +54,7 @@ function planText(plan: PlanResult): string {
 async function follow(ctx: ClusterContext, batch: string, json: boolean): Promise<MigrationRecord[]> {
   const seen = new Set<string>();
   for (;;) {
-    const ms = await ctx.controller().request<MigrationRecord[]>('GET', `/v1/batches/${batch}`);
+    const ms = await ctx.controller().batch(batch);
     for (const m of ms) {
       const key = `${m.id}:${m.status}`;
       if (
@@ -91,11 +84,9 @@ export async function rebalanceCommand(o: Common & { dryRun?: boolean; target?: 
     }
   }
   await withCluster(o, async (ctx) => {
-    const r = await ctx.controller().request<{ plan: PlanResult; batch?: string }>('POST', '/v1/rebalance', {
-      json: {
-        ...(o.dryRun ? { dryRun: true } : {}),
-        ...(target !== undefined ? { targetPercent: target } : {}),
-      },
+    const r = await ctx.controller().rebalance({
+      ...(o.dryRun ? { dryRun: true } : {}),
+      ...(target !== undefined ? { targetPercent: target } : {}),
     });
     if (!o.json) process.stdout.write(`${planText(r.plan)}\n`);
     const done = r.batch ? await follow(ctx, r.batch, o.json === true) : [];
@@ -108,9 +99,7 @@ export async function drainCommand(host: string, o: Common): Promise<void> {
   checkName(host, 'host');
   await withCluster(o, async (ctx) => {
     ctx.host(host);
-    const r = await ctx
-      .controller()
-      .request<{ plan: PlanResult; batch?: string }>('POST', '/v1/drain', { json: { host } });
+    const r = await ctx.controller().drain(host);
     if (!o.json) process.stdout.write(`${planText(r.plan)}\n`);
     const done = r.batch ? await follow(ctx, r.batch, o.json === true) : [];
     if (o.json) process.stdout.write(`${JSON.stringify({ ...r, migrations: done })}\n`);

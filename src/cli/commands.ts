@@ -1,13 +1,10 @@
 // Container commands: run, ps, rm, migrate, hosts.
-import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import type { ContainerInfo, MigrationEvent, MigrationOptions, MigrationReport } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
-import type { ContainerInfo } from '../host/containers.ts';
-import type { MigrationEvent, MigrationReport } from '../migration/types.ts';
-import { encodeTree } from '../transport/image-stream.ts';
+import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
-import { MigrationRenderer, reportText, table } from './render.ts';
+import { MigrationRenderer, reportText } from './render.ts';
 
 interface Common {
   cluster?: string;
@@ -33,8 +30,8 @@ export async function hostsCommand(o: Common): Promise<void> {
       ctx.file.hosts.map(async (h) => {
         try {
           const [health, containers] = await Promise.all([
-            ctx.client(h.name).request<{ version: string }>('GET', '/v1/health'),
-            ctx.client(h.name).request<ContainerInfo[]>('GET', '/v1/containers'),
+            ctx.client(h.name).health(),
+            ctx.client(h.name).containers(),
           ]);
           return {
             name: h.name,
@@ -88,8 +85,7 @@ export async function runCommand(
     }
     if (!hostName && ctx.file.controller) {
       // the controller places it (seed rule: the host with the most remaining capacity)
-      hostName = (await ctx.controller().request<{ host: string }>('POST', '/v1/place', { json: { name } }))
-        .host;
+      hostName = await ctx.controller().place({ name });
     }
     if (!hostName) {
       // no controller: the reachable host with the fewest containers
@@ -100,7 +96,8 @@ export async function runCommand(
       hostName = candidates.sort((a, b) => count(a.name) - count(b.name))[0]!.name;
     }
     const client = ctx.client(hostName);
-    const net = o.net ?? 'own';
+    // commander offered only the modes; the agent validates the body anyway
+    const net = (o.net ?? 'own') as ContainerInfo['net'];
     let ip = o.ip;
     if (net !== 'none') {
       if (ip) {
@@ -120,29 +117,13 @@ export async function runCommand(
         );
       }
     }
-    let upload = false;
-    if (o.bundle) {
-      const dir = resolve(o.bundle);
-      const st = await stat(`${dir}/config.json`).catch(() => undefined);
-      if (!st?.isFile())
-        throw new FerryError('FERRY_E_BUNDLE_INVALID', `${dir} is not an OCI bundle (no config.json)`, {
-          phase: 'input',
-        });
-      await client.request('PUT', `/v1/uploads/${name}`, {
-        body: encodeTree([{ root: dir, prefix: '' }]),
-        timeoutMs: 120_000,
-      });
-      upload = true;
-    }
-    const info = await client.request<ContainerInfo>('POST', '/v1/containers', {
-      json: {
-        name,
-        ...(command.length ? { command } : {}),
-        ...(upload ? { upload: true } : {}),
-        net,
-        ...(ip && net !== 'none' ? { ip } : {}),
-      },
-      timeoutMs: 120_000,
+    if (o.bundle) await client.uploadBundle(name, o.bundle);
+    const info = await client.create({
+      name,
+      ...(command.length ? { command } : {}),
+      ...(o.bundle ? { upload: true } : {}),
+      net,
+      ...(ip && net !== 'none' ? { ip } : {}),
     });
     print(o.json, info, () => `${info.name} running on ${info.host}${info.pid ? ` (pid ${info.pid})` : ''}`);
   });
@@ -193,12 +174,13 @@ export async function rmCommand(name: string, o: Common): Promise<void> {
   checkName(name);
   await withCluster(o, async (ctx) => {
     const c = await ctx.locate(name);
-    await ctx.client(c.host).request('DELETE', `/v1/containers/${name}`, { timeoutMs: 60_000 });
+    await ctx.client(c.host).remove(name);
     print(o.json, { ok: true, name, host: c.host }, () => `removed ${name} from ${c.host}`);
   });
 }
 
-export interface MigrateOptions {
+/** The migrate command's flags as commander names them (--max-downtime -> maxDowntime). */
+export interface MigrateFlags {
   strategy: string;
   compress?: string;
   streams?: number;
@@ -207,12 +189,26 @@ export interface MigrateOptions {
   maxRounds?: number;
 }
 
+/** The one place the CLI's flags become the API's names (api/types.ts: MigrationOptions). */
+export function migrationOptions(f: MigrateFlags): MigrationOptions {
+  return {
+    strategy: f.strategy as MigrationOptions['strategy'],
+    ...(f.maxDowntime !== undefined ? { maxDowntimeMs: f.maxDowntime } : {}),
+    ...(f.threshold !== undefined ? { thresholdBytes: f.threshold } : {}),
+    ...(f.maxRounds !== undefined ? { maxRounds: f.maxRounds } : {}),
+    ...(f.compress !== undefined
+      ? { compress: f.compress as NonNullable<MigrationOptions['compress']> }
+      : {}),
+    ...(f.streams !== undefined ? { streams: f.streams } : {}),
+  };
+}
+
 /** Locates the container, checks the destination answers, runs the migration on the source agent. */
 export async function runMigration(
   ctx: ClusterContext,
   name: string,
   to: string,
-  o: MigrateOptions,
+  o: MigrationOptions,
   onEvent: (e: MigrationEvent) => void,
 ): Promise<MigrationReport> {
   checkName(name);
@@ -234,43 +230,19 @@ export async function runMigration(
     );
   }
   // the destination must answer before anything is touched
-  await ctx.client(to).request('GET', '/v1/health');
+  await ctx.client(to).health();
   onEvent({ type: 'info', message: `migrating ${name}: ${c.host} -> ${to}` });
-  let result: MigrationReport | undefined;
-  await ctx.client(c.host).ndjson(
-    'POST',
-    `/v1/containers/${name}/migrate`,
-    {
-      to: dest,
-      strategy: o.strategy,
-      ...(o.maxDowntime !== undefined ? { maxDowntimeMs: o.maxDowntime } : {}),
-      ...(o.threshold !== undefined ? { thresholdBytes: o.threshold } : {}),
-      ...(o.maxRounds !== undefined ? { maxRounds: o.maxRounds } : {}),
-      ...(o.compress !== undefined ? { compress: o.compress } : {}),
-      ...(o.streams !== undefined ? { streams: o.streams } : {}),
-    },
-    (obj) => {
-      const e = obj as MigrationEvent;
-      if (e.type === 'result') result = e.report;
-      else onEvent(e);
-    },
-  );
-  if (!result)
-    throw new FerryError(
-      'FERRY_E_HOST_UNREACHABLE',
-      `source host ${c.host} ended the migration stream without a result`,
-    );
-  return result;
+  return ctx.client(c.host).migrate(name, { ...o, to: dest }, onEvent);
 }
 
-export async function migrateCommand(
-  name: string,
-  o: Common & MigrateOptions & { to: string },
-): Promise<void> {
+export async function migrateCommand(name: string, o: Common & MigrateFlags & { to: string }): Promise<void> {
   checkName(name);
   checkName(o.to, 'host');
   const renderer = o.json ? undefined : new MigrationRenderer();
-  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, o, (e) => renderer?.event(e)));
+  const options = migrationOptions(o);
+  const report = await withCluster(o, (ctx) =>
+    runMigration(ctx, name, o.to, options, (e) => renderer?.event(e)),
+  );
   renderer?.finish();
   if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);

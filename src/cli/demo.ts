@@ -1,15 +1,14 @@
 // ferry demo: the around-the-world tour. Four simulated hosts with different link speeds, a TCP service in a
 // container with a probe client holding one connection, migrated through every host and home again.
-import type { ContainerInfo } from '../host/containers.ts';
-import type { MigrationReport } from '../migration/types.ts';
-import { waitForPort } from '../network/port.ts';
+import type { MigrationReport } from '../api/types.ts';
+import { table } from '../core/table.ts';
 import type { ProbeSummary } from '../probe/cli.ts';
-import { type Runner, startBackground } from '../runtime/exec.ts';
+import { startProbeProcess, waitForServer } from '../probe/launch.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs } from '../workloads/servers.ts';
 import { runMigration } from './commands.ts';
 import { ClusterContext } from './context.ts';
-import { formatBytes, MigrationRenderer, table } from './render.ts';
+import { formatBytes, MigrationRenderer } from './render.ts';
 
 const TOUR = [
   { host: 'stuttgart', rate: '1gbit' },
@@ -24,9 +23,9 @@ function rateOf(host: string): string {
   return TOUR.find((t) => t.host === host)?.rate ?? '?';
 }
 
-export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<void> {
+export async function demoCommand(ferryArgv: string[]): Promise<void> {
   const say = (m: string) => process.stdout.write(`${m}\n`);
-  const deps = { runner, ferryArgv, log: (m: string) => say(`testbed: ${m}`) };
+  const deps = { ferryArgv, log: (m: string) => say(`testbed: ${m}`) };
   await testbedDown('demo', deps).catch(() => {});
   const rates = Object.fromEntries(TOUR.map((t) => [t.host, t.rate]));
   const tb = await testbedUp({ name: 'demo', hosts: TOUR.map((t) => t.host), rates }, deps);
@@ -36,21 +35,12 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
     const home = TOUR[0]!.host;
     // the service carries some memory, so that link speed shows in the move
     const code = `import os\n_ballast = bytearray(os.urandom(${BALLAST_MIB} << 20))\n${LINE_COUNTER_PY}`;
-    const info = await ctx.client(home).request<ContainerInfo>('POST', '/v1/containers', {
-      json: { name: 'tour', command: pythonArgs(code, PORT), net: 'own', ip: `${tb.subnet}.50` },
-      timeoutMs: 60_000,
-    });
+    const info = await ctx
+      .client(home)
+      .create({ name: 'tour', command: pythonArgs(code, PORT), net: 'own', ip: `${tb.subnet}.50` });
     say(`\nstarted "tour" on ${home}: a TCP line-counter at ${info.ip}:${PORT} holding ${BALLAST_MIB} MiB`);
-    await waitForPort(info.ip!, PORT, 20_000);
-    const probe = startBackground([
-      ...ferryArgv,
-      '--cluster',
-      tb.clusterFile,
-      'probe',
-      'tcp',
-      `${info.ip}:${PORT}`,
-      '--json',
-    ]);
+    await waitForServer(info.ip!, PORT, 20_000);
+    const probe = startProbeProcess(ferryArgv, tb.clusterFile, 'tcp', `${info.ip}:${PORT}`);
     say(
       `a client in ${tb.client.netns} (${tb.client.address}) sends a request every 2 ms on one TCP connection\n`,
     );
@@ -75,12 +65,11 @@ export async function demoCommand(runner: Runner, ferryArgv: string[]): Promise<
       here = to;
       await new Promise((r) => setTimeout(r, 1500));
     }
-    const out = await probe.stop('SIGINT');
     let res: ProbeSummary | undefined;
     try {
-      res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
-    } catch {
-      say(`probe printed no result: ${out.stderr.trim()}`);
+      res = await probe.stop();
+    } catch (err) {
+      say((err as Error).message);
       failed = true;
     }
     const intact = !!res && res.resets === 0 && res.errors === 0;

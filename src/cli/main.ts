@@ -3,7 +3,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { asFerryError, FerryError } from '../core/errors.ts';
-import { ProcessRunner } from '../runtime/exec.ts';
+import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
@@ -39,29 +39,47 @@ function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args:
   };
 }
 
+/** Options of `ferry agent` and `ferry controller`. */
+export interface DaemonOptions {
+  config: string;
+}
+
+/** Options of `ferry bench`. */
+export interface BenchOptions {
+  runs?: number;
+  json?: boolean;
+  /** zdtm only: comma-separated. */
+  strategies?: string;
+  tests?: string;
+}
+
+/** Builds the whole command tree; parses nothing and starts nothing (the help test walks it). */
 export function buildProgram(): Command {
   const program = new Command('ferry')
     .description('live migration of running containers between hosts (runc + CRIU)')
     .option('--cluster <file>', 'cluster file (default: $FERRY_CLUSTER or the last testbed brought up)')
     .showHelpAfterError()
     .exitOverride();
-  const runner = new ProcessRunner();
 
   const tb = program.command('testbed').description('simulated hosts on this machine');
   tb.command('up')
     .description('build a LAN bridge, one network namespace and agent per host, and a client namespace')
     .option('--hosts <list>', 'comma-separated host names', 'a,b')
     .option('--name <name>', 'testbed name (1-6 of [a-z0-9]); prefixes everything it creates', 'tb')
-    .option('--rate <rate>', 'bandwidth limit per host link, e.g. 100mbit (tc tbf)')
-    .option('--controller', 'also start a controller (not available in this version)')
+    .option(
+      '--rate <rate>',
+      "bandwidth of the hosts' links (tc tbf): one rate for all, e.g. 100mbit, or per host, e.g. a=1gbit,b=100mbit " +
+        '(hosts left out are not limited)',
+    )
+    .option('--controller', 'also start a controller on the LAN bridge, with every agent reporting to it')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedUpCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')
     .description('remove a testbed and everything it created')
     .option('--name <name>', 'testbed name', 'tb')
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedDownCommand(o, runner, ferryArgv())));
+    .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
 
   program
     .command('hosts')
@@ -72,7 +90,11 @@ export function buildProgram(): Command {
   program
     .command('run')
     .description('start a container: ferry run --host a --name N -- CMD ARGS...  or  --bundle DIR')
-    .option('--host <host>', 'host to run on (default: the host with the fewest containers)')
+    .option(
+      '--host <host>',
+      'host to run on (default: where the controller places it, the up host with the most remaining capacity; ' +
+        'without a controller, the reachable host with the fewest containers)',
+    )
     .requiredOption('--name <name>', 'container name')
     .option('--bundle <dir>', 'an OCI bundle (config.json + rootfs); copied to the host')
     .addOption(
@@ -110,8 +132,8 @@ export function buildProgram(): Command {
     .addOption(
       new Option(
         '--strategy <s>',
-        'auto: cold while its estimated freeze fits --max-downtime (default 500 ms); else pre-copy where its ' +
-          'rounds are cheap (soft-dirty) and converge at the measured dirty and link rates; else postcopy. ' +
+        'auto: cold while its estimated freeze fits --max-downtime; else pre-copy where its rounds are cheap ' +
+          '(soft-dirty) and converge at the measured dirty and link rates; else postcopy; else precopy; else cold. ' +
           'cold: dump (streamed while it is written), restore. postcopy: restore at once, memory follows on ' +
           "demand; CAUTION: from the restore until the last page arrives the container's memory is split between " +
           'the hosts, and losing either host then loses the container (ferry stops the damaged copy and says so). ' +
@@ -122,13 +144,20 @@ export function buildProgram(): Command {
         .choices(['auto', 'cold', 'precopy', 'postcopy', 'hybrid'])
         .default('auto'),
     )
-    .option('--max-downtime <ms>', 'downtime budget auto plans against (default 500)', (v) =>
-      positiveInt(v, '--max-downtime'),
+    .option(
+      '--max-downtime <ms>',
+      'downtime budget in ms that auto plans against, and pre-copy stops at (default: 500)',
+      (v) => positiveInt(v, '--max-downtime'),
     )
-    .option('--threshold <bytes>', 'pre-copy: switch over below this many dirty bytes', (v) =>
-      positiveInt(v, '--threshold'),
+    .option(
+      '--threshold <bytes>',
+      'pre-copy: switch over once a round sends at most this many bytes (default: what the measured link sends within ' +
+        '--max-downtime)',
+      (v) => positiveInt(v, '--threshold'),
     )
-    .option('--max-rounds <n>', 'pre-copy: at most this many rounds', (v) => positiveInt(v, '--max-rounds'))
+    .option('--max-rounds <n>', 'pre-copy: at most this many rounds (default: 5)', (v) =>
+      positiveInt(v, '--max-rounds'),
+    )
     .addOption(
       new Option(
         '--compress <mode>',
@@ -139,7 +168,7 @@ export function buildProgram(): Command {
     )
     .option(
       '--streams <n>',
-      'parallel connections for large image files (default: cores - 1, at most 4)',
+      'parallel connections for large image files (default: cores - 1, at most 4; 1 when zstd is on)',
       (v) => positiveInt(v, '--streams'),
     )
     .option('--json', 'print the report as JSON')
@@ -150,16 +179,15 @@ export function buildProgram(): Command {
     .description('what this host (or --host) can do, and which strategies work')
     .option('--host <host>', "ask this host's agent instead of checking locally")
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o }, runner)));
+    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 
   program
     .command('agent')
     .description('run a host agent (HTTPS API with mutual TLS)')
     .requiredOption('--config <file>', 'agent config (JSON)')
     .action(
-      wrap(async (o: { config: string }) => {
-        const { loadAgentConfig } = await import('../agent/config.ts');
-        const { startAgent } = await import('../agent/main.ts');
+      wrap(async (o: DaemonOptions) => {
+        const { loadAgentConfig, startAgent } = await import('../agent/main.ts');
         const agent = await startAgent(await loadAgentConfig(o.config));
         const stop = async () => {
           await agent.close();
@@ -177,36 +205,41 @@ export function buildProgram(): Command {
     )
     .argument('<kind>', 'tcp | udp | redis')
     .argument('<target>', 'ADDR:PORT')
-    .option('--interval <ms>', 'request interval in ms (1-1000)', '2')
+    .option('--interval <ms>', 'request interval in ms (1-1000)', String(DEFAULT_INTERVAL_MS))
     .option('--duration <s>', 'stop after this many seconds (default: at Ctrl-C / SIGTERM)')
-    .option('--reply-timeout <ms>', 'a request unanswered this long counts as lost (default 10000)')
-    .option('--json', 'print {replies, errors, resets, lost, maxGapMs, p99GapMs}')
+    .option(
+      '--reply-timeout <ms>',
+      'a request unanswered this long counts as lost (10-3600000; default: 10000)',
+    )
+    .option(
+      '--json',
+      'print {ok, replies, errors, resets, lost, maxGapMs, p99GapMs, gaps, serverValues?, errorsDetail?}; ' +
+        'the exit status is 1 after an error or a reset',
+    )
     .action(
-      wrap(
-        async (
-          kind: string,
-          target: string,
-          o: { interval?: string; duration?: string; replyTimeout?: string; json?: boolean },
-        ) => {
-          const { probeCommand, parseTarget } = await import('../probe/cli.ts');
-          parseTarget(target);
-          if (process.env['FERRY_IN_CLIENT_NETNS'] !== '1') {
-            const { loadClusterFile, resolveClusterPath } = await import('../core/cluster-file.ts');
-            const file = await resolveClusterPath(program.opts()['cluster'])
-              .then(loadClusterFile)
-              .catch(() => undefined);
-            if (file?.client) {
-              const { runInNetns } = await import('../runtime/netns-exec.ts');
-              const code = await runInNetns(file.client.netns, [...ferryArgv(), ...process.argv.slice(2)], {
+      wrap(async (kind: string, target: string, o: ProbeCliOptions) => {
+        const { probeCommand, parseTarget } = await import('../probe/cli.ts');
+        parseTarget(target);
+        if (process.env['FERRY_IN_CLIENT_NETNS'] !== '1') {
+          const { loadClusterFile, resolveClusterPath } = await import('../core/cluster-file.ts');
+          const file = await resolveClusterPath(program.opts()['cluster'])
+            .then(loadClusterFile)
+            .catch(() => undefined);
+          if (file?.client) {
+            const { runInClientNetns } = await import('../probe/launch.ts');
+            const code = await runInClientNetns(
+              file.client.netns,
+              [...ferryArgv(), ...process.argv.slice(2)],
+              {
                 ...process.env,
                 FERRY_IN_CLIENT_NETNS: '1',
-              });
-              process.exit(code);
-            }
+              },
+            );
+            process.exit(code);
           }
-          await probeCommand(kind, target, o);
-        },
-      ),
+        }
+        await probeCommand(kind, target, o);
+      }),
     );
 
   program
@@ -221,7 +254,10 @@ export function buildProgram(): Command {
     .command('rebalance')
     .description('move containers off hosts above the target load (greedy policy), by live migration')
     .option('--dry-run', 'print the migration map with loads before and after; move nothing')
-    .option('--target <pct>', "target utilisation, 1-100 (default: the controller's)")
+    .option(
+      '--target <pct>',
+      "target utilisation, 1-100 (default: the controller's targetPercent, 80 unless configured)",
+    )
     .option('--json', 'print JSON')
     .action(
       wrap(async (o) =>
@@ -245,9 +281,8 @@ export function buildProgram(): Command {
     .description('run the cluster controller (HTTPS API with mutual TLS, heartbeats, rebalancing)')
     .requiredOption('--config <file>', 'controller config (JSON)')
     .action(
-      wrap(async (o: { config: string }) => {
-        const { loadControllerConfig } = await import('../cluster/config.ts');
-        const { startController } = await import('../cluster/main.ts');
+      wrap(async (o: DaemonOptions) => {
+        const { loadControllerConfig, startController } = await import('../cluster/main.ts');
         const c = await startController(await loadControllerConfig(o.config));
         const stop = async () => {
           await c.close();
@@ -261,54 +296,61 @@ export function buildProgram(): Command {
   program
     .command('bench')
     .description(
-      'run a benchmark suite (network | strategies | zdtm | all); prints medians and ratios measured side by side',
+      'run a benchmark suite: strategies and network print medians and ratios of ferry and the hand-driven ' +
+        "migration, measured interleaved; zdtm runs CRIU's zdtm static tests through a migration per strategy " +
+        '(all: strategies and network)',
     )
-    .argument('<suite>')
-    .option('--runs <n>', 'repetitions', (v) => positiveInt(v, '--runs'))
+    .argument('<suite>', 'strategies | network | zdtm | all')
+    .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
-    .option('--strategies <list>', 'zdtm: comma-separated strategies (default cold,postcopy,precopy,auto)')
+    .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
     .option(
       '--tests <list>',
-      'zdtm: comma-separated tests, e.g. env00,maps00 (default: all; only then docs/conformance.md is rewritten)',
+      'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
+        'all of them (default: every test zdtm itself would run here)',
     )
     .action(
-      wrap(
-        async (suite: string, o: { runs?: number; json?: boolean; strategies?: string; tests?: string }) => {
-          const { SUITES, IN_ALL } = await import('../../bench/index.ts');
-          const names = suite === 'all' ? IN_ALL : [suite];
-          const out: Record<string, unknown> = {};
-          for (const n of names) {
-            const run = SUITES[n];
-            if (!run)
-              throw new FerryError(
-                'FERRY_E_INPUT_ARGS',
-                `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
-              );
-            out[n] = await run({
-              ferryArgv: ferryArgv(),
-              ...(o.runs ? { runs: o.runs } : {}),
-              ...(o.json ? { json: true } : {}),
-              ...(o.strategies ? { strategies: o.strategies.split(',').filter(Boolean) } : {}),
-              ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
-            });
-          }
-          if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
-        },
-      ),
+      wrap(async (suite: string, o: BenchOptions) => {
+        const { SUITES, IN_ALL } = await import('../../bench/index.ts');
+        const names = suite === 'all' ? IN_ALL : [suite];
+        const out: Record<string, unknown> = {};
+        for (const n of names) {
+          const run = SUITES[n];
+          if (!run)
+            throw new FerryError(
+              'FERRY_E_INPUT_ARGS',
+              `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
+            );
+          out[n] = await run({
+            ferryArgv: ferryArgv(),
+            ...(o.runs ? { runs: o.runs } : {}),
+            ...(o.json ? { json: true } : {}),
+            ...(o.strategies ? { strategies: o.strategies.split(',').filter(Boolean) } : {}),
+            ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
+          });
+        }
+        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+      }),
     );
 
   program
     .command('demo')
-    .description('two simulated hosts, a counter container migrated a -> b -> a, a report')
-    .action(wrap(async () => demoCommand(runner, ferryArgv())));
+    .description(
+      'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
+        'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
+    )
+    .action(wrap(async () => demoCommand(ferryArgv())));
 
   return program;
 }
 
-function positiveInt(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0)
-    throw new FerryError('FERRY_E_INPUT_ARGS', `${flag} takes a whole number, not ${v}`);
+/** Parses a count or a size given on the command line: a whole number of 1 or more (0 would mean nothing). */
+export function positiveInt(v: string, flag: string): number {
+  const n = /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw new FerryError('FERRY_E_INPUT_ARGS', `${flag} takes a whole number of 1 or more, not ${v}`, {
+      phase: 'input',
+    });
   return n;
 }
 

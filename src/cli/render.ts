@@ -1,5 +1,6 @@
 // Terminal output: progress bars and phase lines for a TTY, plain lines otherwise, nothing in --json mode.
-import type { MigrationEvent, MigrationReport } from '../migration/types.ts';
+import type { MigrationEvent, MigrationReport } from '../api/types.ts';
+import { table } from '../core/table.ts';
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -10,14 +11,6 @@ export function formatBytes(n: number): string {
     i++;
   }
   return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
-}
-
-export function table(rows: string[][]): string {
-  if (rows.length === 0) return '';
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows
-    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '))
-    .join('\n');
 }
 
 export class MigrationRenderer {

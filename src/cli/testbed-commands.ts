@@ -1,12 +1,10 @@
 // ferry testbed up|down
 import { FerryError } from '../core/errors.ts';
-import type { Runner } from '../runtime/exec.ts';
 import { parseHosts } from '../testbed/layout.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
 
 export async function testbedUpCommand(
   o: { hosts: string; name: string; rate?: string; controller?: boolean; json?: boolean },
-  runner: Runner,
   ferryArgv: string[],
 ): Promise<void> {
   const hosts = parseHosts(o.hosts);
@@ -20,7 +18,7 @@ export async function testbedUpCommand(
       ...(rates ? { rates } : {}),
       ...(o.controller ? { controller: {} } : {}),
     },
-    { runner, ferryArgv, ...(log ? { log } : {}) },
+    { ferryArgv, ...(log ? { log } : {}) },
   );
   const out = {
     name: tb.name,
@@ -35,10 +33,9 @@ export async function testbedUpCommand(
 
 export async function testbedDownCommand(
   o: { name: string; all?: boolean; json?: boolean },
-  runner: Runner,
   ferryArgv: string[],
 ): Promise<void> {
-  const removed = await testbedDown(o.all ? 'all' : o.name, { runner, ferryArgv });
+  const removed = await testbedDown(o.all ? 'all' : o.name, { ferryArgv });
   process.stdout.write(
     o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`,
   );

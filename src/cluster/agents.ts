@@ -1,65 +1,43 @@
 // The controller's view of the agents, over their HTTPS API (mutual TLS, the controller's own certificate).
-import { AgentClient, type TlsMaterial } from '../agent/client.ts';
-import { FerryError } from '../core/errors.ts';
-import type { ContainerInfo } from '../host/containers.ts';
-import type { CapabilitiesReport, MigrationEvent, MigrationReport } from '../migration/types.ts';
+import type { AgentClient } from '../api/agent-client.ts';
+import type { TlsMaterial } from '../api/https-client.ts';
+import { ClientPool } from '../api/pool.ts';
+import type { ContainerInfo, MigrationOptions, MigrationReport } from '../api/types.ts';
 import type { AgentPool } from './controller.ts';
 import type { HostRecord } from './store.ts';
 
 export class HttpAgentPool implements AgentPool {
-  private readonly tls: TlsMaterial;
-  private readonly clients = new Map<string, AgentClient>();
+  private readonly pool: ClientPool;
 
   constructor(tls: TlsMaterial) {
-    this.tls = tls;
+    this.pool = new ClientPool(tls);
   }
 
   private client(h: HostRecord): AgentClient {
-    const key = `${h.name}@${h.address}:${h.port}`;
-    let c = this.clients.get(key);
-    if (!c) {
-      c = new AgentClient({ name: h.name, address: h.address, port: h.port }, this.tls, {
-        timeoutMs: 15_000,
-      });
-      this.clients.set(key, c);
-    }
-    return c;
+    return this.pool.agent({ name: h.name, address: h.address, port: h.port }, { timeoutMs: 15_000 });
   }
 
   containers(h: HostRecord): Promise<ContainerInfo[]> {
-    return this.client(h).request('GET', '/v1/containers');
+    return this.client(h).containers();
   }
 
   async canMigrate(h: HostRecord): Promise<boolean> {
-    const caps = await this.client(h).request<CapabilitiesReport>('GET', '/v1/capabilities');
-    return caps.strategies.cold.ok;
+    return (await this.client(h).capabilities()).strategies.cold.ok;
   }
 
-  async migrate(
+  migrate(
     from: HostRecord,
     container: string,
     to: HostRecord,
-    strategy: string,
+    strategy: MigrationOptions['strategy'],
   ): Promise<MigrationReport> {
-    let result: MigrationReport | undefined;
-    await this.client(from).ndjson(
-      'POST',
-      `/v1/containers/${encodeURIComponent(container)}/migrate`,
-      { to: { name: to.name, address: to.address, port: to.port }, strategy },
-      (o) => {
-        const e = o as MigrationEvent;
-        if (e.type === 'result') result = e.report;
-      },
-    );
-    if (!result)
-      throw new FerryError(
-        'FERRY_E_HOST_UNREACHABLE',
-        `${from.name} ended the migration of ${container} without a result`,
-      );
-    return result;
+    return this.client(from).migrate(container, {
+      to: { name: to.name, address: to.address, port: to.port },
+      strategy,
+    });
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
+    this.pool.close();
   }
 }

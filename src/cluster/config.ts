@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { StrategyChoice } from '../api/schemas.ts';
 import { FerryError } from '../core/errors.ts';
 import { NAME_PATTERN } from '../core/names.ts';
 import { CONTROLLER_DEFAULTS } from './controller.ts';
@@ -26,7 +27,7 @@ export const ControllerConfigSchema = Type.Object({
   cooldownMs: Type.Integer({ minimum: 0 }),
   batchLimit: Type.Integer({ minimum: 1, maximum: 1000 }),
   concurrency: Type.Integer({ minimum: 1, maximum: 64 }),
-  strategy: Type.String(),
+  strategy: StrategyChoice,
   logLevel: Type.String(),
 });
 

@@ -1,13 +1,22 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
+// Just over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { HeartbeatBody } from '../agent/heartbeat.ts';
+import type {
+  ClusterSummary,
+  ContainerInfo,
+  HeartbeatBody,
+  HeartbeatReply,
+  MigrationOptions,
+  MigrationReport,
+  PlaceRequest,
+  PlanReply,
+  RebalanceRequest,
+} from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
-import type { ContainerInfo } from '../host/containers.ts';
-import type { MigrationReport } from '../migration/types.ts';
 import {
   drain,
   type HostLoad,
@@ -27,7 +36,7 @@ export interface ControllerConfig {
   cooldownMs: number;
   batchLimit: number;
   concurrency: number;
-  strategy: string;
+  strategy: MigrationOptions['strategy'];
 }
 
 export const CONTROLLER_DEFAULTS: ControllerConfig = {
@@ -43,7 +52,12 @@ export const CONTROLLER_DEFAULTS: ControllerConfig = {
 /** What the controller needs of the agents; over HTTPS in production, faked in unit tests. */
 export interface AgentPool {
   containers(host: HostRecord): Promise<ContainerInfo[]>;
-  migrate(from: HostRecord, container: string, to: HostRecord, strategy: string): Promise<MigrationReport>;
+  migrate(
+    from: HostRecord,
+    container: string,
+    to: HostRecord,
+    strategy: MigrationOptions['strategy'],
+  ): Promise<MigrationReport>;
   /** Whether a host can migrate at all (`ferry check`: cold works). */
   canMigrate(host: HostRecord): Promise<boolean>;
 }
@@ -96,7 +110,7 @@ export class Controller extends EventEmitter {
     if (leader) void this.pump();
   }
 
-  async heartbeat(b: HeartbeatBody): Promise<{ resync: boolean }> {
+  async heartbeat(b: HeartbeatBody): Promise<HeartbeatReply> {
     checkName(b.host, 'host');
     const prev = await this.store.getHost(b.host);
     const rec: HostRecord = {
@@ -176,7 +190,7 @@ export class Controller extends EventEmitter {
     }));
   }
 
-  async summary(): Promise<{ hosts: (HostRecord & { loadPercent: number; containers: ContainerStat[] })[] }> {
+  async summary(): Promise<ClusterSummary> {
     const hosts = await this.store.listHosts();
     const containers = await this.store.listContainers();
     return {
@@ -205,16 +219,14 @@ export class Controller extends EventEmitter {
     });
   }
 
-  async rebalance(
-    o: { dryRun?: boolean; targetPercent?: number } = {},
-  ): Promise<{ plan: PlanResult; batch?: string }> {
+  async rebalance(o: RebalanceRequest = {}): Promise<PlanReply> {
     const plan = await this.planRebalance(o.targetPercent);
     if (o.dryRun || plan.moves.length === 0) return { plan };
     const batch = await this.enqueue('rebalance', plan.moves);
     return { plan, batch };
   }
 
-  async drain(host: string): Promise<{ plan: PlanResult; batch?: string }> {
+  async drain(host: string): Promise<PlanReply> {
     checkName(host, 'host');
     const view = await this.view();
     if (!view.some((h) => h.name === host)) {
@@ -229,7 +241,7 @@ export class Controller extends EventEmitter {
   }
 
   /** Initial placement of a new container (seed rule: the host with the most remaining capacity). */
-  async place(c: { name: string; cpuPercent?: number; memoryBytes?: number }): Promise<string> {
+  async place(c: PlaceRequest): Promise<string> {
     checkName(c.name);
     const r = place(
       [{ name: c.name, cpuPercent: c.cpuPercent ?? 0, memoryBytes: c.memoryBytes ?? 0 }],

@@ -8,6 +8,8 @@ import { Controller } from './controller.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
 
+export { loadControllerConfig } from './config.ts';
+
 export async function openStore(
   cfg: ControllerFileConfig,
 ): Promise<{ store: ClusterStore; election?: LeaderElection }> {
@@ -15,7 +17,8 @@ export async function openStore(
     const { SqliteStore } = await import('./store-sqlite.ts');
     return { store: new SqliteStore(cfg.store.path) };
   }
-  const { EtcdStore, EtcdLeaderElection } = await import('./store-etcd.ts');
+  const { EtcdStore } = await import('./etcd/store.ts');
+  const { EtcdLeaderElection } = await import('./etcd/leader.ts');
   return {
     store: new EtcdStore({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
     election: new EtcdLeaderElection({

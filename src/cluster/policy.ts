@@ -1,6 +1,7 @@
 // The cluster controller's decision logic: greedy rebalancing, initial placement and draining.
 // Pure: no I/O and no clock (`now` is passed in); every decision works on a copy, inputs are never mutated.
 
+import type { Move, PlanResult } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 
 export interface ContainerLoad {
@@ -21,23 +22,7 @@ export interface HostLoad {
   containers: ContainerLoad[];
 }
 
-export interface Move {
-  container: string;
-  from: string;
-  to: string;
-  cpuPercent: number;
-  memoryBytes: number;
-  reason: string;
-}
-
-export interface PlanResult {
-  moves: Move[];
-  /** host -> load in % of its CPU capacity (rounded to 0.01), every host given, down ones included. */
-  before: Record<string, number>;
-  after: Record<string, number>;
-  /** Why containers were skipped (cooldown, not migratable, nothing fits) and which hosts stay above target. */
-  notes: string[];
-}
+export type { Move, PlanResult };
 
 export interface RebalanceOptions {
   /** 1..100 */

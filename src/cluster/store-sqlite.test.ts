@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
+import { host, mig, storeContract } from '../../test/support/store-contract.ts';
 import { FerryError } from '../core/errors.ts';
-import { host, mig, storeContract } from './store-contract.ts';
 import { SQLITE_SCHEMA_VERSION, SqliteStore } from './store-sqlite.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ferry-store-sqlite-'));

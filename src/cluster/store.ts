@@ -1,46 +1,11 @@
 // The controller's state store: one interface, two implementations (SQLite for a single controller, etcd for
-// several with leader election). Both pass the same contract suite (store-contract.ts).
+// several with leader election). Both pass the same contract suite (test/support/store-contract.ts).
+import type { ContainerStat, HostRecord, MigrationRecord, MigrationStatus } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 
-export interface HostRecord {
-  name: string;
-  address: string;
-  port: number;
-  capacity: { cores: number; memoryBytes: number };
-  /** ms epoch */
-  lastSeen: number;
-  up: boolean;
-}
-
-export interface ContainerStat {
-  name: string;
-  cpuPercent: number;
-  memoryBytes: number;
-  memoryLimit?: number;
-  status: string;
-  ip?: string;
-}
-
-export type MigrationStatus = 'planned' | 'running' | 'done' | 'failed';
+export type { ContainerStat, HostRecord, MigrationRecord, MigrationStatus };
 
 export const MIGRATION_STATUSES: readonly MigrationStatus[] = ['planned', 'running', 'done', 'failed'];
-
-export interface MigrationRecord {
-  id: string;
-  container: string;
-  from: string;
-  to: string;
-  status: MigrationStatus;
-  reason: string;
-  createdAt: number;
-  startedAt?: number;
-  finishedAt?: number;
-  freezeMs?: number;
-  report?: unknown;
-  error?: string;
-  /** e.g. a drain or rebalance cycle id */
-  batch?: string;
-}
 
 export type MigrationPatch = Partial<Omit<MigrationRecord, 'id'>>;
 

@@ -105,15 +105,3 @@ export function asFerryError(err: unknown, code: ErrorCode = 'FERRY_E_INTERNAL',
   const msg = err instanceof Error ? err.message : String(err);
   return new FerryError(code, msg, phase ? { phase, cause: err } : { cause: err });
 }
-
-/** The same error in another phase (keeps code, message and details). */
-export function inPhase(err: FerryError, phase: Phase): FerryError {
-  if (err.phase === phase) return err;
-  const opts: { phase: Phase; cause: unknown; hint?: string; details?: Record<string, unknown> } = {
-    phase,
-    cause: err,
-  };
-  if (err.hint) opts.hint = err.hint;
-  if (err.details) opts.details = err.details;
-  return new FerryError(err.code, err.message, opts);
-}

@@ -1,6 +1,7 @@
 // This host's containers: their records and bundles on disk, their processes through runc.
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { ContainerInfo, ContainerRecord } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
@@ -18,29 +19,7 @@ import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
-export type { NetMode };
-
-export interface ContainerRecord {
-  name: string;
-  createdAt: string;
-  net: NetMode;
-  ip?: string;
-  mac?: string;
-  command?: string[];
-  /** How it got here: started on this host, or arrived by migration (with the source host). */
-  origin: { kind: 'run' } | { kind: 'migration'; from: string; id: string };
-}
-
-export interface ContainerInfo {
-  name: string;
-  host: string;
-  status: string;
-  pid?: number;
-  ip?: string;
-  net: NetMode;
-  createdAt: string;
-  command?: string[];
-}
+export type { ContainerInfo, ContainerRecord, NetMode };
 
 export interface CreateRequest {
   name: string;

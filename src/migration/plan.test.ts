@@ -196,3 +196,22 @@ test('hybrid needs soft-dirty tracking and post-copy; ferry check says why not',
   assert.equal(softDirty.hybrid.ok, true);
   assert.match(softDirty.precopy.mode ?? '', /pre-dump/);
 });
+
+test('assessments are data: the pre-copy mode and a code for why not', () => {
+  const here = assessStrategies(facts());
+  assert.equal(here.precopy.precopyMode, 'delta');
+  assert.equal(here.hybrid.code, 'no-soft-dirty');
+  const softDirty = assessStrategies(
+    facts({ features: { uffd: { ok: true, message: '' }, mem_dirty_track: { ok: true, message: '' } } }),
+  );
+  assert.equal(softDirty.precopy.precopyMode, 'softdirty');
+  assert.equal(softDirty.hybrid.precopyMode, 'softdirty');
+  assert.equal(assessStrategies(facts({ pipeMaxSize: 1 << 20 })).postcopy.code, 'pipe-too-small');
+  assert.equal(
+    assessStrategies(facts({ features: { uffd: { ok: false, message: '' } } })).postcopy.code,
+    'no-uffd',
+  );
+  for (const s of Object.values(assessStrategies(facts({ criuVersion: '3.17' })))) {
+    assert.equal(s.code, 'criu-too-old');
+  }
+});

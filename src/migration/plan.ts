@@ -1,6 +1,7 @@
 // Planning: which strategy a migration uses, decided before anything is touched.
 import { FerryError } from '../core/errors.ts';
 import { STRATEGIES, type StrategyName, type StrategySupport } from './capabilities.ts';
+import { AUTO_MAX_ROUNDS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TRANSFER_RATE } from './defaults.ts';
 
 export interface PlanInput {
   requested: StrategyName | 'auto';
@@ -28,12 +29,10 @@ export interface Plan {
   reason: string;
 }
 
-export const DEFAULT_MAX_DOWNTIME_MS = 500;
 /** Freeze cost that does not depend on memory (pause, dump and restore of a tiny container, agent round trips), measured here. */
 const FIXED_FREEZE_MS = 300;
-/** CRIU writes and reads memory at roughly 1 GB/s here (ANCHORS.md); the image crosses the link once. */
+/** CRIU writes and reads memory at roughly 1 GB/s here (full dumps and restores of 64 MiB-1 GiB: docs/background.md); the image crosses the link once. */
 const DUMP_RESTORE_RATE = 1e9;
-const DEFAULT_TRANSFER_RATE = 250e6;
 
 /** The page images stream while CRIU writes them: the slower of dump and link, then the restore. */
 export function estimateColdFreezeMs(memoryBytes: number, transferRate = DEFAULT_TRANSFER_RATE): number {
@@ -59,12 +58,9 @@ export function linkRateMatters(p: {
   const cheapPrecopy =
     p.source.precopy?.ok === true &&
     p.destination.precopy?.ok === true &&
-    /pre-dump/.test(p.source.precopy.mode ?? '');
+    p.source.precopy.precopyMode === 'softdirty';
   return coldCouldFit || cheapPrecopy;
 }
-
-/** Pre-copy rounds `auto` accepts; a plan needing more is treated as not converging. */
-export const AUTO_MAX_ROUNDS = 8;
 
 /**
  * Pre-copy rounds needed until the last one fits the budget (QEMU's model): round k+1 sends what was dirtied
@@ -109,7 +105,7 @@ export function planStrategy(p: PlanInput): Plan {
     [p.destinationHost, p.destination],
   ] as const) {
     const cold = caps.cold;
-    if (cold && !cold.ok && /CRIU .* is older than/.test(cold.why ?? '')) {
+    if (cold && !cold.ok && cold.code === 'criu-too-old') {
       throw new FerryError('FERRY_E_CRIU_TOO_OLD', `host ${host}: ${cold.why}`, {
         phase: 'plan',
         hint: 'install CRIU 4.2 or newer on that host (make setup does it on Debian)',
@@ -150,7 +146,7 @@ export function planStrategy(p: PlanInput): Plan {
       : `it touches at most ${rateText(dirty)} of writable memory${hot ? ` beyond a hot set of ${(hot / 2 ** 20).toFixed(1)} MiB` : ''}, the link carries ${rateText(link)}`;
   // pre-copy keeps the whole container on the source until the switchover (no split memory, nothing to lose
   // if a host fails mid-way): preferred where its rounds are cheap (soft-dirty) and converge
-  const cheapRounds = /pre-dump/.test(p.source.precopy?.mode ?? '');
+  const cheapRounds = p.source.precopy?.precopyMode === 'softdirty';
   if (usable.includes('precopy') && cheapRounds && converges) {
     return {
       strategy: 'precopy',

@@ -28,7 +28,7 @@ import type {
   RuncContainerState,
   RuncLike,
 } from '../runtime/runc.ts';
-import { decodeTree } from '../transport/image-stream.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
 import { MigrationSource } from './source.ts';

@@ -1,7 +1,9 @@
 // `ferry probe KIND ADDR:PORT`: measures, from where it runs, the downtime a client of a server sees.
 // Network namespaces are the caller's business (src/cli wires that up).
 import { FerryError } from '../core/errors.ts';
-import { PROBE_KINDS, Probe, type ProbeKind, type ProbeOptions, type ProbeResult } from './probe.ts';
+import { PROBE_KINDS, type ProbeKind } from './codecs.ts';
+import { Probe, type ProbeOptions } from './session.ts';
+import type { ProbeResult } from './stats.ts';
 
 export interface ProbeTarget {
   host: string;
@@ -11,6 +13,9 @@ export interface ProbeTarget {
 function inputError(message: string): FerryError {
   return new FerryError('FERRY_E_INPUT_ARGS', message, { phase: 'input' });
 }
+
+/** Milliseconds between requests unless `--interval` says otherwise. */
+export const DEFAULT_INTERVAL_MS = 2;
 
 /** Parses `A.B.C.D:PORT` (IPv4 only). */
 export function parseTarget(target: string): ProbeTarget {
@@ -33,11 +38,15 @@ function parseNumber(value: string, what: string, min: number, max: number, unit
   return n;
 }
 
-export function probeOptions(
-  kind: string,
-  target: string,
-  o: { interval?: string; duration?: string; replyTimeout?: string },
-): ProbeOptions {
+/** What `ferry probe` reads of its command line (strings: parsed and range-checked here). */
+export interface ProbeCliOptions {
+  interval?: string;
+  duration?: string;
+  replyTimeout?: string;
+  json?: boolean;
+}
+
+export function probeOptions(kind: string, target: string, o: ProbeCliOptions): ProbeOptions {
   if (!(PROBE_KINDS as readonly string[]).includes(kind))
     throw inputError(`unknown probe kind '${kind}': expected one of ${PROBE_KINDS.join(', ')}`);
   const { host, port } = parseTarget(target);
@@ -45,7 +54,10 @@ export function probeOptions(
     kind: kind as ProbeKind,
     host,
     port,
-    intervalMs: o.interval === undefined ? 2 : parseNumber(o.interval, 'interval', 1, 1000, 'milliseconds'),
+    intervalMs:
+      o.interval === undefined
+        ? DEFAULT_INTERVAL_MS
+        : parseNumber(o.interval, 'interval', 1, 1000, 'milliseconds'),
   };
   if (o.replyTimeout !== undefined) {
     opts.replyTimeoutMs = parseNumber(o.replyTimeout, 'reply-timeout', 10, 3_600_000, 'milliseconds');
@@ -100,11 +112,7 @@ function human(r: ProbeResult): string {
  * Runs a probe against TARGET until the duration (seconds) elapses or SIGINT/SIGTERM, then prints the result
  * (one JSON line with --json). process.exitCode = 1 when there were errors or resets.
  */
-export async function probeCommand(
-  kind: string,
-  target: string,
-  o: { interval?: string; duration?: string; replyTimeout?: string; json?: boolean },
-): Promise<void> {
+export async function probeCommand(kind: string, target: string, o: ProbeCliOptions): Promise<void> {
   const probe = new Probe(probeOptions(kind, target, o));
   const onSignal = (): void => {
     void probe.stop();

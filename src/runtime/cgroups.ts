@@ -69,15 +69,6 @@ export async function removeCgroups(match: (name: string) => boolean, root = CGR
   return removed;
 }
 
-/** Top-level cgroups (in any hierarchy) whose name matches. */
-export async function listCgroups(match: (name: string) => boolean, root = CGROUP_ROOT): Promise<string[]> {
-  const out: string[] = [];
-  for (const h of await hierarchies(root)) {
-    for (const d of await subdirs(h)) if (match(d.slice(h.length + 1))) out.push(d);
-  }
-  return out;
-}
-
 /** Memory in use by a cgroup (v1 memory controller or v2), in bytes; undefined when it cannot be read. */
 export async function memoryUsage(cgroupsPath: string, root = CGROUP_ROOT): Promise<number | undefined> {
   for (const file of [
@@ -93,6 +84,12 @@ export async function memoryUsage(cgroupsPath: string, root = CGROUP_ROOT): Prom
     }
   }
   return undefined;
+}
+
+/** CPU % of one core between two samples of cpuUsageNs (cgroup CPU time over wall time). */
+export function cpuPercent(prevNs: number | undefined, nowNs: number, wallMs: number): number {
+  if (prevNs === undefined || wallMs <= 0 || nowNs < prevNs) return 0;
+  return Math.round(((nowNs - prevNs) / (wallMs * 1e6)) * 1000) / 10;
 }
 
 /** CPU time a cgroup has used, in nanoseconds (v1 cpuacct or v2 cpu.stat); undefined when it cannot be read. */

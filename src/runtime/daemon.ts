@@ -1,7 +1,7 @@
 // Long-running child processes (agents, controllers): started detached, tracked by pid files.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 export function startDaemon(argv: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
   const [cmd, ...args] = argv;
@@ -57,8 +57,4 @@ export async function stopProcess(pid: number, graceMs = 3000): Promise<void> {
     }
     while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-export async function removePidFile(file: string): Promise<void> {
-  await rm(file, { force: true });
 }

@@ -9,7 +9,14 @@ import { after, before, describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { FerryError } from '../core/errors.ts';
 import { ProcessRunner } from './exec.ts';
-import { type CertPaths, ClusterCA, peerName, tlsClientOptions, tlsServerOptions } from './pki.ts';
+import { type CertPaths, ClusterCA, tlsClientOptions, tlsServerOptions } from './pki.ts';
+
+/** The CN of the peer's verified certificate; undefined if the peer presented none or it did not verify. */
+function peerName(socket: TLSSocket): string | undefined {
+  if (!socket.authorized) return undefined;
+  const cn: unknown = socket.getPeerCertificate()?.subject?.CN;
+  return typeof cn === 'string' && cn !== '' ? cn : undefined;
+}
 
 const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const OID_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';

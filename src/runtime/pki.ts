@@ -7,7 +7,6 @@ import { readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import type { Runner } from './exec.ts';
@@ -396,12 +395,4 @@ export function tlsServerOptions(p: CertPaths): {
  */
 export function tlsClientOptions(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
   return readPaths(p);
-}
-
-/** The CN of the peer's verified certificate; undefined if the peer presented none or it did not verify. */
-export function peerName(socket: TLSSocket): string | undefined {
-  if (!socket.authorized) return undefined;
-  const cert = socket.getPeerCertificate();
-  const cn: unknown = cert?.subject?.CN;
-  return typeof cn === 'string' && cn !== '' ? cn : undefined;
 }

@@ -251,13 +251,3 @@ export async function runcLogError(logFile: string): Promise<string | undefined>
   }
   return msgs.length ? msgs[msgs.length - 1] : tail(text, 1) || undefined;
 }
-
-export function assertRunning(s: RuncContainerState | undefined, id: string): RuncContainerState {
-  if (s?.status !== 'running') {
-    throw new FerryError(
-      'FERRY_E_CONTAINER_NOT_RUNNING',
-      `container ${id} is ${s?.status ?? 'not known to runc'}`,
-    );
-  }
-  return s;
-}

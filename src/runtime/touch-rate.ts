@@ -3,7 +3,7 @@
 // `Referenced:` in /proc/PID/smaps is the memory touched since. A write is an access, so this is an upper
 // bound on the dirty rate (a program that reads a lot but writes little looks busier than it is); only writable
 // mappings count, since nothing else can be dirtied. It is the
-// estimate `auto` plans pre-copy with on a kernel like this one (ANCHORS.md: no soft-dirty).
+// estimate `auto` plans pre-copy with on a kernel like this one (this kernel has no soft-dirty tracking: docs/background.md).
 import { readFile, writeFile } from 'node:fs/promises';
 
 export interface TouchRate {

@@ -1,8 +1,9 @@
-// Simulated hosts on one machine (DESIGN.md section 7): a LAN bridge, a network namespace and an agent per host,
+// Simulated hosts on one machine (docs/background.md, the testbed): a LAN bridge, a network namespace and an agent per host,
 // a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
+// Over 400 lines: up and down are one inventory of the same prefixed objects; split, the two would drift apart.
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AgentClient } from '../agent/client.ts';
+import { AgentClient } from '../api/client.ts';
 import {
   type ClusterFile,
   clearCurrentCluster,
@@ -14,7 +15,7 @@ import { FerryError } from '../core/errors.ts';
 import { IpNet } from '../network/ip.ts';
 import { removeCgroups } from '../runtime/cgroups.ts';
 import { alive, readPid, startDaemon, stopProcess, writePid } from '../runtime/daemon.ts';
-import type { Runner } from '../runtime/exec.ts';
+import { ProcessRunner, type Runner } from '../runtime/exec.ts';
 import { mountsUnder, mountTmpfs, umount } from '../runtime/mounts.ts';
 import { ClusterCA, tlsClientOptions } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
@@ -40,7 +41,8 @@ export interface TestbedState extends TestbedLayout {
 }
 
 export interface TestbedDeps {
-  runner: Runner;
+  /** Default: real child processes (the CLI passes none). */
+  runner?: Runner;
   env?: NodeJS.ProcessEnv;
   /** argv that starts the ferry CLI (node + flags + main script). */
   ferryArgv: string[];
@@ -97,7 +99,8 @@ function hostDir(tb: TestbedState, h: HostLayout): string {
 export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<TestbedState> {
   const env = deps.env ?? process.env;
   const log = deps.log ?? (() => {});
-  const ip = new IpNet(deps.runner);
+  const runner = deps.runner ?? new ProcessRunner();
+  const ip = new IpNet(runner);
   const dir = testbedDir(opts.name, env);
   if (await loadTestbed(opts.name, env)) {
     throw new FerryError('FERRY_E_TESTBED', `testbed ${opts.name} is already up`, {
@@ -149,7 +152,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       }
     }
     log('certificates');
-    const ca = new ClusterCA(join(dir, 'pki'), deps.runner);
+    const ca = new ClusterCA(join(dir, 'pki'), runner);
     await ca.ensure();
     const hostCerts = new Map<string, { cert: string; key: string; ca: string }>();
     for (const h of tb.hosts)
@@ -194,7 +197,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     for (const h of tb.hosts) {
       const hd = hostDir(tb, h);
       await mkdir(join(hd, 'images'), { recursive: true, mode: 0o700 });
-      await mountTmpfs(deps.runner, join(hd, 'images'));
+      await mountTmpfs(runner, join(hd, 'images'));
       const certs = hostCerts.get(h.name)!;
       await writeFile(
         join(hd, 'agent.json'),
@@ -324,7 +327,7 @@ async function waitHealthy(
     const deadline = Date.now() + 20_000;
     for (;;) {
       try {
-        await client.request('GET', '/v1/health');
+        await client.health();
         return pid;
       } catch (err) {
         if (!alive(pid) || Date.now() > deadline) {
@@ -410,7 +413,8 @@ async function killProcessesUnder(dir: string): Promise<void> {
 /** Removes one testbed (by name), or with `all` every testbed and every object with a testbed prefix. */
 export async function testbedDown(name: string | 'all', deps: TestbedDeps): Promise<string[]> {
   const env = deps.env ?? process.env;
-  const ip = new IpNet(deps.runner);
+  const runner = deps.runner ?? new ProcessRunner();
+  const ip = new IpNet(runner);
   const names = name === 'all' ? await listTestbeds(env) : [checkTestbedName(name)];
   const removed: string[] = [];
   for (const n of names) {
@@ -427,7 +431,7 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
       // none
     }
     for (const hd of hostDirs) {
-      const runc = new Runc(deps.runner, { root: join(hd, 'runc') });
+      const runc = new Runc(runner, { root: join(hd, 'runc') });
       for (const c of await runc.list()) await runc.destroy(c.id);
     }
     await removeCgroups((base) => base.startsWith(`${prefix}-`));
@@ -437,7 +441,7 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
     } catch {
       // no procfs?
     }
-    for (const m of await mountsUnder(dir, mountinfo)) await umount(deps.runner, m);
+    for (const m of await mountsUnder(dir, mountinfo)) await umount(runner, m);
     for (const ns of await ip.listNetns()) if (ns.startsWith(`${prefix}-`)) await ip.delNetns(ns);
     for (const l of await ip.listLinks())
       if (l === `${prefix}br` || new RegExp(`^${prefix}(h\\d+|i\\d+|c|ci)$`).test(l)) await ip.delLink(l);

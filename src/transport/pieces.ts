@@ -1,7 +1,7 @@
 // Pieces: how a large file's content travels when whole zero pages are skipped. A piece is a kind byte and a
 // uint32 big-endian length: 'D' is followed by that many bytes of data, 'Z' stands for that many bytes of zeroes
 // (always whole 4 KiB pages, aligned to the file offset) and carries nothing. Used by the image stream
-// (image-stream.ts) and by ranges sent while CRIU is still writing (ranges.ts, tail.ts).
+// (image-stream/) and by ranges sent while CRIU is still writing (ranges.ts, tail.ts).
 
 /** A malformed piece stream (the sender's bytes, not a local failure). */
 export class PieceError extends Error {}

@@ -1,7 +1,9 @@
 // What changed in a directory tree between two looks: the bundle goes to the destination before the freeze, and
 // after the final dump only what changed since (a writable rootfs, whose open files must have the size CRIU
-// recorded) is sent again. Entries are compared by type, size, modification time, mode and owner (files),
-// target (symlinks) or mode and owner (directories).
+// recorded) is sent again. Entries are compared by type, size, modification and change time, inode and link count,
+// mode and owner (files; the change time moves with any xattr, mode or owner change), target (symlinks), mode,
+// owner, change time and device number (FIFOs, sockets, devices) or mode and owner (directories, which are
+// always sent again).
 import type { Stats } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,8 +14,8 @@ function signature(st: Stats, target?: string): string {
   const owner = `${st.mode & 0o7777}:${st.uid}:${st.gid}`;
   if (st.isDirectory()) return `d:${owner}`;
   if (st.isSymbolicLink()) return `l:${target}`;
-  if (st.isFile()) return `f:${owner}:${st.size}:${st.mtimeMs}:${st.ino}`;
-  return 'x'; // sockets, fifos, devices: never sent
+  if (st.isFile()) return `f:${owner}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}:${st.nlink}`;
+  return `x:${owner}:${st.mode >>> 12}:${st.rdev}:${st.ctimeMs}:${st.ino}`; // FIFOs, sockets, devices
 }
 
 /** Every entry under `root`, by path relative to it ('/'-separated). */

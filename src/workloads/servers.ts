@@ -1,5 +1,5 @@
 // Tiny servers run INSIDE containers with the host's /usr/bin/python3 (3.11, stdlib only), started as
-// `python3 -u -c CODE PORT` (see pythonArgs). They are what the downtime probe (src/probe/probe.ts) talks to.
+// `python3 -u -c CODE PORT` (see pythonArgs). They are what the downtime probe (src/probe/session.ts) talks to.
 //
 // Both print one line `ferry-server listening <port>` on stdout once bound (PORT 0 binds an ephemeral port),
 // and a daemon thread writes the current counter to /tmp/counter (atomically, via /tmp/counter.tmp) every

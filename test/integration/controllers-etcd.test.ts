@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { AgentClient } from '../../src/agent/client.ts';
+import { AgentClient } from '../../src/api/client.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { ClusterCA, tlsClientOptions } from '../../src/runtime/pki.ts';
 import { MAIN, skipUnlessReady, startBed, waitFor } from './helpers.ts';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { ClusterContext } from '../../src/cli/context.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
-import { listCgroups } from '../../src/runtime/cgroups.ts';
+import { hierarchies } from '../../src/runtime/cgroups.ts';
 import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../../src/testbed/testbed.ts';
 
@@ -112,6 +112,23 @@ export async function startBed(
 }
 
 /** No netns, link, cgroup, mount, runc container or process of this testbed remains. */
+/** Top-level cgroups (in any hierarchy) whose name matches. */
+async function listCgroups(match: (name: string) => boolean): Promise<string[]> {
+  const out: string[] = [];
+  for (const h of await hierarchies()) {
+    let dirs: string[] = [];
+    try {
+      dirs = readdirSync(h, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
+    } catch {
+      // a hierarchy that cannot be read has nothing of ours
+    }
+    for (const d of dirs) if (match(d)) out.push(join(h, d));
+  }
+  return out;
+}
+
 export async function assertNothingLeft(name: string): Promise<void> {
   const prefix = `fy${name}`;
   const netns = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });

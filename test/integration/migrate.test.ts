@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import {
   copyFileSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -14,6 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import {
   assertHostClean,
@@ -170,4 +172,60 @@ test('a bundle made by `runc spec` is copied in, survives deletion of the origin
   assert.equal(c.host, 'b');
   const v1 = Number(readInContainer(c.pid!, '/dev/shm/n'));
   await waitFor('counting on b', () => Number(readInContainer(c.pid!, '/dev/shm/n')) > v1 || undefined);
+});
+
+test('a FIFO the process holds open, a hard link and an xattr in the writable rootfs migrate', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  // the shell holds the FIFO open read-write and sends every number through it before writing it down: CRIU
+  // restores the open FIFO by its path, which must exist in the destination's rootfs
+  const script = [
+    '/bin/busybox mkfifo /data/pipe',
+    'echo one inode > /data/first',
+    '/bin/busybox ln /data/first /data/second',
+    'exec 5<>/data/pipe',
+    'i=0; while :; do i=$((i+1)); echo $i >&5; read -r x <&5; echo $x >> /data/got; sleep 0.02; done',
+  ].join('; ');
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'fifo',
+    '--',
+    '/bin/busybox',
+    'sh',
+    '-c',
+    script,
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const pidOn = async () => (await containers(bed)).find((x) => x.name === 'fifo')?.pid;
+  const src = (await pidOn())!;
+  await waitFor('the loop runs', () => readInContainer(src, '/data/got').split('\n').length > 5 || undefined);
+  setAttributeSync(`/proc/${src}/root/data/first`, 'user.note', 'kept');
+  const r = await bed.cli(['migrate', 'fifo', '--to', 'b', '--strategy', 'cold', '--json']);
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  const c = (await containers(bed)).find((x) => x.name === 'fifo')!;
+  assert.equal(c.host, 'b');
+  const pid = c.pid!;
+  const root = `/proc/${pid}/root`;
+  assert.ok(lstatSync(`${root}/data/pipe`).isFIFO());
+  assert.match(readlinkSync(`/proc/${pid}/fd/5`), /\/data\/pipe$/);
+  assert.equal(
+    lstatSync(`${root}/data/first`).ino,
+    lstatSync(`${root}/data/second`).ino,
+    'one inode, two names',
+  );
+  assert.equal(getAttributeSync(`${root}/data/first`, 'user.note')?.toString(), 'kept');
+  const got = () => readInContainer(pid, '/data/got').trim().split('\n').map(Number);
+  const n0 = got().length;
+  await waitFor('numbers keep coming through the FIFO', () => got().length > n0 + 3 || undefined);
+  const seq = got();
+  assert.deepEqual(
+    seq,
+    seq.map((_, i) => i + 1),
+    'every number once, in order',
+  );
+  assert.equal((await bed.cli(['rm', 'fifo'])).code, 0);
 });

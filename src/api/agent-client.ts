@@ -1,0 +1,169 @@
+// The agent API as typed methods: what the CLI, the controller, the benchmarks and a source agent (its peer, the
+// destination) call. One method per endpoint; the paths and bodies live here and in the agent's server only.
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
+import { FerryError } from '../core/errors.ts';
+import { encodeTree } from '../transport/image-stream/index.ts';
+import type { FileRange } from '../transport/ranges.ts';
+import { HttpsClient, seg } from './https-client.ts';
+import type {
+  AgentHealth,
+  CapabilitiesReport,
+  ContainerInfo,
+  CreateRequest,
+  IncomingRequest,
+  MigrateRequest,
+  MigrationEvent,
+  MigrationReport,
+  RestoreOptions,
+  RestoreResult,
+} from './types.ts';
+
+/** Creating a container may build its bundle and network first; removing one stops it. */
+const CREATE_TIMEOUT_MS = 120_000;
+const REMOVE_TIMEOUT_MS = 60_000;
+/** A part of a migration: the whole bundle or a large image file over one connection. */
+const PART_TIMEOUT_MS = 120_000;
+
+export class AgentClient extends HttpsClient {
+  health(opts: { timeoutMs?: number } = {}): Promise<AgentHealth> {
+    return this.request('GET', '/v1/health', opts);
+  }
+
+  capabilities(): Promise<CapabilitiesReport> {
+    return this.request('GET', '/v1/capabilities');
+  }
+
+  containers(): Promise<ContainerInfo[]> {
+    return this.request('GET', '/v1/containers');
+  }
+
+  container(name: string): Promise<ContainerInfo> {
+    return this.request('GET', `/v1/containers/${seg(name)}`);
+  }
+
+  create(req: CreateRequest): Promise<ContainerInfo> {
+    return this.request('POST', '/v1/containers', { json: req, timeoutMs: CREATE_TIMEOUT_MS });
+  }
+
+  /** Copies an OCI bundle (config.json and rootfs) to the host; `create({name, upload: true})` then runs it. */
+  async uploadBundle(name: string, dir: string): Promise<{ bytes: number; files: number }> {
+    const root = resolve(dir);
+    const st = await stat(`${root}/config.json`).catch(() => undefined);
+    if (!st?.isFile())
+      throw new FerryError('FERRY_E_BUNDLE_INVALID', `${root} is not an OCI bundle (no config.json)`, {
+        phase: 'input',
+      });
+    return this.request('PUT', `/v1/uploads/${seg(name)}`, {
+      body: encodeTree([{ root, prefix: '' }]),
+      timeoutMs: CREATE_TIMEOUT_MS,
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    await this.request('DELETE', `/v1/containers/${seg(name)}`, { timeoutMs: REMOVE_TIMEOUT_MS });
+  }
+
+  /**
+   * Runs a migration on this (the source) agent and follows its event stream to the end; the report is the
+   * stream's last object. A failed migration is a report with ok false, not an exception; a stream that ends
+   * without a report is (the source agent went away).
+   */
+  async migrate(
+    name: string,
+    req: MigrateRequest,
+    onEvent: (e: Exclude<MigrationEvent, { type: 'result' }>) => void = () => {},
+  ): Promise<MigrationReport> {
+    let result: MigrationReport | undefined;
+    await this.ndjson<MigrationEvent>('POST', `/v1/containers/${seg(name)}/migrate`, req, (e) => {
+      if (e.type === 'result') result = e.report;
+      else onEvent(e);
+    });
+    if (!result)
+      throw new FerryError(
+        'FERRY_E_HOST_UNREACHABLE',
+        `source host ${this.endpoint.name} ended the migration of ${name} without a result`,
+      );
+    return result;
+  }
+
+  /** Sends `bytes` of filler and returns the measured rate in bytes/s (the link measurement of `auto`). */
+  async measureRate(bytes: number): Promise<number> {
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    const body = Readable.from(
+      (function* () {
+        for (let sent = 0; sent < bytes; sent += chunk.length) yield chunk;
+      })(),
+    );
+    const t0 = performance.now();
+    await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: 30_000 });
+    return (bytes / Math.max(1, performance.now() - t0)) * 1000;
+  }
+
+  // ---- the destination's half of a migration (called by the source agent) ----
+
+  async prepareIncoming(req: IncomingRequest): Promise<void> {
+    await this.request('POST', '/v1/incoming', { json: req });
+  }
+
+  /** The bundle or the images as one stream; compress: zstd on the wire; update: a delta of the staged tree. */
+  sendPart(
+    id: string,
+    part: 'bundle' | 'images',
+    body: Readable,
+    opts: { compress?: boolean; update?: boolean } = {},
+  ): Promise<{ bytes: number }> {
+    const path = `/v1/incoming/${seg(id)}/${part}${opts.update ? '?update=1' : ''}`;
+    if (opts.compress) {
+      // zstd level 1: cheap enough to pay off whenever the link, not the CPU, is the bottleneck
+      const z = createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } });
+      body.on('error', (err) => z.destroy(err));
+      return this.request('PUT', path, {
+        body: body.pipe(z),
+        headers: { 'content-encoding': 'zstd' },
+        timeoutMs: PART_TIMEOUT_MS,
+      });
+    }
+    return this.request('PUT', path, { body, timeoutMs: PART_TIMEOUT_MS });
+  }
+
+  /** One range of a large image file; the destination answers with the CRC-32 it computed. */
+  sendRange(
+    id: string,
+    r: FileRange,
+    body: Readable,
+    opts: { sparse?: boolean } = {},
+  ): Promise<{ crc: number; bytes: number }> {
+    const q = new URLSearchParams({
+      file: r.file,
+      offset: String(r.offset),
+      length: String(r.length),
+      total: String(r.total),
+      ...(opts.sparse ? { sparse: '1' } : {}),
+    });
+    return this.request('PUT', `/v1/incoming/${seg(id)}/range?${q}`, { body, timeoutMs: PART_TIMEOUT_MS });
+  }
+
+  sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {
+    return this.request('PUT', `/v1/incoming/${seg(id)}/blocks`, { body, timeoutMs: PART_TIMEOUT_MS });
+  }
+
+  restoreIncoming(id: string, opts: RestoreOptions): Promise<RestoreResult> {
+    return this.request('POST', `/v1/incoming/${seg(id)}/restore`, { json: opts, timeoutMs: 600_000 });
+  }
+
+  /** Post-copy: waits until every page arrived (or the lazy-pages daemon failed). */
+  incomingPages(id: string): Promise<{ ok: boolean; message: string }> {
+    return this.request('GET', `/v1/incoming/${seg(id)}/pages`, { timeoutMs: 3_600_000 });
+  }
+
+  async commitIncoming(id: string): Promise<void> {
+    await this.request('POST', `/v1/incoming/${seg(id)}/commit`);
+  }
+
+  async abortIncoming(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/incoming/${seg(id)}`, { timeoutMs: 60_000 });
+  }
+}

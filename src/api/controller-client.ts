@@ -1,0 +1,48 @@
+// The controller API as typed methods: what agents (heartbeats) and the CLI (cluster, rebalance, drain, place)
+// call.
+import { HttpsClient, seg } from './https-client.ts';
+import type {
+  ClusterSummary,
+  ControllerHealth,
+  HeartbeatBody,
+  HeartbeatReply,
+  MigrationRecord,
+  PlaceRequest,
+  PlanReply,
+  RebalanceRequest,
+} from './types.ts';
+
+export class ControllerClient extends HttpsClient {
+  health(): Promise<ControllerHealth> {
+    return this.request('GET', '/v1/health');
+  }
+
+  heartbeat(body: HeartbeatBody, opts: { timeoutMs?: number } = {}): Promise<HeartbeatReply> {
+    return this.request('POST', '/v1/heartbeat', { json: body, ...opts });
+  }
+
+  cluster(): Promise<ClusterSummary> {
+    return this.request('GET', '/v1/cluster');
+  }
+
+  rebalance(req: RebalanceRequest): Promise<PlanReply> {
+    return this.request('POST', '/v1/rebalance', { json: req });
+  }
+
+  drain(host: string): Promise<PlanReply> {
+    return this.request('POST', '/v1/drain', { json: { host } });
+  }
+
+  /** The host a new container should run on (the one with the most remaining capacity). */
+  async place(req: PlaceRequest): Promise<string> {
+    return (await this.request<{ host: string }>('POST', '/v1/place', { json: req })).host;
+  }
+
+  migrations(): Promise<MigrationRecord[]> {
+    return this.request('GET', '/v1/migrations');
+  }
+
+  batch(batch: string): Promise<MigrationRecord[]> {
+    return this.request('GET', `/v1/batches/${seg(batch)}`);
+  }
+}

@@ -1,0 +1,213 @@
+// The HTTPS transport under every API client: mutual TLS, one keep-alive connection pool per TLS identity, the
+// mapping of network failures and error bodies to FerryErrors, and newline-delimited JSON streams. The peer is
+// pinned by name: its certificate must carry the endpoint's name, whatever address is dialled.
+
+import type { IncomingMessage } from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import { FerryError, type FerryErrorJSON } from '../core/errors.ts';
+import type { Endpoint } from './types.ts';
+
+export type { Endpoint };
+
+export interface TlsMaterial {
+  key: Buffer;
+  cert: Buffer;
+  ca: Buffer;
+}
+
+export interface RequestOptions {
+  json?: unknown;
+  body?: Readable;
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/**
+ * One keep-alive pool for one TLS identity. Node's https.Agent keeps separate sockets per address, port and
+ * server name, so every client of a process that speaks with the same certificate shares it.
+ */
+export class TlsPool {
+  readonly agent: https.Agent;
+
+  constructor(tls: TlsMaterial) {
+    this.agent = new https.Agent({
+      keepAlive: true,
+      key: tls.key,
+      cert: tls.cert,
+      ca: tls.ca,
+      maxSockets: 16,
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** A client of one endpoint; the typed clients (agent-client.ts, controller-client.ts) add the endpoints. */
+export class HttpsClient {
+  readonly endpoint: Endpoint;
+  private readonly pool: TlsPool;
+  /** A client made from TLS material owns its pool; one made from a shared pool leaves it to its owner. */
+  private readonly ownsPool: boolean;
+  private readonly timeoutMs: number;
+
+  constructor(endpoint: Endpoint, tls: TlsMaterial | TlsPool, opts: { timeoutMs?: number } = {}) {
+    this.endpoint = endpoint;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.ownsPool = !(tls instanceof TlsPool);
+    this.pool = tls instanceof TlsPool ? tls : new TlsPool(tls);
+  }
+
+  close(): void {
+    if (this.ownsPool) this.pool.close();
+  }
+
+  private unreachable(err: Error & { code?: string }, path: string): FerryError {
+    const ep = this.endpoint;
+    const code = err.code ?? '';
+    const what =
+      NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')
+        ? code
+        : err.message;
+    return new FerryError(
+      'FERRY_E_HOST_UNREACHABLE',
+      `host ${ep.name} (${ep.address}:${ep.port}) unreachable: ${what}`,
+      {
+        cause: err,
+        details: { path },
+        hint: 'is its agent running? (ferry hosts)',
+      },
+    );
+  }
+
+  /** Sends a request and returns the response, its body not yet read. */
+  open(method: string, path: string, opts: RequestOptions = {}): Promise<IncomingMessage> {
+    const ep = this.endpoint;
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = {};
+      let payload: string | undefined;
+      if (opts.json !== undefined) {
+        payload = JSON.stringify(opts.json);
+        headers['content-type'] = 'application/json';
+        headers['content-length'] = String(Buffer.byteLength(payload));
+      } else if (opts.body) {
+        headers['content-type'] = 'application/octet-stream';
+        Object.assign(headers, opts.headers ?? {});
+      }
+      const req = https.request({
+        host: ep.address,
+        port: ep.port,
+        method,
+        path,
+        headers,
+        agent: this.pool.agent,
+        servername: ep.name,
+        timeout: opts.timeoutMs ?? this.timeoutMs,
+      });
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        opts.body?.destroy();
+        req.destroy();
+        reject(err instanceof FerryError ? err : this.unreachable(err, path));
+      };
+      req.on('timeout', () => fail(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+      req.on('error', fail);
+      req.on('response', (res) => {
+        if (settled) return;
+        settled = true;
+        // a response before the whole body was sent (an error): stop sending
+        if (opts.body && !opts.body.readableEnded) opts.body.unpipe(req);
+        res.setTimeout(0);
+        req.setTimeout(0);
+        resolve(res);
+      });
+      if (payload !== undefined) req.end(payload);
+      else if (opts.body) {
+        opts.body.on('error', (err) =>
+          fail(
+            new FerryError('FERRY_E_TRANSFER_FAILED', `reading the stream: ${err.message}`, { cause: err }),
+          ),
+        );
+        opts.body.pipe(req);
+      } else req.end();
+    });
+  }
+
+  /**
+   * A request and its JSON answer. The server validated the request against its schema; the answer is parsed,
+   * not validated again (both ends share the types).
+   */
+  async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const res = await this.open(method, path, opts);
+    const text = await readAll(res).catch((err: Error) => {
+      throw this.unreachable(err, path);
+    });
+    const status = res.statusCode ?? 0;
+    if (status >= 400) throw errorFromBody(text, status, this.endpoint.name);
+    if (!text) return undefined as T;
+    return JSON.parse(text) as T;
+  }
+
+  /** Reads newline-delimited JSON objects from a streaming response (no timeout: the stream may be long). */
+  async ndjson<T>(method: string, path: string, json: unknown, onObject: (o: T) => void): Promise<void> {
+    const res = await this.open(method, path, { json, timeoutMs: 0 });
+    const status = res.statusCode ?? 0;
+    if (status >= 400) throw errorFromBody(await readAll(res), status, this.endpoint.name);
+    let buf = '';
+    res.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let nl = buf.indexOf('\n');
+        while (nl >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line) onObject(JSON.parse(line) as T);
+          nl = buf.indexOf('\n');
+        }
+      });
+      res.on('end', () => resolve());
+      res.on('error', (err) => reject(this.unreachable(err, path)));
+      res.on('aborted', () =>
+        reject(this.unreachable(Object.assign(new Error('connection lost'), { code: 'ECONNRESET' }), path)),
+      );
+    });
+  }
+}
+
+async function readAll(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The FerryError a server sent (`{error: {code, message, ...}}`), or an internal one naming the status. */
+export function errorFromBody(text: string, status: number, host: string): FerryError {
+  try {
+    const j = JSON.parse(text) as { error?: FerryErrorJSON };
+    if (j.error?.code) return FerryError.fromJSON(j.error);
+  } catch {
+    // not JSON
+  }
+  return new FerryError('FERRY_E_INTERNAL', `host ${host} answered ${status}: ${text.slice(0, 200)}`);
+}
+
+/** A path segment of a name (names are checked by the server; the encoding keeps a bad one a bad request). */
+export function seg(s: string): string {
+  return encodeURIComponent(s);
+}

@@ -1,0 +1,186 @@
+// Request schemas of the agent and controller APIs: every body and parameter is validated against them, once, by
+// the server before a handler runs. The wire types in types.ts are derived from them.
+import { Type } from '@sinclair/typebox';
+import { NAME_PATTERN } from '../core/names.ts';
+
+export const Name = Type.String({ pattern: NAME_PATTERN, maxLength: 64 });
+export const Id = Type.String({ pattern: '^m[0-9a-f]{12}$' });
+export const NameParams = Type.Object({ name: Name }, { additionalProperties: false });
+export const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
+export const PartParams = Type.Object(
+  { id: Id, part: Type.Union([Type.Literal('bundle'), Type.Literal('images')]) },
+  { additionalProperties: false },
+);
+
+/** update=1: the bundle part updates the tree sent at prepare (removal records, then what changed). */
+export const PartQuery = Type.Object(
+  { update: Type.Optional(Type.Literal('1')) },
+  { additionalProperties: false },
+);
+
+export const RangeQuery = Type.Object(
+  {
+    file: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$' }),
+    offset: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    length: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    total: Type.String({ pattern: '^[0-9]{1,15}$' }),
+    /** '1': the body is pieces (zero pages skipped, transport/pieces.ts) */
+    sparse: Type.Optional(Type.Literal('1')),
+  },
+  { additionalProperties: false },
+);
+
+export const NetMode = Type.Union([Type.Literal('none'), Type.Literal('own'), Type.Literal('host')]);
+
+export const CreateBody = Type.Object(
+  {
+    name: Name,
+    command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { minItems: 1, maxItems: 256 })),
+    upload: Type.Optional(Type.Boolean()),
+    net: Type.Optional(NetMode),
+    ip: Type.Optional(Type.String({ format: 'ipv4' })),
+  },
+  { additionalProperties: false },
+);
+
+export const Endpoint = Type.Object(
+  {
+    name: Name,
+    address: Type.String({ format: 'ipv4' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+  },
+  { additionalProperties: false },
+);
+
+/** The strategies a migration can be asked for (auto: the planner picks). */
+export const StrategyChoice = Type.Union([
+  Type.Literal('auto'),
+  Type.Literal('cold'),
+  Type.Literal('precopy'),
+  Type.Literal('postcopy'),
+  Type.Literal('hybrid'),
+]);
+
+export const MigrateBody = Type.Object(
+  {
+    to: Endpoint,
+    strategy: StrategyChoice,
+    maxDowntimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
+    thresholdBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+    compress: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')])),
+    streams: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+  },
+  { additionalProperties: false },
+);
+
+/** A container as its host records it (and as it travels to the destination of a migration). */
+export const ContainerRecord = Type.Object(
+  {
+    name: Name,
+    createdAt: Type.String({ maxLength: 64 }),
+    net: NetMode,
+    ip: Type.Optional(Type.String({ format: 'ipv4' })),
+    mac: Type.Optional(Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' })),
+    command: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 256 })),
+    /** How it got here: started on this host, or arrived by migration (with the source host). */
+    origin: Type.Union([
+      Type.Object({ kind: Type.Literal('run') }),
+      Type.Object({ kind: Type.Literal('migration'), from: Type.String(), id: Type.String() }),
+    ]),
+  },
+  { additionalProperties: false },
+);
+
+const Neighbours = Type.Array(
+  Type.Object(
+    {
+      address: Type.String({ format: 'ipv4' }),
+      mac: Type.String({ pattern: '^[0-9a-f]{2}(:[0-9a-f]{2}){5}$' }),
+    },
+    { additionalProperties: false },
+  ),
+  { maxItems: 1024 },
+);
+
+/** Post-copy: where the source's page server will listen. */
+const Lazy = Type.Object(
+  { address: Type.String({ format: 'ipv4' }), port: Type.Integer({ minimum: 1024, maximum: 65535 }) },
+  { additionalProperties: false },
+);
+
+export const IncomingBody = Type.Object(
+  {
+    id: Id,
+    name: Name,
+    from: Name,
+    neighbours: Type.Optional(Neighbours),
+    lazy: Type.Optional(Lazy),
+    record: ContainerRecord,
+  },
+  { additionalProperties: false },
+);
+
+export const RestoreBody = Type.Object(
+  { neighbours: Neighbours, lazy: Type.Optional(Lazy) },
+  { additionalProperties: false },
+);
+
+// ---- the controller's API ----
+
+/** One container's load as its agent reports it. */
+export const ContainerStat = Type.Object(
+  {
+    name: Name,
+    cpuPercent: Type.Number({ minimum: 0 }),
+    memoryBytes: Type.Integer({ minimum: 0 }),
+    memoryLimit: Type.Optional(Type.Integer({ minimum: 0 })),
+    status: Type.String({ maxLength: 32 }),
+    ip: Type.Optional(Type.String({ format: 'ipv4' })),
+  },
+  { additionalProperties: false },
+);
+
+export const Capacity = Type.Object(
+  { cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) },
+  { additionalProperties: false },
+);
+
+/** An agent's heartbeat: a full report (`full`) or only what changed beyond the deltas since the last one. */
+export const HeartbeatBody = Type.Object(
+  {
+    host: Name,
+    address: Type.String({ format: 'ipv4' }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    capacity: Capacity,
+    seq: Type.Integer({ minimum: 0 }),
+    full: Type.Boolean(),
+    containers: Type.Array(ContainerStat, { maxItems: 10_000 }),
+    removed: Type.Array(Name, { maxItems: 10_000 }),
+  },
+  { additionalProperties: false },
+);
+
+export const RebalanceBody = Type.Object(
+  {
+    dryRun: Type.Optional(Type.Boolean()),
+    targetPercent: Type.Optional(Type.Number({ minimum: 1, maximum: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+export const DrainBody = Type.Object({ host: Name }, { additionalProperties: false });
+
+export const PlaceBody = Type.Object(
+  {
+    name: Name,
+    cpuPercent: Type.Optional(Type.Number({ minimum: 0 })),
+    memoryBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+
+export const BatchParams = Type.Object(
+  { batch: Type.String({ pattern: '^(rebalance|drain)-[0-9a-f]{8}$' }) },
+  { additionalProperties: false },
+);

@@ -1,0 +1,261 @@
+// The wire contract's types: what agents, the controller and the CLI send each other (reports, events,
+// capabilities, container records). Where a request schema exists (schemas.ts) the type is derived from it, so
+// the validated shape and the typed shape cannot drift. Both ends of the wire import them, so this module
+// depends on nothing above it.
+import type { Static } from '@sinclair/typebox';
+import type { FerryErrorJSON } from '../core/errors.ts';
+import type { DumpStats, RestoreStats } from '../images/stats.ts';
+import type { NetMode } from '../network/identity.ts';
+import type { CriuProblem, HostFlags } from '../runtime/host-facts.ts';
+import type * as S from './schemas.ts';
+
+/** Where an agent (or the controller) listens, and the name its certificate must carry. */
+export type Endpoint = Static<typeof S.Endpoint>;
+
+export type StrategyName = 'cold' | 'precopy' | 'postcopy' | 'hybrid';
+
+export interface HostFacts {
+  host: string;
+  kernel: string;
+  criuVersion?: string;
+  runcVersion?: string;
+  criuCheck: { ok: boolean; message: string };
+  features: Record<string, { ok: boolean; message: string }>;
+  pipeMaxSize: number;
+  /** CRIU's kernel-feature cache (runtime/kdat.ts): absent costs every CRIU run its kernel probe. */
+  kdat?: 'kept by CRIU' | 'staged by ferry' | 'absent';
+  root: boolean;
+  /** Linux capabilities ferry relies on (effective set of the agent). */
+  capabilities?: Record<string, boolean>;
+  /** What the facts amount to, a flag with its reason each (runtime/host-facts.ts). */
+  flags?: HostFlags;
+}
+
+export interface StrategySupport {
+  ok: boolean;
+  why?: string;
+  mode?: string;
+  /** Pre-copy and hybrid: how the rounds find what changed (soft-dirty pre-dumps, or content delta). */
+  precopyMode?: 'softdirty' | 'delta';
+  /** Why not, for the planner to act on (the text is `why`). */
+  code?: CriuProblem | 'no-uffd' | 'pipe-too-small' | 'no-soft-dirty';
+}
+
+/** A container as its host records it; travels with a migration (IncomingRequest.record). */
+export type ContainerRecord = Static<typeof S.ContainerRecord>;
+
+/** POST /v1/containers */
+export type CreateRequest = Static<typeof S.CreateBody>;
+
+export interface ContainerInfo {
+  name: string;
+  host: string;
+  status: string;
+  pid?: number;
+  ip?: string;
+  net: NetMode;
+  createdAt: string;
+  command?: string[];
+}
+
+export type MigrationPhase =
+  | 'plan'
+  | 'prepare'
+  | 'rounds'
+  | 'checkpoint'
+  | 'transfer'
+  | 'restore'
+  | 'confirm'
+  | 'pages'
+  | 'cleanup';
+
+/**
+ * The options of a migration, with one name per concept from the CLI to the engine:
+ *
+ *   ferry migrate flag   API body (POST /v1/containers/:name/migrate)   engine (MigrationRequest)
+ *   --to HOST            to: Endpoint (the CLI resolves the host)       to: name, toAddress: address
+ *   --strategy           strategy                                       strategy
+ *   --max-downtime MS    maxDowntimeMs                                  maxDowntimeMs
+ *   --threshold BYTES    thresholdBytes                                 thresholdBytes
+ *   --max-rounds N       maxRounds                                      maxRounds
+ *   --compress MODE      compress                                       compress
+ *   --streams N          streams                                        streams
+ *
+ * The CLI maps its flags to these names once (cli/commands.ts); the agent passes them on unchanged.
+ * streams: parallel connections for large image files (default 4; 1 turns ranges off). compress: zstd on the
+ * image stream ('auto' when the measured link is slower than 100 MB/s).
+ */
+export type MigrationOptions = Omit<Static<typeof S.MigrateBody>, 'to'>;
+
+/** The body of POST /v1/containers/:name/migrate: the options and the destination's endpoint. */
+export type MigrateRequest = Static<typeof S.MigrateBody>;
+
+/** What the engine is asked: the options, the container and the destination's name and address. */
+export type MigrationRequest = MigrationOptions & {
+  name: string;
+  to: string;
+  /** The destination's address (post-copy: the only address allowed to reach the page server). */
+  toAddress?: string;
+};
+
+export interface MigrationReport {
+  ok: boolean;
+  id: string;
+  container: string;
+  from: string;
+  to: string;
+  strategy: StrategyName;
+  strategyReason?: string;
+  phases: { name: MigrationPhase; ms: number }[];
+  freezeMs: number;
+  rounds: { bytes: number; ms: number }[];
+  bytesSent: number;
+  /** Bytes of zero pages the transfer skipped (not in bytesSent). */
+  zeroBytesSkipped?: number;
+  /** The bundle as sent at prepare, before the freeze (the transfer then sends what changed since). */
+  bundlePrestagedBytes?: number;
+  /** Cold: bytes of page images already sent while CRIU was still writing them. */
+  streamedDuringDump?: number;
+  totalMs: number;
+  criu: { dump?: DumpStats; restore?: RestoreStats };
+  /** Pre-copy: why the rounds stopped. */
+  precopy?: {
+    stop: string;
+    roundBytes: number[];
+    /** Bytes the switchover sent: new page contents plus the recipes (diffs against the last round where smaller). */
+    switchoverBytes: number;
+    distinctPages: number;
+    /** Pages of the final dump whose content differs from the last round's page at the same place. */
+    changedPages?: number;
+  };
+  /** The container's memory in use when the migration was planned (its cgroup's figure). */
+  memoryBytes?: number;
+  /** How many connections carried the images and the bundle. */
+  streams?: number;
+  /** Whether the image stream was zstd-compressed. */
+  compressed?: boolean;
+  /** `auto`: the link rate measured before the migration (bytes/s). */
+  linkRate?: number;
+  /** `auto`: how fast the container touched writable memory before the plan (bytes/s, upper bound of its dirty rate). */
+  dirtyRate?: number;
+  /** `auto`: the memory it kept re-touching meanwhile (bytes). */
+  dirtyHotBytes?: number;
+  /** Post-copy: when the last page arrived, counted from the end of the restore. */
+  postcopy?: { lastPageMs: number; pageServer: string };
+  rollback?: { sourceRunning: boolean; destinationCleaned: boolean; note?: string };
+  error?: FerryErrorJSON;
+}
+
+export type MigrationEvent =
+  | { type: 'phase'; phase: MigrationPhase; state: 'start' | 'end' | 'fail'; ms?: number }
+  | { type: 'progress'; phase: MigrationPhase; bytes: number; total?: number }
+  | { type: 'info'; message: string }
+  | { type: 'result'; report: MigrationReport };
+
+export interface CapabilitiesReport {
+  facts: HostFacts;
+  strategies: Record<StrategyName, StrategySupport>;
+}
+
+/** POST /v1/incoming: the destination reserves the name and stages what it can before the freeze. */
+export type IncomingRequest = Static<typeof S.IncomingBody>;
+
+/** POST /v1/incoming/:id/restore: the container's ARP cache; post-copy: where the source's page server listens. */
+export type RestoreOptions = Static<typeof S.RestoreBody>;
+
+export interface RestoreResult {
+  pid: number;
+  ms: number;
+  stats?: RestoreStats;
+}
+
+// ---- the controller's API ----
+
+/** One container's load as its agent reports it (CPU % of one core, memory in use and limit). */
+export type ContainerStat = Static<typeof S.ContainerStat>;
+
+/** POST /v1/heartbeat */
+export type HeartbeatBody = Static<typeof S.HeartbeatBody>;
+
+/** The controller's answer to a heartbeat: `resync` asks for a full report next time. */
+export interface HeartbeatReply {
+  resync: boolean;
+}
+
+export type RebalanceRequest = Static<typeof S.RebalanceBody>;
+export type PlaceRequest = Static<typeof S.PlaceBody>;
+
+/** A host as the controller knows it. */
+export interface HostRecord {
+  name: string;
+  address: string;
+  port: number;
+  capacity: { cores: number; memoryBytes: number };
+  /** ms epoch */
+  lastSeen: number;
+  up: boolean;
+}
+
+export type MigrationStatus = 'planned' | 'running' | 'done' | 'failed';
+
+/** A migration the controller planned or carried out. */
+export interface MigrationRecord {
+  id: string;
+  container: string;
+  from: string;
+  to: string;
+  status: MigrationStatus;
+  reason: string;
+  createdAt: number;
+  startedAt?: number;
+  finishedAt?: number;
+  freezeMs?: number;
+  report?: unknown;
+  error?: string;
+  /** e.g. a drain or rebalance cycle id */
+  batch?: string;
+}
+
+export interface Move {
+  container: string;
+  from: string;
+  to: string;
+  cpuPercent: number;
+  memoryBytes: number;
+  reason: string;
+}
+
+/** A migration map: the moves, the loads before and after. */
+export interface PlanResult {
+  moves: Move[];
+  /** host -> load in % of its CPU capacity (rounded to 0.01), every host given, down ones included. */
+  before: Record<string, number>;
+  after: Record<string, number>;
+  /** Why containers were skipped (cooldown, not migratable, nothing fits) and which hosts stay above target. */
+  notes: string[];
+}
+
+/** POST /v1/rebalance and /v1/drain: the plan, and the batch carrying it out (none on a dry run or an empty plan). */
+export interface PlanReply {
+  plan: PlanResult;
+  batch?: string;
+}
+
+/** GET /v1/cluster */
+export interface ClusterSummary {
+  hosts: (HostRecord & { loadPercent: number; containers: ContainerStat[] })[];
+}
+
+/** GET /v1/health of an agent */
+export interface AgentHealth {
+  host: string;
+  version: string;
+  ok: boolean;
+}
+
+/** GET /v1/health of a controller */
+export interface ControllerHealth {
+  ok: boolean;
+  role: 'controller';
+  leader: boolean;
+}

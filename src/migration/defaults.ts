@@ -1,0 +1,64 @@
+// Every default the engine plans and migrates with, in one place: the request's options fall back to these, the
+// planner estimates with them, and the api re-exports what the CLI's help shows.
+import { cpus } from 'node:os';
+
+/** The downtime budget `auto` plans against and pre-copy's rounds aim at (`--max-downtime`). */
+export const DEFAULT_MAX_DOWNTIME_MS = 500;
+/** Pre-copy rounds before the switchover at the latest (`--max-rounds`). */
+export const DEFAULT_MAX_ROUNDS = 5;
+/** Pre-copy rounds `auto` accepts in its estimate; a plan needing more is treated as not converging. */
+export const AUTO_MAX_ROUNDS = 8;
+/**
+ * Parallel connections for large image files: each is a TLS stream hashed and written by one core, so they pay off
+ * with cores to spare; on a 2-core host (this testbed: both agents share them) they only add overhead (measured:
+ * 256 MiB in ~900 ms with 4 ranges vs ~820 ms with one stream).
+ */
+export const DEFAULT_STREAMS = Math.min(4, Math.max(1, cpus().length - 1));
+/** `--compress auto` turns zstd on below this measured link rate (zstd level 1 runs at several hundred MB/s). */
+export const COMPRESS_BELOW_BYTES_PER_S = 100e6;
+/** Post-copy's page server listens on a port picked at random in [base, base + span). */
+export const PAGE_SERVER_PORT_BASE = 27000;
+export const PAGE_SERVER_PORT_SPAN = 1000;
+/** The link rate the planner assumes when no migration to that destination has measured it (bytes/s). */
+export const DEFAULT_TRANSFER_RATE = 250e6;
+/** A pre-copy round's measured rate is taken as at least this (bytes per ms): tiny rounds time badly. */
+export const MIN_ROUND_RATE_BYTES_PER_MS = 50_000;
+/** `auto` measures the link and the dirty rate only for containers at least this large (smaller ones go cold). */
+export const AUTO_MEASURE_MIN_BYTES = 8 << 20;
+/** A transfer at least this large measures the link well enough for the next plan to this destination. */
+export const RATE_SAMPLE_MIN_BYTES = 16 << 20;
+/** The filler `auto` sends to measure the link. */
+export const LINK_PROBE_BYTES = 4 << 20;
+
+/** A request's options with every default applied: resolved once, read by the phases and the strategies. */
+export interface MigrationOptions {
+  maxDowntimeMs: number;
+  maxRounds: number;
+  thresholdBytes: number | undefined;
+  /** zstd on the image stream (decided at plan time from `--compress` and the measured link). */
+  compress: boolean;
+  /** Parallel connections for large image files (one when compressing). */
+  streams: number;
+}
+
+export function resolveOptions(
+  req: {
+    maxDowntimeMs?: number;
+    maxRounds?: number;
+    thresholdBytes?: number;
+    streams?: number;
+    compress?: string;
+  },
+  linkRate: number | undefined,
+): MigrationOptions {
+  const compress =
+    req.compress === 'on' ||
+    (req.compress !== 'off' && linkRate !== undefined && linkRate < COMPRESS_BELOW_BYTES_PER_S);
+  return {
+    maxDowntimeMs: req.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+    maxRounds: req.maxRounds ?? DEFAULT_MAX_ROUNDS,
+    thresholdBytes: req.thresholdBytes,
+    compress,
+    streams: compress ? 1 : (req.streams ?? DEFAULT_STREAMS),
+  };
+}

@@ -1,0 +1,336 @@
+// One migration arriving at this host: its name reserved, its bundle and images received, the container restored,
+// then committed or aborted. The state machine (each operation checks it is allowed now):
+//
+//   prepared --restore--> restoring --> restored --commit--> committed
+//       \______________________\___________\______abort____> aborted
+//
+// Pre-copy rounds add pages to a block store while prepared; post-copy starts CRIU's lazy-pages daemon as soon as
+// the images' inventory lands (lazy-pages.ts). The record on disk lets a restarted agent undo what was left.
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { FerryError, type Phase } from '../core/errors.ts';
+import type { Logger } from '../core/log.ts';
+import { type ContainerHost, identity } from '../host/containers.ts';
+import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
+import { readStats } from '../images/stats.ts';
+import type { Neighbour } from '../network/ip.ts';
+import { readConfig, validateConfig, writeConfig } from '../runtime/bundle.ts';
+import { BlockStore } from '../transport/block-store.ts';
+import { decodeTree } from '../transport/image-stream/index.ts';
+import { type FileRange, writeRange } from '../transport/ranges.ts';
+import { type IncomingRecord, RecordFile, readRecord } from './incoming-record.ts';
+import { LazyPages, type LazyPagesStarter } from './lazy-pages.ts';
+import type { IncomingRequest, RestoreResult } from './types.ts';
+
+export type IncomingState = IncomingRecord['state'] | 'committed' | 'aborted';
+
+export interface IncomingDeps {
+  host: ContainerHost;
+  log: Logger;
+  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
+  faults: ReadonlySet<string>;
+  lazyPages: LazyPagesStarter | undefined;
+}
+
+type Part = 'bundle' | 'images';
+type PageServer = { address: string; port: number };
+
+export class IncomingMigration {
+  readonly id: string;
+  readonly name: string;
+  private readonly deps: IncomingDeps;
+  /** The parts arrive concurrently, so this (not the file) is the truth; the file follows it. */
+  private readonly rec: IncomingRecord;
+  private readonly file: RecordFile;
+  private current: IncomingState;
+  /** Pre-copy: the pages received in rounds. */
+  private blocks: BlockStore | undefined;
+  /** Post-copy: the lazy-pages daemon, started when the images arrived (or at restore). */
+  private lazy: LazyPages | undefined;
+  /** The restore in flight: an abort waits for it, then removes what it made. */
+  private restoring: Promise<RestoreResult> | undefined;
+  private aborting: Promise<void> | undefined;
+
+  private constructor(deps: IncomingDeps, rec: IncomingRecord) {
+    this.deps = deps;
+    this.rec = rec;
+    this.id = rec.id;
+    this.name = rec.name;
+    this.current = rec.state;
+    this.file = new RecordFile(deps.host.paths.incomingDir, rec.id);
+  }
+
+  /** A migration about to be prepared (nothing is on disk until prepare). */
+  static create(deps: IncomingDeps, req: IncomingRequest): IncomingMigration {
+    return new IncomingMigration(deps, {
+      ...req,
+      state: 'prepared',
+      received: [],
+      createdAt: new Date().toISOString(),
+    });
+  }
+
+  /** A migration a previous run of the agent left on disk; undefined when its record is missing or unreadable. */
+  static async load(deps: IncomingDeps, id: string): Promise<IncomingMigration | undefined> {
+    const rec = await readRecord(deps.host.paths.incomingDir, id);
+    return rec ? new IncomingMigration(deps, rec) : undefined;
+  }
+
+  get state(): IncomingState {
+    return this.current;
+  }
+
+  /** Post-copy: the lazy-pages daemon, if one was started. */
+  get pages(): LazyPages | undefined {
+    return this.lazy;
+  }
+
+  private get images(): string {
+    return imageDir(this.deps.host.paths, this.id);
+  }
+
+  private get bundle(): string {
+    return bundleDir(this.deps.host.paths, this.name);
+  }
+
+  /** Throws unless the migration is in `state`: aborted ones are unknown from now on, others are out of order. */
+  private expect(state: IncomingState, phase: Phase | undefined, doing: string): void {
+    if (this.current === state) return;
+    const opts = phase ? { phase } : {};
+    if (this.current === 'aborted')
+      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `migration ${this.id} was aborted`, opts);
+    throw new FerryError('FERRY_E_INPUT_REQUEST', `migration ${this.id} is ${this.current}, ${doing}`, opts);
+  }
+
+  /** A transition: in memory at once (the next request already sees it), then on disk. */
+  private moveTo(state: IncomingRecord['state']): Promise<void> {
+    this.stopIfAborted();
+    this.current = state;
+    this.rec.state = state;
+    return this.file.save(this.rec);
+  }
+
+  /** Makes the image directory, saves the record and stages the network identity (everything before the freeze). */
+  async prepare(): Promise<void> {
+    this.expect('prepared', 'prepare', 'cannot prepare');
+    const { network } = this.deps.host;
+    const net = identity(this.rec.record);
+    await mkdir(this.images, { recursive: true, mode: 0o700 });
+    await this.file.save(this.rec);
+    // same address and MAC, cut off from the LAN and locked until restore
+    await network.create(this.name, net, { attached: false, locked: true });
+    await network.setNeighbours(this.name, net, this.rec.neighbours ?? []);
+    network.stageUnlock?.(this.name, net);
+  }
+
+  /** The bundle (or an update of it after the dump) or the images, as one framed tree stream. */
+  async receive(part: Part, body: Readable, opts: { update?: boolean } = {}): Promise<{ bytes: number }> {
+    this.expect('prepared', 'transfer', 'not receiving');
+    const dest = part === 'bundle' ? this.bundle : this.images;
+    const update = part === 'bundle' && opts.update === true;
+    if (update && !this.rec.received.includes('bundle')) {
+      const message = `migration ${this.id}: a bundle update before the bundle`;
+      throw new FerryError('FERRY_E_INPUT_REQUEST', message, { phase: 'transfer' });
+    }
+    if (part === 'bundle' && !update) {
+      await rm(dest, { recursive: true, force: true });
+      await mkdir(dest, { recursive: true, mode: 0o700 });
+    }
+    // a rootfs may hold device nodes (its own /dev); the sender is a peer agent of this cluster, authenticated by
+    // mutual TLS. Checkpoint images never do.
+    const stats = await decodeTree(body, dest, {
+      ...(update ? { allowRemove: true } : {}),
+      ...(part === 'bundle' ? { allowDevices: true } : {}),
+    });
+    // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
+    this.expect('prepared', 'transfer', 'not receiving');
+    if (!this.rec.received.includes(part)) this.rec.received.push(part);
+    // (hybrid's pre-dump rounds arrive in subdirectories first: only the final dump has a top-level inventory)
+    const inventory = part === 'images' && (await exists(join(dest, 'inventory.img')));
+    if (inventory && this.rec.lazy && !this.lazy) {
+      // post-copy: the daemon starts as soon as its inventory is here, while the source asks for the restore;
+      // it reads the rest of the images only when the restore connects to it
+      this.lazy = this.startLazyPages(this.rec.lazy);
+    }
+    await this.file.save(this.rec);
+    return { bytes: stats.bytes };
+  }
+
+  /** One range of a large image file, on one of several parallel connections. */
+  async receiveRange(r: FileRange, body: Readable, opts: { sparse?: boolean } = {}) {
+    this.expect('prepared', 'transfer', 'not receiving');
+    return writeRange(this.images, r, body, opts);
+  }
+
+  /** Pre-copy round (or the final delta): pages the destination did not have yet. */
+  async receiveBlocks(body: Readable): Promise<{ pages: number; added: number }> {
+    this.expect('prepared', 'transfer', 'not receiving');
+    this.blocks ??= new BlockStore(this.images);
+    return this.blocks.add(body);
+  }
+
+  /** The switchover: places the bundle, attaches the network, runs runc restore, unlocks; once only. */
+  async restore(opts: { neighbours?: Neighbour[]; lazy?: PageServer } = {}): Promise<RestoreResult> {
+    this.expect('prepared', 'restore', 'cannot restore');
+    for (const part of ['bundle', 'images'] as const) {
+      if (!this.rec.received.includes(part)) {
+        const message = `cannot restore ${this.name}: its ${part} did not arrive`;
+        throw new FerryError('FERRY_E_RESTORE_FAILED', message, { phase: 'restore' });
+      }
+    }
+    const restoring = this.runRestore(opts);
+    this.restoring = restoring;
+    return await restoring;
+  }
+
+  private async runRestore(opts: { neighbours?: Neighbour[]; lazy?: PageServer }): Promise<RestoreResult> {
+    const { host, faults, log } = this.deps;
+    const { bundle, images, name } = this;
+    await this.moveTo('restoring'); // (a second restore is refused from here on)
+    const config = await readConfig(bundle);
+    validateConfig(config);
+    const placed = host.place(config, this.rec.record);
+    if (faults.has('invalid-bundle')) placed.root.path = 'rootfs-missing';
+    await writeConfig(bundle, placed);
+    // pre-copy: the page images are rebuilt from the pages received in the rounds and the final delta
+    if (this.blocks) {
+      await this.blocks.rebuild(images);
+      await this.blocks.close();
+      this.blocks = undefined;
+      await rm(join(images, 'blocks.bin'), { force: true });
+    }
+    const net = identity(this.rec.record);
+    // the container's ARP cache, then the switchover: attach, announce, restore, unlock, announce again
+    await host.network.setNeighbours(name, net, opts.neighbours ?? []);
+    await host.network.attach(name, net);
+    let ms: number;
+    try {
+      const lazy = opts.lazy ?? this.rec.lazy;
+      if (lazy) {
+        this.lazy ??= this.startLazyPages(lazy);
+        await this.lazy.ready;
+        const ended = this.lazy.exited;
+        if (ended) {
+          throw new FerryError(
+            'FERRY_E_RESTORE_FAILED',
+            `criu lazy-pages ended before the restore: ${ended.stderr.trim().split('\n').pop() || `exit ${ended.code}`}`,
+            { phase: 'restore' },
+          );
+        }
+      }
+      this.stopIfAborted();
+      ({ ms } = await host.runc.restore(name, {
+        bundle,
+        imagePath: images,
+        workPath: images,
+        tcpEstablished: net.mode !== 'none',
+        ...(lazy ? { lazyPages: true } : {}),
+      }));
+    } catch (err) {
+      await this.keepLog('restore.log');
+      throw err;
+    }
+    // aborted while runc restored: the abort (waiting for this) removes the container
+    this.stopIfAborted();
+    // unlocked at once (the restored sockets are live), checked in parallel
+    const [, st] = await Promise.all([host.network.unlock(name, net), host.runc.state(name)]);
+    host.network.reannounce(name, net);
+    if (st?.status !== 'running') {
+      const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
+      throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
+    }
+    this.stopIfAborted();
+    await host.writeRecord({
+      ...this.rec.record,
+      origin: { kind: 'migration', from: this.rec.from, id: this.id },
+    });
+    await this.moveTo('restored');
+    if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
+    const stats = await readStats(join(images, 'stats-restore'));
+    const out: RestoreResult = { pid: st.pid, ms };
+    if (stats?.restore) out.stats = stats.restore;
+    log.info({ container: name, migration: this.id, ms }, 'restored');
+    return out;
+  }
+
+  private stopIfAborted(): void {
+    if (this.current === 'aborted')
+      throw new FerryError('FERRY_E_MIGRATION_UNKNOWN', `migration ${this.id} was aborted`, {
+        phase: 'restore',
+      });
+  }
+
+  /** The container is this host's now: the migration's images and record go (post-copy: once the pages are in). */
+  async commit(): Promise<void> {
+    this.expect('restored', undefined, 'cannot commit');
+    this.current = 'committed';
+    const images = this.images;
+    if (this.lazy) {
+      // post-copy: the daemon still reads the images while pages stream in; clean up after it
+      void this.lazy.done.then(() => rm(images, { recursive: true, force: true })).catch(() => {});
+    } else {
+      await rm(images, { recursive: true, force: true });
+    }
+    await this.file.remove();
+    this.deps.log.info({ container: this.name, migration: this.id }, 'incoming migration committed');
+  }
+
+  /** Removes everything this migration created here, a restored container included. Idempotent. */
+  abort(): Promise<void> {
+    if (this.current === 'committed') return Promise.resolve();
+    this.aborting ??= this.removeAll(this.current);
+    return this.aborting;
+  }
+
+  private async removeAll(was: IncomingState): Promise<void> {
+    const { host, log } = this.deps;
+    this.current = 'aborted';
+    // the daemon first: a restore waiting on it gives up
+    await this.lazy?.stop();
+    // a restore still running would otherwise create the container after it was removed
+    await this.restoring?.catch(() => {});
+    await this.blocks?.close();
+    this.blocks = undefined;
+    await host.runc.destroy(this.name);
+    await host.network.destroy(this.name, identity(this.rec.record)).catch(() => {});
+    await rm(containerDir(host.paths, this.name), { recursive: true, force: true });
+    await rm(this.images, { recursive: true, force: true });
+    await this.file.remove();
+    log.warn({ container: this.name, migration: this.id, state: was }, 'incoming migration aborted');
+  }
+
+  private startLazyPages(source: PageServer): LazyPages {
+    const { host, log, lazyPages } = this.deps;
+    return new LazyPages(
+      {
+        start: lazyPages,
+        hostName: host.hostName,
+        log,
+        migration: this.id,
+        container: this.name,
+        onLost: () => host.runc.kill(this.name, 'KILL'),
+      },
+      source,
+      this.images,
+    );
+  }
+
+  /** Copies a CRIU log of this migration to the agent's logs/ (the images directory goes at commit or abort). */
+  private async keepLog(file: string): Promise<void> {
+    const { logsDir } = this.deps.host.paths;
+    try {
+      await mkdir(logsDir, { recursive: true });
+      await writeFile(join(logsDir, `${this.id}-${file}`), await readFile(join(this.images, file)));
+    } catch {
+      // no log to keep
+    }
+  }
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}

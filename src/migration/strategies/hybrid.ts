@@ -1,0 +1,18 @@
+// Hybrid (soft-dirty kernels): pre-dump rounds move most of the memory while the container runs, then post-copy's
+// lazy dump, chained to the last round, leaves the rest to fault in at the destination.
+
+import { PostcopyStrategy } from './postcopy.ts';
+import { isRoundDir, preDumpRounds } from './precopy-softdirty.ts';
+import { type MigrationContext, noShare, type TransferShare } from './strategy.ts';
+
+export class HybridStrategy extends PostcopyStrategy {
+  override readonly name = 'hybrid' as const;
+
+  async rounds(ctx: MigrationContext): Promise<void> {
+    this.parent = await preDumpRounds(ctx);
+  }
+
+  override async transfer(): Promise<TransferShare> {
+    return { ...noShare(), exclude: isRoundDir };
+  }
+}

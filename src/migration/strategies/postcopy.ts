@@ -1,0 +1,136 @@
+// Post-copy: the one place that knows its sequence. Before the freeze the page server's port is fenced to the
+// destination and the destination starts its lazy-pages daemon; the dump writes everything but memory while CRIU
+// keeps the tasks and serves their pages; the destination restores at once and faults pages in; after confirm the
+// `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused)
+// and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
+import { randomInt } from 'node:crypto';
+import { FerryError } from '../../core/errors.ts';
+import type { LazyDump } from '../../runtime/runc.ts';
+import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../defaults.ts';
+import type { IncomingRequest, RestoreOptions } from '../types.ts';
+import { type MigrationContext, noShare, type Strategy, type TransferShare } from './strategy.ts';
+
+/** What post-copy needs on the source: where its page server listens, a fence around it, a way to fail it. */
+export interface PostcopyDeps {
+  pageServerAddress: string;
+  fence: {
+    open(port: number, allow: string): Promise<void>;
+    close(port: number, allow: string): Promise<void>;
+  };
+  /** Makes this host's page server on `port` fail (a connection reset): CRIU then releases the tasks alive. */
+  failPageServer(port: number): Promise<void>;
+}
+
+/** How long rollback waits for CRIU to let go of the tasks after its page server failed. */
+const RELEASE_WAIT_MS = 10_000;
+
+export class PostcopyStrategy implements Strategy {
+  readonly name: 'postcopy' | 'hybrid' = 'postcopy';
+  private readonly deps: PostcopyDeps | undefined;
+  private fence: { port: number; allow: string } | undefined;
+  private lazy: LazyDump | undefined;
+  /** Hybrid: the last pre-dump round, the lazy dump's parent. */
+  protected parent: string | undefined;
+
+  constructor(deps: PostcopyDeps | undefined) {
+    this.deps = deps;
+  }
+
+  /** Picks the page server's port and lets only the destination reach it, before any freeze. */
+  async prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy'>> {
+    const pc = this.deps;
+    if (!pc || !ctx.req.toAddress) {
+      throw new FerryError('FERRY_E_PLAN_STRATEGY', 'post-copy needs the page server address of both hosts', {
+        phase: 'prepare',
+      });
+    }
+    const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
+    await pc.fence.open(port, ctx.req.toAddress);
+    this.fence = { port, allow: ctx.req.toAddress };
+    return { lazy: { address: pc.pageServerAddress, port } };
+  }
+
+  /** Everything but memory is written; CRIU keeps serving pages from the fenced port. */
+  async dump(ctx: MigrationContext): Promise<{ seized: boolean }> {
+    const pc = this.deps;
+    if (!pc || !this.fence) {
+      throw new FerryError('FERRY_E_PLAN_STRATEGY', 'post-copy needs the page server address of both hosts', {
+        phase: 'checkpoint',
+      });
+    }
+    const lazy = ctx.host.runc.checkpointLazy(ctx.name, {
+      imagePath: ctx.images,
+      workPath: ctx.images,
+      pageServer: `${pc.pageServerAddress}:${this.fence.port}`,
+      tcpEstablished: ctx.tcpEstablished,
+      ...(this.parent ? { parentPath: this.parent } : {}),
+    });
+    try {
+      await lazy.ready;
+    } catch (err) {
+      lazy.kill();
+      throw err;
+    }
+    this.lazy = lazy;
+    return { seized: true };
+  }
+
+  async transfer(): Promise<TransferShare> {
+    return noShare();
+  }
+
+  restoreOptions(): Omit<RestoreOptions, 'neighbours'> {
+    return this.fence && this.deps
+      ? { lazy: { address: this.deps.pageServerAddress, port: this.fence.port } }
+      : {};
+  }
+
+  /** The `pages` phase: the container runs on the destination; its memory still streams from here. */
+  async afterConfirm(ctx: MigrationContext, restoredAt: number): Promise<void> {
+    const lazy = this.lazy;
+    if (!lazy) return;
+    const [r, dest] = await Promise.all([
+      lazy.done,
+      ctx.peer
+        .pagesResult(ctx.id)
+        .catch((err: Error) => ({ ok: false, message: `destination unreachable: ${err.message}` })),
+    ]);
+    if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow);
+    if (r.code !== 0 || !dest.ok) {
+      lazy.kill();
+      ctx.report.ok = false;
+      ctx.report.error = new FerryError(
+        'FERRY_E_POSTCOPY_FAILED',
+        `post-copy of ${ctx.name} to ${ctx.req.to}: not every page arrived (${dest.ok ? `page server ended with ${r.signal ?? `exit ${r.code}`}` : dest.message}); ` +
+          `the container was restored on ${ctx.req.to} with its memory split between hosts and must be considered lost`,
+        { phase: 'pages' },
+      ).toJSON();
+      return;
+    }
+    ctx.report.postcopy = {
+      lastPageMs: Math.round(ctx.now() - restoredAt),
+      pageServer: `${this.deps?.pageServerAddress}:${this.fence?.port}`,
+    };
+  }
+
+  /**
+   * CRIU still holds the tasks, serving their pages. Failing its page server makes it let go of them as they were
+   * (paused, sockets out of repair mode); finishing it cleanly would kill them.
+   */
+  async releaseSource(notes: string[]): Promise<void> {
+    if (!this.lazy || !this.fence || !this.deps) return;
+    await this.deps.failPageServer(this.fence.port).catch(() => {});
+    const ended = await Promise.race([
+      this.lazy.done,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), RELEASE_WAIT_MS)),
+    ]);
+    if (!ended) {
+      this.lazy.kill();
+      notes.push('the page server did not let go of the container within 10 s and was killed');
+    }
+  }
+
+  async closeStaged(): Promise<void> {
+    if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow).catch(() => {});
+  }
+}

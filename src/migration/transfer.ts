@@ -1,0 +1,98 @@
+// The transfer phase's common part: the bundle (what changed since prepare) and the image directory, large files in
+// ranges over parallel connections, the rest in the framed stream; a strategy's share is sent before or beside it.
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodeTree } from '../transport/image-stream/index.ts';
+import { planRanges } from '../transport/ranges.ts';
+import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
+import { RATE_SAMPLE_MIN_BYTES } from './defaults.ts';
+import type { MigrationContext, TransferShare } from './strategies/strategy.ts';
+
+async function treeSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+/**
+ * Sends the bundle's changes and the images the strategy's share leaves; fills the report's byte counts. Returns
+ * the link rate this transfer measured (bytes/s) when it was large enough to tell.
+ */
+export async function transferImages(
+  ctx: MigrationContext,
+  share: TransferShare,
+  bundle: { dir: string; before: TreeSnapshot },
+  t0: number,
+): Promise<number | undefined> {
+  const { peer, id, images, report, sender } = ctx;
+  const { streams, compress } = ctx.options;
+  const total = await treeSize(images);
+  let sent = sender.bytes + share.bytes;
+  let lastEmit = 0;
+  const onBytes = (n: number) => {
+    sent += n;
+    const t = ctx.now();
+    if (t - lastEmit > 100) {
+      lastEmit = t;
+      ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+    }
+  };
+  const isLog = (rel: string) => rel.endsWith('.log');
+  const ranges =
+    streams > 1
+      ? await planRanges(
+          images,
+          (await readdir(images)).filter(
+            (f) => !isLog(f) && !share.replaced.has(f) && !share.streamed.has(f),
+          ),
+          streams,
+        )
+      : [];
+  const inRanges = new Set([...ranges.map((r) => r.file), ...share.streamed]);
+  report.streams = (share.streamed.size > 0 ? streams : Math.max(1, ranges.length)) + 1;
+  let zeroBytes = 0;
+  const onZeroes = (n: number) => {
+    zeroBytes += n;
+  };
+  // the bundle: what changed since it was sent at prepare (a writable rootfs the container wrote to)
+  const { removals, unchanged } = treeChanges(bundle.before, await snapshotTree(bundle.dir));
+  const [b, i] = await Promise.all([
+    peer.send(
+      id,
+      'bundle',
+      encodeTree([{ root: bundle.dir, prefix: '' }], {
+        onBytes,
+        onZeroes,
+        removals,
+        exclude: (rel) => unchanged.has(rel),
+      }),
+      { compress, update: true },
+    ),
+    peer.send(
+      id,
+      'images',
+      encodeTree([{ root: images, prefix: '' }], {
+        onBytes,
+        onZeroes,
+        exclude: (rel) =>
+          isLog(rel) || inRanges.has(rel) || share.replaced.has(rel) || share.exclude?.(rel) === true,
+      }),
+      { compress },
+    ),
+    ...ranges.map((r) => sender.send(r, onBytes)),
+  ]);
+  ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+  zeroBytes += sender.zeroBytes;
+  // zero pages count as skipped, not sent
+  report.bytesSent = b.bytes + i.bytes + sender.bytes + share.bytes - zeroBytes;
+  if (zeroBytes > 0) report.zeroBytesSkipped = zeroBytes;
+  const ms = Math.round(ctx.now() - t0);
+  report.rounds.push({ bytes: report.bytesSent, ms });
+  // a large transfer measures the link (and both agents) well enough for the next plan; what went during the dump
+  // counts with the dump's time (when CRIU was slower than the link, this underestimates it)
+  const rateMs = share.since !== undefined ? Math.round(ctx.now() - share.since) : ms;
+  if (report.bytesSent >= RATE_SAMPLE_MIN_BYTES && rateMs > 0) return (report.bytesSent / rateMs) * 1000;
+  return undefined;
+}
