@@ -92,7 +92,12 @@ export async function readDesc(s: Suite, test: string): Promise<TestDesc> {
 }
 
 /** CRIU options ferry passes on every migration; a test asking only for these needs nothing ferry lacks. */
-export const FERRY_CRIU_OPTS = new Set(['--tcp-established', '--file-locks']);
+export const FERRY_CRIU_OPTS = new Set([
+  '--tcp-established',
+  '--file-locks',
+  '--link-remap',
+  '--ext-unix-sk',
+]);
 
 /**
  * Why zdtm itself would not run this test in a default run on this host, or why it cannot run in a ferry
