@@ -14,12 +14,19 @@ import {
   validateConfig,
   writeConfig,
 } from '../runtime/bundle.ts';
-import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
+import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
+import { hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
-export type { ContainerInfo, ContainerRecord, NetMode };
+export type { ContainerInfo, ContainerRecord, NetMode, Unmovable };
+
+/** Finds the processes CRIU cannot move, given the container's init and every pid of it (host pids). */
+export type UnmovableScan = (init: number, pids: number[]) => Promise<Unmovable[]>;
+
+const scanHost: UnmovableScan = async (init, pids) =>
+  scanUnmovable(hostProcFs, { init, pids, freezerV1: await freezerIsV1() });
 
 export interface CreateRequest {
   name: string;
@@ -39,6 +46,7 @@ export class ContainerHost {
   /** CRIU options for this host's containers, handed to runc through the `org.criu.config` annotation. */
   readonly criuConfig: string | undefined;
   private readonly log: Logger;
+  private readonly scan: UnmovableScan;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
 
@@ -50,7 +58,10 @@ export class ContainerHost {
     network: NetworkLike;
     log: Logger;
     criuConfig?: string;
+    /** The /proc scan (runtime/proc-scan.ts on this host's /proc unless a test says otherwise). */
+    unmovable?: UnmovableScan;
   }) {
+    this.scan = deps.unmovable ?? scanHost;
     this.hostName = deps.hostName;
     this.network = deps.network;
     this.criuConfig = deps.criuConfig;
@@ -69,6 +80,13 @@ export class ContainerHost {
 
   cgroupsPath(name: string): string {
     return `${this.cgroupParent}/${name}`;
+  }
+
+  /** The container's processes CRIU could not dump or restore, read from /proc while it runs; empty when none. */
+  async unmovable(name: string): Promise<Unmovable[]> {
+    const st = await this.runc.state(name);
+    if (!st?.pid) return [];
+    return this.scan(st.pid, await cgroupPids(this.cgroupsPath(name)));
   }
 
   /** Memory the container uses now (its cgroup's figure), 0 when unknown. */
