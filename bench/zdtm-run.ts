@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { buildCommandBundle, writeConfig } from '../src/runtime/bundle.ts';
 import { type Suite, startCommand, type TestDesc } from './zdtm-suite.ts';
 
-export type Outcome = 'PASS' | 'FAIL' | 'HANG';
+/**
+ * REFUSED: ferry refused the migration before the freeze (FERRY_E_CONTAINER_UNMOVABLE) and the test, left
+ * running on the source, still passed: what the issue of a process CRIU cannot move should look like.
+ */
+export type Outcome = 'PASS' | 'FAIL' | 'HANG' | 'REFUSED';
 
 export interface TestResult {
   outcome: Outcome;
@@ -186,6 +190,7 @@ export async function runTest(
     let init = lastJson<{ pid?: number }>(started.stdout)?.pid ?? (await initPid(h, name, ac.signal));
     if (!init) return done('FAIL', 'ferry run: no init pid');
     let testPid: number | undefined;
+    let refused: string | undefined;
     while (!ac.signal.aborted) {
       const text = await readFile(inContainer(init, `${test}.pid`), 'utf8').catch(() => '');
       if (text.trim()) {
@@ -206,9 +211,17 @@ export async function runTest(
         ac.signal,
         timeoutMs,
       );
-      if (m.code !== 0) return done('FAIL', migrationReason(m.stdout, m.stderr));
-      init = await initPid(h, name, ac.signal);
-      if (!init) return done('FAIL', 'after migration: the container is not running');
+      if (m.code !== 0) {
+        const why = migrationReason(m.stdout, m.stderr);
+        if (!/FERRY_E_CONTAINER_UNMOVABLE/.test(why)) return done('FAIL', why);
+        // refused before the freeze: the container must run on, untouched, on the source
+        refused = why;
+        if ((await initPid(h, name, ac.signal)) !== init)
+          return done('FAIL', `refused, but the container is no longer running on ${h.from}: ${why}`);
+      } else {
+        init = await initPid(h, name, ac.signal);
+        if (!init) return done('FAIL', 'after migration: the container is not running');
+      }
     }
     const pid = await hostPid(init, testPid);
     if (!pid) {
@@ -222,6 +235,7 @@ export async function runTest(
     }
     const out = await readFile(inContainer(init, `${test}.out`), 'utf8').catch(() => '');
     const v = verdict(out);
+    if (refused) return v.pass ? done('REFUSED', refused) : done('FAIL', `${v.reason} (after: ${refused})`);
     return v.pass ? done('PASS') : done('FAIL', v.reason);
   } catch (err) {
     if (err instanceof Hang || ac.signal.aborted) return done('HANG', `time limit ${timeoutMs / 1000} s`);

@@ -107,7 +107,7 @@ export function skipReason(d: TestDesc, features: Map<string, boolean>): string 
   if (d.arch && !d.arch.includes(process.arch === 'x64' ? 'x86_64' : process.arch))
     return `arch ${d.arch.join(' ')}`;
   if (d.flags.includes('noauto')) return 'manual run only (noauto)';
-  if (d.flags.includes('crfail')) return 'dump is expected to fail (crfail)';
+  // crfail (zdtm expects CRIU's dump to fail) runs: ferry must refuse it before the freeze or roll it back
   // zdtm's host flavor runs the test binary as it is; the ns flavors need zdtm's own namespace launcher
   if (!d.flavor.includes('h')) return `flavor ${d.flavor.join(' ')} only (zdtm's own namespaces)`;
   for (const f of d.feature) if (features.get(f) === false) return `CRIU feature ${f} missing`;
