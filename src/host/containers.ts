@@ -15,7 +15,7 @@ import {
   writeConfig,
 } from '../runtime/bundle.ts';
 import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
-import { hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
+import { dumperCredentials, hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
@@ -26,7 +26,12 @@ export type { ContainerInfo, ContainerRecord, NetMode, Unmovable };
 export type UnmovableScan = (init: number, pids: number[]) => Promise<Unmovable[]>;
 
 const scanHost: UnmovableScan = async (init, pids) =>
-  scanUnmovable(hostProcFs, { init, pids, freezerV1: await freezerIsV1() });
+  scanUnmovable(hostProcFs, {
+    init,
+    pids,
+    freezerV1: await freezerIsV1(),
+    dumper: await dumperCredentials(),
+  });
 
 export interface CreateRequest {
   name: string;

@@ -137,6 +137,16 @@ describe('scanUnmovable on captured trees', () => {
     assert.match(found[0]!.limit, new RegExp(`traced by pid ${fx.pids[2]}`));
   });
 
+  it('names a task of another uid when CRIU cannot read its rlimits (no CAP_SYS_RESOURCE)', async () => {
+    const { fx, fs } = fixture('other-uid');
+    const o = { init: fx.init, pids: fx.pids, freezerV1: true, resampleMs: 1 };
+    const found = await scanUnmovable(fs, { ...o, dumper: { uid: 0, gid: 0, capSysResource: false } });
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'sleep');
+    assert.match(found[0]!.limit, /runs as uid 18943 and this host's agent lacks CAP_SYS_RESOURCE/);
+    assert.deepEqual(await scanUnmovable(fs, { ...o, dumper: { uid: 0, gid: 0, capSysResource: true } }), []);
+  });
+
   it('skips a task that exited since the pids were listed', async () => {
     const { fx, fs } = fixture('threaded-zombie');
     const found = await scanUnmovable(fs, { init: fx.init, pids: [...fx.pids, 999999], freezerV1: true });

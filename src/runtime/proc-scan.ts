@@ -42,6 +42,9 @@ export interface ProcTask {
   nsLevels?: number;
   threads: number;
   tracerPid: number;
+  /** Real, effective, saved and filesystem uid and gid (the Uid: and Gid: lines of /proc/PID/status). */
+  uids?: number[];
+  gids?: number[];
   wchan: string;
 }
 
@@ -65,7 +68,7 @@ export function parseStat(text: string): Pick<ProcTask, 'comm' | 'state' | 'ppid
 /** The lines of /proc/PID/status the rules read. NSpid/NSsid list one id per pid namespace, innermost last. */
 export function parseStatus(
   text: string,
-): Pick<ProcTask, 'threads' | 'tracerPid' | 'nsPid' | 'nsSid' | 'nsLevels'> {
+): Pick<ProcTask, 'threads' | 'tracerPid' | 'nsPid' | 'nsSid' | 'nsLevels' | 'uids' | 'gids'> {
   const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim();
   const last = (k: string) => {
     const v = field(k)?.split(/\s+/).at(-1);
@@ -74,8 +77,12 @@ export function parseStatus(
   const nsPid = last('NSpid');
   const nsSid = last('NSsid');
   const levels = field('NSpid')?.split(/\s+/).filter(Boolean).length;
+  const uids = field('Uid')?.split(/\s+/).map(Number);
+  const gids = field('Gid')?.split(/\s+/).map(Number);
   return {
     ...(levels ? { nsLevels: levels } : {}),
+    ...(uids?.length ? { uids } : {}),
+    ...(gids?.length ? { gids } : {}),
     threads: Number(field('Threads') ?? 1),
     tracerPid: Number(field('TracerPid') ?? 0),
     ...(nsPid !== undefined ? { nsPid } : {}),
@@ -188,6 +195,20 @@ export interface TaskRuleOptions {
    * (SIGSTOP): the freeze would wait until its deadline.
    */
   freezerV1: boolean;
+  /**
+   * The uid CRIU runs as and whether it has CAP_SYS_RESOURCE. Without it, CRIU cannot read the rlimits of a
+   * process whose uids are not all its own (prlimit), so every dump of such a process fails ("Can't get
+   * rlimit"). Unset: not checked.
+   */
+  dumper?: { uid: number; gid: number; capSysResource: boolean };
+}
+
+/** The first id of a task that is not the dumper's (prlimit's permission check compares uids and gids). */
+function foreignId(t: ProcTask, d: { uid: number; gid: number }): string | undefined {
+  const uid = t.uids?.find((u) => u !== d.uid);
+  if (uid !== undefined) return `uid ${uid}`;
+  const gid = t.gids?.find((g) => g !== d.gid);
+  return gid !== undefined ? `gid ${gid}` : undefined;
 }
 
 /** Rules on each task alone. */
@@ -210,6 +231,13 @@ export function taskLimits(tasks: ProcTask[], o: TaskRuleOptions): Unmovable[] {
         who(
           t,
           'it is stopped (SIGSTOP): the cgroup-v1 freezer never completes the freeze around a stopped task; SIGCONT it first',
+        ),
+      );
+    else if (o.dumper && !o.dumper.capSysResource && t.state !== 'Z' && foreignId(t, o.dumper))
+      out.push(
+        who(
+          t,
+          `it runs as ${foreignId(t, o.dumper)} and this host's agent lacks CAP_SYS_RESOURCE: CRIU cannot read its rlimits`,
         ),
       );
     // a vfork() parent sleeps uninterruptibly in the kernel until its child execs or exits; CRIU (zdtm's vfork00,
@@ -314,6 +342,19 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
     ...taskLimits(tasks, o),
     ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
   ];
+}
+
+/** Who CRIU runs as here: the agent's uid, gid and CAP_SYS_RESOURCE (bit 24 of CapEff); runc starts CRIU as itself. */
+export async function dumperCredentials(
+  fs: ProcFs = hostProcFs,
+): Promise<{ uid: number; gid: number; capSysResource: boolean }> {
+  const status = (await fs.readFile('/proc/self/status')) ?? '';
+  const cap = /^CapEff:\s+([0-9a-f]+)$/m.exec(status)?.[1] ?? '0';
+  return {
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    capSysResource: ((BigInt(`0x${cap}`) >> 24n) & 1n) === 1n,
+  };
 }
 
 /** One line per process: `pid 7 (host pid 1234, pthread02): why`. */
