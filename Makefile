@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench clean-testbeds proto
+.PHONY: all setup deps test unit integration typecheck lint demo bench conformance clean-testbeds proto
 
 all: setup
 
@@ -47,6 +47,10 @@ demo: setup
 
 bench: setup
 	bin/ferry bench all
+
+# CRIU's zdtm static tests in ferry containers, every strategy; rewrites docs/conformance.md
+conformance: setup
+	bin/ferry bench zdtm
 
 clean-testbeds:
 	bin/ferry testbed down --all

@@ -1,13 +1,23 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
 import { networkBench } from './network-gap.ts';
 import { strategyBench } from './strategies.ts';
+import { zdtmBench } from './zdtm.ts';
+
+/** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
+export const IN_ALL = ['strategies', 'network'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
 
 export const SUITES: Record<
   string,
-  (o: { ferryArgv: string[]; json?: boolean; runs?: number }) => Promise<unknown>
+  (o: {
+    ferryArgv: string[];
+    json?: boolean;
+    runs?: number;
+    strategies?: string[];
+    tests?: string[];
+  }) => Promise<unknown>
 > = {
   strategies: (o) =>
     strategyBench({
@@ -25,6 +35,13 @@ export const SUITES: Record<
       runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
       ferryArgv: o.ferryArgv,
+      ...(o.json ? { json: true } : {}),
+    }),
+  zdtm: (o) =>
+    zdtmBench({
+      ferryArgv: o.ferryArgv,
+      ...(o.strategies ? { strategies: o.strategies } : {}),
+      ...(o.tests ? { tests: o.tests } : {}),
       ...(o.json ? { json: true } : {}),
     }),
 };

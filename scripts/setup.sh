@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian host, idempotently; fast when nothing is missing.
-# Usage: scripts/setup.sh [deps|node|all]   (run as root)
+# Usage: scripts/setup.sh [deps|node|all|zdtm]   (run as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 NODE_DIR=${FERRY_NODE_DIR:-/opt/ferry/node}
@@ -100,9 +100,61 @@ tune_kernel() {
   [[ -d /run/netns ]] || mkdir -p /run/netns
 }
 
+# CRIU's own test suite (zdtm), built from the source Debian ships for the CRIU installed above (unstable):
+# never vendored; downloaded once into a cache outside the tree, unpacked, its test library built.
+# Prints the zdtm directory (test/zdtm of the unpacked source). The tests themselves are built on demand
+# by the harness (bench/zdtm-suite.ts), with make, so a second run rebuilds nothing.
+ZDTM_CACHE=${FERRY_ZDTM_CACHE:-/var/cache/ferry/zdtm}
+install_zdtm() {
+  local cur=$ZDTM_CACHE/current/test/zdtm
+  if [[ -f $cur/lib/libzdtmtst.a && -f $ZDTM_CACHE/.deps-ok ]]; then echo "$cur"; return 0; fi
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  if [[ ! -f /etc/apt/sources.list.d/ferry-zdtm-src.sources ]]; then
+    log "adding the Debian unstable source index (deb-src) for CRIU's source"
+    cat > /etc/apt/sources.list.d/ferry-zdtm-src.sources <<'X'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: unstable
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+X
+    apt-get update -q >&2
+  fi
+  mkdir -p "$ZDTM_CACHE"
+  local orig
+  orig=$(ls "$ZDTM_CACHE"/criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1 || true)
+  if [[ -z $orig ]]; then
+    log "downloading CRIU's source (apt-get source criu) into $ZDTM_CACHE"
+    # The upstream tarball is what holds test/zdtm; apt verifies it against the signed .dsc. A missing
+    # Debian packaging tarball (a partial mirror) does not matter here, so apt's status is not fatal.
+    (cd "$ZDTM_CACHE" && apt-get source --download-only -q criu/unstable >&2) || true
+    orig=$(ls "$ZDTM_CACHE"/criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1 || true)
+    [[ -n $orig ]] || { log "could not download CRIU's source (apt-get source criu)"; exit 1; }
+  fi
+  local ver; ver=$(basename "$orig"); ver=${ver#criu_}; ver=${ver%.orig.tar.*}
+  if [[ ! -d $ZDTM_CACHE/criu-$ver/test/zdtm ]]; then
+    log "unpacking $(basename "$orig")"
+    rm -rf "$ZDTM_CACHE/criu-$ver.tmp" && mkdir -p "$ZDTM_CACHE/criu-$ver.tmp"
+    tar xf "$orig" -C "$ZDTM_CACHE/criu-$ver.tmp" --strip-components=1
+    mv "$ZDTM_CACHE/criu-$ver.tmp" "$ZDTM_CACHE/criu-$ver"
+  fi
+  ln -sfn "criu-$ver" "$ZDTM_CACHE/current"
+  if [[ ! -f $ZDTM_CACHE/.deps-ok ]]; then
+    log "installing the zdtm tests' build dependencies (gcc, make, libaio, libcap)"
+    "${apt[@]}" gcc make libc6-dev pkgconf libaio-dev libcap-dev >&2
+    touch "$ZDTM_CACHE/.deps-ok"
+  fi
+  log "building zdtm's test library"
+  make -s -C "$cur/lib" -j"$(nproc)" >&2
+  echo "$cur"
+}
+
 case $want in
   deps) install_deps; tune_kernel ;;
   node) install_node ;;
   all) install_deps; install_node; tune_kernel ;;
+  zdtm) install_zdtm ;;
   *) log "unknown target $want"; exit 2 ;;
 esac

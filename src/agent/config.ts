@@ -73,6 +73,17 @@ export const AgentConfigSchema = Type.Object({
     prepareMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
     roundsMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
   }),
+  /** CRIU options written into the file runc hands CRIU (runtime/criu-config.ts); each defaults to on / 64 MiB. */
+  criu: Type.Optional(
+    Type.Object(
+      {
+        linkRemap: Type.Optional(Type.Boolean()),
+        extUnixSk: Type.Optional(Type.Boolean()),
+        ghostLimitMiB: Type.Optional(Type.Integer({ minimum: 0, maximum: 65_536 })),
+      },
+      { additionalProperties: false },
+    ),
+  ),
   /** What this host offers the scheduler; declared, so that simulated hosts on one machine have capacities. */
   capacity: Type.Optional(
     Type.Object({ cores: Type.Number({ exclusiveMinimum: 0 }), memoryBytes: Type.Integer({ minimum: 1 }) }),

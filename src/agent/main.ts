@@ -23,6 +23,7 @@ import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
+import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
@@ -40,9 +41,6 @@ import { buildAgentApp } from './server.ts';
 export { loadAgentConfig } from './config.ts';
 
 export const VERSION = '0.2.0';
-
-/** ferry locks and unlocks container networks itself (network/identity.ts), before and after CRIU runs. */
-const CRIU_CONFIG = '# written by the ferry agent\nnetwork-lock skip\n';
 
 export interface RunningAgent {
   app: FastifyInstance;
@@ -73,7 +71,7 @@ export async function startAgent(
     protectedPaths: [cfg.tls.key, cfg.tls.cert, cfg.tls.ca].map((f) => dirname(f)),
   });
   await host.init();
-  await writeFile(join(paths.stateDir, 'criu.conf'), CRIU_CONFIG);
+  await writeFile(join(paths.stateDir, 'criu.conf'), criuConfigText(cfg.criu));
   // staged before any migration: every CRIU run in a freeze then skips its kernel probe
   const kdat = await stageKdat(runner, cfg.criuPath ?? 'criu', paths.stateDir).catch((err: Error) => ({
     state: 'absent' as const,

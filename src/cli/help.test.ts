@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
+import { ZDTM_STRATEGIES } from '../../bench/zdtm.ts';
 import { every } from '../../test/support/exhaustive.ts';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
@@ -80,7 +81,7 @@ const READS: Record<string, readonly string[]> = {
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
   controller: keysOf<DaemonOptions>()('config'),
-  bench: keysOf<BenchOptions>()('runs', 'json'),
+  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
@@ -116,6 +117,9 @@ const STATED_DEFAULTS: Record<string, string> = {
   // src/runtime/pki.ts DEFAULT_DAYS, what ClusterCA.issue uses without `days`
   'ca issue --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,
   'ca rotate --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,
+  'bench --strategies': ZDTM_STRATEGIES.join(','),
+  // bench/zdtm.ts selectTests: no list means every test zdtm's own default run would pick on this host
+  'bench --tests': 'every test zdtm itself would run here',
 };
 
 // Defaults commander supplies that the code also assumes on its own (an action's fallback, a parser's default).

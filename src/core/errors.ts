@@ -27,6 +27,7 @@ export const ERRORS = {
   FERRY_E_ADDRESS_TAKEN: { status: 409, text: 'address already in use' },
   FERRY_E_CONTAINER_NOT_RUNNING: { status: 409, text: 'container is not running' },
   FERRY_E_CONTAINER_BUSY: { status: 409, text: 'container is being migrated' },
+  FERRY_E_CONTAINER_UNMOVABLE: { status: 409, text: 'a process of the container cannot be migrated' },
   FERRY_E_HOST_UNKNOWN: { status: 404, text: 'unknown host' },
   FERRY_E_HOST_UNREACHABLE: { status: 502, text: 'host unreachable' },
   FERRY_E_HOST_SAME: { status: 400, text: 'source and destination are the same host' },

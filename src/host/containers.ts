@@ -15,13 +15,25 @@ import {
   writeConfig,
 } from '../runtime/bundle.ts';
 import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
-import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
+import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
+import { dumperCredentials, hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { removeContainerImages } from './images.ts';
 import { bundleDir, containerDir, type HostPaths } from './paths.ts';
 
-export type { ContainerInfo, ContainerRecord, NetMode };
+export type { ContainerInfo, ContainerRecord, NetMode, Unmovable };
+
+/** Finds the processes CRIU cannot move, given the container's init and every pid of it (host pids). */
+export type UnmovableScan = (init: number, pids: number[]) => Promise<Unmovable[]>;
+
+const scanHost: UnmovableScan = async (init, pids) =>
+  scanUnmovable(hostProcFs, {
+    init,
+    pids,
+    freezerV1: await freezerIsV1(),
+    dumper: await dumperCredentials(),
+  });
 
 export interface CreateRequest {
   name: string;
@@ -45,6 +57,7 @@ export class ContainerHost {
   /** Paths of the agent's own beyond `paths` (its TLS material) that no bundle may mount. */
   private readonly protectedPaths: string[];
   private readonly log: Logger;
+  private readonly scan: UnmovableScan;
   /** Names with an operation in flight (create, remove, migration). */
   private readonly busy = new Map<string, string>();
 
@@ -58,7 +71,10 @@ export class ContainerHost {
     criuConfig?: string;
     bundlePolicy?: BundlePolicy;
     protectedPaths?: string[];
+    /** The /proc scan (runtime/proc-scan.ts on this host's /proc unless a test says otherwise). */
+    unmovable?: UnmovableScan;
   }) {
+    this.scan = deps.unmovable ?? scanHost;
     this.hostName = deps.hostName;
     this.network = deps.network;
     this.criuConfig = deps.criuConfig;
@@ -79,6 +95,13 @@ export class ContainerHost {
 
   cgroupsPath(name: string): string {
     return `${this.cgroupParent}/${name}`;
+  }
+
+  /** The container's processes CRIU could not dump or restore, read from /proc while it runs; empty when none. */
+  async unmovable(name: string): Promise<Unmovable[]> {
+    const st = await this.runc.state(name);
+    if (!st?.pid) return [];
+    return this.scan(st.pid, await cgroupPids(this.cgroupsPath(name)));
   }
 
   /** Memory the container uses now (its cgroup's figure), 0 when unknown. */

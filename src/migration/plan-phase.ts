@@ -1,7 +1,8 @@
-// The plan phase: checks what must hold before anything is touched (another host, a running container, a free
-// name there), gathers what `auto` weighs (both hosts' capabilities, memory, link and dirty rates) and plans.
+// The plan phase: checks what must hold before anything is touched (another host, a running container whose
+// processes CRIU can move, a free name there), gathers what `auto` weighs (both hosts' capabilities, memory, link and dirty rates) and plans.
 import { FerryError } from '../core/errors.ts';
 import type { ContainerHost } from '../host/containers.ts';
+import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { AUTO_MEASURE_MIN_BYTES, DEFAULT_MAX_DOWNTIME_MS, LINK_PROBE_BYTES } from './defaults.ts';
 import { linkRateMatters, planStrategy } from './plan.ts';
 import type {
@@ -41,6 +42,19 @@ export async function planMigration(
       `container ${name} is ${st?.status ?? 'stopped'}, not running`,
       {
         phase: 'plan',
+      },
+    );
+  }
+  // what CRIU cannot dump or restore, refused while nothing is touched rather than found inside the freeze
+  const unmovable = await host.unmovable(name);
+  if (unmovable.length) {
+    throw new FerryError(
+      'FERRY_E_CONTAINER_UNMOVABLE',
+      `container ${name} cannot be migrated: ${unmovable.map(describeUnmovable).join('; ')}`,
+      {
+        phase: 'plan',
+        hint: 'the container keeps running here, untouched; migrate it once that process has changed or exited',
+        details: { processes: unmovable },
       },
     );
   }

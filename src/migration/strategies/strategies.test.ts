@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, test } from 'node:test';
 import { FerryError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/log.ts';
-import { ContainerHost } from '../../host/containers.ts';
+import { ContainerHost, type Unmovable } from '../../host/containers.ts';
 import { bundleDir, hostPaths } from '../../host/paths.ts';
 import type { NetworkLike } from '../../network/identity.ts';
 import type { ExecResult } from '../../runtime/exec.ts';
@@ -278,7 +278,11 @@ const postcopy = (): PostcopyDeps => ({
   },
 });
 
+/** What the /proc scan finds in c1 (nothing unless a test says so). */
+let unmovable: Unmovable[] = [];
+
 beforeEach(async () => {
+  unmovable = [];
   log = [];
   fail = {};
   spare = {};
@@ -292,6 +296,7 @@ beforeEach(async () => {
     cgroupParent: '/t-a',
     network: new LogNetwork(),
     log: silentLogger(),
+    unmovable: async () => unmovable,
   });
   await host.init();
   const b = bundleDir(paths, 'c1');
@@ -620,4 +625,18 @@ test('the registry builds the pre-copy the source kernel supports', () => {
   );
   for (const s of ['cold', 'postcopy', 'hybrid'] as const)
     assert.equal(createStrategy(s, {}, caps(true).strategies).name, s);
+});
+
+test('a process CRIU cannot move is refused in the plan phase, before anything is touched', async () => {
+  unmovable = [{ pid: 4242, nsPid: 7, comm: 'pthread02', limit: 'CRIU cannot dump a zombie with threads' }];
+  const r = await migrate('cold');
+  assert.equal(r.ok, false);
+  assert.equal(r.error?.code, 'FERRY_E_CONTAINER_UNMOVABLE');
+  assert.equal(r.error?.phase, 'plan');
+  assert.match(
+    r.error!.message,
+    /pid 7 \(host pid 4242, pthread02\): CRIU cannot dump a zombie with threads/,
+  );
+  assert.deepEqual(log, []);
+  assert.equal((await runc.state('c1'))?.status, 'running');
 });

@@ -1,0 +1,44 @@
+// The CRIU configuration file an agent writes for its containers. runc 1.1 has no flag for most of CRIU's
+// options; it hands CRIU the file named by the container's `org.criu.config` annotation (ContainerHost sets it
+// on every container it creates or restores), and CRIU reads the file on every dump and restore.
+
+export interface CriuFileOptions {
+  /**
+   * Files that are open but unlinked while other hard links remain (CRIU --link-remap). CRIU links them back
+   * under a temporary name in the same directory for the dump and removes that name at restore; the rootfs
+   * copy carries the link to the destination. Without it CRIU refuses to dump such a process.
+   */
+  linkRemap: boolean;
+  /**
+   * Unix datagram sockets connected to a peer outside the container, such as /dev/log (CRIU --ext-unix-sk):
+   * restored by connecting to the same path on the destination. Stream sockets to an outside peer still
+   * cannot move (CRIU would need the peer's descriptor), and are refused.
+   */
+  extUnixSk: boolean;
+  /**
+   * Largest unlinked-and-open ("ghost") file whose content goes into the images (CRIU --ghost-limit); a
+   * larger one fails the dump. CRIU's own default is 1 MiB, less than a temporary file a program deletes after
+   * opening it usually holds. Its content is read inside the freeze.
+   */
+  ghostLimitMiB: number;
+}
+
+export const CRIU_FILE_DEFAULTS: CriuFileOptions = {
+  linkRemap: true,
+  extUnixSk: true,
+  ghostLimitMiB: 64,
+};
+
+/** The file's text: one CRIU long option per line, without its dashes (CRIU's configuration syntax). */
+export function criuConfigText(o: Partial<CriuFileOptions> = {}): string {
+  const opts = { ...CRIU_FILE_DEFAULTS, ...o };
+  const lines = [
+    '# written by the ferry agent',
+    // ferry locks and unlocks container networks itself (network/identity.ts), before and after CRIU runs
+    'network-lock skip',
+    `ghost-limit ${opts.ghostLimitMiB}M`,
+  ];
+  if (opts.linkRemap) lines.push('link-remap');
+  if (opts.extUnixSk) lines.push('ext-unix-sk');
+  return `${lines.join('\n')}\n`;
+}

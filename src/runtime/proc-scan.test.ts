@@ -1,0 +1,165 @@
+// The /proc scan against trees captured from the real kernel (test/fixtures/proc/capture.py): CRIU's own
+// zdtm tests that CRIU cannot move (pthread02, vfork00, session02, socket_udp-corked, stopped) and ones it
+// can (zombie00, pthread00, session01), each started as a container's init starts its program.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import {
+  describeUnmovable,
+  type ProcFs,
+  parseStat,
+  parseStatus,
+  scanUnmovable,
+  type Unmovable,
+} from './proc-scan.ts';
+
+interface Fixture {
+  name: string;
+  init: number;
+  pids: number[];
+  files: Record<string, string>;
+  links: Record<string, string>;
+}
+
+function fixture(name: string): { fx: Fixture; fs: ProcFs } {
+  const fx = JSON.parse(
+    readFileSync(new URL(`../../test/fixtures/proc/${name}.json`, import.meta.url), 'utf8'),
+  ) as Fixture;
+  const fs: ProcFs = {
+    readFile: async (p) => fx.files[p],
+    readlink: async (p) => fx.links[p],
+    readdir: async (p) =>
+      Object.keys(fx.links)
+        .filter((k) => k.startsWith(`${p}/`))
+        .map((k) => k.slice(p.length + 1)),
+  };
+  return { fx, fs };
+}
+
+async function scan(name: string, freezerV1 = true): Promise<{ fx: Fixture; found: Unmovable[] }> {
+  const { fx, fs } = fixture(name);
+  return { fx, found: await scanUnmovable(fs, { init: fx.init, pids: fx.pids, freezerV1, resampleMs: 1 }) };
+}
+
+describe('parseStat and parseStatus', () => {
+  it('reads a command name with spaces and parentheses up to the last parenthesis', () => {
+    const s = parseStat('42 (a (b) c) Z 7 42 40 0 -1 4194560 0');
+    assert.deepEqual(s, { comm: 'a (b) c', state: 'Z', ppid: 7, pgid: 42, sid: 40 });
+  });
+
+  it('takes the innermost pid namespace ids and counts the levels', () => {
+    const s = parseStatus('Name:\tx\nTracerPid:\t0\nNSpid:\t4242\t7\nNSsid:\t4000\t0\nThreads:\t3\n');
+    assert.deepEqual(s, { nsLevels: 2, threads: 3, tracerPid: 0, nsPid: 7, nsSid: 0 });
+  });
+});
+
+describe('scanUnmovable on captured trees', () => {
+  for (const name of ['zombies', 'threads', 'sessions']) {
+    it(`finds nothing in a tree CRIU moves (${name})`, async () => {
+      assert.deepEqual((await scan(name)).found, []);
+    });
+  }
+
+  it('names a zombie whose threads still run (pthread02)', async () => {
+    const { fx, found } = await scan('threaded-zombie');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.pid, fx.pids[1]);
+    assert.equal(found[0]!.comm, 'pthread02');
+    assert.match(
+      found[0]!.limit,
+      /main thread has exited while 1 other thread\(s\) run.*zombie with threads/,
+    );
+  });
+
+  it('names a parent waiting in vfork() (vfork00)', async () => {
+    const { found } = await scan('vfork');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'vfork00');
+    assert.match(found[0]!.limit, /waits in vfork\(\)/);
+  });
+
+  it('names the tasks whose session leader exited and is none of their ancestors (session02)', async () => {
+    const { found } = await scan('session-leader-gone');
+    // CRIU stops at the first; the scan names every task it would stop at, in CRIU's order
+    assert.match(found[0]!.limit, /session's leader \(pid \d+\) has exited and was none of its ancestors/);
+    assert.equal(found.length, 4);
+    for (const u of found) {
+      assert.equal(u.comm, 'session02');
+      assert.match(u.limit, /session/);
+    }
+  });
+
+  it('names a task whose session leader is outside the container (runc exec)', async () => {
+    const { fx, found } = await scan('session-outside');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.pid, fx.init);
+    assert.match(found[0]!.limit, /session's leader \(pid \d+\) is outside the container/);
+  });
+
+  it('names a UDP socket whose send queue a cork holds (socket_udp-corked)', async () => {
+    const { found } = await scan('corked-udp');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'socket_udp-cork');
+    assert.match(found[0]!.limit, /UDP socket \(inode \d+\) holds 832 bytes held back by UDP_CORK/);
+  });
+
+  it('takes a send queue that empties between two reads for a datagram on its way out', async () => {
+    const { fx, fs } = fixture('corked-udp');
+    let reads = 0;
+    const draining: ProcFs = {
+      ...fs,
+      readFile: async (p) => {
+        const text = await fs.readFile(p);
+        if (!p.endsWith('/net/udp') || reads++ === 0) return text;
+        return text?.replace(/ 00000340:00000000 /, ' 00000000:00000000 ');
+      },
+    };
+    const found = await scanUnmovable(draining, {
+      init: fx.init,
+      pids: fx.pids,
+      freezerV1: true,
+      resampleMs: 1,
+    });
+    assert.deepEqual(found, []);
+  });
+
+  it('names a stopped task under the cgroup-v1 freezer only (stopped)', async () => {
+    const { found } = await scan('stopped', true);
+    assert.equal(found.length, 1);
+    assert.match(found[0]!.limit, /stopped \(SIGSTOP\).*cgroup-v1 freezer/);
+    assert.deepEqual((await scan('stopped', false)).found, []);
+  });
+
+  it('names a traced task (strace -p)', async () => {
+    const { fx, found } = await scan('traced');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'sleep');
+    assert.match(found[0]!.limit, new RegExp(`traced by pid ${fx.pids[2]}`));
+  });
+
+  it('names a task of another uid when CRIU cannot read its rlimits (no CAP_SYS_RESOURCE)', async () => {
+    const { fx, fs } = fixture('other-uid');
+    const o = { init: fx.init, pids: fx.pids, freezerV1: true, resampleMs: 1 };
+    const found = await scanUnmovable(fs, { ...o, dumper: { uid: 0, gid: 0, capSysResource: false } });
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'sleep');
+    assert.match(found[0]!.limit, /runs as uid 18943 and this host's agent lacks CAP_SYS_RESOURCE/);
+    assert.deepEqual(await scanUnmovable(fs, { ...o, dumper: { uid: 0, gid: 0, capSysResource: true } }), []);
+  });
+
+  it('skips a task that exited since the pids were listed', async () => {
+    const { fx, fs } = fixture('threaded-zombie');
+    const found = await scanUnmovable(fs, { init: fx.init, pids: [...fx.pids, 999999], freezerV1: true });
+    assert.equal(found.length, 1);
+  });
+});
+
+describe('describeUnmovable', () => {
+  it('gives the pid inside the container first, the host pid beside it', () => {
+    assert.equal(
+      describeUnmovable({ pid: 4242, nsPid: 7, comm: 'pthread02', limit: 'why' }),
+      'pid 7 (host pid 4242, pthread02): why',
+    );
+    assert.equal(describeUnmovable({ pid: 4242, comm: 'x', limit: 'why' }), 'pid 4242 (x): why');
+  });
+});

@@ -1,0 +1,115 @@
+// A sample of CRIU's zdtm static tests through a real migration a -> b, in make test: one or two tests of every
+// category, each with one strategy (the strategies take turns, so each meets every kind of state), under zdtm's
+// own protocol (bench/zdtm-run.ts). `ferry bench zdtm` runs them all with every strategy (docs/conformance.md).
+// What is expected of each is written down: a test that fails without being listed fails this file, and so
+// does a listed one that starts passing (the list is then out of date: take it out).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { canDropUid, type Harness, runTest, type TestResult } from '../../bench/zdtm-run.ts';
+import { buildTests, ensureSuite, readDesc } from '../../bench/zdtm-suite.ts';
+import { FERRY_ARGV, skipUnlessReady, startBed } from './helpers.ts';
+
+type Strategy = 'cold' | 'postcopy' | 'precopy' | 'auto';
+
+/** category -> tests; the strategies are dealt in turn down the whole list. */
+const SAMPLE: Record<string, string[]> = {
+  memory: ['maps00', 'mprotect00', 'cow00', 'memfd00'],
+  files: [
+    'file_shared',
+    'ghost_holes00',
+    'ghost_holes_large00',
+    'file_locks00',
+    'file_locks01',
+    'fd',
+    'pipe00',
+    'unlink_fstat00',
+  ],
+  filesystem: ['chroot', 'cwd00', 'fifo', 'mtime_mmap'],
+  'unix sockets': ['sockets00', 'scm03', 'del_standalone_un', 'scm00'],
+  'inet sockets': ['socket_udp', 'socket-tcp', 'socket-tcp6-fin-wait2', 'socket_listen', 'sock_opts00'],
+  'timers and signals': ['posix_timers', 'timerfd', 'sigaltstack', 'signalfd00'],
+  'process tree': ['zombie00', 'pthread00', 'pstree', 'child_subreaper'],
+  events: ['epoll', 'inotify00', 'eventfs00'],
+  'process state': ['env00', 'rlimits00', 'caps00', 'vdso00', 'pty00', 'fpu00'],
+  // what CRIU cannot move: refused before the freeze, the test untouched on the source
+  'refused before the freeze': ['stopped', 'socket_udp-corked', 'ptrace_sig', 'seccomp_filter'],
+};
+
+const STRATEGIES: Strategy[] = ['cold', 'postcopy', 'precopy', 'auto'];
+
+/** Everything not listed here must PASS. A listed test must end as listed (with a reason that matches). */
+const EXPECTED: Record<string, { outcome: TestResult['outcome']; reason: RegExp; why: string }> = {
+  stopped: {
+    outcome: 'REFUSED',
+    reason: /stopped \(SIGSTOP\)/,
+    why: 'the cgroup-v1 freezer never completes around a stopped task',
+  },
+  'socket_udp-corked': {
+    outcome: 'REFUSED',
+    reason: /UDP_CORK/,
+    why: 'CRIU cannot dump a corked UDP socket',
+  },
+  file_locks01: {
+    outcome: 'FAIL',
+    reason: /Failed on fd \d+/,
+    why: 'it looks its locks up in /proc/locks by the inode and device numbers of before; a rootfs copied to another host has new ones',
+  },
+  // it drops to uid 1000; prlimit on another uid needs CAP_SYS_RESOURCE, which this host's root lacks
+  seccomp_filter: {
+    outcome: 'REFUSED',
+    reason: /runs as uid \d+ and this host's agent lacks CAP_SYS_RESOURCE/,
+    why: 'CRIU cannot read the rlimits of a process of another uid without CAP_SYS_RESOURCE',
+  },
+  ptrace_sig: { outcome: 'REFUSED', reason: /traced by pid/, why: 'CRIU cannot seize a traced task' },
+};
+
+test('zdtm sample: every category through a migration, each outcome as expected', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const suite = await ensureSuite();
+  const names = Object.values(SAMPLE).flat();
+  const built = await buildTests(suite, names);
+  assert.deepEqual(
+    names.filter((n) => !built.has(n)),
+    [],
+    'every sampled test builds',
+  );
+  const bed = await startBed(['a', 'b']);
+  const workDir = mkdtempSync(join(tmpdir(), 'ferry-zdtm-'));
+  t.after(async () => {
+    await bed.down();
+    rmSync(workDir, { recursive: true, force: true });
+  });
+  const h: Harness = {
+    ferryArgv: FERRY_ARGV,
+    clusterFile: bed.state.clusterFile,
+    workDir,
+    from: 'a',
+    to: 'b',
+    dropUid: await canDropUid(),
+  };
+  let i = 0;
+  for (const [category, tests] of Object.entries(SAMPLE)) {
+    for (const name of tests) {
+      const strategy = STRATEGIES[i++ % STRATEGIES.length]!;
+      await t.test(`${category}: ${name} (${strategy})`, async () => {
+        const desc = await readDesc(suite, name);
+        const r = await runTest(suite, h, name, desc, strategy, 90_000);
+        const want = EXPECTED[name];
+        if (!want) {
+          assert.equal(r.outcome, 'PASS', `${name} under ${strategy}: ${r.outcome}: ${r.reason ?? ''}`);
+          return;
+        }
+        assert.notEqual(
+          r.outcome,
+          'PASS',
+          `${name} is listed as a known ${want.outcome} (${want.why}) but now passes: take it off the list`,
+        );
+        assert.equal(r.outcome, want.outcome, `${name} under ${strategy}: ${r.outcome}: ${r.reason ?? ''}`);
+        assert.match(r.reason ?? '', want.reason, `${name}: the reason changed`);
+      });
+    }
+  }
+});
