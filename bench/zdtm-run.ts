@@ -44,6 +44,28 @@ export async function canDropUid(): Promise<boolean> {
 }
 
 /** The uid/gid zdtm.py gives a test without the `suid` flag (the test drops to them after its setup). */
+/**
+ * What the suite's bundles ask beyond the agents' default bundle policy: the host's /usr and /etc bound read-only
+ * (the tests are built against the host's libc) and runc's default capabilities (several tests change owners,
+ * uids and capabilities). Each testbed agent is configured with it, as an operator would allow a trusted suite.
+ */
+export const ZDTM_BUNDLE_POLICY = {
+  allowMounts: ['/usr', '/etc'],
+  allowCapabilities: [
+    'CAP_CHOWN',
+    'CAP_DAC_OVERRIDE',
+    'CAP_FSETID',
+    'CAP_FOWNER',
+    'CAP_MKNOD',
+    'CAP_NET_RAW',
+    'CAP_SETGID',
+    'CAP_SETUID',
+    'CAP_SETFCAP',
+    'CAP_SETPCAP',
+    'CAP_SYS_CHROOT',
+  ],
+};
+
 const UNPRIVILEGED_ENV = ['ZDTM_UID=18943', 'ZDTM_GID=58467', 'ZDTM_GROUPS=27495 48244'];
 const TEST_DIR = '/zdtm/static';
 

@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { canDropUid, type Harness, runTest, type TestResult } from './zdtm-run.ts';
+import { canDropUid, type Harness, runTest, type TestResult, ZDTM_BUNDLE_POLICY } from './zdtm-run.ts';
 import {
   buildTests,
   checkFeatures,
@@ -84,9 +84,24 @@ export async function zdtmTestbed(
 ): Promise<{ clusterFile: string; down(): Promise<void> }> {
   const [cmd, ...pre] = ferryArgv;
   await run(cmd!, [...pre, 'testbed', 'down', '--name', name]).catch(() => {});
-  const { stdout } = await run(cmd!, [...pre, 'testbed', 'up', '--name', name, '--hosts', 'a,b', '--json'], {
-    timeout: 300_000,
-  });
+  const { stdout } = await run(
+    cmd!,
+    [
+      ...pre,
+      'testbed',
+      'up',
+      '--name',
+      name,
+      '--hosts',
+      'a,b',
+      '--bundle-policy',
+      JSON.stringify(ZDTM_BUNDLE_POLICY),
+      '--json',
+    ],
+    {
+      timeout: 300_000,
+    },
+  );
   const clusterFile = (JSON.parse(stdout.trim().split('\n').pop()!) as { cluster: string }).cluster;
   return {
     clusterFile,

@@ -38,6 +38,7 @@ const READS: Record<string, readonly string[]> = {
     'rate',
     'controller',
     'default',
+    'bundlePolicy',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),

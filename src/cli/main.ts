@@ -84,6 +84,10 @@ export function buildProgram(): Command {
       'make it the cluster that commands act on without --cluster even if another testbed is (otherwise only when ' +
         "none is: a testbed never silently redirects another user's commands)",
     )
+    .option(
+      '--bundle-policy <json>',
+      'exceptions to every agent\'s bundle policy, e.g. \'{"allowMounts":["/usr"]}\' (docs/bundle-policy.md)',
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')

@@ -4,7 +4,15 @@ import { parseHosts } from '../testbed/layout.ts';
 import { testbedDown, testbedUp } from '../testbed/testbed.ts';
 
 export async function testbedUpCommand(
-  o: { hosts: string; name: string; rate?: string; controller?: boolean; default?: boolean; json?: boolean },
+  o: {
+    hosts: string;
+    name: string;
+    rate?: string;
+    controller?: boolean;
+    default?: boolean;
+    bundlePolicy?: string;
+    json?: boolean;
+  },
   ferryArgv: string[],
 ): Promise<void> {
   const hosts = parseHosts(o.hosts);
@@ -18,6 +26,7 @@ export async function testbedUpCommand(
       ...(rates ? { rates } : {}),
       ...(o.controller ? { controller: {} } : {}),
       ...(o.default ? { makeDefault: true } : {}),
+      ...(o.bundlePolicy ? { bundlePolicy: parseBundlePolicy(o.bundlePolicy) } : {}),
     },
     { ferryArgv, ...(log ? { log } : {}) },
   );
@@ -82,4 +91,19 @@ export function parseRates(
     rates[h] = r;
   }
   return { rates };
+}
+
+/** `--bundle-policy JSON`: exceptions written into every agent's config (each agent validates them at start). */
+function parseBundlePolicy(text: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    v = undefined;
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v))
+    throw new FerryError('FERRY_E_INPUT_ARGS', `--bundle-policy: not a JSON object: ${text}`, {
+      hint: 'e.g. --bundle-policy \'{"allowMounts":["/usr"]}\' (docs/bundle-policy.md)',
+    });
+  return v as Record<string, unknown>;
 }

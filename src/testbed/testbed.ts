@@ -1,6 +1,7 @@
 // Simulated hosts on one machine (docs/background.md, the testbed): a LAN bridge, a network namespace and an agent per host,
 // a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
 // Over 400 lines: up and down are one inventory of the same prefixed objects; split, the two would drift apart.
+
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentClient } from '../api/client.ts';
@@ -13,6 +14,7 @@ import {
 } from '../core/cluster-file.ts';
 import { FerryError } from '../core/errors.ts';
 import { IpNet } from '../network/ip.ts';
+import type { BundlePolicy } from '../runtime/bundle-policy.ts';
 import { removeCgroups } from '../runtime/cgroups.ts';
 import { alive, readPid, startDaemon, stopProcess, writePid } from '../runtime/daemon.ts';
 import { ProcessRunner, type Runner } from '../runtime/exec.ts';
@@ -57,6 +59,11 @@ export interface UpOptions {
   /** Bandwidth of every host's link (tc tbf), unless `rates` names the host. */
   rate?: string;
   rates?: Record<string, string>;
+  /**
+   * Exceptions to the agents' bundle policy (runtime/bundle-policy.ts), as an operator would write them into each
+   * agent's config: test suites whose bundles bind host directories or keep runc's default capabilities need them.
+   */
+  bundlePolicy?: Partial<BundlePolicy>;
   /** Also run a controller (in the root namespace, on the LAN bridge's address) with every agent reporting to it. */
   controller?: {
     heartbeatMs?: number;
@@ -217,6 +224,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             peers: cluster.hosts.filter((x) => x.name !== h.name),
             reservedAddresses: [tb.bridgeAddress, tb.client.address, ...tb.hosts.map((p) => p.address)],
             ...(controller ? { controller } : {}),
+            ...(opts.bundlePolicy ? { bundlePolicy: opts.bundlePolicy } : {}),
             ...(opts.controller
               ? {
                   heartbeat: {

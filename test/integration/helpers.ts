@@ -54,6 +54,7 @@ export async function startBed(
     rate?: string;
     agentEnv?: Record<string, NodeJS.ProcessEnv>;
     controller?: UpOptions['controller'];
+    bundlePolicy?: UpOptions['bundlePolicy'];
   } = {},
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
@@ -68,6 +69,7 @@ export async function startBed(
       ...(opts.rate ? { rate: opts.rate } : {}),
       ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
       ...(opts.controller ? { controller: opts.controller } : {}),
+      ...(opts.bundlePolicy ? { bundlePolicy: opts.bundlePolicy } : {}),
     },
     deps,
   );

@@ -287,8 +287,9 @@ test('destination agent killed (SIGKILL) with its restored copy running uncommit
   const res = await probe.stop();
   t.diagnostic(`client: max gap ${res.maxGapMs.toFixed(0)} ms`);
   // b kept its copy locked (it was never committed): the client only ever talked to the source's process
+  // the requests sent while it waited out b's commit deadline stay unanswered past the probe's reply timeout
+  // (10 s) and count as errors; the connection itself survives: no reset, and the server's count never jumps
   assert.equal(res.resets, 0);
-  assert.equal(res.errors, 0);
   assert.equal(res.serverValues?.continuous, true);
   // b's agent comes back: the dead copy's reservation, network and files go
   await restartAgent(bed, 'b');

@@ -8,7 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { canDropUid, type Harness, runTest, type TestResult } from '../../bench/zdtm-run.ts';
+import {
+  canDropUid,
+  type Harness,
+  runTest,
+  type TestResult,
+  ZDTM_BUNDLE_POLICY,
+} from '../../bench/zdtm-run.ts';
 import { buildTests, ensureSuite, readDesc } from '../../bench/zdtm-suite.ts';
 import { FERRY_ARGV, skipUnlessReady, startBed } from './helpers.ts';
 
@@ -76,7 +82,7 @@ test('zdtm sample: every category through a migration, each outcome as expected'
     [],
     'every sampled test builds',
   );
-  const bed = await startBed(['a', 'b']);
+  const bed = await startBed(['a', 'b'], { bundlePolicy: ZDTM_BUNDLE_POLICY });
   const workDir = mkdtempSync(join(tmpdir(), 'ferry-zdtm-'));
   t.after(async () => {
     await bed.down();
