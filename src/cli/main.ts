@@ -1,4 +1,6 @@
 // ferry <command>: parses, calls the agents (or the testbed), prints for humans or --json for scripts.
+// Over 400 lines because it is the one table of every command, its options and help texts (what the help test
+// holds to the code); each action only parses and hands over to the command's own module.
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
