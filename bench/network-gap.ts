@@ -1,4 +1,4 @@
-// Benchmark (issue 3): the client-seen gap of ferry's migration vs the same migration by hand (hand-recipe.ts),
+// Benchmark: the client-seen gap of ferry's migration vs the same migration by hand (hand-recipe.ts),
 // for a tiny container and one holding 256 MiB, own network namespace, measured side by side and interleaved.
 
 import { ClusterClients } from '../src/api/cluster-clients.ts';

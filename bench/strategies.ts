@@ -1,4 +1,4 @@
-// Benchmark (issue 4): client-seen gap and freeze per strategy and memory size, side by side in one run, with
+// Benchmark: client-seen gap and freeze per strategy and memory size, side by side in one run, with
 // the floor (an empty container moved by hand) and the hand recipe for ratios. Writes docs/benchmarks.md + SVG.
 import { writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
