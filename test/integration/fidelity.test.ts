@@ -201,7 +201,7 @@ test('every file type and attribute survives a migration and a checkpoint archiv
   assert.equal(m.code, 0, `${m.stdout}\n${m.stderr}`);
   assertSameTree(snapshot(bundleRootfs(bed, 'b', 'fid')), want, 'migrated to b', 1000n);
 
-  // 2. an archive (taken on b, where the container now runs), restored on a under its own name, exactly
+  // 2. an archive taken on b (where the container now runs), restored on another host (a) under its name, exactly
   const file = join(dir, 'fid.tar.zst');
   const c = await bed.cli(['checkpoint', 'fid', '--export', file, '--json']);
   assert.equal(c.code, 0, c.stderr);
@@ -211,7 +211,7 @@ test('every file type and attribute survives a migration and a checkpoint archiv
   assert.equal(r1.code, 0, r1.stderr);
   assertSameTree(snapshot(bundleRootfs(bed, 'a', 'fid')), onB, 'restored on a');
 
-  // 3. the same archive on b beside it, under another name
+  // 3. the same archive on the host it was taken on (b), under another name
   const r2 = await bed.cli(['restore', '--import', file, '--host', 'b', '--name', 'fid2', '--json']);
   assert.equal(r2.code, 0, r2.stderr);
   assertSameTree(snapshot(bundleRootfs(bed, 'b', 'fid2')), onB, 'restored on b as fid2');
