@@ -168,6 +168,8 @@ export function soakTable(r: SoakResult): string {
 }
 
 const SECTION = '## Soak';
+const MIGRATIONS = 200;
+const WARMUP = 20;
 
 /** `ferry bench soak`: 200 migrations, written into docs/reliability.md's own section. */
 export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: string }): Promise<unknown> {
@@ -181,32 +183,40 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
     r = await runSoak({
       tb,
       ferryArgv: o.ferryArgv,
-      migrations: 200,
-      warmup: 10,
+      migrations: MIGRATIONS,
+      warmup: WARMUP,
       strategies: ['cold', 'precopy', 'postcopy'],
       log,
     });
   } finally {
     await testbedDown('bsoak', deps);
   }
+  const trend = (host: string) =>
+    r.rss
+      .map((x, k) => ((k + 1) % 20 === 0 ? (x[host]! / 2 ** 20).toFixed(1) : undefined))
+      .filter((x) => x !== undefined)
+      .join(' ');
   const body = [
     SECTION,
     '',
     `\`ferry bench soak\` (${new Date().toISOString().slice(0, 10)}): Redis with one client connection (\`ferry probe`,
     `redis\`, a request every 2 ms), migrated a → b → a … ${r.migrations} times, cold, pre-copy and post-copy in turn.`,
-    'Everything the agents hold is counted after 10 migrations and again at the end, with Redis on host a both',
-    "times: each agent's open file descriptors, threads, mounts (its `/proc/PID/mountinfo`) and RSS, the cgroups",
-    "below each host's cgroup parent, the files under its images, incoming, checkpoint, restore, upload and journal",
-    "directories, the iptables and nftables rules of each host's network namespace and of the container's, and the",
-    'network namespaces of the testbed. Every count must be equal at the end, and RSS may grow by 5 MiB at most;',
-    '`make test` runs the same with 20 migrations (`test/integration/soak.test.ts`).',
+    `Everything the agents hold is counted after ${WARMUP} migrations (the warm-up: an agent's RSS climbs for its first`,
+    'twenty or so, V8 compiling code, with no object left behind) and again at the end, with Redis on host a both',
+    "times: each agent's open file descriptors, threads, the testbed's mounts in its `/proc/PID/mountinfo`, and RSS;",
+    'per host, the cgroups below its cgroup parent, the files and bytes under its images, incoming, checkpoint,',
+    'restore, upload and journal directories (`state`), all the files of its state directory (`hostFiles`), the',
+    "iptables and nftables rules of its network namespace; the testbed's network namespaces and the rules inside the",
+    "container's. Every count must be equal at the end, and RSS may grow by 5 MiB at most; `make test` runs the same",
+    `with 20 migrations after 20 of warm-up (\`test/integration/soak.test.ts\`).`,
     '',
     '```',
     soakTable(r),
     '```',
     '',
-    `- migrations: ${r.migrations} of 200, failures: ${r.failures.length ? r.failures.join('; ') : 'none'}`,
+    `- migrations: ${r.migrations} of ${MIGRATIONS}, failures: ${r.failures.length ? r.failures.join('; ') : 'none'}`,
     `- growth: ${r.growth.length ? r.growth.join('; ') : 'none'}`,
+    `- agent RSS (MiB) every 20 migrations: a ${trend('a')}; b ${trend('b')}`,
     `- client: ${r.probe.replies} replies, ${r.probe.errors} errors, ${r.probe.resets} resets, longest gap ${fmt(r.probe.maxGapMs)} ms`,
     `- freeze: median ${fmt(median(r.freezeMs))} ms; a migration's total time: median ${fmt(median(r.totalMs))} ms; the soak took ${fmt(r.wallMs / 60_000, 1)} min`,
     '',
