@@ -4,6 +4,7 @@
 // most. `make test` runs 20 migrations (test/integration/soak.test.ts), `ferry bench soak` 200 and writes the
 // figures into docs/reliability.md's "## Soak".
 import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ClusterClients } from '../src/api/cluster-clients.ts';
 import type { StrategyName } from '../src/api/types.ts';
 import { table } from '../src/core/table.ts';
@@ -88,11 +89,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       for (let i = 0; i < o.migrations; i++) {
         const [from, to] = i % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
         const strategy = o.strategies[i % o.strategies.length]!;
-        const rep = await ctx.client(from!).migrate('soak', { to: ctx.host(to!), strategy });
+        const what = `migration ${i + 1} (${strategy}, ${from} -> ${to})`;
+        // a failure ends the loop but not the soak: what the agents hold is still counted and reported
+        const rep = await ctx
+          .client(from!)
+          .migrate('soak', { to: ctx.host(to!), strategy })
+          .catch(async (err: Error) => {
+            failures.push(`${what}: ${err.message}; ${await agentLogTails(o.tb)}`);
+            return undefined;
+          });
+        if (!rep) break;
         if (!rep.ok) {
-          failures.push(
-            `migration ${i + 1} (${strategy}, ${from} -> ${to}): ${rep.error?.code} ${rep.error?.message}`,
-          );
+          failures.push(`${what}: ${rep.error?.code} ${rep.error?.message}`);
           break;
         }
         freezeMs.push(rep.freezeMs);
@@ -131,6 +139,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   } finally {
     ctx.close();
   }
+}
+
+/** The last warnings and errors of each agent's log, for a failure's report (the testbed goes after the soak). */
+async function agentLogTails(tb: TestbedState): Promise<string> {
+  const out: string[] = [];
+  for (const h of tb.hosts) {
+    const lines = (await readFile(join(tb.dir, 'hosts', h.name, 'agent.log'), 'utf8').catch(() => ''))
+      .split('\n')
+      .filter((l) => /"level":(40|50|60)/.test(l))
+      .slice(-3);
+    out.push(`${h.name}'s log: ${lines.length ? lines.join(' | ') : 'no warnings'}`);
+  }
+  return out.join('; ');
 }
 
 /**
