@@ -4,6 +4,7 @@
 // most. `make test` runs 20 migrations (test/integration/soak.test.ts), `ferry bench soak` 200 and writes the
 // figures into docs/reliability.md's "## Soak".
 import { readFile, writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ClusterClients } from '../src/api/cluster-clients.ts';
 import type { StrategyName } from '../src/api/types.ts';
@@ -198,6 +199,7 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
   const deps = { runner, ferryArgv: o.ferryArgv };
   const log = (m: string) => process.stderr.write(`${m}\n`);
   await testbedDown('bsoak', deps).catch(() => {});
+  const load = loadavg();
   const tb = await testbedUp({ name: 'bsoak', hosts: ['a', 'b'] }, deps);
   let r: SoakResult;
   try {
@@ -220,8 +222,9 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
   const body = [
     SECTION,
     '',
-    `\`ferry bench soak\` (${new Date().toISOString().slice(0, 10)}): Redis with one client connection (\`ferry probe`,
-    `redis\`, a request every 2 ms), migrated a → b → a … ${r.migrations} times, cold, pre-copy and post-copy in turn.`,
+    `\`ferry bench soak\` (${new Date().toISOString().slice(0, 10)}): Redis with one client connection`,
+    `(\`ferry probe redis\`, a request every 2 ms), migrated a → b → a … ${r.migrations} times, cold, pre-copy and`,
+    'post-copy in turn.',
     `Everything the agents hold is counted after ${WARMUP} migrations (the warm-up: an agent's RSS climbs for its first`,
     'twenty or so, V8 compiling code, with no object left behind) and again at the end, with Redis on host a both',
     "times: each agent's open file descriptors, threads, the testbed's mounts in its `/proc/PID/mountinfo`, and RSS;",
@@ -239,6 +242,7 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
     `- growth: ${r.growth.length ? r.growth.join('; ') : 'none'}`,
     `- agent RSS (MiB) every 20 migrations: a ${trend('a')}; b ${trend('b')}`,
     `- client: ${r.probe.replies} replies, ${r.probe.errors} errors, ${r.probe.resets} resets, longest gap ${fmt(r.probe.maxGapMs)} ms`,
+    `- machine: ${cpus().length} cores, load average (1 min) ${load[0]!.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end (freeze and gap figures are as slow as the machine was busy)`,
     `- freeze: median ${fmt(median(r.freezeMs))} ms; a migration's total time: median ${fmt(median(r.totalMs))} ms; the soak took ${fmt(r.wallMs / 60_000, 1)} min`,
     '',
   ].join('\n');
