@@ -2,20 +2,26 @@
 // Over 400 lines because it is the one table of every command, its options and help texts (what the help test
 // holds to the code); each action only parses and hands over to the command's own module.
 import { realpathSync } from 'node:fs';
+import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
+import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
 import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
-/** How to start this CLI again (agents are started by the testbed with the same node and flags). */
+/**
+ * How to start this CLI again (agents are started by the testbed with the same node and flags). The single
+ * executable is Node and ferry in one file: its own path is the whole command.
+ */
 export function ferryArgv(): string[] {
+  if (isSea()) return [process.execPath];
   const main = realpathSync(fileURLToPath(import.meta.url));
   return [process.execPath, ...process.execArgv, main];
 }
@@ -66,6 +72,11 @@ export function buildProgram(): Command {
       '--cluster <file>',
       'cluster file (default: $FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces); ' +
         'commands say on stderr which cluster they act on unless --cluster names it',
+    )
+    .version(
+      versionLine(),
+      '-V, --version',
+      'print the version, the commit it was built from and how it runs',
     )
     .showHelpAfterError()
     .exitOverride();
@@ -491,6 +502,7 @@ export async function main(argv = process.argv): Promise<void> {
   }
 }
 
-if (realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
-  await main();
+// not a top-level await: the single executable's bundle is CommonJS (scripts/dist.sh)
+if (isSea() || realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
+  void main();
 }
