@@ -39,6 +39,7 @@ const READS: Record<string, readonly string[]> = {
     'controller',
     'default',
     'bundlePolicy',
+    'ssh',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),

@@ -101,6 +101,10 @@ export function buildProgram(): Command {
       '--bundle-policy <json>',
       'exceptions to every agent\'s bundle policy, e.g. \'{"allowMounts":["/usr"]}\' (docs/bundle-policy.md)',
     )
+    .option(
+      '--ssh',
+      "also run an OpenSSH server on every host (root by key; keys, known_hosts and an ssh_config made under the testbed's directory; ssh -F CONFIG HOST)",
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
   tb.command('down')
