@@ -28,7 +28,8 @@ export function buildInfo(): BuildInfo {
 }
 
 export function versionLine(b: BuildInfo = buildInfo()): string {
-  return `ferry ${b.version} (commit ${b.commit}, ${b.kind}, node ${process.versions.node})`;
+  const how = b.kind === 'node' ? 'on node' : 'single executable with node';
+  return `ferry ${b.version} (commit ${b.commit}, ${how} ${process.versions.node})`;
 }
 
 /** The commit the checkout at `repo` is on, read from .git (a worktree's .git is a file naming its gitdir). */

@@ -58,7 +58,7 @@ const READS: Record<string, readonly string[]> = {
     'threshold',
     'maxRounds',
   ),
-  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
+  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
     'cluster',
     'json',

@@ -265,7 +265,15 @@ export function buildProgram(): Command {
   program
     .command('check')
     .description('what this host (or --host) can do, and which strategies work')
-    .option('--host <host>', "ask this host's agent instead of checking locally")
+    .option(
+      '--host <host>',
+      "ask this host's agent instead of checking locally; or ssh://[user@]host[:port], a host with no agent: " +
+        "ferry copies its single executable there when it is missing or of another build (verified by SHA-256, into the remote user's ~/.cache/ferry/bin) and runs the check with it",
+    )
+    .option(
+      '--ssh-config <file>',
+      'for ssh:// hosts: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 

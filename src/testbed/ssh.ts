@@ -84,6 +84,8 @@ export function serverConfig(
     'AllowTcpForwarding yes\n' +
     'PrintMotd no\n' +
     'Subsystem sftp internal-sftp\n' +
+    // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) apart
+    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')}\n` +
     'LogLevel VERBOSE\n'
   );
 }
