@@ -56,7 +56,13 @@ export async function startAgent(
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
-  const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
+  const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
+  const runc = new Runc(runner, {
+    root: paths.runcRoot,
+    runcPath: cfg.runcPath,
+    criuPath: cfg.criuPath,
+    faults,
+  });
   const criu = new Criu(runner, cfg.criuPath);
   const network = new ContainerNetwork(runner, cfg.network);
   const host = new ContainerHost({
@@ -79,9 +85,8 @@ export async function startAgent(
   }));
   log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
-  const faults = new Faults(cfg.faults);
   const incoming = new IncomingMigrations(host, log, {
-    faults: cfg.faults,
+    faults,
     lazyPages: (o) => criu.lazyPages(o),
     commitDeadlineMs: cfg.deadlines.commitMs,
     deadMan: (name, images, cutOff) =>
