@@ -104,7 +104,8 @@ export async function startAgent(
   // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
   // connections of the last one
   const clients = new ClientPool(tls);
-  const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
+  const peerFor = (ep: Endpoint) =>
+    new HttpDestinationPeer(clients.agent(ep, { stallMs: cfg.deadlines.stallMs }));
   const journalDir = join(paths.stateDir, 'journal');
   await mkdir(journalDir, { recursive: true, mode: 0o700 });
   const journal = new MigrationJournal(journalDir);
@@ -206,6 +207,7 @@ export async function startAgent(
       log,
       version: VERSION,
       certificateExpires: own.notAfter,
+      stallMs: cfg.deadlines.stallMs,
     },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );

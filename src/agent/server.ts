@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import {
@@ -62,6 +63,8 @@ export interface AgentDeps {
   version: string;
   /** When this agent's own certificate expires (reported by /v1/health). */
   certificateExpires?: Date;
+  /** A stream from a source that makes no progress this long is cut (deadlines.stallMs): a dead link frees it. */
+  stallMs?: number;
 }
 
 export interface ServerOptions {
@@ -112,6 +115,18 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   const ITS_SOURCE = {
     ...PEER,
     claimedPeer: (req: { params: unknown }) => incoming.sourceOf((req.params as { id: string }).id),
+  };
+  /** A stream from the source that stalls (its link cut) ends with an error instead of holding its files open. */
+  const stallGuard = (raw: IncomingMessage): void => {
+    const ms = deps.stallMs;
+    if (ms === undefined) return;
+    raw.setTimeout(ms, () =>
+      raw.destroy(
+        new FerryError('FERRY_E_PEER_TIMEOUT', `the source's stream made no progress for ${ms} ms`, {
+          phase: 'transfer',
+        }),
+      ),
+    );
   };
 
   app.get(
@@ -354,6 +369,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     '/v1/incoming/:id/:part',
     { config: ITS_SOURCE, schema: { params: PartParams, querystring: PartQuery } },
     async (req) => {
+      stallGuard(req.raw);
       const opts = { update: req.query.update === '1' };
       const enc = req.headers['content-encoding'];
       if (enc === undefined || enc === 'identity')
@@ -369,6 +385,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     '/v1/incoming/:id/range',
     { config: ITS_SOURCE, schema: { params: IdParams, querystring: RangeQuery } },
     async (req) => {
+      stallGuard(req.raw);
       const q = req.query;
       return incoming.receiveRange(
         req.params.id,
@@ -378,9 +395,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       );
     },
   );
-  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
-    incoming.receiveBlocks(req.params.id, req.raw),
-  );
+  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) => {
+    stallGuard(req.raw);
+    return incoming.receiveBlocks(req.params.id, req.raw);
+  });
   app.post(
     '/v1/incoming/:id/restore',
     { config: ITS_SOURCE, schema: { params: IdParams, body: RestoreBody } },

@@ -37,6 +37,11 @@ const REMOVE_TIMEOUT_MS = 60_000;
 const PART_TIMEOUT_MS = 120_000;
 
 export class AgentClient extends HttpsClient {
+  /** A stream between agents fails once it makes no progress for the stall timeout (without one: a long limit). */
+  private partTimeoutMs(): number {
+    return this.stallMs ?? PART_TIMEOUT_MS;
+  }
+
   health(opts: { timeoutMs?: number } = {}): Promise<AgentHealth> {
     return this.request('GET', '/v1/health', opts);
   }
@@ -116,7 +121,7 @@ export class AgentClient extends HttpsClient {
       })(),
     );
     const t0 = performance.now();
-    await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: 30_000 });
+    await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: this.stallMs ?? 30_000 });
     return (bytes / Math.max(1, performance.now() - t0)) * 1000;
   }
 
@@ -208,10 +213,10 @@ export class AgentClient extends HttpsClient {
       return this.request('PUT', path, {
         body: body.pipe(z),
         headers: { 'content-encoding': 'zstd' },
-        timeoutMs: PART_TIMEOUT_MS,
+        timeoutMs: this.partTimeoutMs(),
       });
     }
-    return this.request('PUT', path, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', path, { body, timeoutMs: this.partTimeoutMs() });
   }
 
   /** One range of a large image file; the destination answers with the CRC-32 it computed. */
@@ -228,15 +233,21 @@ export class AgentClient extends HttpsClient {
       total: String(r.total),
       ...(opts.sparse ? { sparse: '1' } : {}),
     });
-    return this.request('PUT', `/v1/incoming/${seg(id)}/range?${q}`, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', `/v1/incoming/${seg(id)}/range?${q}`, {
+      body,
+      timeoutMs: this.partTimeoutMs(),
+    });
   }
 
   sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {
-    return this.request('PUT', `/v1/incoming/${seg(id)}/blocks`, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', `/v1/incoming/${seg(id)}/blocks`, { body, timeoutMs: this.partTimeoutMs() });
   }
 
   restoreIncoming(id: string, opts: RestoreOptions): Promise<RestoreResult> {
-    return this.request('POST', `/v1/incoming/${seg(id)}/restore`, { json: opts, timeoutMs: 600_000 });
+    return this.request('POST', `/v1/incoming/${seg(id)}/restore`, {
+      json: opts,
+      timeoutMs: 600_000,
+    });
   }
 
   /** Post-copy: waits until every page arrived (or the lazy-pages daemon failed). */
@@ -251,7 +262,7 @@ export class AgentClient extends HttpsClient {
   /** Where the destination stands on a migration (committed, uncommitted, unknown); a short timeout: it only reads. */
   async incomingStatus(id: string): Promise<IncomingState> {
     const r: { state: IncomingState } = await this.request('GET', `/v1/incoming/${seg(id)}/status`, {
-      timeoutMs: 5000,
+      timeoutMs: Math.min(5000, this.stallMs ?? 5000),
     });
     return r.state;
   }

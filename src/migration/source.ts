@@ -129,6 +129,8 @@ export class MigrationSource {
           // in doubt: the entry stays (at commit-sent) and is settled once the destination answers
           if (rb.action === 'in-doubt') journal.unsettled();
           else await journal.done();
+          // a destination that could not be reached keeps its reservation until it hears the abort
+          if (rb.action !== 'in-doubt' && !rb.destinationCleaned) void this.abortLater(peer, id);
           const state = rb.sourceRunning
             ? `rolled back: ${req.name} is running on ${this.host.hostName}`
             : rb.action === 'in-doubt'
@@ -365,6 +367,25 @@ export class MigrationSource {
     });
   }
 
+  /**
+   * Repeats the abort of a destination that could not be reached during the rollback, until it answers (its link is
+   * back, or its restarted agent, which drops what it had not committed, answers that it knows nothing).
+   */
+  private async abortLater(peer: DestinationPeer, id: string): Promise<void> {
+    const until = Date.now() + ABORT_LATER_MS;
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, this.statusRetryMs).unref());
+      try {
+        await peer.abort(id);
+        this.log.info({ migration: id, peer: peer.name }, 'destination aborted after its link came back');
+        return;
+      } catch {
+        // not yet
+      }
+    }
+    this.log.warn({ migration: id, peer: peer.name }, 'destination never answered the abort');
+  }
+
   /** This migration's journal entry, written step by step; a no-op without a journal or a known endpoint. */
   private journalFor(id: string, container: string, peer: DestinationPeer): StepJournal {
     const journal = this.journal;
@@ -420,4 +441,6 @@ interface StepJournal {
 }
 
 const COMMIT_STATUS_ATTEMPTS = 5;
+/** How long a rollback keeps asking an unreachable destination to abort, in the background. */
+const ABORT_LATER_MS = 30 * 60_000;
 const COMMIT_STATUS_RETRY_MS = 1000;
