@@ -34,6 +34,7 @@ import { Runc } from '../runtime/runc.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { MigrationStatuses } from './migrations.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
@@ -202,6 +203,7 @@ export async function startAgent(
       restores,
       incoming,
       source,
+      statuses: new MigrationStatuses(),
       capabilities,
       peerFor,
       log,

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import { MIGRATE_HEARTBEAT_MS } from '../api/agent-client.ts';
 import {
   type ApiServerOptions,
   buildApiServer,
@@ -43,6 +44,7 @@ import type { Uploads } from '../host/uploads.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
 import type { DestinationPeer } from '../migration/types.ts';
+import { MigrationStatuses } from './migrations.ts';
 import type { Held, Reservations } from './reservations.ts';
 
 export interface AgentDeps {
@@ -57,6 +59,8 @@ export interface AgentDeps {
   restores: ArchiveRestores;
   incoming: IncomingMigrations;
   source: MigrationSource;
+  /** The migrations run here as their source, for callers that lost their stream (GET /v1/migrations/:id). */
+  statuses?: MigrationStatuses;
   capabilities: () => Promise<CapabilitiesReport>;
   peerFor: (ep: Endpoint) => DestinationPeer;
   log: Logger;
@@ -111,6 +115,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     ...(opts.peerCertificate ? { peerCertificate: opts.peerCertificate } : {}),
   });
   const { host, incoming } = deps;
+  const statuses = deps.statuses ?? new MigrationStatuses();
   /** A migration's later steps: only the source that prepared it (another peer cannot commit or abort it). */
   const ITS_SOURCE = {
     ...PEER,
@@ -267,10 +272,22 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         to: to.name,
         toAddress: to.address,
       };
-      const report = await deps.source.migrate(mreq, peer, emit);
-      emit({ type: 'result', report });
+      const tracked = statuses.track(req.params.name, to.name, emit);
+      // a blank line now and then: the caller tells a quiet phase from a dead link (agent-client.ts)
+      const heartbeat = setInterval(() => {
+        if (!raw.destroyed) raw.write('\n');
+      }, MIGRATE_HEARTBEAT_MS);
+      try {
+        const report = await deps.source.migrate(mreq, peer, tracked);
+        tracked({ type: 'result', report });
+      } finally {
+        clearInterval(heartbeat);
+      }
       raw.end();
     },
+  );
+  app.get('/v1/migrations/:id', { config: USER, schema: { params: IdParams } }, async (req) =>
+    statuses.get(req.params.id),
   );
 
   // ---- checkpoints into an archive (streamed to the caller), restores from one (streamed from it) ----

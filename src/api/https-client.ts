@@ -263,13 +263,28 @@ export class HttpsClient {
   }
 
   /** Reads newline-delimited JSON objects from a streaming response (no timeout: the stream may be long). */
-  async ndjson<T>(method: string, path: string, json: unknown, onObject: (o: T) => void): Promise<void> {
+  async ndjson<T>(
+    method: string,
+    path: string,
+    json: unknown,
+    onObject: (o: T) => void,
+    opts: { idleMs?: number } = {},
+  ): Promise<void> {
     const res = await this.open(method, path, { json, timeoutMs: 0 });
     const status = res.statusCode ?? 0;
     if (status >= 400) throw errorFromBody(await readAll(res), status, this.endpoint.name);
     let buf = '';
     res.setEncoding('utf8');
+    // a server that writes blank lines as a heartbeat: silence past idleMs is a dead link, not a slow phase
+    if (opts.idleMs)
+      res.setTimeout(opts.idleMs, () =>
+        res.destroy(Object.assign(new Error(`no word for ${opts.idleMs} ms`), { code: 'ETIMEDOUT' })),
+      );
     await new Promise<void>((resolve, reject) => {
+      res.on('close', () => {
+        if (!res.complete)
+          reject(this.unreachable(Object.assign(new Error('connection lost'), { code: 'ECONNRESET' }), path));
+      });
       res.on('data', (chunk: string) => {
         buf += chunk;
         let nl = buf.indexOf('\n');

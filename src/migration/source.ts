@@ -87,6 +87,7 @@ export class MigrationSource {
     emit: (e: MigrationEvent) => void,
   ): Promise<MigrationReport> {
     const id = `m${randomBytes(6).toString('hex')}`;
+    emit({ type: 'started', id });
     const started = this.now();
     const report = newReport(req, id, this.host.hostName);
     const runner = new PhaseRunner(report, emit, this.now);
