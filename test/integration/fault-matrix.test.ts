@@ -7,9 +7,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { runMigration } from '../../src/cli/commands.ts';
 import { holdFileName } from '../../src/core/faults.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
-import { startBackground } from '../../src/runtime/exec.ts';
+import { Probe } from '../../src/probe/session.ts';
 import { controlAgent } from '../../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs } from '../../src/workloads/servers.ts';
 import {
@@ -28,7 +29,6 @@ import {
   instancesOf,
   MAIN,
   missingPrerequisite,
-  type ProbeSummary,
   runningInstancesOf,
   skipUnlessReady,
   startBed,
@@ -43,6 +43,8 @@ const only = (process.env['FERRY_MATRIX'] ?? '').split(',').filter(Boolean);
 const selected = (c: Cell) => only.length === 0 || only.includes(c.phase) || only.includes(c.fault);
 
 const nameOf = (i: number) => `fm${i}`;
+/** The container of the reattach test. */
+const REATTACH = 'fmcli';
 
 /** Every fault any cell needs, scoped to its own container: one agent config carries them all. */
 function faultList(): string {
@@ -56,6 +58,7 @@ function faultList(): string {
     }
     out.push(`hold-at:${PHASE_SETUP[c.phase].point}@${name}`);
   });
+  out.push(`hold-at:source:transfer@${REATTACH}`);
   return out.join(',');
 }
 
@@ -73,6 +76,18 @@ function cliProcess(bed: Bed, args: string[]) {
     child.on('close', (code) => resolve({ code, stdout })),
   );
   return { child, done };
+}
+
+/** The migration as `ferry migrate --json` runs it, in this process: its report as the CLI would print it. */
+function inProcess(bed: Bed, name: string, strategy: 'cold' | 'precopy' | 'postcopy') {
+  const done = runMigration(bed.ctx, name, 'b', { strategy }, () => {}).then(
+    (report) => ({ code: report.ok ? 0 : 1, stdout: JSON.stringify(report) }),
+    (err: Error) => ({
+      code: 1,
+      stdout: JSON.stringify({ ok: false, error: { code: (err as { code?: string }).code } }),
+    }),
+  );
+  return { child: undefined as ReturnType<typeof spawn> | undefined, done };
 }
 
 function netnsOf(bed: Bed, host: string): string {
@@ -112,20 +127,6 @@ function tmpfs(bed: Bed, full: boolean): void {
   }
 }
 
-function startProbe(bed: Bed, target: string) {
-  const p = startBackground([...FERRY_ARGV, 'probe', 'tcp', target, '--interval', '20', '--json'], bed.env);
-  return {
-    async stop(): Promise<ProbeSummary> {
-      const out = await p.stop('SIGINT');
-      try {
-        return JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
-      } catch {
-        throw new Error(`probe printed no result: ${out.stdout}\n${out.stderr}`);
-      }
-    },
-  };
-}
-
 /** SIGKILLs the process groups of the processes whose command line holds both texts. */
 function killGroupOf(what: string, where: string): void {
   for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
@@ -155,7 +156,7 @@ function settled(bed: Bed): string | undefined {
   return undefined;
 }
 
-async function runCell(bed: Bed, cell: Cell, i: number): Promise<string> {
+async function runCell(bed: Bed, cell: Cell, i: number): Promise<{ detail: string; timing: string }> {
   const c0 = Date.now();
   const marks: string[] = [];
   const name = nameOf(i);
@@ -170,21 +171,19 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<string> {
     ip,
   });
   await waitForPort(ip, 7000);
-  const probe = startProbe(bed, `${ip}:7000`);
-  const netns = `/run/netns/${bed.state.prefix}-a-c-${name}`;
-  await waitFor(
-    "the client's connection",
-    () =>
-      execFileSync('nsenter', [`--net=${netns}`, 'ss', '-Htn', 'state', 'established', '( sport = :7000 )'], {
-        encoding: 'utf8',
-      }).includes(bed.state.client.address) || undefined,
-    20_000,
-  );
+  // a real client on one TCP connection, from the root namespace across the LAN bridge
+  const probe = new Probe({ kind: 'tcp', host: ip, port: 7000, intervalMs: 20 });
+  await probe.start();
   marks.push(`client ${Date.now() - c0}`);
-  const migrating = cliProcess(bed, ['migrate', name, '--to', 'b', '--strategy', setup.strategy, '--json']);
+  // the CLI when it is the one killed; otherwise its code in this process (one node start less per cell)
+  const migrating =
+    cell.fault === 'cli-killed'
+      ? cliProcess(bed, ['migrate', name, '--to', 'b', '--strategy', setup.strategy, '--json'])
+      : inProcess(bed, name, setup.strategy);
   const holdHost = setup.point.startsWith('dest:') ? 'b' : 'a';
   const hold = join(hostDir(bed, holdHost), 'faults', holdFileName(setup.point, name));
   const killed: string[] = [];
+  let probeStopped = false;
   let linkCut = false;
   let full = false;
   try {
@@ -208,7 +207,7 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<string> {
           full = true;
           break;
         case 'cli-killed':
-          migrating.child.kill('SIGKILL');
+          migrating.child?.kill('SIGKILL');
           break;
         case 'criu-fail':
           // post-copy's page server is the CRIU of the source's lazy dump, in the process group of its runc
@@ -259,17 +258,21 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<string> {
     marks.push(`settled ${Date.now() - c0}`);
     await new Promise((res) => setTimeout(res, 500));
     const res = await probe.stop();
+    probeStopped = true;
     assert.equal(res.resets, 0, `the client connection was not reset: ${JSON.stringify(res).slice(0, 400)}`);
     assert.equal(res.serverValues?.continuous, true, 'the same server answered the client, its state intact');
     await bed.ctx.client(where).remove(name);
     const outcome = report ? (report.ok ? 'ok' : (report.error?.code ?? 'failed')) : 'no report (CLI killed)';
-    return `${outcome}; runs once on ${where}; client kept its connection (${res.replies} replies, longest gap ${Math.round(res.maxGapMs)} ms) [${marks.join(', ')}]`;
+    return {
+      detail: `${outcome}; runs once on ${where}; its client kept its connection (${res.replies} replies, longest gap ${Math.round(res.maxGapMs)} ms)`,
+      timing: marks.join(', '),
+    };
   } finally {
     rmSync(hold, { force: true });
     if (linkCut) link(bed, true);
     if (full) tmpfs(bed, false);
-    migrating.child.kill('SIGKILL');
-    await probe.stop().catch(() => undefined);
+    migrating.child?.kill('SIGKILL');
+    if (!probeStopped) await probe.stop().catch(() => undefined);
   }
 }
 
@@ -306,9 +309,9 @@ for (const [i, cell] of CELLS.entries()) {
     if (!skipUnlessReady(t) || !bed) return;
     const c0 = Date.now();
     try {
-      const detail = await runCell(bed, cell, i);
+      const { detail, timing } = await runCell(bed, cell, i);
       results.push({ cell, outcome: 'pass', detail, ms: Date.now() - c0 });
-      t.diagnostic(`${Date.now() - c0} ms: ${detail}`);
+      t.diagnostic(`${Date.now() - c0} ms (${timing}): ${detail}`);
     } catch (err) {
       results.push({
         cell,
@@ -328,3 +331,40 @@ for (const [i, cell] of CELLS.entries()) {
     }
   });
 }
+
+test("ferry migrate's own link to the source agent drops: it reattaches and reports the true outcome", async (t) => {
+  if (!skipUnlessReady(t) || !bed) return;
+  const b = bed;
+  const ip = `${b.state.subnet}.140`;
+  await b.ctx
+    .client('a')
+    .create({ name: REATTACH, command: pythonArgs(LINE_COUNTER_PY, 7000), net: 'own', ip });
+  const migrating = cliProcess(b, ['migrate', REATTACH, '--to', 'b', '--strategy', 'cold', '--json']);
+  const hold = join(hostDir(b, 'a'), 'faults', holdFileName('source:transfer', REATTACH));
+  await waitFor('the migration held in its transfer', () => existsSync(hold) || undefined, 60_000);
+  // the CLI's connections to a (from the LAN bridge's address) are reset from now on
+  const ns = `--net=/run/netns/${netnsOf(b, 'a')}`;
+  const rule = ['INPUT', '-s', b.state.bridgeAddress, '-p', 'tcp', '--dport', '7470', '-j', 'REJECT'];
+  const reset = [...rule, '--reject-with', 'tcp-reset'];
+  execFileSync('nsenter', [ns, 'iptables', '-I', ...reset]);
+  try {
+    rmSync(hold);
+    // the migration ends without its caller; the caller comes back afterwards
+    await waitFor(
+      `${REATTACH} running on b`,
+      async () => {
+        const c = (await b.ctx.client('b').containers()).find((x) => x.name === REATTACH);
+        return c?.status === 'running' || undefined;
+      },
+      60_000,
+    );
+  } finally {
+    execFileSync('nsenter', [ns, 'iptables', '-D', ...reset]);
+  }
+  const m = await migrating.done;
+  assert.equal(m.code, 0, m.stdout);
+  const report = JSON.parse(m.stdout) as MigrationReport;
+  assert.equal(report.ok, true);
+  assert.equal((await containers(b)).find((c) => c.name === REATTACH)?.host, 'b');
+  await b.ctx.client('b').remove(REATTACH);
+});
