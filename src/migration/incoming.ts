@@ -261,7 +261,11 @@ export class IncomingMigration {
     await this.moveTo('restored');
     await faults.reach('dest:restored', name);
     if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
-    const stats = await readStats(join(images, 'stats-restore'));
+    // (figures only: a stats file CRIU could not finish, its tmpfs full, must not fail a restore that worked)
+    const stats = await readStats(join(images, 'stats-restore')).catch((err: Error) => {
+      log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
+      return undefined;
+    });
     const out: RestoreResult = { pid: st.pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');

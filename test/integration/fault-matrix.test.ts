@@ -39,6 +39,9 @@ import {
 /** Short deadlines so that a cell never waits long for a commit deadline or a stalled link. */
 const DEADLINES = { commitMs: 3000, stallMs: 1500, freezeMs: 15_000, prepareMs: 15_000, roundsMs: 15_000 };
 
+/** The longest a link stays cut (a migration that cannot end without it gets it back then). */
+const LINK_DOWN_MS = 10_000;
+
 const only = (process.env['FERRY_MATRIX'] ?? '').split(',').filter(Boolean);
 const selected = (c: Cell) => only.length === 0 || only.includes(c.phase) || only.includes(c.fault);
 
@@ -220,7 +223,14 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<{ detail: strin
       for (const h of killed) await controlAgent(bed.name, 'start', h, agentDeps(bed));
       marks.push(`restarted ${Date.now() - c0}`);
     }
-    // (bounded: post-copy after the commit may wait for pages a cut link never carries)
+    // a cut link comes back once the migration has ended, or after LINK_DOWN_MS (post-copy after the commit cannot
+    // end without it): long past the stall timeout either way
+    if (linkCut) {
+      await Promise.race([migrating.done, new Promise((res) => setTimeout(res, LINK_DOWN_MS))]);
+      link(bed, true);
+      linkCut = false;
+    }
+    // (bounded: a cell that the code cannot pass yet must not stop the others)
     const m = await Promise.race([
       migrating.done,
       new Promise<{ code: null; stdout: string }>((res) =>
@@ -234,8 +244,6 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<{ detail: strin
     } catch {
       report = undefined; // the CLI (or the source agent it talked to) was killed
     }
-    if (linkCut) link(bed, true);
-    linkCut = false;
     if (full) tmpfs(bed, false);
     full = false;
     const want = cell.expect === 'source' ? 'a' : 'b';
@@ -256,7 +264,10 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<{ detail: strin
     });
     assert.equal(where, want, `${name} runs on ${where}, expected ${want}`);
     marks.push(`settled ${Date.now() - c0}`);
-    await new Promise((res) => setTimeout(res, 500));
+    // the connection itself answers again (its TCP may first back off over the outage)
+    const before = probe.replies;
+    await waitFor('replies on the same connection', () => probe.replies > before + 3 || undefined, 30_000);
+    marks.push(`answered ${Date.now() - c0}`);
     const res = await probe.stop();
     probeStopped = true;
     assert.equal(res.resets, 0, `the client connection was not reset: ${JSON.stringify(res).slice(0, 400)}`);
