@@ -195,6 +195,8 @@ export async function runTest(
   const dir = join(h.workDir, name);
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
+  /** Where the run is, for a HANG's reason: which step the time limit cut short. */
+  let stage = 'start';
   const done = (outcome: Outcome, reason?: string): TestResult => ({
     outcome,
     ...(reason ? { reason } : {}),
@@ -227,6 +229,7 @@ export async function runTest(
     }
     if (testPid === undefined) throw new Hang('no pidfile');
     if (strategy) {
+      stage = `ferry migrate --strategy ${strategy}`;
       const m = await ferry(
         h,
         ['migrate', name, '--to', h.to, '--strategy', strategy, '--json'],
@@ -250,6 +253,7 @@ export async function runTest(
       const out = await readFile(inContainer(init, `${test}.out`), 'utf8').catch(() => '');
       return done('FAIL', `the test died before SIGTERM${out ? ` (${verdict(out).reason})` : ''}`);
     }
+    stage = 'the test, after SIGTERM';
     process.kill(pid, 'SIGTERM');
     while (await alive(pid)) {
       if (ac.signal.aborted) throw new Hang('no exit after SIGTERM');
@@ -260,7 +264,8 @@ export async function runTest(
     if (refused) return v.pass ? done('REFUSED', refused) : done('FAIL', `${v.reason} (after: ${refused})`);
     return v.pass ? done('PASS') : done('FAIL', v.reason);
   } catch (err) {
-    if (err instanceof Hang || ac.signal.aborted) return done('HANG', `time limit ${timeoutMs / 1000} s`);
+    if (err instanceof Hang || ac.signal.aborted)
+      return done('HANG', `time limit ${timeoutMs / 1000} s, in ${stage}`);
     return done('FAIL', `harness: ${(err as Error).message}`);
   } finally {
     clearTimeout(timer);
