@@ -10,8 +10,10 @@ import { type Suite, startCommand, type TestDesc } from './zdtm-suite.ts';
 /**
  * REFUSED: ferry refused the migration before the freeze (FERRY_E_CONTAINER_UNMOVABLE) and the test, left
  * running on the source, still passed: what the issue of a process CRIU cannot move should look like.
+ * ROLLBACK: the migration failed inside the freeze (CRIU's dump or restore), ferry rolled it back, and the test,
+ * thawed on the source, still passed: nothing was lost, but /proc could not tell beforehand.
  */
-export type Outcome = 'PASS' | 'FAIL' | 'HANG' | 'REFUSED';
+export type Outcome = 'PASS' | 'FAIL' | 'HANG' | 'REFUSED' | 'ROLLBACK';
 
 export interface TestResult {
   outcome: Outcome;
@@ -103,11 +105,23 @@ function lastJson<T>(stdout: string): T | undefined {
   }
 }
 
-/** The container's init pid on the host, from `ferry ps`. */
-async function initPid(h: Harness, name: string, signal: AbortSignal): Promise<number | undefined> {
+/** The container as `ferry ps` lists it (on any host): its status and its init pid on the host. */
+async function listed(
+  h: Harness,
+  name: string,
+  signal: AbortSignal,
+): Promise<{ status?: string; pid?: number; copies: number }> {
   const r = await ferry(h, ['ps', '--json'], signal);
-  const rows = lastJson<{ name: string; pid?: number; status: string }[]>(r.stdout) ?? [];
-  return rows.find((c) => c.name === name && c.status === 'running')?.pid;
+  const rows = (lastJson<{ name: string; pid?: number; status: string }[]>(r.stdout) ?? []).filter(
+    (c) => c.name === name,
+  );
+  return { ...rows[0], copies: rows.length };
+}
+
+/** The container's init pid on the host, from `ferry ps`, while it runs. */
+async function initPid(h: Harness, name: string, signal: AbortSignal): Promise<number | undefined> {
+  const c = await listed(h, name, signal);
+  return c.status === 'running' ? c.pid : undefined;
 }
 
 /** Host pid of the process whose pid is `nsPid` inside the pid namespace of `init` (from /proc NSpid). */
@@ -215,6 +229,7 @@ export async function runTest(
     if (!init) return done('FAIL', 'ferry run: no init pid');
     let testPid: number | undefined;
     let refused: string | undefined;
+    let rolledBack: string | undefined;
     while (!ac.signal.aborted) {
       const text = await readFile(inContainer(init, `${test}.pid`), 'utf8').catch(() => '');
       if (text.trim()) {
@@ -238,11 +253,15 @@ export async function runTest(
       );
       if (m.code !== 0) {
         const why = migrationReason(m.stdout, m.stderr);
-        if (!/FERRY_E_CONTAINER_UNMOVABLE/.test(why)) return done('FAIL', why);
-        // refused before the freeze: the container must run on, untouched, on the source
-        refused = why;
-        if ((await initPid(h, name, ac.signal)) !== init)
-          return done('FAIL', `refused, but the container is no longer running on ${h.from}: ${why}`);
+        // refused before the freeze, or rolled back: either way the container must run on the source, as it was
+        const now = await listed(h, name, ac.signal);
+        if (now.status !== 'running' || now.pid !== init || now.copies !== 1)
+          return done(
+            'FAIL',
+            `${why}; ROLLBACK FAILED: the container is ${now.status ?? 'gone'}${now.pid !== init ? ' (another copy)' : ''}${now.copies > 1 ? `, listed ${now.copies} times` : ''}`,
+          );
+        if (/FERRY_E_CONTAINER_UNMOVABLE/.test(why)) refused = why;
+        else rolledBack = why;
       } else {
         init = await initPid(h, name, ac.signal);
         if (!init) return done('FAIL', 'after migration: the container is not running');
@@ -262,6 +281,10 @@ export async function runTest(
     const out = await readFile(inContainer(init, `${test}.out`), 'utf8').catch(() => '');
     const v = verdict(out);
     if (refused) return v.pass ? done('REFUSED', refused) : done('FAIL', `${v.reason} (after: ${refused})`);
+    if (rolledBack)
+      return v.pass
+        ? done('ROLLBACK', rolledBack)
+        : done('FAIL', `${v.reason} (after rollback: ${rolledBack})`);
     return v.pass ? done('PASS') : done('FAIL', v.reason);
   } catch (err) {
     if (err instanceof Hang || ac.signal.aborted)
