@@ -1,6 +1,7 @@
 // The rules of the /proc scan (proc-scan.ts) on what a container's tasks hold open: a corked UDP socket, a
-// loopback TCP connection with full buffers, a lease on a file with content. Each is one of CRIU's refusals, or a step of ferry's own that would break the
-// container, read from /proc before anything is frozen.
+// loopback TCP connection with full buffers, connections in flight on a listening socket, a lease on a file with
+// content. Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
+// /proc before anything is frozen.
 import { type ProcFs, type ProcTask, type Unmovable, who } from './proc-fs.ts';
 
 /** Socket inode -> the container's tasks holding it, from /proc/PID/fd. */
@@ -143,6 +144,32 @@ export function showTcpAddress(hex: string): string {
   return `[${groups.join(':')}]:${p}`;
 }
 
+/** A row of /proc/PID/net/tcp or tcp6: addresses as printed, state, receive queue, inode. */
+interface TcpRow {
+  local: string;
+  remote: string;
+  state: string;
+  /** Bytes unread; for a listening socket, the connections waiting to be accepted. */
+  rx: number;
+  inode: number;
+}
+
+async function tcpRows(fs: ProcFs, init: number, root: string): Promise<TcpRow[]> {
+  const rows: TcpRow[] = [];
+  for (const f of ['tcp', 'tcp6']) {
+    const text = await fs.readFile(`${root}/${init}/net/${f}`);
+    for (const line of (text ?? '').split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      const rx = Number.parseInt(c[4]!.split(':')[1] ?? '0', 16);
+      rows.push({ local: c[1]!, remote: c[2]!, state: c[3]!, rx, inode: Number(c[9]) });
+    }
+  }
+  return rows;
+}
+
+const TCP_LISTEN = '0A';
+
 /**
  * A TCP connection with both ends in the container (over loopback or to its own address) and a receive queue
  * of at least LOOPBACK_TCP_QUEUE_LIMIT bytes: a reader that has stopped reading, its peer's send queue full
@@ -159,17 +186,7 @@ export async function loopbackTcpLimits(
   init: number,
   root = '/proc',
 ): Promise<Unmovable[]> {
-  type Row = { local: string; remote: string; rx: number; inode: number };
-  const rows: Row[] = [];
-  for (const f of ['tcp', 'tcp6']) {
-    const text = await fs.readFile(`${root}/${init}/net/${f}`);
-    for (const line of (text ?? '').split('\n').slice(1)) {
-      const c = line.trim().split(/\s+/);
-      if (c.length < 10 || c[3] === '0A') continue; // listening sockets have no peer
-      const rx = Number.parseInt(c[4]!.split(':')[1] ?? '0', 16);
-      rows.push({ local: c[1]!, remote: c[2]!, rx, inode: Number(c[9]) });
-    }
-  }
+  const rows = (await tcpRows(fs, init, root)).filter((r) => r.state !== TCP_LISTEN);
   const full = rows.filter((r) => r.rx >= LOOPBACK_TCP_QUEUE_LIMIT);
   if (!full.length) return [];
   const pairs = new Set(rows.map((r) => `${r.local}-${r.remote}`));
@@ -184,6 +201,35 @@ export async function loopbackTcpLimits(
         `its TCP connection ${showTcpAddress(r.local)} <-> ${showTcpAddress(r.remote)} has both ends in the container and ${r.rx} bytes unread: CRIU restores such a connection with full buffers stalled (a restored socket starts with a 536-byte MSS)`,
       ),
     );
+  }
+  return out;
+}
+
+/**
+ * A listening TCP socket with connections the kernel has completed but the program has not accepted yet
+ * (criu/sk-inet.c: "In-flight connection"; /proc/net/tcp gives a listening socket's accept backlog as its
+ * receive queue). CRIU drops them only when told to (--skip-in-flight), which ferry does not pass: each client
+ * believes it is connected. Usually a moment's state: the migration can be tried again.
+ */
+export async function inFlightTcpLimits(
+  fs: ProcFs,
+  tasks: ProcTask[],
+  init: number,
+  root = '/proc',
+): Promise<Unmovable[]> {
+  const waiting = (await tcpRows(fs, init, root)).filter((r) => r.state === TCP_LISTEN && r.rx > 0);
+  if (!waiting.length) return [];
+  const owners = await socketOwners(fs, tasks, root);
+  const out: Unmovable[] = [];
+  for (const r of waiting) {
+    const t = owners.get(r.inode);
+    if (t)
+      out.push(
+        who(
+          t,
+          `its listening TCP socket ${showTcpAddress(r.local)} has ${r.rx} connection(s) not yet accepted: CRIU cannot dump connections in flight`,
+        ),
+      );
   }
   return out;
 }

@@ -92,6 +92,16 @@ describe('scanUnmovable on captured trees', () => {
     );
   });
 
+  it('names a listening socket with a connection not yet accepted (socket-tcp-skip-in-flight)', async () => {
+    const { found } = await scan('tcp-in-flight');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'socket-tcp-skip');
+    assert.match(
+      found[0]!.limit,
+      /listening TCP socket 0\.0\.0\.0:9990 has 1 connection\(s\) not yet accepted/,
+    );
+  });
+
   it('writes /proc/net/tcp addresses as people do', () => {
     assert.equal(showTcpAddress('0100007F:22B0'), '127.0.0.1:8880');
     assert.equal(showTcpAddress('0000000000000000FFFF00000100007F:0050'), '127.0.0.1:80');

@@ -5,7 +5,7 @@
 // The rules on tasks and sessions are here; those on what the tasks hold open are in proc-scan-fds.ts, and the
 // reading of /proc in proc-fs.ts.
 import { hostProcFs, type ProcFs, type ProcTask, readTasks, type Unmovable, who } from './proc-fs.ts';
-import { corkedUdpLimits, leaseLimits, loopbackTcpLimits } from './proc-scan-fds.ts';
+import { corkedUdpLimits, inFlightTcpLimits, leaseLimits, loopbackTcpLimits } from './proc-scan-fds.ts';
 
 export {
   type FileFacts,
@@ -194,6 +194,7 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
     ...taskLimits(tasks, o),
     ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
     ...(await loopbackTcpLimits(fs, tasks, o.init, root)),
+    ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
     ...(await leaseLimits(fs, tasks, root)),
   ];
 }
