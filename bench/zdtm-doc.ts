@@ -55,6 +55,8 @@ export const NOTES: Record<string, string> = {
   'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
   'sk-unix-listen04': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
   sigtrap: "crfail: refused, a pending SIGTRAP (CRIU's parasite code uses SIGTRAP itself)",
+  file_lease02:
+    'refused: leases being broken. CRIU restores such a lease by breaking it again, which sends the test a second lease-break signal it does not expect; CRIU alone (dump and restore on one host, no ferry) fails it the same way',
   ptrace_sig: 'crfail: refused, a traced task (CRIU seizes every task with ptrace)',
   'socket_udp-corked': 'crfail: refused, a corked UDP socket',
   'socket-tcp-skip-in-flight':

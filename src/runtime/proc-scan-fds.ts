@@ -68,9 +68,12 @@ export async function corkedUdpLimits(
   return out;
 }
 
-/** `maj:min:ino` (hex device numbers, as /proc/locks prints them) of every lease a read would break. */
-export function breakableLeases(locks: string): Set<string> {
-  const out = new Set<string>();
+/**
+ * `maj:min:ino` (device numbers in hex, as /proc/locks prints them) of every lease a read would break: a write
+ * lease (`write`) or any lease already being broken (`breaking`).
+ */
+export function breakableLeases(locks: string): Map<string, 'write' | 'breaking'> {
+  const out = new Map<string, 'write' | 'breaking'>();
   for (const line of locks.split('\n')) {
     // "3: LEASE  ACTIVE    WRITE 1234 fd:01:5678 0 EOF"; "->" lines are waiters, not holders
     const m =
@@ -80,7 +83,10 @@ export function breakableLeases(locks: string): Set<string> {
     if (!m) continue;
     // an active read lease lets readers open the file; a write lease, or any lease being broken, does not
     if (m[1] === 'ACTIVE' && m[2] === 'READ') continue;
-    out.add(`${Number.parseInt(m[3]!, 16)}:${Number.parseInt(m[4]!, 16)}:${m[5]}`);
+    out.set(
+      `${Number.parseInt(m[3]!, 16)}:${Number.parseInt(m[4]!, 16)}:${m[5]}`,
+      m[1] === 'BREAKING' ? 'breaking' : 'write',
+    );
   }
   return out;
 }
@@ -93,10 +99,13 @@ function devKey(dev: bigint, ino: bigint): string {
 }
 
 /**
- * Write leases (fcntl F_SETLEASE) on files with content. CRIU moves leases (--file-locks), but ferry copies the
- * rootfs by reading its files, and opening a file under a write lease (or under any lease being broken) breaks
- * the lease: its holder gets SIGIO, whose default action kills it, and the open waits up to the kernel's
- * lease-break-time. An empty file is sent without being opened, so only files with content stand in the way.
+ * Leases (fcntl F_SETLEASE) CRIU moves (--file-locks) but the migration would break:
+ * - a write lease on a file with content: ferry copies the rootfs by reading its files, and opening a file under
+ *   a write lease breaks the lease (its holder gets SIGIO, whose default action kills it, and the open waits up to
+ *   the kernel's lease-break-time). An empty file is sent without being opened, so it does not stand in the way.
+ * - a lease being broken (a conflicting open has started its break): CRIU restores it by breaking it once more,
+ *   which signals its holder a second time, a lease-break signal for a break it has already been told of. CRIU
+ *   does the same without ferry (zdtm's file_lease02 fails a dump and restore on one host).
  */
 export async function leaseLimits(fs: ProcFs, tasks: ProcTask[], root = '/proc'): Promise<Unmovable[]> {
   if (!fs.stat) return [];
@@ -109,16 +118,27 @@ export async function leaseLimits(fs: ProcFs, tasks: ProcTask[], root = '/proc')
       const link = (await fs.readlink(`${root}/${t.pid}/fd/${fd}`)) ?? '';
       if (!link.startsWith('/')) continue; // sockets, pipes, anonymous inodes
       const st = await fs.stat(`${root}/${t.pid}/fd/${fd}`);
-      if (!st?.isFile || st.size === 0n) continue;
+      if (!st?.isFile) continue;
       const key = devKey(st.dev, st.ino);
-      if (!leased.has(key) || named.has(key)) continue;
-      named.add(key);
-      out.push(
-        who(
-          t,
-          `it holds a write lease on ${link} (${st.size} bytes): ferry copies the rootfs by reading its files, and opening a leased file breaks the lease`,
-        ),
-      );
+      const lease = leased.get(key);
+      if (!lease || named.has(key)) continue;
+      if (lease === 'breaking') {
+        named.add(key);
+        out.push(
+          who(
+            t,
+            `its lease on ${link} is being broken: CRIU restores such a lease by breaking it again, which signals the process a second time`,
+          ),
+        );
+      } else if (st.size > 0n) {
+        named.add(key);
+        out.push(
+          who(
+            t,
+            `it holds a write lease on ${link} (${st.size} bytes): ferry copies the rootfs by reading its files, and opening a leased file breaks the lease`,
+          ),
+        );
+      }
     }
   }
   return out;
