@@ -70,6 +70,11 @@ export const ZDTM_BUNDLE_POLICY = {
 
 const UNPRIVILEGED_ENV = ['ZDTM_UID=18943', 'ZDTM_GID=58467', 'ZDTM_GROUPS=27495 48244'];
 const TEST_DIR = '/zdtm/static';
+/**
+ * How long a test may take to write its pidfile (its setup done) before it is taken as hung. Tests write it
+ * within seconds; one that has not by then would otherwise hold a full run for the whole time limit.
+ */
+const START_LIMIT_MS = 45_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -230,7 +235,10 @@ export async function runTest(
     let testPid: number | undefined;
     let refused: string | undefined;
     let rolledBack: string | undefined;
+    const startBy = Date.now() + Math.min(timeoutMs, START_LIMIT_MS);
     while (!ac.signal.aborted) {
+      if (Date.now() > startBy)
+        return done('HANG', `no pidfile ${Math.min(timeoutMs, START_LIMIT_MS) / 1000} s after the start`);
       const text = await readFile(inContainer(init, `${test}.pid`), 'utf8').catch(() => '');
       if (text.trim()) {
         testPid = Number(text.trim().split('\n')[0]);
