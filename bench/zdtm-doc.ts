@@ -55,6 +55,18 @@ export const NOTES: Record<string, string> = {
   'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
   'sk-unix-listen04': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
   sigtrap: "crfail: refused, a pending SIGTRAP (CRIU's parasite code uses SIGTRAP itself)",
+  ...Object.fromEntries(
+    ['pid00', 'mlock_setuid', 'seccomp_filter'].map((t) => [
+      t,
+      "refused: it changes to another uid, and this host's agent lacks CAP_SYS_RESOURCE, without which CRIU cannot read the rlimits of a process of another uid",
+    ]),
+  ),
+  ...Object.fromEntries(
+    ['stopped', 'stopped01', 'stopped02', 'stopped03', 'stopped04', 'stopped12'].map((t) => [
+      t,
+      'refused: a stopped task (SIGSTOP), around which the cgroup-v1 freezer never completes its freeze',
+    ]),
+  ),
   file_lease02:
     'refused: leases being broken. CRIU restores such a lease by breaking it again, which sends the test a second lease-break signal it does not expect; CRIU alone (dump and restore on one host, no ferry) fails it the same way',
   ptrace_sig: 'crfail: refused, a traced task (CRIU seizes every task with ptrace)',

@@ -262,13 +262,14 @@ export async function runTest(
       if (m.code !== 0) {
         const why = migrationReason(m.stdout, m.stderr);
         // refused before the freeze, or rolled back: either way the container must run on the source, as it was
+        const unmovable = /FERRY_E_CONTAINER_UNMOVABLE/.test(why);
         const now = await listed(h, name, ac.signal);
         if (now.status !== 'running' || now.pid !== init || now.copies !== 1)
           return done(
             'FAIL',
-            `${why}; ROLLBACK FAILED: the container is ${now.status ?? 'gone'}${now.pid !== init ? ' (another copy)' : ''}${now.copies > 1 ? `, listed ${now.copies} times` : ''}`,
+            `${why}; ${unmovable ? 'REFUSED, YET' : 'ROLLBACK FAILED'}: the container is ${now.status ?? 'gone'}${now.pid !== init ? ' (another copy)' : ''}${now.copies > 1 ? `, listed ${now.copies} times` : ''}`,
           );
-        if (/FERRY_E_CONTAINER_UNMOVABLE/.test(why)) refused = why;
+        if (unmovable) refused = why;
         else rolledBack = why;
       } else {
         init = await initPid(h, name, ac.signal);
