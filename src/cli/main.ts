@@ -441,8 +441,8 @@ export function buildProgram(): Command {
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
     .option(
       '--tests <list>',
-      'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
-        'all of them (default: every test zdtm itself would run here)',
+      'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
+        'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
