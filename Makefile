@@ -59,7 +59,7 @@ fmt:
 	node_modules/.bin/biome check --write src test $(wildcard bench)
 
 # One executable file with Node and ferry inside, for hosts without Node (Node's single executable applications).
-dist: setup
+dist: node_modules/.ferry-stamp
 	bash scripts/dist.sh dist/ferry-linux-x64
 
 # The decoders of CRIU's images (src/images/gen/), generated from CRIU's .proto files in src/images/proto/.

@@ -63,7 +63,8 @@ export async function ensureRemoteFerry(ssh: SshHost, localExe: string, phase: P
     );
   try {
     await ssh.runWithFile(
-      `set -e; umask 077; ${where}t="$f.part.$$"; trap 'rm -f "$t"' EXIT; ` +
+      // a dropped connection hangs the shell up: the partial file goes with it (and any later copy removes it too)
+      `set -e; umask 077; ${where}t="$f.part.$$"; trap 'rm -f "$t"' EXIT; trap 'exit 1' HUP INT TERM PIPE; ` +
         // older builds go: one executable per host is enough
         'for o in "$d"/ferry-*; do [ "$o" = "$f" ] || rm -f "$o"; done; ' +
         `cat > "$t"; s=$(sha256sum < "$t" | cut -c1-64); ` +

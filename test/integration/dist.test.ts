@@ -2,8 +2,8 @@
 // --help, check, and a two-host testbed that the executable builds, whose agents are the executable itself, where a
 // counter migrates a -> b cold and back by post-copy, keeps counting, and everything is removed at the end. Then
 // `check --host ssh://…` against the real sshd of `testbed up --ssh`: the executable copied over (refused first on
-// a remote disk without room), not copied again, and a changed host key, a refused login and an unreachable host
-// each refused with their own error.
+// a remote disk without room), not copied again, and a changed or unknown host key, a refused login and an
+// unreachable host each refused with their own error.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -190,6 +190,12 @@ test('check --host ssh://…: the executable is copied once, bad hosts are refus
   assert.match(
     refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
     /CHANGED/,
+  );
+  // an unknown one: refused too, saying how to accept it
+  writeFileSync(up.ssh.knownHosts, '');
+  assert.match(
+    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
+    /not known.*connect once/,
   );
   writeFileSync(up.ssh.knownHosts, known);
   // a key the host does not accept
