@@ -254,6 +254,20 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
   return r;
 }
 
+/** The "## Soak" section of a document, up to the next section, if it has one. */
+export function soakSection(doc: string): string | undefined {
+  const start = doc.indexOf(`${SECTION}\n`);
+  if (start === -1) return undefined;
+  const next = doc.slice(start + SECTION.length).search(/\n## /);
+  return next === -1 ? doc.slice(start) : doc.slice(start, start + SECTION.length + next + 1);
+}
+
+/** `doc` (a page another writer regenerates whole) with the soak's section of `old` kept in it. */
+export function keepSoakSection(doc: string, old: string): string {
+  const section = soakSection(old);
+  return section === undefined ? doc : replaceSection(doc, section);
+}
+
 /** The document with its "## Soak" section replaced by `body` (or appended; other sections are left alone). */
 export function replaceSection(doc: string, body: string): string {
   const start = doc.indexOf(`${SECTION}\n`);

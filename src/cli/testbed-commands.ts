@@ -1,7 +1,7 @@
 // ferry testbed up|down
 import { FerryError } from '../core/errors.ts';
 import { parseHosts } from '../testbed/layout.ts';
-import { testbedDown, testbedUp } from '../testbed/testbed.ts';
+import { controlAgent, testbedDown, testbedUp } from '../testbed/testbed.ts';
 
 export async function testbedUpCommand(
   o: {
@@ -11,6 +11,7 @@ export async function testbedUpCommand(
     controller?: boolean;
     default?: boolean;
     bundlePolicy?: string;
+    ssh?: boolean;
     json?: boolean;
   },
   ferryArgv: string[],
@@ -27,6 +28,7 @@ export async function testbedUpCommand(
       ...(o.controller ? { controller: {} } : {}),
       ...(o.default ? { makeDefault: true } : {}),
       ...(o.bundlePolicy ? { bundlePolicy: parseBundlePolicy(o.bundlePolicy) } : {}),
+      ...(o.ssh ? { ssh: true } : {}),
     },
     { ferryArgv, ...(log ? { log } : {}) },
   );
@@ -38,6 +40,7 @@ export async function testbedUpCommand(
     cluster: tb.clusterFile,
     default: tb.defaultCluster === tb.clusterFile,
     ...(o.controller ? { controller: { address: tb.bridgeAddress, port: 7480 } } : {}),
+    ...(tb.ssh ? { ssh: tb.ssh } : {}),
   };
   const other = tb.defaultCluster !== tb.clusterFile ? tb.defaultCluster : undefined;
   process.stdout.write(
@@ -48,7 +51,7 @@ export async function testbedUpCommand(
             ? `the default cluster stays ${other}: use --cluster ${tb.clusterFile} or FERRY_CLUSTER=${tb.clusterFile} ` +
               '(or bring it up with --default)\n'
             : 'this is the default cluster\n'
-        }`,
+        }${tb.ssh ? `ssh: ssh -F ${tb.ssh.config} ${tb.hosts[0]?.name ?? 'HOST'}\n` : ''}`,
   );
 }
 
@@ -59,6 +62,24 @@ export async function testbedDownCommand(
   const removed = await testbedDown(o.all ? 'all' : o.name, { ferryArgv });
   process.stdout.write(
     o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`,
+  );
+}
+
+export async function testbedAgentCommand(
+  action: string,
+  host: string,
+  o: { name: string; json?: boolean },
+  ferryArgv: string[],
+): Promise<void> {
+  if (action !== 'kill' && action !== 'start' && action !== 'restart')
+    throw new FerryError('FERRY_E_INPUT_ARGS', `testbed agent ${action}: use kill, start or restart`, {
+      phase: 'input',
+    });
+  const out = await controlAgent(o.name, action, host, { ferryArgv });
+  process.stdout.write(
+    o.json
+      ? `${JSON.stringify({ host, action, ...out })}\n`
+      : `${host}: ${action === 'kill' ? 'agent killed' : `agent running (pid ${out.pid})`}\n`,
   );
 }
 

@@ -31,6 +31,7 @@ import {
   type TestbedLayout,
   testbedLayout,
 } from './layout.ts';
+import { startTestbedSsh, stopTestbedSsh, type TestbedSsh } from './ssh.ts';
 
 const HOST_BRIDGE = 'br0';
 
@@ -42,6 +43,10 @@ export interface TestbedState extends TestbedLayout {
   rates?: Record<string, string>;
   /** The default cluster's file right after this testbed came up (this one's, or the one that stayed). */
   defaultCluster?: string;
+  /** With `--ssh`: an sshd on every host, and the client's config (ssh.ts). */
+  ssh?: TestbedSsh;
+  /** The extra environment each host's agent was brought up with: `testbed agent start` starts it so again. */
+  agentEnv?: Record<string, NodeJS.ProcessEnv>;
 }
 
 export interface TestbedDeps {
@@ -78,6 +83,8 @@ export interface UpOptions {
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
   /** Make this testbed the default cluster even if another one is (by default only when none is). */
   makeDefault?: boolean;
+  /** Also run an OpenSSH server on every host, with keys and a client config of the testbed's own (ssh.ts). */
+  ssh?: boolean;
 }
 
 export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -128,6 +135,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     createdAt: new Date().toISOString(),
     ...(opts.rate ? { rate: opts.rate } : {}),
     ...(opts.rates ? { rates: opts.rates } : {}),
+    ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // written first: a crash from here on is still cleaned up by `down`
@@ -244,6 +252,11 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       );
     }
     await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
+    if (opts.ssh) {
+      log('ssh servers');
+      tb.ssh = await startTestbedSsh(tb, runner, env);
+      await writeFile(join(dir, 'testbed.json'), JSON.stringify(tb, null, 2));
+    }
     await writeClusterFile(tb.clusterFile, cluster);
     tb.defaultCluster = await setCurrentCluster(tb.clusterFile, env, { force: opts.makeDefault === true });
     log(`testbed ${tb.name} up: ${tb.hosts.map((h) => `${h.name}=${h.address}`).join(' ')}`);
@@ -387,6 +400,36 @@ export async function stopAgent(
   }
 }
 
+/**
+ * `ferry testbed agent kill|start|restart HOST`: kill is a SIGKILL of the agent alone (its runc, CRIU and dead-man
+ * switches left running, as a crash leaves them); start brings it up with the environment it first had, as a
+ * supervisor would; restart is both. Returns the new agent's pid (start, restart).
+ */
+export async function controlAgent(
+  name: string,
+  action: 'kill' | 'start' | 'restart',
+  host: string,
+  deps: TestbedDeps,
+): Promise<{ pid?: number }> {
+  const tb = await loadTestbed(name, deps.env);
+  if (!tb)
+    throw new FerryError('FERRY_E_TESTBED', `no testbed named ${name} is up`, {
+      phase: 'input',
+      hint: 'ferry testbed up first (or --name NAME)',
+    });
+  const h = tb.hosts.find((x) => x.name === host);
+  if (!h)
+    throw new FerryError('FERRY_E_HOST_UNKNOWN', `testbed ${name} has no host ${host}`, {
+      phase: 'input',
+      hint: `its hosts: ${tb.hosts.map((x) => x.name).join(', ')}`,
+    });
+  if (action !== 'start') await stopAgent(tb, h, 'SIGKILL');
+  if (action === 'kill') return {};
+  const pid = await readPid(agentPidFile(tb, h));
+  if (action === 'start' && pid && alive(pid)) return { pid };
+  return { pid: await startAgent(tb, h, deps, tb.agentEnv?.[h.name]) };
+}
+
 async function agentPidsOf(dir: string): Promise<number[]> {
   // any agent started with a config under this testbed's directory, even if its pid file is gone
   const pids: number[] = [];
@@ -437,14 +480,16 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
     const tb = await loadTestbed(n, env);
     const prefix = `fy${n}`;
     for (const pid of await agentPidsOf(dir)) await stopProcess(pid, 2000);
-    await killProcessesUnder(dir);
-    // containers: runc knows them per host root
-    let hostDirs: string[] = [];
+    let hostNames: string[] = [];
     try {
-      hostDirs = (await readdir(join(dir, 'hosts'))).map((h) => join(dir, 'hosts', h));
+      hostNames = await readdir(join(dir, 'hosts'));
     } catch {
       // none
     }
+    await stopTestbedSsh(dir, hostNames);
+    await killProcessesUnder(dir);
+    // containers: runc knows them per host root
+    const hostDirs = hostNames.map((h) => join(dir, 'hosts', h));
     for (const hd of hostDirs) {
       const runc = new Runc(runner, { root: join(hd, 'runc') });
       for (const c of await runc.list()) await runc.destroy(c.id);
