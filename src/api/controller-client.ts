@@ -5,6 +5,7 @@ import type {
   ClaimRequest,
   ClusterSummary,
   ControllerHealth,
+  DashboardLogin,
   HeartbeatBody,
   HeartbeatReply,
   MigrationRecord,
@@ -50,6 +51,11 @@ export class ControllerClient extends HttpsClient {
 
   migrations(): Promise<MigrationRecord[]> {
     return this.request('GET', '/v1/migrations');
+  }
+
+  /** A dashboard URL carrying a one-time login token (works once, for a few minutes). */
+  dashboardLogin(): Promise<DashboardLogin> {
+    return this.request('POST', '/v1/dashboard/login');
   }
 
   batch(batch: string): Promise<MigrationRecord[]> {

@@ -21,6 +21,7 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import type { dashboardCommand } from './dashboard-command.ts';
 import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
 import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
@@ -81,6 +82,7 @@ const READS: Record<string, readonly string[]> = {
   cluster: keysOf<Parameters<typeof clusterCommand>[0]>()('cluster', 'json'),
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
+  dashboard: keysOf<Parameters<typeof dashboardCommand>[0]>()('cluster', 'json', 'open'),
   controller: keysOf<DaemonOptions>()('config'),
   bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
   'ca init': keysOf<CaInitOptions>()('json'),

@@ -349,6 +349,17 @@ export function buildProgram(): Command {
       ),
     );
 
+  program
+    .command('dashboard')
+    .description("print a one-time login URL for the controller's web dashboard (valid 5 minutes, once)")
+    .option('--open', "also open it in the desktop's browser (xdg-open)")
+    .option('--json', 'print JSON: {url, expiresAt}')
+    .action(
+      wrap(async (o) =>
+        (await import('./dashboard-command.ts')).dashboardCommand({ ...program.opts(), ...o }),
+      ),
+    );
+
   const ca = program
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");

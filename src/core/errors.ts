@@ -34,6 +34,7 @@ export const ERRORS = {
   FERRY_E_AUTH: { status: 401, text: 'not authenticated' },
   FERRY_E_AUTH_ROLE: { status: 403, text: 'certificate role not allowed here' },
   FERRY_E_AUTH_PEER: { status: 403, text: 'not a known peer' },
+  FERRY_E_AUTH_CSRF: { status: 403, text: "state-changing request without the session's CSRF token" },
   FERRY_E_CAPABILITY: { status: 409, text: 'host lacks a required capability' },
   FERRY_E_CRIU_TOO_OLD: { status: 409, text: 'CRIU is too old' },
   FERRY_E_PLAN_STRATEGY: { status: 409, text: 'strategy not possible' },
