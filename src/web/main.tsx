@@ -102,6 +102,15 @@ function App() {
   };
 
   const record = dialog?.id ? history.find((m) => m.id === dialog.id) : undefined;
+  const whereHost = dialog
+    ? cluster?.hosts.find((h) => h.containers.some((c) => c.name === dialog.ask.container))
+    : undefined;
+  const where = whereHost
+    ? {
+        host: whereHost.name,
+        status: whereHost.containers.find((c) => c.name === dialog?.ask.container)?.status ?? '?',
+      }
+    : undefined;
   return (
     <>
       <header class="top">
@@ -182,6 +191,7 @@ function App() {
           onStarted={(id) => setDialog({ ...dialog, id })}
           progress={dialog.id ? progress.get(dialog.id) : undefined}
           record={record}
+          where={where}
           onClose={() => setDialog(undefined)}
         />
       )}

@@ -23,6 +23,8 @@ export function MigrateDialog(p: {
   onStarted(id: string): void;
   progress: Progress | undefined;
   record: MigrationRecord | undefined;
+  /** Where the cluster's picture shows the container now, and its status there. */
+  where: { host: string; status: string } | undefined;
   onClose(): void;
 }) {
   const [strategy, setStrategy] = useState<Strategy>('auto');
@@ -31,6 +33,7 @@ export function MigrateDialog(p: {
   const [startError, setStartError] = useState<string | undefined>();
   const [busy, setBusy] = useState(false);
   const first = useRef<HTMLSelectElement>(null);
+  const closeButton = useRef<HTMLButtonElement>(null);
   const dialog = useRef<HTMLDivElement>(null);
   const budgetMs = /^\d+$/.test(budget) ? Number(budget) : undefined;
   const body = {
@@ -41,6 +44,12 @@ export function MigrateDialog(p: {
   };
 
   useEffect(() => first.current?.focus(), []);
+  // Escape closes it wherever the focus is (the form it was in may be gone, replaced by the progress)
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => e.key === 'Escape' && p.onClose();
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [p.onClose]);
   useEffect(() => {
     if (p.id) return;
     let live = true;
@@ -70,6 +79,10 @@ export function MigrateDialog(p: {
   };
 
   const finished = p.record && (p.record.status === 'done' || p.record.status === 'failed');
+  // once the form is gone the focus goes to the one button left, so the keyboard stays in the dialog
+  useEffect(() => {
+    if (p.id) closeButton.current?.focus();
+  }, [p.id, finished]);
   return (
     <div class="backdrop">
       <div
@@ -79,7 +92,6 @@ export function MigrateDialog(p: {
         aria-modal="true"
         aria-labelledby="migrate-title"
         onKeyDown={(e) => {
-          if (e.key === 'Escape') p.onClose();
           if (e.key === 'Tab') trapFocus(e, dialog.current);
         }}
       >
@@ -123,7 +135,10 @@ export function MigrateDialog(p: {
               {plan === undefined ? (
                 <p class="muted">planning…</p>
               ) : 'error' in plan ? (
-                <p class="error">{plan.error}</p>
+                <p class="error">
+                  The dry run failed: {plan.error}. The migration can still be tried: it checks again and
+                  leaves the container where it is if it cannot move.
+                </p>
               ) : (
                 <dl>
                   <dt>Strategy</dt>
@@ -143,7 +158,7 @@ export function MigrateDialog(p: {
               </p>
             )}
             <div class="buttons">
-              <button type="submit" disabled={busy || (plan !== undefined && 'error' in plan)}>
+              <button type="submit" disabled={busy}>
                 Migrate
               </button>
               <button type="button" onClick={p.onClose}>
@@ -153,10 +168,10 @@ export function MigrateDialog(p: {
           </form>
         )}
         {p.id && !finished && <Live progress={p.progress} />}
-        {p.id && finished && p.record && <Result record={p.record} />}
+        {p.id && finished && p.record && <Result record={p.record} where={p.where} />}
         {p.id && (
           <div class="buttons">
-            <button type="button" onClick={p.onClose}>
+            <button ref={closeButton} type="button" onClick={p.onClose}>
               {finished ? 'Close' : 'Hide (it goes on)'}
             </button>
           </div>
@@ -199,8 +214,16 @@ export function Live({ progress }: { progress: Progress | undefined }) {
   );
 }
 
-export function Result({ record }: { record: MigrationRecord }) {
+export function Result({
+  record,
+  where,
+}: {
+  record: MigrationRecord;
+  where: { host: string; status: string } | undefined;
+}) {
   const o = outcomeOf(record);
+  // the rollback's own account where there is one; else what the hosts report now
+  const onSource = o.sourceRunning ?? (where?.host === record.from && where.status === 'running');
   if (o.ok)
     return (
       <section class="result ok" aria-live="polite" aria-label="result">
@@ -221,9 +244,9 @@ export function Result({ record }: { record: MigrationRecord }) {
       </p>
       <p>{o.error?.message}</p>
       <p>
-        {o.sourceRunning
+        {onSource
           ? `${record.container} is still running on ${record.from}.`
-          : `${record.container} is NOT running on ${record.from}: see the error.`}
+          : `${record.container} may not be running on ${record.from}: ${where ? `the hosts report it on ${where.host} (${where.status})` : 'no host reports it'}.`}
       </p>
     </section>
   );

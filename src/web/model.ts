@@ -125,7 +125,7 @@ export function outcomeOf(m: MigrationRecord): Outcome {
         ? { code: x[1] ?? '', phase: 'input', message: x[2] ?? '' }
         : { code: 'FERRY_E_INTERNAL', phase: 'input', message: m.error ?? 'failed' };
     }
-    out.sourceRunning = r?.rollback ? r.rollback.sourceRunning : true;
+    if (r?.rollback) out.sourceRunning = r.rollback.sourceRunning;
   }
   return out;
 }

@@ -222,12 +222,14 @@ function ProcessItem({ n, show }: { n: ProcessNode; show: Set<number> | undefine
       {...(n.children.length ? { 'aria-expanded': true } : {})}
       data-pid={p.pid}
       class={`proc${show?.has(p.pid) ? ' match' : ''}`}
-      onMouseEnter={() => setCard(true)}
-      onMouseLeave={() => setCard(false)}
       onFocus={(e) => e.target === e.currentTarget && setCard(true)}
       onBlur={() => setCard(false)}
     >
-      <span class="pid">{p.nsPid ?? p.pid}</span> <span class="cmd">{p.cmdline || `[${p.comm}]`}</span>
+      {/* the row, not the item: hovering a child must not open its parent's card */}
+      {/* biome-ignore lint/a11y/noStaticElementInteractions: the pointer's way to the card that keyboard focus on the tree item opens */}
+      <div class="proc-row" onMouseEnter={() => setCard(true)} onMouseLeave={() => setCard(false)}>
+        <span class="pid">{p.nsPid ?? p.pid}</span> <span class="cmd">{p.cmdline || `[${p.comm}]`}</span>
+      </div>
       {card && (
         <div role="tooltip" id={`${id}-card`} class="card">
           <dl>

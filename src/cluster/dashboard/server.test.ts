@@ -30,7 +30,9 @@ function fixture() {
     },
   }) as unknown as Controller;
   const logins = new DashboardLogins({ now: () => now });
-  const assets = { get: async () => ({ body: Buffer.from('x'), type: 'text/javascript' }) } as unknown as DashboardAssets;
+  const assets = {
+    get: async () => ({ body: Buffer.from('x'), type: 'text/javascript' }),
+  } as unknown as DashboardAssets;
   const app = buildDashboardApp({
     controller,
     agents: {
@@ -45,7 +47,10 @@ function fixture() {
     assets,
     log: silentLogger(),
   });
-  return { app, logins, calls, advance: (ms: number) => (now += ms) };
+  const advance = (ms: number) => {
+    now += ms;
+  };
+  return { app, logins, calls, advance };
 }
 
 async function login(f: ReturnType<typeof fixture>): Promise<{ cookie: string; csrf: string }> {
@@ -70,7 +75,11 @@ test('dashboard: nothing without a session; the page tells how to log in', async
     const r = await f.app.inject({ method: 'GET', url });
     assert.equal(r.statusCode, 401, url);
   }
-  const api = await f.app.inject({ method: 'GET', url: '/api/cluster', headers: { cookie: 'ferry_session=forged' } });
+  const api = await f.app.inject({
+    method: 'GET',
+    url: '/api/cluster',
+    headers: { cookie: 'ferry_session=forged' },
+  });
   assert.equal(api.json().error.code, 'FERRY_E_AUTH');
 });
 
@@ -113,11 +122,27 @@ test('dashboard: a state-changing call needs the CSRF token and this origin; a f
     assert.equal(r.json().error.code, 'FERRY_E_AUTH_CSRF');
   }
   // no session at all: refused before the CSRF check
-  const anon = await f.app.inject({ method: 'POST', url: '/api/drain', headers: { 'x-ferry-csrf': csrf }, payload: { host: 'a' } });
+  const anon = await f.app.inject({
+    method: 'POST',
+    url: '/api/drain',
+    headers: { 'x-ferry-csrf': csrf },
+    payload: { host: 'a' },
+  });
   assert.equal(anon.statusCode, 401);
   assert.deepEqual(f.calls, [], 'nothing reached the controller');
-  const good = { cookie, host: HOST, 'x-ferry-csrf': csrf, origin: `https://${HOST}`, 'sec-fetch-site': 'same-origin' };
-  const bad = await f.app.inject({ method: 'POST', url: '/api/moves', headers: good, payload: { ...body, to: '../x' } });
+  const good = {
+    cookie,
+    host: HOST,
+    'x-ferry-csrf': csrf,
+    origin: `https://${HOST}`,
+    'sec-fetch-site': 'same-origin',
+  };
+  const bad = await f.app.inject({
+    method: 'POST',
+    url: '/api/moves',
+    headers: good,
+    payload: { ...body, to: '../x' },
+  });
   assert.equal(bad.statusCode, 400);
   assert.equal(bad.json().error.code, 'FERRY_E_INPUT_REQUEST');
   assert.deepEqual(f.calls, [], 'bad input changes nothing');
@@ -128,5 +153,8 @@ test('dashboard: a state-changing call needs the CSRF token and this origin; a f
   assert.deepEqual(f.calls, ['move web b', 'rebalance true']);
   const out = await f.app.inject({ method: 'POST', url: '/api/logout', headers: good, payload: {} });
   assert.equal(out.statusCode, 204);
-  assert.equal((await f.app.inject({ method: 'GET', url: '/api/cluster', headers: { cookie } })).statusCode, 401);
+  assert.equal(
+    (await f.app.inject({ method: 'GET', url: '/api/cluster', headers: { cookie } })).statusCode,
+    401,
+  );
 });
