@@ -22,6 +22,7 @@ import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import type { dashboardCommand } from './dashboard-command.ts';
+import type { demoCommand } from './demo.ts';
 import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
 import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
@@ -88,7 +89,7 @@ const READS: Record<string, readonly string[]> = {
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
-  demo: [],
+  demo: keysOf<NonNullable<Parameters<typeof demoCommand>[1]>>()('dashboard'),
 };
 
 // Every default a help text states, keyed `command --flag`, with the value the code uses (read from where it

@@ -473,7 +473,11 @@ export function buildProgram(): Command {
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
-    .action(wrap(async () => demoCommand(ferryArgv())));
+    .option(
+      '--dashboard',
+      'also run a controller, print its dashboard URL, move through the controller so the browser shows each hop, and leave the testbed up',
+    )
+    .action(wrap(async (o: { dashboard?: boolean }) => demoCommand(ferryArgv(), o)));
 
   return program;
 }

@@ -1,6 +1,9 @@
-// Starts the dashboard beside the controller's API, and adds to that API the one route `ferry dashboard` calls
-// for a login URL (a client certificate is what proves the user; the URL's token carries that to the browser).
+// Starts the dashboard beside the controller's API, and adds to that API the route `ferry dashboard` calls for a
+// login URL (a client certificate is what proves the user; the URL's token carries that to the browser) and the
+// single move the dashboard makes, for the CLI's users too (`ferry demo --dashboard` runs its tour through it,
+// so the browser follows every hop).
 import type { FastifyInstance } from 'fastify';
+import { MoveBody, type MoveRequest, type MoveStarted } from '../../api/dashboard.ts';
 import type { Role } from '../../api/http-server.ts';
 import type { DashboardLogin } from '../../api/types.ts';
 import type { Logger } from '../../core/log.ts';
@@ -47,6 +50,15 @@ export async function startDashboard(deps: {
     const t = logins.issueToken();
     return { url: `${origin}/login?token=${t.token}`, expiresAt: new Date(t.expiresAt).toISOString() };
   });
+  deps.api.post(
+    '/v1/moves',
+    { config: USER, schema: { body: MoveBody } },
+    async (req, reply): Promise<MoveStarted> => {
+      const started = await deps.controller.move(req.body as MoveRequest);
+      reply.code(202);
+      return started;
+    },
+  );
   await app.listen({ host: address, port: d.port });
   deps.log.info({ origin }, 'dashboard listening');
   return { origin, close: () => app.close() };
