@@ -168,7 +168,7 @@ export function MigrateDialog(p: {
           </form>
         )}
         {p.id && !finished && <Live progress={p.progress} />}
-        {p.id && finished && p.record && <Result record={p.record} where={p.where} />}
+        {p.id && finished && p.record && <Result record={p.record} where={p.where} progress={p.progress} />}
         {p.id && (
           <div class="buttons">
             <button ref={closeButton} type="button" onClick={p.onClose}>
@@ -217,9 +217,12 @@ export function Live({ progress }: { progress: Progress | undefined }) {
 export function Result({
   record,
   where,
+  progress,
 }: {
   record: MigrationRecord;
   where: { host: string; status: string } | undefined;
+  /** What the event stream showed of it while it ran. */
+  progress?: Progress | undefined;
 }) {
   const o = outcomeOf(record);
   // the rollback's own account where there is one; else what the hosts report now
@@ -234,6 +237,11 @@ export function Result({
           Freeze <strong data-testid="freeze">{formatMs(o.freezeMs)}</strong>, total {formatMs(o.totalMs)}
           {o.strategy ? ` (${o.strategy})` : ''}.
         </p>
+        {progress?.done.length ? (
+          <p class="muted" data-testid="phases-seen">
+            Phases as they ran: {progress.done.map((d) => `${d.name} ${formatMs(d.ms)}`).join(' · ')}
+          </p>
+        ) : null}
       </section>
     );
   return (

@@ -165,6 +165,10 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   await freeze.waitFor({ timeout: 120_000 });
   assert.match(await freeze.innerText(), /\d+ ms|\d+\.\d s/);
   assert.match(await dialog.innerText(), /web now runs on b/);
+  // the phases reached the page live, from the controller's event stream, as the source agent ran them
+  const seen = await dialog.getByTestId('phases-seen').innerText();
+  for (const phase of ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm'])
+    assert.match(seen, new RegExp(`\\b${phase} \\d`), seen);
   await shot(page, 'result');
   await dialog.getByRole('button', { name: 'Close' }).click();
   assert.equal(await hostOf(bed, 'web'), 'b', 'the agents say web runs on b');
