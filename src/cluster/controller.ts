@@ -1,7 +1,8 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
 // Over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns, and the
-// claims of creates are settled by the same heartbeats that keep the picture.
+// claims of creates are settled by the same heartbeats that keep the picture; a single move asked for by a user
+// (the dashboard) goes through the same queue, checks and records as a drain's.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {

@@ -3,6 +3,8 @@
 // session's CSRF token and this origin (the browser's view of the same: test/integration/dashboard.test.ts).
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { get, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { silentLogger } from '../../core/log.ts';
 import type { Controller } from '../controller.ts';
@@ -50,7 +52,8 @@ function fixture() {
   const advance = (ms: number) => {
     now += ms;
   };
-  return { app, logins, calls, advance };
+  const controllerEmit = (e: unknown) => controller.emit('event', e);
+  return { app, logins, calls, advance, controllerEmit };
 }
 
 async function login(f: ReturnType<typeof fixture>): Promise<{ cookie: string; csrf: string }> {
@@ -157,4 +160,39 @@ test('dashboard: a state-changing call needs the CSRF token and this origin; a f
     (await f.app.inject({ method: 'GET', url: '/api/cluster', headers: { cookie } })).statusCode,
     401,
   );
+});
+
+test('dashboard: the event stream starts with the cluster, passes migrations on, and does not hold the close', async () => {
+  const f = fixture();
+  const { cookie } = await login(f);
+  await f.app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (f.app.server.address() as AddressInfo).port;
+  const received: string[] = [];
+  const res = await new Promise<IncomingMessage>((resolve, reject) =>
+    get({ host: '127.0.0.1', port, path: '/api/events', headers: { cookie } }, resolve).on('error', reject),
+  );
+  assert.equal(res.headers['content-type'], 'text/event-stream');
+  const until = (what: string) =>
+    new Promise<void>((resolve) => {
+      const check = () => received.join('').includes(what) && resolve();
+      res.on('data', (d: Buffer) => {
+        received.push(d.toString());
+        check();
+      });
+      check();
+    });
+  await until('event: cluster');
+  const migration = {
+    id: 'c1',
+    container: 'web',
+    from: 'a',
+    to: 'b',
+    status: 'running',
+    reason: 'x',
+    createdAt: 1,
+  };
+  f.controllerEmit({ type: 'migration', migration });
+  await until('event: migration');
+  assert.match(received.join(''), /"container":"web"/);
+  await f.app.close();
 });

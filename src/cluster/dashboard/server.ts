@@ -171,7 +171,8 @@ export function buildDashboardApp(
   });
 
   const stream = new EventFanOut(controller, deps.snapshotEveryMs ?? 1000, log);
-  app.addHook('onClose', async () => stream.close());
+  // before the server stops: an open event stream would keep its close waiting
+  app.addHook('preClose', async () => stream.close());
   app.get('/api/events', (req, reply) => {
     reply.hijack();
     const raw = reply.raw;
