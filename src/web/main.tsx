@@ -4,7 +4,7 @@ import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { DashboardEvent, ProcessList } from '../api/dashboard.ts';
 import type { ClusterSummary, ContainerStat, MigrationRecord } from '../api/types.ts';
-import { get, subscribe } from './api.ts';
+import { get, post, subscribe } from './api.ts';
 import { History } from './history.tsx';
 import { MigrateDialog, type MoveAsk } from './migrate-dialog.tsx';
 import { containerMatches, foldProgress, type Progress } from './model.ts';
@@ -140,6 +140,13 @@ function App() {
           ))}
         </div>
         <output class={connected ? 'badge up' : 'badge down'}>{connected ? 'live' : 'reconnecting…'}</output>
+        <button
+          type="button"
+          class="logout"
+          onClick={() => void post('/api/logout', {}).finally(() => window.location.reload())}
+        >
+          Log out
+        </button>
       </header>
       <div class="layout">
         <main>

@@ -268,4 +268,12 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
     list.every((c) => c.host === 'a'),
     'nothing moved',
   );
+
+  // logging out ends the session: the page asks for a login, the cookie opens nothing
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('heading', { name: 'ferry dashboard' }).waitFor();
+  assert.equal(
+    (await https(`${origin}/api/cluster`, { headers: { cookie: `ferry_session=${cookie?.value}` } })).status,
+    401,
+  );
 });
