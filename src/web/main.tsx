@@ -189,7 +189,11 @@ function App() {
             </section>
           )}
         </main>
-        <Activity history={history} progress={progress} />
+        <Activity
+          history={history}
+          progress={progress}
+          onOpen={(m) => setDialog({ ask: { container: m.container, from: m.from, to: m.to }, id: m.id })}
+        />
       </div>
       {dialog && (
         <MigrateDialog

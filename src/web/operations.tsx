@@ -153,8 +153,15 @@ export function Operations(p: { cluster: ClusterSummary }) {
   );
 }
 
-/** Migrations planned or running, and the last finished ones: whatever started them. */
-export function Activity(p: { history: MigrationRecord[]; progress: Map<string, Progress> }) {
+/**
+ * Migrations planned or running, and the last finished ones, whatever started them (a drag, a rebalance, a drain);
+ * each opens the same progress and result view as a single move.
+ */
+export function Activity(p: {
+  history: MigrationRecord[];
+  progress: Map<string, Progress>;
+  onOpen(m: MigrationRecord): void;
+}) {
   const now = p.history.filter((m) => m.status === 'planned' || m.status === 'running');
   const recent = p.history
     .filter((m) => m.status === 'done' || m.status === 'failed')
@@ -168,9 +175,11 @@ export function Activity(p: { history: MigrationRecord[]; progress: Map<string, 
           const pr = p.progress.get(m.id);
           return (
             <li key={m.id} class="running">
-              {m.container}: {m.from} → {m.to} — {m.status}
-              {pr?.phase ? `, ${pr.phase}` : ''}
-              {pr?.total ? ` ${Math.round((pr.bytes / pr.total) * 100)}%` : ''}
+              <button type="button" class="link" onClick={() => p.onOpen(m)}>
+                {m.container}: {m.from} → {m.to} — {m.status}
+                {pr?.phase ? `, ${pr.phase}` : ''}
+                {pr?.total ? ` ${Math.round((pr.bytes / pr.total) * 100)}%` : ''}
+              </button>
             </li>
           );
         })}
@@ -178,8 +187,12 @@ export function Activity(p: { history: MigrationRecord[]; progress: Map<string, 
           const o = outcomeOf(m);
           return (
             <li key={m.id} class={m.status}>
-              {m.container}: {m.from} → {m.to} —{' '}
-              {o.ok ? `done, freeze ${formatMs(o.freezeMs)}` : `failed: ${o.error?.code} (${o.error?.phase})`}
+              <button type="button" class="link" onClick={() => p.onOpen(m)}>
+                {m.container}: {m.from} → {m.to} —{' '}
+                {o.ok
+                  ? `done, freeze ${formatMs(o.freezeMs)}`
+                  : `failed: ${o.error?.code} (${o.error?.phase})`}
+              </button>
             </li>
           );
         })}

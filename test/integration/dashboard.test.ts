@@ -234,7 +234,11 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
     },
     120_000,
   );
-  await activity.getByText(/idle: b → a — done/).waitFor({ timeout: 30_000 });
+  // a drain's move opens the same progress and result view as a dragged one
+  await activity.getByRole('button', { name: /idle: b → a — done/ }).click({ timeout: 30_000 });
+  await dialog.getByTestId('freeze').waitFor();
+  assert.match(await dialog.innerText(), /idle now runs on a/);
+  await dialog.getByRole('button', { name: 'Close' }).click();
 
   // a narrow window still shows the hosts, one under the other
   await page.getByRole('tab', { name: 'Overview' }).click();
