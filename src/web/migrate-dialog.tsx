@@ -225,8 +225,11 @@ export function Result({
   progress?: Progress | undefined;
 }) {
   const o = outcomeOf(record);
-  // the rollback's own account where there is one; else what the hosts report now
-  const onSource = o.sourceRunning ?? (where?.host === record.from && where.status === 'running');
+  // the rollback's own account where there is one; a refusal before the freeze (input, plan) touched nothing;
+  // else what the hosts report now (a heartbeat behind, so it may say "migrating" for a moment)
+  const untouched = o.error?.phase === 'input' || o.error?.phase === 'plan';
+  const onSource =
+    o.sourceRunning ?? (untouched || (where?.host === record.from && where.status === 'running'));
   if (o.ok)
     return (
       <section class="result ok" aria-live="polite" aria-label="result">

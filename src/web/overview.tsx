@@ -64,7 +64,7 @@ export function Overview(props: OverviewProps) {
           }}
         >
           <HostHeader h={h} now={props.now} />
-          <div role="tree" aria-label={`containers on ${h.name}`} class="tree">
+          <div role="tree" aria-label={`containers on ${h.name}`} class="tree" onKeyDown={moveFocusInTree}>
             {h.containers
               .filter((c) => props.shown(h.name, c))
               .map((c) => (
@@ -260,6 +260,17 @@ function ProcessItem({ n, show }: { n: ProcessNode; show: Set<number> | undefine
       )}
     </div>
   );
+}
+
+/** Up and Down move the focus through the tree's visible items (Tab moves on to the next control). */
+function moveFocusInTree(e: KeyboardEvent): void {
+  if (e.key !== 'ArrowDown' && e.key !== 'ArrowUp') return;
+  const tree = e.currentTarget as HTMLElement;
+  const items = [...tree.querySelectorAll<HTMLElement>('[role="treeitem"]')];
+  const i = items.indexOf(document.activeElement as HTMLElement);
+  if (i < 0) return;
+  e.preventDefault();
+  items[e.key === 'ArrowDown' ? Math.min(items.length - 1, i + 1) : Math.max(0, i - 1)]?.focus();
 }
 
 /** "Move to…": the keyboard's way to drag (a menu button; arrows, Enter, Escape). */
