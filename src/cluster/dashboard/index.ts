@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import { MoveBody, type MoveRequest, type MoveStarted } from '../../api/dashboard.ts';
 import type { Role } from '../../api/http-server.ts';
 import type { DashboardLogin } from '../../api/types.ts';
+import { FerryError } from '../../core/errors.ts';
 import type { Logger } from '../../core/log.ts';
 import type { ControllerFileConfig } from '../config.ts';
 import type { Controller } from '../controller.ts';
@@ -29,7 +30,26 @@ export async function startDashboard(deps: {
   log: Logger;
 }): Promise<RunningDashboard | undefined> {
   const d = deps.cfg.dashboard;
-  if (!d) return undefined;
+  const USER = { roles: ['client'] as Role[] };
+  // single moves are the controller's whether or not it serves the page
+  deps.api.post(
+    '/v1/moves',
+    { config: USER, schema: { body: MoveBody } },
+    async (req, reply): Promise<MoveStarted> => {
+      const started = await deps.controller.move(req.body as MoveRequest);
+      reply.code(202);
+      return started;
+    },
+  );
+  if (!d) {
+    // `ferry dashboard` hears why instead of "no such endpoint"
+    deps.api.post('/v1/dashboard/login', { config: USER }, async () => {
+      throw new FerryError('FERRY_E_CAPABILITY', 'this controller serves no dashboard', {
+        hint: 'give it a port: "dashboard": {"port": 7481} in its config',
+      });
+    });
+    return undefined;
+  }
   const address = d.address ?? deps.cfg.listen.address;
   const origin = `https://${address.includes(':') ? `[${address}]` : address}:${d.port}`;
   const logins = new DashboardLogins();
@@ -45,20 +65,10 @@ export async function startDashboard(deps: {
     },
     { https: deps.tls },
   );
-  const USER = { roles: ['client'] as Role[] };
   deps.api.post('/v1/dashboard/login', { config: USER }, async (): Promise<DashboardLogin> => {
     const t = logins.issueToken();
     return { url: `${origin}/login?token=${t.token}`, expiresAt: new Date(t.expiresAt).toISOString() };
   });
-  deps.api.post(
-    '/v1/moves',
-    { config: USER, schema: { body: MoveBody } },
-    async (req, reply): Promise<MoveStarted> => {
-      const started = await deps.controller.move(req.body as MoveRequest);
-      reply.code(202);
-      return started;
-    },
-  );
   await app.listen({ host: address, port: d.port });
   deps.log.info({ origin }, 'dashboard listening');
   return { origin, close: () => app.close() };
