@@ -207,6 +207,12 @@ export function Live({ progress }: { progress: Progress | undefined }) {
           ? `, post-copy pages remaining: ${formatBytes(Math.max(0, progress.total - progress.bytes))}`
           : ''}
       </p>
+      {phase === 'pages' && !progress?.total && (
+        <p>
+          Post-copy: the container runs on the destination; its remaining memory pages are still arriving from
+          the source (CRIU's page server reports no count).
+        </p>
+      )}
       {progress?.done.length ? (
         <p class="muted">done: {progress.done.map((d) => `${d.name} ${formatMs(d.ms)}`).join(', ')}</p>
       ) : null}
