@@ -20,6 +20,7 @@ const LAYERS = {
   testbed: 7, // simulated hosts
   probe: 7, // the downtime probe
   workloads: 7, // test programs
+  remote: 7, // hosts reached over SSH with no agent: ferry's executable copied there and run through ssh
   cli: 8, // commands, parsing, rendering
   bench: 8, // benchmarks
   web: 9, // the dashboard in the browser: bundled by the controller, never loaded by Node (the rule below)
@@ -112,13 +113,13 @@ module.exports = {
       severity: 'error',
       comment:
         'The CLI is a client: it parses, calls the api/ client and prints. It may use core/, the tools of layer 7 ' +
-        '(testbed, probe, workloads) and launch the entry modules agent/main.ts, cluster/main.ts and bench/index.ts; ' +
+        '(testbed, probe, workloads, remote) and launch the entry modules agent/main.ts, cluster/main.ts and bench/index.ts; ' +
         'reaching into the engine, host, transport, network, runtime or images would make it a second engine.',
       from: { path: '^src/cli/', pathNot: TESTS },
       to: {
         path: '^(src|bench)/',
         pathNot:
-          '^(src/(cli|api|core|testbed|probe|workloads)/|src/agent/main\\.ts$|src/cluster/main\\.ts$|bench/index\\.ts$)',
+          '^(src/(cli|api|core|testbed|probe|workloads|remote)/|src/agent/main\\.ts$|src/cluster/main\\.ts$|bench/index\\.ts$)',
       },
     },
     {

@@ -41,6 +41,7 @@ const READS: Record<string, readonly string[]> = {
     'controller',
     'default',
     'bundlePolicy',
+    'ssh',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
@@ -60,7 +61,7 @@ const READS: Record<string, readonly string[]> = {
     'threshold',
     'maxRounds',
   ),
-  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
+  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
     'cluster',
     'json',

@@ -2,7 +2,6 @@
 // first serves it and kept in memory: no build step to forget, no CDN (nothing outside the cluster is reachable),
 // and a controller never serves a bundle older than its own code.
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { FerryError } from '../../core/errors.ts';
 
 export interface Asset {
@@ -32,6 +31,8 @@ export class DashboardAssets {
 }
 
 async function bundle(): Promise<Map<string, Asset>> {
+  // loaded on first use: a controller nobody opens the dashboard of never starts esbuild's service
+  const { build } = await import('esbuild');
   const r = await build({
     entryPoints: [ENTRY],
     bundle: true,
