@@ -23,6 +23,7 @@ const LAYERS = {
   remote: 7, // hosts reached over SSH with no agent: ferry's executable copied there and run through ssh
   cli: 8, // commands, parsing, rendering
   bench: 8, // benchmarks
+  web: 9, // the dashboard in the browser: bundled by the controller, never loaded by Node (the rule below)
 };
 
 /** Where a folder lives: bench/ is at the top of the repository, every other layer under src/. */
@@ -120,6 +121,15 @@ module.exports = {
         pathNot:
           '^(src/(cli|api|core|testbed|probe|workloads|remote)/|src/agent/main\\.ts$|src/cluster/main\\.ts$|bench/index\\.ts$)',
       },
+    },
+    {
+      name: 'web-only-api-types',
+      severity: 'error',
+      comment:
+        'web/ is the dashboard as the browser runs it (bundled by the controller, never loaded by Node): it may ' +
+        "import its own folder and the wire types of api/, nothing that needs Node or the host.",
+      from: { path: '^src/web/', pathNot: TESTS },
+      to: { path: '^(src|bench)/', pathNot: '^src/(web|api)/' },
     },
     {
       name: 'bench-not-cli',

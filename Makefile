@@ -17,8 +17,10 @@ node_modules/.ferry-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# src/web/ is the browser's code (DOM types, JSX): its own project, checked beside the rest
 typecheck: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p src/web
 
 lint: setup
 	node_modules/.bin/biome check src test $(wildcard bench)
@@ -38,6 +40,7 @@ integration: setup
 
 test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p src/web
 	node_modules/.bin/biome check src test $(wildcard bench)
 	$(DEPCRUISE) --output-type err
 	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts' 'test/integration/*.test.ts'

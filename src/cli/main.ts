@@ -384,6 +384,17 @@ export function buildProgram(): Command {
       ),
     );
 
+  program
+    .command('dashboard')
+    .description("print a one-time login URL for the controller's web dashboard (valid 5 minutes, once)")
+    .option('--open', "also open it in the desktop's browser (xdg-open)")
+    .option('--json', 'print JSON: {url, expiresAt}')
+    .action(
+      wrap(async (o) =>
+        (await import('./dashboard-command.ts')).dashboardCommand({ ...program.opts(), ...o }),
+      ),
+    );
+
   const ca = program
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");
@@ -498,7 +509,11 @@ export function buildProgram(): Command {
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
-    .action(wrap(async () => demoCommand(ferryArgv())));
+    .option(
+      '--dashboard',
+      'also run a controller, print its dashboard URL, move through the controller so the browser shows each hop, and leave the testbed up',
+    )
+    .action(wrap(async (o: { dashboard?: boolean }) => demoCommand(ferryArgv(), o)));
 
   return program;
 }

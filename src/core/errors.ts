@@ -35,6 +35,7 @@ export const ERRORS = {
   FERRY_E_AUTH: { status: 401, text: 'not authenticated' },
   FERRY_E_AUTH_ROLE: { status: 403, text: 'certificate role not allowed here' },
   FERRY_E_AUTH_PEER: { status: 403, text: 'not a known peer' },
+  FERRY_E_AUTH_CSRF: { status: 403, text: "state-changing request without the session's CSRF token" },
   FERRY_E_SSH_UNREACHABLE: { status: 502, text: 'SSH host unreachable' },
   FERRY_E_SSH_AUTH: { status: 401, text: 'SSH authentication refused' },
   FERRY_E_SSH_HOST_KEY: { status: 409, text: 'SSH host key unknown or changed' },

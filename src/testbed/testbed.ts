@@ -197,6 +197,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             rebalanceIntervalMs: c.rebalanceIntervalMs ?? 60_000,
             ...(c.targetPercent ? { targetPercent: c.targetPercent } : {}),
             ...(c.cooldownMs !== undefined ? { cooldownMs: c.cooldownMs } : {}),
+            dashboard: { port: DASHBOARD_PORT },
           },
           null,
           2,
@@ -273,6 +274,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
 }
 
 const CONTROLLER_PORT = 7480;
+/** The controller's dashboard (`ferry dashboard` prints its login URL). */
+const DASHBOARD_PORT = 7481;
 
 /** Starts (or restarts) the testbed's controller and waits until it answers. */
 export async function startController(
