@@ -232,7 +232,7 @@ export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: 
     'restore, upload and journal directories (`state`), all the files of its state directory (`hostFiles`), the',
     "iptables and nftables rules of its network namespace; the testbed's network namespaces and the rules inside the",
     "container's. Every count must be equal at the end, and RSS may grow by 5 MiB at most; `make test` runs the same",
-    `with 20 migrations after 20 of warm-up (\`test/integration/soak.test.ts\`).`,
+    `with 20 migrations after 30 of warm-up (\`test/integration/soak.test.ts\`).`,
     '',
     '```',
     soakTable(r),
