@@ -9,6 +9,7 @@ import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { Faults } from '../core/faults.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { VERSION } from '../core/version.ts';
 import { ArchiveRestores } from '../host/archive-restore.ts';
 import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
@@ -40,7 +41,7 @@ import { buildAgentApp } from './server.ts';
 
 export { loadAgentConfig } from './config.ts';
 
-export const VERSION = '0.2.0';
+export { VERSION };
 
 export interface RunningAgent {
   app: FastifyInstance;

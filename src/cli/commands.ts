@@ -6,6 +6,7 @@ import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
+import { exitStatusOfReport } from './exit-status.ts';
 import { MigrationRenderer, reportText } from './render.ts';
 
 interface Common {
@@ -334,6 +335,6 @@ export async function migrateCommand(name: string, o: Common & MigrateFlags & { 
     const e = report.error;
     if (!o.json)
       process.stderr.write(`ferry: ${e?.code ?? 'FERRY_E_INTERNAL'}: ${e?.message ?? 'migration failed'}\n`);
-    process.exit(1);
+    process.exit(exitStatusOfReport(report));
   }
 }

@@ -6,13 +6,17 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
+import { VERSION } from '../core/version.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
+import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
 import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import { commandPath, usageError } from './usage.ts';
 
 /** How to start this CLI again (agents are started by the testbed with the same node and flags). */
 export function ferryArgv(): string[] {
@@ -28,7 +32,7 @@ export function fail(err: unknown, json: boolean): never {
     // one line, as the CLI contract says; the hint rides along
     process.stderr.write(`ferry: ${fe.code}: ${fe.message}${fe.hint ? ` (hint: ${fe.hint})` : ''}\n`);
   }
-  process.exit(1);
+  process.exit(exitStatusOfError(fe));
 }
 
 function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
@@ -67,7 +71,10 @@ export function buildProgram(): Command {
       'cluster file (default: $FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces); ' +
         'commands say on stderr which cluster they act on unless --cluster names it',
     )
-    .showHelpAfterError()
+    .version(VERSION, '-V, --version', "print ferry's version")
+    .addHelpText('after', `\n${EXIT_STATUS_HELP}`)
+    // a usage error is one line (main() prints it), never the whole help
+    .configureOutput({ outputError: () => {}, writeErr: () => {} })
     .exitOverride();
 
   const tb = program.command('testbed').description('simulated hosts on this machine');
@@ -190,6 +197,7 @@ export function buildProgram(): Command {
       (v) => positiveInt(v, '--streams'),
     )
     .option('--json', 'print the report as JSON')
+    .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 
   program
@@ -457,6 +465,19 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('completion')
+    .description(
+      'print a shell completion script: bash (save as /usr/share/bash-completion/completions/ferry), zsh (as _ferry ' +
+        'in $fpath), fish (as ~/.config/fish/completions/ferry.fish)',
+    )
+    .argument('<shell>', SHELLS.join(' | '))
+    .action(
+      wrap(async (shell: string) => {
+        process.stdout.write(completionScript(program, shell));
+      }),
+    );
+
+  program
     .command('demo')
     .description(
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
@@ -484,8 +505,7 @@ export async function main(argv = process.argv): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0) process.exit(0);
-      process.stderr.write(`ferry: FERRY_E_INPUT_ARGS: ${err.message.replace(/^error: /, '')}\n`);
-      process.exit(2);
+      fail(usageError(err, commandPath(program, argv.slice(2))), argv.includes('--json'));
     }
     fail(err, argv.includes('--json'));
   }

@@ -283,7 +283,8 @@ test("post-copy: losing the destination's page fault handler after restore is de
   await new Promise((r) => setTimeout(r, 500));
   process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
   const { code, report } = await pending;
-  assert.equal(code, 1);
+  // exit status 3: the container is lost (not 1, which says it runs on the source)
+  assert.equal(code, 3);
   assert.equal(report.error?.code, 'FERRY_E_POSTCOPY_FAILED', JSON.stringify(report.error));
   assert.equal(report.error?.phase, 'pages');
   assert.match(report.error?.message ?? '', /must be considered lost/);

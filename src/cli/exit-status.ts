@@ -1,0 +1,59 @@
+// The exit statuses scripts rely on (docs/errors.md, "Exit status", and `ferry --help`). A script that migrates
+// needs to tell "it failed, the container runs on the source as before" (retry later) from "the container is lost
+// or in doubt" (page someone): the two get different statuses.
+import type { MigrationReport } from '../api/types.ts';
+import type { ErrorCode, FerryError } from '../core/errors.ts';
+
+export const EXIT = {
+  /** Done as asked (a migration: the container runs on the destination). */
+  ok: 0,
+  /** Failed; nothing was lost (a migration rolled back: the container runs on the source). */
+  failed: 1,
+  /** The command line was refused (unknown option, bad value, bad name); nothing was changed. */
+  usage: 2,
+  /** The container is lost or in doubt: post-copy failed after the commit, or the rollback could not resume it. */
+  lost: 3,
+} as const;
+
+export type ExitStatus = (typeof EXIT)[keyof typeof EXIT];
+
+/** Codes that say the command line itself is wrong (refused before anything is changed). */
+const USAGE: ReadonlySet<ErrorCode> = new Set(['FERRY_E_INPUT_ARGS', 'FERRY_E_INPUT_NAME']);
+
+/** Codes that say a container no longer runs anywhere for sure (docs/errors.md says why for each). */
+const LOST: ReadonlySet<ErrorCode> = new Set(['FERRY_E_POSTCOPY_FAILED', 'FERRY_E_ROLLBACK_FAILED']);
+
+export function exitStatusOfError(e: Pick<FerryError, 'code'>): ExitStatus {
+  if (LOST.has(e.code)) return EXIT.lost;
+  if (USAGE.has(e.code)) return EXIT.usage;
+  return EXIT.failed;
+}
+
+/** A migration's report: 0 only when the container runs on the destination; 3 when it may run nowhere. */
+export function exitStatusOfReport(r: Pick<MigrationReport, 'ok' | 'error' | 'rollback'>): ExitStatus {
+  if (r.ok) return EXIT.ok;
+  if (r.error && LOST.has(r.error.code)) return EXIT.lost;
+  // a rollback that could not bring the source back leaves the container nowhere, whatever the cause's code
+  if (r.rollback && !r.rollback.sourceRunning) return EXIT.lost;
+  return EXIT.failed;
+}
+
+/** What `ferry --help` says about the statuses (after the command list). */
+export const EXIT_STATUS_HELP = [
+  'Exit status:',
+  '  0  done (migrate: the container runs on the destination)',
+  '  1  failed, nothing lost (migrate: rolled back, the container runs on the source)',
+  '  2  usage error: the command line was refused; nothing was changed',
+  '  3  the container is lost or in doubt (post-copy failed after the commit, or the rollback could not resume it)',
+  'Errors print one line on stderr, `ferry: CODE: message`; with --json, {"ok": false, "error": {...}} on stdout.',
+].join('\n');
+
+/** What `ferry migrate --help` says about the statuses. */
+export const MIGRATE_EXIT_STATUS_HELP = [
+  'Exit status:',
+  '  0  the container runs on the destination',
+  '  1  failed and rolled back: the container runs on the source (or nothing was touched)',
+  '  2  usage error; nothing was touched',
+  '  3  the container is lost or in doubt: post-copy failed after the commit, or the rollback could not resume it',
+  '     (the error says which; FERRY_E_POSTCOPY_FAILED or FERRY_E_ROLLBACK_FAILED)',
+].join('\n');
