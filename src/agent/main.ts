@@ -5,6 +5,7 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TlsMaterial } from '../api/https-client.ts';
+import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { Faults } from '../core/faults.ts';
@@ -35,6 +36,7 @@ import { Runc } from '../runtime/runc.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { AgentMetrics } from './metrics.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
@@ -114,9 +116,16 @@ export async function startAgent(
     leftovers: { settle: settleLeftovers },
     failPageServer: (port) => resetConnection('127.0.0.1', port),
   });
+  const metrics = new AgentMetrics({
+    host: cfg.host,
+    version: VERSION,
+    containers: () => host.list(),
+    certificateExpires: own.notAfter,
+  });
   const source = new MigrationSource({
     host,
     log,
+    onReport: (r) => metrics.observe(r),
     capabilities,
     deadlines: cfg.deadlines,
     journal,
@@ -205,6 +214,7 @@ export async function startAgent(
     },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
+  registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {

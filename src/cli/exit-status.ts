@@ -1,6 +1,7 @@
 // The exit statuses scripts rely on (docs/errors.md, "Exit status", and `ferry --help`). A script that migrates
 // needs to tell "it failed, the container runs on the source as before" (retry later) from "the container is lost
 // or in doubt" (page someone): the two get different statuses.
+import { LOST_CODES, migrationOutcome } from '../api/outcome.ts';
 import type { MigrationReport } from '../api/types.ts';
 import type { ErrorCode, FerryError } from '../core/errors.ts';
 
@@ -20,22 +21,16 @@ export type ExitStatus = (typeof EXIT)[keyof typeof EXIT];
 /** Codes that say the command line itself is wrong (refused before anything is changed). */
 const USAGE: ReadonlySet<ErrorCode> = new Set(['FERRY_E_INPUT_ARGS', 'FERRY_E_INPUT_NAME']);
 
-/** Codes that say a container no longer runs anywhere for sure (docs/errors.md says why for each). */
-const LOST: ReadonlySet<ErrorCode> = new Set(['FERRY_E_POSTCOPY_FAILED', 'FERRY_E_ROLLBACK_FAILED']);
-
 export function exitStatusOfError(e: Pick<FerryError, 'code'>): ExitStatus {
-  if (LOST.has(e.code)) return EXIT.lost;
+  if (LOST_CODES.has(e.code)) return EXIT.lost;
   if (USAGE.has(e.code)) return EXIT.usage;
   return EXIT.failed;
 }
 
 /** A migration's report: 0 only when the container runs on the destination; 3 when it may run nowhere. */
 export function exitStatusOfReport(r: Pick<MigrationReport, 'ok' | 'error' | 'rollback'>): ExitStatus {
-  if (r.ok) return EXIT.ok;
-  if (r.error && LOST.has(r.error.code)) return EXIT.lost;
-  // a rollback that could not bring the source back leaves the container nowhere, whatever the cause's code
-  if (r.rollback && !r.rollback.sourceRunning) return EXIT.lost;
-  return EXIT.failed;
+  const outcome = migrationOutcome(r);
+  return outcome === 'succeeded' ? EXIT.ok : outcome === 'lost' ? EXIT.lost : EXIT.failed;
 }
 
 /** What `ferry --help` says about the statuses (after the command list). */

@@ -1,10 +1,13 @@
 // Starts a controller: its store, the agent pool, the decision loop and the API.
 import { readFileSync } from 'node:fs';
+import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { createLogger } from '../core/log.ts';
+import { VERSION } from '../core/version.ts';
 import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
 import { HttpAgentPool } from './agents.ts';
 import type { ControllerFileConfig } from './config.ts';
-import { Controller } from './controller.ts';
+import { Controller, type ControllerEvent } from './controller.ts';
+import { ControllerMetrics } from './metrics.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
 
@@ -42,6 +45,16 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   const agents = new HttpAgentPool(tls);
   const controller = new Controller({ store, agents, cfg, log });
   const app = buildControllerApp(controller, log, { https: tlsServerOptions(cfg.tls) });
+  const metrics = new ControllerMetrics({
+    name: cfg.name,
+    version: VERSION,
+    summary: () => controller.summary(),
+    isLeader: () => controller.isLeader(),
+  });
+  controller.on('event', (e: ControllerEvent) => {
+    if (e.type === 'migration') metrics.observe(e.migration);
+  });
+  registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   if (election) {
     controller.setLeader(false);
