@@ -33,7 +33,7 @@ import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
-import type { AgentConfig } from './config.ts';
+import { type AgentConfig, advertisedAddress } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -57,6 +57,8 @@ export async function startAgent(
   // a wrong certificate would only show in the peers' handshakes: refuse it before anything starts
   const own = checkOwnCertificate(cfg.tls, { role: 'agent', name: cfg.host });
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
+  // what peers and the controller dial; the listen address may be 0.0.0.0
+  const advertise = advertisedAddress(cfg);
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
@@ -133,7 +135,7 @@ export async function startAgent(
     onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),
     faults,
     postcopy: {
-      pageServerAddress: cfg.listen.address,
+      pageServerAddress: advertise,
       fence: {
         open: (port, allow) => fw.fencePort(port, allow),
         close: (port, allow) => fw.unfencePort(port, allow),
@@ -160,7 +162,7 @@ export async function startAgent(
   const reservations = new Reservations({
     host,
     arriving: (n) => incoming.isReserved(n),
-    reservedAddresses: [cfg.listen.address, ...cfg.reservedAddresses],
+    reservedAddresses: [advertise, ...cfg.reservedAddresses],
     peers: cfg.peers
       .filter((p) => p.name !== cfg.host)
       .map((p) => ({ endpoint: p, client: clients.agent(p, { timeoutMs: 5000 }) })),
@@ -199,9 +201,7 @@ export async function startAgent(
       peers: cfg.peers,
       uploads,
       reservations,
-      ...(cfg.listen.address !== '0.0.0.0'
-        ? { lan: { member: cfg.listen.address, prefixLen: cfg.network.prefixLen } }
-        : {}),
+      lan: { member: advertise, prefixLen: cfg.network.prefixLen },
       checkpoints,
       restores,
       incoming,
@@ -222,12 +222,12 @@ export async function startAgent(
       host,
       client: clients.controller(cfg.controller, { timeoutMs: 5000 }),
       cfg: { ...cfg.heartbeat, capacity: cfg.capacity ?? { cores: cpus().length, memoryBytes: totalmem() } },
-      self: { name: cfg.host, address: cfg.listen.address, port: cfg.listen.port },
+      self: { name: cfg.host, address: advertise, port: cfg.listen.port },
       log,
     });
     heartbeat.start();
   }
-  log.info({ host: cfg.host, listen: cfg.listen }, 'agent listening');
+  log.info({ host: cfg.host, listen: cfg.listen, advertise }, 'agent listening');
   void capabilities().catch(() => {});
   return {
     app,
