@@ -33,15 +33,26 @@ import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
-import { type AgentConfig, advertisedAddress } from './config.ts';
+import { installUnit, Systemd } from '../runtime/systemd.ts';
+import { AGENT_CONFIG_PATH, type AgentConfig, advertisedAddress } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { AgentMetrics } from './metrics.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
+import { AGENT_UNIT, agentUnitText } from './unit.ts';
 
-export { loadAgentConfig } from './config.ts';
+export { AGENT_CONFIG_PATH, loadAgentConfig } from './config.ts';
+
+/** Installs the agent's systemd unit under `root` (`ferry install --agent`); returns the unit file's path. */
+export async function installAgentUnit(o: { root: string; ferry: string }): Promise<string> {
+  return installUnit(new Systemd(new ProcessRunner()), {
+    root: o.root,
+    name: AGENT_UNIT,
+    text: agentUnitText({ ferry: o.ferry, config: AGENT_CONFIG_PATH }),
+  });
+}
 
 export { VERSION };
 

@@ -21,6 +21,7 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import type { InstallOptions } from './install.ts';
 import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
 import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
@@ -87,6 +88,7 @@ const READS: Record<string, readonly string[]> = {
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   completion: [],
+  install: keysOf<InstallOptions>()('agent', 'controller', 'root', 'json'),
   demo: [],
 };
 

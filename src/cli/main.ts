@@ -15,6 +15,7 @@ import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from '
 import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
+import type { InstallOptions } from './install.ts';
 import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 import { commandPath, usageError } from './usage.ts';
 
@@ -463,6 +464,24 @@ export function buildProgram(): Command {
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
       }),
     );
+
+  program
+    .command('install')
+    .description(
+      "install the systemd unit of a host's agent and/or the controller (checked with systemd-analyze verify), and " +
+        'the directories /etc/ferry/pki and /var/lib/ferry; the config files are yours to write (docs/configuration.md)',
+    )
+    .option('--agent', 'the agent: ferry-agent.service, starting ferry agent --config /etc/ferry/agent.json')
+    .option(
+      '--controller',
+      'the controller: ferry-controller.service, starting ferry controller --config /etc/ferry/controller.json',
+    )
+    .option(
+      '--root <dir>',
+      'install under this directory instead of / (a package build); systemd is not reloaded',
+    )
+    .option('--json', 'print JSON')
+    .action(wrap(async (o: InstallOptions) => (await import('./install.ts')).installCommand(o)));
 
   program
     .command('completion')

@@ -3,15 +3,27 @@ import { readFileSync } from 'node:fs';
 import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { createLogger } from '../core/log.ts';
 import { VERSION } from '../core/version.ts';
+import { ProcessRunner } from '../runtime/exec.ts';
 import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
+import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { HttpAgentPool } from './agents.ts';
-import type { ControllerFileConfig } from './config.ts';
+import { CONTROLLER_CONFIG_PATH, type ControllerFileConfig } from './config.ts';
 import { Controller, type ControllerEvent } from './controller.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
+import { CONTROLLER_UNIT, controllerUnitText } from './unit.ts';
 
-export { loadControllerConfig } from './config.ts';
+export { CONTROLLER_CONFIG_PATH, loadControllerConfig } from './config.ts';
+
+/** Installs the controller's systemd unit under `root` (`ferry install --controller`); returns its path. */
+export async function installControllerUnit(o: { root: string; ferry: string }): Promise<string> {
+  return installUnit(new Systemd(new ProcessRunner()), {
+    root: o.root,
+    name: CONTROLLER_UNIT,
+    text: controllerUnitText({ ferry: o.ferry, config: CONTROLLER_CONFIG_PATH }),
+  });
+}
 
 export async function openStore(
   cfg: ControllerFileConfig,
