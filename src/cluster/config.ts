@@ -31,10 +31,30 @@ export const ControllerConfigSchema = Type.Object(
       Type.Object(
         {
           kind: Type.Literal('etcd'),
-          endpoint: Type.String({ minLength: 1 }),
+          /** One client URL; `endpoints` lists several (each tried in turn). */
+          endpoint: Type.Optional(Type.String({ minLength: 1 })),
+          endpoints: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 64 })),
           prefix: Type.String({ minLength: 1 }),
           /** How long a crashed leader blocks the others at most (seconds). */
           leaderTtlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 600 })),
+          /** https endpoints: etcd's CA, and the client certificate and key the controller presents. */
+          tls: Type.Optional(
+            Type.Object(
+              {
+                ca: Type.String({ minLength: 1 }),
+                cert: Type.Optional(Type.String({ minLength: 1 })),
+                key: Type.Optional(Type.String({ minLength: 1 })),
+              },
+              STRICT,
+            ),
+          ),
+          /** etcd's authentication: the user, and a file (0600) holding its password. */
+          auth: Type.Optional(
+            Type.Object(
+              { user: Type.String({ minLength: 1 }), passwordFile: Type.String({ minLength: 1 }) },
+              STRICT,
+            ),
+          ),
         },
         STRICT,
       ),
@@ -71,7 +91,25 @@ export function parseControllerConfig(raw: unknown, source = 'controller config'
   const merged = { ...CONTROLLER_FILE_DEFAULTS, ...(raw as object) };
   if (!Value.Check(ControllerConfigSchema, merged))
     throw invalid(schemaProblem(ControllerConfigSchema, merged));
-  return merged as ControllerFileConfig;
+  const cfg = merged as ControllerFileConfig;
+  if (cfg.store.kind === 'etcd') {
+    const eps = etcdEndpoints(cfg.store);
+    if (!eps.length) throw invalid('/store: etcd needs endpoint or endpoints');
+    const bad = eps.find((e) => !/^https?:\/\/[^/]+$/.test(e));
+    if (bad) throw invalid(`/store/endpoints ${bad} is not http(s)://host:port`);
+    if (cfg.store.tls && eps.some((e) => e.startsWith('http://')))
+      throw invalid('/store/tls is given but an endpoint is http://');
+    if (!cfg.store.tls && eps.some((e) => e.startsWith('https://')))
+      throw invalid("/store/tls is missing: https endpoints need etcd's CA");
+    if (Boolean(cfg.store.tls?.cert) !== Boolean(cfg.store.tls?.key))
+      throw invalid('/store/tls: give both cert and key, or neither');
+  }
+  return cfg;
+}
+
+/** The etcd client URLs of an etcd store: `endpoint` and `endpoints` together. */
+export function etcdEndpoints(store: { endpoint?: string; endpoints?: string[] }): string[] {
+  return [...(store.endpoint ? [store.endpoint] : []), ...(store.endpoints ?? [])];
 }
 
 export async function loadControllerConfig(path: string): Promise<ControllerFileConfig> {

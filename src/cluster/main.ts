@@ -1,13 +1,14 @@
 // Starts a controller: its store, the agent pool, the decision loop and the API.
 import { readFileSync } from 'node:fs';
 import { registerMetricsRoute } from '../api/metrics-route.ts';
+import { FerryError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { VERSION } from '../core/version.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
 import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { HttpAgentPool } from './agents.ts';
-import { CONTROLLER_CONFIG_PATH, type ControllerFileConfig } from './config.ts';
+import { CONTROLLER_CONFIG_PATH, type ControllerFileConfig, etcdEndpoints } from './config.ts';
 import { Controller, type ControllerEvent } from './controller.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { buildControllerApp } from './server.ts';
@@ -25,6 +26,19 @@ export async function installControllerUnit(o: { root: string; ferry: string }):
   });
 }
 
+/** A file the config names (a certificate, a password): FERRY_E_INPUT_ARGS naming the field when unreadable. */
+function readConfigured(file: string, field: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `controller config ${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { phase: 'input', cause: err },
+    );
+  }
+}
+
 export async function openStore(
   cfg: ControllerFileConfig,
 ): Promise<{ store: ClusterStore; election?: LeaderElection }> {
@@ -34,12 +48,36 @@ export async function openStore(
   }
   const { EtcdStore } = await import('./etcd/store.ts');
   const { EtcdLeaderElection } = await import('./etcd/leader.ts');
+  const s = cfg.store;
+  const client = {
+    endpoints: etcdEndpoints(s),
+    ...(s.tls
+      ? {
+          tls: {
+            ca: readConfigured(s.tls.ca, '/store/tls/ca'),
+            ...(s.tls.cert ? { cert: readConfigured(s.tls.cert, '/store/tls/cert') } : {}),
+            ...(s.tls.key ? { key: readConfigured(s.tls.key, '/store/tls/key') } : {}),
+          },
+        }
+      : {}),
+    ...(s.auth
+      ? {
+          auth: {
+            user: s.auth.user,
+            // the file's one line, without its newline
+            password: readConfigured(s.auth.passwordFile, '/store/auth/passwordFile')
+              .toString('utf8')
+              .replace(/\r?\n$/, ''),
+          },
+        }
+      : {}),
+  };
   return {
-    store: new EtcdStore({ endpoints: [cfg.store.endpoint], prefix: cfg.store.prefix }),
+    store: new EtcdStore({ ...client, prefix: s.prefix }),
     election: new EtcdLeaderElection({
-      endpoints: [cfg.store.endpoint],
-      prefix: cfg.store.prefix,
-      ...(cfg.store.leaderTtlSeconds ? { ttlSeconds: cfg.store.leaderTtlSeconds } : {}),
+      ...client,
+      prefix: s.prefix,
+      ...(s.leaderTtlSeconds ? { ttlSeconds: s.leaderTtlSeconds } : {}),
     }),
   };
 }
