@@ -319,17 +319,27 @@ export function checkMigrationOptions(options: MigrationOptions): void {
   );
 }
 
-export async function migrateCommand(name: string, o: Common & MigrateFlags & { to: string }): Promise<void> {
+export async function migrateCommand(
+  name: string,
+  o: Common & MigrateFlags & { to: string; events?: boolean },
+): Promise<void> {
   checkName(name);
   checkName(o.to, 'host');
+  if (o.events && !o.json)
+    throw new FerryError('FERRY_E_INPUT_ARGS', '--events needs --json (the events are NDJSON lines)', {
+      phase: 'input',
+    });
   const options = migrationOptions(o);
   checkMigrationOptions(options);
   const renderer = o.json ? undefined : new MigrationRenderer();
-  const report = await withCluster(o, (ctx) =>
-    runMigration(ctx, name, o.to, options, (e) => renderer?.event(e)),
-  );
+  // --json --events: every event as it comes, one JSON object a line; the report ends the stream
+  const onEvent = o.events
+    ? (e: MigrationEvent) => process.stdout.write(`${JSON.stringify(e)}\n`)
+    : (e: MigrationEvent) => renderer?.event(e);
+  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent));
   renderer?.finish();
-  if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
+  else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);
   if (!report.ok) {
     const e = report.error;

@@ -22,7 +22,13 @@ import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import type { InstallOptions } from './install.ts';
-import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
+import {
+  type BenchOptions,
+  buildProgram,
+  type DaemonOptions,
+  type DemoOptions,
+  positiveInt,
+} from './main.ts';
 import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 const run = promisify(execFile);
@@ -57,6 +63,7 @@ const READS: Record<string, readonly string[]> = {
     'maxDowntime',
     'threshold',
     'maxRounds',
+    'events',
   ),
   check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
@@ -89,7 +96,7 @@ const READS: Record<string, readonly string[]> = {
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   completion: [],
   install: keysOf<InstallOptions>()('agent', 'controller', 'root', 'json'),
-  demo: [],
+  demo: keysOf<DemoOptions>()('json'),
 };
 
 // Every default a help text states, keyed `command --flag`, with the value the code uses (read from where it

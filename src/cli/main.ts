@@ -54,6 +54,11 @@ export interface DaemonOptions {
   config: string;
 }
 
+/** Options of `ferry demo`. */
+export interface DemoOptions {
+  json?: boolean;
+}
+
 /** Options of `ferry bench`. */
 export interface BenchOptions {
   runs?: number;
@@ -198,6 +203,11 @@ export function buildProgram(): Command {
       (v) => positiveInt(v, '--streams'),
     )
     .option('--json', 'print the report as JSON')
+    .option(
+      '--events',
+      'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
+        '{"type": "result", "report": ...}',
+    )
     .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 
@@ -502,7 +512,11 @@ export function buildProgram(): Command {
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
-    .action(wrap(async () => demoCommand(ferryArgv())));
+    .option(
+      '--json',
+      'narrate on stderr; print {ok, hops:[{from, to, ok, strategy, bytesSent, freezeMs, totalMs, clientGapMs}], client} on stdout',
+    )
+    .action(wrap(async (o: DemoOptions) => demoCommand(ferryArgv(), o)));
 
   return program;
 }

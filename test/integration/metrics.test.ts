@@ -1,5 +1,6 @@
 // /metrics of real agents and a real controller, scraped over mutual TLS around real migrations (one by the CLI,
-// one by the controller's drain): promtool accepts every answer, and each counter went up by exactly one.
+// its events streamed with --json --events; one by the controller's drain): promtool accepts every answer, and
+// each counter went up by exactly one.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpsClient } from '../../src/api/https-client.ts';
@@ -65,9 +66,22 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
   assert.equal(value(a0, 'ferry_containers', { status: 'running' }), 1);
   assert.equal(value(c0, 'ferry_host_up', { host: 'a' }), 1);
 
-  // a migration by the CLI: counted once on its source, a
-  const m = await bed.cli(['migrate', 'svc', '--to', 'b', '--strategy', 'cold', '--json']);
+  // a migration by the CLI, its events streamed (--json --events): counted once on its source, a
+  const m = await bed.cli(['migrate', 'svc', '--to', 'b', '--strategy', 'cold', '--json', '--events']);
   assert.equal(m.code, 0, m.stdout);
+  const events = m.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; phase?: string; state?: string; report?: unknown });
+  assert.equal(events.at(-1)?.type, 'result', 'the report ends the stream');
+  assert.deepEqual(
+    events.filter((e) => e.type === 'phase' && e.state === 'end').map((e) => e.phase),
+    ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm', 'cleanup'],
+  );
+  assert.ok(
+    events.some((e) => e.type === 'progress' && e.phase === 'transfer'),
+    'transfer progress',
+  );
   const a1 = await scrape(endpoint('a'));
   assert.equal(migrations(a1, 'succeeded'), migrations(a0, 'succeeded') + 1);
   assert.equal(migrations(a1, 'rolled_back'), migrations(a0, 'rolled_back'));
@@ -75,7 +89,7 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
     value(a1, 'ferry_migration_freeze_seconds_count', { strategy: 'cold' }),
     value(a0, 'ferry_migration_freeze_seconds_count', { strategy: 'cold' }) + 1,
   );
-  const report = JSON.parse(m.stdout) as { bytesSent: number; freezeMs: number };
+  const report = events.at(-1)!.report as { bytesSent: number; freezeMs: number };
   assert.equal(
     value(a1, 'ferry_migration_sent_bytes_total', { strategy: 'cold' }) -
       value(a0, 'ferry_migration_sent_bytes_total', { strategy: 'cold' }),
