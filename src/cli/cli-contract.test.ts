@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ERRORS, type ErrorCode, FerryError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { completionScript } from './completion.ts';
-import { EXIT, exitStatusOfError, exitStatusOfReport } from './exit-status.ts';
+import { EXIT, exitStatusOfError, exitStatusOfReport, inDoubt } from './exit-status.ts';
 import { buildProgram } from './main.ts';
 
 const ferry = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
@@ -161,6 +161,11 @@ describe('exit statuses', () => {
     assert.equal(exitStatusOfError(new FerryError('FERRY_E_ROLLBACK_FAILED', 'x')), 3);
     assert.equal(exitStatusOfError(new FerryError('FERRY_E_HOST_UNREACHABLE', 'x')), 1);
     assert.equal(exitStatusOfError(new FerryError('FERRY_E_INPUT_REQUEST', 'x')), 1);
+    // a migrate that lost its source agent after the migration started and could not ask again: in doubt
+    const lostLink = inDoubt(new FerryError('FERRY_E_HOST_UNREACHABLE', 'lost the link to source host a'));
+    assert.equal(lostLink.code, 'FERRY_E_HOST_UNREACHABLE');
+    assert.match(lostLink.message, /IN DOUBT/);
+    assert.equal(exitStatusOfError(lostLink), 3);
   });
 });
 

@@ -6,7 +6,7 @@ import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
-import { exitStatusOfReport } from './exit-status.ts';
+import { exitStatusOfReport, inDoubt } from './exit-status.ts';
 import { MigrationRenderer, reportText } from './render.ts';
 
 interface Common {
@@ -333,10 +333,19 @@ export async function migrateCommand(
   checkMigrationOptions(options);
   const renderer = o.json ? undefined : new MigrationRenderer();
   // --json --events: every event as it comes, one JSON object a line; the report ends the stream
-  const onEvent = o.events
-    ? (e: MigrationEvent) => process.stdout.write(`${JSON.stringify(e)}\n`)
-    : (e: MigrationEvent) => renderer?.event(e);
-  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent));
+  let started = false;
+  const onEvent = (e: MigrationEvent) => {
+    if (e.type === 'started') started = true;
+    if (o.events) process.stdout.write(`${JSON.stringify(e)}\n`);
+    else renderer?.event(e);
+  };
+  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent)).catch(
+    (err: unknown) => {
+      // once the source agent took the migration, an error here means this command could not learn how it
+      // ended: the container may be anywhere (exit status 3, docs/errors.md)
+      throw started ? inDoubt(err) : err;
+    },
+  );
   renderer?.finish();
   if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
   else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);

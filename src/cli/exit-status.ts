@@ -3,7 +3,7 @@
 // or in doubt" (page someone): the two get different statuses.
 import { LOST_CODES, migrationOutcome } from '../api/outcome.ts';
 import type { MigrationReport } from '../api/types.ts';
-import type { ErrorCode, FerryError } from '../core/errors.ts';
+import { asFerryError, type ErrorCode, FerryError } from '../core/errors.ts';
 
 export const EXIT = {
   /** Done as asked (a migration: the container runs on the destination). */
@@ -21,10 +21,30 @@ export type ExitStatus = (typeof EXIT)[keyof typeof EXIT];
 /** Codes that say the command line itself is wrong (refused before anything is changed). */
 const USAGE: ReadonlySet<ErrorCode> = new Set(['FERRY_E_INPUT_ARGS', 'FERRY_E_INPUT_NAME']);
 
-export function exitStatusOfError(e: Pick<FerryError, 'code'>): ExitStatus {
-  if (LOST_CODES.has(e.code)) return EXIT.lost;
+export function exitStatusOfError(
+  e: Pick<FerryError, 'code'> & { details?: Record<string, unknown> },
+): ExitStatus {
+  if (LOST_CODES.has(e.code) || e.details?.['inDoubt'] === true) return EXIT.lost;
   if (USAGE.has(e.code)) return EXIT.usage;
   return EXIT.failed;
+}
+
+/**
+ * An error that leaves a migration's outcome unknown to this command (its link to the source agent broke after
+ * the migration started and it could not ask again): the same error, marked in doubt (exit status 3).
+ */
+export function inDoubt(err: unknown): FerryError {
+  const fe = asFerryError(err);
+  return new FerryError(
+    fe.code,
+    `${fe.message}; where the container runs is IN DOUBT until the source settles it`,
+    {
+      ...(fe.phase ? { phase: fe.phase } : {}),
+      hint: fe.hint ?? 'ferry ps shows where the container runs',
+      details: { ...fe.details, inDoubt: true },
+      cause: err,
+    },
+  );
 }
 
 /** A migration's report: 0 only when the container runs on the destination; 3 when it may run nowhere. */

@@ -29,7 +29,7 @@ import {
   type DemoOptions,
   positiveInt,
 } from './main.ts';
-import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import type { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 const run = promisify(execFile);
 const ferry = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
@@ -49,6 +49,7 @@ const READS: Record<string, readonly string[]> = {
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
+  'testbed agent': keysOf<Parameters<typeof testbedAgentCommand>[2]>()('name', 'json'),
   hosts: keysOf<Parameters<typeof hostsCommand>[0]>()('cluster', 'json'),
   run: keysOf<Parameters<typeof runCommand>[1]>()('cluster', 'json', 'host', 'name', 'bundle', 'net', 'ip'),
   ps: keysOf<Parameters<typeof psCommand>[0]>()('cluster', 'json', 'host'),
@@ -139,6 +140,7 @@ const CODE_DEFAULTS: Record<string, unknown> = {
   'migrate --strategy': 'auto',
   'checkpoint --compress': 'zstd',
   'testbed down --name': 'tb',
+  'testbed agent --name': 'tb',
 };
 
 interface HelpOption {

@@ -16,7 +16,7 @@ import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
 import type { InstallOptions } from './install.ts';
-import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 import { commandPath, usageError } from './usage.ts';
 
 /** How to start this CLI again (agents are started by the testbed with the same node and flags). */
@@ -111,6 +111,18 @@ export function buildProgram(): Command {
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
+  tb.command('agent')
+    .description(
+      "kill (SIGKILL, its runc and CRIU left as a crash leaves them), start or restart one host's agent, " +
+        'to drive faults by hand',
+    )
+    .argument('<action>', 'kill, start or restart')
+    .argument('<host>', 'the host whose agent it is')
+    .option('--name <name>', 'testbed name', 'tb')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (action: string, host: string, o) => testbedAgentCommand(action, host, o, ferryArgv())),
+    );
 
   program
     .command('hosts')
@@ -448,8 +460,8 @@ export function buildProgram(): Command {
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
     .option(
       '--tests <list>',
-      'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
-        'all of them (default: every test zdtm itself would run here)',
+      'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
+        'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
