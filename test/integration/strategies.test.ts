@@ -284,7 +284,7 @@ test("post-copy: losing the destination's page fault handler after restore is de
   process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
   const { code, report } = await pending;
   // exit status 3: the container is lost (not 1, which says it runs on the source)
-  assert.equal(code, 3);
+  assert.equal(code, 3, JSON.stringify(report.error));
   assert.equal(report.error?.code, 'FERRY_E_POSTCOPY_FAILED', JSON.stringify(report.error));
   assert.equal(report.error?.phase, 'pages');
   assert.match(report.error?.message ?? '', /must be considered lost/);
