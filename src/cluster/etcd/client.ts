@@ -2,6 +2,8 @@
 // with failover between endpoints, TLS with a client certificate, and etcd's user authentication (a token, renewed
 // when etcd lets it expire). Also the compare / request builders the store and the leader election put into txns.
 // etcd >= 3.4 serves the gateway at /v3/ (3.3: /v3beta/; pass gatewayPath for that).
+// Over 400 lines as one file because it is one client of one protocol: the calls, the auth token, the watch stream
+// and the txn builders share the endpoints, the failover and the connection pool.
 import { Agent, fetch } from 'undici';
 import { FerryError } from '../../core/errors.ts';
 
