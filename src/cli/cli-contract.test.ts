@@ -33,7 +33,7 @@ describe('ferry --version', () => {
     assert.equal(VERSION, pkg.version);
     const r = await run(['--version']);
     assert.equal(r.code, 0);
-    assert.equal(r.stdout.trim(), VERSION);
+    assert.match(r.stdout.trim(), new RegExp(`^ferry ${VERSION.replace(/\./g, '\\.')} \\(commit `));
   });
 });
 

@@ -21,6 +21,7 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import type { dashboardCommand } from './dashboard-command.ts';
 import type { InstallOptions } from './install.ts';
 import {
   type BenchOptions,
@@ -46,6 +47,7 @@ const READS: Record<string, readonly string[]> = {
     'controller',
     'default',
     'bundlePolicy',
+    'ssh',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
@@ -66,7 +68,7 @@ const READS: Record<string, readonly string[]> = {
     'maxRounds',
     'events',
   ),
-  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
+  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
     'cluster',
     'json',
@@ -90,6 +92,7 @@ const READS: Record<string, readonly string[]> = {
   cluster: keysOf<Parameters<typeof clusterCommand>[0]>()('cluster', 'json'),
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
+  dashboard: keysOf<Parameters<typeof dashboardCommand>[0]>()('cluster', 'json', 'open'),
   controller: keysOf<DaemonOptions>()('config'),
   bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
   'ca init': keysOf<CaInitOptions>()('json'),
@@ -97,7 +100,7 @@ const READS: Record<string, readonly string[]> = {
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   completion: [],
   install: keysOf<InstallOptions>()('agent', 'controller', 'root', 'json'),
-  demo: keysOf<DemoOptions>()('json'),
+  demo: keysOf<DemoOptions>()('dashboard', 'json'),
 };
 
 // Every default a help text states, keyed `command --flag`, with the value the code uses (read from where it

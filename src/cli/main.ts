@@ -2,13 +2,14 @@
 // Over 400 lines because it is the one table of every command, its options and help texts (what the help test
 // holds to the code); each action only parses and hands over to the command's own module.
 import { realpathSync } from 'node:fs';
+import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
-import { VERSION } from '../core/version.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
+import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
@@ -19,8 +20,12 @@ import type { InstallOptions } from './install.ts';
 import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 import { commandPath, usageError } from './usage.ts';
 
-/** How to start this CLI again (agents are started by the testbed with the same node and flags). */
+/**
+ * How to start this CLI again (agents are started by the testbed with the same node and flags). The single
+ * executable is Node and ferry in one file: its own path is the whole command.
+ */
 export function ferryArgv(): string[] {
+  if (isSea()) return [process.execPath];
   const main = realpathSync(fileURLToPath(import.meta.url));
   return [process.execPath, ...process.execArgv, main];
 }
@@ -56,6 +61,7 @@ export interface DaemonOptions {
 
 /** Options of `ferry demo`. */
 export interface DemoOptions {
+  dashboard?: boolean;
   json?: boolean;
 }
 
@@ -77,7 +83,11 @@ export function buildProgram(): Command {
       'cluster file (default: $FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces); ' +
         'commands say on stderr which cluster they act on unless --cluster names it',
     )
-    .version(VERSION, '-V, --version', "print ferry's version")
+    .version(
+      versionLine(),
+      '-V, --version',
+      'print the version, the commit it was built from and how it runs',
+    )
     .addHelpText('after', `\n${EXIT_STATUS_HELP}`)
     // a usage error is one line (main() prints it), never the whole help
     .configureOutput({ outputError: () => {}, writeErr: () => {} })
@@ -102,6 +112,10 @@ export function buildProgram(): Command {
     .option(
       '--bundle-policy <json>',
       'exceptions to every agent\'s bundle policy, e.g. \'{"allowMounts":["/usr"]}\' (docs/bundle-policy.md)',
+    )
+    .option(
+      '--ssh',
+      "also run an OpenSSH server on every host (root by key; keys, known_hosts and an ssh_config made under the testbed's directory; ssh -F CONFIG HOST)",
     )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
@@ -281,7 +295,15 @@ export function buildProgram(): Command {
   program
     .command('check')
     .description('what this host (or --host) can do, and which strategies work')
-    .option('--host <host>', "ask this host's agent instead of checking locally")
+    .option(
+      '--host <host>',
+      "ask this host's agent instead of checking locally; or ssh://[user@]host[:port], a host with no agent: " +
+        "ferry copies its single executable there when it is missing or of another build (verified by SHA-256, into the remote user's ~/.cache/ferry/bin) and runs the check with it",
+    )
+    .option(
+      '--ssh-config <file>',
+      'for ssh:// hosts: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 
@@ -377,6 +399,17 @@ export function buildProgram(): Command {
     .action(
       wrap(async (host: string, o) =>
         (await import('./cluster-commands.ts')).drainCommand(host, { ...program.opts(), ...o }),
+      ),
+    );
+
+  program
+    .command('dashboard')
+    .description("print a one-time login URL for the controller's web dashboard (valid 5 minutes, once)")
+    .option('--open', "also open it in the desktop's browser (xdg-open)")
+    .option('--json', 'print JSON: {url, expiresAt}')
+    .action(
+      wrap(async (o) =>
+        (await import('./dashboard-command.ts')).dashboardCommand({ ...program.opts(), ...o }),
       ),
     );
 
@@ -525,6 +558,10 @@ export function buildProgram(): Command {
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
     .option(
+      '--dashboard',
+      'also run a controller, print its dashboard URL, move through the controller so the browser shows each hop, and leave the testbed up',
+    )
+    .option(
       '--json',
       'narrate on stderr; print {ok, hops:[{from, to, ok, strategy, bytesSent, freezeMs, totalMs, clientGapMs}], client} on stdout',
     )
@@ -556,6 +593,7 @@ export async function main(argv = process.argv): Promise<void> {
   }
 }
 
-if (realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
-  await main();
+// not a top-level await: the single executable's bundle is CommonJS (scripts/dist.sh)
+if (isSea() || realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
+  void main();
 }

@@ -67,6 +67,17 @@ export const ControllerConfigSchema = Type.Object(
     concurrency: Type.Integer({ minimum: 1, maximum: 64 }),
     strategy: StrategyChoice,
     logLevel: Type.Union(LOG_LEVELS.map((l) => Type.Literal(l))),
+    /** The dashboard's own HTTPS port (server certificate only; browsers log in with `ferry dashboard`). */
+    dashboard: Type.Optional(
+      Type.Object(
+        {
+          port: Type.Integer({ minimum: 1, maximum: 65535 }),
+          /** Where it listens; the API's address when not given. */
+          address: Type.Optional(Type.String({ minLength: 1 })),
+        },
+        STRICT,
+      ),
+    ),
   },
   STRICT,
 );

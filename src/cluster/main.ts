@@ -10,6 +10,7 @@ import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { HttpAgentPool } from './agents.ts';
 import { CONTROLLER_CONFIG_PATH, type ControllerFileConfig, etcdEndpoints } from './config.ts';
 import { Controller, type ControllerEvent } from './controller.ts';
+import { startDashboard } from './dashboard/index.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
@@ -105,6 +106,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
     if (e.type === 'migration') metrics.observe(e.migration);
   });
   registerMetricsRoute(app, metrics.registry);
+  const dashboard = await startDashboard({ cfg, api: app, controller, agents, tls, log });
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   if (election) {
     controller.setLeader(false);
@@ -126,6 +128,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   return {
     async close() {
       controller.stop();
+      await dashboard?.close();
       await app.close();
       agents.close();
       await election?.resign().catch(() => {});
