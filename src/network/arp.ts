@@ -36,16 +36,11 @@ export interface StagedAnnouncement {
 /**
  * An announcement spawned ahead of time: `fire()` only writes a line to a shell waiting for it, so it goes out
  * within a millisecond (at the start of a held switchover, each millisecond before it can cost a packet).
- * `first` (a fixed command line, no user input) runs right before it in the same shell.
  */
-export function stageAnnouncement(
-  ns: string | undefined,
-  dev: string,
-  address: string,
-  first?: string[],
-): StagedAnnouncement {
-  const script = first ? `read x && ${first.join(' ')}; exec "$@"` : 'read x && exec "$@"';
-  const session = startSession(inNetns(ns, ['sh', '-c', script, 'sh', ...arpingArgv(dev, address)]));
+export function stageAnnouncement(ns: string | undefined, dev: string, address: string): StagedAnnouncement {
+  const session = startSession(
+    inNetns(ns, ['sh', '-c', 'read x && exec "$@"', 'sh', ...arpingArgv(dev, address)]),
+  );
   return {
     fire: () => void session.finish('go\n').catch(() => {}),
     drop: () => session.kill(),

@@ -222,8 +222,11 @@ export class ContainerNetwork implements NetworkLike {
         this.stage(name, stageAnnouncement(this.netns(name), 'eth0', id.ip!));
       } else if (id.mode === 'host') {
         await this.hold.redirect(this.cfg.bridge, id.ip!, this.holdIfb(name), this.holdPref(name));
-        const add = ['ip', 'addr', 'replace', `${id.ip}/32`, 'dev', this.cfg.bridge];
-        this.stage(name, stageAnnouncement(undefined, this.cfg.bridge, id.ip!, add));
+        // the address now, not at the announcement: each millisecond after the source's lock costs packets. A
+        // neighbour that asks for it meanwhile may be answered from here too; its packets then wait here as well
+        if (!(await this.ip.hasAddress(this.cfg.bridge, id.ip!)))
+          await this.ip.addAddress(this.cfg.bridge, `${id.ip}/32`);
+        this.stage(name, stageAnnouncement(undefined, this.cfg.bridge, id.ip!));
       }
     } catch (err) {
       await this.dropHold(name, id);
@@ -260,6 +263,7 @@ export class ContainerNetwork implements NetworkLike {
       await this.ip.down(this.hostVeth(name));
     } else if (id.mode === 'host') {
       await this.hold.unredirect(this.cfg.bridge, this.holdIfb(name), this.holdPref(name));
+      await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
     }
   }
 

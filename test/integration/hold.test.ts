@@ -43,6 +43,14 @@ function clientCounters(bed: Bed): Counters {
   return Object.fromEntries(COUNTERS.map((k) => [k, all.get(k) ?? 0])) as Counters;
 }
 
+/** UDP datagrams a host's kernel dropped because a socket's receive buffer was full. */
+function rcvbufErrors(netns: string): number {
+  const out = execFileSync('ip', ['netns', 'exec', netns, 'nstat', '-asz', 'UdpRcvbufErrors'], {
+    encoding: 'utf8',
+  });
+  return Number(/UdpRcvbufErrors\s+(\d+)/.exec(out)?.[1] ?? 0);
+}
+
 function delta(a: Counters, b: Counters): Counters {
   return Object.fromEntries(COUNTERS.map((k) => [k, b[k] - a[k]])) as Counters;
 }
@@ -207,6 +215,7 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   const udp = startProbe(bed, 'udp', `${udpIp}:7002`);
   await settle(1000);
   const before = clientCounters(bed);
+  const overflowBefore = bed.state.hosts.map((h) => rcvbufErrors(h.netns));
   for (const to of ['b', 'a']) {
     for (const name of ['htcp', 'hudp']) {
       const report = await migrate(bed, name, to);
@@ -218,7 +227,12 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   const ures = await udp.stop();
   const d = delta(before, clientCounters(bed));
   const held = [...releasedHolds(bed, 'a'), ...releasedHolds(bed, 'b')];
+  const overflow = bed.state.hosts.reduce(
+    (n, h, i) => n + rcvbufErrors(h.netns) - (overflowBefore[i] ?? 0),
+    0,
+  );
   t.diagnostic(`tcp ${JSON.stringify(tres)}; udp ${JSON.stringify(ures)}`);
+  t.diagnostic(`UDP: ${ures.lost} unanswered, ${overflow} dropped by a full receive buffer on the hosts`);
   t.diagnostic(`client counters ${JSON.stringify(d)}; holds ${JSON.stringify(held)}`);
   assertClean(tres, d, 'floating TCP');
   assert.equal(tres.serverValues?.continuous, true, 'the server counted every request once, in order');
