@@ -1,6 +1,7 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
 import { networkBench } from './network-gap.ts';
 import { strategyBench } from './strategies.ts';
+import { switchoverBench } from './switchover.ts';
 import { zdtmBench } from './zdtm.ts';
 
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
@@ -17,6 +18,10 @@ export const SUITES: Record<
     runs?: number;
     strategies?: string[];
     tests?: string[];
+    /** switchover: one run of the empty container only (a smoke test). */
+    quick?: boolean;
+    /** switchover: a 4 GiB container too. */
+    big?: boolean;
   }) => Promise<unknown>
 > = {
   strategies: (o) =>
@@ -34,6 +39,14 @@ export const SUITES: Record<
     networkBench({
       runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
+      ferryArgv: o.ferryArgv,
+      ...(o.json ? { json: true } : {}),
+    }),
+  switchover: (o) =>
+    switchoverBench({
+      runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
+      sizesMiB: o.quick ? [0] : [0, 64, 1024, ...(o.big ? [4096] : [])],
+      strategies: o.quick ? ['cold'] : ['cold', 'auto'],
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),
     }),

@@ -82,7 +82,7 @@ const READS: Record<string, readonly string[]> = {
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
   controller: keysOf<DaemonOptions>()('config'),
-  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
+  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests', 'quick', 'big'),
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),

@@ -56,6 +56,8 @@ export interface BenchOptions {
   /** zdtm only: comma-separated. */
   strategies?: string;
   tests?: string;
+  quick?: boolean;
+  big?: boolean;
 }
 
 /** Builds the whole command tree; parses nothing and starts nothing (the help test walks it). */
@@ -419,11 +421,11 @@ export function buildProgram(): Command {
   program
     .command('bench')
     .description(
-      'run a benchmark suite: strategies and network print medians and ratios of ferry and the hand-driven ' +
-        "migration, measured interleaved; zdtm runs CRIU's zdtm static tests through a migration per strategy " +
+      'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
+        "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs CRIU's zdtm static tests through a migration per strategy " +
         '(all: strategies and network)',
     )
-    .argument('<suite>', 'strategies | network | zdtm | all')
+    .argument('<suite>', 'strategies | network | switchover | zdtm | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -432,6 +434,8 @@ export function buildProgram(): Command {
       'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
         'all of them (default: every test zdtm itself would run here)',
     )
+    .option('--quick', 'switchover: one run of an empty container, ferry cold and the recipe (a smoke test)')
+    .option('--big', 'switchover: a 4 GiB container too')
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
         const { SUITES, IN_ALL } = await import('../../bench/index.ts');
@@ -450,6 +454,8 @@ export function buildProgram(): Command {
             ...(o.json ? { json: true } : {}),
             ...(o.strategies ? { strategies: o.strategies.split(',').filter(Boolean) } : {}),
             ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
+            ...(o.quick ? { quick: true } : {}),
+            ...(o.big ? { big: true } : {}),
           });
         }
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -17,8 +17,25 @@ import {
   skipUnlessReady,
   startBed,
   startProbe,
+  waitFor,
   waitForPort,
 } from './helpers.ts';
+
+/** Waits until the probe holds its connection (a probe process may take seconds to start on a loaded machine). */
+async function connected(bed: Bed, target: string): Promise<void> {
+  await waitFor(
+    `the probe's connection to ${target}`,
+    () =>
+      execFileSync(
+        'ip',
+        ['netns', 'exec', bed.state.client.netns, 'ss', '-tnH', 'state', 'established', 'dst', target],
+        {
+          encoding: 'utf8',
+        },
+      ).trim() || undefined,
+    60_000,
+  );
+}
 
 /** The client namespace's TCP counters that matter here (nstat, absolute, not updating its history). */
 const COUNTERS = [
@@ -123,6 +140,7 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   ]);
   await waitForPort(info.ip!, 7000);
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
+  await connected(bed, `${info.ip}:7000`);
   await settle(700);
   const before = clientCounters(bed);
   const reports: MigrationReport[] = [];
@@ -167,6 +185,7 @@ test('a restore that fails after the hold began rolls back; the held packets are
   ]);
   await waitForPort(info.ip!, 7000);
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
+  await connected(bed, `${info.ip}:7000`);
   await settle(700);
   const before = clientCounters(bed);
   const report = await migrate(bed, 'web', 'b');
@@ -213,6 +232,7 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   await waitForPort(tcpIp, 7001);
   const tcp = startProbe(bed, 'tcp', `${tcpIp}:7001`);
   const udp = startProbe(bed, 'udp', `${udpIp}:7002`);
+  await connected(bed, `${tcpIp}:7001`);
   await settle(1000);
   const before = clientCounters(bed);
   const overflowBefore = bed.state.hosts.map((h) => rcvbufErrors(h.netns));
