@@ -5,7 +5,7 @@ import { switchoverBench } from './switchover.ts';
 import { zdtmBench } from './zdtm.ts';
 
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
-export const IN_ALL = ['strategies', 'network'];
+export const IN_ALL = ['strategies', 'network', 'switchover'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;

@@ -423,7 +423,7 @@ export function buildProgram(): Command {
     .description(
       'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
         "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs CRIU's zdtm static tests through a migration per strategy " +
-        '(all: strategies and network)',
+        '(all: strategies, network and switchover)',
     )
     .argument('<suite>', 'strategies | network | switchover | zdtm | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
