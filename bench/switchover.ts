@@ -31,6 +31,8 @@ interface Sample {
   gapMs: number;
   freezeMs: number;
   ok: boolean;
+  /** Why a run failed. */
+  note?: string;
 }
 
 function server(mib: number): string[] {
@@ -58,49 +60,62 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
         for (const who of [...o.strategies, 'hand']) {
           const name = `w${run}${who.slice(0, 2)}${mib}`;
           const ip = `${tb.subnet}.${50 + (n++ % 150)}`;
-          let s: Sample;
-          if (who === 'hand') {
-            const hc = await handStart(runner, tb, 'a', name, ip, server(mib));
-            await waitForPort(ip, 7000, 180_000);
-            const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
-            await probeConnected(tb.client.netns, `${ip}:7000`);
-            await sleep(PROBE_WARMUP_MS);
-            let freezeMs = Number.NaN;
-            let ok = true;
-            await handSwitchover(runner, tb, hc, 'b').then(
-              (r) => {
-                freezeMs = r.freezeMs;
-              },
-              (e: Error) => {
-                ok = false;
-                log(`hand ${mib} MiB failed: ${e.message}`);
-              },
-            );
-            // a client in retransmission backoff comes back late: give it time
-            await sleep(Math.max(1500, 2 * (Number.isFinite(freezeMs) ? freezeMs : 0) + 2000));
-            const r = await p.stop();
-            s = { gapMs: r.maxGapMs, freezeMs, ok: ok && r.resets === 0 && r.errors === 0 };
-            await handRemove(runner, tb, hc);
-          } else {
-            await ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
-            await waitForPort(ip, 7000, 180_000);
-            const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
-            await probeConnected(tb.client.netns, `${ip}:7000`);
-            await sleep(PROBE_WARMUP_MS);
-            const rep = await ctx
-              .client('a')
-              .migrate(name, { to: ctx.host('b'), strategy: who as MigrationOptions['strategy'] });
-            await sleep(Math.max(1500, 2 * rep.freezeMs + 2000));
-            const r = await p.stop();
-            s = { gapMs: r.maxGapMs, freezeMs: rep.freezeMs, ok: rep.ok && r.resets === 0 && r.errors === 0 };
-            await ctx
-              .client(rep.ok ? 'b' : 'a')
-              .remove(name)
-              .catch(() => {});
+          let s: Sample = { gapMs: Number.NaN, freezeMs: Number.NaN, ok: false };
+          try {
+            if (who === 'hand') {
+              const hc = await handStart(runner, tb, 'a', name, ip, server(mib));
+              await waitForPort(ip, 7000, 180_000);
+              const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
+              await probeConnected(tb.client.netns, `${ip}:7000`);
+              await sleep(PROBE_WARMUP_MS);
+              let freezeMs = Number.NaN;
+              let ok = true;
+              await handSwitchover(runner, tb, hc, 'b').then(
+                (r) => {
+                  freezeMs = r.freezeMs;
+                },
+                (e: Error) => {
+                  ok = false;
+                  log(`hand ${mib} MiB failed: ${e.message}`);
+                },
+              );
+              // a client in retransmission backoff comes back late: give it time
+              await sleep(Math.max(1500, 2 * (Number.isFinite(freezeMs) ? freezeMs : 0) + 2000));
+              const r = await p.stop();
+              s = { gapMs: r.maxGapMs, freezeMs, ok: ok && r.resets === 0 && r.errors === 0 };
+              if (!s.ok) s.note = ok ? `probe: ${r.resets} resets, ${r.errors} errors` : 'the recipe failed';
+              await handRemove(runner, tb, hc);
+            } else {
+              await ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
+              await waitForPort(ip, 7000, 180_000);
+              const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
+              await probeConnected(tb.client.netns, `${ip}:7000`);
+              await sleep(PROBE_WARMUP_MS);
+              const rep = await ctx
+                .client('a')
+                .migrate(name, { to: ctx.host('b'), strategy: who as MigrationOptions['strategy'] });
+              await sleep(Math.max(1500, 2 * rep.freezeMs + 2000));
+              const r = await p.stop();
+              s = {
+                gapMs: r.maxGapMs,
+                freezeMs: rep.freezeMs,
+                ok: rep.ok && r.resets === 0 && r.errors === 0,
+              };
+              if (rep.error) s.note = `${rep.error.code}: ${rep.error.message}`;
+              else if (!s.ok) s.note = `probe: ${r.resets} resets, ${r.errors} errors`;
+              await ctx
+                .client(rep.ok ? 'b' : 'a')
+                .remove(name)
+                .catch(() => {});
+            }
+          } catch (err) {
+            // one failed measurement (a lost testbed agent, a probe that never connected) is a failed run, not
+            // the end of the benchmark
+            s.note = (err as Error).message;
           }
           add(`${who}/${mib}`, s);
           log(
-            `run ${run + 1}/${o.runs} ${who} ${mib} MiB: gap ${fmt(s.gapMs)} ms, freeze ${fmt(s.freezeMs)} ms${s.ok ? '' : ' FAILED'}`,
+            `run ${run + 1}/${o.runs} ${who} ${mib} MiB: gap ${fmt(s.gapMs)} ms, freeze ${fmt(s.freezeMs)} ms${s.ok ? '' : ` FAILED: ${s.note ?? ''}`}`,
           );
         }
       }
@@ -161,6 +176,8 @@ function report(o: SwitchoverBenchOptions, samples: Map<string, Sample[]>): unkn
     }
   }
   if (!o.json) {
+    for (const [k, list] of samples)
+      for (const s of list) if (!s.ok) process.stdout.write(`failure: ${k}: ${s.note ?? 'unknown'}\n`);
     process.stdout.write(
       `\nswitchover as the client sees it (TCP probe every 2 ms, own network namespace, unshaped link, medians of ${o.runs} interleaved runs)\n${table(rows)}\n\n${table(goals)}\n`,
     );
