@@ -111,7 +111,8 @@ install_zdtm() {
   if [[ -f $cur/lib/libzdtmtst.a && -f $ZDTM_CACHE/.deps-ok ]]; then echo "$cur"; return 0; fi
   need_root
   export DEBIAN_FRONTEND=noninteractive
-  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  # another apt run (a package installed beside this one) holds dpkg's lock for a while: wait for it
+  local apt=(apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
   if [[ ! -f /etc/apt/sources.list.d/ferry-zdtm-src.sources ]]; then
     log "adding the Debian unstable source index (deb-src) for CRIU's source"
     cat > /etc/apt/sources.list.d/ferry-zdtm-src.sources <<'X'

@@ -12,7 +12,7 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
-import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 /** How to start this CLI again (agents are started by the testbed with the same node and flags). */
 export function ferryArgv(): string[] {
@@ -100,6 +100,18 @@ export function buildProgram(): Command {
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
+  tb.command('agent')
+    .description(
+      "kill (SIGKILL, its runc and CRIU left as a crash leaves them), start or restart one host's agent, " +
+        'to drive faults by hand',
+    )
+    .argument('<action>', 'kill, start or restart')
+    .argument('<host>', 'the host whose agent it is')
+    .option('--name <name>', 'testbed name', 'tb')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (action: string, host: string, o) => testbedAgentCommand(action, host, o, ferryArgv())),
+    );
 
   program
     .command('hosts')
@@ -431,8 +443,8 @@ export function buildProgram(): Command {
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
     .option(
       '--tests <list>',
-      'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
-        'all of them (default: every test zdtm itself would run here)',
+      'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
+        'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
     .option('--quick', 'switchover: one run of an empty container, ferry cold and the recipe (a smoke test)')
     .option('--big', 'switchover: a 4 GiB container too')
