@@ -21,9 +21,10 @@ export function probe(
   clusterFile: string,
   kind: string,
   target: string,
+  replyTimeoutMs = 60_000,
 ): BackgroundProbe {
   // a long cold freeze is a long gap, not a lost reply: wait a minute before calling a request lost
-  return startProbeProcess(ferryArgv, clusterFile, kind, target, { intervalMs: 2, replyTimeoutMs: 60_000 });
+  return startProbeProcess(ferryArgv, clusterFile, kind, target, { intervalMs: 2, replyTimeoutMs });
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
