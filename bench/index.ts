@@ -1,11 +1,12 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
 import { networkBench } from './network-gap.ts';
+import { soakBench } from './soak.ts';
 import { strategyBench } from './strategies.ts';
 import { switchoverBench } from './switchover.ts';
 import { zdtmBench } from './zdtm.ts';
 
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
-export const IN_ALL = ['strategies', 'network', 'switchover'];
+export const IN_ALL = ['strategies', 'network', 'switchover', 'soak'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
@@ -48,6 +49,12 @@ export const SUITES: Record<
       sizesMiB: o.quick ? [0] : [0, 64, 1024, ...(o.big ? [4096] : [])],
       strategies: o.quick ? ['cold'] : ['cold', 'auto'],
       ferryArgv: o.ferryArgv,
+      ...(o.json ? { json: true } : {}),
+    }),
+  soak: (o) =>
+    soakBench({
+      ferryArgv: o.ferryArgv,
+      docs: new URL('../docs', import.meta.url).pathname,
       ...(o.json ? { json: true } : {}),
     }),
   zdtm: (o) =>

@@ -468,10 +468,12 @@ export function buildProgram(): Command {
     .command('bench')
     .description(
       'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
-        "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs CRIU's zdtm static tests through a migration per strategy " +
-        '(all: strategies, network and switchover)',
+        "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
+        "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
+        'and checks that nothing the agents hold grows (docs/reliability.md) (all: strategies, network, switchover ' +
+        'and soak)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | all')
+    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
