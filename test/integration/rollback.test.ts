@@ -178,6 +178,19 @@ async function serverWithClient(bed: Bed, marker: string) {
   const ip = JSON.parse(r.stdout).ip as string;
   await waitForPort(ip, 7000);
   const probe = startProbe(bed, 'tcp', `${ip}:7000`);
+  // connected before any migration starts (a probe process may take seconds to start on a loaded machine)
+  await waitFor(
+    "the probe's connection",
+    () =>
+      execFileSync(
+        'ip',
+        ['netns', 'exec', bed.state.client.netns, 'ss', '-tnH', 'state', 'established', 'dst', `${ip}:7000`],
+        {
+          encoding: 'utf8',
+        },
+      ).trim() || undefined,
+    60_000,
+  );
   await new Promise((res) => setTimeout(res, 700));
   return probe;
 }
