@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench conformance clean-testbeds proto dist
+.PHONY: all setup deps test unit integration typecheck lint demo bench bench-archive conformance clean-testbeds proto dist
 
 all: setup
 
@@ -50,6 +50,11 @@ demo: setup
 
 bench: setup
 	bin/ferry bench all
+
+# checkpoint archives, ferry against Podman 5: the only target that installs Podman (make test never needs it)
+bench-archive: setup
+	@bash scripts/setup.sh podman
+	bin/ferry bench archive
 
 # CRIU's zdtm static tests in ferry containers, every strategy; rewrites docs/conformance.md
 conformance: setup

@@ -1,4 +1,5 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
+import { archiveBench } from './archive.ts';
 import { networkBench } from './network-gap.ts';
 import { soakBench } from './soak.ts';
 import { strategyBench } from './strategies.ts';
@@ -10,6 +11,9 @@ export const IN_ALL = ['strategies', 'network', 'switchover', 'soak'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
+
+/** archive: MiB of values in Redis unless `--size` says otherwise (`--quick`: 16). */
+export const DEFAULT_ARCHIVE_MIB = 1024;
 
 export const SUITES: Record<
   string,
@@ -23,6 +27,8 @@ export const SUITES: Record<
     quick?: boolean;
     /** switchover: a 4 GiB container too. */
     big?: boolean;
+    /** archive: MiB of values in Redis. */
+    sizeMiB?: number;
   }) => Promise<unknown>
 > = {
   strategies: (o) =>
@@ -55,6 +61,16 @@ export const SUITES: Record<
     soakBench({
       ferryArgv: o.ferryArgv,
       docs: new URL('../docs', import.meta.url).pathname,
+      ...(o.json ? { json: true } : {}),
+    }),
+  // Podman 5 beside ferry (scripts/setup.sh podman); not in `all`, which needs nothing beyond ferry's own setup
+  archive: (o) =>
+    archiveBench({
+      runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
+      sizeMiB: o.sizeMiB ?? (o.quick ? 16 : DEFAULT_ARCHIVE_MIB),
+      ferryArgv: o.ferryArgv,
+      // a smoke run leaves the page alone
+      ...(o.quick ? {} : { docs: new URL('../docs', import.meta.url).pathname }),
       ...(o.json ? { json: true } : {}),
     }),
   zdtm: (o) =>

@@ -1,6 +1,6 @@
 // Benchmark: client-seen gap and freeze per strategy and memory size, side by side in one run, with
 // the floor (an empty container moved by hand) and the hand recipe for ratios. Writes docs/benchmarks.md + SVG.
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { ClusterClients } from '../src/api/cluster-clients.ts';
 import type { MigrationOptions } from '../src/api/types.ts';
@@ -8,6 +8,7 @@ import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
+import { archiveSection } from './archive.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
 import { handCleanup, handMigrate, handRemove, handStart } from './hand-recipe.ts';
 
@@ -308,7 +309,10 @@ async function writeReport(
     'What the figures mean, what limits them and what was measured beside this run: [benchmarks-notes.md](benchmarks-notes.md).',
     '',
   ].join('\n');
-  await writeFile(`${o.out}/benchmarks.md`, md);
+  // the archive benchmark's section is its own: kept when this page is rewritten
+  const old = await readFile(`${o.out}/benchmarks.md`, 'utf8').catch(() => '');
+  const kept = archiveSection(old);
+  await writeFile(`${o.out}/benchmarks.md`, kept ? `${md}\n${kept}` : md);
 }
 
 function plot(o: StrategyBenchOptions, samples: Map<string, Sample[]>): string {

@@ -177,11 +177,27 @@ X
   echo "$cur"
 }
 
+# Podman 5 for `ferry bench archive` only (bookworm's 4.3 cannot start containers without CAP_SYS_RESOURCE);
+# make test never needs it.
+podman_ok() { command -v podman >/dev/null 2>&1 && [[ $(podman --version 2>/dev/null | awk '{print $3}') == 5.* ]]; }
+install_podman() {
+  if podman_ok; then return 0; fi
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  log "installing Podman 5 from Debian trixie (for ferry bench archive)"
+  apt_newer_sources
+  apt-get update -q
+  "${apt[@]}" -t trixie podman conmon golang-github-containers-common netavark catatonit >&2
+  podman_ok || { log "podman 5 did not install"; exit 1; }
+}
+
 case $want in
   deps) install_deps; install_ssh; tune_kernel ;;
   node) install_node ;;
   ssh) install_ssh ;;
   all) install_deps; install_ssh; install_node; tune_kernel ;;
   zdtm) install_zdtm ;;
+  podman) install_podman ;;
   *) log "unknown target $want"; exit 2 ;;
 esac

@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
-import { DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
+import { DEFAULT_ARCHIVE_MIB, DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
 import { ZDTM_STRATEGIES } from '../../bench/zdtm.ts';
 import { every } from '../../test/support/exhaustive.ts';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
@@ -94,7 +94,7 @@ const READS: Record<string, readonly string[]> = {
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
   dashboard: keysOf<Parameters<typeof dashboardCommand>[0]>()('cluster', 'json', 'open'),
   controller: keysOf<DaemonOptions>()('config'),
-  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests', 'quick', 'big'),
+  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests', 'quick', 'big', 'size'),
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
@@ -129,6 +129,7 @@ const STATED_DEFAULTS: Record<string, string> = {
   'probe --reply-timeout': String(DEFAULT_REPLY_TIMEOUT_MS),
   'rebalance --target': `the controller's targetPercent, ${CONTROLLER_DEFAULTS.targetPercent} unless configured`,
   'bench --runs': String(DEFAULT_RUNS),
+  'bench --size': String(DEFAULT_ARCHIVE_MIB),
   // src/runtime/pki.ts DEFAULT_DAYS, what ClusterCA.issue uses without `days`
   'ca issue --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,
   'ca rotate --days': `${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users`,

@@ -74,6 +74,8 @@ export interface BenchOptions {
   tests?: string;
   quick?: boolean;
   big?: boolean;
+  /** archive: MiB of values in Redis. */
+  size?: number;
 }
 
 /** Builds the whole command tree; parses nothing and starts nothing (the help test walks it). */
@@ -488,10 +490,11 @@ export function buildProgram(): Command {
       'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
         "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
         "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
-        'and checks that nothing the agents hold grows (docs/reliability.md) (all: strategies, network, switchover ' +
+        'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
+        'file and restores it, ferry against Podman 5 (scripts/setup.sh podman) (all: strategies, network, switchover ' +
         'and soak)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | all')
+    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -500,7 +503,14 @@ export function buildProgram(): Command {
       'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
         'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
-    .option('--quick', 'switchover: one run of an empty container, ferry cold and the recipe (a smoke test)')
+    .option(
+      '--quick',
+      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB that ' +
+        'leaves docs/benchmarks.md alone (smoke tests)',
+    )
+    .option('--size <mib>', 'archive: MiB of values in Redis (default: 1024)', (v) =>
+      positiveInt(v, '--size'),
+    )
     .option('--big', 'switchover: a 4 GiB container too')
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
@@ -522,6 +532,7 @@ export function buildProgram(): Command {
             ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
             ...(o.quick ? { quick: true } : {}),
             ...(o.big ? { big: true } : {}),
+            ...(o.size ? { sizeMiB: o.size } : {}),
           });
         }
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
