@@ -27,6 +27,8 @@ export interface Doc {
   dropUid: boolean;
   /** The date of the last run of every test. */
   fullRun: string;
+  /** The CRIU and kernel of that run (`CRIU 4.2.1, kernel 6.18.0`) when later rows ran on others. */
+  fullEnv?: string;
   rows: DocRow[];
   skipped: { test: string; why: string }[];
 }
@@ -155,6 +157,7 @@ export function renderConformance(doc: Doc, strategies: string[]): string {
         : '.'),
     '',
     `CRIU ${doc.criu} (the zdtm tests from its Debian source), kernel ${doc.kernel}.`,
+    ...(doc.fullEnv ? [`The run of every test used ${doc.fullEnv}.`] : []),
     '',
     "Each test runs in a ferry container (`ferry run --bundle`, the host's /usr and /etc read-only) as zdtm's",
     "Makefile starts it, with zdtm's environment (TMPDIR; the unprivileged uid for tests without the `suid` flag",
@@ -241,11 +244,13 @@ export function parseConformance(md: string, strategies: string[]): Doc | undefi
       const [test, why] = cells(l);
       if (test) skipped.push({ test, why: why ?? '' });
     }
+  const fullEnv = /^The run of every test used (CRIU \S+, kernel \S+)\.$/m.exec(md)?.[1];
   return {
     criu: env[1]!,
     kernel: env[2]!,
     dropUid: md.includes('as zdtm.py gives it).'),
     fullRun: full,
+    ...(fullEnv ? { fullEnv } : {}),
     rows,
     skipped,
   };
@@ -258,9 +263,15 @@ export function mergeRun(
   meta: Pick<Doc, 'criu' | 'kernel' | 'dropUid'>,
 ): Doc {
   const redone = new Set([...fresh.rows, ...fresh.skipped].map((r) => r.test));
+  const fullEnv =
+    old.fullEnv ??
+    (old.criu !== meta.criu || old.kernel !== meta.kernel
+      ? `CRIU ${old.criu}, kernel ${old.kernel}`
+      : undefined);
   return {
     ...meta,
     fullRun: old.fullRun,
+    ...(fullEnv ? { fullEnv } : {}),
     rows: [...old.rows.filter((r) => !redone.has(r.test)), ...fresh.rows],
     skipped: [...old.skipped.filter((k) => !redone.has(k.test)), ...fresh.skipped],
   };
