@@ -72,6 +72,8 @@ export const AgentConfigSchema = Type.Object({
     /** Prepare (the destination reserves and stages) and pre-copy's rounds: past them the migration rolls back. */
     prepareMs: Type.Integer({ minimum: 1000, maximum: 3_600_000 }),
     roundsMs: Type.Integer({ minimum: 1000, maximum: 86_400_000 }),
+    /** A request or stream between agents without progress this long fails (FERRY_E_PEER_TIMEOUT). */
+    stallMs: Type.Integer({ minimum: 500, maximum: 600_000 }),
   }),
   /** CRIU options written into the file runc hands CRIU (runtime/criu-config.ts); each defaults to on / 64 MiB. */
   criu: Type.Optional(

@@ -34,6 +34,7 @@ import { Runc } from '../runtime/runc.ts';
 import type { AgentConfig } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { MigrationStatuses } from './migrations.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
@@ -56,7 +57,13 @@ export async function startAgent(
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
-  const runc = new Runc(runner, { root: paths.runcRoot, runcPath: cfg.runcPath, criuPath: cfg.criuPath });
+  const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
+  const runc = new Runc(runner, {
+    root: paths.runcRoot,
+    runcPath: cfg.runcPath,
+    criuPath: cfg.criuPath,
+    faults,
+  });
   const criu = new Criu(runner, cfg.criuPath);
   const network = new ContainerNetwork(runner, cfg.network);
   const host = new ContainerHost({
@@ -79,9 +86,8 @@ export async function startAgent(
   }));
   log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
-  const faults = new Faults(cfg.faults);
   const incoming = new IncomingMigrations(host, log, {
-    faults: cfg.faults,
+    faults,
     lazyPages: (o) => criu.lazyPages(o),
     commitDeadlineMs: cfg.deadlines.commitMs,
     deadMan: (name, images, cutOff) =>
@@ -99,7 +105,8 @@ export async function startAgent(
   // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
   // connections of the last one
   const clients = new ClientPool(tls);
-  const peerFor = (ep: Endpoint) => new HttpDestinationPeer(clients.agent(ep, { timeoutMs: 30_000 }));
+  const peerFor = (ep: Endpoint) =>
+    new HttpDestinationPeer(clients.agent(ep, { stallMs: cfg.deadlines.stallMs }));
   const journalDir = join(paths.stateDir, 'journal');
   await mkdir(journalDir, { recursive: true, mode: 0o700 });
   const journal = new MigrationJournal(journalDir);
@@ -196,11 +203,13 @@ export async function startAgent(
       restores,
       incoming,
       source,
+      statuses: new MigrationStatuses(),
       capabilities,
       peerFor,
       log,
       version: VERSION,
       certificateExpires: own.notAfter,
+      stallMs: cfg.deadlines.stallMs,
     },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );

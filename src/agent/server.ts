@@ -1,5 +1,7 @@
+import type { IncomingMessage } from 'node:http';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
+import { MIGRATE_HEARTBEAT_MS } from '../api/agent-client.ts';
 import {
   type ApiServerOptions,
   buildApiServer,
@@ -42,6 +44,7 @@ import type { Uploads } from '../host/uploads.ts';
 import type { IncomingMigrations } from '../migration/destination.ts';
 import type { MigrationSource } from '../migration/source.ts';
 import type { DestinationPeer } from '../migration/types.ts';
+import { MigrationStatuses } from './migrations.ts';
 import type { Held, Reservations } from './reservations.ts';
 
 export interface AgentDeps {
@@ -56,12 +59,16 @@ export interface AgentDeps {
   restores: ArchiveRestores;
   incoming: IncomingMigrations;
   source: MigrationSource;
+  /** The migrations run here as their source, for callers that lost their stream (GET /v1/migrations/:id). */
+  statuses?: MigrationStatuses;
   capabilities: () => Promise<CapabilitiesReport>;
   peerFor: (ep: Endpoint) => DestinationPeer;
   log: Logger;
   version: string;
   /** When this agent's own certificate expires (reported by /v1/health). */
   certificateExpires?: Date;
+  /** A stream from a source that makes no progress this long is cut (deadlines.stallMs): a dead link frees it. */
+  stallMs?: number;
 }
 
 export interface ServerOptions {
@@ -108,10 +115,23 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     ...(opts.peerCertificate ? { peerCertificate: opts.peerCertificate } : {}),
   });
   const { host, incoming } = deps;
+  const statuses = deps.statuses ?? new MigrationStatuses();
   /** A migration's later steps: only the source that prepared it (another peer cannot commit or abort it). */
   const ITS_SOURCE = {
     ...PEER,
     claimedPeer: (req: { params: unknown }) => incoming.sourceOf((req.params as { id: string }).id),
+  };
+  /** A stream from the source that stalls (its link cut) ends with an error instead of holding its files open. */
+  const stallGuard = (raw: IncomingMessage): void => {
+    const ms = deps.stallMs;
+    if (ms === undefined) return;
+    raw.setTimeout(ms, () =>
+      raw.destroy(
+        new FerryError('FERRY_E_PEER_TIMEOUT', `the source's stream made no progress for ${ms} ms`, {
+          phase: 'transfer',
+        }),
+      ),
+    );
   };
 
   app.get(
@@ -252,10 +272,22 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         to: to.name,
         toAddress: to.address,
       };
-      const report = await deps.source.migrate(mreq, peer, emit);
-      emit({ type: 'result', report });
+      const tracked = statuses.track(req.params.name, to.name, emit);
+      // a blank line now and then: the caller tells a quiet phase from a dead link (agent-client.ts)
+      const heartbeat = setInterval(() => {
+        if (!raw.destroyed) raw.write('\n');
+      }, MIGRATE_HEARTBEAT_MS);
+      try {
+        const report = await deps.source.migrate(mreq, peer, tracked);
+        tracked({ type: 'result', report });
+      } finally {
+        clearInterval(heartbeat);
+      }
       raw.end();
     },
+  );
+  app.get('/v1/migrations/:id', { config: USER, schema: { params: IdParams } }, async (req) =>
+    statuses.get(req.params.id),
   );
 
   // ---- checkpoints into an archive (streamed to the caller), restores from one (streamed from it) ----
@@ -354,6 +386,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     '/v1/incoming/:id/:part',
     { config: ITS_SOURCE, schema: { params: PartParams, querystring: PartQuery } },
     async (req) => {
+      stallGuard(req.raw);
       const opts = { update: req.query.update === '1' };
       const enc = req.headers['content-encoding'];
       if (enc === undefined || enc === 'identity')
@@ -369,6 +402,7 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     '/v1/incoming/:id/range',
     { config: ITS_SOURCE, schema: { params: IdParams, querystring: RangeQuery } },
     async (req) => {
+      stallGuard(req.raw);
       const q = req.query;
       return incoming.receiveRange(
         req.params.id,
@@ -378,9 +412,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       );
     },
   );
-  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) =>
-    incoming.receiveBlocks(req.params.id, req.raw),
-  );
+  app.put('/v1/incoming/:id/blocks', { config: ITS_SOURCE, schema: { params: IdParams } }, async (req) => {
+    stallGuard(req.raw);
+    return incoming.receiveBlocks(req.params.id, req.raw);
+  });
   app.post(
     '/v1/incoming/:id/restore',
     { config: ITS_SOURCE, schema: { params: IdParams, body: RestoreBody } },

@@ -25,6 +25,7 @@ import type {
   MigrateRequest,
   MigrationEvent,
   MigrationReport,
+  MigrationTracking,
   RestoreOptions,
   RestoreResult,
   StagedArchive,
@@ -35,8 +36,18 @@ const CREATE_TIMEOUT_MS = 120_000;
 const REMOVE_TIMEOUT_MS = 60_000;
 /** A part of a migration: the whole bundle or a large image file over one connection. */
 const PART_TIMEOUT_MS = 120_000;
+/** The source agent writes a heartbeat into a migration's event stream this often; four missed ones: a dead link. */
+export const MIGRATE_HEARTBEAT_MS = 5000;
+const MIGRATE_IDLE_MS = 4 * MIGRATE_HEARTBEAT_MS;
+/** How long `migrate` keeps asking a source agent it lost the link to how the migration ended. */
+const REATTACH_MS = 15 * 60_000;
 
 export class AgentClient extends HttpsClient {
+  /** A stream between agents fails once it makes no progress for the stall timeout (without one: a long limit). */
+  private partTimeoutMs(): number {
+    return this.stallMs ?? PART_TIMEOUT_MS;
+  }
+
   health(opts: { timeoutMs?: number } = {}): Promise<AgentHealth> {
     return this.request('GET', '/v1/health', opts);
   }
@@ -93,18 +104,80 @@ export class AgentClient extends HttpsClient {
     name: string,
     req: MigrateRequest,
     onEvent: (e: Exclude<MigrationEvent, { type: 'result' }>) => void = () => {},
+    opts: { reattachMs?: number; pollMs?: number } = {},
   ): Promise<MigrationReport> {
     let result: MigrationReport | undefined;
-    await this.ndjson<MigrationEvent>('POST', `/v1/containers/${seg(name)}/migrate`, req, (e) => {
-      if (e.type === 'result') result = e.report;
-      else onEvent(e);
+    let id: string | undefined;
+    let lost: unknown;
+    await this.ndjson<MigrationEvent>(
+      'POST',
+      `/v1/containers/${seg(name)}/migrate`,
+      req,
+      (e) => {
+        if (e.type === 'started') id = e.id;
+        if (e.type === 'result') result = e.report;
+        else onEvent(e);
+      },
+      { idleMs: MIGRATE_IDLE_MS },
+    ).catch((err: unknown) => {
+      // the stream broke: the migration goes on without us, and its outcome is asked for below
+      if (id === undefined) throw err;
+      lost = err;
     });
+    if (!result && id !== undefined)
+      result = await this.reattach(id, lost ?? new Error('the stream ended without a result'), onEvent, opts);
     if (!result)
       throw new FerryError(
         'FERRY_E_HOST_UNREACHABLE',
         `source host ${this.endpoint.name} ended the migration of ${name} without a result`,
       );
     return result;
+  }
+
+  /** Where a migration run by this (the source) agent stands, and its report once done. */
+  migrationStatus(id: string, opts: { timeoutMs?: number } = {}): Promise<MigrationTracking> {
+    return this.request('GET', `/v1/migrations/${seg(id)}`, opts);
+  }
+
+  /**
+   * The link to the source agent dropped mid-migration: its outcome is asked for until it is known, so the
+   * caller's disconnect never decides it. An agent that restarted meanwhile no longer knows the migration (it
+   * settles it on its own): that is an error that says so.
+   */
+  private async reattach(
+    id: string,
+    lost: unknown,
+    onEvent: (e: Exclude<MigrationEvent, { type: 'result' }>) => void,
+    opts: { reattachMs?: number; pollMs?: number },
+  ): Promise<MigrationReport | undefined> {
+    const until = Date.now() + (opts.reattachMs ?? REATTACH_MS);
+    onEvent({
+      type: 'info',
+      message: `lost the link to ${this.endpoint.name} (${(lost as Error).message}); asking it how migration ${id} ends`,
+    });
+    let phase: string | undefined;
+    while (Date.now() < until) {
+      try {
+        const s = await this.migrationStatus(id, { timeoutMs: 5000 });
+        if (s.state === 'done' && s.report) return s.report;
+        if (s.phase !== phase) onEvent({ type: 'info', message: `migration ${id}: phase ${s.phase}` });
+        phase = s.phase;
+      } catch (err) {
+        if (err instanceof FerryError && err.code === 'FERRY_E_MIGRATION_UNKNOWN')
+          throw new FerryError(
+            'FERRY_E_HOST_UNREACHABLE',
+            `source host ${this.endpoint.name} restarted during migration ${id} of its container; it settles the migration on its own`,
+            { cause: lost, hint: 'ferry ps shows where the container runs once it is settled' },
+          );
+        // not reachable yet: asked again
+      }
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
+    }
+    throw new FerryError(
+      'FERRY_E_HOST_UNREACHABLE',
+      `lost the link to source host ${this.endpoint.name} during migration ${id} and could not reach it again`,
+      { cause: lost, hint: 'the migration goes on (or rolls back) there without this command: ferry ps' },
+    );
   }
 
   /** Sends `bytes` of filler and returns the measured rate in bytes/s (the link measurement of `auto`). */
@@ -116,7 +189,7 @@ export class AgentClient extends HttpsClient {
       })(),
     );
     const t0 = performance.now();
-    await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: 30_000 });
+    await this.request('PUT', '/v1/bandwidth', { body, timeoutMs: this.stallMs ?? 30_000 });
     return (bytes / Math.max(1, performance.now() - t0)) * 1000;
   }
 
@@ -208,10 +281,10 @@ export class AgentClient extends HttpsClient {
       return this.request('PUT', path, {
         body: body.pipe(z),
         headers: { 'content-encoding': 'zstd' },
-        timeoutMs: PART_TIMEOUT_MS,
+        timeoutMs: this.partTimeoutMs(),
       });
     }
-    return this.request('PUT', path, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', path, { body, timeoutMs: this.partTimeoutMs() });
   }
 
   /** One range of a large image file; the destination answers with the CRC-32 it computed. */
@@ -228,15 +301,21 @@ export class AgentClient extends HttpsClient {
       total: String(r.total),
       ...(opts.sparse ? { sparse: '1' } : {}),
     });
-    return this.request('PUT', `/v1/incoming/${seg(id)}/range?${q}`, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', `/v1/incoming/${seg(id)}/range?${q}`, {
+      body,
+      timeoutMs: this.partTimeoutMs(),
+    });
   }
 
   sendBlocks(id: string, body: Readable): Promise<{ pages: number; added: number }> {
-    return this.request('PUT', `/v1/incoming/${seg(id)}/blocks`, { body, timeoutMs: PART_TIMEOUT_MS });
+    return this.request('PUT', `/v1/incoming/${seg(id)}/blocks`, { body, timeoutMs: this.partTimeoutMs() });
   }
 
   restoreIncoming(id: string, opts: RestoreOptions): Promise<RestoreResult> {
-    return this.request('POST', `/v1/incoming/${seg(id)}/restore`, { json: opts, timeoutMs: 600_000 });
+    return this.request('POST', `/v1/incoming/${seg(id)}/restore`, {
+      json: opts,
+      timeoutMs: 600_000,
+    });
   }
 
   /** Post-copy: waits until every page arrived (or the lazy-pages daemon failed). */
@@ -251,7 +330,7 @@ export class AgentClient extends HttpsClient {
   /** Where the destination stands on a migration (committed, uncommitted, unknown); a short timeout: it only reads. */
   async incomingStatus(id: string): Promise<IncomingState> {
     const r: { state: IncomingState } = await this.request('GET', `/v1/incoming/${seg(id)}/status`, {
-      timeoutMs: 5000,
+      timeoutMs: Math.min(5000, this.stallMs ?? 5000),
     });
     return r.state;
   }

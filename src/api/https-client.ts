@@ -19,9 +19,19 @@ export interface TlsMaterial {
 export interface RequestOptions {
   json?: unknown;
   body?: Readable;
+  /** Idle time (no byte either way, connecting included) after which the request fails. */
   timeoutMs?: number;
   headers?: Record<string, string>;
+  /**
+   * A client with a stall timeout watches a request whose answer may take long while the connection stays quiet (a
+   * restore, the last pages): it asks the peer's health on the side and fails the request when the peer stops
+   * answering. Default: requests without a body stream (a stream is held to the idle limit instead).
+   */
+  watch?: boolean;
 }
+
+/** Our own idle timer fired (not the kernel's ETIMEDOUT). */
+const STALLED = 'ERR_FERRY_STALLED';
 
 const NETWORK_CODES = new Set([
   'ECONNREFUSED',
@@ -76,9 +86,19 @@ export class HttpsClient {
   /** A client made from TLS material owns its pool; one made from a shared pool leaves it to its owner. */
   private readonly ownsPool: boolean;
   private readonly timeoutMs: number;
+  /**
+   * Between agents: the longest a request or a stream may make no progress (deadlines.stallMs) before it fails with
+   * FERRY_E_PEER_TIMEOUT, and how long a watched request's health check may take.
+   */
+  readonly stallMs: number | undefined;
 
-  constructor(endpoint: Endpoint, tls: TlsMaterial | TlsPool, opts: { timeoutMs?: number } = {}) {
+  constructor(
+    endpoint: Endpoint,
+    tls: TlsMaterial | TlsPool,
+    opts: { timeoutMs?: number; stallMs?: number } = {},
+  ) {
     this.endpoint = endpoint;
+    this.stallMs = opts.stallMs;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.ownsPool = !(tls instanceof TlsPool);
     this.pool = tls instanceof TlsPool ? tls : new TlsPool(tls);
@@ -91,6 +111,16 @@ export class HttpsClient {
   private unreachable(err: Error & { code?: string }, path: string): FerryError {
     const ep = this.endpoint;
     const code = err.code ?? '';
+    if (code === STALLED && this.stallMs !== undefined)
+      return new FerryError(
+        'FERRY_E_PEER_TIMEOUT',
+        `host ${ep.name} (${ep.address}:${ep.port}) stopped answering: ${err.message}`,
+        {
+          cause: err,
+          details: { path },
+          hint: 'is the link between the hosts up, and the agent there alive? (deadlines.stallMs in the agent config)',
+        },
+      );
     // reachable, but not the host of this cluster it claims to be: not a network failure, and no retry helps
     if (UNTRUSTED.has(code))
       return new FerryError(
@@ -142,18 +172,30 @@ export class HttpsClient {
         timeout: opts.timeoutMs ?? this.timeoutMs,
       });
       let settled = false;
+      const idleMs = opts.timeoutMs ?? this.timeoutMs;
+      // (a stream is held to the idle limit; a quiet request to the peer's health)
+      const watch = this.stallMs !== undefined && (opts.watch ?? !opts.body);
+      const watchdog = watch ? this.watchPeer((err) => fail(err)) : undefined;
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
+        watchdog?.stop();
         opts.body?.destroy();
         req.destroy();
         reject(err instanceof FerryError ? err : this.unreachable(err, path));
       };
-      req.on('timeout', () => fail(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+      req.on('timeout', () =>
+        fail(
+          this.stallMs !== undefined
+            ? Object.assign(new Error(`no progress for ${idleMs} ms`), { code: STALLED })
+            : Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' }),
+        ),
+      );
       req.on('error', fail);
       req.on('response', (res) => {
         if (settled) return;
         settled = true;
+        watchdog?.stop();
         // a response before the whole body was sent (an error): stop sending
         if (opts.body && !opts.body.readableEnded) opts.body.unpipe(req);
         res.setTimeout(0);
@@ -173,11 +215,44 @@ export class HttpsClient {
   }
 
   /**
+   * While a quiet request waits: the peer's health, asked every half stall on another connection. A health check
+   * that fails for want of an answer (not a refusal: a dead agent resets the request itself) fails the request.
+   */
+  private watchPeer(fail: (err: Error) => void): { stop(): void } | undefined {
+    const stallMs = this.stallMs;
+    if (stallMs === undefined) return undefined;
+    let stopped = false;
+    const loop = async () => {
+      while (!stopped) {
+        await new Promise((r) => setTimeout(r, stallMs / 2).unref());
+        if (stopped) return;
+        try {
+          await this.request('GET', '/v1/health', { timeoutMs: stallMs, watch: false });
+        } catch (err) {
+          if (!stopped && err instanceof FerryError && err.code === 'FERRY_E_PEER_TIMEOUT') fail(err);
+        }
+      }
+    };
+    void loop();
+    return {
+      stop: () => {
+        stopped = true;
+      },
+    };
+  }
+
+  /**
    * A request and its JSON answer. The server validated the request against its schema; the answer is parsed,
    * not validated again (both ends share the types).
    */
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const res = await this.open(method, path, opts);
+    // the answer's body may stall as well (a cut link): the same idle limit while it is read
+    if (this.stallMs !== undefined) {
+      res.setTimeout(opts.timeoutMs ?? this.timeoutMs, () =>
+        res.destroy(Object.assign(new Error('the answer stopped'), { code: STALLED })),
+      );
+    }
     const text = await readAll(res).catch((err: Error) => {
       throw this.unreachable(err, path);
     });
@@ -188,13 +263,28 @@ export class HttpsClient {
   }
 
   /** Reads newline-delimited JSON objects from a streaming response (no timeout: the stream may be long). */
-  async ndjson<T>(method: string, path: string, json: unknown, onObject: (o: T) => void): Promise<void> {
+  async ndjson<T>(
+    method: string,
+    path: string,
+    json: unknown,
+    onObject: (o: T) => void,
+    opts: { idleMs?: number } = {},
+  ): Promise<void> {
     const res = await this.open(method, path, { json, timeoutMs: 0 });
     const status = res.statusCode ?? 0;
     if (status >= 400) throw errorFromBody(await readAll(res), status, this.endpoint.name);
     let buf = '';
     res.setEncoding('utf8');
+    // a server that writes blank lines as a heartbeat: silence past idleMs is a dead link, not a slow phase
+    if (opts.idleMs)
+      res.setTimeout(opts.idleMs, () =>
+        res.destroy(Object.assign(new Error(`no word for ${opts.idleMs} ms`), { code: 'ETIMEDOUT' })),
+      );
     await new Promise<void>((resolve, reject) => {
+      res.on('close', () => {
+        if (!res.complete)
+          reject(this.unreachable(Object.assign(new Error('connection lost'), { code: 'ECONNRESET' }), path));
+      });
       res.on('data', (chunk: string) => {
         buf += chunk;
         let nl = buf.indexOf('\n');

@@ -18,8 +18,11 @@ export class ClientPool {
     return new ClientPool(tlsClientOptions(paths));
   }
 
-  agent(ep: Endpoint, opts: { timeoutMs?: number } = {}): AgentClient {
-    return this.get(`agent ${key(ep)} ${opts.timeoutMs ?? ''}`, () => new AgentClient(ep, this.pool, opts));
+  agent(ep: Endpoint, opts: { timeoutMs?: number; stallMs?: number } = {}): AgentClient {
+    return this.get(
+      `agent ${key(ep)} ${opts.timeoutMs ?? ''} ${opts.stallMs ?? ''}`,
+      () => new AgentClient(ep, this.pool, opts),
+    );
   }
 
   controller(ep: Endpoint, opts: { timeoutMs?: number } = {}): ControllerClient {

@@ -200,10 +200,24 @@ export interface MigrationReport {
 }
 
 export type MigrationEvent =
+  /** The first event: the migration's id, which GET /v1/migrations/:id on the source agent answers for. */
+  | { type: 'started'; id: string }
   | { type: 'phase'; phase: MigrationPhase; state: 'start' | 'end' | 'fail'; ms?: number }
   | { type: 'progress'; phase: MigrationPhase; bytes: number; total?: number }
   | { type: 'info'; message: string }
   | { type: 'result'; report: MigrationReport };
+
+/** GET /v1/migrations/:id on the source agent: where a migration stands, then how it ended. */
+export interface MigrationTracking {
+  id: string;
+  name: string;
+  to: string;
+  state: 'running' | 'done';
+  /** The phase it is in (the last one started). */
+  phase: MigrationPhase;
+  /** Once done: the same report the migrate stream ends with. */
+  report?: MigrationReport;
+}
 
 export interface CapabilitiesReport {
   facts: HostFacts;

@@ -22,7 +22,7 @@ import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
-import type { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import type { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 const run = promisify(execFile);
 const ferry = fileURLToPath(new URL('../../bin/ferry', import.meta.url));
@@ -42,6 +42,7 @@ const READS: Record<string, readonly string[]> = {
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
+  'testbed agent': keysOf<Parameters<typeof testbedAgentCommand>[2]>()('name', 'json'),
   hosts: keysOf<Parameters<typeof hostsCommand>[0]>()('cluster', 'json'),
   run: keysOf<Parameters<typeof runCommand>[1]>()('cluster', 'json', 'host', 'name', 'bundle', 'net', 'ip'),
   ps: keysOf<Parameters<typeof psCommand>[0]>()('cluster', 'json', 'host'),
@@ -129,6 +130,7 @@ const CODE_DEFAULTS: Record<string, unknown> = {
   'migrate --strategy': 'auto',
   'checkpoint --compress': 'zstd',
   'testbed down --name': 'tb',
+  'testbed agent --name': 'tb',
 };
 
 interface HelpOption {

@@ -12,7 +12,7 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
-import { testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 /** How to start this CLI again (agents are started by the testbed with the same node and flags). */
 export function ferryArgv(): string[] {
@@ -98,6 +98,18 @@ export function buildProgram(): Command {
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
+  tb.command('agent')
+    .description(
+      "kill (SIGKILL, its runc and CRIU left as a crash leaves them), start or restart one host's agent, " +
+        'to drive faults by hand',
+    )
+    .argument('<action>', 'kill, start or restart')
+    .argument('<host>', 'the host whose agent it is')
+    .option('--name <name>', 'testbed name', 'tb')
+    .option('--json', 'print JSON')
+    .action(
+      wrap(async (action: string, host: string, o) => testbedAgentCommand(action, host, o, ferryArgv())),
+    );
 
   program
     .command('hosts')

@@ -1,7 +1,7 @@
 // ferry testbed up|down
 import { FerryError } from '../core/errors.ts';
 import { parseHosts } from '../testbed/layout.ts';
-import { testbedDown, testbedUp } from '../testbed/testbed.ts';
+import { controlAgent, testbedDown, testbedUp } from '../testbed/testbed.ts';
 
 export async function testbedUpCommand(
   o: {
@@ -59,6 +59,24 @@ export async function testbedDownCommand(
   const removed = await testbedDown(o.all ? 'all' : o.name, { ferryArgv });
   process.stdout.write(
     o.json ? `${JSON.stringify({ removed })}\n` : `removed: ${removed.join(', ') || '(nothing)'}\n`,
+  );
+}
+
+export async function testbedAgentCommand(
+  action: string,
+  host: string,
+  o: { name: string; json?: boolean },
+  ferryArgv: string[],
+): Promise<void> {
+  if (action !== 'kill' && action !== 'start' && action !== 'restart')
+    throw new FerryError('FERRY_E_INPUT_ARGS', `testbed agent ${action}: use kill, start or restart`, {
+      phase: 'input',
+    });
+  const out = await controlAgent(o.name, action, host, { ferryArgv });
+  process.stdout.write(
+    o.json
+      ? `${JSON.stringify({ host, action, ...out })}\n`
+      : `${host}: ${action === 'kill' ? 'agent killed' : `agent running (pid ${out.pid})`}\n`,
   );
 }
 

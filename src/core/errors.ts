@@ -30,6 +30,7 @@ export const ERRORS = {
   FERRY_E_CONTAINER_UNMOVABLE: { status: 409, text: 'a process of the container cannot be migrated' },
   FERRY_E_HOST_UNKNOWN: { status: 404, text: 'unknown host' },
   FERRY_E_HOST_UNREACHABLE: { status: 502, text: 'host unreachable' },
+  FERRY_E_PEER_TIMEOUT: { status: 504, text: 'peer stopped answering' },
   FERRY_E_HOST_SAME: { status: 400, text: 'source and destination are the same host' },
   FERRY_E_AUTH: { status: 401, text: 'not authenticated' },
   FERRY_E_AUTH_ROLE: { status: 403, text: 'certificate role not allowed here' },

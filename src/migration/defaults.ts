@@ -52,12 +52,21 @@ export const DEFAULT_FREEZE_CEILING_MS = 120_000;
 export const DEFAULT_PREPARE_DEADLINE_MS = 120_000;
 export const DEFAULT_ROUNDS_DEADLINE_MS = 600_000;
 
+/**
+ * Liveness between agents: a request or a stream to a peer that makes no progress this long (no byte either way,
+ * or, while a long answer is awaited, no answer to a health check) fails with FERRY_E_PEER_TIMEOUT, which rolls the
+ * migration back. A dead link is then found within seconds, not at a phase's deadline. Agent config:
+ * `deadlines.stallMs`.
+ */
+export const DEFAULT_STALL_MS = 10_000;
+
 /** Every phase deadline the engine keeps (the agent config's `deadlines`, defaults above). */
 export interface Deadlines {
   commitMs: number;
   freezeMs: number;
   prepareMs: number;
   roundsMs: number;
+  stallMs: number;
 }
 
 export const DEFAULT_DEADLINES: Deadlines = {
@@ -65,6 +74,7 @@ export const DEFAULT_DEADLINES: Deadlines = {
   freezeMs: DEFAULT_FREEZE_CEILING_MS,
   prepareMs: DEFAULT_PREPARE_DEADLINE_MS,
   roundsMs: DEFAULT_ROUNDS_DEADLINE_MS,
+  stallMs: DEFAULT_STALL_MS,
 };
 
 /** A request's options with every default applied: resolved once, read by the phases and the strategies. */

@@ -18,8 +18,8 @@ import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts'
 import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
 
 export interface DestinationOptions {
-  /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore. */
-  faults?: string[];
+  /** Test-only fault injection (core/faults.ts): 'invalid-bundle' breaks the received bundle before restore. */
+  faults?: Faults;
   /**
    * An uncommitted migration is aborted this long after its restore was asked (its source thaws once it has
    * passed): default DEFAULT_COMMIT_DEADLINE_MS.
@@ -58,7 +58,7 @@ export class IncomingMigrations {
     this.deps = {
       host,
       log,
-      faults: new Faults(opts.faults ?? []),
+      faults: opts.faults ?? Faults.none(),
       lazyPages: opts.lazyPages,
       restoreTimeoutMs: this.commitDeadlineMs,
     };

@@ -202,7 +202,7 @@ export class IncomingMigration {
     const config = await readConfig(bundle);
     validateConfig(config);
     const placed = host.place(config, this.rec.record);
-    if (faults.has('invalid-bundle')) placed.root.path = 'rootfs-missing';
+    if (faults.has('invalid-bundle', name)) placed.root.path = 'rootfs-missing';
     await writeConfig(bundle, placed);
     // pre-copy: the page images are rebuilt from the pages received in the rounds and the final delta
     if (this.blocks) {
@@ -231,7 +231,7 @@ export class IncomingMigration {
         }
       }
       this.stopIfAborted();
-      faults.reach('dest:restoring', 100);
+      await faults.reach('dest:restoring', name, 100);
       ({ ms } = await host.runc.restore(name, {
         bundle,
         imagePath: images,
@@ -259,9 +259,13 @@ export class IncomingMigration {
       origin: { kind: 'migration', from: this.rec.from, id: this.id },
     });
     await this.moveTo('restored');
-    faults.reach('dest:restored');
+    await faults.reach('dest:restored', name);
     if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
-    const stats = await readStats(join(images, 'stats-restore'));
+    // (figures only: a stats file CRIU could not finish, its tmpfs full, must not fail a restore that worked)
+    const stats = await readStats(join(images, 'stats-restore')).catch((err: Error) => {
+      log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
+      return undefined;
+    });
     const out: RestoreResult = { pid: st.pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');

@@ -45,11 +45,16 @@ export async function rollback(
   }
   let destinationCleaned = !progress.prepared;
   let committed = false;
+  // a peer that does not answer at all (its link cut, its agent gone) is not asked again here: before a restore it
+  // runs no copy, so the thaw need not wait; the abort is repeated in the background (source.ts)
+  let silent = false;
   const tryAbort = async (last: boolean): Promise<void> => {
     try {
       await peer.abort(id);
       destinationCleaned = true;
     } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'FERRY_E_PEER_TIMEOUT' || code === 'FERRY_E_HOST_UNREACHABLE') silent = true;
       // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so
       if (progress.commitSent && (await peer.status(id).catch(() => undefined)) === 'committed')
         committed = true;
@@ -58,7 +63,8 @@ export async function rollback(
   };
   if (progress.prepared) {
     for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned && !committed; attempt++) {
-      await tryAbort(attempt === ABORT_ATTEMPTS - 1);
+      await tryAbort(attempt === ABORT_ATTEMPTS - 1 || (silent && !progress.restoreRequested));
+      if (silent && !progress.restoreRequested) break;
       if (!destinationCleaned && !committed) await sleep(ABORT_RETRY_MS);
     }
     if (!destinationCleaned && !committed && progress.restoreRequested) {

@@ -87,6 +87,7 @@ export class MigrationSource {
     emit: (e: MigrationEvent) => void,
   ): Promise<MigrationReport> {
     const id = `m${randomBytes(6).toString('hex')}`;
+    emit({ type: 'started', id });
     const started = this.now();
     const report = newReport(req, id, this.host.hostName);
     const runner = new PhaseRunner(report, emit, this.now);
@@ -129,6 +130,8 @@ export class MigrationSource {
           // in doubt: the entry stays (at commit-sent) and is settled once the destination answers
           if (rb.action === 'in-doubt') journal.unsettled();
           else await journal.done();
+          // a destination that could not be reached keeps its reservation until it hears the abort
+          if (rb.action !== 'in-doubt' && !rb.destinationCleaned) void this.abortLater(peer, id);
           const state = rb.sourceRunning
             ? `rolled back: ${req.name} is running on ${this.host.hostName}`
             : rb.action === 'in-doubt'
@@ -166,15 +169,16 @@ export class MigrationSource {
     const images = imageDir(this.host.paths, id);
     const bundle = bundleDir(this.host.paths, name);
 
-    const planned = await runner.run('plan', () =>
-      planMigration(
+    const planned = await runner.run('plan', async () => {
+      await this.faults.reach('source:plan', name);
+      return planMigration(
         { host: this.host, capabilities: this.capabilities },
         req,
         peer,
         report,
         this.rates.get(peer.name),
-      ),
-    );
+      );
+    });
     report.strategy = planned.strategy;
     const strategy = createStrategy(planned.strategy, { postcopy: this.postcopy }, planned.local);
     chosen.strategy = strategy;
@@ -219,6 +223,7 @@ export class MigrationSource {
         const staged = await strategy.prepare(ctx);
         await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
         progress.prepared = true;
+        await this.faults.reach('source:prepare', name);
         // the bundle goes now, while the container runs; after the final dump only what changed follows
         const before = await snapshotTree(bundle);
         const pre = await peer.send(id, 'bundle', encodeTree([{ root: bundle, prefix: '' }]));
@@ -231,7 +236,14 @@ export class MigrationSource {
     );
 
     if (strategy.rounds)
-      await runner.run('rounds', () => strategy.rounds!(ctx), this.now() + deadlines.roundsMs);
+      await runner.run(
+        'rounds',
+        async () => {
+          await this.faults.reach('source:rounds', name);
+          await strategy.rounds!(ctx);
+        },
+        this.now() + deadlines.roundsMs,
+      );
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
@@ -249,7 +261,7 @@ export class MigrationSource {
           this.host.runc.pause(name),
         ]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
-        this.faults.reach('source:checkpoint', 100);
+        await this.faults.reach('source:checkpoint', name, 100);
         seized = (await strategy.dump(ctx)).seized;
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
@@ -286,7 +298,7 @@ export class MigrationSource {
     await runner.run(
       'transfer',
       async () => {
-        this.faults.reach('source:transfer');
+        await this.faults.reach('source:transfer', name);
         const t0 = this.now();
         const share = await strategy.transfer(ctx);
         const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
@@ -305,7 +317,9 @@ export class MigrationSource {
         progress.restoreRequested = true;
         progress.restoreRequestedAt = Date.now();
         const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
-        this.faults.reach('source:restore', 50);
+        // (a hold here holds the answer: the restore runs on meanwhile)
+        restoring.catch(() => {});
+        await this.faults.reach('source:restore', name, 50);
         const r = await restoring;
         if (r.stats) report.criu.restore = r.stats;
       },
@@ -321,6 +335,7 @@ export class MigrationSource {
           phase: 'confirm',
         });
       }
+      await this.faults.reach('source:confirm', name);
       await journal.step('commit-sent');
       progress.commitSent = true;
       await this.commit(peer, id, progress);
@@ -333,7 +348,12 @@ export class MigrationSource {
     // past the point of no return: what the strategy still has to finish (post-copy: the last pages) is reported,
     // not rolled back
     if (strategy.afterConfirm) {
-      await runner.run('pages', () => strategy.afterConfirm!(ctx, restoredAt)).catch(() => {});
+      await runner
+        .run('pages', async () => {
+          await this.faults.reach('source:pages', name);
+          await strategy.afterConfirm!(ctx, restoredAt);
+        })
+        .catch(() => {});
     }
 
     await runner.run('cleanup', async () => {
@@ -346,6 +366,25 @@ export class MigrationSource {
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /**
+   * Repeats the abort of a destination that could not be reached during the rollback, until it answers (its link is
+   * back, or its restarted agent, which drops what it had not committed, answers that it knows nothing).
+   */
+  private async abortLater(peer: DestinationPeer, id: string): Promise<void> {
+    const until = Date.now() + ABORT_LATER_MS;
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, this.statusRetryMs).unref());
+      try {
+        await peer.abort(id);
+        this.log.info({ migration: id, peer: peer.name }, 'destination aborted after its link came back');
+        return;
+      } catch {
+        // not yet
+      }
+    }
+    this.log.warn({ migration: id, peer: peer.name }, 'destination never answered the abort');
   }
 
   /** This migration's journal entry, written step by step; a no-op without a journal or a known endpoint. */
@@ -403,4 +442,6 @@ interface StepJournal {
 }
 
 const COMMIT_STATUS_ATTEMPTS = 5;
+/** How long a rollback keeps asking an unreachable destination to abort, in the background. */
+const ABORT_LATER_MS = 30 * 60_000;
 const COMMIT_STATUS_RETRY_MS = 1000;

@@ -120,6 +120,11 @@ export class Probe {
 
   /** Connects and sends; resolves once the first reply arrived. Rejects (FERRY_E_HOST_UNREACHABLE) if that
    *  does not happen within 5 s, or the connection is refused or lost before it. */
+  /** Replies so far (a caller can watch a connection come back before it stops the probe). */
+  get replies(): number {
+    return this.stats.replies;
+  }
+
   start(): Promise<void> {
     if (this.phase !== 'idle')
       return Promise.reject(new FerryError('FERRY_E_INTERNAL', 'probe already started', { phase: 'run' }));

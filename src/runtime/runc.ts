@@ -3,6 +3,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
@@ -90,18 +91,30 @@ export class Runc implements RuncLike {
   private readonly runner: Runner;
   private readonly runcPath: string;
   private readonly criuPath: string | undefined;
+  private readonly faults: Faults;
 
-  constructor(runner: Runner, opts: { root: string; runcPath?: string; criuPath?: string }) {
+  constructor(runner: Runner, opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults }) {
     this.runner = runner;
     this.root = opts.root;
     this.runcPath = opts.runcPath ?? 'runc';
     this.criuPath = opts.criuPath;
+    this.faults = opts.faults ?? Faults.none();
   }
 
+  /**
+   * `failing`: the test-only fault (`criu-fail:dump`, `criu-fail:restore`) names this run: runc is handed a CRIU
+   * that exits at once, so the failure takes the path a real CRIU error takes.
+   */
   private argv(logFile: string | undefined, ...args: string[]): string[] {
+    return this.argvWith(undefined, logFile, ...args);
+  }
+
+  private argvWith(failing: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
     const base = [this.runcPath, '--root', this.root];
     if (logFile) base.push('--log', logFile, '--log-format', 'json');
-    if (this.criuPath) base.push('--criu', this.criuPath);
+    const id = args[args.length - 1];
+    const criu = failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
+    if (criu) base.push('--criu', criu);
     return [...base, ...args];
   }
 
@@ -176,7 +189,7 @@ export class Runc implements RuncLike {
     if (o.pageServer) args.push('--page-server', o.pageServer);
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
-    const r = await this.runner.run(this.argv(logFile, ...args, id), {
+    const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
       label: 'runc checkpoint',
       errorCode: 'FERRY_E_CHECKPOINT_FAILED',
       phase: 'checkpoint',
@@ -194,7 +207,7 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.parentPath) args.push('--parent-path', o.parentPath);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
-    const p = startProcess(this.argv(logFile, ...args, id), {
+    const p = startProcess(this.argvWith('criu-fail:dump', logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
     });
@@ -223,7 +236,7 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
-    const r = await this.runner.run(this.argv(logFile, ...args, id), {
+    const r = await this.runner.run(this.argvWith('criu-fail:restore', logFile, ...args, id), {
       stdio: 'null',
       label: 'runc restore',
       errorCode: 'FERRY_E_RESTORE_FAILED',

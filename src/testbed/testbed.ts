@@ -42,6 +42,8 @@ export interface TestbedState extends TestbedLayout {
   rates?: Record<string, string>;
   /** The default cluster's file right after this testbed came up (this one's, or the one that stayed). */
   defaultCluster?: string;
+  /** The extra environment each host's agent was brought up with: `testbed agent start` starts it so again. */
+  agentEnv?: Record<string, NodeJS.ProcessEnv>;
 }
 
 export interface TestbedDeps {
@@ -128,6 +130,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     createdAt: new Date().toISOString(),
     ...(opts.rate ? { rate: opts.rate } : {}),
     ...(opts.rates ? { rates: opts.rates } : {}),
+    ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // written first: a crash from here on is still cleaned up by `down`
@@ -385,6 +388,36 @@ export async function stopAgent(
   } else {
     await stopProcess(pid);
   }
+}
+
+/**
+ * `ferry testbed agent kill|start|restart HOST`: kill is a SIGKILL of the agent alone (its runc, CRIU and dead-man
+ * switches left running, as a crash leaves them); start brings it up with the environment it first had, as a
+ * supervisor would; restart is both. Returns the new agent's pid (start, restart).
+ */
+export async function controlAgent(
+  name: string,
+  action: 'kill' | 'start' | 'restart',
+  host: string,
+  deps: TestbedDeps,
+): Promise<{ pid?: number }> {
+  const tb = await loadTestbed(name, deps.env);
+  if (!tb)
+    throw new FerryError('FERRY_E_TESTBED', `no testbed named ${name} is up`, {
+      phase: 'input',
+      hint: 'ferry testbed up first (or --name NAME)',
+    });
+  const h = tb.hosts.find((x) => x.name === host);
+  if (!h)
+    throw new FerryError('FERRY_E_HOST_UNKNOWN', `testbed ${name} has no host ${host}`, {
+      phase: 'input',
+      hint: `its hosts: ${tb.hosts.map((x) => x.name).join(', ')}`,
+    });
+  if (action !== 'start') await stopAgent(tb, h, 'SIGKILL');
+  if (action === 'kill') return {};
+  const pid = await readPid(agentPidFile(tb, h));
+  if (action === 'start' && pid && alive(pid)) return { pid };
+  return { pid: await startAgent(tb, h, deps, tb.agentEnv?.[h.name]) };
 }
 
 async function agentPidsOf(dir: string): Promise<number[]> {

@@ -210,6 +210,23 @@ export function isFrozen(pid: number): boolean {
 }
 
 /**
+ * A task that is exiting or has SIGKILL pending never runs its own code again. A frozen copy that is being killed
+ * (the source after the commit) leaves the freezer to die, and is then neither frozen nor running.
+ */
+function isDying(pid: number, status: string): boolean {
+  if (/^State:\s+[ZX]/m.test(status)) return true;
+  // PF_EXITING (0x4) in the flags of /proc/PID/stat: the signal was taken, the task is on its way out
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+  if ((flags & 0x4) !== 0) return true;
+  const sigkill = 1n << 8n;
+  for (const m of status.matchAll(/^(?:SigPnd|ShdPnd):\s+([0-9a-f]+)$/gm)) {
+    if ((BigInt(`0x${m[1]}`) & sigkill) !== 0n) return true;
+  }
+  return false;
+}
+
+/**
  * Instances that run: as instancesOf, without the frozen ones (a source keeps its copy frozen until the
  * destination commits; decision 9).
  */
@@ -218,8 +235,9 @@ export function runningInstancesOf(marker: string): number {
   let n = 0;
   for (const pid of pids) {
     try {
-      const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
-      if (!pids.has(ppid) && !isFrozen(pid)) n++;
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const ppid = Number(/PPid:\s+(\d+)/.exec(status)?.[1]);
+      if (!pids.has(ppid) && !isFrozen(pid) && !isDying(pid, status)) n++;
     } catch {
       // exited meanwhile
     }

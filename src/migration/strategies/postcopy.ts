@@ -91,12 +91,14 @@ export class PostcopyStrategy implements Strategy {
   async afterConfirm(ctx: MigrationContext, restoredAt: number): Promise<void> {
     const lazy = this.lazy;
     if (!lazy) return;
-    const [r, dest] = await Promise.all([
-      lazy.done,
-      ctx.peer
-        .pagesResult(ctx.id)
-        .catch((err: Error) => ({ ok: false, message: `destination unreachable: ${err.message}` })),
-    ]);
+    const [r, first] = await Promise.all([lazy.done, pagesOutcome(ctx)]);
+    // an agent that could not answer (its link down for a while) is asked again once the page server has ended: the
+    // destination keeps the outcome until its source has asked for it
+    let dest = first;
+    for (const until = Date.now() + PAGES_ASK_AGAIN_MS; 'unasked' in dest && Date.now() < until; ) {
+      await new Promise((res) => setTimeout(res, 1000));
+      dest = await pagesOutcome(ctx);
+    }
     if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow);
     if (r.code !== 0 || !dest.ok) {
       lazy.kill();
@@ -139,4 +141,19 @@ export class PostcopyStrategy implements Strategy {
   async closeStaged(): Promise<void> {
     if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow).catch(() => {});
   }
+}
+
+/** How long a destination that could not say how its pages ended is asked again. */
+const PAGES_ASK_AGAIN_MS = 30_000;
+
+type PagesOutcome = { ok: boolean; message: string } | { ok: false; unasked: true; message: string };
+
+/** The destination's word on the last pages; `unasked` when it could not be reached. */
+function pagesOutcome(ctx: MigrationContext): Promise<PagesOutcome> {
+  return ctx.peer.pagesResult(ctx.id).catch((err: Error & { code?: string }): PagesOutcome => {
+    const message = `destination unreachable: ${err.message}`;
+    // (an agent that answers it does not know the migration, restarted since, never will)
+    const unreachable = err.code === 'FERRY_E_HOST_UNREACHABLE' || err.code === 'FERRY_E_PEER_TIMEOUT';
+    return unreachable ? { ok: false, unasked: true, message } : { ok: false, message };
+  });
 }
