@@ -52,6 +52,8 @@ export const NOTES: Record<string, string> = {
   'socket-tcpbuf':
     "refused: a loopback TCP connection with full buffers. CRIU restores it stalled: a restored socket starts with a 536-byte MSS, the full buffers take the small segments at several times the memory each, and both ends wait on each other's window for minutes. CRIU alone (dump and restore on one host, no ferry) does the same here",
   'socket-tcpbuf-local': 'refused, as socket-tcpbuf',
+  'socket-tcpbuf6': 'refused, as socket-tcpbuf (over IPv6)',
+  'socket-tcpbuf6-local': 'refused, as socket-tcpbuf (over IPv6)',
   'sk-unix-listen02':
     "zdtm expects CRIU's dump to fail (crfail: an in-flight unix connection with data queued). /proc does not show a listening socket's in-flight connections, so ferry cannot refuse it beforehand: the dump fails inside the freeze and ferry thaws the container (ROLLBACK)",
   'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
