@@ -160,6 +160,16 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.get('/v1/containers/:name', { config: ANYONE, schema: { params: NameParams } }, async (req) =>
     host.info(req.params.name),
   );
+  // the dashboard's process tree (through the controller)
+  app.get(
+    '/v1/containers/:name/processes',
+    { config: USER, schema: { params: NameParams } },
+    async (req) => ({
+      container: req.params.name,
+      host: host.hostName,
+      ...(await host.processes(req.params.name)),
+    }),
+  );
 
   app.put('/v1/uploads/:name', { config: USER, schema: { params: NameParams } }, async (req) => {
     const name = checkName(req.params.name);
@@ -312,8 +322,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         if (!raw.writableFinished) started.stream.destroy();
       });
       started.stream.pipe(raw, { end: false });
-      started.digest.then(
-        (d) => {
+      // the digest settles when the last byte went into the stream, maybe before it came out of it: end the response
+      // only once the stream has ended too (every byte handed to it), or its tail is cut off behind the trailers
+      const drained = new Promise<void>((resolve) => started.stream.once('end', resolve));
+      Promise.all([started.digest, drained]).then(
+        ([d]) => {
           raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
           raw.end();
         },
