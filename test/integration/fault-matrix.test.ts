@@ -1,7 +1,6 @@
 // The fault matrix (docs/reliability.md): every phase against every fault, on one shared testbed, cell after cell.
 // Each cell holds a migration at the start of its phase, does the fault, lets it go on, and checks that the
 // container runs exactly once where it should, that its client's connection survived, and that nothing is left.
-// Over 400 lines: the faults and the invariant are one story; split, the cells would no longer read as one table.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
