@@ -20,8 +20,10 @@ const LAYERS = {
   testbed: 7, // simulated hosts
   probe: 7, // the downtime probe
   workloads: 7, // test programs
+  remote: 7, // hosts reached over SSH with no agent: ferry's executable copied there and run through ssh
   cli: 8, // commands, parsing, rendering
   bench: 8, // benchmarks
+  web: 9, // the dashboard in the browser: bundled by the controller, never loaded by Node (the rule below)
 };
 
 /** Where a folder lives: bench/ is at the top of the repository, every other layer under src/. */
@@ -111,14 +113,23 @@ module.exports = {
       severity: 'error',
       comment:
         'The CLI is a client: it parses, calls the api/ client and prints. It may use core/, the tools of layer 7 ' +
-        '(testbed, probe, workloads) and launch the entry modules agent/main.ts, cluster/main.ts and bench/index.ts; ' +
+        '(testbed, probe, workloads, remote) and launch the entry modules agent/main.ts, cluster/main.ts and bench/index.ts; ' +
         'reaching into the engine, host, transport, network, runtime or images would make it a second engine.',
       from: { path: '^src/cli/', pathNot: TESTS },
       to: {
         path: '^(src|bench)/',
         pathNot:
-          '^(src/(cli|api|core|testbed|probe|workloads)/|src/agent/main\\.ts$|src/cluster/main\\.ts$|bench/index\\.ts$)',
+          '^(src/(cli|api|core|testbed|probe|workloads|remote)/|src/agent/main\\.ts$|src/cluster/main\\.ts$|bench/index\\.ts$)',
       },
+    },
+    {
+      name: 'web-only-api-types',
+      severity: 'error',
+      comment:
+        'web/ is the dashboard as the browser runs it (bundled by the controller, never loaded by Node): it may ' +
+        "import its own folder and the wire types of api/, nothing that needs Node or the host.",
+      from: { path: '^src/web/', pathNot: TESTS },
+      to: { path: '^(src|bench)/', pathNot: '^src/(web|api)/' },
     },
     {
       name: 'bench-not-cli',

@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench conformance clean-testbeds proto
+.PHONY: all setup deps test unit integration typecheck lint demo bench conformance clean-testbeds proto dist
 
 all: setup
 
@@ -17,8 +17,10 @@ node_modules/.ferry-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# src/web/ is the browser's code (DOM types, JSX): its own project, checked beside the rest
 typecheck: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p src/web
 
 lint: setup
 	node_modules/.bin/biome check src test $(wildcard bench)
@@ -38,6 +40,7 @@ integration: setup
 
 test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p .
+	$(NODE) node_modules/typescript/bin/tsc --noEmit -p src/web
 	node_modules/.bin/biome check src test $(wildcard bench)
 	$(DEPCRUISE) --output-type err
 	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts' 'test/integration/*.test.ts'
@@ -57,6 +60,10 @@ clean-testbeds:
 
 fmt:
 	node_modules/.bin/biome check --write src test $(wildcard bench)
+
+# One executable file with Node and ferry inside, for hosts without Node (Node's single executable applications).
+dist: node_modules/.ferry-stamp
+	bash scripts/dist.sh dist/ferry-linux-x64
 
 # The decoders of CRIU's images (src/images/gen/), generated from CRIU's .proto files in src/images/proto/.
 proto: setup

@@ -10,8 +10,10 @@ import { type Suite, startCommand, type TestDesc } from './zdtm-suite.ts';
 /**
  * REFUSED: ferry refused the migration before the freeze (FERRY_E_CONTAINER_UNMOVABLE) and the test, left
  * running on the source, still passed: what the issue of a process CRIU cannot move should look like.
+ * ROLLBACK: the migration failed inside the freeze (CRIU's dump or restore), ferry rolled it back, and the test,
+ * thawed on the source, still passed: nothing was lost, but /proc could not tell beforehand.
  */
-export type Outcome = 'PASS' | 'FAIL' | 'HANG' | 'REFUSED';
+export type Outcome = 'PASS' | 'FAIL' | 'HANG' | 'REFUSED' | 'ROLLBACK';
 
 export interface TestResult {
   outcome: Outcome;
@@ -68,6 +70,11 @@ export const ZDTM_BUNDLE_POLICY = {
 
 const UNPRIVILEGED_ENV = ['ZDTM_UID=18943', 'ZDTM_GID=58467', 'ZDTM_GROUPS=27495 48244'];
 const TEST_DIR = '/zdtm/static';
+/**
+ * How long a test may take to write its pidfile (its setup done) before it is taken as hung. Tests write it
+ * within seconds; one that has not by then would otherwise hold a full run for the whole time limit.
+ */
+const START_LIMIT_MS = 45_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -103,11 +110,23 @@ function lastJson<T>(stdout: string): T | undefined {
   }
 }
 
-/** The container's init pid on the host, from `ferry ps`. */
-async function initPid(h: Harness, name: string, signal: AbortSignal): Promise<number | undefined> {
+/** The container as `ferry ps` lists it (on any host): its status and its init pid on the host. */
+async function listed(
+  h: Harness,
+  name: string,
+  signal: AbortSignal,
+): Promise<{ status?: string; pid?: number; copies: number }> {
   const r = await ferry(h, ['ps', '--json'], signal);
-  const rows = lastJson<{ name: string; pid?: number; status: string }[]>(r.stdout) ?? [];
-  return rows.find((c) => c.name === name && c.status === 'running')?.pid;
+  const rows = (lastJson<{ name: string; pid?: number; status: string }[]>(r.stdout) ?? []).filter(
+    (c) => c.name === name,
+  );
+  return { ...rows[0], copies: rows.length };
+}
+
+/** The container's init pid on the host, from `ferry ps`, while it runs. */
+async function initPid(h: Harness, name: string, signal: AbortSignal): Promise<number | undefined> {
+  const c = await listed(h, name, signal);
+  return c.status === 'running' ? c.pid : undefined;
 }
 
 /** Host pid of the process whose pid is `nsPid` inside the pid namespace of `init` (from /proc NSpid). */
@@ -195,6 +214,8 @@ export async function runTest(
   const dir = join(h.workDir, name);
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
+  /** Where the run is, for a HANG's reason: which step the time limit cut short. */
+  let stage = 'start';
   const done = (outcome: Outcome, reason?: string): TestResult => ({
     outcome,
     ...(reason ? { reason } : {}),
@@ -213,7 +234,11 @@ export async function runTest(
     if (!init) return done('FAIL', 'ferry run: no init pid');
     let testPid: number | undefined;
     let refused: string | undefined;
+    let rolledBack: string | undefined;
+    const startBy = Date.now() + Math.min(timeoutMs, START_LIMIT_MS);
     while (!ac.signal.aborted) {
+      if (Date.now() > startBy)
+        return done('HANG', `no pidfile ${Math.min(timeoutMs, START_LIMIT_MS) / 1000} s after the start`);
       const text = await readFile(inContainer(init, `${test}.pid`), 'utf8').catch(() => '');
       if (text.trim()) {
         testPid = Number(text.trim().split('\n')[0]);
@@ -227,6 +252,7 @@ export async function runTest(
     }
     if (testPid === undefined) throw new Hang('no pidfile');
     if (strategy) {
+      stage = `ferry migrate --strategy ${strategy}`;
       const m = await ferry(
         h,
         ['migrate', name, '--to', h.to, '--strategy', strategy, '--json'],
@@ -235,11 +261,16 @@ export async function runTest(
       );
       if (m.code !== 0) {
         const why = migrationReason(m.stdout, m.stderr);
-        if (!/FERRY_E_CONTAINER_UNMOVABLE/.test(why)) return done('FAIL', why);
-        // refused before the freeze: the container must run on, untouched, on the source
-        refused = why;
-        if ((await initPid(h, name, ac.signal)) !== init)
-          return done('FAIL', `refused, but the container is no longer running on ${h.from}: ${why}`);
+        // refused before the freeze, or rolled back: either way the container must run on the source, as it was
+        const unmovable = /FERRY_E_CONTAINER_UNMOVABLE/.test(why);
+        const now = await listed(h, name, ac.signal);
+        if (now.status !== 'running' || now.pid !== init || now.copies !== 1)
+          return done(
+            'FAIL',
+            `${why}; ${unmovable ? 'REFUSED, YET' : 'ROLLBACK FAILED'}: the container is ${now.status ?? 'gone'}${now.pid !== init ? ' (another copy)' : ''}${now.copies > 1 ? `, listed ${now.copies} times` : ''}`,
+          );
+        if (unmovable) refused = why;
+        else rolledBack = why;
       } else {
         init = await initPid(h, name, ac.signal);
         if (!init) return done('FAIL', 'after migration: the container is not running');
@@ -250,6 +281,7 @@ export async function runTest(
       const out = await readFile(inContainer(init, `${test}.out`), 'utf8').catch(() => '');
       return done('FAIL', `the test died before SIGTERM${out ? ` (${verdict(out).reason})` : ''}`);
     }
+    stage = 'the test, after SIGTERM';
     process.kill(pid, 'SIGTERM');
     while (await alive(pid)) {
       if (ac.signal.aborted) throw new Hang('no exit after SIGTERM');
@@ -258,9 +290,14 @@ export async function runTest(
     const out = await readFile(inContainer(init, `${test}.out`), 'utf8').catch(() => '');
     const v = verdict(out);
     if (refused) return v.pass ? done('REFUSED', refused) : done('FAIL', `${v.reason} (after: ${refused})`);
+    if (rolledBack)
+      return v.pass
+        ? done('ROLLBACK', rolledBack)
+        : done('FAIL', `${v.reason} (after rollback: ${rolledBack})`);
     return v.pass ? done('PASS') : done('FAIL', v.reason);
   } catch (err) {
-    if (err instanceof Hang || ac.signal.aborted) return done('HANG', `time limit ${timeoutMs / 1000} s`);
+    if (err instanceof Hang || ac.signal.aborted)
+      return done('HANG', `time limit ${timeoutMs / 1000} s, in ${stage}`);
     return done('FAIL', `harness: ${(err as Error).message}`);
   } finally {
     clearTimeout(timer);

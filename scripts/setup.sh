@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian host, idempotently; fast when nothing is missing.
-# Usage: scripts/setup.sh [deps|node|all|zdtm]   (run as root)
+# Usage: scripts/setup.sh [deps|node|ssh|all|zdtm]   (run as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 NODE_DIR=${FERRY_NODE_DIR:-/opt/ferry/node}
@@ -19,7 +19,7 @@ criu_ok() {
 
 tools_ok() {
   local t
-  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl; do
+  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium; do
     command -v "$t" >/dev/null 2>&1 || return 1
   done
 }
@@ -66,9 +66,10 @@ install_deps() {
   else
     apt-get update -q
   fi
-  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl"
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium"
   # checkpointctl: the archive tests read ferry's checkpoint archives with the real tool
-  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl
+  # chromium: the dashboard's browser tests drive Debian's build (playwright-core never downloads one)
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium
   # Debian starts a system redis on install; ferry runs its own inside containers.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   pkill -x redis-server 2>/dev/null || true
@@ -76,6 +77,23 @@ install_deps() {
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
   pkill -x etcd 2>/dev/null || true
   criu_ok || { log "CRIU 4.2 or newer could not be installed (found: $(criu --version 2>&1 | head -1))"; exit 1; }
+}
+
+# OpenSSH for `ferry testbed up --ssh` (an sshd per simulated host, started by the testbed) and for migrations to
+# ssh:// hosts. The system's sshd service is never enabled or started: a policy-rc.d keeps the package's scripts
+# from starting it during the install, and on systemd hosts it is disabled afterwards.
+install_ssh() {
+  if [[ -x /usr/sbin/sshd ]] && command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then return 0; fi
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  log "installing openssh-server and openssh-client (the system's sshd stays off)"
+  local policy=/usr/sbin/policy-rc.d own=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 0755 "$policy"; own=1; fi
+  apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    openssh-server openssh-client || { apt-get update -q && apt-get install -y -q --no-install-recommends openssh-server openssh-client; } || true
+  ((own)) && rm -f "$policy"
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true; fi
+  [[ -x /usr/sbin/sshd ]] || { log "openssh-server could not be installed"; exit 1; }
 }
 
 node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
@@ -111,7 +129,8 @@ install_zdtm() {
   if [[ -f $cur/lib/libzdtmtst.a && -f $ZDTM_CACHE/.deps-ok ]]; then echo "$cur"; return 0; fi
   need_root
   export DEBIAN_FRONTEND=noninteractive
-  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  # another apt run (a package installed beside this one) holds dpkg's lock for a while: wait for it
+  local apt=(apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
   if [[ ! -f /etc/apt/sources.list.d/ferry-zdtm-src.sources ]]; then
     log "adding the Debian unstable source index (deb-src) for CRIU's source"
     cat > /etc/apt/sources.list.d/ferry-zdtm-src.sources <<'X'
@@ -153,9 +172,10 @@ X
 }
 
 case $want in
-  deps) install_deps; tune_kernel ;;
+  deps) install_deps; install_ssh; tune_kernel ;;
   node) install_node ;;
-  all) install_deps; install_node; tune_kernel ;;
+  ssh) install_ssh ;;
+  all) install_deps; install_ssh; install_node; tune_kernel ;;
   zdtm) install_zdtm ;;
   *) log "unknown target $want"; exit 2 ;;
 esac

@@ -29,6 +29,13 @@ describe('layering rules', () => {
     ]);
   });
 
+  it('keep the browser code to itself and the wire types of api/', async () => {
+    assert.deepEqual(await violations('web'), [
+      'layer-cluster-not-up: src/cluster/serve.ts -> src/web/app.ts',
+      'web-only-api-types: src/web/app.ts -> src/core/names.ts',
+    ]);
+  });
+
   it('refuse cycles, in test code too', async () => {
     const found = await violations('cycle', ['src', 'test']);
     assert.ok(found.includes('no-circular: src/core/a.ts -> src/core/b.ts'), found.join('\n'));

@@ -163,6 +163,16 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
   app.get('/v1/containers/:name', { config: ANYONE, schema: { params: NameParams } }, async (req) =>
     host.info(req.params.name),
   );
+  // the dashboard's process tree (through the controller)
+  app.get(
+    '/v1/containers/:name/processes',
+    { config: USER, schema: { params: NameParams } },
+    async (req) => ({
+      container: req.params.name,
+      host: host.hostName,
+      ...(await host.processes(req.params.name)),
+    }),
+  );
 
   app.put('/v1/uploads/:name', { config: USER, schema: { params: NameParams } }, async (req) => {
     const name = checkName(req.params.name);

@@ -8,6 +8,7 @@ import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import type { FileRange } from '../transport/ranges.ts';
+import type { ProcessList } from './dashboard.ts';
 import { errorFromBody, HttpsClient, seg } from './https-client.ts';
 import type {
   AgentHealth,
@@ -62,6 +63,11 @@ export class AgentClient extends HttpsClient {
 
   container(name: string): Promise<ContainerInfo> {
     return this.request('GET', `/v1/containers/${seg(name)}`);
+  }
+
+  /** The container's processes (its cgroup's), for the dashboard's process tree. */
+  processes(name: string): Promise<ProcessList> {
+    return this.request('GET', `/v1/containers/${seg(name)}/processes`);
   }
 
   create(req: CreateRequest): Promise<ContainerInfo> {

@@ -1,10 +1,12 @@
 // The controller API as typed methods: what agents (heartbeats) and the CLI (cluster, rebalance, drain, place)
 // call.
+import type { MoveRequest, MoveStarted } from './dashboard.ts';
 import { HttpsClient, seg } from './https-client.ts';
 import type {
   ClaimRequest,
   ClusterSummary,
   ControllerHealth,
+  DashboardLogin,
   HeartbeatBody,
   HeartbeatReply,
   MigrationRecord,
@@ -50,6 +52,16 @@ export class ControllerClient extends HttpsClient {
 
   migrations(): Promise<MigrationRecord[]> {
     return this.request('GET', '/v1/migrations');
+  }
+
+  /** One container to one host, queued and run by the controller like a drain's move; follow it in migrations(). */
+  move(req: MoveRequest): Promise<MoveStarted> {
+    return this.request('POST', '/v1/moves', { json: req });
+  }
+
+  /** A dashboard URL carrying a one-time login token (works once, for a few minutes). */
+  dashboardLogin(): Promise<DashboardLogin> {
+    return this.request('POST', '/v1/dashboard/login');
   }
 
   batch(batch: string): Promise<MigrationRecord[]> {

@@ -324,6 +324,12 @@ export interface AgentHealth {
   certificateExpires?: string;
 }
 
+/** POST /v1/dashboard/login of a controller: a URL with a one-time login token, and when the token expires. */
+export interface DashboardLogin {
+  url: string;
+  expiresAt: string;
+}
+
 /** GET /v1/health of a controller */
 export interface ControllerHealth {
   ok: boolean;

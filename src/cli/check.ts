@@ -2,6 +2,7 @@
 
 import type { CapabilitiesReport } from '../api/types.ts';
 import { table } from '../core/table.ts';
+import { remoteCapabilities } from '../remote/remote-host.ts';
 import { announceCluster } from './commands.ts';
 import { ClusterContext } from './context.ts';
 
@@ -33,12 +34,20 @@ export function capabilitiesText(r: CapabilitiesReport): string {
 }
 
 /**
- * With --host the agent answers (GET /v1/capabilities). Without it the facts are gathered here, the way an
+ * With --host the agent answers (GET /v1/capabilities); with --host ssh://… ferry's executable on that host. Without it the facts are gathered here, the way an
  * agent gathers them: through the agent's entry module, loaded only for this command.
  */
-export async function checkCommand(o: { cluster?: string; host?: string; json?: boolean }): Promise<void> {
+export async function checkCommand(o: {
+  cluster?: string;
+  host?: string;
+  sshConfig?: string;
+  json?: boolean;
+}): Promise<void> {
   let report: CapabilitiesReport;
-  if (o.host) {
+  if (o.host?.startsWith('ssh://')) {
+    // no agent there: ferry's own executable runs the check over ssh (copied first when missing)
+    report = await remoteCapabilities(o.host, o.sshConfig ? { sshConfig: o.sshConfig } : {});
+  } else if (o.host) {
     const ctx = await ClusterContext.load(o.cluster);
     announceCluster(ctx);
     try {

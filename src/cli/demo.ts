@@ -1,5 +1,7 @@
 // ferry demo: the around-the-world tour. Four simulated hosts with different link speeds, a TCP service in a
-// container with a probe client holding one connection, migrated through every host and home again.
+// container with a probe client holding one connection, migrated through every host and home again. With
+// --dashboard the testbed has a controller, the hops go through it (so its dashboard shows each one live), and
+// the testbed stays up afterwards.
 import type { MigrationReport } from '../api/types.ts';
 import { table } from '../core/table.ts';
 import type { ProbeSummary } from '../probe/cli.ts';
@@ -9,6 +11,9 @@ import { LINE_COUNTER_PY, pythonArgs } from '../workloads/servers.ts';
 import { runMigration } from './commands.ts';
 import { ClusterContext } from './context.ts';
 import { formatBytes, MigrationRenderer } from './render.ts';
+
+/** How long a newcomer has to open the dashboard before the tour starts. */
+const HEAD_START_S = 20;
 
 const TOUR = [
   { host: 'stuttgart', rate: '1gbit' },
@@ -23,12 +28,51 @@ function rateOf(host: string): string {
   return TOUR.find((t) => t.host === host)?.rate ?? '?';
 }
 
-export async function demoCommand(ferryArgv: string[]): Promise<void> {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One hop through the controller: asked once its picture shows the container at home, followed to its end. */
+async function hopViaController(
+  ctx: ClusterContext,
+  name: string,
+  from: string,
+  to: string,
+): Promise<MigrationReport> {
+  const c = ctx.controller();
+  const deadline = Date.now() + 30_000;
+  while (
+    !(await c.cluster()).hosts.some(
+      (h) => h.name === from && h.containers.some((x) => x.name === name && x.status === 'running'),
+    )
+  ) {
+    if (Date.now() > deadline) throw new Error(`the controller does not see ${name} running on ${from}`);
+    await sleep(250);
+  }
+  const { id } = await c.move({ container: name, to, strategy: 'auto' });
+  for (;;) {
+    const rec = (await c.migrations()).find((m) => m.id === id);
+    if (rec?.status === 'done' || rec?.status === 'failed') {
+      if (rec.report) return rec.report as MigrationReport;
+      throw new Error(`the move of ${name} to ${to} failed: ${rec.error ?? 'no report'}`);
+    }
+    await sleep(300);
+  }
+}
+
+export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean } = {}): Promise<void> {
   const say = (m: string) => process.stdout.write(`${m}\n`);
   const deps = { ferryArgv, log: (m: string) => say(`testbed: ${m}`) };
   await testbedDown('demo', deps).catch(() => {});
   const rates = Object.fromEntries(TOUR.map((t) => [t.host, t.rate]));
-  const tb = await testbedUp({ name: 'demo', hosts: TOUR.map((t) => t.host), rates }, deps);
+  const tb = await testbedUp(
+    {
+      name: 'demo',
+      hosts: TOUR.map((t) => t.host),
+      rates,
+      // no periodic rebalance: the tour decides where the service goes
+      ...(o.dashboard ? { controller: { heartbeatMs: 1000, rebalanceIntervalMs: 0 } } : {}),
+    },
+    deps,
+  );
   const ctx = await ClusterContext.load(tb.clusterFile);
   let failed = false;
   try {
@@ -40,6 +84,15 @@ export async function demoCommand(ferryArgv: string[]): Promise<void> {
       .create({ name: 'tour', command: pythonArgs(code, PORT), net: 'own', ip: `${tb.subnet}.50` });
     say(`\nstarted "tour" on ${home}: a TCP line-counter at ${info.ip}:${PORT} holding ${BALLAST_MIB} MiB`);
     await waitForServer(info.ip!, PORT, 20_000);
+    if (o.dashboard) {
+      const login = await ctx.controller().dashboardLogin();
+      say(`\ndashboard: ${login.url}`);
+      say(
+        "  a one-time link (the page is served with the testbed CA's certificate: the browser asks to accept it);\n" +
+          `  a new one: ferry --cluster ${tb.clusterFile} dashboard\nthe tour starts in ${HEAD_START_S} s`,
+      );
+      await sleep(HEAD_START_S * 1000);
+    }
     const probe = startProbeProcess(ferryArgv, tb.clusterFile, 'tcp', `${info.ip}:${PORT}`);
     say(
       `a client in ${tb.client.netns} (${tb.client.address}) sends a request every 2 ms on one TCP connection\n`,
@@ -52,7 +105,9 @@ export async function demoCommand(ferryArgv: string[]): Promise<void> {
       say(`--- ${here} (${rateOf(here)}) -> ${to} (${rateOf(to)})`);
       const renderer = new MigrationRenderer(process.stdout);
       const start = performance.timeOrigin + performance.now();
-      const report = await runMigration(ctx, 'tour', to, { strategy: 'auto' }, (e) => renderer.event(e));
+      const report = o.dashboard
+        ? await hopViaController(ctx, 'tour', here, to)
+        : await runMigration(ctx, 'tour', to, { strategy: 'auto' }, (e) => renderer.event(e));
       renderer.finish();
       if (report.strategyReason) say(`        ${report.strategyReason}`);
       const end = performance.timeOrigin + performance.now();
@@ -107,8 +162,12 @@ export async function demoCommand(ferryArgv: string[]): Promise<void> {
     );
   } finally {
     ctx.close();
-    await testbedDown('demo', deps);
-    say('testbed removed');
+    if (o.dashboard) {
+      say(`\nthe testbed stays up for the dashboard; remove it with: ferry testbed down --name demo`);
+    } else {
+      await testbedDown('demo', deps);
+      say('testbed removed');
+    }
   }
   if (failed) process.exitCode = 1;
 }

@@ -21,6 +21,8 @@ import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import type { dashboardCommand } from './dashboard-command.ts';
+import type { demoCommand } from './demo.ts';
 import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
 import type { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
@@ -39,6 +41,7 @@ const READS: Record<string, readonly string[]> = {
     'controller',
     'default',
     'bundlePolicy',
+    'ssh',
     'json',
   ),
   'testbed down': keysOf<Parameters<typeof testbedDownCommand>[0]>()('name', 'all', 'json'),
@@ -58,7 +61,7 @@ const READS: Record<string, readonly string[]> = {
     'threshold',
     'maxRounds',
   ),
-  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'json'),
+  check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
     'cluster',
     'json',
@@ -82,12 +85,13 @@ const READS: Record<string, readonly string[]> = {
   cluster: keysOf<Parameters<typeof clusterCommand>[0]>()('cluster', 'json'),
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
+  dashboard: keysOf<Parameters<typeof dashboardCommand>[0]>()('cluster', 'json', 'open'),
   controller: keysOf<DaemonOptions>()('config'),
   bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
-  demo: [],
+  demo: keysOf<NonNullable<Parameters<typeof demoCommand>[1]>>()('dashboard'),
 };
 
 // Every default a help text states, keyed `command --flag`, with the value the code uses (read from where it

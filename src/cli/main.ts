@@ -2,20 +2,26 @@
 // Over 400 lines because it is the one table of every command, its options and help texts (what the help test
 // holds to the code); each action only parses and hands over to the command's own module.
 import { realpathSync } from 'node:fs';
+import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
+import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import { demoCommand } from './demo.ts';
 import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
-/** How to start this CLI again (agents are started by the testbed with the same node and flags). */
+/**
+ * How to start this CLI again (agents are started by the testbed with the same node and flags). The single
+ * executable is Node and ferry in one file: its own path is the whole command.
+ */
 export function ferryArgv(): string[] {
+  if (isSea()) return [process.execPath];
   const main = realpathSync(fileURLToPath(import.meta.url));
   return [process.execPath, ...process.execArgv, main];
 }
@@ -67,6 +73,11 @@ export function buildProgram(): Command {
       'cluster file (default: $FERRY_CLUSTER or the default cluster, which the first testbed up sets and testbed up --default replaces); ' +
         'commands say on stderr which cluster they act on unless --cluster names it',
     )
+    .version(
+      versionLine(),
+      '-V, --version',
+      'print the version, the commit it was built from and how it runs',
+    )
     .showHelpAfterError()
     .exitOverride();
 
@@ -89,6 +100,10 @@ export function buildProgram(): Command {
     .option(
       '--bundle-policy <json>',
       'exceptions to every agent\'s bundle policy, e.g. \'{"allowMounts":["/usr"]}\' (docs/bundle-policy.md)',
+    )
+    .option(
+      '--ssh',
+      "also run an OpenSSH server on every host (root by key; keys, known_hosts and an ssh_config made under the testbed's directory; ssh -F CONFIG HOST)",
     )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
@@ -262,7 +277,15 @@ export function buildProgram(): Command {
   program
     .command('check')
     .description('what this host (or --host) can do, and which strategies work')
-    .option('--host <host>', "ask this host's agent instead of checking locally")
+    .option(
+      '--host <host>',
+      "ask this host's agent instead of checking locally; or ssh://[user@]host[:port], a host with no agent: " +
+        "ferry copies its single executable there when it is missing or of another build (verified by SHA-256, into the remote user's ~/.cache/ferry/bin) and runs the check with it",
+    )
+    .option(
+      '--ssh-config <file>',
+      'for ssh:// hosts: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
+    )
     .option('--json', 'print JSON')
     .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
 
@@ -361,6 +384,17 @@ export function buildProgram(): Command {
       ),
     );
 
+  program
+    .command('dashboard')
+    .description("print a one-time login URL for the controller's web dashboard (valid 5 minutes, once)")
+    .option('--open', "also open it in the desktop's browser (xdg-open)")
+    .option('--json', 'print JSON: {url, expiresAt}')
+    .action(
+      wrap(async (o) =>
+        (await import('./dashboard-command.ts')).dashboardCommand({ ...program.opts(), ...o }),
+      ),
+    );
+
   const ca = program
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");
@@ -441,8 +475,8 @@ export function buildProgram(): Command {
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
     .option(
       '--tests <list>',
-      'zdtm: comma-separated tests, e.g. env00,maps00; docs/conformance.md is rewritten only after a run of ' +
-        'all of them (default: every test zdtm itself would run here)',
+      'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
+        'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
@@ -474,7 +508,11 @@ export function buildProgram(): Command {
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
         'with a client holding one connection, migrated (auto) through every host and home; a table of the hops',
     )
-    .action(wrap(async () => demoCommand(ferryArgv())));
+    .option(
+      '--dashboard',
+      'also run a controller, print its dashboard URL, move through the controller so the browser shows each hop, and leave the testbed up',
+    )
+    .action(wrap(async (o: { dashboard?: boolean }) => demoCommand(ferryArgv(), o)));
 
   return program;
 }
@@ -503,6 +541,7 @@ export async function main(argv = process.argv): Promise<void> {
   }
 }
 
-if (realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
-  await main();
+// not a top-level await: the single executable's bundle is CommonJS (scripts/dist.sh)
+if (isSea() || realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url))) {
+  void main();
 }

@@ -11,6 +11,7 @@ export async function testbedUpCommand(
     controller?: boolean;
     default?: boolean;
     bundlePolicy?: string;
+    ssh?: boolean;
     json?: boolean;
   },
   ferryArgv: string[],
@@ -27,6 +28,7 @@ export async function testbedUpCommand(
       ...(o.controller ? { controller: {} } : {}),
       ...(o.default ? { makeDefault: true } : {}),
       ...(o.bundlePolicy ? { bundlePolicy: parseBundlePolicy(o.bundlePolicy) } : {}),
+      ...(o.ssh ? { ssh: true } : {}),
     },
     { ferryArgv, ...(log ? { log } : {}) },
   );
@@ -38,6 +40,7 @@ export async function testbedUpCommand(
     cluster: tb.clusterFile,
     default: tb.defaultCluster === tb.clusterFile,
     ...(o.controller ? { controller: { address: tb.bridgeAddress, port: 7480 } } : {}),
+    ...(tb.ssh ? { ssh: tb.ssh } : {}),
   };
   const other = tb.defaultCluster !== tb.clusterFile ? tb.defaultCluster : undefined;
   process.stdout.write(
@@ -48,7 +51,7 @@ export async function testbedUpCommand(
             ? `the default cluster stays ${other}: use --cluster ${tb.clusterFile} or FERRY_CLUSTER=${tb.clusterFile} ` +
               '(or bring it up with --default)\n'
             : 'this is the default cluster\n'
-        }`,
+        }${tb.ssh ? `ssh: ssh -F ${tb.ssh.config} ${tb.hosts[0]?.name ?? 'HOST'}\n` : ''}`,
   );
 }
 

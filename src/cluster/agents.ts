@@ -1,9 +1,10 @@
 // The controller's view of the agents, over their HTTPS API (mutual TLS, the controller's own certificate).
 import type { AgentClient } from '../api/agent-client.ts';
+import type { ProcessList } from '../api/dashboard.ts';
 import type { TlsMaterial } from '../api/https-client.ts';
 import { ClientPool } from '../api/pool.ts';
-import type { ContainerInfo, MigrationOptions, MigrationReport } from '../api/types.ts';
-import type { AgentPool } from './controller.ts';
+import type { CapabilitiesReport, ContainerInfo, MigrationOptions, MigrationReport } from '../api/types.ts';
+import type { AgentPool, MoveExtras } from './controller.ts';
 import type { HostRecord } from './store.ts';
 
 export class HttpAgentPool implements AgentPool {
@@ -30,11 +31,25 @@ export class HttpAgentPool implements AgentPool {
     container: string,
     to: HostRecord,
     strategy: MigrationOptions['strategy'],
+    extras: MoveExtras = {},
   ): Promise<MigrationReport> {
-    return this.client(from).migrate(container, {
-      to: { name: to.name, address: to.address, port: to.port },
-      strategy,
-    });
+    return this.client(from).migrate(
+      container,
+      {
+        to: { name: to.name, address: to.address, port: to.port },
+        strategy,
+        ...(extras.maxDowntimeMs !== undefined ? { maxDowntimeMs: extras.maxDowntimeMs } : {}),
+      },
+      extras.onEvent,
+    );
+  }
+
+  capabilities(h: HostRecord): Promise<CapabilitiesReport> {
+    return this.client(h).capabilities();
+  }
+
+  processes(h: HostRecord, container: string): Promise<ProcessList> {
+    return this.client(h).processes(container);
   }
 
   close(): void {

@@ -29,6 +29,14 @@ export const ControllerConfigSchema = Type.Object({
   concurrency: Type.Integer({ minimum: 1, maximum: 64 }),
   strategy: StrategyChoice,
   logLevel: Type.String(),
+  /** The dashboard's own HTTPS port (server certificate only; browsers log in with `ferry dashboard`). */
+  dashboard: Type.Optional(
+    Type.Object({
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      /** Where it listens; the API's address when not given. */
+      address: Type.Optional(Type.String()),
+    }),
+  ),
 });
 
 export type ControllerFileConfig = Static<typeof ControllerConfigSchema>;

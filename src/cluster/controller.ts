@@ -1,7 +1,8 @@
 // The controller: keeps the cluster's picture from heartbeats, decides moves with the greedy policy, and carries
 // them out as ferry migrations with a concurrency limit, recording every one. State lives in a ClusterStore.
 // Over 400 lines: the reconcile loop and the move executor share the in-flight set and the cooldowns, and the
-// claims of creates are settled by the same heartbeats that keep the picture.
+// claims of creates are settled by the same heartbeats that keep the picture; a single move asked for by a user
+// (the dashboard) goes through the same queue, checks and records as a drain's.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type {
@@ -9,6 +10,7 @@ import type {
   ContainerInfo,
   HeartbeatBody,
   HeartbeatReply,
+  MigrationEvent,
   MigrationOptions,
   MigrationReport,
   PlaceRequest,
@@ -51,6 +53,12 @@ export const CONTROLLER_DEFAULTS: ControllerConfig = {
   strategy: 'auto',
 };
 
+/** A move's own options (the dashboard's), and where its progress events go. */
+export interface MoveExtras {
+  maxDowntimeMs?: number;
+  onEvent?: (e: Exclude<MigrationEvent, { type: 'result' }>) => void;
+}
+
 /** What the controller needs of the agents; over HTTPS in production, faked in unit tests. */
 export interface AgentPool {
   containers(host: HostRecord): Promise<ContainerInfo[]>;
@@ -59,15 +67,22 @@ export interface AgentPool {
     container: string,
     to: HostRecord,
     strategy: MigrationOptions['strategy'],
+    extras?: MoveExtras,
   ): Promise<MigrationReport>;
   /** Whether a host can migrate at all (`ferry check`: cold works). */
   canMigrate(host: HostRecord): Promise<boolean>;
 }
 
+export type BatchKind = 'rebalance' | 'drain' | 'move';
+
 export type ControllerEvent =
   | { type: 'host'; host: string; up: boolean }
+  /** A host's report arrived (the dashboard redraws its loads from it). */
+  | { type: 'heartbeat'; host: string }
   | { type: 'migration'; migration: MigrationRecord }
-  | { type: 'plan'; kind: 'rebalance' | 'drain'; batch: string; moves: Move[] };
+  /** A running migration's phase or byte count, as its source agent streams it. */
+  | { type: 'progress'; id: string; container: string; event: Exclude<MigrationEvent, { type: 'result' }> }
+  | { type: 'plan'; kind: BatchKind; batch: string; moves: Move[] };
 
 export class Controller extends EventEmitter {
   readonly cfg: ControllerConfig;
@@ -83,6 +98,11 @@ export class Controller extends EventEmitter {
   private timers: NodeJS.Timeout[] = [];
   /** Names and addresses of creates in flight (until a heartbeat shows the container). */
   private readonly claims: ClaimTable;
+  /** The options of single moves (by migration id) while they are queued or running. */
+  private readonly moveOptions = new Map<
+    string,
+    { strategy: MigrationOptions['strategy']; maxDowntimeMs?: number }
+  >();
   private leader = true;
 
   constructor(deps: {
@@ -156,6 +176,7 @@ export class Controller extends EventEmitter {
       b.host,
       current.map((c) => c.name),
     );
+    this.emitEvent({ type: 'heartbeat', host: b.host });
     return { resync: !this.synced.has(b.host) };
   }
 
@@ -269,7 +290,7 @@ export class Controller extends EventEmitter {
     return { plan, batch };
   }
 
-  async drain(host: string): Promise<PlanReply> {
+  async drain(host: string, o: { dryRun?: boolean } = {}): Promise<PlanReply> {
     checkName(host, 'host');
     const view = await this.view();
     if (!view.some((h) => h.name === host)) {
@@ -279,7 +300,7 @@ export class Controller extends EventEmitter {
       });
     }
     const plan = drain(host, view, { now: this.now() });
-    if (plan.moves.length === 0) return { plan };
+    if (o.dryRun || plan.moves.length === 0) return { plan };
     return { plan, batch: await this.enqueue('drain', plan.moves) };
   }
 
@@ -296,7 +317,69 @@ export class Controller extends EventEmitter {
     return host;
   }
 
-  private async enqueue(kind: 'rebalance' | 'drain', moves: Move[]): Promise<string> {
+  /**
+   * One container to one host, asked for by a user (the dashboard): checked like a drain's move (known,
+   * running, not busy, another host that is up), then queued like one, with its own strategy and budget.
+   */
+  async move(o: {
+    container: string;
+    to: string;
+    strategy: MigrationOptions['strategy'];
+    maxDowntimeMs?: number;
+  }): Promise<{ id: string; batch: string }> {
+    const m = await this.checkMove(o.container, o.to);
+    const batch = await this.enqueue('move', [m], {
+      strategy: o.strategy,
+      ...(o.maxDowntimeMs !== undefined ? { maxDowntimeMs: o.maxDowntimeMs } : {}),
+    });
+    const rec = (await this.store.listMigrations({ batch }))[0];
+    return { id: rec?.id ?? '', batch };
+  }
+
+  /** A move's checks, without queueing it (the dashboard's dry run runs them too). */
+  async checkMove(container: string, to: string): Promise<Move> {
+    checkName(container);
+    checkName(to, 'host');
+    const view = await this.view();
+    const from = view.find((h) => h.containers.some((c) => c.name === container));
+    const c = from?.containers.find((x) => x.name === container);
+    if (!from || !c)
+      throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no host reports a container named ${container}`, {
+        phase: 'input',
+      });
+    const dest = view.find((h) => h.name === to);
+    if (!dest)
+      throw new FerryError('FERRY_E_HOST_UNKNOWN', `unknown host ${to}`, {
+        phase: 'input',
+        hint: `known: ${view.map((h) => h.name).join(', ')}`,
+      });
+    if (dest.name === from.name)
+      throw new FerryError('FERRY_E_HOST_SAME', `${container} already runs on ${to}`, { phase: 'input' });
+    if (!dest.up)
+      throw new FerryError('FERRY_E_HOST_UNREACHABLE', `host ${to} is down (its heartbeats stopped)`, {
+        phase: 'input',
+      });
+    if (!c.migratable)
+      throw new FerryError(
+        'FERRY_E_CONTAINER_BUSY',
+        `${container} cannot be moved now (it is not running, already queued or moving, or its host cannot migrate)`,
+        { phase: 'input' },
+      );
+    return {
+      container,
+      from: from.name,
+      to,
+      cpuPercent: c.cpuPercent,
+      memoryBytes: c.memoryBytes,
+      reason: 'asked for',
+    };
+  }
+
+  private async enqueue(
+    kind: BatchKind,
+    moves: Move[],
+    options?: { strategy: MigrationOptions['strategy']; maxDowntimeMs?: number },
+  ): Promise<string> {
     const batch = `${kind}-${randomBytes(4).toString('hex')}`;
     for (const m of moves) {
       const rec: MigrationRecord = {
@@ -310,6 +393,7 @@ export class Controller extends EventEmitter {
         batch,
       };
       await this.store.addMigration(rec);
+      if (options) this.moveOptions.set(rec.id, options);
       this.queue.push(rec);
     }
     this.emitEvent({ type: 'plan', kind, batch, moves });
@@ -327,6 +411,7 @@ export class Controller extends EventEmitter {
       if (!m) return;
       this.active.add(m.container);
       void this.execute(m).finally(() => {
+        this.moveOptions.delete(m.id);
         this.active.delete(m.container);
         void this.pump();
       });
@@ -345,7 +430,11 @@ export class Controller extends EventEmitter {
     const started = await this.store.updateMigration(m.id, { status: 'running', startedAt: this.now() });
     this.emitEvent({ type: 'migration', migration: started });
     try {
-      const report = await this.agents.migrate(from, m.container, to, this.cfg.strategy);
+      const own = this.moveOptions.get(m.id);
+      const report = await this.agents.migrate(from, m.container, to, own?.strategy ?? this.cfg.strategy, {
+        ...(own?.maxDowntimeMs !== undefined ? { maxDowntimeMs: own.maxDowntimeMs } : {}),
+        onEvent: (event) => this.emitEvent({ type: 'progress', id: m.id, container: m.container, event }),
+      });
       const r = await this.store.updateMigration(m.id, {
         status: report.ok ? 'done' : 'failed',
         finishedAt: this.now(),
@@ -359,7 +448,8 @@ export class Controller extends EventEmitter {
         'migration finished',
       );
     } catch (err) {
-      await fail((err as Error).message);
+      // the agent refused before streaming (or could not be reached): its code stays readable in the record
+      await fail(err instanceof FerryError ? `${err.code}: ${err.message}` : (err as Error).message);
     }
   }
 

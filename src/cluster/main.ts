@@ -5,6 +5,7 @@ import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
 import { HttpAgentPool } from './agents.ts';
 import type { ControllerFileConfig } from './config.ts';
 import { Controller } from './controller.ts';
+import { startDashboard } from './dashboard/index.ts';
 import { buildControllerApp } from './server.ts';
 import type { ClusterStore, LeaderElection } from './store.ts';
 
@@ -42,6 +43,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   const agents = new HttpAgentPool(tls);
   const controller = new Controller({ store, agents, cfg, log });
   const app = buildControllerApp(controller, log, { https: tlsServerOptions(cfg.tls) });
+  const dashboard = await startDashboard({ cfg, api: app, controller, agents, tls, log });
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   if (election) {
     controller.setLeader(false);
@@ -63,6 +65,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   return {
     async close() {
       controller.stop();
+      await dashboard?.close();
       await app.close();
       agents.close();
       await election?.resign().catch(() => {});

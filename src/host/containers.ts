@@ -17,6 +17,7 @@ import {
 import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
 import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
 import { dumperCredentials, hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
+import { type ProcessInfo, readProcesses } from '../runtime/proc-tree.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 import { measureTouchRate, type TouchRate } from '../runtime/touch-rate.ts';
 import { removeContainerImages } from './images.ts';
@@ -104,12 +105,19 @@ export class ContainerHost {
     return this.scan(st.pid, await cgroupPids(this.cgroupsPath(name)));
   }
 
-  /** Memory the container uses now (its cgroup's figure), 0 when unknown. */
+  /** The processes of the container's cgroup (none when it is not running); an unknown name is an error. */
+  async processes(name: string): Promise<{ processes: ProcessInfo[]; truncated: boolean }> {
+    const info = await this.info(name);
+    if (info.pid === undefined) return { processes: [], truncated: false };
+    return readProcesses(hostProcFs, await cgroupPids(this.cgroupsPath(name)));
+  }
+
   /** How fast the container touches writable memory now (runtime/touch-rate.ts); it keeps running. */
   async touchRate(name: string): Promise<TouchRate | undefined> {
     return measureTouchRate(await cgroupPids(this.cgroupsPath(name)));
   }
 
+  /** Memory the container uses now (its cgroup's figure), 0 when unknown. */
   async memoryBytes(name: string): Promise<number> {
     return (await memoryUsage(this.cgroupsPath(name))) ?? 0;
   }

@@ -12,6 +12,7 @@ import {
   scanUnmovable,
   type Unmovable,
 } from './proc-scan.ts';
+import { breakableLeases, showTcpAddress } from './proc-scan-fds.ts';
 
 interface Fixture {
   name: string;
@@ -19,19 +20,29 @@ interface Fixture {
   pids: number[];
   files: Record<string, string>;
   links: Record<string, string>;
+  /** stat(2) of each /proc/PID/fd link (fixtures captured since the lease rule). */
+  stats?: Record<string, { dev: string; ino: string; size: string; isFile: boolean }>;
 }
 
 function fixture(name: string): { fx: Fixture; fs: ProcFs } {
   const fx = JSON.parse(
     readFileSync(new URL(`../../test/fixtures/proc/${name}.json`, import.meta.url), 'utf8'),
   ) as Fixture;
+  const stats = fx.stats ?? {};
   const fs: ProcFs = {
     readFile: async (p) => fx.files[p],
     readlink: async (p) => fx.links[p],
-    readdir: async (p) =>
-      Object.keys(fx.links)
-        .filter((k) => k.startsWith(`${p}/`))
-        .map((k) => k.slice(p.length + 1)),
+    readdir: async (p) => [
+      ...new Set(
+        [...Object.keys(fx.links), ...Object.keys(fx.files)]
+          .filter((k) => k.startsWith(`${p}/`))
+          .map((k) => k.slice(p.length + 1).split('/')[0]!),
+      ),
+    ],
+    stat: async (p) => {
+      const st = stats[p];
+      return st && { dev: BigInt(st.dev), ino: BigInt(st.ino), size: BigInt(st.size), isFile: st.isFile };
+    },
   };
   return { fx, fs };
 }
@@ -54,7 +65,7 @@ describe('parseStat and parseStatus', () => {
 });
 
 describe('scanUnmovable on captured trees', () => {
-  for (const name of ['zombies', 'threads', 'sessions']) {
+  for (const name of ['zombies', 'threads', 'sessions', 'loopback-tcp']) {
     it(`finds nothing in a tree CRIU moves (${name})`, async () => {
       assert.deepEqual((await scan(name)).found, []);
     });
@@ -68,6 +79,88 @@ describe('scanUnmovable on captured trees', () => {
     assert.match(
       found[0]!.limit,
       /main thread has exited while 1 other thread\(s\) run.*zombie with threads/,
+    );
+  });
+
+  it('names a loopback TCP connection whose reader stopped with its buffers full (socket-tcpbuf-local)', async () => {
+    const { found } = await scan('loopback-tcp-full');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'socket-tcpbuf-l');
+    assert.match(
+      found[0]!.limit,
+      /TCP connection 127\.0\.0\.1:8880 <-> 127\.0\.0\.1:37400 has both ends in the container and \d+ bytes unread/,
+    );
+  });
+
+  it('names a listening socket with a connection not yet accepted (socket-tcp-skip-in-flight)', async () => {
+    const { found } = await scan('tcp-in-flight');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'socket-tcp-skip');
+    assert.match(
+      found[0]!.limit,
+      /listening TCP socket 0\.0\.0\.0:9990 has 1 connection\(s\) not yet accepted/,
+    );
+  });
+
+  it('writes /proc/net/tcp addresses as people do', () => {
+    assert.equal(showTcpAddress('0100007F:22B0'), '127.0.0.1:8880');
+    assert.equal(showTcpAddress('0000000000000000FFFF00000100007F:0050'), '127.0.0.1:80');
+    assert.equal(showTcpAddress('00000000000000000000000001000000:0016'), '[0:0:0:0:0:0:0:1]:22');
+  });
+
+  it('names a task with a SIGTRAP pending (sigtrap)', async () => {
+    const { fx, found } = await scan('pending-sigtrap');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.pid, fx.pids[1]);
+    assert.equal(found[0]!.comm, 'sigtrap');
+    assert.match(found[0]!.limit, /a SIGTRAP is pending for it/);
+  });
+
+  it('names a write lease on a file with content, not one on an empty file', async () => {
+    const { found } = await scan('lease');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'python3');
+    assert.match(found[0]!.limit, /holds a write lease on \/tmp\/ferry-lease-data \(100 bytes\)/);
+  });
+
+  it('names every lease being broken, on empty files too (file_lease02)', async () => {
+    const { found } = await scan('breaking-lease');
+    assert.equal(found.length, 3);
+    for (const u of found) {
+      assert.equal(u.comm, 'file_lease02');
+      assert.match(u.limit, /its lease on \/tmp\/fzt\/lease\.[012] is being broken/);
+    }
+  });
+
+  it('leaves the lease rule out where /proc cannot be stat-ed', async () => {
+    const { fx, fs } = fixture('lease');
+    const { stat: _stat, ...noStat } = fs;
+    const found = await scanUnmovable(noStat, {
+      init: fx.init,
+      pids: fx.pids,
+      freezerV1: true,
+      resampleMs: 1,
+    });
+    assert.deepEqual(found, []);
+  });
+
+  it('reads the leases a read would break from /proc/locks: write leases and any being broken', () => {
+    const leases = breakableLeases(
+      [
+        '1: POSIX  ADVISORY  WRITE 10 fe:00:100 0 EOF',
+        '2: LEASE  ACTIVE    READ 11 fe:00:101 0 EOF',
+        '3: LEASE  ACTIVE    WRITE 12 fe:00:102 0 EOF',
+        '4: LEASE  BREAKING  READ 13 08:11:103 0 EOF',
+        '4: -> LEASE  BREAKER  READ 14 08:11:103 0 EOF',
+        '',
+      ].join('\n'),
+    );
+    assert.deepEqual(
+      [...leases],
+      [
+        ['254:0:102', 'write'],
+        ['8:17:103', 'breaking'],
+      ],
     );
   });
 

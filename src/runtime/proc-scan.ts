@@ -2,115 +2,21 @@
 // refusals (named beside it), checked on the same facts CRIU looks at, so that a migration that would fail
 // inside the freeze (or dump and then fail to restore) is refused while the container runs untouched.
 // /proc is read through a narrow interface, so that the rules run against captured fixtures in unit tests.
-import { readdir, readFile, readlink } from 'node:fs/promises';
+// The rules on tasks and sessions are here; those on what the tasks hold open are in proc-scan-fds.ts, and the
+// reading of /proc in proc-fs.ts.
+import { hostProcFs, type ProcFs, type ProcTask, readTasks, type Unmovable, who } from './proc-fs.ts';
+import { corkedUdpLimits, inFlightTcpLimits, leaseLimits, loopbackTcpLimits } from './proc-scan-fds.ts';
 
-export interface ProcFs {
-  /** A file's text, undefined when it cannot be read (the task exited, the file does not exist). */
-  readFile(path: string): Promise<string | undefined>;
-  readlink(path: string): Promise<string | undefined>;
-  readdir(path: string): Promise<string[]>;
-}
-
-export const hostProcFs: ProcFs = {
-  readFile: (p) => readFile(p, 'utf8').catch(() => undefined),
-  readlink: (p) => readlink(p).catch(() => undefined),
-  readdir: (p) => readdir(p).catch(() => []),
-};
-
-/** One process CRIU cannot move, and why. */
-export interface Unmovable {
-  /** Host pid. */
-  pid: number;
-  /** Its pid inside the container's pid namespace, when /proc tells. */
-  nsPid?: number;
-  comm: string;
-  limit: string;
-}
-
-export interface ProcTask {
-  pid: number;
-  nsPid?: number;
-  comm: string;
-  /** /proc/PID/stat's state letter: R S D Z T t X ... */
-  state: string;
-  ppid: number;
-  pgid: number;
-  sid: number;
-  /** The session in the task's own pid namespace; 0 when its leader lives outside that namespace. */
-  nsSid?: number;
-  /** How many pid namespaces the task is in (entries of NSpid); 1 without a namespace of its own. */
-  nsLevels?: number;
-  threads: number;
-  tracerPid: number;
-  /** Real, effective, saved and filesystem uid and gid (the Uid: and Gid: lines of /proc/PID/status). */
-  uids?: number[];
-  gids?: number[];
-  wchan: string;
-}
-
-/** Fields 3-6 of /proc/PID/stat; the command name may hold spaces and parentheses, so it ends at the last ')'. */
-export function parseStat(text: string): Pick<ProcTask, 'comm' | 'state' | 'ppid' | 'pgid' | 'sid'> {
-  const open = text.indexOf('(');
-  const close = text.lastIndexOf(')');
-  const rest = text
-    .slice(close + 2)
-    .trim()
-    .split(/\s+/);
-  return {
-    comm: text.slice(open + 1, close),
-    state: rest[0] ?? '?',
-    ppid: Number(rest[1]),
-    pgid: Number(rest[2]),
-    sid: Number(rest[3]),
-  };
-}
-
-/** The lines of /proc/PID/status the rules read. NSpid/NSsid list one id per pid namespace, innermost last. */
-export function parseStatus(
-  text: string,
-): Pick<ProcTask, 'threads' | 'tracerPid' | 'nsPid' | 'nsSid' | 'nsLevels' | 'uids' | 'gids'> {
-  const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim();
-  const last = (k: string) => {
-    const v = field(k)?.split(/\s+/).at(-1);
-    return v === undefined || v === '' ? undefined : Number(v);
-  };
-  const nsPid = last('NSpid');
-  const nsSid = last('NSsid');
-  const levels = field('NSpid')?.split(/\s+/).filter(Boolean).length;
-  const uids = field('Uid')?.split(/\s+/).map(Number);
-  const gids = field('Gid')?.split(/\s+/).map(Number);
-  return {
-    ...(levels ? { nsLevels: levels } : {}),
-    ...(uids?.length ? { uids } : {}),
-    ...(gids?.length ? { gids } : {}),
-    threads: Number(field('Threads') ?? 1),
-    tracerPid: Number(field('TracerPid') ?? 0),
-    ...(nsPid !== undefined ? { nsPid } : {}),
-    ...(nsSid !== undefined ? { nsSid } : {}),
-  };
-}
-
-/** The tasks of the given pids that still exist. */
-export async function readTasks(fs: ProcFs, pids: number[], root = '/proc'): Promise<ProcTask[]> {
-  const out: ProcTask[] = [];
-  for (const pid of pids) {
-    const [stat, status, wchan] = await Promise.all([
-      fs.readFile(`${root}/${pid}/stat`),
-      fs.readFile(`${root}/${pid}/status`),
-      fs.readFile(`${root}/${pid}/wchan`),
-    ]);
-    if (!stat || !status) continue;
-    out.push({ pid, ...parseStat(stat), ...parseStatus(status), wchan: (wchan ?? '').trim() });
-  }
-  return out;
-}
-
-const who = (t: ProcTask, limit: string): Unmovable => ({
-  pid: t.pid,
-  ...(t.nsPid !== undefined ? { nsPid: t.nsPid } : {}),
-  comm: t.comm,
-  limit,
-});
+export {
+  type FileFacts,
+  hostProcFs,
+  type ProcFs,
+  type ProcTask,
+  parseStat,
+  parseStatus,
+  readTasks,
+  type Unmovable,
+} from './proc-fs.ts';
 
 /**
  * Sessions, as CRIU rebuilds them at restore (criu/pstree.c prepare_pstree_ids): a session whose leader is
@@ -240,6 +146,14 @@ export function taskLimits(tasks: ProcTask[], o: TaskRuleOptions): Unmovable[] {
           `it runs as ${foreignId(t, o.dumper)} and this host's agent lacks CAP_SYS_RESOURCE: CRIU cannot read its rlimits`,
         ),
       );
+    // compel (infect.c): its parasite stops itself with SIGTRAP, so it refuses a thread with one pending
+    else if (t.state !== 'Z' && t.pending !== undefined && (t.pending >> BigInt(SIGTRAP - 1)) & 1n)
+      out.push(
+        who(
+          t,
+          "a SIGTRAP is pending for it (blocked, not yet taken): CRIU's parasite code uses SIGTRAP itself and cannot dump such a thread",
+        ),
+      );
     // a vfork() parent sleeps uninterruptibly in the kernel until its child execs or exits; CRIU (zdtm's vfork00,
     // an expected dump failure) cannot dump a pending vfork
     else if (
@@ -252,69 +166,7 @@ export function taskLimits(tasks: ProcTask[], o: TaskRuleOptions): Unmovable[] {
   return out;
 }
 
-/** Socket inode -> the container's tasks holding it, from /proc/PID/fd. */
-export async function socketOwners(
-  fs: ProcFs,
-  tasks: ProcTask[],
-  root = '/proc',
-): Promise<Map<number, ProcTask>> {
-  const out = new Map<number, ProcTask>();
-  for (const t of tasks) {
-    for (const fd of await fs.readdir(`${root}/${t.pid}/fd`)) {
-      const m = /^socket:\[(\d+)\]$/.exec((await fs.readlink(`${root}/${t.pid}/fd/${fd}`)) ?? '');
-      if (m && !out.has(Number(m[1]))) out.set(Number(m[1]), t);
-    }
-  }
-  return out;
-}
-
-/** inode -> bytes in the send queue, for the UDP sockets of a network namespace (/proc/PID/net/udp*). */
-export async function udpSendQueues(fs: ProcFs, pid: number, root = '/proc'): Promise<Map<number, number>> {
-  const out = new Map<number, number>();
-  for (const f of ['udp', 'udp6', 'udplite', 'udplite6']) {
-    const text = await fs.readFile(`${root}/${pid}/net/${f}`);
-    for (const line of (text ?? '').split('\n').slice(1)) {
-      const c = line.trim().split(/\s+/);
-      if (c.length < 10) continue;
-      const tx = Number.parseInt(c[4]!.split(':')[0]!, 16);
-      out.set(Number(c[9]), tx);
-    }
-  }
-  return out;
-}
-
-/**
- * Corked UDP (criu/sk-inet.c: "Can't dump corked dgram socket"). /proc does not show UDP_CORK; it shows the
- * send queue, which only a cork (or MSG_MORE) keeps non-empty: an uncorked datagram leaves at once. The queue
- * is read twice, `resampleMs` apart, so that a datagram on its way out is not taken for a cork.
- */
-export async function corkedUdpLimits(
-  fs: ProcFs,
-  tasks: ProcTask[],
-  init: number,
-  resampleMs: number,
-  root = '/proc',
-): Promise<Unmovable[]> {
-  const first = await udpSendQueues(fs, init, root);
-  const queued = [...first].filter(([, tx]) => tx > 0);
-  if (!queued.length) return [];
-  const owners = await socketOwners(fs, tasks, root);
-  if (!queued.some(([ino]) => owners.has(ino))) return [];
-  await new Promise((r) => setTimeout(r, resampleMs));
-  const second = await udpSendQueues(fs, init, root);
-  const out: Unmovable[] = [];
-  for (const [ino, tx] of queued) {
-    const t = owners.get(ino);
-    if (t && second.get(ino) === tx)
-      out.push(
-        who(
-          t,
-          `its UDP socket (inode ${ino}) holds ${tx} bytes held back by UDP_CORK: CRIU cannot dump a corked socket`,
-        ),
-      );
-  }
-  return out;
-}
+const SIGTRAP = 5;
 
 export interface ScanOptions extends TaskRuleOptions {
   /** The container's init (host pid). */
@@ -341,6 +193,9 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
     ...sessionLimits(tasks, o.init, outside),
     ...taskLimits(tasks, o),
     ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
+    ...(await loopbackTcpLimits(fs, tasks, o.init, root)),
+    ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
+    ...(await leaseLimits(fs, tasks, root)),
   ];
 }
 

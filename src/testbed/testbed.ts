@@ -31,6 +31,7 @@ import {
   type TestbedLayout,
   testbedLayout,
 } from './layout.ts';
+import { startTestbedSsh, stopTestbedSsh, type TestbedSsh } from './ssh.ts';
 
 const HOST_BRIDGE = 'br0';
 
@@ -42,6 +43,8 @@ export interface TestbedState extends TestbedLayout {
   rates?: Record<string, string>;
   /** The default cluster's file right after this testbed came up (this one's, or the one that stayed). */
   defaultCluster?: string;
+  /** With `--ssh`: an sshd on every host, and the client's config (ssh.ts). */
+  ssh?: TestbedSsh;
   /** The extra environment each host's agent was brought up with: `testbed agent start` starts it so again. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
 }
@@ -80,6 +83,8 @@ export interface UpOptions {
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
   /** Make this testbed the default cluster even if another one is (by default only when none is). */
   makeDefault?: boolean;
+  /** Also run an OpenSSH server on every host, with keys and a client config of the testbed's own (ssh.ts). */
+  ssh?: boolean;
 }
 
 export function testbedDir(name: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -192,6 +197,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
             rebalanceIntervalMs: c.rebalanceIntervalMs ?? 60_000,
             ...(c.targetPercent ? { targetPercent: c.targetPercent } : {}),
             ...(c.cooldownMs !== undefined ? { cooldownMs: c.cooldownMs } : {}),
+            dashboard: { port: DASHBOARD_PORT },
           },
           null,
           2,
@@ -247,6 +253,11 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       );
     }
     await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
+    if (opts.ssh) {
+      log('ssh servers');
+      tb.ssh = await startTestbedSsh(tb, runner, env);
+      await writeFile(join(dir, 'testbed.json'), JSON.stringify(tb, null, 2));
+    }
     await writeClusterFile(tb.clusterFile, cluster);
     tb.defaultCluster = await setCurrentCluster(tb.clusterFile, env, { force: opts.makeDefault === true });
     log(`testbed ${tb.name} up: ${tb.hosts.map((h) => `${h.name}=${h.address}`).join(' ')}`);
@@ -263,6 +274,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
 }
 
 const CONTROLLER_PORT = 7480;
+/** The controller's dashboard (`ferry dashboard` prints its login URL). */
+const DASHBOARD_PORT = 7481;
 
 /** Starts (or restarts) the testbed's controller and waits until it answers. */
 export async function startController(
@@ -470,14 +483,16 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
     const tb = await loadTestbed(n, env);
     const prefix = `fy${n}`;
     for (const pid of await agentPidsOf(dir)) await stopProcess(pid, 2000);
-    await killProcessesUnder(dir);
-    // containers: runc knows them per host root
-    let hostDirs: string[] = [];
+    let hostNames: string[] = [];
     try {
-      hostDirs = (await readdir(join(dir, 'hosts'))).map((h) => join(dir, 'hosts', h));
+      hostNames = await readdir(join(dir, 'hosts'));
     } catch {
       // none
     }
+    await stopTestbedSsh(dir, hostNames);
+    await killProcessesUnder(dir);
+    // containers: runc knows them per host root
+    const hostDirs = hostNames.map((h) => join(dir, 'hosts', h));
     for (const hd of hostDirs) {
       const runc = new Runc(runner, { root: join(hd, 'runc') });
       for (const c of await runc.list()) await runc.destroy(c.id);

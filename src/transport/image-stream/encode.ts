@@ -160,6 +160,12 @@ async function* generateStream(sources: StreamEntrySource[], opts: EncodeOptions
     } else if (links.sentAs(e.inode) !== undefined) {
       out.push(frame({ t: 'h', p: e.path, l: links.sentAs(e.inode) }, e.path));
       records++;
+    } else if (e.meta) {
+      // empty when walked: sent from its lstat, never opened (a write lease on it would break: walk.ts)
+      out.push(frame({ t: 'f', p: e.path, s: 0, ...metaFields(e.meta) }, e.path));
+      links.sent(e.inode, e.path);
+      records++;
+      out.push(contentHash().digest());
     } else {
       const small = e.size <= SMALL_FILE ? readSmallFile(e.abs) : undefined;
       if (small === null) continue; // vanished

@@ -1,8 +1,9 @@
 // A rootfs travels faithfully: every file type, hard links, holes, mode bits, owners, times and xattrs (ACLs
 // included) come out of a round trip as they went in, entry by entry. Needs root (mknod, chown, trusted.*).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once as eventOnce } from 'node:events';
 import {
   type BigIntStats,
   chmodSync,
@@ -360,4 +361,31 @@ test('which xattr namespaces travel', () => {
     assert.equal(xattrNameProblem(ok), null, ok);
   for (const no of ['system.nfs4_acl', 'system.sockprotoname', 'user.', 'btrfs.compression', ''])
     assert.notEqual(xattrNameProblem(no), null, no);
+});
+
+test('an empty file under a write lease travels without breaking the lease', asRoot, async (t) => {
+  const base = await tmp(t);
+  const src = join(base, 'src');
+  mkdirSync(src);
+  const leased = join(src, 'leased');
+  writeFileSync(leased, '');
+  // a process holding a write lease (fcntl F_SETLEASE): an open of the file would send it SIGIO, which kills it
+  const holder = spawn(
+    'python3',
+    [
+      '-c',
+      'import fcntl,os,sys,time\nfd=os.open(sys.argv[1],os.O_WRONLY)\nfcntl.fcntl(fd,1024,fcntl.F_WRLCK)\nprint("held",flush=True)\ntime.sleep(60)',
+      leased,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => holder.kill('SIGKILL'));
+  await eventOnce(holder.stdout!, 'data');
+  const stats = await decodeTree(encodeTree([{ root: src, prefix: '' }]), join(base, 'dest'));
+  assert.equal(stats.files, 1);
+  assert.equal(lstatSync(join(base, 'dest', 'leased')).size, 0);
+  // a broken lease kills the holder at once (SIGIO); give its exit the time to be seen
+  await Promise.race([eventOnce(holder, 'exit'), new Promise((r) => setTimeout(r, 500))]);
+  assert.equal(holder.exitCode, null, 'the lease holder still runs');
+  assert.equal(holder.signalCode, null);
 });

@@ -41,8 +41,21 @@ export type NodeKind = 'p' | 's' | 'c' | 'b';
 
 export type WalkEntry =
   | { kind: 'd'; path: string; meta: EntryMeta; abs?: string }
-  /** A file's mode, owner and times are taken when it is opened (fstat); `x` and `inode` here. */
-  | { kind: 'f'; path: string; abs: string; size: number; x: Map<string, Buffer>; inode?: string }
+  /**
+   * A file's mode, owner and times are taken when it is opened (fstat); `x` and `inode` here. An empty file
+   * comes with its metadata (`meta`, from lstat) and is sent without being opened: opening a file breaks a
+   * write lease on it (fcntl F_SETLEASE), which sends its holder SIGIO and blocks the open for up to the
+   * kernel's lease-break-time, and an empty file has no content to read anyway.
+   */
+  | {
+      kind: 'f';
+      path: string;
+      abs: string;
+      size: number;
+      x: Map<string, Buffer>;
+      inode?: string;
+      meta?: EntryMeta;
+    }
   | { kind: 'l'; path: string; abs: string; meta: EntryMeta; inode?: string }
   | {
       kind: NodeKind;
@@ -168,7 +181,15 @@ async function* walkDir(
       yield { kind: 'd', path, meta: metaOf(st, x), abs };
       yield* walkDir(abs, joinStream(rel, name), path, prefix, exclude, pace);
     } else if (st.isFile()) {
-      yield { kind: 'f', path, abs, size: Number(st.size), x, ...(inode ? { inode } : {}) };
+      yield {
+        kind: 'f',
+        path,
+        abs,
+        size: Number(st.size),
+        x,
+        ...(inode ? { inode } : {}),
+        ...(st.size === 0n ? { meta: metaOf(st, x) } : {}),
+      };
     } else if (st.isSymbolicLink()) {
       yield { kind: 'l', path, abs, meta: metaOf(st, x), ...(inode ? { inode } : {}) };
     } else {

@@ -1,0 +1,267 @@
+// docs/conformance.md: the table `ferry bench zdtm` writes, read back so that a run of a few tests replaces only
+// their rows. Each row carries the date of the run it comes from; the summary is counted from the rows.
+import type { Outcome, TestResult } from './zdtm-run.ts';
+
+export const COLUMN: Record<string, string> = {
+  cold: 'cold',
+  postcopy: 'post-copy',
+  precopy: 'pre-copy',
+  auto: 'auto',
+};
+
+/** One test's row: the outcome of each run (`-`: not run) and the first reason it did not pass. */
+export interface DocRow {
+  test: string;
+  control: string;
+  /** strategy -> outcome */
+  cells: Record<string, string>;
+  reason: string;
+  /** The date of the run the row comes from (YYYY-MM-DD). */
+  run: string;
+}
+
+export interface Doc {
+  criu: string;
+  kernel: string;
+  /** Whether tests without the `suid` flag ran as zdtm's unprivileged uid. */
+  dropUid: boolean;
+  /** The date of the last run of every test. */
+  fullRun: string;
+  rows: DocRow[];
+  skipped: { test: string; why: string }[];
+}
+
+export interface ZdtmTestReport {
+  test: string;
+  skipped?: string;
+  control?: TestResult;
+  migrations: Record<string, TestResult>;
+}
+
+/**
+ * What a test's row cannot show: why it ends as it does, where that is not ferry's to fix. Written into the
+ * doc's notes for the tests whose row is there.
+ */
+export const NOTES: Record<string, string> = {
+  file_locks01:
+    "looks its locks up in /proc/locks by the inode numbers it saw before the dump; on the destination the rootfs is a copy, whose files have other inode numbers (CRIU restores the locks; the test's lookup cannot find them)",
+  unlink_fstat03:
+    'compares the device and inode number of an open, unlinked file before and after; on the destination the file is a copy on another filesystem, with other numbers',
+  'socket-tcpbuf':
+    "refused: a loopback TCP connection with full buffers. CRIU restores it stalled: a restored socket starts with a 536-byte MSS, the full buffers take the small segments at several times the memory each, and both ends wait on each other's window for minutes. CRIU alone (dump and restore on one host, no ferry) does the same here",
+  'socket-tcpbuf-local': 'refused, as socket-tcpbuf',
+  'sk-unix-listen02':
+    "zdtm expects CRIU's dump to fail (crfail: an in-flight unix connection with data queued). /proc does not show a listening socket's in-flight connections, so ferry cannot refuse it beforehand: the dump fails inside the freeze and ferry thaws the container (ROLLBACK)",
+  'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
+  'sk-unix-listen04': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
+  sigtrap: "crfail: refused, a pending SIGTRAP (CRIU's parasite code uses SIGTRAP itself)",
+  ...Object.fromEntries(
+    ['pid00', 'mlock_setuid', 'seccomp_filter'].map((t) => [
+      t,
+      "refused: it changes to another uid, and this host's agent lacks CAP_SYS_RESOURCE, without which CRIU cannot read the rlimits of a process of another uid",
+    ]),
+  ),
+  ...Object.fromEntries(
+    ['stopped', 'stopped01', 'stopped02', 'stopped03', 'stopped04', 'stopped12'].map((t) => [
+      t,
+      'refused: a stopped task (SIGSTOP), around which the cgroup-v1 freezer never completes its freeze',
+    ]),
+  ),
+  file_lease02:
+    'refused: leases being broken. CRIU restores such a lease by breaking it again, which sends the test a second lease-break signal it does not expect; CRIU alone (dump and restore on one host, no ferry) fails it the same way',
+  ptrace_sig: 'crfail: refused, a traced task (CRIU seizes every task with ptrace)',
+  'socket_udp-corked': 'crfail: refused, a corked UDP socket',
+  'socket-tcp-skip-in-flight':
+    'a listening socket with a connection not yet accepted: CRIU refuses to dump it unless told to drop such connections (--skip-in-flight), which ferry does not pass: the client believes it is connected. Refused when /proc shows it',
+};
+
+/** Unescaped `|` separates cells; a reason's own pipes are written `\|`. */
+function cells(line: string): string[] {
+  return line
+    .trim()
+    .replace(/^\||\|$/g, '')
+    .split(/(?<!\\)\|/)
+    .map((c) => c.trim());
+}
+
+/** Strips what changes between runs (image directory names, paths of a testbed) from a reason. */
+export function stable(reason: string): string {
+  return reason
+    .replace(/ \(CRIU log: [^)]*\)/g, '')
+    .replace(/; rolled back: .*$/, '')
+    .replace(/\|/g, '\\|')
+    .slice(0, 240);
+}
+
+function firstReason(r: ZdtmTestReport, strategies: string[]): string {
+  if (r.control?.outcome !== 'PASS') return `control: ${r.control?.reason ?? r.control?.outcome}`;
+  for (const st of strategies) {
+    const m = r.migrations[st];
+    if (m && m.outcome !== 'PASS') return `${st}: ${m.reason ?? m.outcome}`;
+  }
+  return '';
+}
+
+/** A run's reports as rows and skipped entries, dated `run`. */
+export function rowsOf(
+  reports: ZdtmTestReport[],
+  strategies: string[],
+  run: string,
+): { rows: DocRow[]; skipped: Doc['skipped'] } {
+  const rows: DocRow[] = [];
+  const skipped: Doc['skipped'] = [];
+  for (const r of reports) {
+    if (r.skipped) {
+      skipped.push({ test: r.test, why: r.skipped });
+      continue;
+    }
+    rows.push({
+      test: r.test,
+      control: r.control?.outcome ?? '-',
+      cells: Object.fromEntries(strategies.map((st) => [st, r.migrations[st]?.outcome ?? '-'])),
+      reason: stable(firstReason(r, strategies)),
+      run,
+    });
+  }
+  return { rows, skipped };
+}
+
+const OUTCOMES: Outcome[] = ['PASS', 'REFUSED', 'ROLLBACK', 'FAIL', 'HANG'];
+
+export function summary(rows: DocRow[], strategies: string[], skipped: number) {
+  const control = rows.filter((r) => r.control === 'PASS').length;
+  const per: Record<string, Record<Outcome, number>> = {};
+  for (const st of strategies) {
+    per[st] = Object.fromEntries(
+      OUTCOMES.map((o) => [o, rows.filter((r) => r.cells[st] === o).length]),
+    ) as Record<Outcome, number>;
+  }
+  return { tests: rows.length + skipped, skipped, ran: rows.length, control, per };
+}
+
+const pct = (n: number, of: number) => (of ? `${((100 * n) / of).toFixed(1)} %` : '-');
+
+export function renderConformance(doc: Doc, strategies: string[]): string {
+  const rows = [...doc.rows].sort((a, b) => a.test.localeCompare(b.test));
+  const skipped = [...doc.skipped].sort((a, b) => a.test.localeCompare(b.test));
+  const s = summary(rows, strategies, skipped.length);
+  const later = [...new Set(rows.map((r) => r.run).filter((d) => d !== doc.fullRun))].sort();
+  const lines = [
+    "# Conformance: CRIU's zdtm static tests in ferry containers",
+    '',
+    `Generated by \`ferry bench zdtm\` (bench/zdtm.ts); do not edit by hand. The rows come from the run of every test on ${doc.fullRun}` +
+      (later.length
+        ? `, except those re-run since with \`ferry bench zdtm --tests\` (on ${later.join(', ')}), which replaced only their own rows: the \`run\` column says which run each row comes from.`
+        : '.'),
+    '',
+    `CRIU ${doc.criu} (the zdtm tests from its Debian source), kernel ${doc.kernel}.`,
+    '',
+    "Each test runs in a ferry container (`ferry run --bundle`, the host's /usr and /etc read-only) as zdtm's",
+    "Makefile starts it, with zdtm's environment (TMPDIR; the unprivileged uid for tests without the `suid` flag",
+    doc.dropUid
+      ? 'as zdtm.py gives it).'
+      : 'is not used here: this host lacks CAP_SYS_RESOURCE, without which CRIU cannot read the rlimits of a process of another uid, so every test runs as root).',
+    "**control**: start, SIGTERM, the test's verdict, no migration. **cold / post-copy / pre-copy / auto**:",
+    'start, `ferry migrate --to b --strategy S`, SIGTERM on the destination, the verdict. A migration runs only',
+    'where the control passed. Skipped: what zdtm itself would not run in a default run here (`noauto`,',
+    'namespace-only flavors, missing CRIU features, `checkskip`) and what does not build. The `crfail` tests',
+    "(zdtm expects CRIU's dump to fail) run: ferry has to refuse them before the freeze or roll them back.",
+    '',
+    `Tests: ${s.tests}; run: ${s.ran}; control PASS: ${s.control}. After a migration, of the ${s.control} ` +
+      'whose control passed: ' +
+      strategies
+        .map((st) => {
+          const c = s.per[st]!;
+          const rest = (['REFUSED', 'ROLLBACK', 'FAIL', 'HANG'] as const)
+            .filter((o) => c[o] > 0 || o === 'REFUSED')
+            .map((o) => `${o} ${c[o]}`)
+            .join(', ');
+          return `${COLUMN[st] ?? st} PASS ${c.PASS} (${pct(c.PASS, s.control)}), ${rest}`;
+        })
+        .join('; ') +
+      '.',
+    '',
+    '**REFUSED**: ferry refused the migration before the freeze (`FERRY_E_CONTAINER_UNMOVABLE`, a process state',
+    'CRIU cannot dump or restore, read from /proc), the container ran on untouched and the test still passed.',
+    "**ROLLBACK**: the migration failed inside the freeze (CRIU's dump or restore), ferry thawed the container on",
+    'the source (it was found running there, once, with the same init) and the test still passed. **FAIL** after',
+    'a migration includes a rollback that lost the container (its reason then says `ROLLBACK FAILED`). **HANG**: the',
+    'run passed its time limit; its reason names the step it was in.',
+    '',
+    `| test | control | ${strategies.map((st) => COLUMN[st] ?? st).join(' | ')} | reason | run |`,
+    `| --- | --- | ${strategies.map(() => '---').join(' | ')} | --- | --- |`,
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.test} | ${r.control} | ${strategies.map((st) => r.cells[st] ?? '-').join(' | ')} | ${r.reason} | ${r.run} |`,
+    );
+  const notes = rows.filter((r) => NOTES[r.test]);
+  if (notes.length) {
+    lines.push('', '## Notes', '', 'Why some tests end as they do, where ferry cannot do better:', '');
+    for (const r of notes) lines.push(`- **${r.test}**: ${NOTES[r.test]}.`);
+  }
+  lines.push('', '## Skipped', '', '| test | why |', '| --- | --- |');
+  for (const k of skipped) lines.push(`| ${k.test} | ${k.why} |`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Reads a conformance.md back (this generator's, or the one before the `run` column); undefined if it is not one. */
+export function parseConformance(md: string, strategies: string[]): Doc | undefined {
+  const env =
+    /^CRIU (\S+) \(the zdtm tests from its Debian source\), kernel ([^,\s]+?)(?:, (\d{4}-\d\d-\d\d))?\.$/m.exec(
+      md,
+    );
+  const full =
+    /the run of every test on (\d{4}-\d\d-\d\d)/.exec(md)?.[1] ??
+    env?.[3] ??
+    /(\d{4}-\d\d-\d\d)/.exec(md)?.[1];
+  if (!env || !full) return undefined;
+  const lines = md.split('\n');
+  const head = lines.findIndex((l) => l.startsWith('| test | control |'));
+  if (head < 0) return undefined;
+  const cols = cells(lines[head]!);
+  const byName = (c: string) => cols.indexOf(c);
+  if (strategies.some((st) => byName(COLUMN[st] ?? st) < 0)) return undefined;
+  const rows: DocRow[] = [];
+  for (let i = head + 2; i < lines.length && lines[i]!.startsWith('|'); i++) {
+    const c = cells(lines[i]!);
+    rows.push({
+      test: c[0]!,
+      control: c[byName('control')]!,
+      cells: Object.fromEntries(strategies.map((st) => [st, c[byName(COLUMN[st] ?? st)] ?? '-'])),
+      reason: c[byName('reason')] ?? '',
+      run: byName('run') >= 0 ? (c[byName('run')] ?? full) : full,
+    });
+  }
+  const skipped: Doc['skipped'] = [];
+  const sk = lines.indexOf('## Skipped');
+  if (sk >= 0)
+    for (const l of lines.slice(sk)) {
+      if (!l.startsWith('| ') || l.startsWith('| test |') || l.startsWith('| ---')) continue;
+      const [test, why] = cells(l);
+      if (test) skipped.push({ test, why: why ?? '' });
+    }
+  return {
+    criu: env[1]!,
+    kernel: env[2]!,
+    dropUid: md.includes('as zdtm.py gives it).'),
+    fullRun: full,
+    rows,
+    skipped,
+  };
+}
+
+/** The doc with a partial run's rows and skips in place of the old ones for the same tests; the rest untouched. */
+export function mergeRun(
+  old: Doc,
+  fresh: { rows: DocRow[]; skipped: Doc['skipped'] },
+  meta: Pick<Doc, 'criu' | 'kernel' | 'dropUid'>,
+): Doc {
+  const redone = new Set([...fresh.rows, ...fresh.skipped].map((r) => r.test));
+  return {
+    ...meta,
+    fullRun: old.fullRun,
+    rows: [...old.rows.filter((r) => !redone.has(r.test)), ...fresh.rows],
+    skipped: [...old.skipped.filter((k) => !redone.has(k.test)), ...fresh.skipped],
+  };
+}

@@ -1,0 +1,210 @@
+// The single executable (`make dist`), built once here and then run where no `node` is on the PATH: --version,
+// --help, check, and a two-host testbed that the executable builds, whose agents are the executable itself, where a
+// counter migrates a -> b cold and back by post-copy, keeps counting, and everything is removed at the end. Then
+// `check --host ssh://…` against the real sshd of `testbed up --ssh`: the executable copied over (refused first on
+// a remote disk without room), not copied again, and a changed or unknown host key, a refused login and an
+// unreachable host each refused with their own error.
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { MigrationReport } from '../../src/migration/types.ts';
+import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { testbedDown } from '../../src/testbed/testbed.ts';
+import { assertNothingLeft, counterCommand, readInContainer, skipUnlessReady, waitFor } from './helpers.ts';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const run = promisify(execFile);
+
+const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** A directory of links to every program in /usr/bin but node: a Debian host's PATH without Node. */
+function pathWithoutNode(dir: string): string {
+  mkdirSync(dir);
+  for (const name of readdirSync('/usr/bin'))
+    if (name !== 'node' && name !== 'nodejs') symlinkSync(join('/usr/bin', name), join(dir, name));
+  return `${dir}:/usr/sbin:/sbin`;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'ferry-dist-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+let built: Promise<string> | undefined;
+
+/** Builds the executable once for the tests of this file (about 40 s on a loaded machine). */
+function executable(): Promise<string> {
+  built ??= (async () => {
+    const exe = join(work, 'ferry-linux-x64');
+    await run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 });
+    return exe;
+  })();
+  return built;
+}
+
+/** An environment with no node on its PATH, a state directory of its own, and the executable to run in it. */
+async function setting(name: string) {
+  const exe = await executable();
+  const state = join(work, `state-${name}`);
+  const env: NodeJS.ProcessEnv = {
+    PATH: pathWithoutNode(join(work, `bin-${name}`)),
+    HOME: process.env['HOME'] ?? '/root',
+    FERRY_STATE: state,
+    FERRY_CLUSTER: join(state, 'testbeds', name, 'cluster.json'),
+  };
+  assert.notEqual(spawnSync('sh', ['-c', 'command -v node'], { env }).status, 0, 'node is on the PATH');
+  const attempt = (...args: string[]) => spawnSync(exe, args, { env, encoding: 'utf8', timeout: 180_000 });
+  const ferry = (...args: string[]) => {
+    const r = attempt(...args);
+    assert.equal(r.status, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  return { exe, state, env, ferry, attempt };
+}
+
+test('the single executable runs every step of a migration on a host without node', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const name = `d${randomBytes(2).toString('hex')}`;
+  const { exe, state, env, ferry } = await setting(name);
+
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+  assert.match(
+    ferry('--version'),
+    new RegExp(`^ferry ${pkg.version} \\(commit \\S+, single executable with node `),
+  );
+  assert.match(ferry('--help'), /migrate/);
+  assert.match(ferry('check'), /cold\s+yes/);
+
+  t.after(async () => {
+    // the executable's own `down` ran when all went well; this one (from source) makes sure of it
+    await testbedDown(name, { runner: new ProcessRunner(), env, ferryArgv: [exe] });
+    await assertNothingLeft(name);
+  });
+  ferry('testbed', 'up', '--name', name, '--hosts', 'a,b');
+  // the agents are the executable too
+  for (const h of ['a', 'b']) {
+    const pid = readFileSync(join(state, 'testbeds', name, 'hosts', h, 'agent.pid'), 'utf8').trim();
+    assert.equal(readlinkSync(`/proc/${pid}/exe`), exe);
+  }
+  ferry('run', '--host', 'a', '--name', 'ctr', '--', ...counterCommand(`dist-${name}`));
+  const value = async () => {
+    const ps = JSON.parse(ferry('ps', '--json')) as { name: string; host: string; pid?: number }[];
+    const c = ps.find((x) => x.name === 'ctr');
+    return c?.pid
+      ? { host: c.host, n: Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) }
+      : undefined;
+  };
+  await waitFor('counter > 3', async () => ((await value())?.n ?? 0) > 3 || undefined);
+  for (const [to, strategy] of [
+    ['b', 'cold'],
+    ['a', 'postcopy'],
+  ] as const) {
+    const before = (await value())!.n;
+    const report = JSON.parse(
+      ferry('migrate', 'ctr', '--to', to, '--strategy', strategy, '--json'),
+    ) as MigrationReport;
+    assert.equal(report.ok, true);
+    assert.equal(report.strategy, strategy);
+    await waitFor(`counter on ${to} past ${before}`, async () => {
+      const v = await value();
+      return v && v.host === to && v.n > before ? true : undefined;
+    });
+  }
+  ferry('rm', 'ctr');
+  ferry('testbed', 'down', '--name', name);
+  await assertNothingLeft(name);
+});
+
+test('check --host ssh://…: the executable is copied once, bad hosts are refused with their own error', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const name = `e${randomBytes(2).toString('hex')}`;
+  const { exe, state, env, ferry, attempt } = await setting(name);
+  t.after(async () => {
+    await testbedDown(name, { runner: new ProcessRunner(), env, ferryArgv: [exe] });
+    await assertNothingLeft(name);
+  });
+  const up = JSON.parse(ferry('testbed', 'up', '--name', name, '--hosts', 'a,b', '--ssh', '--json')) as {
+    hosts: { name: string; address: string }[];
+    ssh: { config: string; knownHosts: string };
+  };
+  const config = up.ssh.config;
+  const refused = (args: string[], code: string) => {
+    const r = attempt(...args);
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`ferry: ${code}: `), r.stderr);
+    return r.stderr;
+  };
+
+  // a remote disk without room: refused before anything is copied
+  const cache = join(state, 'testbeds', name, 'hosts', 'b', 'ssh', 'cache');
+  mkdirSync(cache, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', cache]);
+  assert.match(
+    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_NO_SPACE'),
+    /no room/,
+  );
+  execFileSync('umount', [cache]);
+
+  const report = JSON.parse(ferry('check', '--host', 'ssh://b', '--ssh-config', config, '--json')) as {
+    strategies: Record<string, { ok: boolean }>;
+  };
+  assert.equal(report.strategies['cold']?.ok, true);
+  const copied = readdirSync(join(cache, 'ferry', 'bin'));
+  assert.equal(copied.length, 1);
+  const remote = join(cache, 'ferry', 'bin', copied[0]!);
+  assert.equal(statSync(remote).mode & 0o777, 0o700);
+  assert.equal(statSync(join(cache, 'ferry', 'bin')).mode & 0o777, 0o700);
+  assert.equal(sha256(remote), sha256(exe));
+  const mtime = statSync(remote).mtimeMs;
+  assert.match(
+    ferry('check', '--host', `ssh://root@${up.hosts[1]!.address}:22`, '--ssh-config', config),
+    /cold\s+yes/,
+  );
+  assert.equal(statSync(remote).mtimeMs, mtime, 'the same build is not copied again');
+
+  // a changed host key
+  const known = readFileSync(up.ssh.knownHosts, 'utf8');
+  const other = join(work, `key-${name}`);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+  const otherPub = readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
+  writeFileSync(
+    up.ssh.knownHosts,
+    known
+      .split('\n')
+      .map((l) => (l.startsWith('b,') ? `${l.split(' ')[0]} ${otherPub}` : l))
+      .join('\n'),
+  );
+  assert.match(
+    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
+    /CHANGED/,
+  );
+  // an unknown one: refused too, saying how to accept it
+  writeFileSync(up.ssh.knownHosts, '');
+  assert.match(
+    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
+    /not known.*connect once/,
+  );
+  writeFileSync(up.ssh.knownHosts, known);
+  // a key the host does not accept
+  const wrongKey = join(work, `config-${name}`);
+  writeFileSync(wrongKey, readFileSync(config, 'utf8').replace(/IdentityFile .*/, `IdentityFile ${other}`));
+  refused(['check', '--host', 'ssh://b', '--ssh-config', wrongKey], 'FERRY_E_SSH_AUTH');
+  // nobody there
+  const subnet = up.hosts[0]!.address.split('.').slice(0, 3).join('.');
+  refused(['check', '--host', `ssh://${subnet}.99`, '--ssh-config', config], 'FERRY_E_SSH_UNREACHABLE');
+  refused(['check', '--host', 'ssh://-oProxyCommand=true', '--ssh-config', config], 'FERRY_E_INPUT_ARGS');
+  ferry('testbed', 'down', '--name', name);
+});
