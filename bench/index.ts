@@ -1,10 +1,11 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
 import { networkBench } from './network-gap.ts';
+import { soakBench } from './soak.ts';
 import { strategyBench } from './strategies.ts';
 import { zdtmBench } from './zdtm.ts';
 
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
-export const IN_ALL = ['strategies', 'network'];
+export const IN_ALL = ['strategies', 'network', 'soak'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
@@ -35,6 +36,12 @@ export const SUITES: Record<
       runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
       ferryArgv: o.ferryArgv,
+      ...(o.json ? { json: true } : {}),
+    }),
+  soak: (o) =>
+    soakBench({
+      ferryArgv: o.ferryArgv,
+      docs: new URL('../docs', import.meta.url).pathname,
       ...(o.json ? { json: true } : {}),
     }),
   zdtm: (o) =>

@@ -325,8 +325,11 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         if (!raw.writableFinished) started.stream.destroy();
       });
       started.stream.pipe(raw, { end: false });
-      started.digest.then(
-        (d) => {
+      // the digest settles when the last byte went into the stream, maybe before it came out of it: end the response
+      // only once the stream has ended too (every byte handed to it), or its tail is cut off behind the trailers
+      const drained = new Promise<void>((resolve) => started.stream.once('end', resolve));
+      Promise.all([started.digest, drained]).then(
+        ([d]) => {
           raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
           raw.end();
         },

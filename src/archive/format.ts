@@ -6,14 +6,18 @@
 //   spec.dump             the container's OCI config (config.json)
 //   checkpoint/           CRIU's images, as `runc checkpoint` wrote them
 //   stats-dump            CRIU's dump statistics (a copy of checkpoint/stats-dump, where Podman keeps it)
-//   rootfs-diff.tar       the container's writable root filesystem (ferry's rootfs is the container's own)
+//   rootfs-diff.tar       the container's writable root filesystem (ferry's rootfs is the container's own), as GNU
+//                         tar writes it: PAX headers, xattrs and ACLs as SCHILY.xattr.*, holes, hard links, nodes
 //   ferry-manifest.json   last: size and SHA-256 of every file before it; a reader checks them all
 //
 // A reader that is not ferry (checkpointctl) ignores the two ferry files.
 
 export const FORMAT = 'ferry-checkpoint';
-/** Bumped when an older ferry could no longer restore what a newer one writes. */
-export const FORMAT_VERSION = 1;
+/**
+ * Bumped when an older ferry could no longer restore what a newer one writes. 2: rootfs-diff.tar carries xattrs
+ * and ACLs (version 1's reader would drop them) and ferry.json lists the rootfs's socket files.
+ */
+export const FORMAT_VERSION = 2;
 
 export const META_FILE = 'ferry.json';
 export const MANIFEST_FILE = 'ferry-manifest.json';
@@ -39,6 +43,22 @@ export interface ArchiveMeta {
   leaveRunning: boolean;
   /** CRIU dumped established TCP connections (the container has a network of its own). */
   tcpEstablished: boolean;
+  /** What rootfs-diff.tar cannot hold (version 2 on). */
+  rootfs?: { sockets: RootfsSocket[] };
+}
+
+/** A unix socket file of the rootfs: tar has no record for one, so it travels here and is made again on restore. */
+export interface RootfsSocket {
+  /** Relative to the rootfs. */
+  path: string;
+  /** Permission bits (setuid, setgid, sticky included). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Nanoseconds since the epoch, as a decimal string (beyond a double's precision). */
+  mtimeNs: string;
+  /** Name -> value in base64. */
+  xattrs: Record<string, string>;
 }
 
 export interface ManifestEntry {

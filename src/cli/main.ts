@@ -466,10 +466,11 @@ export function buildProgram(): Command {
     .command('bench')
     .description(
       'run a benchmark suite: strategies and network print medians and ratios of ferry and the hand-driven ' +
-        "migration, measured interleaved; zdtm runs CRIU's zdtm static tests through a migration per strategy " +
-        '(all: strategies and network)',
+        "migration, measured interleaved; zdtm runs CRIU's zdtm static tests through a migration per strategy; " +
+        'soak migrates Redis under a client 200 times and checks that nothing the agents hold grows ' +
+        '(docs/reliability.md) (all: strategies, network and soak)',
     )
-    .argument('<suite>', 'strategies | network | zdtm | all')
+    .argument('<suite>', 'strategies | network | zdtm | soak | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')

@@ -55,6 +55,7 @@ export const ERRORS = {
   FERRY_E_MIGRATION_UNKNOWN: { status: 404, text: 'unknown migration' },
   FERRY_E_ARCHIVE_INVALID: { status: 400, text: 'not a usable checkpoint archive' },
   FERRY_E_ARCHIVE_VERSION: { status: 409, text: 'checkpoint archive from a newer format version' },
+  FERRY_E_ARCHIVE_ROOTFS: { status: 409, text: 'the rootfs holds what an archive cannot carry' },
   FERRY_E_ARCHIVE_WRITE: { status: 500, text: 'checkpoint archive could not be written' },
   FERRY_E_CHECKPOINT_UNKNOWN: { status: 404, text: 'unknown checkpoint' },
   FERRY_E_TESTBED: { status: 500, text: 'testbed operation failed' },

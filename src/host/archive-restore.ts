@@ -6,13 +6,10 @@
 // (same name, same address) established TCP connections are restored; under another one they cannot be (the
 // peers know the old address), so CRIU closes them (`tcp-close`) and the result says so.
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import tarFs from 'tar-fs';
 import { ContainerRecord as RecordSchema } from '../api/schemas.ts';
 import type {
   ContainerRecord,
@@ -41,6 +38,7 @@ import { compareVersions } from '../runtime/criu.ts';
 import { MANAGER_ANNOTATION } from './checkpoints.ts';
 import { type ContainerHost, identity } from './containers.ts';
 import { bundleDir, containerDir } from './paths.ts';
+import { checkSockets, RootfsArchiver } from './rootfs-archive.ts';
 
 /** An archive's content is bounded: a caller with a client certificate may not fill the disk without limit. */
 const MAX_ARCHIVE_BYTES = 64 * 1024 * 1024 * 1024;
@@ -62,13 +60,16 @@ export class ArchiveRestores {
     { dir: string; meta: ArchiveMeta; rec: ContainerRecord; timer: NodeJS.Timeout }
   >();
   private readonly stagedWaitMs: number;
+  private readonly rootfs: RootfsArchiver;
 
   constructor(deps: {
     host: ContainerHost;
     criuVersion: () => Promise<string | undefined>;
     log: Logger;
     stagedWaitMs?: number;
+    rootfs?: RootfsArchiver;
   }) {
+    this.rootfs = deps.rootfs ?? new RootfsArchiver();
     this.host = deps.host;
     this.criuVersion = deps.criuVersion;
     this.log = deps.log;
@@ -86,6 +87,7 @@ export class ArchiveRestores {
     try {
       const got = await readArchive(body, { dest: dir, keep: () => 'disk', maxBytes: MAX_ARCHIVE_BYTES });
       const rec = recordOf(got.meta);
+      checkSockets(got.meta.rootfs?.sockets ?? []);
       await this.refuseNewerCriu(got.meta);
       const timer = setTimeout(() => void this.discard(id), this.stagedWaitMs);
       timer.unref();
@@ -144,7 +146,7 @@ export class ArchiveRestores {
       const spec = JSON.parse(await readFile(join(staging, SPEC_DUMP), 'utf8')) as OciConfig;
       return await host.exclusive(name, 'restore', async () => {
         await this.refuseTaken(name);
-        const ms = await this.restoreStaged(staging, spec, next, tcp);
+        const ms = await this.restoreStaged(staging, spec, next, tcp, meta);
         const out: ImportResult = { container: await host.info(name), tcp, restoreMs: ms };
         if (tcp === 'closed') {
           out.note =
@@ -186,6 +188,7 @@ export class ArchiveRestores {
     spec: OciConfig,
     rec: ContainerRecord,
     tcp: ImportResult['tcp'],
+    meta: ArchiveMeta,
   ): Promise<number> {
     const { host } = this;
     const name = rec.name;
@@ -196,7 +199,9 @@ export class ArchiveRestores {
     try {
       await mkdir(bundle, { recursive: true, mode: 0o700 });
       made = true;
-      await pipeline(createReadStream(join(staging, ROOTFS_DIFF)), tarFs.extract(join(bundle, 'rootfs')));
+      const rootfs = join(bundle, 'rootfs');
+      await mkdir(rootfs, { mode: 0o755 });
+      await this.rootfs.unpack(join(staging, ROOTFS_DIFF), rootfs, meta.rootfs?.sockets ?? []);
       const { [MANAGER_ANNOTATION]: _manager, ...annotations } = (spec['annotations'] ?? {}) as Record<
         string,
         string

@@ -6,12 +6,9 @@
 // until the caller says the archive is on its disk and verified (`finish`), and is stopped then. Any failure, or a
 // caller that never comes back, thaws it: a checkpoint never loses a container.
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import tarFs from 'tar-fs';
 import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
 import { archiveStream } from '../archive/writer.ts';
@@ -19,8 +16,10 @@ import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
+import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { type ContainerHost, identity } from './containers.ts';
 import { bundleDir } from './paths.ts';
+import { RootfsArchiver } from './rootfs-archive.ts';
 
 export interface HostVersions {
   ferry: string;
@@ -60,13 +59,16 @@ export class Checkpoints {
   private readonly log: Logger;
   private readonly sessions = new Map<string, Session>();
   private readonly finishWaitMs: number;
+  private readonly rootfs: RootfsArchiver;
 
   constructor(deps: {
     host: ContainerHost;
     versions: () => Promise<HostVersions>;
     log: Logger;
     finishWaitMs?: number;
+    rootfs?: RootfsArchiver;
   }) {
+    this.rootfs = deps.rootfs ?? new RootfsArchiver();
     this.host = deps.host;
     this.versions = deps.versions;
     this.log = deps.log;
@@ -106,6 +108,21 @@ export class Checkpoints {
     const rec = await this.host.readRecord(name);
     if (!rec) throw new FerryError('FERRY_E_CONTAINER_UNKNOWN', `no record of ${name}`, { phase: 'input' });
     return rec;
+  }
+
+  /** What CRIU would fail on or leave behind (a process joined with runc exec), refused before the freeze. */
+  private async refuseUnmovable(name: string): Promise<void> {
+    const unmovable = await this.host.unmovable(name);
+    if (!unmovable.length) return;
+    throw new FerryError(
+      'FERRY_E_CONTAINER_UNMOVABLE',
+      `container ${name} cannot be checkpointed: ${unmovable.map(describeUnmovable).join('; ')}`,
+      {
+        phase: 'checkpoint',
+        hint: 'the container keeps running, untouched; checkpoint it once that process has changed or exited',
+        details: { processes: unmovable },
+      },
+    );
   }
 
   /** Locks the network, freezes, dumps (the container stays frozen); undone on failure. */
@@ -149,6 +166,9 @@ export class Checkpoints {
     let rec: ContainerRecord;
     try {
       rec = await this.running(name);
+      await this.refuseUnmovable(name);
+      // what the archive could not carry is refused while nothing is frozen
+      await this.rootfs.survey(join(bundleDir(this.host.paths, name), 'rootfs'));
     } catch (err) {
       await release();
       throw err;
@@ -173,10 +193,7 @@ export class Checkpoints {
       s.frozen = true;
       // the writable rootfs while the container is still frozen: files and memory from the same instant
       const rootfsTar = join(dir, 'rootfs-diff.tar');
-      await pipeline(
-        tarFs.pack(join(bundleDir(this.host.paths, name), 'rootfs')),
-        createWriteStream(rootfsTar),
-      );
+      const sockets = await this.rootfs.pack(join(bundleDir(this.host.paths, name), 'rootfs'), rootfsTar);
       if (req.leaveRunning) {
         await this.thaw(name, rec);
         s.frozen = false;
@@ -191,6 +208,7 @@ export class Checkpoints {
         versions,
         leaveRunning: req.leaveRunning,
         tcpEstablished: rec.net !== 'none',
+        rootfs: { sockets },
       };
       // Podman's config.dump, reduced to what checkpointctl reads
       const configDump = {

@@ -247,6 +247,52 @@ describe('scanUnmovable on captured trees', () => {
   });
 });
 
+describe('processes joined with runc exec', () => {
+  /** A task's /proc files: host pid, pid in the container, parent, session, command line. */
+  const task = (pid: number, nsPid: number, ppid: number, sid: number, cmd: string[]) => ({
+    [`/proc/${pid}/stat`]: `${pid} (${cmd[0]}) S ${ppid} ${pid} ${sid} 0 -1 0`,
+    [`/proc/${pid}/status`]: `Name:\t${cmd[0]}\nTracerPid:\t0\nNSpid:\t${pid}\t${nsPid}\nNSsid:\t${sid}\t${nsPid}\nThreads:\t1\n`,
+    [`/proc/${pid}/cmdline`]: `${cmd.join('\0')}\0`,
+  });
+  const files: Record<string, string> = {
+    // init (its parent is runc's, outside), a child of it, and a process runc exec started with a child of its own
+    ...task(100, 1, 50, 100, ['sh', '-c', 'loop']),
+    ...task(101, 2, 100, 100, ['sleep', '1']),
+    ...task(200, 9, 1, 200, ['sleep', '1000']),
+    ...task(201, 10, 200, 200, ['cat']),
+  };
+  const fs: ProcFs = {
+    readFile: async (p) => files[p],
+    readlink: async () => undefined,
+    readdir: async () => [],
+  };
+
+  it('names each process that is no descendant of the init, with its command line, and nothing else', async () => {
+    const found = await scanUnmovable(fs, {
+      init: 100,
+      pids: [100, 101, 200, 201],
+      freezerV1: false,
+      resampleMs: 1,
+    });
+    assert.deepEqual(
+      found.map((u) => [u.pid, u.nsPid, u.comm]),
+      [
+        [200, 9, 'sleep'],
+        [201, 10, 'cat'],
+      ],
+    );
+    assert.match(found[0]!.limit, /started in the container by runc exec \("sleep 1000"\), not by its init/);
+    assert.match(found[0]!.limit, /would be left behind/);
+  });
+
+  it('finds nothing when every process descends from the init', async () => {
+    assert.deepEqual(
+      await scanUnmovable(fs, { init: 100, pids: [100, 101], freezerV1: false, resampleMs: 1 }),
+      [],
+    );
+  });
+});
+
 describe('describeUnmovable', () => {
   it('gives the pid inside the container first, the host pid beside it', () => {
     assert.equal(

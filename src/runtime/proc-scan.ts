@@ -95,6 +95,38 @@ export function sessionLimits(tasks: ProcTask[], init: number, outside: Set<numb
   return out;
 }
 
+/**
+ * Processes joined to the container from outside (`runc exec`): in its cgroup and pid namespace, but no
+ * descendant of its init. runc hands CRIU the init's pid and CRIU dumps that process tree only: a joined
+ * process would stay behind, frozen, and die with the source's copy (a migration that says nothing of it).
+ * `cmdlines`: host pid -> its command line, to name it.
+ */
+export function joinedLimits(tasks: ProcTask[], init: number, cmdlines: Map<number, string>): Unmovable[] {
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  const inTree = (t: ProcTask): boolean => {
+    const seen = new Set<number>();
+    for (let p: ProcTask | undefined = t; p; p = byPid.get(p.ppid)) {
+      if (p.pid === init) return true;
+      if (seen.has(p.pid)) return false;
+      seen.add(p.pid);
+    }
+    return false;
+  };
+  const out: Unmovable[] = [];
+  for (const t of tasks) {
+    if (inTree(t)) continue;
+    const cmd = cmdlines.get(t.pid);
+    out.push(
+      who(
+        t,
+        `it was started in the container by runc exec${cmd ? ` (${JSON.stringify(cmd)})` : ''}, not by its init: ` +
+          'CRIU moves the init and its descendants only, so it would be left behind; stop it or start it from the init',
+      ),
+    );
+  }
+  return out;
+}
+
 export interface TaskRuleOptions {
   /**
    * The container is frozen with the cgroup-v1 freezer, which never completes while a task is stopped
@@ -183,6 +215,14 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
   const root = o.root ?? '/proc';
   const pids = o.pids.includes(o.init) ? o.pids : [o.init, ...o.pids];
   const tasks = await readTasks(fs, pids, root);
+  const cmdlines = new Map<number, string>();
+  for (const t of tasks) {
+    const raw = await fs.readFile(`${root}/${t.pid}/cmdline`);
+    if (raw) cmdlines.set(t.pid, raw.replace(/\0+$/, '').split('\0').join(' '));
+  }
+  // a joined process is named for that alone: its session (runc exec's own) would only be a second symptom
+  const joined = joinedLimits(tasks, o.init, cmdlines);
+  const alsoJoined = (u: Unmovable) => joined.some((j) => j.pid === u.pid);
   const inside = new Set(tasks.map((t) => t.pid));
   // a session id naming a live process that is not the container's: the leader is outside (without a pid
   // namespace of its own, NSsid cannot tell)
@@ -190,12 +230,15 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
   for (const sid of new Set(tasks.map((t) => t.sid)))
     if (!inside.has(sid) && (await fs.readFile(`${root}/${sid}/stat`)) !== undefined) outside.add(sid);
   return [
-    ...sessionLimits(tasks, o.init, outside),
-    ...taskLimits(tasks, o),
-    ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
-    ...(await loopbackTcpLimits(fs, tasks, o.init, root)),
-    ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
-    ...(await leaseLimits(fs, tasks, root)),
+    ...joined,
+    ...[
+      ...sessionLimits(tasks, o.init, outside),
+      ...taskLimits(tasks, o),
+      ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
+      ...(await loopbackTcpLimits(fs, tasks, o.init, root)),
+      ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
+      ...(await leaseLimits(fs, tasks, root)),
+    ].filter((u) => !alsoJoined(u)),
   ];
 }
 

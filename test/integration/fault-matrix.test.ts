@@ -6,6 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { keepSoakSection } from '../../bench/soak.ts';
 import { runMigration } from '../../src/cli/commands.ts';
 import { holdFileName } from '../../src/core/faults.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
@@ -310,7 +311,9 @@ after(async () => {
     MATRIX_PHASES.flatMap((p) => results.filter((r) => r.cell.phase === p)),
     { date: new Date().toISOString().slice(0, 10), totalS },
   );
-  writeFileSync(new URL('../../docs/reliability.md', import.meta.url), doc);
+  const file = new URL('../../docs/reliability.md', import.meta.url);
+  // the soak's section is `ferry bench soak`'s own (bench/soak.ts): kept as it is
+  writeFileSync(file, keepSoakSection(doc, existsSync(file) ? readFileSync(file, 'utf8') : ''));
 });
 
 for (const [i, cell] of CELLS.entries()) {

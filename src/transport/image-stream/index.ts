@@ -10,4 +10,6 @@ export {
   type StreamStats,
   unsafePathReason,
 } from './format.ts';
+export { type DeviceKind, type NodeMaker, SystemNodeMaker } from './nodes.ts';
 export { measureTree, type StreamEntrySource } from './walk.ts';
+export { xattrNameProblem } from './xattrs.ts';

@@ -1,0 +1,279 @@
+// The soak: a Redis with a client holding one connection, migrated a -> b -> a ... many times. After a warm-up
+// (caches, pools and JIT settle) everything the agents hold is counted (testbed/footprint.ts), and again at the end,
+// with the container back on the same host: every count must be equal, the agents' memory may grow by 5 MiB at
+// most. `make test` runs 20 migrations (test/integration/soak.test.ts), `ferry bench soak` 200 and writes the
+// figures into docs/reliability.md's "## Soak".
+import { readFile, writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { ClusterClients } from '../src/api/cluster-clients.ts';
+import type { StrategyName } from '../src/api/types.ts';
+import { table } from '../src/core/table.ts';
+import { ProcessRunner } from '../src/runtime/exec.ts';
+import {
+  agentRss,
+  COUNTED,
+  footprintGrowth,
+  type HostFootprint,
+  type TestbedFootprint,
+  testbedFootprint,
+} from '../src/testbed/footprint.ts';
+import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
+import { fmt, median, probe, sleep, waitForPort } from './common.ts';
+
+/** How much an agent's resident memory may grow between the two counts. */
+export const RSS_SLACK_BYTES = 5 * 2 ** 20;
+
+export const REDIS_ARGS = [
+  '/usr/bin/redis-server',
+  '--port',
+  '6379',
+  '--bind',
+  '0.0.0.0',
+  '--protected-mode',
+  'no',
+  '--save',
+  '',
+  '--appendonly',
+  'no',
+  '--dir',
+  '/tmp',
+];
+
+export interface SoakOptions {
+  tb: TestbedState;
+  ferryArgv: string[];
+  /** Migrations in all; the count after the warm-up must be even (the container ends where it was counted). */
+  migrations: number;
+  warmup: number;
+  /** Taken in turn, one per migration. */
+  strategies: StrategyName[];
+  log?: (m: string) => void;
+}
+
+export interface SoakResult {
+  migrations: number;
+  failures: string[];
+  before: TestbedFootprint;
+  after: TestbedFootprint;
+  /** What grew (empty: nothing leaked). */
+  growth: string[];
+  freezeMs: number[];
+  totalMs: number[];
+  /** Each agent's RSS in bytes after each migration (the trend shows a leak that GC's swings hide). */
+  rss: Record<string, number>[];
+  probe: { replies: number; errors: number; resets: number; maxGapMs: number; errorsDetail?: string[] };
+  wallMs: number;
+}
+
+/** Runs the soak on a testbed with hosts a and b (made and removed by the caller). */
+export async function runSoak(o: SoakOptions): Promise<SoakResult> {
+  if ((o.migrations - o.warmup) % 2 !== 0 || o.warmup < 2 || o.warmup % 2 !== 0)
+    throw new Error('the warm-up and the migrations after it must be even, so both counts find Redis on a');
+  const started = Date.now();
+  const runner = new ProcessRunner();
+  const ctx = await ClusterClients.load(o.tb.clusterFile);
+  const failures: string[] = [];
+  const freezeMs: number[] = [];
+  const totalMs: number[] = [];
+  const rss: Record<string, number>[] = [];
+  let before: TestbedFootprint | undefined;
+  try {
+    const info = await ctx
+      .client('a')
+      .create({ name: 'soak', command: REDIS_ARGS, net: 'own', ip: `${o.tb.subnet}.60` });
+    await waitForPort(info.ip!, 6379);
+    const client = probe(o.ferryArgv, o.tb.clusterFile, 'redis', `${info.ip}:6379`);
+    let summary: SoakResult['probe'] & { errorsDetail?: string[] };
+    try {
+      await sleep(300);
+      for (let i = 0; i < o.migrations; i++) {
+        const [from, to] = i % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
+        const strategy = o.strategies[i % o.strategies.length]!;
+        const what = `migration ${i + 1} (${strategy}, ${from} -> ${to})`;
+        // a failure ends the loop but not the soak: what the agents hold is still counted and reported
+        const rep = await ctx
+          .client(from!)
+          .migrate('soak', { to: ctx.host(to!), strategy })
+          .catch(async (err: Error) => {
+            failures.push(`${what}: ${err.message}; ${await agentLogTails(o.tb)}`);
+            return undefined;
+          });
+        if (!rep) break;
+        if (!rep.ok) {
+          failures.push(`${what}: ${rep.error?.code} ${rep.error?.message}`);
+          break;
+        }
+        freezeMs.push(rep.freezeMs);
+        rss.push(await agentRss(o.tb));
+        totalMs.push(rep.totalMs ?? 0);
+        if (i + 1 === o.warmup) before = await settled(o.tb, runner);
+        if ((i + 1) % 20 === 0) o.log?.(`${i + 1}/${o.migrations} migrations`);
+      }
+    } finally {
+      summary = await client.stop();
+    }
+    const after = await settled(o.tb, runner);
+    await ctx.client('a').remove('soak');
+    if (summary.errors || summary.resets)
+      failures.push(
+        `the client saw ${summary.errors} errors and ${summary.resets} resets (${(summary.errorsDetail ?? []).slice(0, 3).join('; ')})`,
+      );
+    const b = before ?? after;
+    return {
+      migrations: freezeMs.length,
+      failures,
+      before: b,
+      after,
+      growth: footprintGrowth(b, after, RSS_SLACK_BYTES),
+      freezeMs,
+      totalMs,
+      rss,
+      probe: {
+        replies: summary.replies,
+        errors: summary.errors,
+        resets: summary.resets,
+        maxGapMs: summary.maxGapMs,
+      },
+      wallMs: Date.now() - started,
+    };
+  } finally {
+    ctx.close();
+  }
+}
+
+/** The last warnings and errors of each agent's log, for a failure's report (the testbed goes after the soak). */
+async function agentLogTails(tb: TestbedState): Promise<string> {
+  const out: string[] = [];
+  for (const h of tb.hosts) {
+    const lines = (await readFile(join(tb.dir, 'hosts', h.name, 'agent.log'), 'utf8').catch(() => ''))
+      .split('\n')
+      .filter((l) => /"level":(40|50|60)/.test(l))
+      .slice(-3);
+    out.push(`${h.name}'s log: ${lines.length ? lines.join(' | ') : 'no warnings'}`);
+  }
+  return out.join('; ');
+}
+
+/**
+ * A count once what follows a migration has ended (the destination's unlock session, the source's last
+ * removals run just after the report): taken twice, a moment apart, until two agree.
+ */
+async function settled(tb: TestbedState, runner: ProcessRunner): Promise<TestbedFootprint> {
+  let last = await testbedFootprint(tb, runner);
+  for (let i = 0; i < 10; i++) {
+    await sleep(500);
+    const next = await testbedFootprint(tb, runner);
+    if (footprintGrowth(last, next, Number.POSITIVE_INFINITY).length === 0) return next;
+    last = next;
+  }
+  return last;
+}
+
+/** The figures as a table (one row per host and kind of thing counted). */
+export function soakTable(r: SoakResult): string {
+  const rows = [['host', 'counted', 'after warm-up', 'at the end']];
+  for (const a of r.after.hosts) {
+    const b = r.before.hosts.find((x) => x.host === a.host)!;
+    for (const k of COUNTED) rows.push([a.host, k, String(b[k]), String(a[k])]);
+    const mib = (h: HostFootprint) => (h.rssBytes / 2 ** 20).toFixed(1);
+    rows.push([a.host, 'agent RSS MiB', mib(b), mib(a)]);
+  }
+  rows.push(['all', 'network namespaces', String(r.before.netns), String(r.after.netns)]);
+  rows.push([
+    'all',
+    'rules in container namespaces',
+    String(r.before.containerRules),
+    String(r.after.containerRules),
+  ]);
+  return table(rows);
+}
+
+const SECTION = '## Soak';
+const MIGRATIONS = 200;
+const WARMUP = 20;
+
+/** `ferry bench soak`: 200 migrations, written into docs/reliability.md's own section. */
+export async function soakBench(o: { ferryArgv: string[]; json?: boolean; docs: string }): Promise<unknown> {
+  const runner = new ProcessRunner();
+  const deps = { runner, ferryArgv: o.ferryArgv };
+  const log = (m: string) => process.stderr.write(`${m}\n`);
+  await testbedDown('bsoak', deps).catch(() => {});
+  const load = loadavg();
+  const tb = await testbedUp({ name: 'bsoak', hosts: ['a', 'b'] }, deps);
+  let r: SoakResult;
+  try {
+    r = await runSoak({
+      tb,
+      ferryArgv: o.ferryArgv,
+      migrations: MIGRATIONS,
+      warmup: WARMUP,
+      strategies: ['cold', 'precopy', 'postcopy'],
+      log,
+    });
+  } finally {
+    await testbedDown('bsoak', deps);
+  }
+  const trend = (host: string) =>
+    r.rss
+      .map((x, k) => ((k + 1) % 20 === 0 ? (x[host]! / 2 ** 20).toFixed(1) : undefined))
+      .filter((x) => x !== undefined)
+      .join(' ');
+  const body = [
+    SECTION,
+    '',
+    `\`ferry bench soak\` (${new Date().toISOString().slice(0, 10)}): Redis with one client connection`,
+    `(\`ferry probe redis\`, a request every 2 ms), migrated a → b → a … ${r.migrations} times, cold, pre-copy and`,
+    'post-copy in turn.',
+    `Everything the agents hold is counted after ${WARMUP} migrations (the warm-up: an agent's RSS climbs for its first`,
+    'twenty or so, V8 compiling code, with no object left behind) and again at the end, with Redis on host a both',
+    "times: each agent's open file descriptors, threads, the testbed's mounts in its `/proc/PID/mountinfo`, and RSS;",
+    'per host, the cgroups below its cgroup parent, the files and bytes under its images, incoming, checkpoint,',
+    'restore, upload and journal directories (`state`), all the files of its state directory (`hostFiles`), the',
+    "iptables and nftables rules of its network namespace; the testbed's network namespaces and the rules inside the",
+    "container's. Every count must be equal at the end, and RSS may grow by 5 MiB at most; `make test` runs the same",
+    `with 20 migrations after 30 of warm-up (\`test/integration/soak.test.ts\`).`,
+    '',
+    '```',
+    soakTable(r),
+    '```',
+    '',
+    `- migrations: ${r.migrations} of ${MIGRATIONS}, failures: ${r.failures.length ? r.failures.join('; ') : 'none'}`,
+    `- growth: ${r.growth.length ? r.growth.join('; ') : 'none'}`,
+    `- agent RSS (MiB) every 20 migrations: a ${trend('a')}; b ${trend('b')}`,
+    `- client: ${r.probe.replies} replies, ${r.probe.errors} errors, ${r.probe.resets} resets, longest gap ${fmt(r.probe.maxGapMs)} ms`,
+    `- machine: ${cpus().length} cores, load average (1 min) ${load[0]!.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end (freeze and gap figures are as slow as the machine was busy)`,
+    `- freeze: median ${fmt(median(r.freezeMs))} ms; a migration's total time: median ${fmt(median(r.totalMs))} ms; the soak took ${fmt(r.wallMs / 60_000, 1)} min`,
+    '',
+  ].join('\n');
+  const file = `${o.docs}/reliability.md`;
+  const old = await readFile(file, 'utf8').catch(() => '');
+  await writeFile(file, replaceSection(old, body));
+  if (!o.json)
+    process.stdout.write(`\n${soakTable(r)}\n${r.growth.length ? `growth: ${r.growth.join('; ')}\n` : ''}`);
+  return r;
+}
+
+/** The "## Soak" section of a document, up to the next section, if it has one. */
+export function soakSection(doc: string): string | undefined {
+  const start = doc.indexOf(`${SECTION}\n`);
+  if (start === -1) return undefined;
+  const next = doc.slice(start + SECTION.length).search(/\n## /);
+  return next === -1 ? doc.slice(start) : doc.slice(start, start + SECTION.length + next + 1);
+}
+
+/** `doc` (a page another writer regenerates whole) with the soak's section of `old` kept in it. */
+export function keepSoakSection(doc: string, old: string): string {
+  const section = soakSection(old);
+  return section === undefined ? doc : replaceSection(doc, section);
+}
+
+/** The document with its "## Soak" section replaced by `body` (or appended; other sections are left alone). */
+export function replaceSection(doc: string, body: string): string {
+  const start = doc.indexOf(`${SECTION}\n`);
+  if (start === -1) return doc.trim() ? `${doc.trimEnd()}\n\n${body}` : body;
+  const rest = doc.slice(start + SECTION.length);
+  const next = rest.search(/\n## /);
+  const tail = next === -1 ? '' : rest.slice(next + 1);
+  return `${doc.slice(0, start)}${body}${tail ? `\n${tail}` : ''}`;
+}
