@@ -19,7 +19,7 @@ criu_ok() {
 
 tools_ok() {
   local t
-  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl; do
+  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool; do
     command -v "$t" >/dev/null 2>&1 || return 1
   done
 }
@@ -66,17 +66,22 @@ install_deps() {
   else
     apt-get update -q
   fi
-  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl"
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus"
   # checkpointctl: the archive tests read ferry's checkpoint archives with the real tool
   # chromium: the dashboard's browser tests drive Debian's build (playwright-core never downloads one)
   # acl: setfacl, for the tests of the ACLs an archive and a migration carry
-  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl
+  # zsh and fish: the tests load `ferry completion zsh|fish` into the real shells; prometheus: the tests check
+  # /metrics with its promtool (Prometheus' own parser and linter)
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus
   # Debian starts a system redis on install; ferry runs its own inside containers.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   pkill -x redis-server 2>/dev/null || true
   # Likewise etcd: the cluster store tests start their own on free loopback ports.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
   pkill -x etcd 2>/dev/null || true
+  # and Prometheus's server: only its promtool is used
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  pkill -x prometheus 2>/dev/null || true
   criu_ok || { log "CRIU 4.2 or newer could not be installed (found: $(criu --version 2>&1 | head -1))"; exit 1; }
 }
 

@@ -848,7 +848,9 @@ describe('bad input to the CLI: refused before anything is printed or sent', () 
     });
     for (const { k, r } of results) {
       const what = k.args.join(' ');
-      assert.equal(r.code, k.exit ?? 1, `${what}: exit ${r.code}\n${r.stderr}`);
+      // docs/errors.md, exit status: 2 for a command line refused as such, 1 for any other refusal
+      const usage = k.code === 'FERRY_E_INPUT_ARGS' || k.code === 'FERRY_E_INPUT_NAME';
+      assert.equal(r.code, k.exit ?? (usage ? 2 : 1), `${what}: exit ${r.code}\n${r.stderr}`);
       const lines = r.stderr.split('\n').filter((l) => l.startsWith('ferry: '));
       assert.equal(lines.length, 1, `${what}: ${r.stderr}`);
       assert.match(lines[0]!, new RegExp(`^ferry: ${k.code}: `), what);

@@ -1,14 +1,18 @@
 // The agent config: the bundle policy's defaults and refusals; the deadlines (defaults from the engine, one may be
-// set alone, FERRY_DEADLINES overrides).
+// set alone, FERRY_DEADLINES overrides); unknown fields and wrong types refused naming the file; advertise.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { FerryError } from '../core/errors.ts';
 import { DEFAULT_DEADLINES } from '../migration/defaults.ts';
 import { DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
-import { parseAgentConfig } from './config.ts';
+import { advertisedAddress, loadAgentConfig, parseAgentConfig } from './config.ts';
 
 const base = {
   host: 'a',
+  advertise: '10.0.0.2',
   tls: { cert: '/p/a.crt', key: '/p/a.key', ca: '/p/ca.crt' },
 };
 
@@ -58,4 +62,66 @@ test('deadlines: out of range or not JSON is refused with FERRY_E_INPUT_ARGS', (
     code('FERRY_E_INPUT_ARGS'),
   );
   assert.throws(() => parseAgentConfig(base, { FERRY_DEADLINES: '{' }), code('FERRY_E_INPUT_ARGS'));
+});
+
+test('unknown fields, wrong types and a non-object are refused, naming the file and the field', () => {
+  const refused = (raw: unknown, what: RegExp) =>
+    assert.throws(
+      () => parseAgentConfig(raw, {}, '/etc/ferry/agent.json'),
+      (e: unknown) =>
+        e instanceof FerryError &&
+        e.code === 'FERRY_E_INPUT_ARGS' &&
+        e.message.startsWith('/etc/ferry/agent.json: ') &&
+        what.test(e.message),
+    );
+  refused({ ...base, listne: { port: 1 } }, /\/listne: unknown field/);
+  refused({ ...base, listen: { address: '10.0.0.2', port: 7470, prot: 1 } }, /\/listen\/prot: unknown field/);
+  refused({ ...base, heartbeat: { intervalMs: 'often' } }, /\/heartbeat/);
+  refused({ ...base, logLevel: 'loud' }, /\/logLevel/);
+  refused({ ...base, listen: { address: '10.0.0.2', port: 70000 } }, /\/listen\/port/);
+  refused([base], /not a JSON object/);
+  refused({ tls: base.tls }, /\/host/);
+});
+
+test('advertise: the listen address unless that is 0.0.0.0, when it must be given', () => {
+  const { advertise: _, ...noAdvertise } = base;
+  const at = (raw: object) => advertisedAddress(parseAgentConfig({ ...noAdvertise, ...raw }, {}));
+  assert.equal(at({ listen: { address: '10.0.0.4', port: 7470 } }), '10.0.0.4');
+  assert.equal(at({ advertise: '10.0.0.2' }), '10.0.0.2');
+  assert.equal(parseAgentConfig({ ...noAdvertise, advertise: '10.0.0.2' }, {}).listen.address, '0.0.0.0');
+  assert.throws(
+    () => parseAgentConfig(noAdvertise, {}),
+    /\/advertise is missing: an agent listening on 0\.0\.0\.0/,
+  );
+  assert.throws(() => parseAgentConfig({ ...base, advertise: '0.0.0.0' }, {}), /\/advertise 0\.0\.0\.0/);
+  assert.throws(() => parseAgentConfig({ ...base, advertise: 'a.example' }, {}), /\/advertise a\.example/);
+});
+
+test('a config round-trips through its schema: what parses, written out, parses to the same', () => {
+  const full = parseAgentConfig(
+    {
+      ...base,
+      advertise: '10.0.0.2',
+      peers: [{ name: 'b', address: '10.0.0.3', port: 7470 }],
+      controller: { name: 'ctl', address: '10.0.0.1', port: 7480 },
+      capacity: { cores: 2, memoryBytes: 1 << 30 },
+      criu: { ghostLimitMiB: 16 },
+    },
+    {},
+  );
+  assert.deepEqual(parseAgentConfig(JSON.parse(JSON.stringify(full)), {}), full);
+});
+
+test('loadAgentConfig: a missing file and a file that is not JSON name the file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-agent-config-'));
+  try {
+    await assert.rejects(
+      loadAgentConfig(join(dir, 'nope.json'), {}),
+      /cannot read the agent config .*nope\.json: ENOENT/,
+    );
+    await writeFile(join(dir, 'bad.json'), '{"host": "a",');
+    await assert.rejects(loadAgentConfig(join(dir, 'bad.json'), {}), /bad\.json: not JSON/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -45,9 +45,15 @@ export class Heartbeat {
 
   start(): void {
     const tick = async () => {
-      await this.beat().catch((err: Error) => {
+      await this.beat().catch((err: Error & { code?: string }) => {
         this.forceFull = true;
-        this.log.debug({ err: err.message }, 'heartbeat not delivered');
+        // a controller that refuses this agent (its name taken, its certificate) is a misconfiguration to fix,
+        // not a passing network failure
+        const refused =
+          err.code === 'FERRY_E_HOST_DUPLICATE' || err.code?.startsWith('FERRY_E_AUTH') === true;
+        if (refused)
+          this.log.error({ err: err.message, code: err.code }, 'the controller refuses this agent');
+        else this.log.debug({ err: err.message }, 'heartbeat not delivered');
       });
       this.timer = setTimeout(tick, this.cfg.intervalMs);
       this.timer.unref();

@@ -5,10 +5,12 @@ import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { TlsMaterial } from '../api/https-client.ts';
+import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
 import { Faults } from '../core/faults.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { VERSION } from '../core/version.ts';
 import { ArchiveRestores } from '../host/archive-restore.ts';
 import { Checkpoints } from '../host/checkpoints.ts';
 import { ContainerHost } from '../host/containers.ts';
@@ -31,17 +33,29 @@ import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { checkOwnCertificate } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
-import type { AgentConfig } from './config.ts';
+import { installUnit, Systemd } from '../runtime/systemd.ts';
+import { AGENT_CONFIG_PATH, type AgentConfig, advertisedAddress } from './config.ts';
 import { capabilitiesOnce, gatherFacts } from './facts.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { AgentMetrics } from './metrics.ts';
 import { MigrationStatuses } from './migrations.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
+import { AGENT_UNIT, agentUnitText } from './unit.ts';
 
-export { loadAgentConfig } from './config.ts';
+export { AGENT_CONFIG_PATH, loadAgentConfig } from './config.ts';
 
-export const VERSION = '0.2.0';
+/** Installs the agent's systemd unit under `root` (`ferry install --agent`); returns the unit file's path. */
+export async function installAgentUnit(o: { root: string; ferry: string }): Promise<string> {
+  return installUnit(new Systemd(new ProcessRunner()), {
+    root: o.root,
+    name: AGENT_UNIT,
+    text: agentUnitText({ ferry: o.ferry, config: AGENT_CONFIG_PATH }),
+  });
+}
+
+export { VERSION };
 
 export interface RunningAgent {
   app: FastifyInstance;
@@ -55,6 +69,8 @@ export async function startAgent(
   // a wrong certificate would only show in the peers' handshakes: refuse it before anything starts
   const own = checkOwnCertificate(cfg.tls, { role: 'agent', name: cfg.host });
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
+  // what peers and the controller dial; the listen address may be 0.0.0.0
+  const advertise = advertisedAddress(cfg);
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
@@ -120,9 +136,16 @@ export async function startAgent(
     leftovers: { settle: settleLeftovers },
     failPageServer: (port) => resetConnection('127.0.0.1', port),
   });
+  const metrics = new AgentMetrics({
+    host: cfg.host,
+    version: VERSION,
+    containers: () => host.list(),
+    certificateExpires: own.notAfter,
+  });
   const source = new MigrationSource({
     host,
     log,
+    onReport: (r) => metrics.observe(r),
     capabilities,
     deadlines: cfg.deadlines,
     journal,
@@ -130,7 +153,7 @@ export async function startAgent(
     onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),
     faults,
     postcopy: {
-      pageServerAddress: cfg.listen.address,
+      pageServerAddress: advertise,
       fence: {
         open: (port, allow) => fw.fencePort(port, allow),
         close: (port, allow) => fw.unfencePort(port, allow),
@@ -157,7 +180,7 @@ export async function startAgent(
   const reservations = new Reservations({
     host,
     arriving: (n) => incoming.isReserved(n),
-    reservedAddresses: [cfg.listen.address, ...cfg.reservedAddresses],
+    reservedAddresses: [advertise, ...cfg.reservedAddresses],
     peers: cfg.peers
       .filter((p) => p.name !== cfg.host)
       .map((p) => ({ endpoint: p, client: clients.agent(p, { timeoutMs: 5000 }) })),
@@ -196,9 +219,7 @@ export async function startAgent(
       peers: cfg.peers,
       uploads,
       reservations,
-      ...(cfg.listen.address !== '0.0.0.0'
-        ? { lan: { member: cfg.listen.address, prefixLen: cfg.network.prefixLen } }
-        : {}),
+      lan: { member: advertise, prefixLen: cfg.network.prefixLen },
       checkpoints,
       restores,
       incoming,
@@ -213,6 +234,7 @@ export async function startAgent(
     },
     { https: { ...tls, requestCert: true, rejectUnauthorized: true } },
   );
+  registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
@@ -220,12 +242,12 @@ export async function startAgent(
       host,
       client: clients.controller(cfg.controller, { timeoutMs: 5000 }),
       cfg: { ...cfg.heartbeat, capacity: cfg.capacity ?? { cores: cpus().length, memoryBytes: totalmem() } },
-      self: { name: cfg.host, address: cfg.listen.address, port: cfg.listen.port },
+      self: { name: cfg.host, address: advertise, port: cfg.listen.port },
       log,
     });
     heartbeat.start();
   }
-  log.info({ host: cfg.host, listen: cfg.listen }, 'agent listening');
+  log.info({ host: cfg.host, listen: cfg.listen, advertise }, 'agent listening');
   void capabilities().catch(() => {});
   return {
     app,

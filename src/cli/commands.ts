@@ -6,6 +6,7 @@ import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
+import { exitStatusOfReport, inDoubt } from './exit-status.ts';
 import { MigrationRenderer, reportText } from './render.ts';
 
 interface Common {
@@ -318,22 +319,41 @@ export function checkMigrationOptions(options: MigrationOptions): void {
   );
 }
 
-export async function migrateCommand(name: string, o: Common & MigrateFlags & { to: string }): Promise<void> {
+export async function migrateCommand(
+  name: string,
+  o: Common & MigrateFlags & { to: string; events?: boolean },
+): Promise<void> {
   checkName(name);
   checkName(o.to, 'host');
+  if (o.events && !o.json)
+    throw new FerryError('FERRY_E_INPUT_ARGS', '--events needs --json (the events are NDJSON lines)', {
+      phase: 'input',
+    });
   const options = migrationOptions(o);
   checkMigrationOptions(options);
   const renderer = o.json ? undefined : new MigrationRenderer();
-  const report = await withCluster(o, (ctx) =>
-    runMigration(ctx, name, o.to, options, (e) => renderer?.event(e)),
+  // --json --events: every event as it comes, one JSON object a line; the report ends the stream
+  let started = false;
+  const onEvent = (e: MigrationEvent) => {
+    if (e.type === 'started') started = true;
+    if (o.events) process.stdout.write(`${JSON.stringify(e)}\n`);
+    else renderer?.event(e);
+  };
+  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent)).catch(
+    (err: unknown) => {
+      // once the source agent took the migration, an error here means this command could not learn how it
+      // ended: the container may be anywhere (exit status 3, docs/errors.md)
+      throw started ? inDoubt(err) : err;
+    },
   );
   renderer?.finish();
-  if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
+  else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);
   if (!report.ok) {
     const e = report.error;
     if (!o.json)
       process.stderr.write(`ferry: ${e?.code ?? 'FERRY_E_INTERNAL'}: ${e?.message ?? 'migration failed'}\n`);
-    process.exit(1);
+    process.exit(exitStatusOfReport(report));
   }
 }

@@ -58,8 +58,12 @@ async function hopViaController(
   }
 }
 
-export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean } = {}): Promise<void> {
-  const say = (m: string) => process.stdout.write(`${m}\n`);
+export async function demoCommand(
+  ferryArgv: string[],
+  o: { dashboard?: boolean; json?: boolean } = {},
+): Promise<void> {
+  // --json: the narration goes to stderr, stdout holds one object at the end (the hops and the client's figures)
+  const say = (m: string) => (o.json ? process.stderr : process.stdout).write(`${m}\n`);
   const deps = { ferryArgv, log: (m: string) => say(`testbed: ${m}`) };
   await testbedDown('demo', deps).catch(() => {});
   const rates = Object.fromEntries(TOUR.map((t) => [t.host, t.rate]));
@@ -75,6 +79,7 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
   );
   const ctx = await ClusterContext.load(tb.clusterFile);
   let failed = false;
+  let result: { ok: boolean; hops: Record<string, unknown>[]; client?: ProbeSummary } | undefined;
   try {
     const home = TOUR[0]!.host;
     // the service carries some memory, so that link speed shows in the move
@@ -103,7 +108,7 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
     let here = home;
     for (const to of route) {
       say(`--- ${here} (${rateOf(here)}) -> ${to} (${rateOf(to)})`);
-      const renderer = new MigrationRenderer(process.stdout);
+      const renderer = new MigrationRenderer(o.json ? process.stderr : process.stdout);
       const start = performance.timeOrigin + performance.now();
       const report = o.dashboard
         ? await hopViaController(ctx, 'tour', here, to)
@@ -129,6 +134,7 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
     }
     const intact = !!res && res.resets === 0 && res.errors === 0;
     const rows = [['hop', 'link', 'strategy', 'moved', 'freeze ms', 'client gap ms', 'connection']];
+    const summary: Record<string, unknown>[] = [];
     for (const h of hops) {
       const r = h.report;
       // a hop's gap is the one it overlaps: it starts with the freeze and may end after the hop returns (TCP backs off)
@@ -146,6 +152,17 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
         res ? gap.toFixed(0) : '?',
         r.ok ? (intact ? 'intact' : 'BROKEN') : 'FAILED',
       ]);
+      summary.push({
+        from: r.from,
+        to: r.to,
+        ok: r.ok,
+        strategy: r.strategy,
+        bytesSent: r.bytesSent,
+        freezeMs: r.freezeMs,
+        totalMs: r.totalMs,
+        ...(res ? { clientGapMs: Math.round(gap) } : {}),
+        ...(r.error ? { error: r.error } : {}),
+      });
     }
     say(`\n${table(rows)}`);
     if (res) {
@@ -155,6 +172,7 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
       );
     }
     if (!intact || !res?.serverValues?.continuous) failed = true;
+    result = { ok: !failed, hops: summary, ...(res ? { client: res } : {}) };
     say(
       failed
         ? '\nthe tour did NOT complete cleanly'
@@ -169,5 +187,6 @@ export async function demoCommand(ferryArgv: string[], o: { dashboard?: boolean 
       say('testbed removed');
     }
   }
+  if (o.json) process.stdout.write(`${JSON.stringify(result ?? { ok: false, hops: [] })}\n`);
   if (failed) process.exitCode = 1;
 }

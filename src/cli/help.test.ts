@@ -22,8 +22,14 @@ import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
 import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import type { dashboardCommand } from './dashboard-command.ts';
-import type { demoCommand } from './demo.ts';
-import { type BenchOptions, buildProgram, type DaemonOptions, positiveInt } from './main.ts';
+import type { InstallOptions } from './install.ts';
+import {
+  type BenchOptions,
+  buildProgram,
+  type DaemonOptions,
+  type DemoOptions,
+  positiveInt,
+} from './main.ts';
 import type { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 const run = promisify(execFile);
@@ -60,6 +66,7 @@ const READS: Record<string, readonly string[]> = {
     'maxDowntime',
     'threshold',
     'maxRounds',
+    'events',
   ),
   check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
@@ -91,7 +98,9 @@ const READS: Record<string, readonly string[]> = {
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
-  demo: keysOf<NonNullable<Parameters<typeof demoCommand>[1]>>()('dashboard'),
+  completion: [],
+  install: keysOf<InstallOptions>()('agent', 'controller', 'root', 'json'),
+  demo: keysOf<DemoOptions>()('dashboard', 'json'),
 };
 
 // Every default a help text states, keyed `command --flag`, with the value the code uses (read from where it
@@ -315,7 +324,7 @@ describe('positiveInt', () => {
         timeout: 30_000,
       },
     ).catch((e: { code: number; stderr: string }) => e);
-    assert.equal((r as { code: number }).code, 1);
+    assert.equal((r as { code: number }).code, 2);
     assert.match(r.stderr, /FERRY_E_INPUT_ARGS: --max-downtime takes a whole number of 1 or more, not 0/);
   });
 });

@@ -13,8 +13,12 @@ import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
 import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
+import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
+import type { InstallOptions } from './install.ts';
 import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
+import { commandPath, usageError } from './usage.ts';
 
 /**
  * How to start this CLI again (agents are started by the testbed with the same node and flags). The single
@@ -34,7 +38,7 @@ export function fail(err: unknown, json: boolean): never {
     // one line, as the CLI contract says; the hint rides along
     process.stderr.write(`ferry: ${fe.code}: ${fe.message}${fe.hint ? ` (hint: ${fe.hint})` : ''}\n`);
   }
-  process.exit(1);
+  process.exit(exitStatusOfError(fe));
 }
 
 function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
@@ -53,6 +57,12 @@ function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args:
 /** Options of `ferry agent` and `ferry controller`. */
 export interface DaemonOptions {
   config: string;
+}
+
+/** Options of `ferry demo`. */
+export interface DemoOptions {
+  dashboard?: boolean;
+  json?: boolean;
 }
 
 /** Options of `ferry bench`. */
@@ -78,7 +88,9 @@ export function buildProgram(): Command {
       '-V, --version',
       'print the version, the commit it was built from and how it runs',
     )
-    .showHelpAfterError()
+    .addHelpText('after', `\n${EXIT_STATUS_HELP}`)
+    // a usage error is one line (main() prints it), never the whole help
+    .configureOutput({ outputError: () => {}, writeErr: () => {} })
     .exitOverride();
 
   const tb = program.command('testbed').description('simulated hosts on this machine');
@@ -217,6 +229,12 @@ export function buildProgram(): Command {
       (v) => positiveInt(v, '--streams'),
     )
     .option('--json', 'print the report as JSON')
+    .option(
+      '--events',
+      'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
+        '{"type": "result", "report": ...}',
+    )
+    .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 
   program
@@ -504,6 +522,37 @@ export function buildProgram(): Command {
     );
 
   program
+    .command('install')
+    .description(
+      "install the systemd unit of a host's agent and/or the controller (checked with systemd-analyze verify), and " +
+        'the directories /etc/ferry/pki and /var/lib/ferry; the config files are yours to write (docs/configuration.md)',
+    )
+    .option('--agent', 'the agent: ferry-agent.service, starting ferry agent --config /etc/ferry/agent.json')
+    .option(
+      '--controller',
+      'the controller: ferry-controller.service, starting ferry controller --config /etc/ferry/controller.json',
+    )
+    .option(
+      '--root <dir>',
+      'install under this directory instead of / (a package build); systemd is not reloaded',
+    )
+    .option('--json', 'print JSON')
+    .action(wrap(async (o: InstallOptions) => (await import('./install.ts')).installCommand(o)));
+
+  program
+    .command('completion')
+    .description(
+      'print a shell completion script: bash (save as /usr/share/bash-completion/completions/ferry), zsh (as _ferry ' +
+        'in $fpath), fish (as ~/.config/fish/completions/ferry.fish)',
+    )
+    .argument('<shell>', SHELLS.join(' | '))
+    .action(
+      wrap(async (shell: string) => {
+        process.stdout.write(completionScript(program, shell));
+      }),
+    );
+
+  program
     .command('demo')
     .description(
       'the around-the-world tour: four simulated hosts on links of 1 Gbit/s down to 100 Mbit/s, a TCP service ' +
@@ -513,7 +562,11 @@ export function buildProgram(): Command {
       '--dashboard',
       'also run a controller, print its dashboard URL, move through the controller so the browser shows each hop, and leave the testbed up',
     )
-    .action(wrap(async (o: { dashboard?: boolean }) => demoCommand(ferryArgv(), o)));
+    .option(
+      '--json',
+      'narrate on stderr; print {ok, hops:[{from, to, ok, strategy, bytesSent, freezeMs, totalMs, clientGapMs}], client} on stdout',
+    )
+    .action(wrap(async (o: DemoOptions) => demoCommand(ferryArgv(), o)));
 
   return program;
 }
@@ -535,8 +588,7 @@ export async function main(argv = process.argv): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0) process.exit(0);
-      process.stderr.write(`ferry: FERRY_E_INPUT_ARGS: ${err.message.replace(/^error: /, '')}\n`);
-      process.exit(2);
+      fail(usageError(err, commandPath(program, argv.slice(2))), argv.includes('--json'));
     }
     fail(err, argv.includes('--json'));
   }

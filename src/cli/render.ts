@@ -1,4 +1,5 @@
-// Terminal output: progress bars and phase lines for a TTY, plain lines otherwise, nothing in --json mode.
+// Terminal output: progress bars and phase lines for a TTY, plain lines otherwise (progress at most every second),
+// nothing in --json mode (--json --events streams the events themselves).
 import type { MigrationEvent, MigrationReport } from '../api/types.ts';
 import { table } from '../core/table.ts';
 
@@ -13,6 +14,9 @@ export function formatBytes(n: number): string {
   return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
+/** How often a plain progress line is written when the output is not a terminal. */
+const PLAIN_PROGRESS_MS = 1000;
+
 export class MigrationRenderer {
   private readonly out: NodeJS.WriteStream;
   private readonly tty: boolean;
@@ -21,6 +25,8 @@ export class MigrationRenderer {
   private lastBytes = 0;
   private lastT = performance.now();
   private rate = 0;
+  /** When the last plain progress line was written (no TTY). */
+  private lastLine = Number.NEGATIVE_INFINITY;
 
   constructor(out: NodeJS.WriteStream = process.stderr) {
     this.out = out;
@@ -49,7 +55,16 @@ export class MigrationRenderer {
       }
       this.lastBytes = e.bytes;
       this.lastT = now;
-      if (!this.tty) return;
+      if (!this.tty) {
+        // a log or a pipe: a plain line at most every second, and the last one
+        const done = e.total !== undefined && e.bytes >= e.total;
+        if (now - this.lastLine < PLAIN_PROGRESS_MS && !done) return;
+        this.lastLine = now;
+        this.out.write(
+          `${t}s       ${e.phase.padEnd(10)} ${formatBytes(e.bytes)}${e.total ? ` / ${formatBytes(e.total)}` : ''}  ${formatBytes(this.rate)}/s\n`,
+        );
+        return;
+      }
       const frac = e.total ? Math.min(1, e.bytes / e.total) : 0;
       const width = 30;
       const fill = Math.round(frac * width);

@@ -138,6 +138,20 @@ export class Controller extends EventEmitter {
   async heartbeat(b: HeartbeatBody): Promise<HeartbeatReply> {
     checkName(b.host, 'host');
     const prev = await this.store.getHost(b.host);
+    // a second agent under a name that reports from elsewhere (a copied config or certificate) would take over the
+    // first one's containers in the controller's picture: the first keeps the name while its heartbeats arrive
+    if (
+      prev?.up &&
+      (prev.address !== b.address || prev.port !== b.port) &&
+      this.now() - prev.lastSeen < this.cfg.heartbeatTimeoutMs
+    )
+      throw new FerryError(
+        'FERRY_E_HOST_DUPLICATE',
+        `host ${b.host} already reports from ${prev.address}:${prev.port}; the agent at ${b.address}:${b.port} is refused`,
+        {
+          hint: "each host needs its own name (the agent config's host) and certificate (ferry ca issue --host NAME)",
+        },
+      );
     const rec: HostRecord = {
       name: b.host,
       address: b.address,

@@ -32,6 +32,7 @@ export const ERRORS = {
   FERRY_E_HOST_UNREACHABLE: { status: 502, text: 'host unreachable' },
   FERRY_E_PEER_TIMEOUT: { status: 504, text: 'peer stopped answering' },
   FERRY_E_HOST_SAME: { status: 400, text: 'source and destination are the same host' },
+  FERRY_E_HOST_DUPLICATE: { status: 409, text: 'another agent already reports under this host name' },
   FERRY_E_AUTH: { status: 401, text: 'not authenticated' },
   FERRY_E_AUTH_ROLE: { status: 403, text: 'certificate role not allowed here' },
   FERRY_E_AUTH_PEER: { status: 403, text: 'not a known peer' },

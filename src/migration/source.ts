@@ -51,6 +51,8 @@ export interface SourceDeps {
   guard?: { check(name: string): void };
   /** Between two questions to a destination whose commit answer was lost (default 1 s; tests shorten it). */
   statusRetryMs?: number;
+  /** Each migration's report once it is final (the agent's metrics count them). */
+  onReport?: (report: MigrationReport) => void;
   now?: () => number;
 }
 
@@ -66,6 +68,7 @@ export class MigrationSource {
   private readonly faults: Faults;
   private readonly guard: { check(name: string): void } | undefined;
   private readonly statusRetryMs: number;
+  private readonly onReport: ((report: MigrationReport) => void) | undefined;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
 
@@ -81,6 +84,7 @@ export class MigrationSource {
     this.faults = deps.faults ?? Faults.none();
     this.guard = deps.guard;
     this.statusRetryMs = deps.statusRetryMs ?? COMMIT_STATUS_RETRY_MS;
+    this.onReport = deps.onReport;
   }
 
   async migrate(
@@ -153,6 +157,7 @@ export class MigrationSource {
     }
     report.totalMs = Math.round(this.now() - started);
     this.log.info({ report }, report.ok ? 'migration done' : 'migration failed');
+    this.onReport?.(report);
     return report;
   }
 

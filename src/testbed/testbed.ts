@@ -4,7 +4,9 @@
 
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseAgentConfig } from '../agent/config.ts';
 import { AgentClient } from '../api/client.ts';
+import { parseControllerConfig } from '../cluster/config.ts';
 import {
   type ClusterFile,
   clearCurrentCluster,
@@ -185,23 +187,21 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       const cdir = join(dir, 'controller');
       await mkdir(cdir, { recursive: true, mode: 0o700 });
       const c = opts.controller;
-      await writeFile(
+      await writeConfig(
         join(cdir, 'controller.json'),
-        JSON.stringify(
-          {
-            name: 'controller',
-            listen: { address: tb.bridgeAddress, port: CONTROLLER_PORT },
-            tls: certs,
-            store: { kind: 'sqlite', path: join(cdir, 'state.db') },
-            heartbeatTimeoutMs: c.heartbeatTimeoutMs ?? 120_000,
-            rebalanceIntervalMs: c.rebalanceIntervalMs ?? 60_000,
-            ...(c.targetPercent ? { targetPercent: c.targetPercent } : {}),
-            ...(c.cooldownMs !== undefined ? { cooldownMs: c.cooldownMs } : {}),
-            dashboard: { port: DASHBOARD_PORT },
-          },
-          null,
-          2,
-        ),
+        {
+          name: 'controller',
+          // the root namespace is shared by every testbed: its own address, not 0.0.0.0
+          listen: { address: tb.bridgeAddress, port: CONTROLLER_PORT },
+          tls: certs,
+          store: { kind: 'sqlite', path: join(cdir, 'state.db') },
+          heartbeatTimeoutMs: c.heartbeatTimeoutMs ?? 120_000,
+          rebalanceIntervalMs: c.rebalanceIntervalMs ?? 60_000,
+          ...(c.targetPercent ? { targetPercent: c.targetPercent } : {}),
+          ...(c.cooldownMs !== undefined ? { cooldownMs: c.cooldownMs } : {}),
+          dashboard: { port: DASHBOARD_PORT },
+        },
+        parseControllerConfig,
       );
       await startController(tb, deps);
     }
@@ -219,37 +219,37 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       await mkdir(join(hd, 'images'), { recursive: true, mode: 0o700 });
       await mountTmpfs(runner, join(hd, 'images'));
       const certs = hostCerts.get(h.name)!;
-      await writeFile(
+      await writeConfig(
         join(hd, 'agent.json'),
-        JSON.stringify(
-          {
-            host: h.name,
-            listen: { address: h.address, port: AGENT_PORT },
-            stateDir: hd,
-            imagesDir: join(hd, 'images'),
-            cgroupParent: h.cgroupParent,
-            network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
-            // the other hosts: the only agents it takes migrations from and sends them to
-            peers: cluster.hosts.filter((x) => x.name !== h.name),
-            reservedAddresses: [tb.bridgeAddress, tb.client.address, ...tb.hosts.map((p) => p.address)],
-            ...(controller ? { controller } : {}),
-            ...(opts.bundlePolicy ? { bundlePolicy: opts.bundlePolicy } : {}),
-            ...(opts.controller
-              ? {
-                  heartbeat: {
-                    intervalMs: opts.controller.heartbeatMs ?? 3000,
-                    fullEvery: 10,
-                    cpuDeltaPercent: 5,
-                    memoryDeltaBytes: 16 << 20,
-                  },
-                  capacity: opts.controller.capacity ?? { cores: 1, memoryBytes: 4 * 2 ** 30 },
-                }
-              : {}),
-            tls: certs,
-          },
-          null,
-          2,
-        ),
+        {
+          host: h.name,
+          // as an operator's agent: on every address of its (network namespace's) host, telling its peers the one
+          // they reach it at
+          listen: { address: '0.0.0.0', port: AGENT_PORT },
+          advertise: h.address,
+          stateDir: hd,
+          imagesDir: join(hd, 'images'),
+          cgroupParent: h.cgroupParent,
+          network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-c`, prefixLen: 24 },
+          // the other hosts: the only agents it takes migrations from and sends them to
+          peers: cluster.hosts.filter((x) => x.name !== h.name),
+          reservedAddresses: [tb.bridgeAddress, tb.client.address, ...tb.hosts.map((p) => p.address)],
+          ...(controller ? { controller } : {}),
+          ...(opts.bundlePolicy ? { bundlePolicy: opts.bundlePolicy } : {}),
+          ...(opts.controller
+            ? {
+                heartbeat: {
+                  intervalMs: opts.controller.heartbeatMs ?? 3000,
+                  fullEvery: 10,
+                  cpuDeltaPercent: 5,
+                  memoryDeltaBytes: 16 << 20,
+                },
+                capacity: opts.controller.capacity ?? { cores: 1, memoryBytes: 4 * 2 ** 30 },
+              }
+            : {}),
+          tls: certs,
+        },
+        (raw, source) => parseAgentConfig(raw, {}, source),
       );
     }
     await Promise.all(tb.hosts.map((h) => startAgent(tb, h, deps, opts.agentEnv?.[h.name])));
@@ -276,6 +276,19 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
 const CONTROLLER_PORT = 7480;
 /** The controller's dashboard (`ferry dashboard` prints its login URL). */
 const DASHBOARD_PORT = 7481;
+
+/**
+ * Writes a daemon's config file after checking it against the daemon's own schema, so that the testbed never
+ * runs its agents and controller on a file an operator's daemon would refuse.
+ */
+async function writeConfig(
+  file: string,
+  config: object,
+  check: (raw: unknown, source: string) => unknown,
+): Promise<void> {
+  check(config, file);
+  await writeFile(file, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+}
 
 /** Starts (or restarts) the testbed's controller and waits until it answers. */
 export async function startController(

@@ -161,7 +161,9 @@ test('controller: a silent host is marked down and excluded; it comes back by he
     [['drain', '../a'], 'FERRY_E_INPUT_NAME'],
   ] as const) {
     const r = await bed.cli([...args]);
-    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+    // exit status 2: the command line was refused as such; 1: any other refusal
+    const usage = code === 'FERRY_E_INPUT_ARGS' || code === 'FERRY_E_INPUT_NAME';
+    assert.equal(r.code, usage ? 2 : 1, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, new RegExp(`^ferry: ${code}: `, 'm'));
   }
   await assert.rejects(

@@ -10,7 +10,7 @@ import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { containers, counterCommand, FERRY_ARGV, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
-test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
+test('bad input: clear errors, exit status 1 (2 for a bad name), nothing changed', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
@@ -28,8 +28,10 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
     );
   };
   const expectError = async (args: string[], code: string, re?: RegExp) => {
+    // exit status 2: the command line itself was refused (a bad name); 1: any other refusal
+    const status = code === 'FERRY_E_INPUT_NAME' ? 2 : 1;
     const r = await bed.cli(args);
-    assert.equal(r.code, 1, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.equal(r.code, status, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
     const errLines = r.stderr.split('\n').filter((l) => l.startsWith('ferry: '));
     assert.equal(errLines.length, 1, `one error line expected:\n${r.stderr}`);
     const line = errLines[0]!;
@@ -39,7 +41,7 @@ test('bad input: clear errors, exit status 1, nothing changed', async (t) => {
     const j = await bed.cli(
       dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)],
     );
-    assert.equal(j.code, 1);
+    assert.equal(j.code, status);
     assert.equal(JSON.parse(j.stdout).error.code, code);
     await unchanged();
   };

@@ -186,6 +186,15 @@ async function serverWithClient(bed: Bed, marker: string) {
   return probe;
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const hostOf = (bed: Bed, name: string) => bed.state.hosts.find((h) => h.name === name)!;
 
 /** Processes carrying `marker` in the containers of one simulated host (by their cgroup). */
@@ -213,14 +222,32 @@ for (const point of ['checkpoint', 'transfer', 'restore'] as const) {
     t.after(() => bed.down());
     const marker = `rbk-${point}-${bed.name}`;
     const probe = await serverWithClient(bed, marker);
-    const m = await bed.cli(['migrate', 'web', '--to', 'b', '--strategy', 'cold', '--json'], {
-      timeoutMs: 60_000,
+    // ferry migrate reattaches when its link to the source agent drops, so the agent must come back while the
+    // CLI waits: a supervisor restarts it (without the fault), and it settles what its previous run left by asking b
+    const migrating = bed.cli(['migrate', 'web', '--to', 'b', '--strategy', 'cold', '--json'], {
+      timeoutMs: 120_000,
     });
-    assert.notEqual(m.code, 0, 'the source agent died mid-migration');
-    // frozen on a; b holds at most an uncommitted copy behind its lock
-    assert.ok(runningInstancesOf(marker) <= 1, 'never two running');
-    // the restarted agent (without the fault) settles what its previous run left, by asking b
-    await restartAgent(bed, 'a');
+    let done = false;
+    let restarted = false;
+    const pidFile = join(hostDir(bed, 'a'), 'agent.pid');
+    const firstPid = Number(readFileSync(pidFile, 'utf8').trim());
+    const supervisor = (async () => {
+      while (!done) {
+        if (!alive(firstPid)) {
+          // frozen on a; b holds at most an uncommitted copy behind its lock
+          assert.ok(runningInstancesOf(marker) <= 1, 'never two running');
+          await restartAgent(bed, 'a');
+          restarted = true;
+          return;
+        }
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
+    const m = await migrating;
+    done = true;
+    await supervisor;
+    assert.ok(restarted, 'the source agent died mid-migration');
+    assert.notEqual(m.code, 0, `the migration was rolled back: ${m.stdout}`);
     await waitFor(
       'web running on a again',
       async () => {

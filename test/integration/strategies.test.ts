@@ -1,6 +1,7 @@
 // Live strategies with real CRIU: post-copy (lazy pages over userfaultfd), auto under a downtime budget, and
 // their failure modes. A 256 MiB container rewrites and verifies its own memory while a client holds a connection.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
@@ -14,6 +15,7 @@ import {
   type Bed,
   containers,
   FERRY_ARGV,
+  MAIN,
   readInContainer,
   skipUnlessReady,
   startBed,
@@ -266,24 +268,52 @@ test("post-copy: losing the destination's page fault handler after restore is de
   const bed = await startBed(['a', 'b'], { rate: '100mbit' });
   t.after(() => bed.down());
   await startWriter(bed, 'mem', 128);
-  const pending = migrate(bed, 'mem', 'b', 'postcopy');
-  // kill the destination's lazy-pages daemon once it is pulling pages
-  let settled: string | undefined;
-  void pending.then((r) => {
-    settled = JSON.stringify(r.report);
+  // the CLI's own event stream (--json --events) says when the commit is done: only then is the container lost
+  // with the pages (before it, the migration rolls back)
+  const child = spawn(
+    process.execPath,
+    ['--no-warnings', MAIN, 'migrate', 'mem', '--to', 'b', '--strategy', 'postcopy', '--json', '--events'],
+    { env: bed.env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let committed = false;
+  child.stdout.on('data', (d: Buffer) => {
+    out += d;
+    committed ||= out
+      .split('\n')
+      .filter(Boolean)
+      .some((l) => {
+        const e = JSON.parse(l) as { type: string; phase?: string; state?: string };
+        return e.type === 'phase' && e.phase === 'confirm' && e.state === 'end';
+      });
   });
+  let exited: number | null | undefined;
+  const done = new Promise<number | null>((resolve) =>
+    child.on('close', (c) => {
+      exited = c;
+      resolve(c);
+    }),
+  );
+  // kill the destination's lazy-pages daemon once the commit is done and it is pulling pages
   const victim = await waitFor(
-    'lazy-pages running on b',
+    'committed, lazy-pages running on b',
     () => {
-      if (settled) throw new Error(`the migration ended first: ${settled}`);
+      if (exited !== undefined) throw new Error(`the migration ended first: ${out}`);
+      if (!committed) return undefined;
       return criuProcesses(bed).find((p) => p.includes('lazy-pages') && p.includes('/hosts/b/'));
     },
-    30_000,
+    60_000,
   );
-  await new Promise((r) => setTimeout(r, 500));
   process.kill(Number(victim.split(' ')[0]), 'SIGKILL');
-  const { code, report } = await pending;
-  assert.equal(code, 1);
+  const code = await done;
+  const last = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as {
+    type?: string;
+    report?: MigrationReport;
+  };
+  assert.equal(last.type, 'result', out);
+  const report = last.report!;
+  // exit status 3: the container is lost (not 1, which says it runs on the source)
+  assert.equal(code, 3, JSON.stringify(report.error));
   assert.equal(report.error?.code, 'FERRY_E_POSTCOPY_FAILED', JSON.stringify(report.error));
   assert.equal(report.error?.phase, 'pages');
   assert.match(report.error?.message ?? '', /must be considered lost/);

@@ -9,14 +9,15 @@ export interface EtcdLeaderElectionOptions extends EtcdClientOptions {
   prefix: string;
   /** Lease TTL: how long a crashed leader blocks the others at most; default 10 s. */
   ttlSeconds?: number;
-  /** How often a follower looks whether the leader key is free; default 500 ms. */
+  /** How long a follower waits before it tries again after an error (etcd unreachable); default 500 ms. */
   retryMs?: number;
 }
 
 /**
  * Leader election on `<prefix>leader`: the candidate that creates the key (txn "create if absent", attached to
- * its lease) leads while it keeps the lease alive (every TTL/3). Followers retry every retryMs until the key is
- * gone (resign, lease revoked or expired). `onLost` fires when the leader cannot keep its lease (or the key is no
+ * its lease) leads while it keeps the lease alive (every TTL/3). Followers watch the key (etcd's watch stream,
+ * from the revision they saw) and try again the moment it is deleted (resign, lease revoked or expired); a
+ * broken watch or an unreachable etcd falls back to trying every retryMs. `onLost` fires when the leader cannot keep its lease (or the key is no
  * longer its own); it then no longer leads and must call campaign() again to rejoin.
  */
 export class EtcdLeaderElection implements LeaderElection {
@@ -33,6 +34,8 @@ export class EtcdLeaderElection implements LeaderElection {
   private gen = 0;
   private running: Promise<void> | undefined;
   private readonly lostCbs: (() => void)[] = [];
+  /** Ends a follower's watch when it resigns. */
+  private watching: AbortController | undefined;
   /** The last error met while campaigning or renewing (for diagnostics). */
   lastError: unknown;
 
@@ -78,6 +81,7 @@ export class EtcdLeaderElection implements LeaderElection {
    */
   async resign(): Promise<void> {
     this.gen++;
+    this.watching?.abort();
     this.running = undefined;
     this.stopTimer();
     const lease = this.lease;
@@ -103,22 +107,37 @@ export class EtcdLeaderElection implements LeaderElection {
 
   private async loop(id: string, gen: number): Promise<void> {
     for (;;) {
+      let heldAt: bigint | undefined;
       try {
-        if (await this.attempt(id, gen)) return;
+        const r = await this.attempt(id, gen);
+        if (r === true) return;
+        if (typeof r === 'bigint') heldAt = r;
       } catch (err) {
         this.lastError = err; // etcd unreachable or busy: keep trying
       }
-      await new Promise((r) => setTimeout(r, this.retryMs));
+      if (this.cancelled(gen)) return new Promise<void>(() => {}); // resigned: never settles
+      let watched = false;
+      if (heldAt !== undefined) {
+        // another leads: wait on etcd's watch until its key goes (at most a few lease lifetimes, then ask again)
+        this.watching = new AbortController();
+        try {
+          await this.client.waitDeleted(this.key, heldAt, this.ttlSeconds * 3000, this.watching.signal);
+          watched = true;
+        } catch (err) {
+          this.lastError = err; // no watch: fall back to asking every retryMs
+        }
+      }
+      if (!watched) await new Promise((r) => setTimeout(r, this.retryMs));
       if (this.cancelled(gen)) return new Promise<void>(() => {}); // resigned: never settles
     }
   }
 
-  /** One try: true when this id now leads. */
-  private async attempt(id: string, gen: number): Promise<boolean> {
+  /** One try: true when this id now leads; the key's revision when another holds it; false otherwise. */
+  private async attempt(id: string, gen: number): Promise<boolean | bigint> {
     const cur = await this.client.get(this.key);
     if (cur) {
       // our own key from before (a restart with the same id, whose lease still runs): adopt it
-      if (cur.value.toString() !== id || cur.lease === '0') return false;
+      if (cur.value.toString() !== id || cur.lease === '0') return cur.modRevision;
       const sent = performance.now();
       const ttl = await this.client.keepalive(cur.lease);
       if (ttl <= 0) return false;

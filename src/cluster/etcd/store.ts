@@ -216,6 +216,7 @@ export class EtcdStore implements ClusterStore {
   /** Leaves host leases running (another controller, or this one restarted, keeps them alive). */
   async close(): Promise<void> {
     this.closed = true;
+    await this.client.close();
   }
 }
 
