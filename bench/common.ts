@@ -1,5 +1,6 @@
 // Shared benchmark plumbing: a testbed, probe clients, medians and ratios. Benchmarks print; they never assert.
 import { type BackgroundProbe, startProbeProcess } from '../src/probe/launch.ts';
+import { ProcessRunner } from '../src/runtime/exec.ts';
 
 export { waitForServer as waitForPort } from '../src/probe/launch.ts';
 
@@ -20,9 +21,30 @@ export function probe(
   clusterFile: string,
   kind: string,
   target: string,
+  replyTimeoutMs = 60_000,
 ): BackgroundProbe {
   // a long cold freeze is a long gap, not a lost reply: wait a minute before calling a request lost
-  return startProbeProcess(ferryArgv, clusterFile, kind, target, { intervalMs: 2, replyTimeoutMs: 60_000 });
+  return startProbeProcess(ferryArgv, clusterFile, kind, target, { intervalMs: 2, replyTimeoutMs });
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits until the probe's connection to `target` is established in the client namespace: on a loaded machine a
+ * probe process may take seconds to start, and a migration before it connects measures nothing.
+ */
+export async function probeConnected(clientNetns: string, target: string, timeoutMs = 60_000): Promise<void> {
+  const runner = new ProcessRunner();
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    const r = await runner.run(
+      ['ip', 'netns', 'exec', clientNetns, 'ss', '-tnH', 'state', 'established', 'dst', target],
+      {
+        allowFail: true,
+      },
+    );
+    if (r.stdout.trim()) return;
+    await sleep(100);
+  }
+  throw new Error(`the probe did not connect to ${target} within ${timeoutMs} ms`);
+}

@@ -166,6 +166,83 @@ export async function handMigrate(
   c.host = to;
 }
 
+/**
+ * The best recipe by hand, the floor of a switchover: everything the destination needs is staged before the
+ * freeze (namespace with the same IP and MAC, link down and locked; bundle; neighbours), the container is paused,
+ * CRIU writes its images straight into the destination's directory (one machine: no copy), the source is cut
+ * off, the destination attached, restored, unlocked. The freeze runs from the pause to the unlock.
+ */
+export async function handSwitchover(
+  runner: Runner,
+  tb: TestbedState,
+  c: HandContainer,
+  to: string,
+): Promise<{ freezeMs: number }> {
+  const net = new IpNet(runner);
+  const fw = new Firewall(runner);
+  const from = c.host;
+  const srcDir = work(tb, from, c.name);
+  const dstDir = work(tb, to, c.name);
+  const images = join(dstDir, 'images');
+  await mkdir(images, { recursive: true });
+  const { ns: dstNs, veth: dstVeth } = await wire(runner, tb, to, c.name, c.ip, false);
+  await cp(join(srcDir, 'bundle'), join(dstDir, 'bundle'), { recursive: true });
+  const cfg = placeConfig(await readConfig(join(dstDir, 'bundle')), {
+    cgroupsPath: `/${tb.prefix}-${to}/h-${c.name}`,
+    net: { netnsPath: `/run/netns/${dstNs}` },
+  });
+  await writeConfig(join(dstDir, 'bundle'), cfg);
+  const srcNs = ctrNs(tb, from, c.name);
+  for (const n of await net.neighbours('eth0', srcNs)) await net.setNeighbour('eth0', n, dstNs);
+  await fw.lockNetns(dstNs);
+  const srcRunc = runcFor(runner, tb, from);
+  const dstRunc = runcFor(runner, tb, to);
+  const t0 = performance.now();
+  await runner.run(inHost(tb, from, ['runc', '--root', srcRunc.root, 'pause', c.name]));
+  await runner.run(
+    inHost(tb, from, [
+      'runc',
+      '--root',
+      srcRunc.root,
+      'checkpoint',
+      '--tcp-established',
+      '--image-path',
+      images,
+      '--work-path',
+      images,
+      c.name,
+    ]),
+  );
+  await net.down(`hv${c.name}`.slice(0, 15), hostNs(tb, from));
+  await net.up(dstVeth, hostNs(tb, to));
+  announce(runner, dstNs, 'eth0', c.ip);
+  await runner.run(
+    inHost(tb, to, [
+      'runc',
+      '--root',
+      dstRunc.root,
+      'restore',
+      '-d',
+      '--tcp-established',
+      '--bundle',
+      join(dstDir, 'bundle'),
+      '--image-path',
+      images,
+      '--work-path',
+      images,
+      c.name,
+    ]),
+    { stdio: 'null' },
+  );
+  await fw.unlockNetns(dstNs);
+  const freezeMs = performance.now() - t0;
+  announce(runner, dstNs, 'eth0', c.ip, [50, 150, 300, 500]);
+  await net.delNetns(srcNs);
+  await rm(srcDir, { recursive: true, force: true });
+  c.host = to;
+  return { freezeMs };
+}
+
 export async function handRemove(runner: Runner, tb: TestbedState, c: HandContainer): Promise<void> {
   const runc = runcFor(runner, tb, c.host);
   await runner.run(inHost(tb, c.host, ['runc', '--root', runc.root, 'delete', '-f', c.name]), {

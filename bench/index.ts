@@ -2,10 +2,11 @@
 import { networkBench } from './network-gap.ts';
 import { soakBench } from './soak.ts';
 import { strategyBench } from './strategies.ts';
+import { switchoverBench } from './switchover.ts';
 import { zdtmBench } from './zdtm.ts';
 
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
-export const IN_ALL = ['strategies', 'network', 'soak'];
+export const IN_ALL = ['strategies', 'network', 'switchover', 'soak'];
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
@@ -18,6 +19,10 @@ export const SUITES: Record<
     runs?: number;
     strategies?: string[];
     tests?: string[];
+    /** switchover: one run of the empty container only (a smoke test). */
+    quick?: boolean;
+    /** switchover: a 4 GiB container too. */
+    big?: boolean;
   }) => Promise<unknown>
 > = {
   strategies: (o) =>
@@ -35,6 +40,14 @@ export const SUITES: Record<
     networkBench({
       runs: o.runs ?? DEFAULT_RUNS,
       sizesMiB: [0, 256],
+      ferryArgv: o.ferryArgv,
+      ...(o.json ? { json: true } : {}),
+    }),
+  switchover: (o) =>
+    switchoverBench({
+      runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
+      sizesMiB: o.quick ? [0] : [0, 64, 1024, ...(o.big ? [4096] : [])],
+      strategies: o.quick ? ['cold'] : ['cold', 'auto'],
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),
     }),

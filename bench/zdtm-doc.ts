@@ -27,6 +27,8 @@ export interface Doc {
   dropUid: boolean;
   /** The date of the last run of every test. */
   fullRun: string;
+  /** The CRIU and kernel of that run (`CRIU 4.2.1, kernel 6.18.0`) when later rows ran on others. */
+  fullEnv?: string;
   rows: DocRow[];
   skipped: { test: string; why: string }[];
 }
@@ -46,10 +48,12 @@ export const NOTES: Record<string, string> = {
   file_locks01:
     "looks its locks up in /proc/locks by the inode numbers it saw before the dump; on the destination the rootfs is a copy, whose files have other inode numbers (CRIU restores the locks; the test's lookup cannot find them)",
   unlink_fstat03:
-    'compares the device and inode number of an open, unlinked file before and after; on the destination the file is a copy on another filesystem, with other numbers',
+    'compares the device and inode number of an open, unlinked file before and after; on the destination the file is a copy on another filesystem, with other numbers. Since the runs of 2026-12-06 the restore fails before that: CRIU does not find on the destination the link it made to the unlinked file at the dump (`link_remap.N`, --link-remap), and ferry rolls back (with the encoder of empty files left as it was, too)',
   'socket-tcpbuf':
     "refused: a loopback TCP connection with full buffers. CRIU restores it stalled: a restored socket starts with a 536-byte MSS, the full buffers take the small segments at several times the memory each, and both ends wait on each other's window for minutes. CRIU alone (dump and restore on one host, no ferry) does the same here",
   'socket-tcpbuf-local': 'refused, as socket-tcpbuf',
+  'socket-tcpbuf6': 'refused, as socket-tcpbuf (over IPv6)',
+  'socket-tcpbuf6-local': 'refused, as socket-tcpbuf (over IPv6)',
   'sk-unix-listen02':
     "zdtm expects CRIU's dump to fail (crfail: an in-flight unix connection with data queued). /proc does not show a listening socket's in-flight connections, so ferry cannot refuse it beforehand: the dump fails inside the freeze and ferry thaws the container (ROLLBACK)",
   'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
@@ -155,6 +159,7 @@ export function renderConformance(doc: Doc, strategies: string[]): string {
         : '.'),
     '',
     `CRIU ${doc.criu} (the zdtm tests from its Debian source), kernel ${doc.kernel}.`,
+    ...(doc.fullEnv ? [`The run of every test used ${doc.fullEnv}.`] : []),
     '',
     "Each test runs in a ferry container (`ferry run --bundle`, the host's /usr and /etc read-only) as zdtm's",
     "Makefile starts it, with zdtm's environment (TMPDIR; the unprivileged uid for tests without the `suid` flag",
@@ -241,11 +246,13 @@ export function parseConformance(md: string, strategies: string[]): Doc | undefi
       const [test, why] = cells(l);
       if (test) skipped.push({ test, why: why ?? '' });
     }
+  const fullEnv = /^The run of every test used (CRIU \S+, kernel \S+)\.$/m.exec(md)?.[1];
   return {
     criu: env[1]!,
     kernel: env[2]!,
     dropUid: md.includes('as zdtm.py gives it).'),
     fullRun: full,
+    ...(fullEnv ? { fullEnv } : {}),
     rows,
     skipped,
   };
@@ -258,9 +265,15 @@ export function mergeRun(
   meta: Pick<Doc, 'criu' | 'kernel' | 'dropUid'>,
 ): Doc {
   const redone = new Set([...fresh.rows, ...fresh.skipped].map((r) => r.test));
+  const fullEnv =
+    old.fullEnv ??
+    (old.criu !== meta.criu || old.kernel !== meta.kernel
+      ? `CRIU ${old.criu}, kernel ${old.kernel}`
+      : undefined);
   return {
     ...meta,
     fullRun: old.fullRun,
+    ...(fullEnv ? { fullEnv } : {}),
     rows: [...old.rows.filter((r) => !redone.has(r.test)), ...fresh.rows],
     skipped: [...old.skipped.filter((k) => !redone.has(k.test)), ...fresh.skipped],
   };

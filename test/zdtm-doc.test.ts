@@ -68,7 +68,7 @@ describe('conformance.md', () => {
     ];
     const merged = mergeRun(old, rowsOf(reports, S, '2026-12-06'), {
       criu: '4.2.1',
-      kernel: '6.18.0',
+      kernel: '6.18.1',
       dropUid: false,
     });
     const byTest = new Map(merged.rows.map((r) => [r.test, r]));
@@ -85,6 +85,9 @@ describe('conformance.md', () => {
       /\| sigtrap \| PASS \| REFUSED \| REFUSED \| REFUSED \| REFUSED \| .*SIGTRAP \| 2026-12-06 \|/,
     );
     assert.match(md, /## Notes[\s\S]*- \*\*sigtrap\*\*: crfail/);
+    // the rows of the full run keep saying what they ran on
+    assert.match(md, /kernel 6\.18\.1\.\nThe run of every test used CRIU 4\.2\.1, kernel 6\.18\.0\./);
+    assert.deepEqual(parseConformance(md, S), merged);
   });
 
   it('a reason keeps its pipes through a round trip', () => {

@@ -76,6 +76,14 @@ export class HttpDestinationPeer implements DestinationPeer {
     return this.client.incomingPages(id);
   }
 
+  hold(id: string): Promise<void> {
+    return this.client.holdIncoming(id);
+  }
+
+  announce(id: string): Promise<void> {
+    return this.client.announceIncoming(id);
+  }
+
   commit(id: string): Promise<void> {
     return this.client.commitIncoming(id);
   }

@@ -198,6 +198,8 @@ describe('who may call what', () => {
     ['PUT', '/v1/incoming/m1/images', PEER],
     ['PUT', '/v1/incoming/m1/range', PEER],
     ['PUT', '/v1/incoming/m1/blocks', PEER],
+    ['POST', '/v1/incoming/m1/hold', PEER],
+    ['POST', '/v1/incoming/m1/announce', PEER],
     ['POST', '/v1/incoming/m1/restore', PEER],
     ['GET', '/v1/incoming/m1/pages', PEER],
     ['POST', '/v1/incoming/m1/commit', PEER],

@@ -432,6 +432,23 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     stallGuard(req.raw);
     return incoming.receiveBlocks(req.params.id, req.raw);
   });
+  // a held switchover (decision 11): the hold before the source freezes, the announcement once it is locked
+  app.post(
+    '/v1/incoming/:id/hold',
+    { config: ITS_SOURCE, schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.hold(req.params.id);
+      reply.code(204);
+    },
+  );
+  app.post(
+    '/v1/incoming/:id/announce',
+    { config: ITS_SOURCE, schema: { params: IdParams } },
+    async (req, reply) => {
+      await incoming.announce(req.params.id);
+      reply.code(204);
+    },
+  );
   app.post(
     '/v1/incoming/:id/restore',
     { config: ITS_SOURCE, schema: { params: IdParams, body: RestoreBody } },

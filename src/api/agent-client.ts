@@ -329,6 +329,16 @@ export class AgentClient extends HttpsClient {
     return this.request('GET', `/v1/incoming/${seg(id)}/pages`, { timeoutMs: 3_600_000 });
   }
 
+  /** Held switchover: the destination primes a hold for the container's packets (before the freeze). */
+  async holdIncoming(id: string): Promise<void> {
+    await this.request('POST', `/v1/incoming/${seg(id)}/hold`, { timeoutMs: 10_000 });
+  }
+
+  /** Held switchover: the destination announces the address (the source is locked). */
+  async announceIncoming(id: string): Promise<void> {
+    await this.request('POST', `/v1/incoming/${seg(id)}/announce`, { timeoutMs: 10_000 });
+  }
+
   async commitIncoming(id: string): Promise<void> {
     await this.request('POST', `/v1/incoming/${seg(id)}/commit`);
   }

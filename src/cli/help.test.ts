@@ -94,7 +94,7 @@ const READS: Record<string, readonly string[]> = {
   drain: keysOf<Parameters<typeof drainCommand>[1]>()('cluster', 'json'),
   dashboard: keysOf<Parameters<typeof dashboardCommand>[0]>()('cluster', 'json', 'open'),
   controller: keysOf<DaemonOptions>()('config'),
-  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests'),
+  bench: keysOf<BenchOptions>()('runs', 'json', 'strategies', 'tests', 'quick', 'big'),
   'ca init': keysOf<CaInitOptions>()('json'),
   'ca issue': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),
   'ca rotate': keysOf<IssueCommandOptions>()('host', 'controller', 'user', 'address', 'dns', 'days', 'json'),

@@ -72,6 +72,8 @@ export interface BenchOptions {
   /** zdtm only: comma-separated. */
   strategies?: string;
   tests?: string;
+  quick?: boolean;
+  big?: boolean;
 }
 
 /** Builds the whole command tree; parses nothing and starts nothing (the help test walks it). */
@@ -483,12 +485,13 @@ export function buildProgram(): Command {
   program
     .command('bench')
     .description(
-      'run a benchmark suite: strategies and network print medians and ratios of ferry and the hand-driven ' +
-        "migration, measured interleaved; zdtm runs CRIU's zdtm static tests through a migration per strategy; " +
-        'soak migrates Redis under a client 200 times and checks that nothing the agents hold grows ' +
-        '(docs/reliability.md) (all: strategies, network and soak)',
+      'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
+        "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
+        "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
+        'and checks that nothing the agents hold grows (docs/reliability.md) (all: strategies, network, switchover ' +
+        'and soak)',
     )
-    .argument('<suite>', 'strategies | network | zdtm | soak | all')
+    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -497,6 +500,8 @@ export function buildProgram(): Command {
       'zdtm: comma-separated tests, e.g. env00,maps00; a run of all of them rewrites docs/conformance.md, a run ' +
         'of some with every strategy replaces their rows in it (default: every test zdtm itself would run here)',
     )
+    .option('--quick', 'switchover: one run of an empty container, ferry cold and the recipe (a smoke test)')
+    .option('--big', 'switchover: a 4 GiB container too')
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
         const { SUITES, IN_ALL } = await import('../../bench/index.ts');
@@ -515,6 +520,8 @@ export function buildProgram(): Command {
             ...(o.json ? { json: true } : {}),
             ...(o.strategies ? { strategies: o.strategies.split(',').filter(Boolean) } : {}),
             ...(o.tests ? { tests: o.tests.split(',').filter(Boolean) } : {}),
+            ...(o.quick ? { quick: true } : {}),
+            ...(o.big ? { big: true } : {}),
           });
         }
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);

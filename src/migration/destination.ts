@@ -117,6 +117,16 @@ export class IncomingMigrations {
     return this.get(id).receiveBlocks(body);
   }
 
+  /** Held switchover, right before the source freezes: the container's packets will wait here (incoming.ts). */
+  async hold(id: string): Promise<void> {
+    return this.get(id).hold();
+  }
+
+  /** Held switchover, once the source is locked: the address is announced here. */
+  async announce(id: string): Promise<void> {
+    return this.get(id).announce();
+  }
+
   async restore(
     id: string,
     opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},

@@ -4,6 +4,10 @@
 //   prepared --restore--> restoring --> restored --commit--> committed
 //       \______________________\___________\______abort____> aborted
 //
+// Beside it, a held switchover (decision 11): while prepared, `hold` primes a qdisc that queues the container's
+// packets and `announce` (once the source is locked) moves the address here; the commit delivers what was held,
+// an abort drops it.
+//
 // Pre-copy rounds add pages to a block store while prepared; post-copy starts CRIU's lazy-pages daemon as soon as
 // the images' inventory lands (lazy-pages.ts). The record on disk lets a restarted agent undo what was left.
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -56,6 +60,9 @@ export class IncomingMigration {
   /** The restore in flight: an abort waits for it, then removes what it made. */
   private restoring: Promise<RestoreResult> | undefined;
   private aborting: Promise<void> | undefined;
+  /** The held switchover: none, primed (packets for the container wait here), announced (the LAN sends them here). */
+  private held: 'none' | 'primed' | 'announced' = 'none';
+  private holding: Promise<void> | undefined;
 
   private constructor(deps: IncomingDeps, rec: IncomingRecord) {
     this.deps = deps;
@@ -135,6 +142,33 @@ export class IncomingMigration {
     network.stageUnlock?.(this.name, net);
   }
 
+  /**
+   * Right before the source freezes: the container's link comes up with a hold that queues every packet for it
+   * (nothing reaches the locked copy, nothing is dropped). A host whose network cannot hold answers with an error
+   * and the source goes on without (the restore then attaches the link, as before).
+   */
+  async hold(): Promise<void> {
+    this.expect('prepared', 'checkpoint', 'cannot hold its traffic');
+    const { network } = this.deps.host;
+    if (!network.primeHold) throw new FerryError('FERRY_E_CAPABILITY', 'this host cannot hold traffic');
+    // an abort waits for this, then removes the hold with the rest
+    this.holding = network.primeHold(this.name, identity(this.rec.record));
+    await this.holding;
+    this.stopIfAborted();
+    this.held = 'primed';
+  }
+
+  /** Once the source is locked: the address is announced here, so its packets come here and wait. */
+  async announce(): Promise<void> {
+    this.expect('prepared', 'checkpoint', 'cannot announce');
+    if (this.held !== 'primed') {
+      const message = `migration ${this.id}: no hold was primed for ${this.name}`;
+      throw new FerryError('FERRY_E_INPUT_REQUEST', message, { phase: 'checkpoint' });
+    }
+    await this.deps.host.network.holdTraffic?.(this.name, identity(this.rec.record));
+    this.held = 'announced';
+  }
+
   /** The bundle (or an update of it after the dump) or the images, as one framed tree stream. */
   async receive(part: Part, body: Readable, opts: { update?: boolean } = {}): Promise<{ bytes: number }> {
     this.expect('prepared', 'transfer', 'not receiving');
@@ -212,9 +246,10 @@ export class IncomingMigration {
       await rm(join(images, 'blocks.bin'), { force: true });
     }
     const net = identity(this.rec.record);
-    // the container's ARP cache, then the switchover: attach, announce, restore, unlock, announce again
+    // the container's ARP cache, then the switchover: attach, announce, restore, unlock, announce again (a held
+    // switchover is attached and announced since the source froze)
     await host.network.setNeighbours(name, net, opts.neighbours ?? []);
-    await host.network.attach(name, net);
+    if (this.held !== 'announced') await host.network.attach(name, net);
     let ms: number;
     try {
       const lazy = opts.lazy ?? this.rec.lazy;
@@ -288,6 +323,15 @@ export class IncomingMigration {
     const { network } = this.deps.host;
     const net = identity(this.rec.record);
     await network.unlock(this.name, net);
+    // unlocked first: what was held goes to the restored sockets now, none of it to the lock
+    if (this.held !== 'none') {
+      await network.releaseHold?.(this.name, net);
+      const log = this.deps.log;
+      void network.finishHold?.(this.name, net).then(
+        (stats) => log.info({ container: this.name, migration: this.id, hold: stats }, 'hold released'),
+        (err: Error) => log.warn({ err, container: this.name }, 'hold not removed'),
+      );
+    }
     network.reannounce(this.name, net);
     this.current = 'committed';
     const images = this.images;
@@ -316,6 +360,7 @@ export class IncomingMigration {
     await this.lazy?.stop();
     // a restore still running would otherwise create the container after it was removed
     await this.restoring?.catch(() => {});
+    await this.holding?.catch(() => {});
     await this.blocks?.close();
     this.blocks = undefined;
     if (await this.ownsName()) {

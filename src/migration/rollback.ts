@@ -137,7 +137,8 @@ export async function thaw(
       .unlock(name, net)
       .catch((err: Error) => notes.push(`unlocking the network failed: ${err.message}`));
   }
-  if (progress.detached) host.network.reannounce(name, net);
+  // (also when it was never detached: a held switchover announced the address on the destination at the lock)
+  if (progress.detached || progress.quiesced) host.network.reannounce(name, net);
   return true;
 }
 

@@ -143,7 +143,9 @@ class FakeNetwork implements NetworkLike {
   async quiesce(name: string) {
     this.calls.push(`quiesce ${name}`);
   }
-  reannounce() {}
+  reannounce(name: string) {
+    this.calls.push(`reannounce ${name}`);
+  }
   async neighbours(): Promise<Neighbour[]> {
     return [{ address: '10.0.0.100', mac: '02:00:00:00:00:01' }];
   }
@@ -359,13 +361,47 @@ for (const failing of ['send', 'restore', 'commit'] as const) {
     // the dump left it frozen: a thaw, never a CRIU restore of the images just written
     assert.deepEqual(runc.calls, ['pause c1', 'checkpoint c1', 'resume c1']);
     assert.ok(peer.calls.indexOf('abort') < peer.calls.length, 'aborted');
-    assert.deepEqual(network.calls, ['quiesce c1', 'detach c1', 'attach c1', 'unlock c1'], 're-attached');
+    assert.deepEqual(
+      network.calls,
+      ['quiesce c1', 'detach c1', 'attach c1', 'unlock c1', 'reannounce c1'],
+      're-attached',
+    );
     assert.equal(r.rollback?.action, 'thawed');
     assert.equal((await runc.state('c1'))?.status, 'running');
     assert.ok(await host.readRecord('c1'), 'the source keeps its record and bundle');
     assert.deepEqual(readdirSync(host.paths.imagesDir), []);
   });
 }
+
+/** A destination that holds the container's packets through the switchover (decision 11). */
+class HoldingPeer extends FakePeer {
+  async hold() {
+    this.calls.push('hold');
+  }
+  async announce() {
+    this.calls.push('announce');
+  }
+}
+
+test('held switchover: the hold is primed before the freeze, the address announced there once the lock landed', async () => {
+  const holding = new HoldingPeer(join(dir, 'peer'));
+  peer = holding;
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.deepEqual(holding.calls.slice(0, 5), ['capabilities', 'prepare', 'send', 'hold', 'announce']);
+  assert.ok(network.calls.indexOf('quiesce c1') >= 0);
+});
+
+test('held switchover: a dump that fails after the announcement aborts the destination and announces the source again', async () => {
+  peer = new HoldingPeer(join(dir, 'peer'));
+  runc.failCheckpoint = true;
+  const r = await migrate();
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.ok(peer.calls.includes('announce') && peer.calls.includes('abort'));
+  assert.equal(r.rollback?.sourceRunning, true);
+  // never detached, yet the LAN was told the address lives on the destination: the thaw tells it otherwise
+  assert.ok(network.calls.includes('reannounce c1'), network.calls.join(', '));
+});
 
 test('checkpoint fails with the container still running: nothing to restore, destination aborted', async () => {
   runc.failCheckpoint = true;
@@ -698,7 +734,7 @@ test('restart, frozen copy, destination never committed: abort it, then thaw; th
   assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
   assert.ok(peer.calls.includes('abort'));
   assert.equal((await runc.state('c1'))?.status, 'running');
-  assert.deepEqual(network.calls, ['attach c1', 'unlock c1']);
+  assert.deepEqual(network.calls, ['attach c1', 'unlock c1', 'reannounce c1']);
   assert.deepEqual(settled, [join(host.paths.imagesDir, 'm0000000000aa')]);
   assert.deepEqual(readdirSync(jdir), []);
   assert.deepEqual(readdirSync(host.paths.imagesDir), []);

@@ -254,6 +254,8 @@ export class MigrationSource {
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
+      // before the freeze: the destination primes the hold its packets will wait in (decision 11)
+      const held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
       await journal.step('frozen', strategy.journalExtra?.());
       progress.quiesced = true;
       progress.freezeStart = this.now();
@@ -263,10 +265,12 @@ export class MigrationSource {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
         // (both settle before a failure is reported: rollback must not race a lock or a pause still landing)
-        const settled = await Promise.allSettled([
-          this.host.network.quiesce(name, net),
-          this.host.runc.pause(name),
-        ]);
+        // the address is announced there once the lock here has landed: before it, the source's own packets would
+        // teach the LAN its old place again; after it, a packet that arrives here is dropped (the window is one
+        // request and a staged announcement)
+        const locking = this.host.network.quiesce(name, net);
+        const announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
+        const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         await this.faults.reach('source:checkpoint', name, 100);
         seized = (await strategy.dump(ctx)).seized;
@@ -373,6 +377,38 @@ export class MigrationSource {
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /** Asks the destination to prime a hold; a destination that cannot is moved to the old way (drop and resend). */
+  private async primeHold(
+    peer: DestinationPeer,
+    id: string,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<boolean> {
+    if (!peer.hold || !peer.announce) return false;
+    try {
+      await peer.hold(id);
+      return true;
+    } catch (err) {
+      emit({ type: 'info', message: `no held switchover on ${peer.name}: ${(err as Error).message}` });
+      return false;
+    }
+  }
+
+  /** A failed announcement is not fatal: the restore announces the address as it always did. */
+  private async announce(
+    peer: DestinationPeer,
+    id: string,
+    emit: (e: MigrationEvent) => void,
+  ): Promise<void> {
+    try {
+      await peer.announce?.(id);
+    } catch (err) {
+      emit({
+        type: 'info',
+        message: `the held address was not announced on ${peer.name}: ${(err as Error).message}`,
+      });
+    }
   }
 
   /**

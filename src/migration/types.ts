@@ -34,6 +34,13 @@ export interface DestinationPeer {
     /** update: the tree is already there; the stream carries removals and what changed (the bundle after a dump). */
     opts?: { compress?: boolean; update?: boolean },
   ): Promise<{ bytes: number }>;
+  /**
+   * Optional (the HTTP peer; fakes need not), a held switchover (decision 11): right before the freeze the
+   * destination primes a hold that queues the container's packets; `announce`, once the source is locked, moves
+   * the address there. The commit delivers what was held; an abort drops it.
+   */
+  hold?(id: string): Promise<void>;
+  announce?(id: string): Promise<void>;
   restore(id: string, opts: RestoreOptions): Promise<RestoreResult>;
   commit(id: string): Promise<void>;
   /** One range of a large image file (parallel streams); the destination answers with the CRC-32 it computed. */

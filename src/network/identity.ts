@@ -2,8 +2,9 @@
 // every host), or a floating address on the host's bridge. One object per host; containers are named.
 import { createHash } from 'node:crypto';
 import type { Runner } from '../runtime/exec.ts';
-import { announce } from './arp.ts';
+import { announce, type StagedAnnouncement, stageAnnouncement } from './arp.ts';
 import { Firewall } from './firewall.ts';
+import { type HoldStats, TrafficHold } from './hold.ts';
 import { IpNet, type Neighbour } from './ip.ts';
 
 export type NetMode = 'none' | 'own' | 'host';
@@ -57,23 +58,51 @@ export interface NetworkLike {
   unsilence?(name: string, id: NetIdentity): Promise<void>;
   /** Optional: the commands that cut the identity off the LAN, for a process that outlives this one (dead-man). */
   cutOffArgv?(name: string, id: NetIdentity): string[][];
+  /**
+   * Optional (fakes need not), a destination's held switchover (decision 11). Right before the source freezes:
+   * a hold that queues every packet for the container is installed and primed, and the announcement staged.
+   */
+  primeHold?(name: string, id: NetIdentity): Promise<void>;
+  /** Once the source is locked: the address is announced here, where its packets are held. */
+  holdTraffic?(name: string, id: NetIdentity): Promise<void>;
+  /** At the commit, after `unlock`: what is held is delivered to the restored container. */
+  releaseHold?(name: string, id: NetIdentity): Promise<void>;
+  /** After the release: waits for the queue to drain, removes the hold and returns its figures. */
+  finishHold?(name: string, id: NetIdentity): Promise<HoldStats | undefined>;
 }
+
+/** How long a released hold may take to drain before it is removed anyway (it takes milliseconds). */
+const HOLD_DRAIN_MS = 2000;
 
 export class ContainerNetwork implements NetworkLike {
   readonly cfg: HostNetworkConfig;
   private readonly runner: Runner;
   private readonly ip: IpNet;
   private readonly fw: Firewall;
+  private readonly hold: TrafficHold;
+  /** Announcements staged by primeHold, by container. */
+  private readonly staged = new Map<string, StagedAnnouncement>();
 
   constructor(runner: Runner, cfg: HostNetworkConfig) {
     this.runner = runner;
     this.cfg = cfg;
     this.ip = new IpNet(runner);
     this.fw = new Firewall(runner);
+    this.hold = new TrafficHold(runner);
   }
 
   netns(name: string): string {
     return `${this.cfg.netnsPrefix}-${name}`;
+  }
+
+  /** The ifb device that holds a floating address's packets (as short and stable as hostVeth). */
+  holdIfb(name: string): string {
+    return `fh${createHash('sha1').update(name).digest('hex').slice(0, 11)}`;
+  }
+
+  /** The preference of the bridge's ingress filter that redirects a floating address to its ifb. */
+  holdPref(name: string): number {
+    return 1000 + (Number.parseInt(createHash('sha1').update(name).digest('hex').slice(0, 6), 16) % 40000);
   }
 
   netnsPath(name: string): string {
@@ -185,12 +214,75 @@ export class ContainerNetwork implements NetworkLike {
     await this.fw.undropFrom(id.ip!, name);
   }
 
+  async primeHold(name: string, id: NetIdentity): Promise<void> {
+    try {
+      if (id.mode === 'own') {
+        // up, on the bridge, but what the bridge sends the container waits in the qdisc
+        await this.hold.prime(this.hostVeth(name));
+        this.stage(name, stageAnnouncement(this.netns(name), 'eth0', id.ip!));
+      } else if (id.mode === 'host') {
+        await this.hold.redirect(this.cfg.bridge, id.ip!, this.holdIfb(name), this.holdPref(name));
+        // the address now, not at the announcement: each millisecond after the source's lock costs packets. A
+        // neighbour that asks for it meanwhile may be answered from here too; its packets then wait here as well
+        if (!(await this.ip.hasAddress(this.cfg.bridge, id.ip!)))
+          await this.ip.addAddress(this.cfg.bridge, `${id.ip}/32`);
+        this.stage(name, stageAnnouncement(undefined, this.cfg.bridge, id.ip!));
+      }
+    } catch (err) {
+      await this.dropHold(name, id);
+      throw err;
+    }
+  }
+
+  async holdTraffic(name: string, id: NetIdentity): Promise<void> {
+    const staged = this.staged.get(name);
+    this.staged.delete(name);
+    if (staged) staged.fire();
+    else await this.attach(name, id);
+  }
+
+  async releaseHold(name: string, id: NetIdentity): Promise<void> {
+    if (id.mode === 'own') await this.hold.release(this.hostVeth(name));
+    else if (id.mode === 'host') await this.hold.release(this.holdIfb(name));
+  }
+
+  async finishHold(name: string, id: NetIdentity): Promise<HoldStats | undefined> {
+    if (id.mode === 'own') return this.hold.drainAndRemove(this.hostVeth(name), HOLD_DRAIN_MS);
+    if (id.mode !== 'host') return undefined;
+    const stats = await this.hold.drainAndRemove(this.holdIfb(name), HOLD_DRAIN_MS);
+    await this.hold.unredirect(this.cfg.bridge, this.holdIfb(name), this.holdPref(name));
+    return stats;
+  }
+
+  /** Removes a hold and drops what it holds (an abort: nothing may reach a copy that will not run). */
+  private async dropHold(name: string, id: NetIdentity): Promise<void> {
+    this.staged.get(name)?.drop();
+    this.staged.delete(name);
+    if (id.mode === 'own') {
+      await this.hold.remove(this.hostVeth(name));
+      await this.ip.down(this.hostVeth(name));
+    } else if (id.mode === 'host') {
+      await this.hold.unredirect(this.cfg.bridge, this.holdIfb(name), this.holdPref(name));
+      await this.ip.delAddress(this.cfg.bridge, `${id.ip}/32`);
+    }
+  }
+
+  private stage(name: string, a: StagedAnnouncement): void {
+    this.staged.get(name)?.drop();
+    this.staged.set(name, a);
+  }
+
   async destroy(name: string, id: NetIdentity): Promise<void> {
+    this.staged.get(name)?.drop();
+    this.staged.delete(name);
     if (id.mode === 'own') {
       this.fw.dropStaged(this.netns(name));
+      this.hold.unstage(this.hostVeth(name));
       await this.ip.delLink(this.hostVeth(name));
       await this.ip.delNetns(this.netns(name));
     } else if (id.mode === 'host') {
+      // the hold first: what it holds is dropped, never delivered to an address about to go
+      await this.hold.unredirect(this.cfg.bridge, this.holdIfb(name), this.holdPref(name));
       await this.fw.undropAddress(id.ip!, name);
       await this.fw.undropFrom(id.ip!, name);
       await this.fw.clearCriuConnectionLocks(id.ip!);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import {
   canDropUid,
   type Harness,
@@ -16,8 +16,8 @@ import {
   type TestResult,
   ZDTM_BUNDLE_POLICY,
 } from '../../bench/zdtm-run.ts';
-import { buildTests, ensureSuite, readDesc } from '../../bench/zdtm-suite.ts';
-import { FERRY_ARGV, skipUnlessReady, startBed } from './helpers.ts';
+import { buildTests, ensureSuite, readDesc, type Suite } from '../../bench/zdtm-suite.ts';
+import { type Bed, FERRY_ARGV, missingPrerequisite, skipUnlessReady, startBed } from './helpers.ts';
 
 type Strategy = 'cold' | 'postcopy' | 'precopy' | 'auto';
 
@@ -110,35 +110,52 @@ const EXPECTED: Record<string, { outcome: TestResult['outcome']; reason: RegExp;
   },
 };
 
-test('zdtm sample: every category through a migration, each outcome as expected', async (t) => {
-  if (!skipUnlessReady(t)) return;
-  const suite = await ensureSuite();
-  const names = Object.values(SAMPLE).flat();
-  const built = await buildTests(suite, names);
-  assert.deepEqual(
-    names.filter((n) => !built.has(n)),
-    [],
-    'every sampled test builds',
-  );
-  const bed = await startBed(['a', 'b'], { bundlePolicy: ZDTM_BUNDLE_POLICY });
-  const workDir = mkdtempSync(join(tmpdir(), 'ferry-zdtm-'));
-  t.after(async () => {
-    await bed.down();
-    rmSync(workDir, { recursive: true, force: true });
+// One test per sampled zdtm test, so that each has its own time limit; the suite, its build and the testbed are
+// shared by all of them.
+describe('zdtm sample: every category through a migration, each outcome as expected', () => {
+  let ready: { suite: Suite; h: Harness; bed: Bed; workDir: string } | undefined;
+
+  before(async () => {
+    if (missingPrerequisite()) return;
+    const suite = await ensureSuite();
+    const names = Object.values(SAMPLE).flat();
+    const built = await buildTests(suite, names);
+    assert.deepEqual(
+      names.filter((n) => !built.has(n)),
+      [],
+      'every sampled test builds',
+    );
+    const bed = await startBed(['a', 'b'], { bundlePolicy: ZDTM_BUNDLE_POLICY });
+    const workDir = mkdtempSync(join(tmpdir(), 'ferry-zdtm-'));
+    ready = {
+      suite,
+      bed,
+      workDir,
+      h: {
+        ferryArgv: FERRY_ARGV,
+        clusterFile: bed.state.clusterFile,
+        workDir,
+        from: 'a',
+        to: 'b',
+        dropUid: await canDropUid(),
+      },
+    };
   });
-  const h: Harness = {
-    ferryArgv: FERRY_ARGV,
-    clusterFile: bed.state.clusterFile,
-    workDir,
-    from: 'a',
-    to: 'b',
-    dropUid: await canDropUid(),
-  };
+
+  after(async () => {
+    if (!ready) return;
+    await ready.bed.down();
+    rmSync(ready.workDir, { recursive: true, force: true });
+  });
+
   let i = 0;
   for (const [category, tests] of Object.entries(SAMPLE)) {
     for (const name of tests) {
       const strategy = STRATEGIES[i++ % STRATEGIES.length]!;
-      await t.test(`${category}: ${name} (${strategy})`, async () => {
+      it(`${category}: ${name} (${strategy})`, async (t) => {
+        if (!skipUnlessReady(t)) return;
+        assert.ok(ready, 'the suite and its testbed are set up');
+        const { suite, h } = ready;
         const desc = await readDesc(suite, name);
         const r = await runTest(suite, h, name, desc, strategy, 90_000);
         const want = EXPECTED[name];
