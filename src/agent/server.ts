@@ -1,3 +1,6 @@
+// The agent's HTTP API: one handler per endpoint, each checking its request and handing over to the host, the
+// engine or the destination's registry. Over 400 lines because it is the one route table of the agent (which roles
+// each route takes sits beside it); split, the contract would be spread over files.
 import type { IncomingMessage } from 'node:http';
 import { createZstdDecompress } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';

@@ -335,7 +335,8 @@ test('post-copy: the daemon starts when the images land, runc restores with lazy
   const outcome = incoming.pagesResult('m1');
   daemons[0]?.d.exit(0);
   assert.deepEqual(await outcome, { ok: true, message: 'all pages arrived in 9 ms' });
-  await assert.rejects(incoming.pagesResult('m1'), code('FERRY_E_MIGRATION_UNKNOWN'), 'asked once');
+  // asked again (the first answer lost on its way): the same answer, for a while
+  assert.deepEqual(await incoming.pagesResult('m1'), { ok: true, message: 'all pages arrived in 9 ms' });
   await new Promise((r) => setTimeout(r, 20));
   assert.ok(!existsSync(imageDir(paths, 'm1')), 'images removed once the daemon is done');
   assert.ok(!runc.calls.some((c) => c.startsWith('kill')));

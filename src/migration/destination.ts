@@ -17,6 +17,9 @@ import { recordedIds, recordPath } from './incoming-record.ts';
 import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts';
 import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
 
+/** How long a post-copy's outcome stays known after the source was answered (an answer may be lost). */
+const PAGES_OUTCOME_KEPT_MS = 120_000;
+
 export interface DestinationOptions {
   /** Test-only fault injection (core/faults.ts): 'invalid-bundle' breaks the received bundle before restore. */
   faults?: Faults;
@@ -176,8 +179,13 @@ export class IncomingMigrations {
       );
     const r = await outcome;
     if (streaming) {
-      this.streaming.delete(id);
-      this.streamingFrom.delete(id);
+      // kept a while after the answer: an answer lost on its way (the link down) is asked for again
+      const forget = setTimeout(() => {
+        if (this.streaming.get(id) !== streaming) return;
+        this.streaming.delete(id);
+        this.streamingFrom.delete(id);
+      }, PAGES_OUTCOME_KEPT_MS);
+      forget.unref();
     }
     return r;
   }

@@ -1,6 +1,8 @@
 // The source half and the engine's loop: plan -> prepare -> [rounds] -> checkpoint -> transfer -> restore -> confirm
 // -> [pages] -> cleanup, with a defined rollback for every phase before the destination is confirmed. What differs
 // between strategies is in strategies/; this loop runs the phases every strategy shares.
+// Over 400 lines: the phases, their journal steps and fault points, and what a failure in each rolls back are one
+// sequence that is read top to bottom; split, the order of side effects and journal writes would be hidden.
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -1,7 +1,6 @@
 // The fault matrix (docs/reliability.md): every phase against every fault, on one shared testbed, cell after cell.
 // Each cell holds a migration at the start of its phase, does the fault, lets it go on, and checks that the
 // container runs exactly once where it should, that its client's connection survived, and that nothing is left.
-// Over 400 lines: the faults and the invariant are one story; split, the cells would no longer read as one table.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -44,7 +43,11 @@ const DEADLINES = { commitMs: 3000, stallMs: 1500, freezeMs: 15_000, prepareMs: 
 const LINK_DOWN_MS = 10_000;
 
 const only = (process.env['FERRY_MATRIX'] ?? '').split(',').filter(Boolean);
-const selected = (c: Cell) => only.length === 0 || only.includes(c.phase) || only.includes(c.fault);
+const selected = (c: Cell) =>
+  only.length === 0 ||
+  only.includes(c.phase) ||
+  only.includes(c.fault) ||
+  only.includes(`${c.phase}/${c.fault}`);
 
 const nameOf = (i: number) => `fm${i}`;
 /** The container of the reattach test. */
@@ -239,6 +242,8 @@ async function runCell(bed: Bed, cell: Cell, i: number): Promise<{ detail: strin
       ),
     ]);
     marks.push(`ended ${Date.now() - c0}`);
+    const said = /"error":\{"code":"[A-Z_]+","message":"((?:[^"\\]|\\.){0,400})/.exec(m.stdout)?.[1];
+    if (said) marks.push(`said: ${said}`);
     let report: MigrationReport | undefined;
     try {
       report = JSON.parse(m.stdout) as MigrationReport;

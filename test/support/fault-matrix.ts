@@ -171,7 +171,7 @@ export function renderReliability(results: CellResult[], meta: { date: string; t
     '```',
     '',
     'as root on a host `make setup` prepared (it is part of `make test`). `FERRY_MATRIX=restore,link-cut` runs the',
-    'cells whose phase or fault is named (this page is then left as it is).',
+    'cells whose phase or fault is named, `FERRY_MATRIX=pages/link-cut` one cell (this page is then left as it is).',
     '',
   ];
   return lines.join('\n');
