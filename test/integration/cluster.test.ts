@@ -60,7 +60,8 @@ test('controller: CPU burners started on one host are spread by live migration u
   await waitFor(
     "a over 60 % in the controller's view",
     async () => ((await summary(bed)).hosts.find((h) => h.name === 'a')?.loadPercent ?? 0) > 60 || undefined,
-    30_000,
+    // a moving average: on a busy machine the burners' share of their core climbs slowly
+    90_000,
   );
   // the load is a moving average of CPU shares: on a busy machine it can dip under the target between two
   // heartbeats, so the dry run is asked again until it sees the load (a dry run changes nothing)
