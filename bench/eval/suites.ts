@@ -1,0 +1,5 @@
+// The evaluation suites, in the order docs/evaluation.md presents the works. A suite is registered here and
+// nowhere else: bench/index.ts makes each a `ferry bench` suite and the `evaluation` group of them all.
+import type { EvalSuite } from './run.ts';
+
+export const EVAL_SUITES: EvalSuite[] = [];
