@@ -496,7 +496,10 @@ export function buildProgram(): Command {
         'sections of docs/evaluation.md (evaluation: all of those; all: strategies, network, switchover, soak and ' +
         'the evaluation)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | evaluation | all')
+    .argument(
+      '<suite>',
+      'strategies | network | switchover | zdtm | soak | archive | thesis | talk | runc-blog | ucsd | evaluation | all',
+    )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
