@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { planRanges } from '../transport/ranges.ts';
 import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
-import { RATE_SAMPLE_MIN_BYTES } from './defaults.ts';
+import { PROGRESS_EVERY_MS, RATE_SAMPLE_MIN_BYTES } from './defaults.ts';
+import { ProgressMeter } from './progress.ts';
 import type { MigrationContext, TransferShare } from './strategies/strategy.ts';
 
 async function treeSize(dir: string): Promise<number> {
@@ -30,14 +31,11 @@ export async function transferImages(
   const { streams, compress } = ctx.options;
   const total = await treeSize(images);
   let sent = sender.bytes + share.bytes;
-  let lastEmit = 0;
+  const meter = new ProgressMeter(ctx.emit, ctx.now, 'transfer', PROGRESS_EVERY_MS.transfer);
+  meter.update(sent, { total });
   const onBytes = (n: number) => {
     sent += n;
-    const t = ctx.now();
-    if (t - lastEmit > 100) {
-      lastEmit = t;
-      ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
-    }
+    meter.update(sent, { total });
   };
   const isLog = (rel: string) => rel.endsWith('.log');
   const ranges =
@@ -83,7 +81,7 @@ export async function transferImages(
     ),
     ...ranges.map((r) => sender.send(r, onBytes)),
   ]);
-  ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+  meter.finish(sent, { total });
   zeroBytes += sender.zeroBytes;
   // zero pages count as skipped, not sent
   report.bytesSent = b.bytes + i.bytes + sender.bytes + share.bytes - zeroBytes;
