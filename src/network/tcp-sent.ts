@@ -9,6 +9,7 @@ import type { Runner } from '../runtime/exec.ts';
 export async function bytesAckedOnPort(runner: Runner, port: number): Promise<number | undefined> {
   const r = await runner.run(['ss', '-tinH', 'state', 'established', `( sport = :${port} )`], {
     allowFail: true,
+    timeoutMs: 5000,
     label: 'ss -ti',
   });
   return r.code === 0 ? parseBytesAcked(r.stdout) : undefined;
