@@ -67,6 +67,9 @@ export class MigrationRenderer {
   /** When the last plain progress line was written (no TTY), and for which phase. */
   private lastLine = Number.NEGATIVE_INFINITY;
   private lastLinePhase: string | undefined;
+  private lastLineBytes: number | undefined;
+  /** The newest figure the second's limit held back (no TTY): shown when its phase ends. */
+  private heldBack: { phase: string; line: string } | undefined;
 
   constructor(out: RenderTarget = process.stderr, opts: { now?: () => number } = {}) {
     this.out = out;
@@ -87,6 +90,9 @@ export class MigrationRenderer {
     if (e.type === 'phase') {
       if (e.state === 'start') return;
       this.clearBar();
+      // the phase's last figure, if the limit held it back
+      if (this.heldBack?.phase === e.phase) this.out.write(this.heldBack.line);
+      this.heldBack = undefined;
       const mark = e.state === 'end' ? 'ok  ' : 'FAIL';
       this.out.write(`${t}s  ${mark} ${e.phase.padEnd(10)} ${String(e.ms ?? 0).padStart(6)} ms\n`);
     } else if (e.type === 'progress') {
@@ -101,21 +107,28 @@ export class MigrationRenderer {
     const now = this.now();
     const prev = this.last;
     if (!prev || prev.phase !== e.phase) this.rate = undefined;
-    // the source's own rate when it sent one; otherwise measured here, smoothed
-    const inst =
-      e.rate ??
-      (prev && prev.phase === e.phase && now > prev.t && e.bytes >= prev.bytes
-        ? ((e.bytes - prev.bytes) * 1000) / (now - prev.t)
-        : undefined);
-    if (inst !== undefined) this.rate = this.rate === undefined ? inst : this.rate * 0.7 + inst * 0.3;
+    // the source's own rate when it sent one (over its interval, or a whole pre-copy round); otherwise measured
+    // here between updates, smoothed
+    if (e.rate !== undefined) this.rate = e.rate;
+    else if (prev && prev.phase === e.phase && now > prev.t && e.bytes >= prev.bytes) {
+      const inst = ((e.bytes - prev.bytes) * 1000) / (now - prev.t);
+      this.rate = this.rate === undefined ? inst : this.rate * 0.7 + inst * 0.3;
+    }
     this.last = { phase: e.phase, bytes: e.bytes, t: now };
     if (!this.tty) {
       // a log or a pipe: a plain line at most every second, a new phase's first and each phase's last
       const fresh = this.lastLinePhase !== e.phase;
-      if (!fresh && now - this.lastLine < PLAIN_PROGRESS_MS && !isLast(e)) return;
+      const line = `${t}s       ${e.phase.padEnd(10)} ${progressText(e, this.rate)}\n`;
+      if (!fresh && e.bytes === this.lastLineBytes && e.round === undefined) return; // nothing new to say
+      if (!fresh && now - this.lastLine < PLAIN_PROGRESS_MS && !isLast(e)) {
+        this.heldBack = { phase: e.phase, line };
+        return;
+      }
+      this.heldBack = undefined;
       this.lastLine = now;
       this.lastLinePhase = e.phase;
-      this.out.write(`${t}s       ${e.phase.padEnd(10)} ${progressText(e, this.rate)}\n`);
+      this.lastLineBytes = e.bytes;
+      this.out.write(line);
       return;
     }
     const frac = fraction(e);
