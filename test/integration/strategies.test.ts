@@ -2,7 +2,7 @@
 // their failure modes. A 256 MiB container rewrites and verifies its own memory while a client holds a connection.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
@@ -116,10 +116,17 @@ function assertPostcopyProgress(events: MigrationEvent[]): string {
 
 function criuProcesses(bed: Bed): string[] {
   const out: string[] = [];
+  // a page server (`dump --rpc`) names no path of its bed: it is this bed's when it runs in one of its hosts'
+  // network namespaces (other testbeds on this machine run theirs meanwhile)
+  const ours = new Set(bed.state.hosts.map((h) => statSync(`/run/netns/${h.netns}`).ino));
   for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (/^criu/.test(cmd) && (cmd.includes(bed.state.dir) || cmd.includes('dump --rpc')))
+      if (
+        /^criu/.test(cmd) &&
+        (cmd.includes(bed.state.dir) ||
+          (cmd.includes('dump --rpc') && ours.has(statSync(`/proc/${p}/ns/net`).ino)))
+      )
         out.push(`${p} ${cmd}`);
     } catch {
       // gone
