@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ProgressMeter, withDumpProgress } from './progress.ts';
+import { ProgressMeter, pagesLeft, withDumpProgress } from './progress.ts';
 import type { MigrationEvent, ProgressUpdate } from './types.ts';
 
 test('a meter reports at most once per interval, with the rate since the last report, and always the last', () => {
@@ -77,4 +77,15 @@ test('a failed dump still ends its figures and fails as it did', async () => {
     /criu failed/,
   );
   assert.deepEqual(seen, [{ type: 'progress', phase: 'checkpoint', bytes: 0 }]);
+});
+
+test('post-copy pages left: counted down from the delivered bytes, never none until the page server has ended', () => {
+  assert.equal(pagesLeft(1000, 0, false), 1000);
+  assert.equal(pagesLeft(1000, 4096 * 400, false), 600);
+  assert.equal(pagesLeft(1000, 4096 * 400 + 1, false), 600);
+  // the request headers push the count past the pages: still one left until the end
+  assert.equal(pagesLeft(1000, 4096 * 1000 + 24_000, false), 1);
+  assert.equal(pagesLeft(1000, 4096 * 1000 + 24_000, true), 0);
+  assert.equal(pagesLeft(1000, 0, true), 0);
+  assert.equal(pagesLeft(0, 0, false), 0, 'nothing lazy: nothing left');
 });

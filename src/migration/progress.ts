@@ -3,6 +3,7 @@
 // size while CRIU writes it.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PAGE_BYTES } from '../images/pagemap.ts';
 import { PROGRESS_EVERY_MS } from './defaults.ts';
 import type { MigrationEvent, MigrationPhase, ProgressUpdate } from './types.ts';
 
@@ -38,6 +39,17 @@ export class ProgressMeter {
   finish(bytes: number, extra: Extra = {}): void {
     this.update(bytes, extra, true);
   }
+}
+
+/**
+ * Post-copy's pages still on the source, from the bytes its page server's connection delivered. That connection
+ * also carries CRIU's request headers, so its count runs a little ahead of the pages: none remaining is said only
+ * once the page server has ended with every page delivered (`ended`).
+ */
+export function pagesLeft(pagesTotal: number, deliveredBytes: number, ended: boolean): number {
+  if (ended || pagesTotal === 0) return 0;
+  const left = Math.ceil(Math.max(0, pagesTotal * PAGE_BYTES - deliveredBytes) / PAGE_BYTES);
+  return Math.min(pagesTotal, Math.max(1, left));
 }
 
 /** The bytes of the files directly in `dir` (a pre-copy parent's round directories are not this dump's). */

@@ -10,7 +10,7 @@ import { lazyPages, PAGE_BYTES } from '../../images/pagemap.ts';
 import type { LazyDump } from '../../runtime/runc.ts';
 import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN, PROGRESS_EVERY_MS } from '../defaults.ts';
 import { withDeadline } from '../phases.ts';
-import { ProgressMeter } from '../progress.ts';
+import { ProgressMeter, pagesLeft } from '../progress.ts';
 import type { IncomingRequest, RestoreOptions } from '../types.ts';
 import { type MigrationContext, noShare, type Strategy, type TransferShare } from './strategy.ts';
 
@@ -171,13 +171,13 @@ async function reportPages(
   if (pagesTotal === undefined) return undefined;
   const total = pagesTotal * PAGE_BYTES;
   const meter = new ProgressMeter(ctx.emit, ctx.now, 'pages', PROGRESS_EVERY_MS.pages);
-  // (the socket also carries CRIU's request headers: never more than the total)
-  const report = (bytes: number) =>
-    meter.update(
-      Math.min(bytes, total),
-      { total, pagesTotal, pagesRemaining: Math.ceil(Math.max(0, total - bytes) / PAGE_BYTES) },
-      true,
-    );
+  let reported: number | undefined;
+  const report = (acked: number, last: boolean) => {
+    const pagesRemaining = pagesLeft(pagesTotal, acked, last);
+    if (pagesRemaining === reported) return;
+    reported = pagesRemaining;
+    meter.update(total - pagesRemaining * PAGE_BYTES, { total, pagesTotal, pagesRemaining }, true);
+  };
   let ended = false;
   void done.then(
     () => {
@@ -187,18 +187,14 @@ async function reportPages(
       ended = true;
     },
   );
-  let bytes = 0;
-  report(bytes);
+  report(0, false);
   while (!ended) {
     await Promise.race([done, sleep(PROGRESS_EVERY_MS.pages)]);
     if (ended) break;
     const acked = port === undefined ? undefined : await delivered(port)?.catch(() => undefined);
-    if (acked !== undefined && acked > bytes) {
-      bytes = acked;
-      report(bytes);
-    }
+    if (acked !== undefined) report(acked, false);
   }
-  return { last: () => report(total) };
+  return { last: () => report(total, true) };
 }
 
 /** How long a destination that could not say how its pages ended is asked again. */
