@@ -233,7 +233,7 @@ export async function startAgent(
   );
   registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
-  const unfollow = followRevocations(app.server, cfg.tls, log);
+  const unfollow = followRevocations(app.server, cfg.tls, log, (m) => clients.reload(m));
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
     heartbeat = new Heartbeat({

@@ -23,7 +23,7 @@ import {
 } from '../runtime/pki.ts';
 import { CRL_POLL_MS, normalSerial, revokedSerials } from '../runtime/revocation.ts';
 import { buildApiServer, followRevocations } from './http-server.ts';
-import { HttpsClient } from './https-client.ts';
+import { HttpsClient, TlsPool } from './https-client.ts';
 
 const DAY = 86_400_000;
 let dir = '';
@@ -200,6 +200,25 @@ describe('a server with a bad certificate', () => {
       const port = await serve({ ...certs, ca: ca.caCert });
       await assert.rejects(client(name, port, cli).request('GET', '/v1/health'), refused(re));
     }
+  });
+
+  it('is refused by a daemon once it reloads the list, even over a connection it had kept open', async () => {
+    const host = await ca.issue('swapped', { role: 'agent', ips: ['127.0.0.1'] });
+    const old = { ...host, cert: join(dir, 'swapped-old.crt'), key: join(dir, 'swapped-old.key') };
+    copyFileSync(host.cert, old.cert);
+    copyFileSync(host.key, old.key);
+    const port = await serve(old);
+    const me = await ca.issue('daemon', { role: 'controller' });
+    const pool = new TlsPool(tlsClientOptions(me));
+    const c = new HttpsClient({ name: 'swapped', address: '127.0.0.1', port }, pool, { timeoutMs: 5000 });
+    closers.push(() => pool.close());
+    assert.deepEqual(await c.request('GET', '/v1/health'), { ok: true });
+    await ca.rotate('swapped', { role: 'agent', ips: ['127.0.0.1'] });
+    pool.reload(tlsClientOptions(me));
+    await assert.rejects(
+      c.request('GET', '/v1/health'),
+      refused(/host swapped .* presented a certificate that was revoked .*\(CERT_REVOKED\)/),
+    );
   });
 
   it('is refused once a rotation replaced its certificate', async () => {

@@ -258,13 +258,21 @@ export function buildApiServer(opts: ApiServerOptions) {
 /**
  * Keeps a listening server's trust current: when the CA's revocation list beside `tls.ca` changes (an operator
  * copied the one `ferry ca rotate` wrote), new connections are checked against it, without a restart. Connections
- * already open keep the verdict of their handshake. Returns the function that stops watching.
+ * already open keep the verdict of their handshake. `clients` gets the same material for the daemon's own calls
+ * (`TlsPool.reload`). Returns the function that stops watching.
  */
-export function followRevocations(server: unknown, tls: CertPaths, log: Logger): () => void {
+export function followRevocations(
+  server: unknown,
+  tls: CertPaths,
+  log: Logger,
+  clients?: (material: ReturnType<typeof tlsServerOptions>) => void,
+): () => void {
   return watchRevocationList(tls.ca, () => {
     try {
-      const { key, cert, ca, crl } = tlsServerOptions(tls);
+      const material = tlsServerOptions(tls);
+      const { key, cert, ca, crl } = material;
       (server as TlsServer).setSecureContext({ key, cert, ca, ...(crl ? { crl } : {}) });
+      clients?.(material);
       log.info({ crl: crlPath(tls.ca) }, 'revocation list reloaded');
     } catch (err) {
       // a half-copied or unreadable list: keep the one in force, say so, and take the next copy

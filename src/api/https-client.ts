@@ -52,10 +52,17 @@ const NETWORK_CODES = new Set([
  * server name, so every client of a process that speaks with the same certificate shares it.
  */
 export class TlsPool {
-  readonly agent: https.Agent;
+  /** Read at every request: a reload replaces it. */
+  agent: https.Agent;
+  /** Pools a reload replaced, closed with this one (their requests in flight finish on them). */
+  private readonly retired: https.Agent[] = [];
 
   constructor(tls: TlsMaterial) {
-    this.agent = new https.Agent({
+    this.agent = TlsPool.make(tls);
+  }
+
+  private static make(tls: TlsMaterial): https.Agent {
+    return new https.Agent({
       keepAlive: true,
       key: tls.key,
       cert: tls.cert,
@@ -65,8 +72,22 @@ export class TlsPool {
     });
   }
 
+  /**
+   * New TLS material (a new revocation list): new connections use it. The idle connections made with the old one
+   * are closed, so that no later request rides a handshake the new list would refuse; requests in flight finish.
+   */
+  reload(tls: TlsMaterial): void {
+    const old = this.agent;
+    this.agent = TlsPool.make(tls);
+    for (const sockets of Object.values(old.freeSockets)) for (const s of sockets ?? []) s.destroy();
+    // a socket that a request in flight returns to the old pool is closed rather than kept
+    old.on('free', (socket) => socket.destroy());
+    this.retired.push(old);
+  }
+
   close(): void {
     this.agent.destroy();
+    for (const a of this.retired.splice(0)) a.destroy();
   }
 }
 

@@ -111,7 +111,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   registerMetricsRoute(app, metrics.registry);
   const dashboard = await startDashboard({ cfg, api: app, controller, agents, tls, log });
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
-  const unfollow = followRevocations(app.server, cfg.tls, log);
+  const unfollow = followRevocations(app.server, cfg.tls, log, (m) => agents.reload(m));
   if (election) {
     controller.setLeader(false);
     election.onLost(() => {
