@@ -20,6 +20,7 @@ import {
   type ITxnResponse,
 } from 'etcd3';
 import { FerryError } from '../../core/errors.ts';
+import { certificateName } from '../../runtime/pki.ts';
 
 export interface EtcdClientOptions {
   /** e.g. https://10.0.0.5:2379; the client moves to another when one fails. */
@@ -92,6 +93,8 @@ export class EtcdClient {
   readonly endpoints: string[];
   private readonly etcd: Etcd3;
   private readonly user: string | undefined;
+  /** The name (CN) of the client certificate: etcd's user when no password is given. */
+  private readonly certName: string | undefined;
   private readonly tlsWithoutCertificate: boolean;
 
   constructor(opts: EtcdClientOptions) {
@@ -114,6 +117,11 @@ export class EtcdClient {
       );
     this.endpoints = eps;
     this.user = opts.auth?.user;
+    try {
+      this.certName = opts.tls?.cert ? certificateName(opts.tls.cert) : undefined;
+    } catch {
+      this.certName = undefined; // unreadable: the handshake will say so
+    }
     this.tlsWithoutCertificate = opts.tls !== undefined && !opts.tls.cert;
     const timeoutMs = opts.timeoutMs ?? 5000;
     // a deadline on every call, none on the streams (a watch may wait long; keepalive() bounds its own)
@@ -146,7 +154,8 @@ export class EtcdClient {
   private failure(what: string, err: unknown): FerryError {
     if (err instanceof FerryError) return err;
     const e = err as Error;
-    const msg = (e?.message ?? String(err)).replace(/^\w*Error: /, '');
+    // gRPC's "7 PERMISSION_DENIED: " before etcd's own words says nothing more
+    const msg = (e?.message ?? String(err)).replace(/^\w*Error: /, '').replace(/^\d+ [A-Z_]+: /, '');
     const where = this.endpoints.join(', ');
     const hint = (h: string) => ({
       cause: err,
@@ -160,7 +169,7 @@ export class EtcdClient {
     if (err instanceof EtcdPermissionDeniedError)
       return new FerryError(
         'FERRY_E_AUTH',
-        `etcd refused ${what} to ${this.user ? `user ${this.user}` : "the client certificate's name (its CN is the etcd user)"}: ${msg}`,
+        `etcd refused ${what} to ${this.user ? `user ${this.user}` : `user ${this.certName ?? '(none)'} (the client certificate's name)`}: ${msg}`,
         hint("grant the user a role with readwrite on the store's prefix (etcdctl role grant-permission)"),
       );
     if (err instanceof GRPCUnauthenticatedError || err instanceof EtcdInvalidAuthTokenError)

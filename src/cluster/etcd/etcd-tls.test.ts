@@ -262,7 +262,7 @@ describe('etcd over TLS', { skip: missing && !process.env['CI'] ? missing : fals
         endpoints: mtls!.endpoint,
         tls: { ca: tls.ca, cert: pem(stranger.cert), key: pem(stranger.key) },
       }),
-      /etcd refused/,
+      /etcd refused put to user stranger \(the client certificate's name\): etcdserver: permission denied/,
     );
   });
 });
