@@ -287,33 +287,53 @@ test('roles: agents, users and the controller each reach only their endpoints; b
       re,
     ).catch((err: Error) => assert.fail(`${what}: ${err.message}`));
 
-  // revoked by rotation: a copy of a user's certificate from before `ferry ca rotate` stops working on both
-  // daemons once they see the CA's new revocation list (they follow it without a restart)
+  // revoked by rotation: copies of a user's and an agent's certificates from before `ferry ca rotate` stop working
+  // on both daemons once they see the CA's new revocation list (they follow it without a restart)
+  const keep = async (name: string, paths: CertPaths) => {
+    const copy = { ...paths, cert: join(otherDir, `${name}.crt`), key: join(otherDir, `${name}.key`) };
+    copyFileSync(paths.cert, copy.cert);
+    copyFileSync(paths.key, copy.key);
+    return copy;
+  };
   const rotated = await ca.issue('leaver', { role: 'client' });
-  const before = { ...rotated, cert: join(otherDir, 'leaver.crt'), key: join(otherDir, 'leaver.key') };
-  copyFileSync(rotated.cert, before.cert);
-  copyFileSync(rotated.key, before.key);
+  const before = await keep('leaver', rotated);
+  const agentBefore = await keep('z', stranger);
   assert.deepEqual(await agentApi('a', before).request('GET', '/v1/containers'), []);
-  const rot = await bed.cli(['ca', 'rotate', pki, '--user', 'leaver']);
-  assert.equal(rot.code, 0, rot.stderr);
-  for (const [host, api] of [
-    ['agent', () => agentApi('a', before)],
-    ['controller', () => controllerApi(before)],
-  ] as const) {
+  assert.equal((await agentApi('a', agentBefore).request<{ host: string }>('GET', '/v1/health')).host, 'a');
+  for (const who of [
+    ['--user', 'leaver'],
+    ['--host', 'z'],
+  ]) {
+    const rot = await bed.cli(['ca', 'rotate', pki, ...who]);
+    assert.equal(rot.code, 0, rot.stderr);
+    assert.match(rot.stdout, /revoked the one it replaced \(serial [0-9A-F]+\) in .*ca\.crl/);
+  }
+  const revoked: [string, () => Promise<unknown>, string][] = [
+    ['a user to an agent', () => agentApi('a', before).request('GET', '/v1/health'), 'leaver'],
+    ['a user to the controller', () => controllerApi(before).request('GET', '/v1/health'), 'leaver'],
+    ['an agent to its peer', () => agentApi('a', agentBefore).request('GET', '/v1/health'), 'z'],
+    [
+      'an agent to the controller',
+      () => controllerApi(agentBefore).request('POST', '/v1/heartbeat', { json: beat('z') }),
+      'z',
+    ],
+  ];
+  for (const [what, call, name] of revoked) {
     const err = await waitFor(
-      `${host} refusing the rotated certificate`,
+      `${what} refused after the rotation`,
       () =>
-        api()
-          .request('GET', '/v1/health')
-          .then(
-            () => undefined,
-            (e: Error) => e,
-          ),
+        call().then(
+          () => undefined,
+          (e: Error) => e,
+        ),
       20_000,
     );
     assert.match(
       err.message,
-      /the certificate of leaver \(from [\d.]+\) was revoked \(ferry ca rotate replaced it\) \(CERT_REVOKED\)/,
+      new RegExp(
+        `the certificate of ${name} \\(from [\\d.]+\\) was revoked \\(ferry ca rotate replaced it\\) \\(CERT_REVOKED\\)`,
+      ),
+      what,
     );
   }
   assert.equal((await controllerApi(rotated).request<{ ok: boolean }>('GET', '/v1/health')).ok, true);
