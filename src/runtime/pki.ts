@@ -468,8 +468,10 @@ export function verifyFailure(code: string, whose: 'client' | 'server'): string 
       // OpenSSL's last word on a chain that ends in another CA: the list covers everything this CA signed (a
       // list of another CA is refused when a daemon starts), so a certificate without one is another CA's
       return "is not signed by this cluster's CA (no revocation list of its CA here)";
-    case 'CRL_HAS_EXPIRED':
     case 'CRL_NOT_YET_VALID':
+      return "cannot be checked: this host's revocation list is not valid yet (is this host's clock behind?)";
+    case 'CRL_HAS_EXPIRED':
+      return "cannot be checked: this host's revocation list has expired (with the CA: a new CA is due)";
     case 'CRL_SIGNATURE_FAILURE':
     case 'UNABLE_TO_DECRYPT_CRL_SIGNATURE':
       return "cannot be checked against this host's revocation list (copy the CA's current ca.crl here)";
