@@ -2,8 +2,9 @@
 // over Node's WebCrypto (ECDSA P-256). Every certificate carries a ROLE (a subjectAltName URI
 // `ferry://role/<role>`) so a server can tell an agent from a controller from a user, not only "someone the CA
 // signed": TLS proves the CA, `requireRole` the role.
-// Over 400 lines as one file because it is one job: a certificate's life (issue, check on start, rotate, the role
-// check) over one key store and one set of X.509 extensions; splitting it would spread that format over modules.
+// Over 400 lines as one file because it is one job: a certificate's life (issue, check on start, rotate and revoke,
+// the role check, why a handshake refused one) over one key store and one set of X.509 extensions; splitting it
+// would spread that format over modules. The revocation list's own format is in revocation.ts.
 import { createPrivateKey, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
