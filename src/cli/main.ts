@@ -421,7 +421,7 @@ export function buildProgram(): Command {
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");
   ca.command('init')
-    .description('create a cluster CA in <dir> (keeps the one there)')
+    .description('create a cluster CA in <dir> (keeps the one there), with its revocation list ca.crl')
     .argument('<dir>', 'directory of the CA and the certificates it issues (keys 0600)')
     .option('--json', 'print JSON')
     .action(
@@ -458,7 +458,8 @@ export function buildProgram(): Command {
     ca
       .command('rotate')
       .description(
-        'replace a certificate with a new key, for the same role, addresses and DNS names unless given; restart its daemon after',
+        'replace a certificate with a new key, for the same role, addresses and DNS names unless given, and revoke the old ' +
+          "one in the CA's ca.crl; restart its daemon after, and copy ca.crl to every host",
       ),
   ).action(
     wrap(async (dir: string, o: IssueCommandOptions) => {
