@@ -7,8 +7,7 @@ export interface CriuFileOptions {
    * Files that are open but unlinked while other hard links remain (CRIU --link-remap). CRIU links them back
    * under a temporary name in the same directory for the dump and removes that name at restore. A dump that
    * leaves the process running (a migration's, until the destination confirms) removes the name again at its
-   * end, so the rootfs sent after it lacks the link: the /proc scan refuses such a process before the freeze
-   * (runtime/proc-scan-fds.ts).
+   * end, so the source makes it again before the rootfs is sent (host/link-remaps.ts).
    */
   linkRemap: boolean;
   /**

@@ -28,8 +28,6 @@ export interface FileFacts {
   ino: bigint;
   size: bigint;
   isFile: boolean;
-  /** Hard links left (undefined in fixtures captured before the rule on unlinked files). */
-  nlink?: bigint;
 }
 
 export const hostProcFs: ProcFs = {
@@ -38,7 +36,7 @@ export const hostProcFs: ProcFs = {
   readdir: (p) => readdir(p).catch(() => []),
   stat: (p) =>
     stat(p, { bigint: true }).then(
-      (st) => ({ dev: st.dev, ino: st.ino, size: st.size, isFile: st.isFile(), nlink: st.nlink }),
+      (st) => ({ dev: st.dev, ino: st.ino, size: st.size, isFile: st.isFile() }),
       () => undefined,
     ),
   unixSockets: async (pid) => {

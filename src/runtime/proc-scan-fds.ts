@@ -1,6 +1,6 @@
 // The rules of the /proc scan (proc-scan.ts) on what a container's tasks hold open: a corked UDP socket, a
 // loopback TCP connection with full buffers, connections in flight on a listening TCP socket, a lease on a file
-// with content, an open file unlinked while other links to it remain (unix sockets: proc-scan-unix.ts). Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
+// with content (unix sockets: proc-scan-unix.ts). Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
 // /proc before anything is frozen.
 import { type ProcFs, type ProcTask, type Unmovable, who } from './proc-fs.ts';
 
@@ -139,38 +139,6 @@ export async function leaseLimits(fs: ProcFs, tasks: ProcTask[], root = '/proc')
           ),
         );
       }
-    }
-  }
-  return out;
-}
-
-/**
- * An open regular file whose name was unlinked while other hard links to it remain (/proc/PID/fd says
- * "(deleted)", the file still has links). CRIU dumps it by linking it back under a new name beside the old one
- * (`link_remap.N`, --link-remap), which the restore opens; but when the dumped process stays alive, as it does
- * through a migration until the destination confirms (--leave-running), CRIU removes that link again at the end of
- * the dump, so the rootfs sent after the dump lacks it and the restore fails ("Can't link ... link_remap.N").
- * (zdtm's unlink_fstat03; a file with no link left is a ghost file, whose content CRIU copies into its images.)
- */
-export async function linkRemapLimits(fs: ProcFs, tasks: ProcTask[], root = '/proc'): Promise<Unmovable[]> {
-  if (!fs.stat) return [];
-  const out: Unmovable[] = [];
-  const named = new Set<string>();
-  for (const t of tasks) {
-    for (const fd of await fs.readdir(`${root}/${t.pid}/fd`)) {
-      const link = (await fs.readlink(`${root}/${t.pid}/fd/${fd}`)) ?? '';
-      if (!link.startsWith('/') || !link.endsWith(' (deleted)')) continue;
-      const st = await fs.stat(`${root}/${t.pid}/fd/${fd}`);
-      if (!st?.isFile || !st.nlink) continue;
-      const key = `${st.dev}:${st.ino}`;
-      if (named.has(key)) continue;
-      named.add(key);
-      out.push(
-        who(
-          t,
-          `its open file ${link.slice(0, -' (deleted)'.length)} was unlinked while ${st.nlink} other link(s) to it remain: CRIU moves such a file through a link it makes at the dump and removes again while the process stays alive until the destination confirms, so the destination cannot open it`,
-        ),
-      );
     }
   }
   return out;

@@ -5,13 +5,7 @@
 // The rules on tasks and sessions are here; those on what the tasks hold open are in proc-scan-fds.ts, and the
 // reading of /proc in proc-fs.ts.
 import { hostProcFs, type ProcFs, type ProcTask, readTasks, type Unmovable, who } from './proc-fs.ts';
-import {
-  corkedUdpLimits,
-  inFlightTcpLimits,
-  leaseLimits,
-  linkRemapLimits,
-  loopbackTcpLimits,
-} from './proc-scan-fds.ts';
+import { corkedUdpLimits, inFlightTcpLimits, leaseLimits, loopbackTcpLimits } from './proc-scan-fds.ts';
 import { inFlightUnixLimits } from './proc-scan-unix.ts';
 
 export {
@@ -246,7 +240,6 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
       ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
       ...(await inFlightUnixLimits(fs, tasks, o.init, root)),
       ...(await leaseLimits(fs, tasks, root)),
-      ...(await linkRemapLimits(fs, tasks, root)),
     ].filter((u) => !alsoJoined(u)),
   ];
 }
