@@ -16,8 +16,10 @@ import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
+import { cgroupPids } from '../runtime/cgroups.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { type ContainerHost, identity } from './containers.ts';
+import { relinkRemaps, removeRelinked } from './link-remaps.ts';
 import { bundleDir } from './paths.ts';
 import { RootfsArchiver } from './rootfs-archive.ts';
 
@@ -191,9 +193,18 @@ export class Checkpoints {
       ]);
       const images = await this.freezeAndDump(name, rec, dir);
       s.frozen = true;
-      // the writable rootfs while the container is still frozen: files and memory from the same instant
+      // the writable rootfs while the container is still frozen: files and memory from the same instant, with the
+      // links the restore needs for open, unlinked files (the dump removed them; they leave again once packed)
+      const bundle = bundleDir(this.host.paths, name);
       const rootfsTar = join(dir, 'rootfs-diff.tar');
-      const sockets = await this.rootfs.pack(join(bundleDir(this.host.paths, name), 'rootfs'), rootfsTar);
+      const relinked: string[] = [];
+      let sockets: Awaited<ReturnType<RootfsArchiver['pack']>>;
+      try {
+        await relinkRemaps({ images, bundle, pids: () => cgroupPids(this.host.cgroupsPath(name)) }, relinked);
+        sockets = await this.rootfs.pack(join(bundle, 'rootfs'), rootfsTar);
+      } finally {
+        await removeRelinked(relinked);
+      }
       if (req.leaveRunning) {
         await this.thaw(name, rec);
         s.frozen = false;
