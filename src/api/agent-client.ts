@@ -212,7 +212,11 @@ export class AgentClient extends HttpsClient {
   ): Promise<{
     id: string;
     body: IncomingMessage;
+    /** The agent wrote the archive into `req.file` (the body is empty); else the body is the archive. */
+    written: boolean;
     trailer: () => { sha256: string; bytes: number } | undefined;
+    /** Why the agent could not write `req.file`, if it could not. */
+    writeError: () => string | undefined;
   }> {
     const path = `/v1/containers/${seg(name)}/checkpoint`;
     // no idle timeout: a large dump may take a while before the first byte
@@ -229,7 +233,14 @@ export class AgentClient extends HttpsClient {
       const bytes = Number(res.trailers['x-ferry-bytes']);
       return sha256 && Number.isSafeInteger(bytes) ? { sha256, bytes } : undefined;
     };
-    return { id, body: res, trailer };
+    const writeError = () => res.trailers['x-ferry-error'];
+    return { id, body: res, written: res.headers['x-ferry-written'] === 'file', trailer, writeError };
+  }
+
+  /** A token to write into a file the agent may see too (checkpoint's `file`): proof that the caller may write it. */
+  async checkpointToken(): Promise<string> {
+    const r = await this.request<{ token: string }>('POST', '/v1/checkpoints/tokens', { json: {} });
+    return r.token;
   }
 
   finishCheckpoint(id: string, stop: boolean): Promise<CheckpointResult> {

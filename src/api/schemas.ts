@@ -149,6 +149,19 @@ export const CheckpointBody = Type.Object(
     /** Keep the container running after the checkpoint (else it stops once the caller has the archive). */
     leaveRunning: Type.Boolean(),
     compress: Type.Union([Type.Literal('zstd'), Type.Literal('none')]),
+    /**
+     * The caller's file, if the agent may see it too (same host): the agent writes the archive into it instead of
+     * the response, if it finds there the token it issued (POST /v1/checkpoints/tokens); else it streams.
+     */
+    file: Type.Optional(
+      Type.Object(
+        {
+          path: Type.String({ minLength: 2, maxLength: 4096, pattern: '^/' }),
+          token: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

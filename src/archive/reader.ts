@@ -7,9 +7,9 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
 import { FerryError } from '../core/errors.ts';
+import { zstdDecompress } from '../runtime/zstd.ts';
 import {
   type ArchiveMeta,
   allowedName,
@@ -73,7 +73,8 @@ async function decompressed(input: AsyncIterable<Buffer>): Promise<Readable> {
     })(),
   );
   if (first.length >= 4 && first.subarray(0, 4).equals(ZSTD_MAGIC)) {
-    const z = createZstdDecompress();
+    // the zstd program (runtime/zstd.ts): its output ends only once every frame's checksum matched
+    const z = zstdDecompress();
     all.on('error', (err) => z.destroy(err));
     return all.pipe(z);
   }
@@ -129,7 +130,8 @@ export async function readArchive(
       });
       if (where === 'disk') {
         if (!opts.dest) throw new Error('readArchive: keep "disk" needs dest');
-        const file = createWriteStream(join(opts.dest, name), { mode: 0o600 });
+        // a deep buffer: the writes queue up (and go out together) instead of waiting on each chunk in turn
+        const file = createWriteStream(join(opts.dest, name), { mode: 0o600, highWaterMark: 4 << 20 });
         const tee = new Writable({
           write(chunk: Buffer, enc, cb) {
             sink.write(chunk, enc);
@@ -181,7 +183,11 @@ class TailCheck extends Transform {
   private total = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.total += chunk.length;
-    this.last = Buffer.concat([this.last, chunk]).subarray(-1024);
+    // a copy of the last KiB only (not of every chunk: an archive is gigabytes)
+    this.last =
+      chunk.length >= 1024
+        ? Buffer.from(chunk.subarray(-1024))
+        : Buffer.concat([this.last, chunk]).subarray(-1024);
     cb(null, chunk);
   }
   endsWithTrailer(): boolean {

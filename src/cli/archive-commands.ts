@@ -13,6 +13,7 @@ import type { ContainerInfo, InspectReport } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName, isValidName } from '../core/names.ts';
 import { table } from '../core/table.ts';
+import { traceStep } from '../core/trace.ts';
 import { allocateAddress, withCluster } from './commands.ts';
 import type { ClusterContext } from './context.ts';
 
@@ -67,35 +68,76 @@ export async function checkpointCommand(
     let bytes = 0;
     try {
       await fh.chmod(0o600);
-      const started = await client.checkpoint(name, { leaveRunning, compress });
+      // on the agent's own host the agent writes the file itself (no TLS, no second copy); it finds there a token
+      // it issued, or it streams (another host, or an agent without it)
+      const token = await client.checkpointToken().catch(() => undefined);
+      if (token) await fh.write(token, 0);
+      let t = performance.now();
+      const started = await client.checkpoint(name, {
+        leaveRunning,
+        compress,
+        ...(token ? { file: { path: tmp, token } } : {}),
+      });
       id = started.id;
-      const hash = createHash('sha256');
-      const count = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          cb(null, chunk);
-        },
-      });
-      // flush: fsync before the stream closes the file (only a closed stream ends the pipeline)
-      await pipeline(started.body, count, fh.createWriteStream({ flush: true })).catch((err: Error) => {
-        throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${err.message}`, {
-          cause: err,
+      traceStep('cli: checkpoint answered', t);
+      t = performance.now();
+      let got: string | undefined;
+      if (started.written) {
+        try {
+          for await (const _ of started.body) {
+            // the answer has no body, only the trailers at its end
+          }
+        } catch (err) {
+          throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        const why = started.writeError();
+        if (why) throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${why}`);
+        await fh.close();
+      } else {
+        if (token) await fh.truncate(0);
+        const hash = createHash('sha256');
+        const count = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            bytes += chunk.length;
+            cb(null, chunk);
+          },
         });
-      });
+        // flush: fsync before the stream closes the file (only a closed stream ends the pipeline)
+        await pipeline(started.body, count, fh.createWriteStream({ flush: true, start: 0 })).catch(
+          (err: Error) => {
+            throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${err.message}`, {
+              cause: err,
+            });
+          },
+        );
+        got = hash.digest('hex');
+      }
+      traceStep(
+        started.written ? 'cli: archive written by the agent' : 'cli: archive received and written',
+        t,
+      );
+      t = performance.now();
       const sent = started.trailer();
-      const got = hash.digest('hex');
-      if (!sent || sent.sha256 !== got || sent.bytes !== bytes) {
+      if (started.written && sent) bytes = sent.bytes;
+      if (!sent || (got !== undefined && (sent.sha256 !== got || sent.bytes !== bytes))) {
         throw new FerryError(
           'FERRY_E_ARCHIVE_WRITE',
           `the archive from ${c.host} did not arrive whole (${bytes} bytes${sent ? `, ${sent.bytes} sent` : ', cut short'})`,
         );
       }
-      // what is on the disk, read back: the disk may have lost what the file system accepted
-      if ((await sha256File(tmp)) !== got)
+      // what is on the disk, read back: the disk may have lost what the file system accepted (and a file the agent
+      // wrote is checked here as a streamed one is)
+      const back = await sha256File(tmp);
+      if (back.sha256 !== sent.sha256 || back.bytes !== sent.bytes)
         throw new FerryError('FERRY_E_ARCHIVE_WRITE', `${tmp} does not read back as written`);
+      traceStep('cli: read back', t);
+      t = performance.now();
       await rename(tmp, file);
       await syncDir(dir);
+      traceStep('cli: rename', t);
     } catch (err) {
       await fh.close().catch(() => {});
       await rm(tmp, { force: true });
@@ -104,7 +146,9 @@ export async function checkpointCommand(
     }
     let result: Awaited<ReturnType<typeof client.finishCheckpoint>>;
     try {
+      const t = performance.now();
       result = await client.finishCheckpoint(id, !leaveRunning);
+      traceStep('cli: finish', t);
     } catch (err) {
       // the container was not stopped (or not known to be): no archive claims a point it did not stop at
       await rm(file, { force: true });
@@ -135,7 +179,10 @@ export async function restoreCommand(
     ctx.host(hostName);
     const client = ctx.client(hostName);
     if (o.name) refuseName(containers, o.name);
-    const staged = await client.stageArchive(createReadStream(file));
+    let t = performance.now();
+    const staged = await client.stageArchive(createReadStream(file, { highWaterMark: 1 << 20 }));
+    traceStep('cli: staged', t);
+    t = performance.now();
     let ip: string | undefined;
     let name: string;
     try {
@@ -159,6 +206,7 @@ export async function restoreCommand(
       ...(name !== staged.name ? { name } : {}),
       ...(ip && ip !== staged.ip ? { ip } : {}),
     });
+    traceStep('cli: restored', t);
     const info = result.container;
     print(o.json, { ok: true, ...result, from: staged.from, checkpointedAt: staged.checkpointedAt }, () =>
       [
@@ -318,10 +366,14 @@ async function readableFile(file: string): Promise<void> {
   await fh.close();
 }
 
-async function sha256File(path: string): Promise<string> {
+async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
   const hash = createHash('sha256');
-  for await (const c of createReadStream(path)) hash.update(c as Buffer);
-  return hash.digest('hex');
+  let bytes = 0;
+  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    hash.update(c as Buffer);
+    bytes += (c as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
 }
 
 /** The rename is durable only once the directory is. */

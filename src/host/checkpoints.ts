@@ -9,14 +9,17 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
 import { archiveStream } from '../archive/writer.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
+import { ArchiveTargets } from './archive-target.ts';
 import { type ContainerHost, identity } from './containers.ts';
 import { bundleDir } from './paths.ts';
 import { RootfsArchiver } from './rootfs-archive.ts';
@@ -48,9 +51,12 @@ interface Session {
 
 export interface StartedCheckpoint {
   id: string;
-  /** The archive; when it ends, `digest` holds what it sent. */
-  stream: Readable;
+  /** The archive, unless it goes into the caller's file (archive-target.ts); when it ends, `digest` holds what it sent. */
+  stream?: Readable;
+  /** Settles once the whole archive was sent, or written into the caller's file and synced. */
   digest: Promise<{ sha256: string; bytes: number }>;
+  /** The caller went away: stop (the container is thawed). */
+  cancel: () => void;
 }
 
 export class Checkpoints {
@@ -60,6 +66,7 @@ export class Checkpoints {
   private readonly sessions = new Map<string, Session>();
   private readonly finishWaitMs: number;
   private readonly rootfs: RootfsArchiver;
+  private readonly targets = new ArchiveTargets();
 
   constructor(deps: {
     host: ContainerHost;
@@ -157,6 +164,11 @@ export class Checkpoints {
     await this.host.network.unlock(name, identity(rec));
   }
 
+  /** A token for a caller that may share this host's file system (archive-target.ts). */
+  issueToken(): string {
+    return this.targets.issue();
+  }
+
   /**
    * Takes the checkpoint and starts the archive's stream. The container is frozen on return; it runs again at once
    * with leaveRunning, else when the caller finishes or aborts (or the stream fails, or the caller goes away).
@@ -173,8 +185,11 @@ export class Checkpoints {
       await release();
       throw err;
     }
+    // the caller's own file, if this host sees it (else undefined: the archive is streamed); opened before the freeze
+    const target = req.file ? await this.targets.open(req.file) : undefined;
     const id = `k${randomBytes(6).toString('hex')}`;
-    const dir = join(this.host.paths.stateDir, 'checkpoints', id);
+    // CRIU's images and the rootfs tar go to the images directory (tmpfs): memory in, memory out, no disk between
+    const dir = join(this.host.paths.imagesDir, `checkpoint-${id}`);
     const s: Session = {
       id,
       name,
@@ -189,11 +204,15 @@ export class Checkpoints {
         this.versions(),
         readConfig(bundleDir(this.host.paths, name)),
       ]);
+      let t = performance.now();
       const images = await this.freezeAndDump(name, rec, dir);
       s.frozen = true;
+      traceStep('checkpoint: freeze and dump', t);
+      t = performance.now();
       // the writable rootfs while the container is still frozen: files and memory from the same instant
       const rootfsTar = join(dir, 'rootfs-diff.tar');
       const sockets = await this.rootfs.pack(join(bundleDir(this.host.paths, name), 'rootfs'), rootfsTar);
+      traceStep('checkpoint: rootfs tar', t);
       if (req.leaveRunning) {
         await this.thaw(name, rec);
         s.frozen = false;
@@ -234,20 +253,42 @@ export class Checkpoints {
         rootfsTar,
         compress: req.compress,
       });
-      const digest = digestOf(() => {
-        // (synchronously at the stream's end: the close that follows must see it)
+      const streamed = performance.now();
+      const sent = () => {
+        traceStep(
+          target ? 'checkpoint: archive written into the file' : 'checkpoint: archive streamed',
+          streamed,
+        );
         s.streamed = true;
         s.timer = setTimeout(() => void this.abort(id, 'no finish from the caller'), this.finishWaitMs);
-      });
+      };
       this.sessions.set(id, s);
+      this.log.info(
+        { container: name, checkpoint: id, leaveRunning: req.leaveRunning, into: target ? 'file' : 'stream' },
+        'checkpoint taken',
+      );
+      if (target) {
+        const digest = digestOf(() => {});
+        // flush: fsync before the file is closed, and the pipeline ends only once it is
+        const file = target.createWriteStream({ start: 0, flush: true, highWaterMark: 1 << 20 });
+        const written = pipeline(body, digest.transform, file).then(async () => {
+          const d = await digest.done;
+          sent();
+          return d;
+        });
+        written.catch(() => void this.abort(id, 'writing the archive failed or the caller went away'));
+        return { id, digest: written, cancel: () => body.destroy(new Error('the caller went away')) };
+      }
+      // (synchronously at the stream's end: the close that follows must see it)
+      const digest = digestOf(sent);
       const out = body.pipe(digest.transform);
       body.on('error', (err) => out.destroy(err));
       out.on('close', () => {
         if (!s.streamed) void this.abort(id, 'the stream failed or the caller went away');
       });
-      this.log.info({ container: name, checkpoint: id, leaveRunning: req.leaveRunning }, 'checkpoint taken');
-      return { id, stream: out, digest: digest.done };
+      return { id, stream: out, digest: digest.done, cancel: () => out.destroy() };
     } catch (err) {
+      await target?.close().catch(() => {});
       if (s.frozen) await this.thaw(name, rec).catch(() => {});
       await rm(dir, { recursive: true, force: true });
       await release();
