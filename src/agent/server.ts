@@ -21,6 +21,7 @@ import {
   IdParams,
   ImportBody,
   IncomingBody,
+  LocalArchiveBody,
   MigrateBody,
   NameParams,
   PartParams,
@@ -387,6 +388,19 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     const out = await deps.restores.stage(req.raw);
     reply.code(201);
     return out;
+  });
+  // the archive a caller on this host holds open, read where it lies (host/archive-target.ts); `staged: null`: the
+  // caller is not on this host (or proved nothing), and streams it instead
+  app.post('/v1/restores/local', { config: USER, schema: { body: LocalArchiveBody } }, async (req, reply) => {
+    const fh = await deps.checkpoints.targets.openCallerFile(req.body);
+    if (!fh) return { staged: null };
+    try {
+      const staged = await deps.restores.stage({ file: fh });
+      reply.code(201);
+      return { staged };
+    } finally {
+      await fh.close().catch(() => {});
+    }
   });
   app.post(
     '/v1/restores/:id',

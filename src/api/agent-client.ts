@@ -23,6 +23,7 @@ import type {
   IncomingRequest,
   IncomingState,
   InspectReport,
+  LocalArchive,
   MigrateRequest,
   MigrationEvent,
   MigrationReport,
@@ -257,6 +258,18 @@ export class AgentClient extends HttpsClient {
   /** Streams an archive to the agent, which checks it whole and keeps it staged for `restoreStaged`. */
   stageArchive(body: Readable): Promise<StagedArchive> {
     return this.request('PUT', '/v1/restores', { body, timeoutMs: 600_000 });
+  }
+
+  /**
+   * Asks the agent to read an archive this process holds open (it must be on the agent's host): staged, or null if
+   * the agent could not (another host): then stream it with `stageArchive`.
+   */
+  async stageLocalArchive(local: LocalArchive): Promise<StagedArchive | null> {
+    const r = await this.request<{ staged: StagedArchive | null }>('POST', '/v1/restores/local', {
+      json: local,
+      timeoutMs: 600_000,
+    });
+    return r.staged;
   }
 
   restoreStaged(id: string, opts: ImportOptions = {}): Promise<ImportResult> {

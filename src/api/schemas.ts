@@ -166,6 +166,20 @@ export const CheckpointBody = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * A restore from an archive a caller on the agent's host holds open (host/archive-target.ts): the process, the
+ * archive's descriptor, and a descriptor of a file holding a token the agent issued.
+ */
+export const LocalArchiveBody = Type.Object(
+  {
+    pid: Type.Integer({ minimum: 1 }),
+    fd: Type.Integer({ minimum: 0 }),
+    tokenFd: Type.Integer({ minimum: 0 }),
+    token: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  },
+  { additionalProperties: false },
+);
+
 export const CheckpointId = Type.String({ pattern: '^k[0-9a-f]{12}$' });
 export const CheckpointParams = Type.Object({ id: CheckpointId }, { additionalProperties: false });
 

@@ -5,11 +5,13 @@
 // SHA-256 the agent sent, renamed into place, and only then does the container stop (without --leave-running).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContainerInfo, InspectReport } from '../api/types.ts';
+import type { AgentClient } from '../api/agent-client.ts';
+import type { ContainerInfo, InspectReport, StagedArchive } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName, isValidName } from '../core/names.ts';
 import { table } from '../core/table.ts';
@@ -180,7 +182,7 @@ export async function restoreCommand(
     const client = ctx.client(hostName);
     if (o.name) refuseName(containers, o.name);
     let t = performance.now();
-    const staged = await client.stageArchive(createReadStream(file, { highWaterMark: 1 << 20 }));
+    const staged = await stageFile(client, file);
     traceStep('cli: staged', t);
     t = performance.now();
     let ip: string | undefined;
@@ -331,6 +333,47 @@ export function inspectText(
     );
   }
   return lines.join('\n');
+}
+
+/**
+ * Stages an archive on the agent. On the agent's own host the agent reads the file where it lies (zstd reads it
+ * directly: no TLS, no copy through this process): this process holds it open, with a token the agent issued in
+ * an unlinked file beside it as proof (host/archive-target.ts). Elsewhere, or with an agent that cannot, it streams.
+ */
+async function stageFile(client: AgentClient, file: string): Promise<StagedArchive> {
+  const token = await client.checkpointToken().catch(() => undefined);
+  if (token) {
+    const tokenPath = join(tmpdir(), `.ferry-token-${randomBytes(8).toString('hex')}`);
+    let archive: FileHandle | undefined;
+    let proof: FileHandle | undefined;
+    try {
+      archive = await open(file, 'r');
+      proof = await open(tokenPath, 'wx+', 0o600);
+      await proof.write(token, 0);
+      await rm(tokenPath, { force: true });
+    } catch {
+      // no token file here (a read-only temporary directory, say): streamed
+      await proof?.close().catch(() => {});
+      await archive?.close().catch(() => {});
+      await rm(tokenPath, { force: true });
+      proof = undefined;
+    }
+    if (archive && proof) {
+      try {
+        const staged = await client.stageLocalArchive({
+          pid: process.pid,
+          fd: archive.fd,
+          tokenFd: proof.fd,
+          token,
+        });
+        if (staged) return staged;
+      } finally {
+        await proof.close().catch(() => {});
+        await archive.close().catch(() => {});
+      }
+    }
+  }
+  return client.stageArchive(createReadStream(file, { highWaterMark: 1 << 20 }));
 }
 
 function refuseName(containers: ContainerInfo[], name: string): void {

@@ -26,7 +26,7 @@ import {
   ROOTFS_DIFF,
   SPEC_DUMP,
 } from '../archive/format.ts';
-import { readArchive } from '../archive/reader.ts';
+import { type ArchiveInput, readArchive } from '../archive/reader.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
@@ -82,7 +82,7 @@ export class ArchiveRestores {
    * staging directory; nothing of a container is made. `start` restores it, `discard` drops it; a staged archive
    * nobody starts is dropped after a while.
    */
-  async stage(body: AsyncIterable<Buffer>): Promise<StagedArchive> {
+  async stage(body: ArchiveInput): Promise<StagedArchive> {
     const id = `r${randomBytes(6).toString('hex')}`;
     // staged in the images directory (tmpfs), where CRIU then restores from: no disk between the archive and CRIU
     const dir = join(this.host.paths.imagesDir, `restore-${id}`);

@@ -8,9 +8,24 @@
 // the agent writes nothing the caller could not have written. Anything else (no such file on this host, another
 // content, a link, not a regular file, a token unknown or used) is no error: the archive is streamed, as to a
 // caller on another host.
+//
+// A restore reads the caller's archive the same way, with the same care: the agent must not read what the caller
+// could not. The caller opens the archive itself and holds it open, and proves the process is its own with a token
+// file it holds open too (made, written and unlinked by the caller); the agent reads the archive through that
+// process's open file (/proc/PID/fd/N) only if the same process holds the token it issued.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
+
+/** Where a caller on this host holds its archive and its token open. */
+export interface CallerFile {
+  pid: number;
+  /** The archive, open for reading. */
+  fd: number;
+  /** A file holding the token, open for reading. */
+  tokenFd: number;
+  token: string;
+}
 
 /** A token is good for this long after it was issued, and for one checkpoint. */
 const TOKEN_TTL_MS = 60_000;
@@ -30,6 +45,36 @@ export class ArchiveTargets {
     const token = randomBytes(32).toString('hex');
     this.tokens.set(token, now + TOKEN_TTL_MS);
     return token;
+  }
+
+  /**
+   * The archive a caller on this host holds open, opened for reading, if the same process holds the token issued
+   * here (unexpired; used up either way) and had the archive open for reading; else undefined (it is streamed).
+   */
+  async openCallerFile(c: CallerFile, now = Date.now()): Promise<FileHandle | undefined> {
+    const expires = this.tokens.get(c.token);
+    this.tokens.delete(c.token);
+    if (expires === undefined || expires <= now) return undefined;
+    const proc = `/proc/${c.pid}`;
+    try {
+      const token = await readFile(`${proc}/fd/${c.tokenFd}`);
+      if (!token.equals(Buffer.from(c.token))) return undefined;
+      // the caller opened it for reading (O_RDONLY or O_RDWR): not a file it could only write
+      const info = await readFile(`${proc}/fdinfo/${c.fd}`, 'utf8');
+      const flags = /^flags:\s*([0-7]+)$/m.exec(info);
+      if (!flags || (Number.parseInt(flags[1]!, 8) & 3) === constants.O_WRONLY) return undefined;
+    } catch {
+      return undefined;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(`${proc}/fd/${c.fd}`, constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch {
+      return undefined;
+    }
+    if ((await fh.stat().catch(() => undefined))?.isFile()) return fh;
+    await fh.close().catch(() => {});
+    return undefined;
   }
 
   /**

@@ -19,6 +19,7 @@ import { traceStep } from '../core/trace.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
+import { requireZstd } from '../runtime/zstd.ts';
 import { ArchiveTargets } from './archive-target.ts';
 import { type ContainerHost, identity } from './containers.ts';
 import { bundleDir } from './paths.ts';
@@ -66,7 +67,8 @@ export class Checkpoints {
   private readonly sessions = new Map<string, Session>();
   private readonly finishWaitMs: number;
   private readonly rootfs: RootfsArchiver;
-  private readonly targets = new ArchiveTargets();
+  /** Tokens for callers on this host, and their files (a restore reads through them too). */
+  readonly targets = new ArchiveTargets();
 
   constructor(deps: {
     host: ContainerHost;
@@ -181,6 +183,7 @@ export class Checkpoints {
       await this.refuseUnmovable(name);
       // what the archive could not carry is refused while nothing is frozen
       await this.rootfs.survey(join(bundleDir(this.host.paths, name), 'rootfs'));
+      if (req.compress === 'zstd') await requireZstd(this.host.hostName);
     } catch (err) {
       await release();
       throw err;
