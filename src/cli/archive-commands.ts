@@ -2,20 +2,21 @@
 //
 // The CLI holds the file; the agents do the rest over the API (dump, archive, checks, restore, decoding). An archive
 // is written to a hidden temporary file beside its name (mode 0600: it holds process memory), checked against the
-// SHA-256 the agent sent, renamed into place, and only then does the container stop (without --leave-running).
+// SHA-256 the agent sent, renamed into place, and only then does the container stop (without --leave-running). On
+// the agent's own host the agent writes that file, and reads an archive to restore, itself (archive-files.ts and
+// host/archive-target.ts): the bytes skip TLS and this process; the checks are the same.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { AgentClient } from '../api/agent-client.ts';
-import type { ContainerInfo, InspectReport, StagedArchive } from '../api/types.ts';
+import type { ContainerInfo, InspectReport } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName, isValidName } from '../core/names.ts';
 import { table } from '../core/table.ts';
 import { traceStep } from '../core/trace.ts';
+import { sha256File, stageFile, syncDir } from './archive-files.ts';
 import { allocateAddress, withCluster } from './commands.ts';
 import type { ClusterContext } from './context.ts';
 
@@ -335,47 +336,6 @@ export function inspectText(
   return lines.join('\n');
 }
 
-/**
- * Stages an archive on the agent. On the agent's own host the agent reads the file where it lies (zstd reads it
- * directly: no TLS, no copy through this process): this process holds it open, with a token the agent issued in
- * an unlinked file beside it as proof (host/archive-target.ts). Elsewhere, or with an agent that cannot, it streams.
- */
-async function stageFile(client: AgentClient, file: string): Promise<StagedArchive> {
-  const token = await client.checkpointToken().catch(() => undefined);
-  if (token) {
-    const tokenPath = join(tmpdir(), `.ferry-token-${randomBytes(8).toString('hex')}`);
-    let archive: FileHandle | undefined;
-    let proof: FileHandle | undefined;
-    try {
-      archive = await open(file, 'r');
-      proof = await open(tokenPath, 'wx+', 0o600);
-      await proof.write(token, 0);
-      await rm(tokenPath, { force: true });
-    } catch {
-      // no token file here (a read-only temporary directory, say): streamed
-      await proof?.close().catch(() => {});
-      await archive?.close().catch(() => {});
-      await rm(tokenPath, { force: true });
-      proof = undefined;
-    }
-    if (archive && proof) {
-      try {
-        const staged = await client.stageLocalArchive({
-          pid: process.pid,
-          fd: archive.fd,
-          tokenFd: proof.fd,
-          token,
-        });
-        if (staged) return staged;
-      } finally {
-        await proof.close().catch(() => {});
-        await archive.close().catch(() => {});
-      }
-    }
-  }
-  return client.stageArchive(createReadStream(file, { highWaterMark: 1 << 20 }));
-}
-
 function refuseName(containers: ContainerInfo[], name: string): void {
   const found = containers.find((c) => c.name === name);
   if (found)
@@ -407,26 +367,6 @@ async function readableFile(file: string): Promise<void> {
     throw new FerryError('FERRY_E_INPUT_ARGS', `cannot read ${file}: ${err.message}`, { phase: 'input' });
   });
   await fh.close();
-}
-
-async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    hash.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), bytes };
-}
-
-/** The rename is durable only once the directory is. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 function mib(n: number): string {

@@ -4,11 +4,12 @@
 // without letting it go (`--leave-running` on a frozen container keeps it frozen), the writable rootfs is tarred
 // while it is still frozen, and only then does the container run again (--leave-running) — or it stays frozen
 // until the caller says the archive is on its disk and verified (`finish`), and is stopped then. Any failure, or a
-// caller that never comes back, thaws it: a checkpoint never loses a container.
-import { createHash, randomBytes } from 'node:crypto';
+// caller that never comes back, thaws it: a checkpoint never loses a container. The archive goes to the caller as the
+// answer's body, or straight into the caller's own file when it shares this host (archive-target.ts).
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
@@ -22,6 +23,7 @@ import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { requireZstd } from '../runtime/zstd.ts';
 import { ArchiveTargets } from './archive-target.ts';
 import { type ContainerHost, identity } from './containers.ts';
+import { digestOf } from './digest.ts';
 import { bundleDir } from './paths.ts';
 import { RootfsArchiver } from './rootfs-archive.ts';
 
@@ -375,35 +377,4 @@ export class Checkpoints {
 export interface Sizes {
   images: number;
   pages: number;
-}
-
-/** A pass-through that hashes what goes through it; `done` settles when it ends or fails. */
-function digestOf(onEnd: () => void): {
-  transform: Transform;
-  done: Promise<{ sha256: string; bytes: number }>;
-} {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  let settle!: (v: { sha256: string; bytes: number }) => void;
-  let fail!: (e: Error) => void;
-  const done = new Promise<{ sha256: string; bytes: number }>((res, rej) => {
-    settle = res;
-    fail = rej;
-  });
-  done.catch(() => {});
-  const transform = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      cb(null, chunk);
-    },
-    flush(cb) {
-      settle({ sha256: hash.digest('hex'), bytes });
-      onEnd();
-      cb();
-    },
-  });
-  transform.on('error', fail);
-  transform.on('close', () => fail(new Error('closed before the end')));
-  return { transform, done };
 }
