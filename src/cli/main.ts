@@ -8,11 +8,19 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
+import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
-import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import {
+  hostsCommand,
+  MIGRATE_AGENTLESS_HELP,
+  migrateCommand,
+  psCommand,
+  rmCommand,
+  runCommand,
+} from './commands.ts';
 import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
@@ -57,6 +65,12 @@ function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args:
 /** Options of `ferry agent` and `ferry controller`. */
 export interface DaemonOptions {
   config: string;
+}
+
+/** Options of `ferry agent`: a config file, or (the temporary agent of an agentless migration) standard input. */
+export interface AgentOptions {
+  config?: string;
+  stdin?: boolean;
 }
 
 /** Options of `ferry demo`. */
@@ -189,7 +203,10 @@ export function buildProgram(): Command {
     .command('migrate')
     .description('move a running container to another host')
     .argument('<name>')
-    .requiredOption('--to <host>', 'destination host')
+    .requiredOption(
+      '--to <host>',
+      'destination: a host of the cluster, or ssh://[user@]host[:port], a host with no agent (see below)',
+    )
     .addOption(
       new Option(
         '--strategy <s>',
@@ -238,7 +255,16 @@ export function buildProgram(): Command {
       'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
         '{"type": "result", "report": ...}',
     )
-    .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
+    .option(
+      '--runc-root <dir>',
+      'with --to ssh://: the runc state root the container runs in, for one started by hand with plain runc run ' +
+        `(default: ${DEFAULT_RUNC_ROOT}); its record is derived from runc's state and its bundle's config.json`,
+    )
+    .option(
+      '--ssh-config <file>',
+      'with --to ssh://: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
+    )
+    .addHelpText('after', `\n${MIGRATE_AGENTLESS_HELP}\n\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 
   program
@@ -314,9 +340,23 @@ export function buildProgram(): Command {
   program
     .command('agent')
     .description('run a host agent (HTTPS API with mutual TLS)')
-    .requiredOption('--config <file>', 'agent config (JSON)')
+    .option('--config <file>', 'agent config (JSON); required unless --stdin')
+    .option(
+      '--stdin',
+      'the temporary destination agent of ferry migrate --to ssh:// (started by it over ssh): its config and TLS ' +
+        'material as one JSON line on standard input; it exits, aborting what is not committed, when standard input closes',
+    )
     .action(
-      wrap(async (o: DaemonOptions) => {
+      wrap(async (o: AgentOptions) => {
+        if (o.stdin) {
+          const { runTemporary } = await import('../agent/main.ts');
+          await runTemporary(process.stdin, process.stdout);
+          process.exit(0);
+        }
+        if (!o.config)
+          throw new FerryError('FERRY_E_INPUT_ARGS', 'ferry agent needs --config FILE (or --stdin)', {
+            phase: 'input',
+          });
         const { loadAgentConfig, startAgent } = await import('../agent/main.ts');
         const agent = await startAgent(await loadAgentConfig(o.config));
         const stop = async () => {

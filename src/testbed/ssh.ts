@@ -65,7 +65,7 @@ export function clientConfig(tb: Pick<TestbedLayout, 'name' | 'hosts'>, paths: T
 
 /** One host's sshd_config: keys only, root by key, forwarding allowed (migrations tunnel through it). */
 export function serverConfig(
-  h: Pick<HostLayout, 'address'>,
+  h: Pick<HostLayout, 'address' | 'cgroupParent'>,
   hostDir: string,
   authorizedKeys: string,
 ): string {
@@ -84,8 +84,10 @@ export function serverConfig(
     'AllowTcpForwarding yes\n' +
     'PrintMotd no\n' +
     'Subsystem sftp internal-sftp\n' +
-    // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) apart
-    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')}\n` +
+    // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) and what a
+    // temporary agent receives (the containers of agentless migrations) apart
+    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')} FERRY_AGENTLESS_DIR=${join(hostDir, 'agentless')} ` +
+    `FERRY_AGENTLESS_CGROUP=${h.cgroupParent}-agentless\n` +
     'LogLevel VERBOSE\n'
   );
 }
