@@ -7,7 +7,7 @@
 // is aborted, its private files are removed and it exits. A restored copy not committed yet is also killed by the
 // dead-man switch should this process die first.
 import { once } from 'node:events';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { FerryError } from '../core/errors.ts';
@@ -61,6 +61,29 @@ function readFirstLine(input: Readable, limit = 1 << 20): Promise<string> {
   });
 }
 
+/**
+ * This host's own settings for its temporary agents, if any: `agent.json` in the state directory, with the agent
+ * config's fields that describe the host (network: its LAN bridge and namespace prefix, cgroupParent, criu, ...).
+ * What the session decides (name, listen address, peers, TLS) comes from the source and wins.
+ */
+async function localSettings(stateDir: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(join(stateDir, 'agent.json'), 'utf8');
+  } catch {
+    return {};
+  }
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    // refused below
+  }
+  throw new FerryError('FERRY_E_INPUT_ARGS', `${join(stateDir, 'agent.json')} is not a JSON object`, {
+    phase: 'input',
+  });
+}
+
 /** Runs until `input` ends; resolves once everything uncommitted is aborted and the private files are gone. */
 export async function runTemporaryAgent(
   startAgent: StartAgent,
@@ -94,13 +117,7 @@ export async function runTemporaryAgent(
     await writeFile(tls.cert, doc.tls.cert, { mode: 0o600 });
     await writeFile(tls.ca, doc.tls.ca, { mode: 0o600 });
     const cfg = parseAgentConfig(
-      {
-        ...doc.config,
-        stateDir,
-        imagesDir,
-        tls,
-        ...(env['FERRY_AGENTLESS_CGROUP'] ? { cgroupParent: env['FERRY_AGENTLESS_CGROUP'] } : {}),
-      },
+      { ...(await localSettings(stateDir)), ...doc.config, stateDir, imagesDir, tls },
       env,
       'agent --stdin',
     );

@@ -29,7 +29,7 @@ import { ClusterCA } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
 import { parseSshTarget, type SshSession, startSession } from '../runtime/ssh.ts';
 import { remoteFerry } from './remote-host.ts';
-import { adoptRuncContainer, receivedContainerDir } from './runc-root.ts';
+import { adoptRuncContainer, ipInspector, receivedContainerDir } from './runc-root.ts';
 
 export interface AgentlessRequest {
   name: string;
@@ -116,7 +116,11 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
   });
   const runc = new Runc(runner, { root: r.runcRoot, faults });
   // refused here, before anything is copied or started
-  const adopted = await adoptRuncContainer(runc, r.name, r.runcRoot);
+  const naming = new ContainerNetwork(runner, { bridge: 'br0', netnsPrefix: 'ferry', prefixLen: 24 });
+  const adopted = await adoptRuncContainer(runc, r.name, r.runcRoot, {
+    net: ipInspector(runner),
+    hostVeth: (n) => naming.hostVeth(n),
+  });
   const from = peerName(hostname(), 'source');
   const to = peerName(target.host, 'destination');
   if (from === to)
@@ -183,7 +187,12 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       paths,
       runc,
       cgroupParent: '/ferry',
-      network: new ContainerNetwork(runner, { bridge: 'br0', netnsPrefix: 'ferry', prefixLen: 24 }),
+      // (the bridge is the destination's business: here the container's link only goes down and up)
+      network: new ContainerNetwork(runner, {
+        bridge: 'br0',
+        netnsPrefix: adopted.network?.netnsPrefix ?? 'ferry',
+        prefixLen: adopted.network?.prefixLen ?? 24,
+      }),
       log,
     });
     await host.init();

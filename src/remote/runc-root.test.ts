@@ -30,7 +30,7 @@ test('a plain runc container: record from its state and config.json, cgroup from
     { id: 'c1', pid: 42, status: 'running', bundle },
     { id: 'c2', pid: 0, status: 'stopped', bundle },
   ]);
-  const a = await adoptRuncContainer(runc, 'c1', '/run/runc', join(dir, 'proc'));
+  const a = await adoptRuncContainer(runc, 'c1', '/run/runc', { procRoot: join(dir, 'proc') });
   assert.equal(a.record.name, 'c1');
   assert.equal(a.record.net, 'none');
   assert.deepEqual(a.record.command, ['/bin/sh', '-c', 'sleep 1000']);
@@ -48,7 +48,15 @@ test('a plain runc container: record from its state and config.json, cgroup from
 });
 
 test('network: a namespace of its own moves; the host network or a joined namespace is refused', () => {
-  assert.equal(netModeOf({ linux: { namespaces: [{ type: 'network' }] } }, 'c'), 'none');
+  assert.deepEqual(netModeOf({ linux: { namespaces: [{ type: 'network' }] } }, 'c'), { mode: 'none' });
+  assert.deepEqual(
+    netModeOf({ linux: { namespaces: [{ type: 'network', path: '/run/netns/fy-a-c-web' }] } }, 'web'),
+    {
+      mode: 'own',
+      netns: 'fy-a-c-web',
+      prefix: 'fy-a-c',
+    },
+  );
   assert.throws(() => netModeOf({ linux: { namespaces: [{ type: 'pid' }] } }, 'c'), {
     code: 'FERRY_E_INPUT_ARGS',
     message: /host's network/,
@@ -60,6 +68,35 @@ test('network: a namespace of its own moves; the host network or a joined namesp
       message: /\/run\/netns\/x/,
     },
   );
+});
+
+test('a namespace ferry made: address and MAC from its eth0; one without them is refused', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-root-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const bundle = join(dir, 'bundle');
+  await mkdir(join(bundle, 'rootfs'), { recursive: true });
+  await writeFile(
+    join(bundle, 'config.json'),
+    JSON.stringify({
+      root: { path: 'rootfs' },
+      process: { args: ['redis-server'] },
+      linux: { namespaces: [{ type: 'network', path: '/run/netns/fy-a-c-web' }] },
+    }),
+  );
+  const runc = fakeRunc([{ id: 'web', pid: 1, status: 'running', bundle }]);
+  const net = {
+    eth0: async (ns: string) =>
+      ns === 'fy-a-c-web' ? { ip: '10.1.0.50', prefixLen: 24, mac: '02:FC:0A:01:00:32' } : undefined,
+    linkExists: async (l: string) => l === 'fvweb',
+  };
+  const a = await adoptRuncContainer(runc, 'web', '/r', { net, hostVeth: (n) => `fv${n}` });
+  assert.equal(a.record.net, 'own');
+  assert.equal(a.record.ip, '10.1.0.50');
+  assert.equal(a.record.mac, '02:fc:0a:01:00:32');
+  assert.deepEqual(a.network, { netnsPrefix: 'fy-a-c', prefixLen: 24 });
+  await assert.rejects(adoptRuncContainer(runc, 'web', '/r', { net, hostVeth: (n) => `other${n}` }), {
+    code: 'FERRY_E_INPUT_ARGS',
+  });
 });
 
 test("a container an earlier agentless migration brought: its directory is ferry's; a user's bundle is not", () => {

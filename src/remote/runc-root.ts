@@ -7,6 +7,7 @@ import type { ContainerRecord } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { readConfig, validateConfig } from '../runtime/bundle.ts';
+import type { Runner } from '../runtime/exec.ts';
 import type { RuncLike } from '../runtime/runc.ts';
 
 /** runc's default state root, where `runc run` keeps its containers unless told otherwise. */
@@ -14,6 +15,8 @@ export const DEFAULT_RUNC_ROOT = '/run/runc';
 
 export interface AdoptedContainer {
   record: ContainerRecord;
+  /** Its network namespace's prefix and the LAN's prefix length (`own` only), for this host's network layer. */
+  network?: { netnsPrefix: string; prefixLen: number };
   /** The bundle runc started it from (the user's directory, read, never changed). */
   bundle: string;
   /** Its cgroup (v2 path below /sys/fs/cgroup), from its init's /proc/PID/cgroup. */
@@ -21,30 +24,71 @@ export interface AdoptedContainer {
   pid: number;
 }
 
+/** What a config.json's network namespace is: a new one of its own, or one joined by its path. */
+export type NetShape = { mode: 'none' } | { mode: 'own'; netns: string; prefix: string };
+
 /**
- * The network mode a config.json asks for, as ferry's records name it: a new namespace of its own is `none`
- * (loopback only, moved with the container). A namespace joined by path or the host's own carry addresses ferry
- * did not give and cannot recreate on the other host: refused with the reason.
+ * The network a config.json asks for, as ferry's records name it: a new namespace of its own is `none` (loopback
+ * only, moved with the container); a namespace joined by path is `own` when it is wired the way ferry wires one
+ * (named PREFIX-NAME, its eth0 on a veth whose host side ferry names): the same address and MAC are made again on
+ * the other host. The host's own network carries nothing ferry can recreate: refused with the reason.
  */
 export function netModeOf(
   config: { linux?: { namespaces?: { type: string; path?: string }[] } },
   name: string,
-) {
+): NetShape {
   const net = (config.linux?.namespaces ?? []).find((n) => n.type === 'network');
-  const refuse = (why: string) =>
-    new FerryError(
-      'FERRY_E_INPUT_ARGS',
-      `container ${name} ${why}: ferry cannot give it the same network elsewhere`,
-      {
-        phase: 'input',
-        hint:
-          'a container started by hand moves with a network namespace of its own and no path in config.json ' +
-          '(runc spec makes one); start it with ferry run for an address on the LAN',
-      },
+  if (!net) throw cannotMove(name, "shares the host's network namespace");
+  if (!net.path) return { mode: 'none' };
+  const m = /^\/run\/netns\/([A-Za-z0-9_.-]+)$/.exec(net.path);
+  const netns = m?.[1];
+  if (!netns || !netns.endsWith(`-${name}`) || netns.length === name.length + 1)
+    throw cannotMove(
+      name,
+      `joins the network namespace ${net.path}, not one named /run/netns/PREFIX-${name}`,
     );
-  if (!net) throw refuse("shares the host's network namespace");
-  if (net.path) throw refuse(`joins the network namespace ${net.path}`);
-  return 'none' as const;
+  return { mode: 'own', netns, prefix: netns.slice(0, -(name.length + 1)) };
+}
+
+function cannotMove(name: string, why: string): FerryError {
+  return new FerryError(
+    'FERRY_E_INPUT_ARGS',
+    `container ${name} ${why}: ferry cannot give it the same network elsewhere`,
+    {
+      phase: 'input',
+      hint:
+        'a container started by hand moves with a network namespace of its own and no path in config.json ' +
+        '(runc spec makes one), or in a namespace ferry made (ferry run --net own)',
+    },
+  );
+}
+
+/** The address of a namespace's eth0 and its MAC (`ip -j addr`), and whether the host side of its veth is here. */
+export interface NetInspector {
+  eth0(netns: string): Promise<{ ip: string; prefixLen: number; mac: string } | undefined>;
+  linkExists(link: string): Promise<boolean>;
+}
+
+export function ipInspector(runner: Runner): NetInspector {
+  return {
+    async eth0(netns) {
+      const r = await runner.run(['ip', '-n', netns, '-j', 'addr', 'show', 'dev', 'eth0'], {
+        allowFail: true,
+      });
+      if (r.code !== 0) return undefined;
+      const [link] = JSON.parse(r.stdout || '[]') as {
+        address?: string;
+        addr_info?: { family: string; local: string; prefixlen: number }[];
+      }[];
+      const inet = link?.addr_info?.find((a) => a.family === 'inet');
+      return link?.address && inet
+        ? { ip: inet.local, prefixLen: inet.prefixlen, mac: link.address }
+        : undefined;
+    },
+    async linkExists(link) {
+      return (await runner.run(['ip', 'link', 'show', 'dev', link], { allowFail: true })).code === 0;
+    },
+  };
 }
 
 /** The cgroup v2 path of a process ("0::/a/b" in /proc/PID/cgroup), undefined on a v1-only host. */
@@ -62,8 +106,9 @@ export async function adoptRuncContainer(
   runc: RuncLike,
   name: string,
   runcRoot: string,
-  procRoot = '/proc',
+  deps: { procRoot?: string; net?: NetInspector; hostVeth?: (name: string) => string } = {},
 ): Promise<AdoptedContainer> {
+  const procRoot = deps.procRoot ?? '/proc';
   checkName(name);
   const st = await runc.state(name);
   if (!st)
@@ -83,15 +128,33 @@ export async function adoptRuncContainer(
     );
   const config = await readConfig(st.bundle);
   validateConfig(config);
-  const net = netModeOf(config, name);
+  const shape = netModeOf(config, name);
   const record: ContainerRecord = {
     name,
     createdAt: new Date().toISOString(),
-    net,
+    net: shape.mode,
     command: (config.process.args as string[]).slice(0, 256),
     origin: { kind: 'run' },
   };
-  return { record, bundle: st.bundle, cgroup: await cgroupOf(st.pid, procRoot), pid: st.pid };
+  const out: AdoptedContainer = {
+    record,
+    bundle: st.bundle,
+    cgroup: await cgroupOf(st.pid, procRoot),
+    pid: st.pid,
+  };
+  if (shape.mode === 'own') {
+    const eth0 = await deps.net?.eth0(shape.netns);
+    const veth = deps.hostVeth?.(name);
+    if (!eth0 || !veth || !(await deps.net?.linkExists(veth)))
+      throw cannotMove(
+        name,
+        `joins ${shape.netns}, which has no eth0 with an IPv4 address on a veth ferry made (${veth ?? '?'})`,
+      );
+    record.ip = eth0.ip;
+    record.mac = eth0.mac.toLowerCase();
+    out.network = { netnsPrefix: shape.prefix, prefixLen: eth0.prefixLen };
+  }
+  return out;
 }
 
 /**

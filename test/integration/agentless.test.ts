@@ -1,8 +1,10 @@
 // Agentless migration (`ferry migrate NAME --to ssh://…`, decision 0014) against the real sshd of
 // `ferry testbed up --ssh`, with no agent running on either host: the CLI runs the source half in host a's network
 // namespace on containers started with plain `runc run`, and ferry's single executable, copied over ssh, is the
-// temporary destination agent. One testbed for every case: a counter moves a -> b cold and back b -> a by
-// post-copy (that run by the single executable itself, with no node on the PATH) and keeps counting; a changed
+// temporary destination agent. One testbed for every case: Redis (started by a's agent, which is then stopped:
+// a host whose agent is gone) moves a -> b cold and back by post-copy with the probe's connection open; a counter
+// moves a -> b cold and back b -> a by post-copy (that run by the single executable itself, with no node on the
+// PATH) and keeps counting; a changed
 // host key is refused with FERRY_E_SSH_HOST_KEY and nothing changes; the ssh connection killed mid-transfer rolls
 // back and the container runs on the source. Nothing is left behind: no temporary agent, no ferry file.
 import assert from 'node:assert/strict';
@@ -25,18 +27,21 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { buildCommandBundle } from '../../src/runtime/bundle.ts';
-import { ProcessRunner } from '../../src/runtime/exec.ts';
+import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
 import { controlAgent, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
 import {
   assertNothingLeft,
   counterCommand,
   FERRY_ARGV,
+  type ProbeSummary,
   processesWith,
   readInContainer,
   skipUnlessReady,
   waitFor,
+  waitForPort,
 } from './helpers.ts';
 
+const NAMES = ['c1', 'c2', 'c3', 'r1'];
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const run = promisify(execFile);
 
@@ -106,7 +111,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
   const roots: string[] = [srcRoot];
   t.after(async () => {
     for (const root of roots)
-      for (const c of ['c1', 'c2', 'c3']) {
+      for (const c of NAMES) {
         spawnSync('runc', ['--root', root, 'kill', c, 'KILL']);
         spawnSync('runc', ['--root', root, 'delete', '--force', c]);
       }
@@ -119,12 +124,44 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 }),
   ]);
   assert.ok(tb.ssh);
+  // Redis with an address on the LAN, started by a's agent (which stops below): ferry's namespace, eth0 and veth
+  const started = spawnSync(
+    FERRY_ARGV[0]!,
+    [
+      ...FERRY_ARGV.slice(1),
+      'run',
+      '--host',
+      'a',
+      '--name',
+      'r1',
+      '--json',
+      '--',
+      '/usr/bin/redis-server',
+      '--port',
+      '6379',
+      '--bind',
+      '0.0.0.0',
+      '--protected-mode',
+      'no',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      '/tmp',
+    ],
+    { env, encoding: 'utf8' },
+  );
+  assert.equal(started.status, 0, started.stderr);
+  const redisIp = (JSON.parse(started.stdout) as { ip: string }).ip;
+  await waitForPort(redisIp, 6379);
   // no agent anywhere: the destination has only its sshd
   await controlAgent(name, 'kill', 'a', deps);
   await controlAgent(name, 'kill', 'b', deps);
   const [a, b] = [tb.hosts[0]!, tb.hosts[1]!];
   const hostDir = (h: string) => join(tb.dir, 'hosts', h, 'ssh', 'agentless');
-  roots.push(join(hostDir('a'), 'runc'), join(hostDir('b'), 'runc'));
+  const agentRoot = join(tb.dir, 'hosts', 'a', 'runc');
+  roots.push(join(hostDir('a'), 'runc'), join(hostDir('b'), 'runc'), agentRoot);
   const cliEnv = { ...env, FERRY_EXECUTABLE: exe };
   const ferry = [...FERRY_ARGV];
   const sshConfig = ['--ssh-config', tb.ssh.config];
@@ -138,6 +175,62 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     assert.equal(r.status, 0, `runc run ${c}`);
   }
   await counts(srcRoot, 'c1');
+
+  await t.test(
+    'Redis with a client connected: cold a -> b, post-copy back, the connection never breaks',
+    async () => {
+      const probe = startBackground(
+        [...FERRY_ARGV, 'probe', 'redis', `${redisIp}:6379`, '--interval', '2', '--json'],
+        env,
+      );
+      await new Promise((r) => setTimeout(r, 700));
+      const there = await migrate(
+        a.netns,
+        [
+          ...ferry,
+          'migrate',
+          'r1',
+          '--to',
+          'ssh://b',
+          '--strategy',
+          'cold',
+          '--runc-root',
+          agentRoot,
+          ...sshConfig,
+        ],
+        cliEnv,
+      );
+      assert.equal(there.status, 0, there.stderr);
+      assert.equal(runcState(join(hostDir('b'), 'runc'), 'r1')?.status, 'running');
+      assert.ok(!existsSync(join(tb.dir, 'hosts', 'a', 'containers', 'r1')), "gone from a's agent state");
+      const back = await migrate(
+        b.netns,
+        [
+          ...ferry,
+          'migrate',
+          'r1',
+          '--to',
+          'ssh://a',
+          '--strategy',
+          'postcopy',
+          '--runc-root',
+          join(hostDir('b'), 'runc'),
+          ...sshConfig,
+        ],
+        cliEnv,
+      );
+      assert.equal(back.status, 0, back.stderr);
+      assert.equal(back.report?.strategy, 'postcopy');
+      assert.equal(runcState(join(hostDir('a'), 'runc'), 'r1')?.status, 'running');
+      await new Promise((r) => setTimeout(r, 500));
+      const out = await probe.stop('SIGINT');
+      const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
+      t.diagnostic(`redis max gap ${res.maxGapMs.toFixed(0)} ms over two agentless migrations`);
+      assert.equal(res.resets, 0);
+      assert.equal(res.errors, 0);
+      assert.equal(res.serverValues?.continuous, true, 'INCR continued without a jump');
+    },
+  );
 
   await t.test('cold a -> b: the counter runs on b and counts on; nothing of it is left on a', async () => {
     const r = await migrate(
@@ -263,7 +356,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     'no private files left',
   );
   for (const root of roots)
-    for (const c of ['c1', 'c2', 'c3']) {
+    for (const c of NAMES) {
       spawnSync('runc', ['--root', root, 'kill', c, 'KILL']);
       spawnSync('runc', ['--root', root, 'delete', '--force', c]);
     }
