@@ -531,10 +531,11 @@ export function buildProgram(): Command {
         "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
         "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
         'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
-        'file and restores it, ferry against Podman 5 (scripts/setup.sh podman) (all: strategies, network, switchover ' +
-        'and soak)',
+        'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); agentless migrates a container ' +
+        'over ssh:// and between agents on the same link, and prints the ratio (all: strategies, network, ' +
+        'switchover and soak)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | all')
+    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | agentless | all')
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -545,11 +546,13 @@ export function buildProgram(): Command {
     )
     .option(
       '--quick',
-      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB that ' +
-        'leaves docs/benchmarks.md alone (smoke tests)',
+      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB, ' +
+        'agentless: one of 64 MiB, both leaving docs/benchmarks.md alone (smoke tests)',
     )
-    .option('--size <mib>', 'archive: MiB of values in Redis (default: 1024)', (v) =>
-      positiveInt(v, '--size'),
+    .option(
+      '--size <mib>',
+      'archive: MiB of values in Redis; agentless: MiB of memory (default: 1024)',
+      (v) => positiveInt(v, '--size'),
     )
     .option('--big', 'switchover: a 4 GiB container too')
     .action(

@@ -128,6 +128,9 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       phase: 'input',
       hint: 'migrate to another host',
     });
+  // this host's facts (CRIU's checks take a while) are gathered while the remote side starts
+  const capabilities = capabilitiesOnce(() => gatherFacts(from, new Criu(runner), runc));
+  void capabilities().catch(() => {});
   const { ssh, ferry } = await remoteFerry(r.to, r.sshConfig ? { sshConfig: r.sshConfig } : {}, 'plan');
   await mkdir(LOCAL_RUN_DIR, { recursive: true, mode: 0o700 });
   const local = await mkdtemp(join(LOCAL_RUN_DIR, 'agentless-'));
@@ -200,11 +203,10 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
     await host.writeRecord(adopted.record);
     // the engine reads the bundle where ferry keeps its own: there, a link to the user's
     await symlink(adopted.bundle, bundleDir(paths, r.name));
-    const criu = new Criu(runner);
     const source = new MigrationSource({
       host,
       log,
-      capabilities: capabilitiesOnce(() => gatherFacts(from, criu, runc)),
+      capabilities,
       faults,
       postcopy: {
         pageServerAddress: '127.0.0.1',
