@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { capabilitiesOnce, gatherFacts } from '../agent/facts.ts';
 import { HttpDestinationPeer } from '../agent/peer.ts';
+import { READY_LINE } from '../agent/temporary.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { MigrationEvent, MigrationOptions, MigrationReport } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
@@ -42,8 +43,6 @@ export interface AgentlessRequest {
   env?: NodeJS.ProcessEnv;
 }
 
-/** The line the temporary agent prints once it listens (agent/temporary.ts). */
-const READY_WORD = 'ferry-agent-ready';
 /** Where this side keeps the migration's own files (the one-time CA, the images): removed at the end. */
 const LOCAL_RUN_DIR = '/run/ferry';
 
@@ -165,7 +164,7 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       phase: 'plan',
       label: 'the temporary ferry agent',
       input: `${JSON.stringify(input)}\n`,
-      readyWord: READY_WORD,
+      readyWord: READY_LINE,
       local: [`127.0.0.1:${apiPort}:127.0.0.1:${remoteApiPort}`],
       remote: [`127.0.0.1:${pagePort}:127.0.0.1:${pagePort}`],
     });
@@ -229,6 +228,12 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       peer,
       r.onEvent,
     );
+    // a connection that dropped is the cause the engine could only see as a peer gone: ssh's last words say more
+    if (!report.ok && report.error && open.ended()) {
+      const res = await open.closed;
+      const why = res.stderr.trim().split('\n').slice(-1)[0] || `exit status ${res.code ?? res.signal}`;
+      report.error.message += ` (the ssh session to ${r.to} had ended: ${why})`;
+    }
     keep = report.rollback !== undefined && !report.rollback.sourceRunning;
     const received = receivedContainerDir(r.runcRoot, r.name, adopted.bundle);
     if (report.ok && received) await rm(received, { recursive: true, force: true });

@@ -339,6 +339,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     assert.equal(r.status, 1, r.stderr);
     assert.equal(r.report?.ok, false);
     assert.equal(r.report?.rollback?.sourceRunning, true);
+    assert.match(r.report?.error?.message ?? '', /ssh session to ssh:\/\/b had ended/);
     await counts(srcRoot, 'c3');
     await waitFor(
       'the temporary agent ends with its session',
