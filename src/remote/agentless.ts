@@ -168,10 +168,13 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       local: [`127.0.0.1:${apiPort}:127.0.0.1:${remoteApiPort}`],
       remote: [`127.0.0.1:${pagePort}:127.0.0.1:${pagePort}`],
     });
+    const asked = performance.now();
     await session.ready;
     r.onEvent({
       type: 'info',
-      message: `temporary agent on ${r.to} (${ferry.copied ? 'copied' : 'cached'})`,
+      message:
+        `temporary agent on ${r.to} ready in ${((performance.now() - asked) / 1000).toFixed(1)} s ` +
+        `(ferry's executable ${ferry.copied ? 'copied there now' : 'found there'})`,
     });
     const open = session;
     void open.closed.then((res) => {
