@@ -124,7 +124,16 @@ export async function adoptRuncContainer(
     throw new FerryError(
       'FERRY_E_CONTAINER_NOT_RUNNING',
       `container ${name} in ${runcRoot} is ${st.status}, not running`,
-      { phase: 'input' },
+      {
+        phase: 'input',
+        ...(st.status === 'paused'
+          ? {
+              hint:
+                'a migration whose ferry was killed leaves its source paused: once the destination is known not to ' +
+                `run it, runc --root ${runcRoot} resume ${name}`,
+            }
+          : {}),
+      },
     );
   const config = await readConfig(st.bundle);
   validateConfig(config);
