@@ -2,6 +2,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { followRevocations } from '../api/http-server.ts';
 import type { TlsMaterial } from '../api/https-client.ts';
@@ -43,6 +44,7 @@ import { MigrationStatuses } from './migrations.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
+import { runTemporaryAgent } from './temporary.ts';
 import { AGENT_UNIT, agentUnitText } from './unit.ts';
 
 export { AGENT_CONFIG_PATH, loadAgentConfig } from './config.ts';
@@ -61,6 +63,8 @@ export { VERSION };
 export interface RunningAgent {
   app: FastifyInstance;
   close(): Promise<void>;
+  /** Aborts every incoming migration not committed yet (a temporary agent whose source went away). */
+  abortUncommitted(): Promise<string[]>;
 }
 
 export async function startAgent(
@@ -251,6 +255,7 @@ export async function startAgent(
   void capabilities().catch(() => {});
   return {
     app,
+    abortUncommitted: () => incoming.recover(),
     async close() {
       clearInterval(sweeper);
       unfollow();
@@ -259,6 +264,11 @@ export async function startAgent(
       await app.close();
     },
   };
+}
+
+/** `ferry agent --stdin`: the temporary destination agent of an agentless migration (temporary.ts). */
+export function runTemporary(input: NodeJS.ReadableStream, output: NodeJS.WritableStream): Promise<void> {
+  return runTemporaryAgent(startAgent, input as Readable, output as Writable);
 }
 
 /**
