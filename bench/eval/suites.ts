@@ -1,5 +1,7 @@
 // The evaluation suites, in the order docs/evaluation.md presents the works. A suite is registered here and
 // nowhere else: bench/index.ts makes each a `ferry bench` suite and the `evaluation` group of them all.
+import { dockerPaperSuite } from './docker-paper.ts';
 import type { EvalSuite } from './run.ts';
+import { vmSuite } from './vm.ts';
 
-export const EVAL_SUITES: EvalSuite[] = [];
+export const EVAL_SUITES: EvalSuite[] = [vmSuite, dockerPaperSuite];

@@ -493,10 +493,15 @@ export function buildProgram(): Command {
         'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
         'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); thesis, talk, runc-blog and ucsd ' +
         'reproduce published evaluations of container live migration beside their figures and rewrite their ' +
-        'sections of docs/evaluation.md (evaluation: all of those; all: strategies, network, switchover, soak and ' +
-        'the evaluation)',
+        'sections of docs/evaluation.md; vm migrates the same Redis as a QEMU virtual machine beside ferry ' +
+        '(scripts/setup.sh qemu); docker-paper checkpoints a counter into archives and moves an OpenFlow controller ' +
+        'while its Open vSwitch bridges stay connected (scripts/setup.sh sdn) (evaluation: all of those; all: ' +
+        'strategies, network, switchover, soak and the evaluation)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | evaluation | all')
+    .argument(
+      '<suite>',
+      'strategies | network | switchover | zdtm | soak | archive | vm | docker-paper | evaluation | all',
+    )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
