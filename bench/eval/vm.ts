@@ -255,8 +255,16 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
           for (const mode of MODES) {
             const r = await probed(ctx, tb, `${vmIp}:6379`, async () => {
               const info = await vm.migrate(mode, port++);
+              const status = await vm.qmp!.cmd<{ status: string }>('query-status');
+              ctx.log(`qemu ${mode}: ${info.status}, the destination is ${status.status}`);
               return { totalMs: info['total-time'] ?? info.wallMs, downtimeMs: info.downtime ?? Number.NaN };
             });
+            // a client that lost its way to the VM says nothing about where the VM is: ask it directly
+            const t = performance.now();
+            await waitPong(runner, vmIp, 60_000).then(
+              () => ctx.log(`the VM answers a new connection after ${Math.round(performance.now() - t)} ms`),
+              (e: Error) => ctx.log(e.message),
+            );
             ctx.log(
               `qemu ${mode} ${mib} MiB run ${run + 1}: gap ${Math.round(r?.gapMs ?? Number.NaN)} ms, total ${Math.round(r?.totalMs ?? Number.NaN)} ms`,
             );
