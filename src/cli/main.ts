@@ -500,7 +500,7 @@ export function buildProgram(): Command {
     )
     .argument(
       '<suite>',
-      'strategies | network | switchover | zdtm | soak | archive | vm | docker-paper | evaluation | all',
+      'strategies | network | switchover | zdtm | soak | archive | thesis | vm | talk | runc-blog | docker-paper | ucsd | evaluation | all',
     )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
