@@ -62,6 +62,8 @@ export interface SdnScenarioOptions {
   ip: string;
   /** One migration per entry, alternating between hosts a and b, starting on a. */
   strategies: string[];
+  /** OVS's inactivity probe, ms (default: OVS's 5 s); see FabricOptions. */
+  inactivityProbeMs?: number;
   log: (m: string) => void;
 }
 
@@ -76,6 +78,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
     prefix: o.prefix,
     switchNetns: o.tb.client.netns,
     controller: `${o.ip}:${OPENFLOW_PORT}`,
+    ...(o.inactivityProbeMs !== undefined ? { inactivityProbeMs: o.inactivityProbeMs } : {}),
   });
   const [h1, h2, h3, h4] = fabric.hosts as [
     (typeof fabric.hosts)[0],
@@ -120,6 +123,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
       const to = host === 'a' ? 'b' : 'a';
       const before = await fabric.status();
       const attemptsBefore = await fabric.connectAttempts();
+      const lostBefore = (await fabric.disconnectLines()).length;
       const m: SdnMove = {
         strategy,
         from: host,
@@ -158,6 +162,8 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
           return s.connected && b !== undefined && s.secSinceConnect > b.secSinceConnect;
         });
       m.newFlowMs = await newFlow(fabric, py, h2.netns, h4);
+      // OVS's own words for a lost connection (an inactivity probe unanswered, a reset), for the log
+      for (const line of (await fabric.disconnectLines()).slice(lostBefore)) log(`ovs-vswitchd: ${line}`);
       if (m.ok && !m.stayedConnected) {
         m.ok = false;
         m.note = `a switch lost its controller (${m.reconnects} new connection attempts)`;

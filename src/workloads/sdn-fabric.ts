@@ -17,6 +17,11 @@ export interface FabricOptions {
   switchNetns: string;
   /** ADDRESS:PORT of the OpenFlow controller. */
   controller: string;
+  /**
+   * OVS's inactivity probe (ms): after this long without a message from the controller a bridge sends an echo
+   * request, and after as long again without an answer it drops the connection. Default: OVS's own (5 s).
+   */
+  inactivityProbeMs?: number;
 }
 
 export interface SimHost {
@@ -153,7 +158,11 @@ export class SdnFabric {
       await inNs('ethtool', '-K', 'eth0', 'tx', 'off');
       await this.vsctl('add-port', h.bridge, outer);
     }
-    for (const br of this.bridges) await this.vsctl('set-controller', br, `tcp:${this.o.controller}`);
+    for (const br of this.bridges) {
+      await this.vsctl('set-controller', br, `tcp:${this.o.controller}`);
+      if (this.o.inactivityProbeMs !== undefined)
+        await this.vsctl('set', 'controller', br, `inactivity_probe=${this.o.inactivityProbeMs}`);
+    }
   }
 
   /** Waits until every bridge is connected to the controller. */
@@ -210,7 +219,7 @@ export class SdnFabric {
     const text = await readFile(this.vswitchdLog, 'utf8').catch(() => '');
     return text
       .split('\n')
-      .filter((l) => /<->tcp:.*(disconnected|connection closed|connection dropped|timed out)/.test(l));
+      .filter((l) => /<->tcp:.*(disconnect|closed|dropped|timed out|no response)/.test(l));
   }
 
   /** Number of flows on `bridge` that send frames to `mac` (installed by the controller). */
