@@ -203,7 +203,9 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
           `connected through ${connected} moves (no new connection attempt in ovs-vswitchd's log, sec_since_connect ` +
           `rising). "Packet-in path stalled": the longest gap between broadcasts (one every 20 ms, each a packet-in and ` +
           `a packet-out on both bridges) reaching the far host during a move, as the switches saw the controller. ` +
-          `OVS's echo probes are at least 5 s apart, too coarse to time a move; the packet-in path is what the switches wait on.`,
+          `OVS's echo probes are at least 5 s apart, too coarse to time a move; the packet-in path is what the switches wait on. ` +
+          `The bridges keep OVS's default inactivity probe: a controller silent for 5 s gets an echo request and 5 s more to ` +
+          `answer, so a move that stalls it about 10 s (a starved machine) drops the connection; such a move counts as failed above.`,
       },
     ],
     plots: [
