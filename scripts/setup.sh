@@ -220,7 +220,7 @@ install_sdn() {
 # QEMU and a stock Debian kernel (downloaded as a package and unpacked, never installed as the host's kernel), for
 # `ferry bench vm` only. The kernel lands in /opt/ferry/vm; the benchmark builds its own initramfs.
 VM_DIR=/opt/ferry/vm
-qemu_ok() { command -v qemu-system-x86_64 >/dev/null 2>&1 && compgen -G "$VM_DIR/vmlinuz-*" >/dev/null; }
+qemu_ok() { command -v qemu-system-x86_64 >/dev/null 2>&1 && compgen -G "$VM_DIR/vmlinuz-*" >/dev/null && compgen -G "$VM_DIR/modules/*/kernel" >/dev/null; }
 install_qemu() {
   if qemu_ok; then return 0; fi
   log "installing qemu-system-x86 and unpacking Debian's kernel into $VM_DIR (for ferry bench vm)"
@@ -229,7 +229,7 @@ install_qemu() {
     local nl; nl=$(dpkg-query -W -f='${Version}' libnl-3-200 2>/dev/null || true)
     apt_no_services qemu-system-x86 ${nl:+libnl-route-3-200=$nl}
   fi
-  if ! compgen -G "$VM_DIR/vmlinuz-*" >/dev/null; then
+  if ! compgen -G "$VM_DIR/vmlinuz-*" >/dev/null || ! compgen -G "$VM_DIR/modules/*/kernel" >/dev/null; then
     local tmp; tmp=$(mktemp -d /tmp/ferry-kernel-XXXXXX)
     local pkg; pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
     [[ -n $pkg ]] || { apt-get update -q; pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}'); }
