@@ -535,13 +535,15 @@ export function buildProgram(): Command {
         'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); agentless migrates a container ' +
         'over ssh:// and between agents on the same link, and prints the ratio; thesis, talk, runc-blog and ucsd ' +
         'reproduce published evaluations of container live migration beside their figures and rewrite their ' +
-        'sections of docs/evaluation.md (evaluation: all of those; all: strategies, network, switchover, soak and ' +
-        'the evaluation)',
+        'sections of docs/evaluation.md; vm migrates the same Redis as a QEMU virtual machine beside ferry ' +
+        '(scripts/setup.sh qemu); docker-paper checkpoints a counter into archives and moves an OpenFlow controller ' +
+        'while its Open vSwitch bridges stay connected (scripts/setup.sh sdn) (evaluation: all of those; all: ' +
+        'strategies, network, switchover, soak and the evaluation)',
     )
     .argument(
       '<suite>',
-      'strategies | network | switchover | zdtm | soak | archive | agentless | thesis | talk | runc-blog | ucsd | ' +
-        'evaluation | all',
+      'strategies | network | switchover | zdtm | soak | archive | agentless | thesis | vm | talk | runc-blog | ' +
+        'docker-paper | ucsd | evaluation | all',
     )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
