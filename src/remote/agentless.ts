@@ -22,6 +22,7 @@ import { ContainerHost } from '../host/containers.ts';
 import { bundleDir, hostPaths } from '../host/paths.ts';
 import { DEFAULT_DEADLINES, PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../migration/defaults.ts';
 import { MigrationSource } from '../migration/source.ts';
+import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
@@ -205,6 +206,7 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
     await host.writeRecord(adopted.record);
     // the engine reads the bundle where ferry keeps its own: there, a link to the user's
     await symlink(adopted.bundle, bundleDir(paths, r.name));
+    const fw = new Firewall(runner);
     const source = new MigrationSource({
       host,
       log,
@@ -213,8 +215,8 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       postcopy: {
         pageServerAddress: '127.0.0.1',
         port: () => pagePort,
-        // the page server listens on this host's loopback: only local processes (ssh's forward) reach it
-        fence: { open: async () => {}, close: async () => {} },
+        // the page server listens on this host's loopback, where ssh's forward reaches it as root: no one else may
+        fence: { open: (port) => fw.fenceLoopback(port), close: (port) => fw.unfenceLoopback(port) },
         failPageServer: (port) => resetConnection('127.0.0.1', port),
       },
     });
