@@ -10,7 +10,7 @@ import { isSshTarget, parseSshTarget } from '../remote/remote-host.ts';
 import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { ClusterContext } from './context.ts';
 import { exitStatusOfReport, inDoubt } from './exit-status.ts';
-import { MigrationRenderer, reportText } from './render.ts';
+import { eventPrinter, reportText } from './render.ts';
 
 interface Common {
   cluster?: string;
@@ -352,13 +352,12 @@ export async function migrateCommand(
     });
   const options = migrationOptions(o);
   checkMigrationOptions(options);
-  const renderer = o.json ? undefined : new MigrationRenderer();
   // --json --events: every event as it comes, one JSON object a line; the report ends the stream
+  const printer = eventPrinter(o, { stdout: process.stdout, stderr: process.stderr });
   let started = false;
   const onEvent = (e: MigrationEvent) => {
     if (e.type === 'started') started = true;
-    if (o.events) process.stdout.write(`${JSON.stringify(e)}\n`);
-    else renderer?.event(e);
+    printer.event(e);
   };
   const migrate = agentless
     ? () =>
@@ -376,7 +375,7 @@ export async function migrateCommand(
     // ended: the container may be anywhere (exit status 3, docs/errors.md)
     throw started ? inDoubt(err) : err;
   });
-  renderer?.finish();
+  printer.finish();
   if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
   else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);

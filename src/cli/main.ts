@@ -252,8 +252,8 @@ export function buildProgram(): Command {
     .option('--json', 'print the report as JSON')
     .option(
       '--events',
-      'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
-        '{"type": "result", "report": ...}',
+      'with --json: every event as it happens (phases; progress of the dump, pre-copy rounds, transfer and ' +
+        'post-copy pages; docs/events.md), one JSON object a line, the last one {"type": "result", "report": ...}',
     )
     .option(
       '--runc-root <dir>',
@@ -461,7 +461,7 @@ export function buildProgram(): Command {
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");
   ca.command('init')
-    .description('create a cluster CA in <dir> (keeps the one there)')
+    .description('create a cluster CA in <dir> (keeps the one there), with its revocation list ca.crl')
     .argument('<dir>', 'directory of the CA and the certificates it issues (keys 0600)')
     .option('--json', 'print JSON')
     .action(
@@ -498,7 +498,8 @@ export function buildProgram(): Command {
     ca
       .command('rotate')
       .description(
-        'replace a certificate with a new key, for the same role, addresses and DNS names unless given; restart its daemon after',
+        'replace a certificate with a new key, for the same role, addresses and DNS names unless given, and revoke the old ' +
+          "one in the CA's ca.crl; restart its daemon after, and copy ca.crl to every host",
       ),
   ).action(
     wrap(async (dir: string, o: IssueCommandOptions) => {
@@ -532,10 +533,18 @@ export function buildProgram(): Command {
         "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
         'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
         'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); agentless migrates a container ' +
-        'over ssh:// and between agents on the same link, and prints the ratio (all: strategies, network, ' +
-        'switchover and soak)',
+        'over ssh:// and between agents on the same link, and prints the ratio; thesis, talk, runc-blog and ucsd ' +
+        'reproduce published evaluations of container live migration beside their figures and rewrite their ' +
+        'sections of docs/evaluation.md; vm migrates the same Redis as a QEMU virtual machine beside ferry ' +
+        '(scripts/setup.sh qemu); docker-paper checkpoints a counter into archives and moves an OpenFlow controller ' +
+        'while its Open vSwitch bridges stay connected (scripts/setup.sh sdn) (evaluation: all of those; all: ' +
+        'strategies, network, switchover, soak and the evaluation)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | agentless | all')
+    .argument(
+      '<suite>',
+      'strategies | network | switchover | zdtm | soak | archive | agentless | thesis | vm | talk | runc-blog | ' +
+        'docker-paper | ucsd | evaluation | all',
+    )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -547,7 +556,8 @@ export function buildProgram(): Command {
     .option(
       '--quick',
       'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB, ' +
-        'agentless: one of 64 MiB, both leaving docs/benchmarks.md alone (smoke tests)',
+        'agentless: one of 64 MiB, both leaving docs/benchmarks.md alone; the evaluation suites: one run of small ' +
+        'sizes that leaves docs/evaluation.md alone (smoke tests)',
     )
     .option(
       '--size <mib>',
@@ -557,15 +567,15 @@ export function buildProgram(): Command {
     .option('--big', 'switchover: a 4 GiB container too')
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
-        const { SUITES, IN_ALL } = await import('../../bench/index.ts');
-        const names = suite === 'all' ? IN_ALL : [suite];
+        const { SUITES, GROUPS } = await import('../../bench/index.ts');
+        const names = GROUPS[suite] ?? [suite];
         const out: Record<string, unknown> = {};
         for (const n of names) {
           const run = SUITES[n];
           if (!run)
             throw new FerryError(
               'FERRY_E_INPUT_ARGS',
-              `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
+              `unknown suite ${n}: ${[...Object.keys(SUITES), ...Object.keys(GROUPS)].join(', ')}`,
             );
           out[n] = await run({
             ferryArgv: ferryArgv(),
