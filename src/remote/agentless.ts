@@ -166,6 +166,8 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       label: 'the temporary ferry agent',
       input: `${JSON.stringify(input)}\n`,
       readyWord: READY_LINE,
+      // the remote user's login shell runs its rc files first, and a loaded host starts slowly
+      readyTimeoutMs: 120_000,
       local: [`127.0.0.1:${apiPort}:127.0.0.1:${remoteApiPort}`],
       remote: [`127.0.0.1:${pagePort}:127.0.0.1:${pagePort}`],
     });
