@@ -24,6 +24,7 @@ import { SourceRecovery } from '../migration/source-recovery.ts';
 import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
+import { bytesAckedOnPort } from '../network/tcp-sent.ts';
 import { Criu } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
@@ -156,6 +157,7 @@ export async function startAgent(
         close: (port, allow) => fw.unfencePort(port, allow),
       },
       failPageServer: (port) => resetConnection('127.0.0.1', port),
+      pageServerDelivered: (port) => bytesAckedOnPort(runner, port),
     },
   });
   const uploads = new Uploads(paths, cfg.uploads);

@@ -7,7 +7,7 @@ import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
 import { ClusterContext } from './context.ts';
 import { exitStatusOfReport, inDoubt } from './exit-status.ts';
-import { MigrationRenderer, reportText } from './render.ts';
+import { eventPrinter, reportText } from './render.ts';
 
 interface Common {
   cluster?: string;
@@ -331,13 +331,12 @@ export async function migrateCommand(
     });
   const options = migrationOptions(o);
   checkMigrationOptions(options);
-  const renderer = o.json ? undefined : new MigrationRenderer();
   // --json --events: every event as it comes, one JSON object a line; the report ends the stream
+  const printer = eventPrinter(o, { stdout: process.stdout, stderr: process.stderr });
   let started = false;
   const onEvent = (e: MigrationEvent) => {
     if (e.type === 'started') started = true;
-    if (o.events) process.stdout.write(`${JSON.stringify(e)}\n`);
-    else renderer?.event(e);
+    printer.event(e);
   };
   const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent)).catch(
     (err: unknown) => {
@@ -346,7 +345,7 @@ export async function migrateCommand(
       throw started ? inDoubt(err) : err;
     },
   );
-  renderer?.finish();
+  printer.finish();
   if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
   else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);

@@ -235,8 +235,8 @@ export function buildProgram(): Command {
     .option('--json', 'print the report as JSON')
     .option(
       '--events',
-      'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
-        '{"type": "result", "report": ...}',
+      'with --json: every event as it happens (phases; progress of the dump, pre-copy rounds, transfer and ' +
+        'post-copy pages; docs/events.md), one JSON object a line, the last one {"type": "result", "report": ...}',
     )
     .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
