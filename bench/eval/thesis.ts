@@ -344,8 +344,9 @@ function tables(z: Sizes, s: Samples): { tables: EvalTable[]; plots: PlotSpec[] 
       row(`stopped ${st} ms: gap beyond dump + stop + restore`, 'ms', s.get(`tcp-extra/${st}`)),
     ]),
     note:
-      "The client's retransmission timer backs off while the server is gone: the longer the stop, the longer " +
-      'it waits after the restore before it tries again.',
+      "Whether the client's retransmission backoff adds to its gap once the server is back: the gap beyond " +
+      "dump + stop + restore (below 0 when it adds nothing: runc's own work before the freeze and after the " +
+      'restore counts in the dump and restore times).',
   };
   const kinds = z.precopyKinds;
   const pc: EvalTable = {
