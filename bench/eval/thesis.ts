@@ -427,7 +427,7 @@ function tables(z: Sizes, s: Samples): { tables: EvalTable[]; plots: PlotSpec[] 
   const plots: PlotSpec[] = [
     {
       id: 'criu',
-      title: 'CRIU dump time against memory',
+      title: 'CRIU dump and restore time against memory',
       kind: 'line',
       xLabel: 'memory (MiB)',
       yLabel: 'ms',
