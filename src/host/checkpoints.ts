@@ -19,11 +19,13 @@ import type { Logger } from '../core/log.ts';
 import { traceStep } from '../core/trace.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
+import { cgroupPids } from '../runtime/cgroups.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { requireZstd } from '../runtime/zstd.ts';
 import { ArchiveTargets } from './archive-target.ts';
 import { type ContainerHost, identity } from './containers.ts';
 import { digestOf } from './digest.ts';
+import { relinkRemaps, removeRelinked } from './link-remaps.ts';
 import { bundleDir } from './paths.ts';
 import { RootfsArchiver } from './rootfs-archive.ts';
 
@@ -214,9 +216,18 @@ export class Checkpoints {
       s.frozen = true;
       traceStep('checkpoint: freeze and dump', t);
       t = performance.now();
-      // the writable rootfs while the container is still frozen: files and memory from the same instant
+      // the writable rootfs while the container is still frozen: files and memory from the same instant, with the
+      // links the restore needs for open, unlinked files (the dump removed them; they leave again once packed)
+      const bundle = bundleDir(this.host.paths, name);
       const rootfsTar = join(dir, 'rootfs-diff.tar');
-      const sockets = await this.rootfs.pack(join(bundleDir(this.host.paths, name), 'rootfs'), rootfsTar);
+      const relinked: string[] = [];
+      let sockets: Awaited<ReturnType<RootfsArchiver['pack']>>;
+      try {
+        await relinkRemaps({ images, bundle, pids: () => cgroupPids(this.host.cgroupsPath(name)) }, relinked);
+        sockets = await this.rootfs.pack(join(bundle, 'rootfs'), rootfsTar);
+      } finally {
+        await removeRelinked(relinked);
+      }
       traceStep('checkpoint: rootfs tar', t);
       if (req.leaveRunning) {
         await this.thaw(name, rec);
