@@ -1,4 +1,5 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
+import { agentlessBench } from './agentless.ts';
 import { archiveBench } from './archive.ts';
 import { runEval } from './eval/run.ts';
 import { EVAL_SUITES } from './eval/suites.ts';
@@ -81,6 +82,16 @@ export const SUITES: Record<
       sizeMiB: o.sizeMiB ?? (o.quick ? 16 : DEFAULT_ARCHIVE_MIB),
       ferryArgv: o.ferryArgv,
       // a smoke run leaves the page alone
+      ...(o.quick ? {} : { docs: new URL('../docs', import.meta.url).pathname }),
+      ...(o.json ? { json: true } : {}),
+    }),
+  // agentless (ssh://) against agents, same size, same link, same run; not in `all`
+  agentless: (o) =>
+    agentlessBench({
+      runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
+      sizeMiB: o.sizeMiB ?? (o.quick ? 64 : DEFAULT_ARCHIVE_MIB),
+      rate: '1gbit',
+      ferryArgv: o.ferryArgv,
       ...(o.quick ? {} : { docs: new URL('../docs', import.meta.url).pathname }),
       ...(o.json ? { json: true } : {}),
     }),

@@ -8,6 +8,7 @@ import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
+import { agentlessSection } from './agentless.ts';
 import { archiveSection } from './archive.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
 import { drawPlot } from './eval/svg.ts';
@@ -312,7 +313,8 @@ async function writeReport(
   ].join('\n');
   // the archive benchmark's section is its own: kept when this page is rewritten
   const old = await readFile(`${o.out}/benchmarks.md`, 'utf8').catch(() => '');
-  const kept = archiveSection(old);
+  // the sections other suites rewrite stay as they are
+  const kept = [archiveSection(old), agentlessSection(old)].filter(Boolean).join('\n');
   await writeFile(`${o.out}/benchmarks.md`, kept ? `${md}\n${kept}` : md);
 }
 

@@ -19,7 +19,7 @@ criu_ok() {
 
 tools_ok() {
   local t
-  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool; do
+  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool zstd; do
     command -v "$t" >/dev/null 2>&1 || return 1
   done
 }
@@ -66,13 +66,14 @@ install_deps() {
   else
     apt-get update -q
   fi
-  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus"
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus, zstd"
   # checkpointctl: the archive tests read ferry's checkpoint archives with the real tool
   # chromium: the dashboard's browser tests drive Debian's build (playwright-core never downloads one)
   # acl: setfacl, for the tests of the ACLs an archive and a migration carry
+  # zstd: checkpoint archives are compressed and decompressed by the zstd program (on every core)
   # zsh and fish: the tests load `ferry completion zsh|fish` into the real shells; prometheus: the tests check
   # /metrics with its promtool (Prometheus' own parser and linter)
-  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus zstd
   # Debian starts a system redis on install; ferry runs its own inside containers.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   pkill -x redis-server 2>/dev/null || true

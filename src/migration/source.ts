@@ -11,8 +11,10 @@ import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { linkImages } from '../host/images.ts';
+import { relinkRemaps } from '../host/link-remaps.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
+import { cgroupPids } from '../runtime/cgroups.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
@@ -20,6 +22,7 @@ import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
+import { withDumpProgress } from './progress.ts';
 import { finishSource, rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
@@ -273,7 +276,8 @@ export class MigrationSource {
         const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         await this.faults.reach('source:checkpoint', name, 100);
-        seized = (await strategy.dump(ctx)).seized;
+        // (what CRIU has written so far is reported while it writes)
+        seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
@@ -291,6 +295,10 @@ export class MigrationSource {
           },
         );
       }
+      // links CRIU made for unlinked open files, removed again when the tasks stay alive: the restore needs them
+      progress.relinked = [];
+      const pids = () => cgroupPids(this.host.cgroupsPath(name));
+      await relinkRemaps({ images, bundle, pids }, progress.relinked);
       // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
       progress.detached = true;
       detaching = this.host.network.detach(name, net);
