@@ -46,18 +46,19 @@ export interface ZdtmTestReport {
  */
 export const NOTES: Record<string, string> = {
   file_locks01:
-    "looks its locks up in /proc/locks by the inode numbers it saw before the dump; on the destination the rootfs is a copy, whose files have other inode numbers (CRIU restores the locks; the test's lookup cannot find them)",
+    'looks its locks up in /proc/self/fdinfo by the device and inode numbers it saw before the dump; on the destination the rootfs is a copy, whose files have other inode numbers (CRIU restores the locks: file_locks00 and 02-05, which find them by pid or fd, pass). Inode numbers cannot be kept across hosts; ferry does not refuse flock users for it, since /proc cannot tell a program that remembers inode numbers from one that does not',
   unlink_fstat03:
-    'compares the device and inode number of an open, unlinked file before and after; on the destination the file is a copy on another filesystem, with other numbers. Since the runs of 2026-12-06 the restore fails before that: CRIU does not find on the destination the link it made to the unlinked file at the dump (`link_remap.N`, --link-remap), and ferry rolls back (with the encoder of empty files left as it was, too)',
+    'compares the device and inode number of an open, unlinked file before and after; on the destination the file is a copy on another filesystem, with another inode number (the migration itself works: ferry makes again the link CRIU needs for such a file, `link_remap.N`, which CRIU removes at the end of a dump that leaves the tasks running). Inode numbers cannot be kept across hosts',
   'socket-tcpbuf':
     "refused: a loopback TCP connection with full buffers. CRIU restores it stalled: a restored socket starts with a 536-byte MSS, the full buffers take the small segments at several times the memory each, and both ends wait on each other's window for minutes. CRIU alone (dump and restore on one host, no ferry) does the same here",
   'socket-tcpbuf-local': 'refused, as socket-tcpbuf',
   'socket-tcpbuf6': 'refused, as socket-tcpbuf (over IPv6)',
   'socket-tcpbuf6-local': 'refused, as socket-tcpbuf (over IPv6)',
   'sk-unix-listen02':
-    "zdtm expects CRIU's dump to fail (crfail: an in-flight unix connection with data queued). /proc does not show a listening socket's in-flight connections, so ferry cannot refuse it beforehand: the dump fails inside the freeze and ferry thaws the container (ROLLBACK)",
-  'sk-unix-listen03': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
-  'sk-unix-listen04': 'crfail (a closed in-flight unix connection): rolled back, as sk-unix-listen02',
+    "crfail: refused, a unix connection not yet accepted holding data its client sent (CRIU cannot take data out of a connection in flight). /proc shows such a connection but not what it holds: ferry asks the kernel's socket diagnostics (ss) whenever /proc shows one",
+  'sk-unix-listen03':
+    'crfail: refused, a unix connection not yet accepted whose client has closed its end (CRIU cannot dump it); found as for sk-unix-listen02',
+  'sk-unix-listen04': 'crfail: refused, as sk-unix-listen03 (the client sent data, then closed)',
   sigtrap: "crfail: refused, a pending SIGTRAP (CRIU's parasite code uses SIGTRAP itself)",
   ...Object.fromEntries(
     ['pid00', 'mlock_setuid', 'seccomp_filter'].map((t) => [
@@ -187,7 +188,7 @@ export function renderConformance(doc: Doc, strategies: string[]): string {
       '.',
     '',
     '**REFUSED**: ferry refused the migration before the freeze (`FERRY_E_CONTAINER_UNMOVABLE`, a process state',
-    'CRIU cannot dump or restore, read from /proc), the container ran on untouched and the test still passed.',
+    "CRIU cannot dump or restore, read from /proc and, for unix sockets, the kernel's socket diagnostics), the container ran on untouched and the test still passed.",
     "**ROLLBACK**: the migration failed inside the freeze (CRIU's dump or restore), ferry thawed the container on",
     'the source (it was found running there, once, with the same init) and the test still passed. **FAIL** after',
     'a migration includes a rollback that lost the container (its reason then says `ROLLBACK FAILED`). **HANG**: the',

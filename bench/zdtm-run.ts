@@ -271,6 +271,12 @@ export async function runTest(
           );
         if (unmovable) refused = why;
         else rolledBack = why;
+        // the links made for the restore (CRIU's link_remap.N, made anew by ferry after the dump) must be gone
+        const left = (await readdir(inContainer(init, '')).catch(() => [])).filter((f) =>
+          /^link_remap\.\d+$/.test(f),
+        );
+        if (left.length)
+          return done('FAIL', `${why}; the rollback left ${left.join(', ')} in the rootfs on the source`);
       } else {
         init = await initPid(h, name, ac.signal);
         if (!init) return done('FAIL', 'after migration: the container is not running');

@@ -35,6 +35,7 @@ export interface StrategySupport {
 export type ContainerRecord = Static<typeof S.ContainerRecord>;
 
 export type CheckpointRequest = Static<typeof S.CheckpointBody>;
+export type LocalArchive = Static<typeof S.LocalArchiveBody>;
 export type ImportOptions = Static<typeof S.ImportBody>;
 
 /** An archive staged on an agent, checked whole: what it holds, so the caller can pick a name and address. */

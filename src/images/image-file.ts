@@ -18,6 +18,7 @@ export const MAGIC = {
   core: 0x55053847,
   ids: 0x54432030,
   files: 0x56303138,
+  remapFpath: 0x59133954,
   mm: 0x57492820,
   tcpStream: 0x51465506,
   mnts: 0x55563928,

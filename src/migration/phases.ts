@@ -35,6 +35,8 @@ export interface Progress {
   /** The commit's outcome is unknown (the destination could not be asked): the source copy must stay frozen. */
   inDoubt: boolean;
   freezeStart?: number;
+  /** Links in the source's rootfs for the restore after the dump (host/link-remaps.ts): a rollback removes them. */
+  relinked?: string[];
 }
 
 export function newProgress(): Progress {

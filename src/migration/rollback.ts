@@ -7,6 +7,7 @@
 import { rm } from 'node:fs/promises';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
+import { removeRelinked } from '../host/link-remaps.ts';
 import { imageDir } from '../host/paths.ts';
 import type { Progress } from './phases.ts';
 import type { Strategy } from './strategies/strategy.ts';
@@ -84,6 +85,11 @@ export async function rollback(
     notes.push(`${peer.name} committed ${name} after all`);
     return { sourceRunning: false, destinationCleaned: false, action: 'committed', note: notes.join('; ') };
   }
+  // the links for the restore go before the container runs again (it finds its rootfs as it left it)
+  if (progress.relinked?.length)
+    await removeRelinked(progress.relinked).catch((err: Error) =>
+      notes.push(`removing the links made for the restore failed: ${err.message}`),
+    );
   const sourceRunning = await thaw(host, name, progress, strategy, notes);
   await strategy?.closeStaged?.();
   const images = imageDir(host.paths, id);

@@ -11,8 +11,10 @@ import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { linkImages } from '../host/images.ts';
+import { relinkRemaps } from '../host/link-remaps.ts';
 import { bundleDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
+import { cgroupPids } from '../runtime/cgroups.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
@@ -293,6 +295,10 @@ export class MigrationSource {
           },
         );
       }
+      // links CRIU made for unlinked open files, removed again when the tasks stay alive: the restore needs them
+      progress.relinked = [];
+      const pids = () => cgroupPids(this.host.cgroupsPath(name));
+      await relinkRemaps({ images, bundle, pids }, progress.relinked);
       // cut off beside the transfer (the destination attaches only at the restore, which waits for this)
       progress.detached = true;
       detaching = this.host.network.detach(name, net);

@@ -5,8 +5,9 @@
 export interface CriuFileOptions {
   /**
    * Files that are open but unlinked while other hard links remain (CRIU --link-remap). CRIU links them back
-   * under a temporary name in the same directory for the dump and removes that name at restore; the rootfs
-   * copy carries the link to the destination. Without it CRIU refuses to dump such a process.
+   * under a temporary name in the same directory for the dump and removes that name at restore. A dump that
+   * leaves the process running (a migration's, until the destination confirms) removes the name again at its
+   * end, so the source makes it again before the rootfs is sent (host/link-remaps.ts).
    */
   linkRemap: boolean;
   /**

@@ -1,7 +1,9 @@
 // The part of /proc the scan (proc-scan.ts) reads, behind a narrow interface so that its rules run against
 // captured fixtures in unit tests: the tasks of a container as parsed from stat and status, and what a rule
-// reports of a process CRIU cannot move.
+// reports of a process CRIU cannot move. One fact /proc does not show (a listening unix socket's connections in
+// flight) is asked of the kernel's sock_diag through `ss`, behind the same interface.
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { ProcessRunner } from './exec.ts';
 
 export interface ProcFs {
   /** A file's text, undefined when it cannot be read (the task exited, the file does not exist). */
@@ -13,6 +15,12 @@ export interface ProcFs {
    * undefined when it cannot. Without it, the rules that need it (leases) are not checked.
    */
   stat?(path: string): Promise<FileFacts | undefined>;
+  /**
+   * The unix sockets of the network namespace `pid` is in, as the kernel's sock_diag reports them and
+   * `ss -H -x -a -e` prints them (a listener's connections in flight, each socket's queues); undefined when it
+   * cannot be asked. Without it, the rule that needs it (unix connections in flight) falls back to what /proc shows.
+   */
+  unixSockets?(pid: number): Promise<string | undefined>;
 }
 
 export interface FileFacts {
@@ -31,6 +39,15 @@ export const hostProcFs: ProcFs = {
       (st) => ({ dev: st.dev, ino: st.ino, size: st.size, isFile: st.isFile() }),
       () => undefined,
     ),
+  unixSockets: async (pid) => {
+    const r = await new ProcessRunner()
+      .run(['nsenter', `--net=/proc/${pid}/ns/net`, '--', 'ss', '-H', '-x', '-a', '-e'], {
+        allowFail: true,
+        timeoutMs: 5000,
+      })
+      .catch(() => undefined);
+    return r?.code === 0 ? r.stdout : undefined;
+  },
 };
 
 /** One process CRIU cannot move, and why. */

@@ -1,6 +1,6 @@
 // The rules of the /proc scan (proc-scan.ts) on what a container's tasks hold open: a corked UDP socket, a
-// loopback TCP connection with full buffers, connections in flight on a listening socket, a lease on a file with
-// content. Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
+// loopback TCP connection with full buffers, connections in flight on a listening TCP socket, a lease on a file
+// with content (unix sockets: proc-scan-unix.ts). Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
 // /proc before anything is frozen.
 import { type ProcFs, type ProcTask, type Unmovable, who } from './proc-fs.ts';
 

@@ -13,6 +13,7 @@ import {
   type Unmovable,
 } from './proc-scan.ts';
 import { breakableLeases, showTcpAddress } from './proc-scan-fds.ts';
+import { parseUnixDiag } from './proc-scan-unix.ts';
 
 interface Fixture {
   name: string;
@@ -22,9 +23,11 @@ interface Fixture {
   links: Record<string, string>;
   /** stat(2) of each /proc/PID/fd link (fixtures captured since the lease rule). */
   stats?: Record<string, { dev: string; ino: string; size: string; isFile: boolean }>;
+  /** `ss -H -x -a -e`, the tree's rows (fixtures captured since the rule on unix connections in flight). */
+  unix?: string;
 }
 
-function fixture(name: string): { fx: Fixture; fs: ProcFs } {
+function fixture(name: string, withDiag = true): { fx: Fixture; fs: ProcFs } {
   const fx = JSON.parse(
     readFileSync(new URL(`../../test/fixtures/proc/${name}.json`, import.meta.url), 'utf8'),
   ) as Fixture;
@@ -43,12 +46,17 @@ function fixture(name: string): { fx: Fixture; fs: ProcFs } {
       const st = stats[p];
       return st && { dev: BigInt(st.dev), ino: BigInt(st.ino), size: BigInt(st.size), isFile: st.isFile };
     },
+    ...(withDiag ? { unixSockets: async () => fx.unix ?? '' } : {}),
   };
   return { fx, fs };
 }
 
-async function scan(name: string, freezerV1 = true): Promise<{ fx: Fixture; found: Unmovable[] }> {
-  const { fx, fs } = fixture(name);
+async function scan(
+  name: string,
+  freezerV1 = true,
+  withDiag = true,
+): Promise<{ fx: Fixture; found: Unmovable[] }> {
+  const { fx, fs } = fixture(name, withDiag);
   return { fx, found: await scanUnmovable(fs, { init: fx.init, pids: fx.pids, freezerV1, resampleMs: 1 }) };
 }
 
@@ -100,6 +108,51 @@ describe('scanUnmovable on captured trees', () => {
       found[0]!.limit,
       /listening TCP socket 0\.0\.0\.0:9990 has 1 connection\(s\) not yet accepted/,
     );
+  });
+
+  it('names a listening unix socket whose connection in flight holds data its client sent (sk-unix-listen02)', async () => {
+    const { found } = await scan('unix-in-flight-data');
+    assert.equal(found.length, 1);
+    assert.equal(found[0]!.comm, 'sk-unix-listen0');
+    assert.match(
+      found[0]!.limit,
+      /listening unix socket sk-unix-listen02\.sock has a connection not yet accepted holding 768 bytes its client sent/,
+    );
+  });
+
+  it('names a listening unix socket whose connection in flight its client has closed (sk-unix-listen04)', async () => {
+    const { found } = await scan('unix-in-flight-closed');
+    assert.equal(found.length, 1);
+    assert.match(
+      found[0]!.limit,
+      /listening unix socket sk-unix-listen04\.sock has 1 connection\(s\) not yet accepted whose client has closed its end/,
+    );
+  });
+
+  it('lets an empty unix connection in flight whose client is open go: CRIU moves it', async () => {
+    const { found } = await scan('unix-in-flight');
+    assert.deepEqual(found, []);
+  });
+
+  it('names every listening unix socket with a connection in flight when sock_diag cannot be asked', async () => {
+    const { found } = await scan('unix-in-flight', true, false);
+    assert.equal(found.length, 1);
+    assert.match(
+      found[0]!.limit,
+      /ok\.sock has 1 connection\(s\) not yet accepted, and the kernel's socket diagnostics/,
+    );
+  });
+
+  it("reads ss rows with spaces in a path and a listener's peers", () => {
+    const rows = parseUnixDiag(
+      'u_seq LISTEN 2 16 /run/a b.sock 71 * 0 <-> ino:9 dev:0/1 peers: 0 72\n' +
+        'u_str ESTAB 0 768 * 72 * 0 <->\n' +
+        'u_dgr UNCONN 0 0 /dev/log 5 * 0 <->\n',
+    );
+    assert.deepEqual(rows, [
+      { state: 'LISTEN', sendQ: 16, name: '/run/a b.sock', inode: 71, peers: [0, 72] },
+      { state: 'ESTAB', sendQ: 768, name: '*', inode: 72 },
+    ]);
   });
 
   it('writes /proc/net/tcp addresses as people do', () => {

@@ -6,6 +6,7 @@
 // reading of /proc in proc-fs.ts.
 import { hostProcFs, type ProcFs, type ProcTask, readTasks, type Unmovable, who } from './proc-fs.ts';
 import { corkedUdpLimits, inFlightTcpLimits, leaseLimits, loopbackTcpLimits } from './proc-scan-fds.ts';
+import { inFlightUnixLimits } from './proc-scan-unix.ts';
 
 export {
   type FileFacts,
@@ -237,6 +238,7 @@ export async function scanUnmovable(fs: ProcFs, o: ScanOptions): Promise<Unmovab
       ...(await corkedUdpLimits(fs, tasks, o.init, o.resampleMs ?? 50, root)),
       ...(await loopbackTcpLimits(fs, tasks, o.init, root)),
       ...(await inFlightTcpLimits(fs, tasks, o.init, root)),
+      ...(await inFlightUnixLimits(fs, tasks, o.init, root)),
       ...(await leaseLimits(fs, tasks, root)),
     ].filter((u) => !alsoJoined(u)),
   ];

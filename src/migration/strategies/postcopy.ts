@@ -25,6 +25,11 @@ export interface PostcopyDeps {
   failPageServer(port: number): Promise<void>;
   /** Bytes the page server on `port` has delivered so far (its socket's acknowledged bytes); undefined: unknown. */
   pageServerDelivered?(port: number): Promise<number | undefined>;
+  /**
+   * The page server's port, when the caller must know it before the migration starts (an SSH tunnel to it is
+   * opened first); a random one of the page-server range otherwise.
+   */
+  port?: () => number;
 }
 
 /** How long rollback waits for CRIU to let go of the tasks after its page server failed. */
@@ -50,7 +55,7 @@ export class PostcopyStrategy implements Strategy {
         phase: 'prepare',
       });
     }
-    const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
+    const port = pc.port?.() ?? PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
     await pc.fence.open(port, ctx.req.toAddress);
     this.fence = { port, allow: ctx.req.toAddress };
     return { lazy: { address: pc.pageServerAddress, port } };
