@@ -66,6 +66,7 @@ const READS: Record<string, readonly string[]> = {
     'maxDowntime',
     'threshold',
     'maxRounds',
+    'skipInFlight',
     'events',
   ),
   check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
