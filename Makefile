@@ -48,7 +48,9 @@ test: setup
 demo: setup
 	bin/ferry demo
 
+# the vm suite's QEMU and kernel are installed here only: make test never needs them
 bench: setup
+	@bash scripts/setup.sh qemu
 	bin/ferry bench all
 
 # checkpoint archives, ferry against Podman 5: the only target that installs Podman (make test never needs it)

@@ -70,7 +70,7 @@ interface Sample {
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
 /** Runs `argv` with `file` as its standard input (a gigabyte does not go through a string). */
-async function pipeFile(argv: string[], file: string, env?: NodeJS.ProcessEnv): Promise<string> {
+export async function pipeFile(argv: string[], file: string, env?: NodeJS.ProcessEnv): Promise<string> {
   const fh = await open(file, 'r');
   try {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: [fh.fd, 'pipe', 'pipe'], env: env ?? process.env });
@@ -90,7 +90,7 @@ async function pipeFile(argv: string[], file: string, env?: NodeJS.ProcessEnv): 
 }
 
 /** The redis-cli --pipe input that fills Redis with `mib` MiB of values. */
-async function writeFill(file: string, mib: number): Promise<number> {
+export async function writeFill(file: string, mib: number): Promise<number> {
   const keys = Math.max(1, Math.floor((mib * 2 ** 20) / VALUE_BYTES));
   const out = createWriteStream(file);
   for (let i = 0; i < keys; i += 256) {

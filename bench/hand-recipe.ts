@@ -7,7 +7,7 @@ import { Firewall } from '../src/network/firewall.ts';
 import { macFor } from '../src/network/identity.ts';
 import { IpNet } from '../src/network/ip.ts';
 import { buildCommandBundle, placeConfig, readConfig, writeConfig } from '../src/runtime/bundle.ts';
-import type { Runner } from '../src/runtime/exec.ts';
+import { type Runner, startBackground } from '../src/runtime/exec.ts';
 import { Runc } from '../src/runtime/runc.ts';
 import type { TestbedState } from '../src/testbed/testbed.ts';
 
@@ -85,13 +85,20 @@ export async function handStart(
   return { name, ip, host };
 }
 
+/** How long the recipe's three steps took, from the start of the dump. */
+export interface HandTimings {
+  dumpMs: number;
+  copyMs: number;
+  restoreMs: number;
+}
+
 /** The recipe: stage the destination, copy neighbours, dump with TCP, detach, prelock, copy, attach, restore. */
 export async function handMigrate(
   runner: Runner,
   tb: TestbedState,
   c: HandContainer,
   to: string,
-): Promise<void> {
+): Promise<HandTimings> {
   const net = new IpNet(runner);
   const fw = new Firewall(runner);
   const from = c.host;
@@ -115,6 +122,7 @@ export async function handMigrate(
   await rm(images, { recursive: true, force: true });
   await mkdir(images, { recursive: true });
   const srcRunc = runcFor(runner, tb, from);
+  const t0 = performance.now();
   await runner.run(
     inHost(tb, from, [
       'runc',
@@ -129,12 +137,14 @@ export async function handMigrate(
       c.name,
     ]),
   );
+  const t1 = performance.now();
   // 4. detach the source
   await net.down(`hv${c.name}`.slice(0, 15), hostNs(tb, from));
   // 5. lock the destination before it is attached
   await fw.lockNetns(dstNs);
   // 6. copy the images (tmpfs to tmpfs)
   await cp(images, join(dstDir, 'images'), { recursive: true });
+  const t2 = performance.now();
   // 7. attach and announce
   await net.up(dstVeth, hostNs(tb, to));
   announce(runner, dstNs, 'eth0', c.ip);
@@ -159,11 +169,112 @@ export async function handMigrate(
     { stdio: 'null' },
   );
   await fw.unlockNetns(dstNs);
+  const t3 = performance.now();
   announce(runner, dstNs, 'eth0', c.ip, [50, 150, 300, 500]);
   // source leftovers
   await net.delNetns(srcNs);
   await rm(srcDir, { recursive: true, force: true });
   c.host = to;
+  return { dumpMs: t1 - t0, copyMs: t2 - t1, restoreMs: t3 - t2 };
+}
+
+export interface DumpRestoreOptions {
+  /** Where the images go: tmpfs or a disk-backed directory. */
+  images: string;
+  /** Pages to CRIU's page server on another host (the rest of the images stay local, merged before the restore). */
+  pageServer?: { host: string; port: number };
+  /** How long the container stays dumped before it is restored. */
+  stoppedMs?: number;
+}
+
+/**
+ * CRIU by itself, on one host: the container is dumped (it stops; established TCP connections with it), stays
+ * stopped for a while, and is restored in place from the same images. What a migration costs before any network.
+ */
+export async function handDumpRestore(
+  runner: Runner,
+  tb: TestbedState,
+  c: HandContainer,
+  o: DumpRestoreOptions,
+): Promise<{ dumpMs: number; restoreMs: number }> {
+  const runc = runcFor(runner, tb, c.host);
+  await rm(o.images, { recursive: true, force: true });
+  await mkdir(o.images, { recursive: true });
+  let server: { stop: () => Promise<unknown> } | undefined;
+  let served: string | undefined;
+  const extra: string[] = [];
+  if (o.pageServer) {
+    served = `${o.images}-served`;
+    await rm(served, { recursive: true, force: true });
+    await mkdir(served, { recursive: true });
+    const host = tb.hosts.find((h) => h.name === o.pageServer!.host)!;
+    // one connection, then it exits: started before each dump
+    server = startBackground(
+      inHost(tb, host.name, [
+        'criu',
+        'page-server',
+        '--images-dir',
+        served,
+        '--port',
+        String(o.pageServer.port),
+        '--address',
+        host.address,
+      ]),
+    );
+    // a test connection would be the one connection it serves: look for the listening socket instead
+    for (let i = 0; ; i++) {
+      const ss = await runner.run(inHost(tb, host.name, ['ss', '-ltnH', `sport = :${o.pageServer.port}`]));
+      if (ss.stdout.trim()) break;
+      if (i > 200) throw new Error(`criu page-server on ${host.name} did not listen`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    extra.push('--page-server', `${host.address}:${o.pageServer.port}`);
+  }
+  const t0 = performance.now();
+  await runner.run(
+    inHost(tb, c.host, [
+      'runc',
+      '--root',
+      runc.root,
+      'checkpoint',
+      '--tcp-established',
+      ...extra,
+      '--image-path',
+      o.images,
+      '--work-path',
+      o.images,
+      c.name,
+    ]),
+  );
+  const dumpMs = performance.now() - t0;
+  if (server) await server.stop().catch(() => {});
+  if (served) {
+    await cp(served, o.images, { recursive: true });
+    await rm(served, { recursive: true, force: true });
+  }
+  if (o.stoppedMs) await new Promise((r) => setTimeout(r, o.stoppedMs));
+  const t1 = performance.now();
+  await runner.run(
+    inHost(tb, c.host, [
+      'runc',
+      '--root',
+      runc.root,
+      'restore',
+      '-d',
+      '--tcp-established',
+      '--bundle',
+      join(work(tb, c.host, c.name), 'bundle'),
+      '--image-path',
+      o.images,
+      '--work-path',
+      o.images,
+      c.name,
+    ]),
+    { stdio: 'null' },
+  );
+  const restoreMs = performance.now() - t1;
+  await rm(o.images, { recursive: true, force: true });
+  return { dumpMs, restoreMs };
 }
 
 /**

@@ -1,13 +1,25 @@
 // `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
+import { agentlessBench } from './agentless.ts';
 import { archiveBench } from './archive.ts';
+import { runEval } from './eval/run.ts';
+import { EVAL_SUITES } from './eval/suites.ts';
 import { networkBench } from './network-gap.ts';
 import { soakBench } from './soak.ts';
 import { strategyBench } from './strategies.ts';
 import { switchoverBench } from './switchover.ts';
 import { zdtmBench } from './zdtm.ts';
 
+/**
+ * The published evaluations reproduced side by side (docs/evaluation.md), in the page's order: `ferry bench
+ * evaluation` runs them all. Each is a suite of its own too.
+ */
+export const EVALUATION = EVAL_SUITES.map((s) => s.name);
+
 /** What `ferry bench all` runs; the zdtm conformance suite is run on its own (`ferry bench zdtm`). */
-export const IN_ALL = ['strategies', 'network', 'switchover', 'soak'];
+export const IN_ALL = ['strategies', 'network', 'switchover', 'soak', ...EVALUATION];
+
+/** Names that stand for several suites on the command line. */
+export const GROUPS: Record<string, string[]> = { all: IN_ALL, evaluation: EVALUATION };
 
 /** Repetitions of every measurement unless `--runs` says otherwise. */
 export const DEFAULT_RUNS = 5;
@@ -73,6 +85,16 @@ export const SUITES: Record<
       ...(o.quick ? {} : { docs: new URL('../docs', import.meta.url).pathname }),
       ...(o.json ? { json: true } : {}),
     }),
+  // agentless (ssh://) against agents, same size, same link, same run; not in `all`
+  agentless: (o) =>
+    agentlessBench({
+      runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
+      sizeMiB: o.sizeMiB ?? (o.quick ? 64 : DEFAULT_ARCHIVE_MIB),
+      rate: '1gbit',
+      ferryArgv: o.ferryArgv,
+      ...(o.quick ? {} : { docs: new URL('../docs', import.meta.url).pathname }),
+      ...(o.json ? { json: true } : {}),
+    }),
   zdtm: (o) =>
     zdtmBench({
       ferryArgv: o.ferryArgv,
@@ -80,4 +102,17 @@ export const SUITES: Record<
       ...(o.tests ? { tests: o.tests } : {}),
       ...(o.json ? { json: true } : {}),
     }),
+  ...Object.fromEntries(
+    EVAL_SUITES.map((suite) => [
+      suite.name,
+      (o: { ferryArgv: string[]; json?: boolean; runs?: number; quick?: boolean }) =>
+        runEval(suite, {
+          ferryArgv: o.ferryArgv,
+          runs: o.runs ?? DEFAULT_RUNS,
+          docs: new URL('../docs', import.meta.url).pathname,
+          ...(o.quick ? { quick: true } : {}),
+          ...(o.json ? { json: true } : {}),
+        }),
+    ]),
+  ),
 };

@@ -8,8 +8,10 @@ import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { LINE_COUNTER_PY, pythonArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
+import { agentlessSection } from './agentless.ts';
 import { archiveSection } from './archive.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
+import { drawPlot } from './eval/svg.ts';
 import { handCleanup, handMigrate, handRemove, handStart } from './hand-recipe.ts';
 
 export interface StrategyBenchOptions {
@@ -311,51 +313,26 @@ async function writeReport(
   ].join('\n');
   // the archive benchmark's section is its own: kept when this page is rewritten
   const old = await readFile(`${o.out}/benchmarks.md`, 'utf8').catch(() => '');
-  const kept = archiveSection(old);
+  // the sections other suites rewrite stay as they are
+  const kept = [archiveSection(old), agentlessSection(old)].filter(Boolean).join('\n');
   await writeFile(`${o.out}/benchmarks.md`, kept ? `${md}\n${kept}` : md);
 }
 
 function plot(o: StrategyBenchOptions, samples: Map<string, Sample[]>): string {
-  const W = 640;
-  const H = 360;
-  const pad = 50;
-  const sizes = o.sizesMiB;
-  const series = o.strategies.map((s) => ({
-    s,
-    pts: sizes.map((m) => median((samples.get(`${s}/${m}`) ?? []).filter((x) => x.ok).map((x) => x.gapMs))),
-  }));
   // logarithmic: gaps range from a few hundred milliseconds to tens of seconds
-  const maxY =
-    10 ** Math.ceil(Math.log10(Math.max(1000, ...series.flatMap((x) => x.pts.filter(Number.isFinite)))));
-  const minY = 100;
-  const x = (i: number) => pad + (i * (W - 2 * pad)) / Math.max(1, sizes.length - 1);
-  const y = (v: number) =>
-    H -
-    pad -
-    ((Math.log10(Math.max(v, minY)) - Math.log10(minY)) / (Math.log10(maxY) - Math.log10(minY))) *
-      (H - 2 * pad);
-  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e'];
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="black"/>`,
-    `<line x1="${pad}" y1="${pad}" x2="${pad}" y2="${H - pad}" stroke="black"/>`,
-    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">container memory (MiB)</text>`,
-    `<text x="14" y="${H / 2}" transform="rotate(-90 14 ${H / 2})" text-anchor="middle">client-seen gap (ms, log scale)</text>`,
-  ];
-  sizes.forEach((m, i) => {
-    parts.push(`<text x="${x(i)}" y="${H - pad + 16}" text-anchor="middle">${m}</text>`);
+  return drawPlot({
+    id: 'gap',
+    title: 'client-seen gap per strategy',
+    kind: 'line',
+    log: true,
+    xLabel: 'container memory (MiB)',
+    yLabel: 'client-seen gap (ms)',
+    x: o.sizesMiB.map(String),
+    series: o.strategies.map((s) => ({
+      name: s,
+      values: o.sizesMiB.map((m) =>
+        median((samples.get(`${s}/${m}`) ?? []).filter((x) => x.ok).map((x) => x.gapMs)),
+      ),
+    })),
   });
-  for (let v = minY; v <= maxY; v *= 10) {
-    parts.push(`<text x="${pad - 6}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
-    parts.push(`<line x1="${pad}" y1="${y(v)}" x2="${W - pad}" y2="${y(v)}" stroke="#ddd"/>`);
-  }
-  series.forEach((sr, k) => {
-    const c = colors[k % colors.length];
-    const pts = sr.pts.map((v, i) => (Number.isFinite(v) ? `${x(i)},${y(v)}` : '')).filter(Boolean);
-    parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.join(' ')}"/>`);
-    parts.push(`<text x="${W - pad - 90}" y="${pad + 16 * k}" fill="${c}">${sr.s}</text>`);
-  });
-  parts.push('</svg>');
-  return parts.join('\n');
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make dist: dist/ferry-linux-x64, one executable file with Node and ferry inside (Node's single executable
 # applications), for hosts without Node. Steps: esbuild bundles src/cli/main.ts into one CommonJS file (a SEA's
-# main script must be CommonJS); Node writes the SEA blob (with a code cache, and the native xattr addon as an
-# asset: scripts/dist/xattr.cjs loads it); postject injects the blob into a copy of Node 24.
+# main script must be CommonJS); Node writes the SEA blob (with a code cache, the native xattr addon as an asset:
+# scripts/dist/xattr.cjs loads it, and etcd's .proto files: scripts/dist/proto-loader.cjs reads them); postject
+# injects the blob into a copy of Node 24.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -22,7 +23,8 @@ node_modules/.bin/esbuild src/cli/main.ts --bundle --platform=node --format=cjs 
   --define:import.meta.url=__ferryMainUrl \
   --banner:js='var __ferryMainUrl = require("node:url").pathToFileURL(__filename).href;' \
   --define:FERRY_BUILD="{\"version\":\"$version\",\"commit\":\"$commit\"}" \
-  --alias:@napi-rs/xattr=./scripts/dist/xattr.cjs
+  --alias:@napi-rs/xattr=./scripts/dist/xattr.cjs \
+  --alias:@grpc/proto-loader=./scripts/dist/proto-loader.cjs
 
 cat > "$build/sea-config.json" <<JSON
 {
@@ -30,7 +32,12 @@ cat > "$build/sea-config.json" <<JSON
   "output": "$build/ferry.blob",
   "disableExperimentalSEAWarning": true,
   "useCodeCache": true,
-  "assets": { "xattr.node": "node_modules/@napi-rs/xattr-linux-x64-gnu/xattr.linux-x64-gnu.node" }
+  "assets": {
+    "xattr.node": "node_modules/@napi-rs/xattr-linux-x64-gnu/xattr.linux-x64-gnu.node",
+    "etcd3/rpc.proto": "node_modules/etcd3/proto/rpc.proto",
+    "etcd3/kv.proto": "node_modules/etcd3/proto/kv.proto",
+    "etcd3/auth.proto": "node_modules/etcd3/proto/auth.proto"
+  }
 }
 JSON
 # quiet unless a step fails (postject warns about ELF notes it does not need)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian host, idempotently; fast when nothing is missing.
-# Usage: scripts/setup.sh [deps|node|ssh|all|zdtm]   (run as root)
+# Usage: scripts/setup.sh [deps|node|ssh|all|zdtm|podman|sdn|qemu]   (run as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 NODE_DIR=${FERRY_NODE_DIR:-/opt/ferry/node}
@@ -19,7 +19,7 @@ criu_ok() {
 
 tools_ok() {
   local t
-  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool; do
+  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool zstd; do
     command -v "$t" >/dev/null 2>&1 || return 1
   done
 }
@@ -66,13 +66,14 @@ install_deps() {
   else
     apt-get update -q
   fi
-  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus"
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus, zstd"
   # checkpointctl: the archive tests read ferry's checkpoint archives with the real tool
   # chromium: the dashboard's browser tests drive Debian's build (playwright-core never downloads one)
   # acl: setfacl, for the tests of the ACLs an archive and a migration carry
+  # zstd: checkpoint archives are compressed and decompressed by the zstd program (on every core)
   # zsh and fish: the tests load `ferry completion zsh|fish` into the real shells; prometheus: the tests check
   # /metrics with its promtool (Prometheus' own parser and linter)
-  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus zstd
   # Debian starts a system redis on install; ferry runs its own inside containers.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   pkill -x redis-server 2>/dev/null || true
@@ -192,12 +193,70 @@ install_podman() {
   podman_ok || { log "podman 5 did not install"; exit 1; }
 }
 
+# Installs Debian packages without letting their scripts start services (a policy-rc.d answers "no" during the
+# install; on systemd hosts the units are disabled afterwards). The benchmarks start what they need themselves.
+apt_no_services() {
+  need_root
+  export DEBIAN_FRONTEND=noninteractive
+  local policy=/usr/sbin/policy-rc.d own=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 0755 "$policy"; own=1; fi
+  local apt=(apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  "${apt[@]}" "$@" >&2 || { apt-get update -q && "${apt[@]}" "$@" >&2; } || true
+  ((own)) && rm -f "$policy"
+  return 0
+}
+
+# Open vSwitch (userspace datapath: this kernel may have no openvswitch module) and the os-ken OpenFlow library,
+# for the SDN experiment (`ferry bench docker-paper` and its integration test, so `all` installs them; a check
+# that finds them costs nothing). OVS is started with private directories by whoever needs it, never as a service.
+sdn_ok() { [[ -x /usr/sbin/ovs-vswitchd ]] && command -v ovsdb-tool >/dev/null 2>&1 && /usr/bin/python3 -c 'import os_ken' 2>/dev/null && command -v ethtool >/dev/null 2>&1; }
+install_sdn() {
+  if sdn_ok; then return 0; fi
+  log "installing Open vSwitch and python3-os-ken (for ferry bench docker-paper)"
+  apt_no_services openvswitch-switch openvswitch-common python3-os-ken ethtool
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now openvswitch-switch.service ovsdb-server.service ovs-vswitchd.service >/dev/null 2>&1 || true; fi
+  sdn_ok || { log "Open vSwitch or python3-os-ken could not be installed"; exit 1; }
+}
+
+# QEMU and a stock Debian kernel (downloaded as a package and unpacked, never installed as the host's kernel), for
+# `ferry bench vm` only. The kernel lands in /opt/ferry/vm; the benchmark builds its own initramfs.
+VM_DIR=/opt/ferry/vm
+qemu_ok() { command -v qemu-system-x86_64 >/dev/null 2>&1 && compgen -G "$VM_DIR/vmlinuz-*" >/dev/null && compgen -G "$VM_DIR/modules/*/kernel" >/dev/null; }
+install_qemu() {
+  if qemu_ok; then return 0; fi
+  log "installing qemu-system-x86 and unpacking Debian's kernel into $VM_DIR (for ferry bench vm)"
+  if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    # QEMU links libnl-route, which must be the same version as the libnl CRIU's install brought in
+    local nl; nl=$(dpkg-query -W -f='${Version}' libnl-3-200 2>/dev/null || true)
+    apt_no_services qemu-system-x86 ${nl:+libnl-route-3-200=$nl}
+  fi
+  if ! compgen -G "$VM_DIR/vmlinuz-*" >/dev/null || ! compgen -G "$VM_DIR/modules/*/kernel" >/dev/null; then
+    local tmp; tmp=$(mktemp -d /tmp/ferry-kernel-XXXXXX)
+    local pkg; pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+    [[ -n $pkg ]] || { apt-get update -q; pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}'); }
+    chmod 0777 "$tmp"
+    (cd "$tmp" && apt-get download "$pkg" >&2)
+    dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+    mkdir -p "$VM_DIR"
+    cp "$tmp"/x/boot/vmlinuz-* "$VM_DIR/"
+    # the virtio and network modules the initramfs loads (the stock kernel builds them as modules)
+    local kver; kver=$(basename "$tmp"/x/lib/modules/*)
+    mkdir -p "$VM_DIR/modules"
+    rm -rf "$VM_DIR/modules/$kver"
+    cp -a "$tmp/x/lib/modules/$kver" "$VM_DIR/modules/"
+    rm -rf "$tmp"
+  fi
+  qemu_ok || { log "QEMU or the kernel could not be installed"; exit 1; }
+}
+
 case $want in
-  deps) install_deps; install_ssh; tune_kernel ;;
+  deps) install_deps; install_ssh; install_sdn; tune_kernel ;;
   node) install_node ;;
   ssh) install_ssh ;;
-  all) install_deps; install_ssh; install_node; tune_kernel ;;
+  all) install_deps; install_ssh; install_sdn; install_node; tune_kernel ;;
   zdtm) install_zdtm ;;
   podman) install_podman ;;
+  sdn) install_sdn ;;
+  qemu) install_qemu ;;
   *) log "unknown target $want"; exit 2 ;;
 esac

@@ -1,9 +1,10 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
-import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import { followRevocations } from '../api/http-server.ts';
 import type { TlsMaterial } from '../api/https-client.ts';
 import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { ClientPool } from '../api/pool.ts';
@@ -24,6 +25,7 @@ import { SourceRecovery } from '../migration/source-recovery.ts';
 import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
+import { bytesAckedOnPort } from '../network/tcp-sent.ts';
 import { Criu } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
@@ -31,7 +33,7 @@ import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
 import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
-import { checkOwnCertificate } from '../runtime/pki.ts';
+import { checkOwnCertificate, checkOwnNotRevoked, tlsClientOptions } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
 import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { AGENT_CONFIG_PATH, type AgentConfig, advertisedAddress } from './config.ts';
@@ -42,6 +44,7 @@ import { MigrationStatuses } from './migrations.ts';
 import { HttpDestinationPeer } from './peer.ts';
 import { Reservations } from './reservations.ts';
 import { buildAgentApp } from './server.ts';
+import { runTemporaryAgent } from './temporary.ts';
 import { AGENT_UNIT, agentUnitText } from './unit.ts';
 
 export { AGENT_CONFIG_PATH, loadAgentConfig } from './config.ts';
@@ -60,6 +63,8 @@ export { VERSION };
 export interface RunningAgent {
   app: FastifyInstance;
   close(): Promise<void>;
+  /** Aborts every incoming migration not committed yet (a temporary agent whose source went away). */
+  abortUncommitted(): Promise<string[]>;
 }
 
 export async function startAgent(
@@ -68,6 +73,7 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   // a wrong certificate would only show in the peers' handshakes: refuse it before anything starts
   const own = checkOwnCertificate(cfg.tls, { role: 'agent', name: cfg.host });
+  await checkOwnNotRevoked(cfg.tls);
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'agent certificate');
   // what peers and the controller dial; the listen address may be 0.0.0.0
   const advertise = advertisedAddress(cfg);
@@ -112,11 +118,7 @@ export async function startAgent(
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
   const capabilities = capabilitiesOnce(() => gatherFacts(cfg.host, criu, runc));
-  const tls: TlsMaterial = {
-    key: readFileSync(cfg.tls.key),
-    cert: readFileSync(cfg.tls.cert),
-    ca: readFileSync(cfg.tls.ca),
-  };
+  const tls: TlsMaterial = tlsClientOptions(cfg.tls);
   const fw = new Firewall(runner);
   // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
   // connections of the last one
@@ -159,6 +161,7 @@ export async function startAgent(
         close: (port, allow) => fw.unfencePort(port, allow),
       },
       failPageServer: (port) => resetConnection('127.0.0.1', port),
+      pageServerDelivered: (port) => bytesAckedOnPort(runner, port),
     },
   });
   const uploads = new Uploads(paths, cfg.uploads);
@@ -236,6 +239,7 @@ export async function startAgent(
   );
   registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
+  const unfollow = followRevocations(app.server, cfg.tls, log, (m) => clients.reload(m));
   let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
     heartbeat = new Heartbeat({
@@ -251,13 +255,20 @@ export async function startAgent(
   void capabilities().catch(() => {});
   return {
     app,
+    abortUncommitted: () => incoming.recover(),
     async close() {
       clearInterval(sweeper);
+      unfollow();
       heartbeat?.stop();
       clients.close();
       await app.close();
     },
   };
+}
+
+/** `ferry agent --stdin`: the temporary destination agent of an agentless migration (temporary.ts). */
+export function runTemporary(input: NodeJS.ReadableStream, output: NodeJS.WritableStream): Promise<void> {
+  return runTemporaryAgent(startAgent, input as Readable, output as Writable);
 }
 
 /**

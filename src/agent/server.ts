@@ -21,6 +21,7 @@ import {
   IdParams,
   ImportBody,
   IncomingBody,
+  LocalArchiveBody,
   MigrateBody,
   NameParams,
   PartParams,
@@ -313,21 +314,49 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       const started = await deps.checkpoints.start(req.params.name, req.body);
       reply.hijack();
       const raw = reply.raw;
+      const { stream } = started;
+      if (!stream) {
+        // written into the caller's file: the answer carries only the digest, in its trailers
+        raw.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'cache-control': 'no-store',
+          'x-ferry-checkpoint': started.id,
+          'x-ferry-written': 'file',
+          trailer: 'x-ferry-sha256, x-ferry-bytes, x-ferry-error',
+        });
+        raw.flushHeaders();
+        raw.on('close', () => {
+          if (!raw.writableFinished) started.cancel();
+        });
+        started.digest.then(
+          (d) => {
+            raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
+            raw.end();
+          },
+          // why the file could not be written (a full disk, say): the caller names it
+          (err: Error) => {
+            if (raw.destroyed) return;
+            raw.addTrailers({ 'x-ferry-error': err.message.replace(/[^\x20-\x7e]/g, ' ').slice(0, 500) });
+            raw.end();
+          },
+        );
+        return;
+      }
       raw.writeHead(200, {
         'content-type': 'application/octet-stream',
         'cache-control': 'no-store',
         'x-ferry-checkpoint': started.id,
         trailer: 'x-ferry-sha256, x-ferry-bytes',
       });
-      started.stream.on('error', () => raw.destroy());
+      stream.on('error', () => raw.destroy());
       // a caller that goes away mid-stream: the stream is destroyed, which thaws the container (host/checkpoints.ts)
       raw.on('close', () => {
-        if (!raw.writableFinished) started.stream.destroy();
+        if (!raw.writableFinished) stream.destroy();
       });
-      started.stream.pipe(raw, { end: false });
+      stream.pipe(raw, { end: false });
       // the digest settles when the last byte went into the stream, maybe before it came out of it: end the response
       // only once the stream has ended too (every byte handed to it), or its tail is cut off behind the trailers
-      const drained = new Promise<void>((resolve) => started.stream.once('end', resolve));
+      const drained = new Promise<void>((resolve) => stream.once('end', resolve));
       Promise.all([started.digest, drained]).then(
         ([d]) => {
           raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
@@ -338,6 +367,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       );
     },
   );
+  // a token for a caller that may share this host's file system (host/archive-target.ts)
+  app.post('/v1/checkpoints/tokens', { config: USER }, async () => ({
+    token: deps.checkpoints.issueToken(),
+  }));
   app.post(
     '/v1/checkpoints/:id/finish',
     { config: USER, schema: { params: CheckpointParams, body: FinishBody } },
@@ -355,6 +388,19 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
     const out = await deps.restores.stage(req.raw);
     reply.code(201);
     return out;
+  });
+  // the archive a caller on this host holds open, read where it lies (host/archive-target.ts); `staged: null`: the
+  // caller is not on this host (or proved nothing), and streams it instead
+  app.post('/v1/restores/local', { config: USER, schema: { body: LocalArchiveBody } }, async (req, reply) => {
+    const fh = await deps.checkpoints.targets.openCallerFile(req.body);
+    if (!fh) return { staged: null };
+    try {
+      const staged = await deps.restores.stage({ file: fh });
+      reply.code(201);
+      return { staged };
+    } finally {
+      await fh.close().catch(() => {});
+    }
   });
   app.post(
     '/v1/restores/:id',

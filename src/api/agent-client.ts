@@ -23,6 +23,7 @@ import type {
   IncomingRequest,
   IncomingState,
   InspectReport,
+  LocalArchive,
   MigrateRequest,
   MigrationEvent,
   MigrationReport,
@@ -212,7 +213,11 @@ export class AgentClient extends HttpsClient {
   ): Promise<{
     id: string;
     body: IncomingMessage;
+    /** The agent wrote the archive into `req.file` (the body is empty); else the body is the archive. */
+    written: boolean;
     trailer: () => { sha256: string; bytes: number } | undefined;
+    /** Why the agent could not write `req.file`, if it could not. */
+    writeError: () => string | undefined;
   }> {
     const path = `/v1/containers/${seg(name)}/checkpoint`;
     // no idle timeout: a large dump may take a while before the first byte
@@ -229,7 +234,14 @@ export class AgentClient extends HttpsClient {
       const bytes = Number(res.trailers['x-ferry-bytes']);
       return sha256 && Number.isSafeInteger(bytes) ? { sha256, bytes } : undefined;
     };
-    return { id, body: res, trailer };
+    const writeError = () => res.trailers['x-ferry-error'];
+    return { id, body: res, written: res.headers['x-ferry-written'] === 'file', trailer, writeError };
+  }
+
+  /** A token to write into a file the agent may see too (checkpoint's `file`): proof that the caller may write it. */
+  async checkpointToken(): Promise<string> {
+    const r = await this.request<{ token: string }>('POST', '/v1/checkpoints/tokens', { json: {} });
+    return r.token;
   }
 
   finishCheckpoint(id: string, stop: boolean): Promise<CheckpointResult> {
@@ -246,6 +258,18 @@ export class AgentClient extends HttpsClient {
   /** Streams an archive to the agent, which checks it whole and keeps it staged for `restoreStaged`. */
   stageArchive(body: Readable): Promise<StagedArchive> {
     return this.request('PUT', '/v1/restores', { body, timeoutMs: 600_000 });
+  }
+
+  /**
+   * Asks the agent to read an archive this process holds open (it must be on the agent's host): staged, or null if
+   * the agent could not (another host): then stream it with `stageArchive`.
+   */
+  async stageLocalArchive(local: LocalArchive): Promise<StagedArchive | null> {
+    const r = await this.request<{ staged: StagedArchive | null }>('POST', '/v1/restores/local', {
+      json: local,
+      timeoutMs: 600_000,
+    });
+    return r.staged;
   }
 
   restoreStaged(id: string, opts: ImportOptions = {}): Promise<ImportResult> {

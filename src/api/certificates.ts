@@ -9,3 +9,4 @@ export {
   ROLES,
   type Role,
 } from '../runtime/pki.ts';
+export { crlPath } from '../runtime/revocation.ts';

@@ -3,7 +3,7 @@
 // types of the schemas they are validated against), strict validation, and the single error handler: a
 // FerryError becomes its status and `{error}` body, a validation failure FERRY_E_INPUT_REQUEST.
 import { X509Certificate } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
+import type { TLSSocket, Server as TlsServer } from 'node:tls';
 import type { Static, TSchema } from '@sinclair/typebox';
 import Fastify, {
   type FastifyInstance,
@@ -13,7 +13,16 @@ import Fastify, {
 } from 'fastify';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
-import { type CertInput, certificateName, type Role, requireRole } from '../runtime/pki.ts';
+import {
+  type CertInput,
+  type CertPaths,
+  certificateName,
+  type Role,
+  requireRole,
+  tlsServerOptions,
+  verifyFailure,
+} from '../runtime/pki.ts';
+import { crlPath, watchRevocationList } from '../runtime/revocation.ts';
 
 export type { Role };
 
@@ -54,6 +63,8 @@ export interface HttpsServerOptions {
   key: Buffer;
   cert: Buffer;
   ca: Buffer;
+  /** The CA's revocation list, when there is one: certificates a rotation replaced are refused. */
+  crl?: Buffer;
   requestCert: true;
   rejectUnauthorized: true;
 }
@@ -73,18 +84,6 @@ export interface ApiServerOptions {
   peerCertificate?: (req: FastifyRequest) => CertInput | undefined;
 }
 
-/** Why the handshake did not verify a client's certificate, in words (OpenSSL's verify codes). */
-const UNVERIFIED: Record<string, string> = {
-  CERT_HAS_EXPIRED: 'the certificate has expired',
-  CERT_NOT_YET_VALID: 'the certificate is not valid yet',
-  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "the certificate is not signed by this cluster's CA",
-  UNABLE_TO_GET_ISSUER_CERT: "the certificate is not signed by this cluster's CA",
-  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "the certificate is not signed by this cluster's CA",
-  SELF_SIGNED_CERT_IN_CHAIN: "the certificate is not signed by this cluster's CA",
-  DEPTH_ZERO_SELF_SIGNED_CERT: 'the certificate is self-signed',
-  CERT_SIGNATURE_FAILURE: 'the certificate signature does not verify',
-};
-
 /**
  * The caller's certificate as the handshake verified it, parsed once per connection (keep-alive reuses it).
  * FERRY_E_AUTH when the client sent none or the cluster CA does not vouch for it, naming why.
@@ -101,10 +100,17 @@ function tlsPeer(socket: TLSSocket): X509Certificate {
       });
     else if (!socket.authorized) {
       const why = String(socket.authorizationError ?? 'unverified');
-      peer = new FerryError('FERRY_E_AUTH', `certificate refused: ${UNVERIFIED[why] ?? why} (${why})`, {
-        hint: "use a current certificate from this cluster's CA (ferry ca issue)",
-        details: { verifyError: why },
-      });
+      // the name it claims (unverified, but it tells the operator whose certificate it is) and where from
+      const cn = socket.getPeerCertificate()?.subject?.CN;
+      const who = `${cn ? `the certificate of ${cn}` : 'the certificate'} (from ${socket.remoteAddress ?? '?'})`;
+      peer = new FerryError(
+        'FERRY_E_AUTH',
+        `${who} ${verifyFailure(why, 'client') ?? 'does not verify'} (${why})`,
+        {
+          hint: "use a current certificate from this cluster's CA (ferry ca issue; after ferry ca rotate, the new one)",
+          details: { verifyError: why, ...(cn ? { name: cn } : {}) },
+        },
+      );
     } else peer = new X509Certificate(raw);
     parsedPeers.set(socket, peer);
   }
@@ -247,4 +253,30 @@ export function buildApiServer(opts: ApiServerOptions) {
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
   ROUTES.set(typed, routes);
   return typed;
+}
+
+/**
+ * Keeps a listening server's trust current: when the CA's revocation list beside `tls.ca` changes (an operator
+ * copied the one `ferry ca rotate` wrote), new connections are checked against it, without a restart. Connections
+ * already open keep the verdict of their handshake. `clients` gets the same material for the daemon's own calls
+ * (`TlsPool.reload`). Returns the function that stops watching.
+ */
+export function followRevocations(
+  server: unknown,
+  tls: CertPaths,
+  log: Logger,
+  clients?: (material: ReturnType<typeof tlsServerOptions>) => void,
+): () => void {
+  return watchRevocationList(tls.ca, () => {
+    try {
+      const material = tlsServerOptions(tls);
+      const { key, cert, ca, crl } = material;
+      (server as TlsServer).setSecureContext({ key, cert, ca, ...(crl ? { crl } : {}) });
+      clients?.(material);
+      log.info({ crl: crlPath(tls.ca) }, 'revocation list reloaded');
+    } catch (err) {
+      // a half-copied or unreadable list: keep the one in force, say so, and take the next copy
+      log.error({ err, crl: crlPath(tls.ca) }, 'revocation list not reloaded');
+    }
+  });
 }

@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { FerryError, type FerryErrorJSON } from '../core/errors.ts';
+import { verifyFailure } from '../runtime/pki.ts';
 import type { Endpoint } from './types.ts';
 
 export type { Endpoint };
@@ -14,6 +15,8 @@ export interface TlsMaterial {
   key: Buffer;
   cert: Buffer;
   ca: Buffer;
+  /** The CA's revocation list, when there is one: a server whose certificate a rotation replaced is refused. */
+  crl?: Buffer;
 }
 
 export interface RequestOptions {
@@ -44,38 +47,47 @@ const NETWORK_CODES = new Set([
   'EAI_AGAIN',
 ]);
 
-/** Why this client did not trust the server's certificate (Node's and OpenSSL's verify codes). */
-const UNTRUSTED = new Set([
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_SIGNATURE_FAILURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
 /**
  * One keep-alive pool for one TLS identity. Node's https.Agent keeps separate sockets per address, port and
  * server name, so every client of a process that speaks with the same certificate shares it.
  */
 export class TlsPool {
-  readonly agent: https.Agent;
+  /** Read at every request: a reload replaces it. */
+  agent: https.Agent;
+  /** Pools a reload replaced, closed with this one (their requests in flight finish on them). */
+  private readonly retired: https.Agent[] = [];
 
   constructor(tls: TlsMaterial) {
-    this.agent = new https.Agent({
+    this.agent = TlsPool.make(tls);
+  }
+
+  private static make(tls: TlsMaterial): https.Agent {
+    return new https.Agent({
       keepAlive: true,
       key: tls.key,
       cert: tls.cert,
       ca: tls.ca,
+      ...(tls.crl ? { crl: tls.crl } : {}),
       maxSockets: 16,
     });
   }
 
+  /**
+   * New TLS material (a new revocation list): new connections use it. The idle connections made with the old one
+   * are closed, so that no later request rides a handshake the new list would refuse; requests in flight finish.
+   */
+  reload(tls: TlsMaterial): void {
+    const old = this.agent;
+    this.agent = TlsPool.make(tls);
+    for (const sockets of Object.values(old.freeSockets)) for (const s of sockets ?? []) s.destroy();
+    // a socket that a request in flight returns to the old pool is closed rather than kept
+    old.on('free', (socket) => socket.destroy());
+    this.retired.push(old);
+  }
+
   close(): void {
     this.agent.destroy();
+    for (const a of this.retired.splice(0)) a.destroy();
   }
 }
 
@@ -122,10 +134,11 @@ export class HttpsClient {
         },
       );
     // reachable, but not the host of this cluster it claims to be: not a network failure, and no retry helps
-    if (UNTRUSTED.has(code))
+    const untrusted = verifyFailure(code, 'server');
+    if (untrusted)
       return new FerryError(
         'FERRY_E_AUTH',
-        `host ${ep.name} (${ep.address}:${ep.port}) presented a certificate this cluster's CA does not vouch for: ${code}`,
+        `host ${ep.name} (${ep.address}:${ep.port}) presented a certificate that ${untrusted} (${code})`,
         {
           cause: err,
           details: { path },
@@ -314,6 +327,12 @@ async function readAll(res: IncomingMessage): Promise<string> {
 export function errorFromBody(text: string, status: number, host: string): FerryError {
   try {
     const j = JSON.parse(text) as { error?: FerryErrorJSON };
+    // a refused certificate: say which host refused it (the server's message says whose and why)
+    if (j.error?.code === 'FERRY_E_AUTH' && status === 401)
+      return FerryError.fromJSON({
+        ...j.error,
+        message: `host ${host} refused this connection: ${j.error.message}`,
+      });
     if (j.error?.code) return FerryError.fromJSON(j.error);
   } catch {
     // not JSON

@@ -41,6 +41,11 @@ export class ClientPool {
     return c as T;
   }
 
+  /** New TLS material for every client's next connection (a new revocation list: `TlsPool.reload`). */
+  reload(tls: TlsMaterial): void {
+    this.pool.reload(tls);
+  }
+
   close(): void {
     this.clients.clear();
     this.pool.close();

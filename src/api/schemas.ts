@@ -150,6 +150,33 @@ export const CheckpointBody = Type.Object(
     /** Keep the container running after the checkpoint (else it stops once the caller has the archive). */
     leaveRunning: Type.Boolean(),
     compress: Type.Union([Type.Literal('zstd'), Type.Literal('none')]),
+    /**
+     * The caller's file, if the agent may see it too (same host): the agent writes the archive into it instead of
+     * the response, if it finds there the token it issued (POST /v1/checkpoints/tokens); else it streams.
+     */
+    file: Type.Optional(
+      Type.Object(
+        {
+          path: Type.String({ minLength: 2, maxLength: 4096, pattern: '^/' }),
+          token: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * A restore from an archive a caller on the agent's host holds open (host/archive-target.ts): the process, the
+ * archive's descriptor, and a descriptor of a file holding a token the agent issued.
+ */
+export const LocalArchiveBody = Type.Object(
+  {
+    pid: Type.Integer({ minimum: 1 }),
+    fd: Type.Integer({ minimum: 0 }),
+    tokenFd: Type.Integer({ minimum: 0 }),
+    token: Type.String({ pattern: '^[0-9a-f]{64}$' }),
   },
   { additionalProperties: false },
 );

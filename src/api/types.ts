@@ -35,6 +35,7 @@ export interface StrategySupport {
 export type ContainerRecord = Static<typeof S.ContainerRecord>;
 
 export type CheckpointRequest = Static<typeof S.CheckpointBody>;
+export type LocalArchive = Static<typeof S.LocalArchiveBody>;
 export type ImportOptions = Static<typeof S.ImportBody>;
 
 /** An archive staged on an agent, checked whole: what it holds, so the caller can pick a name and address. */
@@ -201,11 +202,31 @@ export interface MigrationReport {
   error?: FerryErrorJSON;
 }
 
+/**
+ * How far one phase has got, while it runs (docs/events.md): checkpoint, bytes CRIU has written; rounds, one pre-copy
+ * round's new bytes; transfer, bytes sent of the images' total; pages, post-copy memory delivered to the
+ * destination, and the pages still on the source (0 once the last page has arrived).
+ */
+export interface ProgressUpdate {
+  type: 'progress';
+  phase: MigrationPhase;
+  bytes: number;
+  /** What `bytes` is counting towards, when it is known. */
+  total?: number;
+  /** Bytes per second since the phase's previous update, as the source measured it. */
+  rate?: number;
+  /** rounds: which pre-copy round (from 1). */
+  round?: number;
+  /** pages: memory pages still on the source; pagesTotal: the pages the destination had to fetch. */
+  pagesRemaining?: number;
+  pagesTotal?: number;
+}
+
 export type MigrationEvent =
   /** The first event: the migration's id, which GET /v1/migrations/:id on the source agent answers for. */
   | { type: 'started'; id: string }
   | { type: 'phase'; phase: MigrationPhase; state: 'start' | 'end' | 'fail'; ms?: number }
-  | { type: 'progress'; phase: MigrationPhase; bytes: number; total?: number }
+  | ProgressUpdate
   | { type: 'info'; message: string }
   | { type: 'result'; report: MigrationReport };
 

@@ -3,13 +3,13 @@
 // the caller asks; nothing is trusted (or may be used) until readArchive resolves.
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { type FileHandle, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
 import { FerryError } from '../core/errors.ts';
+import { zstdDecompress, zstdDecompressFile } from '../runtime/zstd.ts';
 import {
   type ArchiveMeta,
   allowedName,
@@ -49,8 +49,19 @@ const invalid = (message: string, cause?: unknown) =>
     ...(cause === undefined ? {} : { cause }),
   });
 
+/** An archive as a byte stream, or as a file open for reading (read from its start, left open). */
+export type ArchiveInput = AsyncIterable<Buffer> | { file: FileHandle };
+
 /** Peeks at the first bytes: zstd-compressed archives are decompressed, plain tars pass through. */
-async function decompressed(input: AsyncIterable<Buffer>): Promise<Readable> {
+async function decompressed(input: ArchiveInput): Promise<Readable> {
+  if ('file' in input) {
+    const head = Buffer.alloc(4);
+    const { bytesRead } = await input.file.read(head, 0, 4, 0);
+    if (bytesRead === 0) throw invalid('the archive is empty');
+    // zstd reads the file itself: no byte of it passes through this process before it is decompressed
+    if (bytesRead === 4 && head.equals(ZSTD_MAGIC)) return zstdDecompressFile(input.file.fd);
+    return input.file.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 });
+  }
   const it = input[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let have = 0;
@@ -73,17 +84,15 @@ async function decompressed(input: AsyncIterable<Buffer>): Promise<Readable> {
     })(),
   );
   if (first.length >= 4 && first.subarray(0, 4).equals(ZSTD_MAGIC)) {
-    const z = createZstdDecompress();
+    // the zstd program (runtime/zstd.ts): its output ends only once every frame's checksum matched
+    const z = zstdDecompress();
     all.on('error', (err) => z.destroy(err));
     return all.pipe(z);
   }
   return all;
 }
 
-export async function readArchive(
-  input: AsyncIterable<Buffer>,
-  opts: ReadOptions = {},
-): Promise<ArchiveContents> {
+export async function readArchive(input: ArchiveInput, opts: ReadOptions = {}): Promise<ArchiveContents> {
   const keep = opts.keep ?? (() => 'memory');
   const max = opts.maxBytes ?? Number.POSITIVE_INFINITY;
   const hashes = new Map<string, { size: number; sha256: string }>();
@@ -129,7 +138,8 @@ export async function readArchive(
       });
       if (where === 'disk') {
         if (!opts.dest) throw new Error('readArchive: keep "disk" needs dest');
-        const file = createWriteStream(join(opts.dest, name), { mode: 0o600 });
+        // a deep buffer: the writes queue up (and go out together) instead of waiting on each chunk in turn
+        const file = createWriteStream(join(opts.dest, name), { mode: 0o600, highWaterMark: 4 << 20 });
         const tee = new Writable({
           write(chunk: Buffer, enc, cb) {
             sink.write(chunk, enc);
@@ -181,7 +191,11 @@ class TailCheck extends Transform {
   private total = 0;
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.total += chunk.length;
-    this.last = Buffer.concat([this.last, chunk]).subarray(-1024);
+    // a copy of the last KiB only (not of every chunk: an archive is gigabytes)
+    this.last =
+      chunk.length >= 1024
+        ? Buffer.from(chunk.subarray(-1024))
+        : Buffer.concat([this.last, chunk]).subarray(-1024);
     cb(null, chunk);
   }
   endsWithTrailer(): boolean {

@@ -6,8 +6,8 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createZstdCompress, constants as zlib } from 'node:zlib';
 import tar from 'tar-stream';
+import { zstdCompress } from '../runtime/zstd.ts';
 import {
   type ArchiveMeta,
   CHECKPOINT_DIR,
@@ -19,6 +19,9 @@ import {
   SPEC_DUMP,
   STATS_DUMP,
 } from './format.ts';
+
+/** Source files are read 1 MiB at a time (page images are most of an archive: fewer, larger chunks). */
+const READ_CHUNK = 1 << 20;
 
 export interface ArchiveSources {
   meta: ArchiveMeta;
@@ -60,7 +63,7 @@ export function archiveStream(src: ArchiveSources): Readable {
     });
     await new Promise<void>((resolve, reject) => {
       const entry = pack.entry({ name, size, mode: 0o600, mtime }, (err) => (err ? reject(err) : resolve()));
-      pipeline(createReadStream(path), count, entry).catch(reject);
+      pipeline(createReadStream(path, { highWaterMark: READ_CHUNK }), count, entry).catch(reject);
     });
     // a file that changed size while read would make the tar lie about it
     if (seen !== size) throw new Error(`${path} changed while it was archived`);
@@ -95,17 +98,14 @@ export function archiveStream(src: ArchiveSources): Readable {
     pack.finalize();
   };
 
-  const out = new PassThrough();
+  const out = new PassThrough({ highWaterMark: READ_CHUNK });
   fill().catch((err: Error) => {
     pack.destroy(err);
     out.destroy(err);
   });
   if (src.compress === 'zstd') {
-    // level 3 (zstd's default) with a content checksum: a flipped byte anywhere fails decompression
-    const z = createZstdCompress({
-      params: { [zlib.ZSTD_c_compressionLevel]: 3, [zlib.ZSTD_c_checksumFlag]: 1 },
-    });
-    pipeline(pack as unknown as Readable, z, out).catch((err: Error) => out.destroy(err));
+    // the zstd program on every core, with a content checksum (runtime/zstd.ts says why not node:zlib)
+    pipeline(pack as unknown as Readable, zstdCompress(), out).catch((err: Error) => out.destroy(err));
   } else {
     pipeline(pack as unknown as Readable, out).catch((err: Error) => out.destroy(err));
   }

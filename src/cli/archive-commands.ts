@@ -2,7 +2,9 @@
 //
 // The CLI holds the file; the agents do the rest over the API (dump, archive, checks, restore, decoding). An archive
 // is written to a hidden temporary file beside its name (mode 0600: it holds process memory), checked against the
-// SHA-256 the agent sent, renamed into place, and only then does the container stop (without --leave-running).
+// SHA-256 the agent sent, renamed into place, and only then does the container stop (without --leave-running). On
+// the agent's own host the agent writes that file, and reads an archive to restore, itself (archive-files.ts and
+// host/archive-target.ts): the bytes skip TLS and this process; the checks are the same.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
@@ -13,6 +15,8 @@ import type { ContainerInfo, InspectReport } from '../api/types.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName, isValidName } from '../core/names.ts';
 import { table } from '../core/table.ts';
+import { traceStep } from '../core/trace.ts';
+import { sha256File, stageFile, syncDir } from './archive-files.ts';
 import { allocateAddress, withCluster } from './commands.ts';
 import type { ClusterContext } from './context.ts';
 
@@ -67,35 +71,76 @@ export async function checkpointCommand(
     let bytes = 0;
     try {
       await fh.chmod(0o600);
-      const started = await client.checkpoint(name, { leaveRunning, compress });
+      // on the agent's own host the agent writes the file itself (no TLS, no second copy); it finds there a token
+      // it issued, or it streams (another host, or an agent without it)
+      const token = await client.checkpointToken().catch(() => undefined);
+      if (token) await fh.write(token, 0);
+      let t = performance.now();
+      const started = await client.checkpoint(name, {
+        leaveRunning,
+        compress,
+        ...(token ? { file: { path: tmp, token } } : {}),
+      });
       id = started.id;
-      const hash = createHash('sha256');
-      const count = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
-          bytes += chunk.length;
-          cb(null, chunk);
-        },
-      });
-      // flush: fsync before the stream closes the file (only a closed stream ends the pipeline)
-      await pipeline(started.body, count, fh.createWriteStream({ flush: true })).catch((err: Error) => {
-        throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${err.message}`, {
-          cause: err,
+      traceStep('cli: checkpoint answered', t);
+      t = performance.now();
+      let got: string | undefined;
+      if (started.written) {
+        try {
+          for await (const _ of started.body) {
+            // the answer has no body, only the trailers at its end
+          }
+        } catch (err) {
+          throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        const why = started.writeError();
+        if (why) throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${why}`);
+        await fh.close();
+      } else {
+        if (token) await fh.truncate(0);
+        const hash = createHash('sha256');
+        const count = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            bytes += chunk.length;
+            cb(null, chunk);
+          },
         });
-      });
+        // flush: fsync before the stream closes the file (only a closed stream ends the pipeline)
+        await pipeline(started.body, count, fh.createWriteStream({ flush: true, start: 0 })).catch(
+          (err: Error) => {
+            throw new FerryError('FERRY_E_ARCHIVE_WRITE', `writing ${file} failed: ${err.message}`, {
+              cause: err,
+            });
+          },
+        );
+        got = hash.digest('hex');
+      }
+      traceStep(
+        started.written ? 'cli: archive written by the agent' : 'cli: archive received and written',
+        t,
+      );
+      t = performance.now();
       const sent = started.trailer();
-      const got = hash.digest('hex');
-      if (!sent || sent.sha256 !== got || sent.bytes !== bytes) {
+      if (started.written && sent) bytes = sent.bytes;
+      if (!sent || (got !== undefined && (sent.sha256 !== got || sent.bytes !== bytes))) {
         throw new FerryError(
           'FERRY_E_ARCHIVE_WRITE',
           `the archive from ${c.host} did not arrive whole (${bytes} bytes${sent ? `, ${sent.bytes} sent` : ', cut short'})`,
         );
       }
-      // what is on the disk, read back: the disk may have lost what the file system accepted
-      if ((await sha256File(tmp)) !== got)
+      // what is on the disk, read back: the disk may have lost what the file system accepted (and a file the agent
+      // wrote is checked here as a streamed one is)
+      const back = await sha256File(tmp);
+      if (back.sha256 !== sent.sha256 || back.bytes !== sent.bytes)
         throw new FerryError('FERRY_E_ARCHIVE_WRITE', `${tmp} does not read back as written`);
+      traceStep('cli: read back', t);
+      t = performance.now();
       await rename(tmp, file);
       await syncDir(dir);
+      traceStep('cli: rename', t);
     } catch (err) {
       await fh.close().catch(() => {});
       await rm(tmp, { force: true });
@@ -104,7 +149,9 @@ export async function checkpointCommand(
     }
     let result: Awaited<ReturnType<typeof client.finishCheckpoint>>;
     try {
+      const t = performance.now();
       result = await client.finishCheckpoint(id, !leaveRunning);
+      traceStep('cli: finish', t);
     } catch (err) {
       // the container was not stopped (or not known to be): no archive claims a point it did not stop at
       await rm(file, { force: true });
@@ -135,7 +182,10 @@ export async function restoreCommand(
     ctx.host(hostName);
     const client = ctx.client(hostName);
     if (o.name) refuseName(containers, o.name);
-    const staged = await client.stageArchive(createReadStream(file));
+    let t = performance.now();
+    const staged = await stageFile(client, file);
+    traceStep('cli: staged', t);
+    t = performance.now();
     let ip: string | undefined;
     let name: string;
     try {
@@ -159,6 +209,7 @@ export async function restoreCommand(
       ...(name !== staged.name ? { name } : {}),
       ...(ip && ip !== staged.ip ? { ip } : {}),
     });
+    traceStep('cli: restored', t);
     const info = result.container;
     print(o.json, { ok: true, ...result, from: staged.from, checkpointedAt: staged.checkpointedAt }, () =>
       [
@@ -316,22 +367,6 @@ async function readableFile(file: string): Promise<void> {
     throw new FerryError('FERRY_E_INPUT_ARGS', `cannot read ${file}: ${err.message}`, { phase: 'input' });
   });
   await fh.close();
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const c of createReadStream(path)) hash.update(c as Buffer);
-  return hash.digest('hex');
-}
-
-/** The rename is durable only once the directory is. */
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 function mib(n: number): string {

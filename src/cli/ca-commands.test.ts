@@ -2,7 +2,7 @@
 // handshake with the roles it names; rotation replaces the key and keeps what the certificate covers.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -99,8 +99,27 @@ describe('ferry ca', () => {
     const key = readFileSync(before.key, 'utf8');
     const kept = (await caIssue(dir, { host: 'a', address: ['127.0.0.1'] })).certificate!;
     assert.equal(kept.serial, before.serial);
-    const rotated = (await caRotate(dir, { host: 'a' })).certificate!;
+    const oldCert = join(dir, 'a-before-rotation.pem');
+    writeFileSync(oldCert, readFileSync(before.cert));
+    const result = await caRotate(dir, { host: 'a' });
+    const rotated = result.certificate!;
     assert.notEqual(rotated.serial, before.serial);
+    // the one it replaced is on the CA's revocation list, as openssl reads it
+    assert.deepEqual(result.revoked, { serial: before.serial, list: join(dir, 'ca.crl') });
+    const verify = (cert: string) =>
+      run('openssl', [
+        'verify',
+        '-crl_check',
+        '-CRLfile',
+        join(dir, 'ca.crl'),
+        '-CAfile',
+        join(dir, 'ca.crt'),
+        cert,
+      ])
+        .then((r) => r.stdout)
+        .catch((e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+    assert.match(await verify(rotated.cert), /: OK/);
+    assert.match(await verify(oldCert), /certificate revoked/);
     assert.notEqual(readFileSync(rotated.key, 'utf8'), key);
     assert.deepEqual(rotated.ips, ['127.0.0.1']);
     assert.deepEqual(rotated.dns, ['a.example']);

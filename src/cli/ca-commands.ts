@@ -1,6 +1,6 @@
 // ferry ca init|issue|rotate: the cluster CA in a directory an operator keeps (the testbed makes its own the same
 // way): a CA, then one certificate per host agent, controller and CLI user, each with its role.
-import { type CertificateInfo, ClusterCA, type Role } from '../api/certificates.ts';
+import { type CertificateInfo, ClusterCA, crlPath, type Role } from '../api/certificates.ts';
 import { FerryError } from '../core/errors.ts';
 
 /** Who a certificate is for: exactly one of the three. */
@@ -24,6 +24,8 @@ export interface IssueCommandOptions extends SubjectOptions {
 export interface CaResult {
   ca: string;
   created?: boolean;
+  /** After a rotation: the certificate it replaced, now on the CA's revocation list (copy it to every host). */
+  revoked?: { serial: string; list: string };
   certificate?: {
     name: string;
     role: Role | undefined;
@@ -104,7 +106,11 @@ export async function caRotate(dir: string, o: IssueCommandOptions): Promise<CaR
     dns: o.dns ?? old.dns,
     ...(o.days !== undefined ? { days: o.days } : {}),
   });
-  return { ca: ca.caCert, certificate: certificate(await ca.describe(name)) };
+  return {
+    ca: ca.caCert,
+    certificate: certificate(await ca.describe(name)),
+    revoked: { serial: old.serial, list: crlPath(ca.caCert) },
+  };
 }
 
 export function printCa(r: CaResult, json: boolean | undefined): void {
@@ -122,4 +128,8 @@ export function printCa(r: CaResult, json: boolean | undefined): void {
     `${c.role ?? '(no role)'} certificate ${c.name}: ${c.cert} (key ${c.key})` +
       `${covers ? `, for ${covers}` : ''}, valid until ${c.notAfter}\n`,
   );
+  if (r.revoked)
+    process.stdout.write(
+      `revoked the one it replaced (serial ${r.revoked.serial}) in ${r.revoked.list}: copy that file to every host\n`,
+    );
 }

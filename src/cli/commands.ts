@@ -5,9 +5,12 @@ import { ipv4ToInt, lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
+import { agentlessMigration } from '../remote/agentless.ts';
+import { isSshTarget, parseSshTarget } from '../remote/remote-host.ts';
+import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { ClusterContext } from './context.ts';
 import { exitStatusOfReport, inDoubt } from './exit-status.ts';
-import { MigrationRenderer, reportText } from './render.ts';
+import { eventPrinter, reportText } from './render.ts';
 
 interface Common {
   cluster?: string;
@@ -322,34 +325,60 @@ export function checkMigrationOptions(options: MigrationOptions): void {
   );
 }
 
+/** `ferry migrate --help`: what --to ssh:// does. */
+export const MIGRATE_AGENTLESS_HELP = [
+  'Agentless (--to ssh://[user@]host[:port]), run on the source host as root: the source half runs in this',
+  'command, on a container of the local runc root (--runc-root); the destination half is a temporary ferry agent',
+  "started over the system's ssh with ferry's single executable (copied there when missing), on the remote's",
+  'loopback, reached through the ssh connection, authenticated by a CA made for this migration alone. Host keys',
+  'are checked as ssh checks them. The temporary agent ends with its ssh session; the container it received stays',
+  'in the runc root /var/lib/ferry/agentless/runc there. A dropped connection before the commit rolls back.',
+].join('\n');
+
 export async function migrateCommand(
   name: string,
-  o: Common & MigrateFlags & { to: string; events?: boolean },
+  o: Common & MigrateFlags & { to: string; events?: boolean; runcRoot?: string; sshConfig?: string },
 ): Promise<void> {
   checkName(name);
-  checkName(o.to, 'host');
+  const agentless = isSshTarget(o.to);
+  if (agentless) parseSshTarget(o.to);
+  else checkName(o.to, 'host');
+  if (!agentless && (o.runcRoot !== undefined || o.sshConfig !== undefined))
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `${o.runcRoot !== undefined ? '--runc-root' : '--ssh-config'} needs --to ssh://HOST (a migration without an agent)`,
+      { phase: 'input' },
+    );
   if (o.events && !o.json)
     throw new FerryError('FERRY_E_INPUT_ARGS', '--events needs --json (the events are NDJSON lines)', {
       phase: 'input',
     });
   const options = migrationOptions(o);
   checkMigrationOptions(options);
-  const renderer = o.json ? undefined : new MigrationRenderer();
   // --json --events: every event as it comes, one JSON object a line; the report ends the stream
+  const printer = eventPrinter(o, { stdout: process.stdout, stderr: process.stderr });
   let started = false;
   const onEvent = (e: MigrationEvent) => {
     if (e.type === 'started') started = true;
-    if (o.events) process.stdout.write(`${JSON.stringify(e)}\n`);
-    else renderer?.event(e);
+    printer.event(e);
   };
-  const report = await withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent)).catch(
-    (err: unknown) => {
-      // once the source agent took the migration, an error here means this command could not learn how it
-      // ended: the container may be anywhere (exit status 3, docs/errors.md)
-      throw started ? inDoubt(err) : err;
-    },
-  );
-  renderer?.finish();
+  const migrate = agentless
+    ? () =>
+        agentlessMigration({
+          name,
+          to: o.to,
+          options,
+          runcRoot: o.runcRoot ?? DEFAULT_RUNC_ROOT,
+          ...(o.sshConfig ? { sshConfig: o.sshConfig } : {}),
+          onEvent,
+        })
+    : () => withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent));
+  const report = await migrate().catch((err: unknown) => {
+    // once the source agent took the migration, an error here means this command could not learn how it
+    // ended: the container may be anywhere (exit status 3, docs/errors.md)
+    throw started ? inDoubt(err) : err;
+  });
+  printer.finish();
   if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
   else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
   else process.stdout.write(`${reportText(report)}\n`);

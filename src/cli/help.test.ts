@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
-import { DEFAULT_ARCHIVE_MIB, DEFAULT_RUNS, SUITES } from '../../bench/index.ts';
+import { DEFAULT_ARCHIVE_MIB, DEFAULT_RUNS, GROUPS, SUITES } from '../../bench/index.ts';
 import { ZDTM_STRATEGIES } from '../../bench/zdtm.ts';
 import { every } from '../../test/support/exhaustive.ts';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
@@ -15,6 +15,7 @@ import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/defaults.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeSummary, probeOptions } from '../probe/cli.ts';
 import { DEFAULT_REPLY_TIMEOUT_MS } from '../probe/session.ts';
+import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { TESTBED_NAME_RE } from '../testbed/layout.ts';
 import type { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
@@ -24,6 +25,7 @@ import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } f
 import type { dashboardCommand } from './dashboard-command.ts';
 import type { InstallOptions } from './install.ts';
 import {
+  type AgentOptions,
   type BenchOptions,
   buildProgram,
   type DaemonOptions,
@@ -68,6 +70,8 @@ const READS: Record<string, readonly string[]> = {
     'maxRounds',
     'skipInFlight',
     'events',
+    'runcRoot',
+    'sshConfig',
   ),
   check: keysOf<Parameters<typeof checkCommand>[0]>()('cluster', 'host', 'sshConfig', 'json'),
   checkpoint: keysOf<Parameters<typeof checkpointCommand>[1]>()(
@@ -88,7 +92,7 @@ const READS: Record<string, readonly string[]> = {
     'sockets',
     'mounts',
   ),
-  agent: keysOf<DaemonOptions>()('config'),
+  agent: keysOf<AgentOptions>()('config', 'stdin'),
   probe: keysOf<Parameters<typeof probeOptions>[2]>()('interval', 'duration', 'replyTimeout', 'json'),
   cluster: keysOf<Parameters<typeof clusterCommand>[0]>()('cluster', 'json'),
   rebalance: keysOf<Parameters<typeof rebalanceCommand>[0]>()('cluster', 'json', 'dryRun', 'target'),
@@ -124,6 +128,8 @@ const STATED_DEFAULTS: Record<string, string> = {
   // the engine's pre-copy loops (source half): `req.thresholdBytes ?? rate * budget`, `req.maxRounds ?? 5`
   'migrate --threshold': 'what the measured link sends within --max-downtime',
   'migrate --max-rounds': '5',
+  // src/remote/runc-root.ts: where plain `runc run` keeps its containers
+  'migrate --runc-root': DEFAULT_RUNC_ROOT,
   // DEFAULT_STREAMS in the engine's source half (not exported): min(4, max(1, cores - 1)), 1 under zstd
   'migrate --streams': 'cores - 1, at most 4; 1 when zstd is on',
   'probe --duration': 'at Ctrl-C / SIGTERM',
@@ -259,7 +265,10 @@ describe('ferry --help', () => {
 describe('help texts against behaviour', () => {
   it('bench names every suite it has', () => {
     const arg = program.commands.find((c) => c.name() === 'bench')!.registeredArguments[0]!;
-    assert.deepEqual(arg.description.split(' | ').sort(), [...Object.keys(SUITES), 'all'].sort());
+    assert.deepEqual(
+      arg.description.split(' | ').sort(),
+      [...Object.keys(SUITES), ...Object.keys(GROUPS)].sort(),
+    );
   });
 
   it('probe --json names the fields it prints', () => {

@@ -8,11 +8,19 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
+import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import { checkCommand } from './check.ts';
-import { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import {
+  hostsCommand,
+  MIGRATE_AGENTLESS_HELP,
+  migrateCommand,
+  psCommand,
+  rmCommand,
+  runCommand,
+} from './commands.ts';
 import { completionScript, SHELLS } from './completion.ts';
 import { demoCommand } from './demo.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
@@ -57,6 +65,12 @@ function wrap<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args:
 /** Options of `ferry agent` and `ferry controller`. */
 export interface DaemonOptions {
   config: string;
+}
+
+/** Options of `ferry agent`: a config file, or (the temporary agent of an agentless migration) standard input. */
+export interface AgentOptions {
+  config?: string;
+  stdin?: boolean;
 }
 
 /** Options of `ferry demo`. */
@@ -189,7 +203,10 @@ export function buildProgram(): Command {
     .command('migrate')
     .description('move a running container to another host')
     .argument('<name>')
-    .requiredOption('--to <host>', 'destination host')
+    .requiredOption(
+      '--to <host>',
+      'destination: a host of the cluster, or ssh://[user@]host[:port], a host with no agent (see below)',
+    )
     .addOption(
       new Option(
         '--strategy <s>',
@@ -240,10 +257,19 @@ export function buildProgram(): Command {
     .option('--json', 'print the report as JSON')
     .option(
       '--events',
-      'with --json: every event as it happens (phases, progress), one JSON object a line, the last one ' +
-        '{"type": "result", "report": ...}',
+      'with --json: every event as it happens (phases; progress of the dump, pre-copy rounds, transfer and ' +
+        'post-copy pages; docs/events.md), one JSON object a line, the last one {"type": "result", "report": ...}',
     )
-    .addHelpText('after', `\n${MIGRATE_EXIT_STATUS_HELP}`)
+    .option(
+      '--runc-root <dir>',
+      'with --to ssh://: the runc state root the container runs in, for one started by hand with plain runc run ' +
+        `(default: ${DEFAULT_RUNC_ROOT}); its record is derived from runc's state and its bundle's config.json`,
+    )
+    .option(
+      '--ssh-config <file>',
+      'with --to ssh://: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
+    )
+    .addHelpText('after', `\n${MIGRATE_AGENTLESS_HELP}\n\n${MIGRATE_EXIT_STATUS_HELP}`)
     .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
 
   program
@@ -319,9 +345,23 @@ export function buildProgram(): Command {
   program
     .command('agent')
     .description('run a host agent (HTTPS API with mutual TLS)')
-    .requiredOption('--config <file>', 'agent config (JSON)')
+    .option('--config <file>', 'agent config (JSON); required unless --stdin')
+    .option(
+      '--stdin',
+      'the temporary destination agent of ferry migrate --to ssh:// (started by it over ssh): its config and TLS ' +
+        'material as one JSON line on standard input; it exits, aborting what is not committed, when standard input closes',
+    )
     .action(
-      wrap(async (o: DaemonOptions) => {
+      wrap(async (o: AgentOptions) => {
+        if (o.stdin) {
+          const { runTemporary } = await import('../agent/main.ts');
+          await runTemporary(process.stdin, process.stdout);
+          process.exit(0);
+        }
+        if (!o.config)
+          throw new FerryError('FERRY_E_INPUT_ARGS', 'ferry agent needs --config FILE (or --stdin)', {
+            phase: 'input',
+          });
         const { loadAgentConfig, startAgent } = await import('../agent/main.ts');
         const agent = await startAgent(await loadAgentConfig(o.config));
         const stop = async () => {
@@ -426,7 +466,7 @@ export function buildProgram(): Command {
     .command('ca')
     .description("the cluster's certificate authority: one certificate per agent, controller and user");
   ca.command('init')
-    .description('create a cluster CA in <dir> (keeps the one there)')
+    .description('create a cluster CA in <dir> (keeps the one there), with its revocation list ca.crl')
     .argument('<dir>', 'directory of the CA and the certificates it issues (keys 0600)')
     .option('--json', 'print JSON')
     .action(
@@ -463,7 +503,8 @@ export function buildProgram(): Command {
     ca
       .command('rotate')
       .description(
-        'replace a certificate with a new key, for the same role, addresses and DNS names unless given; restart its daemon after',
+        'replace a certificate with a new key, for the same role, addresses and DNS names unless given, and revoke the old ' +
+          "one in the CA's ca.crl; restart its daemon after, and copy ca.crl to every host",
       ),
   ).action(
     wrap(async (dir: string, o: IssueCommandOptions) => {
@@ -496,10 +537,19 @@ export function buildProgram(): Command {
         "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
         "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
         'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
-        'file and restores it, ferry against Podman 5 (scripts/setup.sh podman) (all: strategies, network, switchover ' +
-        'and soak)',
+        'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); agentless migrates a container ' +
+        'over ssh:// and between agents on the same link, and prints the ratio; thesis, talk, runc-blog and ucsd ' +
+        'reproduce published evaluations of container live migration beside their figures and rewrite their ' +
+        'sections of docs/evaluation.md; vm migrates the same Redis as a QEMU virtual machine beside ferry ' +
+        '(scripts/setup.sh qemu); docker-paper checkpoints a counter into archives and moves an OpenFlow controller ' +
+        'while its Open vSwitch bridges stay connected (scripts/setup.sh sdn) (evaluation: all of those; all: ' +
+        'strategies, network, switchover, soak and the evaluation)',
     )
-    .argument('<suite>', 'strategies | network | switchover | zdtm | soak | archive | all')
+    .argument(
+      '<suite>',
+      'strategies | network | switchover | zdtm | soak | archive | agentless | thesis | vm | talk | runc-blog | ' +
+        'docker-paper | ucsd | evaluation | all',
+    )
     .option('--runs <n>', 'repetitions of each measurement (default: 5)', (v) => positiveInt(v, '--runs'))
     .option('--json', 'print the raw figures as JSON')
     .option('--strategies <list>', 'zdtm: comma-separated strategies (default: cold,postcopy,precopy,auto)')
@@ -510,24 +560,27 @@ export function buildProgram(): Command {
     )
     .option(
       '--quick',
-      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB that ' +
-        'leaves docs/benchmarks.md alone (smoke tests)',
+      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB, ' +
+        'agentless: one of 64 MiB, both leaving docs/benchmarks.md alone; the evaluation suites: one run of small ' +
+        'sizes that leaves docs/evaluation.md alone (smoke tests)',
     )
-    .option('--size <mib>', 'archive: MiB of values in Redis (default: 1024)', (v) =>
-      positiveInt(v, '--size'),
+    .option(
+      '--size <mib>',
+      'archive: MiB of values in Redis; agentless: MiB of memory (default: 1024)',
+      (v) => positiveInt(v, '--size'),
     )
     .option('--big', 'switchover: a 4 GiB container too')
     .action(
       wrap(async (suite: string, o: BenchOptions) => {
-        const { SUITES, IN_ALL } = await import('../../bench/index.ts');
-        const names = suite === 'all' ? IN_ALL : [suite];
+        const { SUITES, GROUPS } = await import('../../bench/index.ts');
+        const names = GROUPS[suite] ?? [suite];
         const out: Record<string, unknown> = {};
         for (const n of names) {
           const run = SUITES[n];
           if (!run)
             throw new FerryError(
               'FERRY_E_INPUT_ARGS',
-              `unknown suite ${n}: ${Object.keys(SUITES).join(', ')}, all`,
+              `unknown suite ${n}: ${[...Object.keys(SUITES), ...Object.keys(GROUPS)].join(', ')}`,
             );
           out[n] = await run({
             ferryArgv: ferryArgv(),

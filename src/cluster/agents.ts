@@ -52,6 +52,11 @@ export class HttpAgentPool implements AgentPool {
     return this.client(h).processes(container);
   }
 
+  /** New TLS material for the next connections to agents (a new revocation list). */
+  reload(tls: TlsMaterial): void {
+    this.pool.reload(tls);
+  }
+
   close(): void {
     this.pool.close();
   }

@@ -1,11 +1,17 @@
 // Starts a controller: its store, the agent pool, the decision loop and the API.
 import { readFileSync } from 'node:fs';
+import { followRevocations } from '../api/http-server.ts';
 import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { FerryError } from '../core/errors.ts';
 import { createLogger } from '../core/log.ts';
 import { VERSION } from '../core/version.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
-import { checkOwnCertificate, tlsServerOptions } from '../runtime/pki.ts';
+import {
+  checkOwnCertificate,
+  checkOwnNotRevoked,
+  tlsClientOptions,
+  tlsServerOptions,
+} from '../runtime/pki.ts';
 import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { HttpAgentPool } from './agents.ts';
 import { CONTROLLER_CONFIG_PATH, type ControllerFileConfig, etcdEndpoints } from './config.ts';
@@ -86,13 +92,10 @@ export async function openStore(
 export async function startController(cfg: ControllerFileConfig): Promise<{ close(): Promise<void> }> {
   const log = createLogger({ name: `controller-${cfg.name}`, level: cfg.logLevel });
   const own = checkOwnCertificate(cfg.tls, { role: 'controller' });
+  await checkOwnNotRevoked(cfg.tls);
   log.info({ certificate: cfg.tls.cert, notAfter: own.notAfter.toISOString() }, 'controller certificate');
   const { store, election } = await openStore(cfg);
-  const tls = {
-    key: readFileSync(cfg.tls.key),
-    cert: readFileSync(cfg.tls.cert),
-    ca: readFileSync(cfg.tls.ca),
-  };
+  const tls = tlsClientOptions(cfg.tls);
   const agents = new HttpAgentPool(tls);
   const controller = new Controller({ store, agents, cfg, log });
   const app = buildControllerApp(controller, log, { https: tlsServerOptions(cfg.tls) });
@@ -108,6 +111,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   registerMetricsRoute(app, metrics.registry);
   const dashboard = await startDashboard({ cfg, api: app, controller, agents, tls, log });
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
+  const unfollow = followRevocations(app.server, cfg.tls, log, (m) => agents.reload(m));
   if (election) {
     controller.setLeader(false);
     election.onLost(() => {
@@ -128,6 +132,7 @@ export async function startController(cfg: ControllerFileConfig): Promise<{ clos
   return {
     async close() {
       controller.stop();
+      unfollow();
       await dashboard?.close();
       await app.close();
       agents.close();

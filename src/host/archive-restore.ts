@@ -26,10 +26,11 @@ import {
   ROOTFS_DIFF,
   SPEC_DUMP,
 } from '../archive/format.ts';
-import { readArchive } from '../archive/reader.ts';
+import { type ArchiveInput, readArchive } from '../archive/reader.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { checkName } from '../core/names.ts';
+import { traceStep } from '../core/trace.ts';
 import { ImageError } from '../images/image-file.ts';
 import { type ImageSource, inspectImages } from '../images/inspect.ts';
 import { macFor } from '../network/identity.ts';
@@ -81,11 +82,14 @@ export class ArchiveRestores {
    * staging directory; nothing of a container is made. `start` restores it, `discard` drops it; a staged archive
    * nobody starts is dropped after a while.
    */
-  async stage(body: AsyncIterable<Buffer>): Promise<StagedArchive> {
+  async stage(body: ArchiveInput): Promise<StagedArchive> {
     const id = `r${randomBytes(6).toString('hex')}`;
-    const dir = join(this.host.paths.stateDir, 'restores', id);
+    // staged in the images directory (tmpfs), where CRIU then restores from: no disk between the archive and CRIU
+    const dir = join(this.host.paths.imagesDir, `restore-${id}`);
     try {
+      const t = performance.now();
       const got = await readArchive(body, { dest: dir, keep: () => 'disk', maxBytes: MAX_ARCHIVE_BYTES });
+      traceStep('restore: archive read, checked and staged', t);
       const rec = recordOf(got.meta);
       checkSockets(got.meta.rootfs?.sockets ?? []);
       await this.refuseNewerCriu(got.meta);
@@ -201,7 +205,10 @@ export class ArchiveRestores {
       made = true;
       const rootfs = join(bundle, 'rootfs');
       await mkdir(rootfs, { mode: 0o755 });
+      let t = performance.now();
       await this.rootfs.unpack(join(staging, ROOTFS_DIFF), rootfs, meta.rootfs?.sockets ?? []);
+      traceStep('restore: rootfs unpacked', t);
+      t = performance.now();
       const { [MANAGER_ANNOTATION]: _manager, ...annotations } = (spec['annotations'] ?? {}) as Record<
         string,
         string
@@ -221,6 +228,8 @@ export class ArchiveRestores {
       // the same address and MAC, locked until the restore is done (as a migration's destination does)
       await host.network.create(name, net, { attached: false, locked: true });
       await host.network.attach(name, net);
+      traceStep('restore: bundle and network', t);
+      t = performance.now();
       const work = join(staging, 'work');
       await mkdir(work, { recursive: true });
       let ms: number;
@@ -241,6 +250,8 @@ export class ArchiveRestores {
           join(dir, 'criu-restore.conf'),
           await readFile(host.criuConfig, 'utf8').catch(() => ''),
         );
+      traceStep('restore: runc restore', t);
+      t = performance.now();
       await host.network.unlock(name, net);
       host.network.reannounce(name, net);
       const st = await host.runc.state(name);
@@ -253,6 +264,7 @@ export class ArchiveRestores {
           },
         );
       }
+      traceStep('restore: unlock and confirm', t);
       return ms;
     } catch (err) {
       if (made) {

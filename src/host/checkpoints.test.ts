@@ -90,7 +90,7 @@ test('without --leave-running the container stays frozen until finish, then stop
   try {
     const started = await s.ck.start('c1', { leaveRunning: false, compress: 'zstd' });
     assert.deepEqual(s.steps, ['lock', 'pause', 'dump --leave-running']);
-    const bytes = await drain(started.stream);
+    const bytes = await drain(started.stream!);
     assert.equal((await started.digest).bytes, bytes.length);
     assert.equal(s.status(), 'paused');
     const got = await readArchive(Readable.from([bytes]));
@@ -110,7 +110,7 @@ test('--leave-running thaws right after the rootfs is taken; finish leaves it ru
   try {
     const started = await s.ck.start('c1', { leaveRunning: true, compress: 'none' });
     assert.deepEqual(s.steps, ['lock', 'pause', 'dump --leave-running', 'resume', 'unlock']);
-    await drain(started.stream);
+    await drain(started.stream!);
     assert.equal((await s.ck.finish(started.id, { stop: true })).status, 'running');
     assert.equal(s.status(), 'running');
   } finally {
@@ -133,19 +133,19 @@ test('a failed dump, an abort and a caller that never finishes all leave the con
     await assert.rejects(s.ck.start('c1', { leaveRunning: false, compress: 'zstd' }), {
       code: 'FERRY_E_CONTAINER_BUSY',
     });
-    await drain(a.stream);
+    await drain(a.stream!);
     await s.ck.abort(a.id);
     assert.equal(s.status(), 'running');
     await assert.rejects(s.ck.finish(a.id, { stop: true }), { code: 'FERRY_E_CHECKPOINT_UNKNOWN' });
     // abandoned: streamed, never finished
     const b = await s.ck.start('c1', { leaveRunning: false, compress: 'zstd' });
-    await drain(b.stream);
+    await drain(b.stream!);
     assert.equal(s.status(), 'paused');
     await new Promise((r) => setTimeout(r, 400));
     assert.equal(s.status(), 'running');
     // cut off mid-stream
     const c = await s.ck.start('c1', { leaveRunning: false, compress: 'none' });
-    c.stream.destroy();
+    c.stream!.destroy();
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(s.status(), 'running');
     assert.equal(s.host.isBusy('c1'), false);

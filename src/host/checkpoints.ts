@@ -4,21 +4,27 @@
 // without letting it go (`--leave-running` on a frozen container keeps it frozen), the writable rootfs is tarred
 // while it is still frozen, and only then does the container run again (--leave-running) — or it stays frozen
 // until the caller says the archive is on its disk and verified (`finish`), and is stopped then. Any failure, or a
-// caller that never comes back, thaws it: a checkpoint never loses a container.
-import { createHash, randomBytes } from 'node:crypto';
+// caller that never comes back, thaws it: a checkpoint never loses a container. The archive goes to the caller as the
+// answer's body, or straight into the caller's own file when it shares this host (archive-target.ts).
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
 import { archiveStream } from '../archive/writer.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { directorySource, type InspectImages, inspectImages } from '../images/inspect.ts';
 import { readConfig } from '../runtime/bundle.ts';
 import { cgroupPids } from '../runtime/cgroups.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
+import { requireZstd } from '../runtime/zstd.ts';
+import { ArchiveTargets } from './archive-target.ts';
 import { type ContainerHost, identity } from './containers.ts';
+import { digestOf } from './digest.ts';
 import { relinkRemaps, removeRelinked } from './link-remaps.ts';
 import { bundleDir } from './paths.ts';
 import { RootfsArchiver } from './rootfs-archive.ts';
@@ -50,9 +56,12 @@ interface Session {
 
 export interface StartedCheckpoint {
   id: string;
-  /** The archive; when it ends, `digest` holds what it sent. */
-  stream: Readable;
+  /** The archive, unless it goes into the caller's file (archive-target.ts); when it ends, `digest` holds what it sent. */
+  stream?: Readable;
+  /** Settles once the whole archive was sent, or written into the caller's file and synced. */
   digest: Promise<{ sha256: string; bytes: number }>;
+  /** The caller went away: stop (the container is thawed). */
+  cancel: () => void;
 }
 
 export class Checkpoints {
@@ -62,6 +71,8 @@ export class Checkpoints {
   private readonly sessions = new Map<string, Session>();
   private readonly finishWaitMs: number;
   private readonly rootfs: RootfsArchiver;
+  /** Tokens for callers on this host, and their files (a restore reads through them too). */
+  readonly targets = new ArchiveTargets();
 
   constructor(deps: {
     host: ContainerHost;
@@ -159,6 +170,11 @@ export class Checkpoints {
     await this.host.network.unlock(name, identity(rec));
   }
 
+  /** A token for a caller that may share this host's file system (archive-target.ts). */
+  issueToken(): string {
+    return this.targets.issue();
+  }
+
   /**
    * Takes the checkpoint and starts the archive's stream. The container is frozen on return; it runs again at once
    * with leaveRunning, else when the caller finishes or aborts (or the stream fails, or the caller goes away).
@@ -171,12 +187,16 @@ export class Checkpoints {
       await this.refuseUnmovable(name);
       // what the archive could not carry is refused while nothing is frozen
       await this.rootfs.survey(join(bundleDir(this.host.paths, name), 'rootfs'));
+      if (req.compress === 'zstd') await requireZstd(this.host.hostName);
     } catch (err) {
       await release();
       throw err;
     }
+    // the caller's own file, if this host sees it (else undefined: the archive is streamed); opened before the freeze
+    const target = req.file ? await this.targets.open(req.file) : undefined;
     const id = `k${randomBytes(6).toString('hex')}`;
-    const dir = join(this.host.paths.stateDir, 'checkpoints', id);
+    // CRIU's images and the rootfs tar go to the images directory (tmpfs): memory in, memory out, no disk between
+    const dir = join(this.host.paths.imagesDir, `checkpoint-${id}`);
     const s: Session = {
       id,
       name,
@@ -191,8 +211,11 @@ export class Checkpoints {
         this.versions(),
         readConfig(bundleDir(this.host.paths, name)),
       ]);
+      let t = performance.now();
       const images = await this.freezeAndDump(name, rec, dir);
       s.frozen = true;
+      traceStep('checkpoint: freeze and dump', t);
+      t = performance.now();
       // the writable rootfs while the container is still frozen: files and memory from the same instant, with the
       // links the restore needs for open, unlinked files (the dump removed them; they leave again once packed)
       const bundle = bundleDir(this.host.paths, name);
@@ -205,6 +228,7 @@ export class Checkpoints {
       } finally {
         await removeRelinked(relinked);
       }
+      traceStep('checkpoint: rootfs tar', t);
       if (req.leaveRunning) {
         await this.thaw(name, rec);
         s.frozen = false;
@@ -245,20 +269,42 @@ export class Checkpoints {
         rootfsTar,
         compress: req.compress,
       });
-      const digest = digestOf(() => {
-        // (synchronously at the stream's end: the close that follows must see it)
+      const streamed = performance.now();
+      const sent = () => {
+        traceStep(
+          target ? 'checkpoint: archive written into the file' : 'checkpoint: archive streamed',
+          streamed,
+        );
         s.streamed = true;
         s.timer = setTimeout(() => void this.abort(id, 'no finish from the caller'), this.finishWaitMs);
-      });
+      };
       this.sessions.set(id, s);
+      this.log.info(
+        { container: name, checkpoint: id, leaveRunning: req.leaveRunning, into: target ? 'file' : 'stream' },
+        'checkpoint taken',
+      );
+      if (target) {
+        const digest = digestOf(() => {});
+        // flush: fsync before the file is closed, and the pipeline ends only once it is
+        const file = target.createWriteStream({ start: 0, flush: true, highWaterMark: 1 << 20 });
+        const written = pipeline(body, digest.transform, file).then(async () => {
+          const d = await digest.done;
+          sent();
+          return d;
+        });
+        written.catch(() => void this.abort(id, 'writing the archive failed or the caller went away'));
+        return { id, digest: written, cancel: () => body.destroy(new Error('the caller went away')) };
+      }
+      // (synchronously at the stream's end: the close that follows must see it)
+      const digest = digestOf(sent);
       const out = body.pipe(digest.transform);
       body.on('error', (err) => out.destroy(err));
       out.on('close', () => {
         if (!s.streamed) void this.abort(id, 'the stream failed or the caller went away');
       });
-      this.log.info({ container: name, checkpoint: id, leaveRunning: req.leaveRunning }, 'checkpoint taken');
-      return { id, stream: out, digest: digest.done };
+      return { id, stream: out, digest: digest.done, cancel: () => out.destroy() };
     } catch (err) {
+      await target?.close().catch(() => {});
       if (s.frozen) await this.thaw(name, rec).catch(() => {});
       await rm(dir, { recursive: true, force: true });
       await release();
@@ -342,35 +388,4 @@ export class Checkpoints {
 export interface Sizes {
   images: number;
   pages: number;
-}
-
-/** A pass-through that hashes what goes through it; `done` settles when it ends or fails. */
-function digestOf(onEnd: () => void): {
-  transform: Transform;
-  done: Promise<{ sha256: string; bytes: number }>;
-} {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  let settle!: (v: { sha256: string; bytes: number }) => void;
-  let fail!: (e: Error) => void;
-  const done = new Promise<{ sha256: string; bytes: number }>((res, rej) => {
-    settle = res;
-    fail = rej;
-  });
-  done.catch(() => {});
-  const transform = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      cb(null, chunk);
-    },
-    flush(cb) {
-      settle({ sha256: hash.digest('hex'), bytes });
-      onEnd();
-      cb();
-    },
-  });
-  transform.on('error', fail);
-  transform.on('close', () => fail(new Error('closed before the end')));
-  return { transform, done };
 }

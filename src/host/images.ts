@@ -7,6 +7,11 @@ import { containerDir, type HostPaths, imageDir } from './paths.ts';
 
 const LINK_PREFIX = 'images-';
 const MIGRATION_ID = /^m[0-9a-f]{12}$/;
+/**
+ * A checkpoint's images and a staged archive (host/checkpoints.ts, host/archive-restore.ts) live only as long as the
+ * agent that made them: at its start, any left are a crash's.
+ */
+const ARCHIVE_WORK = /^(checkpoint-k|restore-r|inspect-)[0-9a-f]{12}$/;
 
 /** Notes that the images of migration `id` belong to container `name` (a source's local checkpoint). */
 export async function linkImages(paths: HostPaths, name: string, id: string): Promise<void> {
@@ -38,7 +43,7 @@ export async function removeContainerImages(paths: HostPaths, name: string): Pro
 
 /**
  * At agent start (after the incoming migrations were recovered): removes the image directories of migrations no
- * container links to, except those in `keep`. Returns the ids removed.
+ * container links to, except those in `keep`, and those of checkpoints and staged archives. Returns the ids removed.
  */
 export async function removeOrphanImages(
   host: { paths: HostPaths; names(): Promise<string[]> },
@@ -49,6 +54,11 @@ export async function removeOrphanImages(
   for (const n of await host.names()) for (const id of await linkedImageIds(paths, n)) linked.add(id);
   const removed: string[] = [];
   for (const id of await readdir(paths.imagesDir).catch(() => [] as string[])) {
+    if (ARCHIVE_WORK.test(id)) {
+      await rm(join(paths.imagesDir, id), { recursive: true, force: true });
+      removed.push(id);
+      continue;
+    }
     if (!MIGRATION_ID.test(id) || linked.has(id)) continue;
     await rm(imageDir(paths, id), { recursive: true, force: true });
     removed.push(id);

@@ -47,10 +47,17 @@ test('images: a container takes the images of its migrations along; orphans are 
   for (const id of ['m000000000001', 'm000000000002', 'm000000000003'])
     mkdirSync(imageDir(paths, id), { recursive: true });
   mkdirSync(join(paths.imagesDir, 'not-a-migration'));
+  // a checkpoint's images and a staged archive outlive no agent
+  mkdirSync(join(paths.imagesDir, 'checkpoint-k0123456789ab'));
+  mkdirSync(join(paths.imagesDir, 'restore-r0123456789ab'));
   mkdirSync(containerDir(paths, 'web'), { recursive: true });
   await linkImages(paths, 'web', 'm000000000001');
   const host = { paths, names: async () => ['web'] };
-  assert.deepEqual(await removeOrphanImages(host, ['m000000000003']), ['m000000000002']);
+  assert.deepEqual((await removeOrphanImages(host, ['m000000000003'])).sort(), [
+    'checkpoint-k0123456789ab',
+    'm000000000002',
+    'restore-r0123456789ab',
+  ]);
   assert.ok(existsSync(imageDir(paths, 'm000000000001')), 'linked images stay');
   assert.ok(existsSync(join(paths.imagesDir, 'not-a-migration')), 'what ferry did not write stays');
   await removeContainerImages(paths, 'web');

@@ -109,3 +109,9 @@ export function resolveOptions(
     streams: compress ? 1 : (req.streams ?? DEFAULT_STREAMS),
   };
 }
+
+/**
+ * How often a running phase reports its progress (ms). The dump's figure is read from the image directory during
+ * the freeze, so not more often than this (a readdir and a stat per image file); post-copy's from its socket.
+ */
+export const PROGRESS_EVERY_MS = { checkpoint: 500, transfer: 250, pages: 500 } as const;

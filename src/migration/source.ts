@@ -22,6 +22,7 @@ import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
+import { withDumpProgress } from './progress.ts';
 import { finishSource, rollback } from './rollback.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
@@ -275,7 +276,8 @@ export class MigrationSource {
         const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         await this.faults.reach('source:checkpoint', name, 100);
-        seized = (await strategy.dump(ctx)).seized;
+        // (what CRIU has written so far is reported while it writes)
+        seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says

@@ -1,17 +1,20 @@
 // The transfer phase's common part: the bundle (what changed since prepare) and the image directory, large files in
 // ranges over parallel connections, the rest in the framed stream; a strategy's share is sent before or beside it.
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { planRanges } from '../transport/ranges.ts';
 import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
-import { RATE_SAMPLE_MIN_BYTES } from './defaults.ts';
+import { PROGRESS_EVERY_MS, RATE_SAMPLE_MIN_BYTES } from './defaults.ts';
+import { ProgressMeter } from './progress.ts';
 import type { MigrationContext, TransferShare } from './strategies/strategy.ts';
 
-async function treeSize(dir: string): Promise<number> {
+/** The bytes of the files under `dir` that are not skipped (paths relative to `dir`). */
+async function treeSize(dir: string, skip: (rel: string) => boolean): Promise<number> {
   let total = 0;
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size;
+    const path = join(e.parentPath, e.name);
+    if (e.isFile() && !skip(relative(dir, path))) total += (await stat(path)).size;
   }
   return total;
 }
@@ -28,18 +31,19 @@ export async function transferImages(
 ): Promise<number | undefined> {
   const { peer, id, images, report, sender } = ctx;
   const { streams, compress } = ctx.options;
-  const total = await treeSize(images);
+  const isLog = (rel: string) => rel.endsWith('.log');
+  // what this phase sends: the images that do not travel another way (pre-copy's recipes replace its page images)
+  // and the strategy's own share
+  const total =
+    share.bytes +
+    (await treeSize(images, (rel) => isLog(rel) || share.replaced.has(rel) || share.exclude?.(rel) === true));
   let sent = sender.bytes + share.bytes;
-  let lastEmit = 0;
+  const meter = new ProgressMeter(ctx.emit, ctx.now, 'transfer', PROGRESS_EVERY_MS.transfer);
+  meter.update(sent, { total });
   const onBytes = (n: number) => {
     sent += n;
-    const t = ctx.now();
-    if (t - lastEmit > 100) {
-      lastEmit = t;
-      ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
-    }
+    meter.update(sent, { total });
   };
-  const isLog = (rel: string) => rel.endsWith('.log');
   const ranges =
     streams > 1
       ? await planRanges(
@@ -83,7 +87,7 @@ export async function transferImages(
     ),
     ...ranges.map((r) => sender.send(r, onBytes)),
   ]);
-  ctx.emit({ type: 'progress', phase: 'transfer', bytes: sent, total });
+  meter.finish(sent, { total });
   zeroBytes += sender.zeroBytes;
   // zero pages count as skipped, not sent
   report.bytesSent = b.bytes + i.bytes + sender.bytes + share.bytes - zeroBytes;

@@ -11,6 +11,7 @@ export type {
   MigrationPhase,
   MigrationReport,
   MigrationRequest,
+  ProgressUpdate,
   RestoreOptions,
   RestoreResult,
   StrategyName,

@@ -9,6 +9,8 @@ import { ProcessRunner } from '../runtime/exec.ts';
 import { ensureRemoteFerry, type RemoteFerry } from '../runtime/remote-ferry.ts';
 import { parseSshTarget, SshHost } from '../runtime/ssh.ts';
 
+export { isSshTarget, parseSshTarget } from '../runtime/ssh.ts';
+
 /**
  * The executable to copy: this one when ferry runs as the single executable; from the sources, the one `make dist`
  * built (or $FERRY_EXECUTABLE), since a checkout and a Node cannot be copied as one file.

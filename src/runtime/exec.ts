@@ -1,7 +1,8 @@
 // The one thin child-process layer: every spawn in ferry goes through a Runner.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { appendFileSync, closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { type ErrorCode, FerryError, type Phase } from '../core/errors.ts';
+import { traceLine } from '../core/trace.ts';
 
 export interface ExecOptions {
   cwd?: string;
@@ -38,19 +39,9 @@ export function tail(text: string, lines = 5): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-/**
- * FERRY_TRACE=FILE appends one JSON line per finished child (start time, duration, command): where a freeze's
- * milliseconds go, without a debugger.
- */
+/** FERRY_TRACE=FILE appends one JSON line per finished child (core/trace.ts): where a freeze's milliseconds go. */
 function trace(argv: string[], started: number, ms: number, code: number | null): void {
-  const file = process.env.FERRY_TRACE;
-  if (!file) return;
-  const t = Math.round(performance.timeOrigin + started);
-  try {
-    appendFileSync(file, `${JSON.stringify({ t, ms, code, pid: process.pid, argv: argv.slice(0, 6) })}\n`);
-  } catch {
-    // tracing is best effort
-  }
+  traceLine({ code, argv: argv.slice(0, 6) }, started, ms);
 }
 
 export class ProcessRunner implements Runner {

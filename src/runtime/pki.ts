@@ -2,8 +2,9 @@
 // over Node's WebCrypto (ECDSA P-256). Every certificate carries a ROLE (a subjectAltName URI
 // `ferry://role/<role>`) so a server can tell an agent from a controller from a user, not only "someone the CA
 // signed": TLS proves the CA, `requireRole` the role.
-// Over 400 lines as one file because it is one job: a certificate's life (issue, check on start, rotate, the role
-// check) over one key store and one set of X.509 extensions; splitting it would spread that format over modules.
+// Over 400 lines as one file because it is one job: a certificate's life (issue, check on start, rotate and revoke,
+// the role check, why a handshake refused one) over one key store and one set of X.509 extensions; splitting it
+// would spread that format over modules. The revocation list's own format is in revocation.ts.
 import { createPrivateKey, randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
@@ -12,6 +13,8 @@ import { basename, dirname, join } from 'node:path';
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
+import { crlPath, crlPem, normalSerial, readRevocationList, revokedSerials } from './revocation.ts';
+import { loadX509 } from './x509-lib.ts';
 
 export const ROLES = ['agent', 'controller', 'client'] as const;
 /** agent: a host's daemon; controller: the cluster controller; client: a CLI user. */
@@ -71,23 +74,6 @@ const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
 const DNS_LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
 const DNS_RE = new RegExp(`^${DNS_LABEL}(?:\\.${DNS_LABEL})*$`);
-
-type X509Lib = typeof import('@peculiar/x509');
-let x509Lib: Promise<X509Lib> | undefined;
-
-/**
- * The X.509 library, loaded on first use: only issuing needs it, and every CLI command imports this module for
- * `tlsClientOptions`. Its dependency injection (tsyringe) needs the Reflect metadata polyfill loaded first.
- */
-function loadX509(): Promise<X509Lib> {
-  x509Lib ??= (async () => {
-    await import('reflect-metadata');
-    const lib = await import('@peculiar/x509');
-    lib.cryptoProvider.set(webcrypto as unknown as Parameters<typeof lib.cryptoProvider.set>[0]);
-    return lib;
-  })();
-  return x509Lib;
-}
 
 function uniq(xs: string[]): string[] {
   return [...new Set(xs)];
@@ -264,7 +250,11 @@ export class ClusterCA {
   async #ensure(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const [haveCert, haveKey] = await Promise.all([exists(this.caCert), exists(this.caKey)]);
-    if (haveCert && haveKey) return;
+    if (haveCert && haveKey) {
+      // a CA made before revocation lists gets an empty one, so that every host checks against a list
+      if (!(await exists(crlPath(this.caCert)))) await this.#revoke([]);
+      return;
+    }
     if (haveCert) {
       // Regenerating would silently invalidate every certificate issued so far.
       throw new FerryError(
@@ -298,7 +288,37 @@ export class ClusterCA {
     // Key first: a crash in between leaves only a key, which the next ensure() replaces.
     await writeAtomic(this.caKey, await keyPem(keys.privateKey), 0o600);
     await writeAtomic(this.caCert, cert.toString('pem'), 0o644);
+    await this.#revoke([]);
     await syncDir(this.dir);
+  }
+
+  /** The CA's key, for signing. */
+  async #signingKey(): Promise<webcrypto.CryptoKey> {
+    return webcrypto.subtle.importKey(
+      'pkcs8',
+      createPrivateKey(await readFile(this.caKey)).export({ type: 'pkcs8', format: 'der' }),
+      EC_KEY,
+      false,
+      ['sign'],
+    );
+  }
+
+  /** Rewrites the revocation list (`ca.crl`) with these serial numbers added to the ones it lists. */
+  async #revoke(serials: string[]): Promise<void> {
+    const path = crlPath(this.caCert);
+    const previous = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err;
+    });
+    const pem = await crlPem({
+      caPem: await readFile(this.caCert, 'utf8'),
+      signingKey: await this.#signingKey(),
+      previous,
+      revoke: serials,
+      now: this.#now(),
+      backdateMs: BACKDATE_MS,
+    });
+    await writeAtomic(path, pem, 0o644);
   }
 
   async #issue(name: string, opts: IssueOptions): Promise<CertPaths> {
@@ -323,16 +343,11 @@ export class ClusterCA {
     const paths = this.paths(name);
     if (!opts.force && (await this.#fits(paths, name, role, dns, ips))) return paths;
 
+    // what a rotation replaces is revoked: a copy of the old key must not keep working until it expires
+    const replaced = opts.force ? await this.#issuedSerial(paths) : undefined;
     const x = await loadX509();
-    const [caPem, caKeyPem] = await Promise.all([readFile(this.caCert, 'utf8'), readFile(this.caKey)]);
-    const ca = new x.X509Certificate(caPem);
-    const caKey = await webcrypto.subtle.importKey(
-      'pkcs8',
-      createPrivateKey(caKeyPem).export({ type: 'pkcs8', format: 'der' }),
-      EC_KEY,
-      false,
-      ['sign'],
-    );
+    const ca = new x.X509Certificate(await readFile(this.caCert, 'utf8'));
+    const caKey = await this.#signingKey();
     const keys = (await webcrypto.subtle.generateKey(EC_KEY, true, [
       'sign',
       'verify',
@@ -372,8 +387,22 @@ export class ClusterCA {
     // key that does not match its certificate (TLS setup fails, a retry succeeds), never a partial file.
     await writeAtomic(paths.key, await keyPem(keys.privateKey), 0o600);
     await writeAtomic(paths.cert, cert.toString('pem'), 0o644);
+    if (replaced) await this.#revoke([replaced]);
     await syncDir(this.dir);
     return paths;
+  }
+
+  /** The serial number of the certificate at `paths` if this CA issued it; undefined if none or another's. */
+  async #issuedSerial(paths: CertPaths): Promise<string | undefined> {
+    try {
+      const [c, ca] = await Promise.all([
+        readFile(paths.cert).then((b) => new X509Certificate(b)),
+        readFile(this.caCert).then((b) => new X509Certificate(b)),
+      ]);
+      return c.checkIssued(ca) && c.verify(ca.publicKey) ? normalSerial(c.serialNumber) : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Whether the certificate on disk can be kept for this request. */
@@ -405,6 +434,50 @@ export class ClusterCA {
     );
     if (!dns.every((d) => sanDns.has(d.toLowerCase()))) return false;
     return ips.every((ip) => cert.checkIP(ip) !== undefined);
+  }
+}
+
+/**
+ * Why a TLS peer's certificate did not verify, in words, from OpenSSL's (and Node's) verify code; `whose` is the
+ * side that presented it (a client certificate needs clientAuth, a server's serverAuth). Undefined for a code
+ * that is not about the certificate.
+ */
+export function verifyFailure(code: string, whose: 'client' | 'server'): string | undefined {
+  switch (code) {
+    case 'CERT_HAS_EXPIRED':
+      return 'has expired';
+    case 'CERT_NOT_YET_VALID':
+      return 'is not valid yet (are the clocks of both hosts right?)';
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+      return "is not signed by this cluster's CA";
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+      return 'is self-signed';
+    case 'CERT_SIGNATURE_FAILURE':
+      return 'has a signature that does not verify';
+    case 'CERT_REVOKED':
+      return 'was revoked (ferry ca rotate replaced it)';
+    case 'INVALID_PURPOSE':
+      return whose === 'client'
+        ? 'is not for TLS clients (its extended key usage lacks clientAuth)'
+        : 'is not for TLS servers (its extended key usage lacks serverAuth)';
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return 'does not carry the name dialled';
+    case 'UNABLE_TO_GET_CRL':
+      // OpenSSL's last word on a chain that ends in another CA: the list covers everything this CA signed (a
+      // list of another CA is refused when a daemon starts), so a certificate without one is another CA's
+      return "is not signed by this cluster's CA (no revocation list of its CA here)";
+    case 'CRL_NOT_YET_VALID':
+      return "cannot be checked: this host's revocation list is not valid yet (is this host's clock behind?)";
+    case 'CRL_HAS_EXPIRED':
+      return "cannot be checked: this host's revocation list has expired (with the CA: a new CA is due)";
+    case 'CRL_SIGNATURE_FAILURE':
+    case 'UNABLE_TO_DECRYPT_CRL_SIGNATURE':
+      return "cannot be checked against this host's revocation list (copy the CA's current ca.crl here)";
+    default:
+      return undefined;
   }
 }
 
@@ -523,15 +596,50 @@ export function checkOwnCertificate(
   return { name, notAfter: cert.validToDate };
 }
 
-function readPaths(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
-  return { key: readFileSync(p.key), cert: readFileSync(p.cert), ca: readFileSync(p.ca) };
+/**
+ * A daemon's own certificate must not be one a rotation replaced (the others would refuse it): FERRY_E_INPUT_ARGS
+ * naming the file. Checked against the revocation list beside the CA file, when there is one.
+ */
+export async function checkOwnNotRevoked(p: CertPaths): Promise<void> {
+  const serial = normalSerial(new X509Certificate(readFileSync(p.cert)).serialNumber);
+  let revoked: Set<string>;
+  try {
+    revoked = await revokedSerials(p.ca);
+  } catch (err) {
+    throw new FerryError('FERRY_E_INPUT_ARGS', `${crlPath(p.ca)}: ${(err as Error).message}`, {
+      phase: 'input',
+      cause: err,
+      hint: `copy the revocation list of the CA ${p.ca} there (ferry ca init and rotate write it beside ca.crt)`,
+    });
+  }
+  if (revoked.has(serial))
+    throw new FerryError(
+      'FERRY_E_INPUT_ARGS',
+      `${p.cert}: was replaced by ferry ca rotate and is revoked (listed in ${crlPath(p.ca)})`,
+      { phase: 'input', hint: 'use the certificate and key the rotation wrote' },
+    );
 }
 
-/** Options for tls/https servers: only peers with a certificate from the cluster CA get through the handshake. */
-export function tlsServerOptions(p: CertPaths): {
+/** The TLS material of these files; the CA's revocation list too, when there is one beside the CA file. */
+export interface TlsFiles {
   key: Buffer;
   cert: Buffer;
   ca: Buffer;
+  crl?: Buffer;
+}
+
+function readPaths(p: CertPaths): TlsFiles {
+  const crl = readRevocationList(p.ca);
+  return {
+    key: readFileSync(p.key),
+    cert: readFileSync(p.cert),
+    ca: readFileSync(p.ca),
+    ...(crl ? { crl } : {}),
+  };
+}
+
+/** Options for tls/https servers: only peers with a certificate from the cluster CA get through the handshake. */
+export function tlsServerOptions(p: CertPaths): TlsFiles & {
   requestCert: true;
   rejectUnauthorized: true;
 } {
@@ -543,7 +651,7 @@ export function tlsServerOptions(p: CertPaths): {
  * is Node's default). The server's certificate must name the host dialled; to dial an address and check for a
  * host name instead, add `servername: '<host name>'`.
  */
-export function tlsClientOptions(p: CertPaths): { key: Buffer; cert: Buffer; ca: Buffer } {
+export function tlsClientOptions(p: CertPaths): TlsFiles {
   return readPaths(p);
 }
 

@@ -97,6 +97,10 @@ export class SshHost {
   private readonly runner: Runner;
   private readonly opts: SshOptions;
 
+  get env(): NodeJS.ProcessEnv | undefined {
+    return this.opts.env;
+  }
+
   constructor(target: SshTarget, runner: Runner, opts: SshOptions = {}) {
     this.target = target;
     this.runner = runner;
@@ -183,4 +187,122 @@ export class SshHost {
       );
     return r;
   }
+}
+
+/** A long-lived ssh session: a remote command that runs as long as ssh does, with the ports it forwards. */
+export interface SshSession {
+  /** The local ssh client's pid (a test's fault kills it to drop the connection). */
+  pid: number | undefined;
+  /** Resolves with the remote command's first line that starts with the ready word (its rest); rejects if ssh ends. */
+  ready: Promise<string>;
+  /** ssh's end, with its exit status and stderr. */
+  closed: Promise<ExecResult>;
+  /** Whether ssh has ended. */
+  ended(): boolean;
+  /** Closes the remote command's standard input: its dead-man switch. */
+  end(): void;
+  kill(): void;
+}
+
+export interface SessionOptions {
+  phase: Phase;
+  label: string;
+  /** The first line written to the remote command's standard input (kept open afterwards). */
+  input: string;
+  /** The word that starts the line the remote command prints once it is ready. */
+  readyWord: string;
+  /** `-L`/`-R` specifications, each `[bind:]port:host:hostport`. */
+  local?: string[];
+  remote?: string[];
+  readyTimeoutMs?: number;
+}
+
+/** ssh's own checks of a long session: a forward it cannot open fails the start, a dead peer ends it. */
+const SESSION_OPTIONS = [
+  '-o',
+  'ExitOnForwardFailure=yes',
+  '-o',
+  'ServerAliveInterval=5',
+  '-o',
+  'ServerAliveCountMax=3',
+];
+
+/** Starts `command` on `host` with its standard input kept open; see SshSession. */
+export function startSession(host: SshHost, command: string, o: SessionOptions): SshSession {
+  const extra = [
+    ...SESSION_OPTIONS,
+    ...(o.local ?? []).flatMap((f) => ['-L', f]),
+    ...(o.remote ?? []).flatMap((f) => ['-R', f]),
+  ];
+  const argv = host.argv(command, extra);
+  const started = performance.now();
+  const child = spawn(argv[0]!, argv.slice(1), {
+    env: host.env ?? process.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let done = false;
+  let onReady: (rest: string) => void = () => {};
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    const m = new RegExp(`^${o.readyWord} ?(.*)$`, 'm').exec(stdout);
+    if (m) onReady(m[1] ?? '');
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  child.stdin.on('error', () => {}); // ssh gone: its status says why
+  child.stdin.write(o.input);
+  const closed = new Promise<ExecResult>((resolve) => {
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      done = true;
+      resolve({ argv, code, signal, stdout, stderr, ms: Math.round(performance.now() - started) });
+    };
+    child.on('error', (err) => {
+      stderr += `cannot run ssh: ${err.message}`;
+      finish(127, null);
+    });
+    child.on('close', finish);
+  });
+  const ready = new Promise<string>((resolve, reject) => {
+    onReady = resolve;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(
+        new FerryError(
+          'FERRY_E_EXEC',
+          `${o.label} on ${host.target.text} did not start within ${o.readyTimeoutMs ?? 60_000} ms`,
+          {
+            phase: o.phase,
+          },
+        ),
+      );
+    }, o.readyTimeoutMs ?? 60_000);
+    void closed.then((r) => {
+      clearTimeout(timer);
+      reject(
+        sshFailure(host.target, r, o.phase) ??
+          new FerryError(
+            'FERRY_E_EXEC',
+            `${o.label} on ${host.target.text} ended (exit status ${r.code ?? r.signal}): ${tail(r.stderr, 3) || tail(r.stdout, 3)}`,
+            { phase: o.phase },
+          ),
+      );
+    });
+    // (once resolved, the rejection above is a no-op)
+    const resolveOnce = onReady;
+    onReady = (rest) => {
+      clearTimeout(timer);
+      resolveOnce(rest);
+    };
+  });
+  return {
+    pid: child.pid,
+    ready,
+    closed,
+    ended: () => done,
+    end: () => child.stdin.end(),
+    kill: () => child.kill('SIGKILL'),
+  };
 }

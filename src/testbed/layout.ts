@@ -2,6 +2,9 @@
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 
+/** Each simulated host's LAN bridge, inside its namespace: its uplink and its containers' veths are on it. */
+export const HOST_BRIDGE = 'br0';
+
 export const TESTBED_NAME_RE = /^[a-z0-9]{1,6}$/;
 export const AGENT_PORT = 7470;
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { alive, readPid, startDaemon, stopProcess, writePid } from '../runtime/daemon.ts';
 import { descendants, type Runner } from '../runtime/exec.ts';
-import type { HostLayout, TestbedLayout } from './layout.ts';
+import { HOST_BRIDGE, type HostLayout, type TestbedLayout } from './layout.ts';
 
 export const SSHD = '/usr/sbin/sshd';
 export const SSH_PORT = 22;
@@ -84,10 +84,19 @@ export function serverConfig(
     'AllowTcpForwarding yes\n' +
     'PrintMotd no\n' +
     'Subsystem sftp internal-sftp\n' +
-    // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) apart
-    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')}\n` +
+    // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) and what a
+    // temporary agent receives (the containers of agentless migrations) apart
+    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')} FERRY_AGENTLESS_DIR=${join(hostDir, 'agentless')}\n` +
     'LogLevel VERBOSE\n'
   );
+}
+
+/** What a temporary agent (an agentless migration's destination) on a simulated host uses of that host. */
+export function temporaryAgentSettings(h: Pick<HostLayout, 'netns' | 'cgroupParent'>) {
+  return {
+    cgroupParent: `${h.cgroupParent}-l`,
+    network: { bridge: HOST_BRIDGE, netnsPrefix: `${h.netns}-l`, prefixLen: 24 },
+  };
 }
 
 /**
@@ -113,6 +122,11 @@ export async function startTestbedSsh(
     const pub = await keygen(runner, join(hd, 'ssh_host_ed25519_key'), `ferry-testbed-${tb.name}-${h.name}`);
     known.push(`${h.name},${h.address} ${pub.split(' ').slice(0, 2).join(' ')}`);
     await writeFile(join(hd, 'sshd_config'), serverConfig(h, hd, authorized), { mode: 0o600 });
+    // its temporary agents' host settings: the names of this simulated host, apart from the other hosts'
+    await mkdir(join(hd, 'agentless'), { recursive: true, mode: 0o700 });
+    await writeFile(join(hd, 'agentless', 'agent.json'), JSON.stringify(temporaryAgentSettings(h)), {
+      mode: 0o600,
+    });
   }
   await writeFile(paths.knownHosts, `${known.join('\n')}\n`, { mode: 0o600 });
   await writeFile(paths.config, clientConfig(tb, paths), { mode: 0o600 });

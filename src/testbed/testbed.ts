@@ -28,14 +28,13 @@ import {
   ANY_TESTBED_LINK,
   ANY_TESTBED_NETNS,
   checkTestbedName,
+  HOST_BRIDGE,
   type HostLayout,
   pickSubnet,
   type TestbedLayout,
   testbedLayout,
 } from './layout.ts';
 import { startTestbedSsh, stopTestbedSsh, type TestbedSsh } from './ssh.ts';
-
-const HOST_BRIDGE = 'br0';
 
 export interface TestbedState extends TestbedLayout {
   dir: string;

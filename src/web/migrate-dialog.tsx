@@ -181,9 +181,17 @@ export function MigrateDialog(p: {
   );
 }
 
+/** How far the phase is, in percent, when it has a total (post-copy: the pages that have arrived). */
+function progressPercent(p: Progress | undefined): number | undefined {
+  if (p?.phase === 'pages' && p.pagesTotal !== undefined && p.pagesRemaining !== undefined)
+    return p.pagesTotal === 0 ? 100 : (1 - p.pagesRemaining / p.pagesTotal) * 100;
+  return p?.total ? Math.min(100, (p.bytes / p.total) * 100) : undefined;
+}
+
 export function Live({ progress }: { progress: Progress | undefined }) {
   const phase = progress?.phase ?? 'plan';
-  const pct = progress?.total ? Math.min(100, (progress.bytes / progress.total) * 100) : undefined;
+  const pct = progressPercent(progress);
+  const pagesLeft = phase === 'pages' ? progress?.pagesRemaining : undefined;
   return (
     <section aria-label="progress" class="live" aria-live="polite">
       <p>
@@ -199,18 +207,25 @@ export function Live({ progress }: { progress: Progress | undefined }) {
       >
         <div class="bar-fill" style={{ width: `${pct ?? 0}%` }} />
       </div>
-      <p>
+      <p data-testid="figures">
+        {phase === 'rounds' && progress?.round ? `round ${progress.round}: ` : ''}
         {formatBytes(progress?.bytes ?? 0)}
         {progress?.total ? ` of ${formatBytes(progress.total)}` : ''}
+        {phase === 'checkpoint' ? ' written' : ''}
         {progress?.rate ? `, ${formatBytes(progress.rate)}/s` : ''}
-        {phase === 'pages' && progress?.total
-          ? `, post-copy pages remaining: ${formatBytes(Math.max(0, progress.total - progress.bytes))}`
-          : ''}
       </p>
-      {phase === 'pages' && !progress?.total && (
+      {pagesLeft !== undefined && (
+        <p>
+          Post-copy pages remaining:{' '}
+          <strong data-testid="pages-remaining">{pagesLeft.toLocaleString('en')}</strong>
+          {progress?.pagesTotal !== undefined ? ` of ${progress.pagesTotal.toLocaleString('en')}` : ''}
+          {pagesLeft === 0 ? ' (the last page has arrived)' : ''}
+        </p>
+      )}
+      {phase === 'pages' && pagesLeft === undefined && (
         <p>
           Post-copy: the container runs on the destination; its remaining memory pages are still arriving from
-          the source (CRIU's page server reports no count).
+          the source.
         </p>
       )}
       {progress?.done.length ? (
@@ -249,6 +264,12 @@ export function Result({
         {progress?.done.length ? (
           <p class="muted" data-testid="phases-seen">
             Phases as they ran: {progress.done.map((d) => `${d.name} ${formatMs(d.ms)}`).join(' · ')}
+          </p>
+        ) : null}
+        {progress?.pagesTotal !== undefined ? (
+          <p class="muted" data-testid="pages-seen">
+            Post-copy: {progress.pagesTotal.toLocaleString('en')} pages fetched from {record.from} after the
+            restore, {(progress.pagesRemaining ?? progress.pagesTotal).toLocaleString('en')} remaining.
           </p>
         ) : null}
       </section>

@@ -66,6 +66,32 @@ test('foldProgress: phases, bytes and a rate from consecutive events', () => {
   assert.equal(p.total, 4000);
   assert.equal(p.rate, 2000);
   assert.deepEqual(p.done, [{ name: 'plan', ms: 12 }]);
+  // post-copy: the source's rate and the pages still to come, down to none
+  p = foldProgress(p, ev({ type: 'phase', phase: 'pages', state: 'start' }, 2100));
+  p = foldProgress(
+    p,
+    ev({ type: 'progress', phase: 'pages', bytes: 0, total: 8192, pagesTotal: 2, pagesRemaining: 2 }, 2200),
+  );
+  assert.equal(p.pagesRemaining, 2);
+  p = foldProgress(
+    p,
+    ev(
+      {
+        type: 'progress',
+        phase: 'pages',
+        bytes: 8192,
+        total: 8192,
+        pagesTotal: 2,
+        pagesRemaining: 0,
+        rate: 9,
+      },
+      2300,
+    ),
+  );
+  assert.equal(p.phase, 'pages');
+  assert.equal(p.pagesRemaining, 0);
+  assert.equal(p.pagesTotal, 2);
+  assert.equal(p.rate, 9);
 });
 
 const rec = (over: Partial<MigrationRecord>): MigrationRecord => ({

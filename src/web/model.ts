@@ -58,8 +58,13 @@ export interface Progress {
   phase?: MigrationPhase;
   bytes: number;
   total?: number;
-  /** Bytes per second over the last two progress events. */
+  /** Bytes per second: the source's figure, or measured over the last two progress events. */
   rate?: number;
+  /** Pre-copy: the round the last update was about. */
+  round?: number;
+  /** Post-copy: memory pages still on the source (0 once the last has arrived), of how many. */
+  pagesRemaining?: number;
+  pagesTotal?: number;
   /** Phases that ended, with their duration. */
   done: { name: MigrationPhase; ms: number }[];
   failedPhase?: MigrationPhase;
@@ -80,14 +85,19 @@ export function foldProgress(
       p.bytes = 0;
       delete p.total;
       delete p.rate;
+      delete p.round;
     } else if (ev.state === 'end') p.done.push({ name: ev.phase, ms: ev.ms ?? 0 });
     else p.failedPhase = ev.phase;
   } else if (ev.type === 'progress') {
-    if (p.lastAt !== undefined && e.at > p.lastAt && ev.phase === p.phase && ev.bytes >= p.bytes)
+    if (ev.rate !== undefined) p.rate = ev.rate;
+    else if (p.lastAt !== undefined && e.at > p.lastAt && ev.phase === p.phase && ev.bytes >= p.bytes)
       p.rate = ((ev.bytes - p.bytes) * 1000) / (e.at - p.lastAt);
     p.phase = ev.phase;
     p.bytes = ev.bytes;
     if (ev.total !== undefined) p.total = ev.total;
+    if (ev.round !== undefined) p.round = ev.round;
+    if (ev.pagesRemaining !== undefined) p.pagesRemaining = ev.pagesRemaining;
+    if (ev.pagesTotal !== undefined) p.pagesTotal = ev.pagesTotal;
   }
   p.lastAt = e.at;
   return p;

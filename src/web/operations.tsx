@@ -178,7 +178,11 @@ export function Activity(p: {
               <button type="button" class="link" onClick={() => p.onOpen(m)}>
                 {m.container}: {m.from} → {m.to} — {m.status}
                 {pr?.phase ? `, ${pr.phase}` : ''}
-                {pr?.total ? ` ${Math.round((pr.bytes / pr.total) * 100)}%` : ''}
+                {pr?.phase === 'pages' && pr.pagesRemaining !== undefined
+                  ? ` ${pr.pagesRemaining.toLocaleString('en')} pages to go`
+                  : pr?.total
+                    ? ` ${Math.round((pr.bytes / pr.total) * 100)}%`
+                    : ''}
               </button>
             </li>
           );

@@ -1,6 +1,6 @@
 // Checkpoints into archive files and restores from them, with real runc, CRIU and checkpointctl, on one testbed.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -21,6 +21,7 @@ import {
   counterCommand,
   hostDir,
   instancesOf,
+  MAIN,
   readInContainer,
   skipUnlessReady,
   startBed,
@@ -56,13 +57,16 @@ test('checkpoint to a file and restore from it: same host, another host, another
       .map((c) => `${c.name}@${c.host}:${c.status}`)
       .sort()
       .join(' ');
+  // a checkpoint's images and a staged archive live in each host's images tmpfs
   const leftovers = () =>
-    ['a', 'b'].flatMap((h) =>
-      ['checkpoints', 'restores'].flatMap((d) => {
-        const p = join(hostDir(bed, h), d);
-        return existsSync(p) ? readdirSync(p).map((f) => `${h}/${d}/${f}`) : [];
-      }),
-    );
+    ['a', 'b'].flatMap((h) => {
+      const p = join(hostDir(bed, h), 'images');
+      return existsSync(p)
+        ? readdirSync(p)
+            .filter((f) => /^(checkpoint|restore)-/.test(f))
+            .map((f) => `${h}/${f}`)
+        : [];
+    });
 
   const run = await bed.cli(['run', '--host', 'a', '--name', 'ctr', '--', ...counterCommand(marker)]);
   assert.equal(run.code, 0, run.stderr);
@@ -124,10 +128,32 @@ test('checkpoint to a file and restore from it: same host, another host, another
   assert.equal(later.images.criu.tcpClose, false);
   assert.equal((await bed.cli(['rm', 'ctr2'])).code, 0);
 
-  // 3. without --leave-running, uncompressed: the container stops once the archive is on disk
+  // 3. without --leave-running, uncompressed: the container stops once the archive is on disk. Into a file system
+  // the agent does not see (a mount of the CLI's own namespace, as on another machine): the archive is streamed
   const f2 = join(dir, 'ctr-stopped.tar');
-  const c2 = await bed.cli(['checkpoint', 'ctr', '--export', f2, '--compress', 'none', '--json']);
+  const priv = join(dir, 'private');
+  mkdirSync(priv);
+  const c2 = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const script =
+      'mount -t tmpfs private "$1" && "$2" --no-warnings "$3" checkpoint ctr --export "$1/x.tar" --compress none --json' +
+      ' && cp -p "$1/x.tar" "$4"';
+    const child = spawn(
+      'unshare',
+      ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', priv, process.execPath, MAIN, f2],
+      { env: bed.env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
   assert.equal(c2.code, 0, c2.stderr);
+  assert.deepEqual(readdirSync(priv), [], 'the CLI wrote into its own mount, not the directory beneath');
   assert.equal(JSON.parse(c2.stdout).status, 'stopped');
   assert.equal(statSync(f2).mode & 0o777, 0o600);
   assert.equal(instancesOf(marker), 0, 'nothing runs after a checkpoint without --leave-running');

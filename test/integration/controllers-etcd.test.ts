@@ -1,4 +1,6 @@
-// Several controllers sharing a real etcd: exactly one leads; when it dies, another takes over.
+// Several controllers sharing a real etcd as an operator runs one: TLS with client certificates and etcd's own
+// users at once (one controller logs in with a password, the other is the etcd user its certificate names):
+// exactly one leads; when it dies, another takes over.
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,8 +40,15 @@ test('two controllers on one etcd: one leader; kill it and the other takes over'
     await bed.down();
   });
   const [cport, pport] = [await freePort(), await freePort()];
-  const endpoint = `http://127.0.0.1:${cport}`;
+  const endpoint = `https://127.0.0.1:${cport}`;
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD')));
+  const pki = join(bed.state.dir, 'pki');
+  const ca = new ClusterCA(pki);
+  const server = await ca.issue('etcd', { role: 'controller', ips: ['127.0.0.1'] });
+  const certs = await ca.issue('controller', {
+    role: 'controller',
+    ips: [bed.state.bridgeAddress],
+  });
   procs.push(
     spawn(
       'etcd',
@@ -51,17 +60,48 @@ test('two controllers on one etcd: one leader; kill it and the other takes over'
         `--listen-peer-urls=http://127.0.0.1:${pport}`,
         `--initial-advertise-peer-urls=http://127.0.0.1:${pport}`,
         `--initial-cluster=ferry-it=http://127.0.0.1:${pport}`,
+        `--cert-file=${server.cert}`,
+        `--key-file=${server.key}`,
+        `--trusted-ca-file=${server.ca}`,
+        '--client-cert-auth',
         '--log-level=warn',
       ],
       { env, stdio: 'ignore' },
     ),
   );
-  await waitFor('etcd', async () => ((await fetch(`${endpoint}/version`)).ok ? true : undefined), 15_000);
-  const pki = join(bed.state.dir, 'pki');
-  const certs = await new ClusterCA(pki).issue('controller', {
-    role: 'controller',
-    ips: [bed.state.bridgeAddress],
-  });
+  // etcdctl with the user's certificate (CN cli) while etcd takes any certificate of the CA, then as root
+  const etcdctl = (...args: string[]) =>
+    execFileSync(
+      'etcdctl',
+      [
+        `--endpoints=${endpoint}`,
+        `--cacert=${certs.ca}`,
+        `--cert=${join(pki, 'cli.crt')}`,
+        `--key=${join(pki, 'cli.key')}`,
+        ...args,
+      ],
+      { env: { ...env, ETCDCTL_API: '3' }, encoding: 'utf8', timeout: 20_000, stdio: 'pipe' },
+    );
+  await waitFor(
+    'etcd',
+    () => {
+      etcdctl('endpoint', 'health');
+      return true;
+    },
+    15_000,
+  );
+  const prefix = `/ferry/${bed.name}/`;
+  etcdctl('user', 'add', 'root:rootpw');
+  etcdctl('user', 'grant-role', 'root', 'root');
+  etcdctl('role', 'add', 'ferry');
+  etcdctl('role', 'grant-permission', 'ferry', '--prefix=true', 'readwrite', prefix);
+  etcdctl('user', 'add', 'ferry:s3cret');
+  etcdctl('user', 'grant-role', 'ferry', 'ferry');
+  etcdctl('user', 'add', 'controller', '--no-password');
+  etcdctl('user', 'grant-role', 'controller', 'ferry');
+  etcdctl('auth', 'enable');
+  const passwordFile = join(bed.state.dir, 'etcd-password');
+  writeFileSync(passwordFile, 's3cret\n', { mode: 0o600 });
   const ports = [7481, 7482];
   const clients = ports.map(
     (port) =>
@@ -83,7 +123,15 @@ test('two controllers on one etcd: one leader; kill it and the other takes over'
         name: `ctl${i}`,
         listen: { address: bed.state.bridgeAddress, port },
         tls: certs,
-        store: { kind: 'etcd', endpoint, prefix: `/ferry/${bed.name}/`, leaderTtlSeconds: 3 },
+        store: {
+          kind: 'etcd',
+          endpoint,
+          prefix,
+          leaderTtlSeconds: 3,
+          tls: certs,
+          // ctl0: the user ferry's password on top of the certificate; ctl1: the certificate's name, controller
+          ...(i === 0 ? { auth: { user: 'ferry', passwordFile } } : {}),
+        },
         rebalanceIntervalMs: 0,
       }),
     );

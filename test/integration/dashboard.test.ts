@@ -162,11 +162,21 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   await shot(page, 'filter');
   await page.getByLabel('Filter by name, PID or command').fill('');
 
-  // drag web onto b: the dialog's dry run, then a real migration, its result with the freeze time
+  // drag web onto b: the dialog's dry run, then a real post-copy migration, its result with the freeze time
   await web.dragTo(hostB);
   const dialog = page.getByRole('dialog');
-  await dialog.getByTestId('plan-strategy').waitFor();
+  await dialog.getByLabel('Strategy').selectOption('postcopy');
+  await dialog.getByTestId('plan-strategy').filter({ hasText: 'postcopy' }).waitFor();
   await shot(page, 'migrate');
+  // every figure the live progress shows is recorded as the page draws it (it may be gone by the time a test
+  // could look)
+  await page.evaluate(`(() => {
+    const seen = (window.__figures = []);
+    new MutationObserver(() => {
+      for (const el of document.querySelectorAll('[data-testid=figures], [data-testid=pages-remaining]'))
+        if (seen.at(-1) !== el.textContent) seen.push(el.textContent);
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+  })()`);
   await dialog.getByRole('button', { name: 'Migrate' }).click();
   const freeze = dialog.getByTestId('freeze');
   await freeze.waitFor({ timeout: 120_000 });
@@ -174,8 +184,18 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   assert.match(await dialog.innerText(), /web now runs on b/);
   // the phases reached the page live, from the controller's event stream, as the source agent ran them
   const seen = await dialog.getByTestId('phases-seen').innerText();
-  for (const phase of ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm'])
+  for (const phase of ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm', 'pages'])
     assert.match(seen, new RegExp(`\\b${phase} \\d`), seen);
+  // and so did the figures: bytes while they moved, and post-copy's pages down to none remaining
+  const figures = await page.evaluate<string[]>('window.__figures');
+  assert.ok(
+    figures.some((f) => /(^|: )[1-9][\d.]* (B|KiB|MiB)/.test(f)),
+    `a progress update with bytes was shown: ${JSON.stringify(figures)}`,
+  );
+  assert.match(
+    await dialog.getByTestId('pages-seen').innerText(),
+    /[1-9][\d,]* pages fetched .* 0 remaining/,
+  );
   await shot(page, 'result');
   await dialog.getByRole('button', { name: 'Close' }).click();
   assert.equal(await hostOf(bed, 'web'), 'b', 'the agents say web runs on b');

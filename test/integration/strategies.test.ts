@@ -2,11 +2,11 @@
 // their failure modes. A 256 MiB container rewrites and verifies its own memory while a client holds a connection.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { test } from 'node:test';
 import { runMigration } from '../../src/cli/commands.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
-import type { MigrationReport } from '../../src/migration/types.ts';
+import type { MigrationEvent, MigrationReport, ProgressUpdate } from '../../src/migration/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { writerWithServerArgs } from '../../src/workloads/servers.ts';
@@ -66,17 +66,67 @@ async function migrate(
   to: string,
   strategy: string,
   extra: string[] = [],
-): Promise<{ code: number | null; report: MigrationReport }> {
+): Promise<{ code: number | null; report: MigrationReport; events: MigrationEvent[] }> {
   const r = await bed.cli(['migrate', name, '--to', to, '--strategy', strategy, ...extra, '--json']);
-  return { code: r.code, report: JSON.parse(r.stdout) as MigrationReport };
+  if (!extra.includes('--events'))
+    return { code: r.code, report: JSON.parse(r.stdout) as MigrationReport, events: [] };
+  // --json --events: NDJSON, the report last
+  const events = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as MigrationEvent);
+  const last = events.pop();
+  assert.equal(last?.type, 'result', r.stdout.slice(-500));
+  return { code: r.code, report: (last as { report: MigrationReport }).report, events };
+}
+
+/**
+ * The progress a post-copy migration streams: what the dump wrote, the transfer's bytes against its total, and the
+ * pages phase counting down the lazy pages to none left.
+ */
+function assertPostcopyProgress(events: MigrationEvent[]): string {
+  const progress = events.filter((e): e is ProgressUpdate => e.type === 'progress');
+  const of = (phase: string) => progress.filter((e) => e.phase === phase);
+  assert.ok(of('checkpoint').length >= 1, 'the dump reports what it wrote');
+  assert.ok(of('checkpoint').at(-1)!.bytes > 0);
+  const transfer = of('transfer');
+  assert.ok(
+    transfer.length >= 1 && transfer.every((e) => e.total !== undefined),
+    'the transfer reports bytes of a total',
+  );
+  const pages = of('pages');
+  assert.ok(pages.length >= 2, `pages reported while they arrive: ${JSON.stringify(pages)}`);
+  const first = pages[0]!;
+  const last = pages.at(-1)!;
+  // the writer's 256 MiB are almost all lazy: the destination had to fetch them
+  assert.ok((first.pagesTotal ?? 0) > (200 << 20) / 4096, `lazy pages counted: ${first.pagesTotal}`);
+  assert.equal(last.pagesRemaining, 0, 'the last update says no page is left');
+  assert.equal(last.bytes, last.total);
+  for (let i = 1; i < pages.length; i++)
+    assert.ok(pages[i]!.pagesRemaining! <= pages[i - 1]!.pagesRemaining!, 'pages remaining never grow');
+  // every progress event comes inside its phase (after its start, before its end)
+  const open = new Set<string>();
+  for (const e of events) {
+    if (e.type === 'phase' && e.state === 'start') open.add(e.phase);
+    else if (e.type === 'phase') open.delete(e.phase);
+    else if (e.type === 'progress') assert.ok(open.has(e.phase), `${e.phase} progress outside its phase`);
+  }
+  return `${first.pagesTotal} lazy pages, remaining as reported: ${pages.map((e) => e.pagesRemaining).join(' ')}`;
 }
 
 function criuProcesses(bed: Bed): string[] {
   const out: string[] = [];
+  // a page server (`dump --rpc`) names no path of its bed: it is this bed's when it runs in one of its hosts'
+  // network namespaces (other testbeds on this machine run theirs meanwhile)
+  const ours = new Set(bed.state.hosts.map((h) => statSync(`/run/netns/${h.netns}`).ino));
   for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (/^criu/.test(cmd) && (cmd.includes(bed.state.dir) || cmd.includes('dump --rpc')))
+      if (
+        /^criu/.test(cmd) &&
+        (cmd.includes(bed.state.dir) ||
+          (cmd.includes('dump --rpc') && ours.has(statSync(`/proc/${p}/ns/net`).ino)))
+      )
         out.push(`${p} ${cmd}`);
     } catch {
       // gone
@@ -85,7 +135,7 @@ function criuProcesses(bed: Bed): string[] {
   return out;
 }
 
-test('post-copy, auto and cold: a 256 MiB container writing its memory keeps running, its data checks out, the client stays connected', async (t) => {
+test('post-copy, auto and cold: a 256 MiB container writing its memory keeps running, its data checks out, the client stays connected; post-copy streams its progress down to the last page', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
@@ -100,14 +150,15 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
   ] as const) {
     const before = await status(bed, 'mem');
     // the cold move uses four parallel connections for the page images
-    const { code, report } = await migrate(
+    const { code, report, events } = await migrate(
       bed,
       'mem',
       to,
       strategy,
-      strategy === 'cold' ? ['--streams', '4'] : [],
+      strategy === 'cold' ? ['--streams', '4'] : strategy === 'postcopy' ? ['--events'] : [],
     );
     assert.equal(code, 0, JSON.stringify(report.error));
+    if (strategy === 'postcopy') figures.push(assertPostcopyProgress(events));
     assert.equal(report.strategy, expect, report.strategyReason);
     if (strategy === 'auto') assert.match(report.strategyReason ?? '', /over the 500 ms budget/);
     if (strategy === 'cold') assert.equal(report.streams, 5, 'four ranges and the framed stream');

@@ -1,8 +1,20 @@
 // Who may call what, over real mutual TLS against a testbed's agents and controller: each certificate role gets
 // only its endpoints, a source is a known peer, a destination a host of the cluster, and a certificate that is
-// expired or of another CA is refused with its documented code.
+// expired, not yet valid, of another CA, of the wrong usage or replaced by `ferry ca rotate` is refused by both
+// the agent and the controller with its documented code, naming whose certificate and why; a daemon whose own
+// certificate does not fit refuses to start, naming the file. (The caller's side of a server's bad certificate:
+// src/api/certificate-refusals.test.ts.)
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +22,8 @@ import { test } from 'node:test';
 import { HttpsClient } from '../../src/api/https-client.ts';
 import type { ErrorCode } from '../../src/core/errors.ts';
 import { type CertPaths, ClusterCA, tlsClientOptions } from '../../src/runtime/pki.ts';
-import { skipUnlessReady, startBed } from './helpers.ts';
+import { issueOdd } from '../support/odd-certificates.ts';
+import { hostDir, MAIN, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
 const DAY = 86_400_000;
 
@@ -170,12 +183,12 @@ test('roles: agents, users and the controller each reach only their endpoints; b
     await refused(
       api.request('GET', '/v1/health'),
       'FERRY_E_AUTH',
-      /certificate has expired \(CERT_HAS_EXPIRED\)/,
+      /the certificate of old \(from [\d.]+\) has expired \(CERT_HAS_EXPIRED\)/,
     ).catch((err: Error) => assert.fail(`${host}: ${err.message}`));
   await refused(
     agentApi('a', foreign).request('GET', '/v1/containers'),
     'FERRY_E_AUTH',
-    /not signed by this cluster's CA/,
+    /host a refused this connection: the certificate of cli \(from [\d.]+\) is not signed by this cluster's CA/,
   );
   await refused(
     controllerApi(foreign).request('POST', '/v1/heartbeat', { json: beat('a') }),
@@ -205,7 +218,173 @@ test('roles: agents, users and the controller each reach only their endpoints; b
     tlsClientOptions({ ...cli, ca: join(otherDir, 'ca.crt') }),
   );
   clients.push(trustsOther);
-  await refused(trustsOther.request('GET', '/v1/health'), 'FERRY_E_AUTH', /does not vouch for/);
+  await refused(
+    trustsOther.request('GET', '/v1/health'),
+    'FERRY_E_AUTH',
+    /host a \([\d.]+:7470\) presented a certificate that is not signed by this cluster's CA/,
+  );
+
+  // every other bad certificate, on both daemons, from each kind of caller: a user (the CLI), an agent (to its
+  // peer, to the controller) and the controller (to an agent)
+  const now = Date.now();
+  const notYet = await new ClusterCA(pki, { now: () => now + 10 * DAY }).issue('early', { role: 'client' });
+  const odd = (name: string, o: Parameters<typeof issueOdd>[3]) => issueOdd(pki, otherDir, name, o);
+  const valid = { notBefore: new Date(now - DAY), notAfter: new Date(now + DAY) };
+  const serverOnly = await odd('srv-only', { role: 'client', usages: ['serverAuth'], ...valid });
+  const expiredAgent = await odd('b', {
+    role: 'agent',
+    usages: ['serverAuth', 'clientAuth'],
+    notBefore: new Date(now - 10 * DAY),
+    notAfter: new Date(now - DAY),
+  });
+  const serverOnlyController = await odd('controller', {
+    role: 'controller',
+    usages: ['serverAuth'],
+    ...valid,
+  });
+  const cases: [string, HttpsClient, string, RegExp][] = [
+    [
+      'a user, not yet valid, to an agent',
+      agentApi('a', notYet),
+      '/v1/health',
+      /of early .*is not valid yet/,
+    ],
+    [
+      'a user, not yet valid, to the controller',
+      controllerApi(notYet),
+      '/v1/health',
+      /of early .*is not valid yet/,
+    ],
+    ['a server-only certificate to an agent', agentApi('a', serverOnly), '/v1/health', /not for TLS clients/],
+    [
+      'a server-only certificate to the controller',
+      controllerApi(serverOnly),
+      '/v1/health',
+      /not for TLS clients/,
+    ],
+    ['an expired agent to its peer', agentApi('a', expiredAgent), '/v1/health', /of b .*has expired/],
+    [
+      'an expired agent to the controller',
+      controllerApi(expiredAgent),
+      '/v1/heartbeat',
+      /of b .*has expired/,
+    ],
+    [
+      'a server-only controller to an agent',
+      agentApi('a', serverOnlyController),
+      '/v1/containers',
+      /of controller .*not for TLS clients \(its extended key usage lacks clientAuth\) \(INVALID_PURPOSE\)/,
+    ],
+  ];
+  for (const [what, api, path, re] of cases)
+    await refused(
+      api.request(
+        path === '/v1/heartbeat' ? 'POST' : 'GET',
+        path,
+        path === '/v1/heartbeat' ? { json: beat('b') } : {},
+      ),
+      'FERRY_E_AUTH',
+      re,
+    ).catch((err: Error) => assert.fail(`${what}: ${err.message}`));
+
+  // revoked by rotation: copies of a user's and an agent's certificates from before `ferry ca rotate` stop working
+  // on both daemons once they see the CA's new revocation list (they follow it without a restart)
+  const keep = async (name: string, paths: CertPaths) => {
+    const copy = { ...paths, cert: join(otherDir, `${name}.crt`), key: join(otherDir, `${name}.key`) };
+    copyFileSync(paths.cert, copy.cert);
+    copyFileSync(paths.key, copy.key);
+    return copy;
+  };
+  const rotated = await ca.issue('leaver', { role: 'client' });
+  const before = await keep('leaver', rotated);
+  const agentBefore = await keep('z', stranger);
+  assert.deepEqual(await agentApi('a', before).request('GET', '/v1/containers'), []);
+  assert.equal((await agentApi('a', agentBefore).request<{ host: string }>('GET', '/v1/health')).host, 'a');
+  for (const who of [
+    ['--user', 'leaver'],
+    ['--host', 'z'],
+  ]) {
+    const rot = await bed.cli(['ca', 'rotate', pki, ...who]);
+    assert.equal(rot.code, 0, rot.stderr);
+    assert.match(rot.stdout, /revoked the one it replaced \(serial [0-9A-F]+\) in .*ca\.crl/);
+  }
+  const revoked: [string, () => Promise<unknown>, string][] = [
+    ['a user to an agent', () => agentApi('a', before).request('GET', '/v1/health'), 'leaver'],
+    ['a user to the controller', () => controllerApi(before).request('GET', '/v1/health'), 'leaver'],
+    ['an agent to its peer', () => agentApi('a', agentBefore).request('GET', '/v1/health'), 'z'],
+    [
+      'an agent to the controller',
+      () => controllerApi(agentBefore).request('POST', '/v1/heartbeat', { json: beat('z') }),
+      'z',
+    ],
+  ];
+  for (const [what, call, name] of revoked) {
+    const err = await waitFor(
+      `${what} refused after the rotation`,
+      () =>
+        call().then(
+          () => undefined,
+          (e: Error) => e,
+        ),
+      20_000,
+    );
+    assert.match(
+      err.message,
+      new RegExp(
+        `the certificate of ${name} \\(from [\\d.]+\\) was revoked \\(ferry ca rotate replaced it\\) \\(CERT_REVOKED\\)`,
+      ),
+      what,
+    );
+  }
+  assert.equal((await controllerApi(rotated).request<{ ok: boolean }>('GET', '/v1/health')).ok, true);
+
+  // a daemon whose own certificate does not fit refuses to start, naming the file, and starts nothing
+  const stateDir = mkdtempSync(join(tmpdir(), 'ferry-refused-state-'));
+  t.after(() => rmSync(stateDir, { recursive: true, force: true }));
+  const agentCfg = JSON.parse(readFileSync(join(hostDir(bed, 'a'), 'agent.json'), 'utf8'));
+  const controllerCfg = JSON.parse(
+    readFileSync(join(bed.state.dir, 'controller', 'controller.json'), 'utf8'),
+  );
+  const starts: [string, string, object, RegExp][] = [
+    [
+      'agent',
+      'a key of another certificate',
+      {
+        ...agentCfg,
+        listen: { address: '127.0.0.1', port: 7499 },
+        stateDir,
+        tls: { ...agentA, key: cli.key },
+      },
+      new RegExp(`${cli.key.replaceAll('.', '\\.')}: is not the key of`),
+    ],
+    [
+      'controller',
+      'a certificate of another CA',
+      {
+        ...controllerCfg,
+        listen: { address: '127.0.0.1', port: 7498 },
+        store: { kind: 'sqlite', path: join(stateDir, 'state.db') },
+        tls: { ...(await other.issue('controller', { role: 'controller' })), ca: ctl.ca },
+      },
+      /controller\.crt: is not signed by the CA .*ca\.crt/,
+    ],
+  ];
+  for (const [daemon, what, cfg, re] of starts) {
+    const file = join(stateDir, `${daemon}.json`);
+    writeFileSync(file, JSON.stringify(cfg), { mode: 0o600 });
+    const r = spawnSync(process.execPath, ['--no-warnings', MAIN, daemon, '--config', file], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 2, `${daemon} with ${what}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, re, `${daemon} with ${what}`);
+  }
+  assert.deepEqual(
+    readdirSync(stateDir).filter((f) => !f.endsWith('.json')),
+    [],
+    'nothing started',
+  );
+  assert.ok(!existsSync(join(stateDir, 'state.db')));
 
   // every agent tells when its certificate expires (90 days for an agent)
   const hosts = await bed.cli(['hosts', '--json']);

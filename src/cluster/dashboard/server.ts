@@ -101,8 +101,10 @@ export function buildDashboardApp(
         .send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: `malformed request: ${e.message}` } });
       return;
     }
+    // fastify's own 4xx (bad JSON, a body over the limit, another media type): the code docs/errors.md gives each
     if (!(err instanceof FerryError) && e.statusCode && e.statusCode < 500) {
-      reply.code(e.statusCode).send({ error: { code: 'FERRY_E_INPUT_REQUEST', message: e.message } });
+      const code = e.statusCode === 413 ? 'FERRY_E_INPUT_TOO_LARGE' : 'FERRY_E_INPUT_REQUEST';
+      reply.code(e.statusCode).send({ error: { code, message: e.message } });
       return;
     }
     const fe = asFerryError(err);

@@ -103,7 +103,7 @@ async function startEtcd(bin: string): Promise<Etcd> {
     while (!exited && Date.now() - t0 < 10_000) {
       try {
         const v = await c.version();
-        await c.get('/probe'); // the v3 gateway answers too
+        await c.get('/probe'); // the KV service answers too
         if (v.etcdserver) return e;
       } catch (err) {
         lastErr = err;
@@ -158,7 +158,7 @@ describe('etcd store', { skip }, () => {
     return etcd.endpoint;
   };
 
-  it('speaks the v3 gateway of etcd >= 3.4', async () => {
+  it("speaks etcd's gRPC API (etcd >= 3.4)", async () => {
     const v = await new EtcdClient({ endpoints: endpoint() }).version();
     const [maj, min] = v.etcdserver.split('.').map(Number);
     assert.ok(maj === 3 && (min ?? 0) >= 4, `etcd ${v.etcdserver}`);

@@ -2,7 +2,7 @@
 // attached to the leader's lease.
 import { FerryError } from '../../core/errors.ts';
 import type { LeaderElection } from '../store.ts';
-import { b64, createdNot, EtcdClient, type EtcdClientOptions, putOp } from './client.ts';
+import { createdNot, deleteOp, EtcdClient, type EtcdClientOptions, leaseIs, putOp } from './client.ts';
 
 export interface EtcdLeaderElectionOptions extends EtcdClientOptions {
   /** The same prefix as the store's; the leader key is `<prefix>leader`. */
@@ -90,11 +90,7 @@ export class EtcdLeaderElection implements LeaderElection {
     this.lease = undefined;
     if (!lease) return;
     try {
-      if (wasLeading)
-        await this.client.txn(
-          [{ key: b64(this.key), target: 'LEASE', result: 'EQUAL', lease }],
-          [{ request_delete_range: { key: b64(this.key) } }],
-        );
+      if (wasLeading) await this.client.txn([leaseIs(this.key, lease)], [deleteOp(this.key)]);
       await this.client.revoke(lease);
     } catch (err) {
       this.lastError = err; // etcd unreachable: the lease expires by itself within the TTL
@@ -158,12 +154,7 @@ export class EtcdLeaderElection implements LeaderElection {
   private async won(lease: string, ttl: number, sent: number, gen: number): Promise<boolean> {
     if (this.cancelled(gen)) {
       // resigned while the txn was in flight
-      await this.client
-        .txn(
-          [{ key: b64(this.key), target: 'LEASE', result: 'EQUAL', lease }],
-          [{ request_delete_range: { key: b64(this.key) } }],
-        )
-        .catch(() => {});
+      await this.client.txn([leaseIs(this.key, lease)], [deleteOp(this.key)]).catch(() => {});
       await this.client.revoke(lease).catch(() => {});
       return false;
     }

@@ -4,10 +4,13 @@
 // `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused)
 // and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
 import { randomInt } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../core/errors.ts';
+import { lazyPages, PAGE_BYTES } from '../../images/pagemap.ts';
 import type { LazyDump } from '../../runtime/runc.ts';
-import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../defaults.ts';
+import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN, PROGRESS_EVERY_MS } from '../defaults.ts';
 import { withDeadline } from '../phases.ts';
+import { ProgressMeter, pagesLeft } from '../progress.ts';
 import type { IncomingRequest, RestoreOptions } from '../types.ts';
 import { type MigrationContext, noShare, type Strategy, type TransferShare } from './strategy.ts';
 
@@ -20,6 +23,13 @@ export interface PostcopyDeps {
   };
   /** Makes this host's page server on `port` fail (a connection reset): CRIU then releases the tasks alive. */
   failPageServer(port: number): Promise<void>;
+  /** Bytes the page server on `port` has delivered so far (its socket's acknowledged bytes); undefined: unknown. */
+  pageServerDelivered?(port: number): Promise<number | undefined>;
+  /**
+   * The page server's port, when the caller must know it before the migration starts (an SSH tunnel to it is
+   * opened first); a random one of the page-server range otherwise.
+   */
+  port?: () => number;
 }
 
 /** How long rollback waits for CRIU to let go of the tasks after its page server failed. */
@@ -45,7 +55,7 @@ export class PostcopyStrategy implements Strategy {
         phase: 'prepare',
       });
     }
-    const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
+    const port = pc.port?.() ?? PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
     await pc.fence.open(port, ctx.req.toAddress);
     this.fence = { port, allow: ctx.req.toAddress };
     return { lazy: { address: pc.pageServerAddress, port } };
@@ -92,7 +102,14 @@ export class PostcopyStrategy implements Strategy {
   async afterConfirm(ctx: MigrationContext, restoredAt: number): Promise<void> {
     const lazy = this.lazy;
     if (!lazy) return;
+    const reporting = reportPages(
+      ctx,
+      lazy.done,
+      (port) => this.deps?.pageServerDelivered?.(port),
+      this.fence?.port,
+    );
     const [r, first] = await Promise.all([lazy.done, pagesOutcome(ctx)]);
+    const pages = await reporting;
     // an agent that could not answer (its link down for a while) is asked again once the page server has ended: the
     // destination keeps the outcome until its source has asked for it
     let dest = first;
@@ -112,6 +129,7 @@ export class PostcopyStrategy implements Strategy {
       ).toJSON();
       return;
     }
+    pages?.last();
     ctx.report.postcopy = {
       lastPageMs: Math.round(ctx.now() - restoredAt),
       pageServer: `${this.deps?.pageServerAddress}:${this.fence?.port}`,
@@ -142,6 +160,47 @@ export class PostcopyStrategy implements Strategy {
   async closeStaged(): Promise<void> {
     if (this.fence) await this.deps?.fence.close(this.fence.port, this.fence.allow).catch(() => {});
   }
+}
+
+/**
+ * Reports the `pages` phase while the page server runs: the lazy pages the dump left (its pagemaps) against what
+ * the page server's socket has delivered. Returns how to report the last one (0 remaining), once every page is known
+ * to have arrived; undefined when the dump's pagemaps could not be read.
+ */
+async function reportPages(
+  ctx: MigrationContext,
+  done: Promise<unknown>,
+  delivered: (port: number) => Promise<number | undefined> | undefined,
+  port: number | undefined,
+): Promise<{ last(): void } | undefined> {
+  const pagesTotal = await lazyPages(ctx.images).catch(() => undefined);
+  if (pagesTotal === undefined) return undefined;
+  const total = pagesTotal * PAGE_BYTES;
+  const meter = new ProgressMeter(ctx.emit, ctx.now, 'pages', PROGRESS_EVERY_MS.pages);
+  let reported: number | undefined;
+  const report = (acked: number, last: boolean) => {
+    const pagesRemaining = pagesLeft(pagesTotal, acked, last);
+    if (pagesRemaining === reported) return;
+    reported = pagesRemaining;
+    meter.update(total - pagesRemaining * PAGE_BYTES, { total, pagesTotal, pagesRemaining }, true);
+  };
+  let ended = false;
+  void done.then(
+    () => {
+      ended = true;
+    },
+    () => {
+      ended = true;
+    },
+  );
+  report(0, false);
+  while (!ended) {
+    await Promise.race([done, sleep(PROGRESS_EVERY_MS.pages)]);
+    if (ended) break;
+    const acked = port === undefined ? undefined : await delivered(port)?.catch(() => undefined);
+    if (acked !== undefined) report(acked, false);
+  }
+  return { last: () => report(total, true) };
 }
 
 /** How long a destination that could not say how its pages ended is asked again. */

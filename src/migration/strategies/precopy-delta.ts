@@ -54,6 +54,13 @@ export class PrecopyDeltaStrategy implements Strategy {
       roundBytes.push(bytes);
       report.rounds.push({ bytes, ms: Math.round(ctx.now() - t0) });
       ctx.emit({
+        type: 'progress',
+        phase: 'rounds',
+        round: r,
+        bytes,
+        rate: Math.round((bytes * 1000) / sendMs),
+      });
+      ctx.emit({
         type: 'info',
         message: `round ${r}: ${bytes} new bytes (dump ${Math.round(dumpMs)} ms, send ${Math.round(sendMs)} ms)`,
       });

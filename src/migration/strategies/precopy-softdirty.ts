@@ -50,6 +50,13 @@ export async function preDumpRounds(ctx: MigrationContext): Promise<string | und
     roundBytes.push(bytes);
     report.rounds.push({ bytes, ms: Math.round(ctx.now() - t0) });
     ctx.emit({ type: 'info', message: `pre-dump round ${r}: ${bytes} bytes` });
+    ctx.emit({
+      type: 'progress',
+      phase: 'rounds',
+      round: r,
+      bytes,
+      rate: Math.round((bytes * 1000) / sendMs),
+    });
     const decision = stopRule({
       round: r,
       roundBytes,

@@ -1,0 +1,35 @@
+// The evaluation suites' smoke test: each runs with --quick (one run, small sizes, docs/ left alone) through the
+// CLI as a user runs it, and must finish and print one JSON document with its tables. No figure is checked: they
+// are measurements, and `ferry bench SUITE` without --quick is where they are taken.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { EvalResult } from '../../bench/eval/model.ts';
+import { FERRY_ARGV, skipUnlessReady } from './helpers.ts';
+
+const run = promisify(execFile);
+
+describe('evaluation suites, --quick', () => {
+  // vm is left out: its guest boots under TCG here (no usable KVM), minutes on a loaded machine
+  for (const suite of ['thesis', 'talk', 'runc-blog', 'docker-paper', 'ucsd']) {
+    it(`ferry bench ${suite} --quick --json completes and prints its tables`, async (t) => {
+      if (!skipUnlessReady(t)) return;
+      const { stdout } = await run(
+        FERRY_ARGV[0]!,
+        [...FERRY_ARGV.slice(1), 'bench', suite, '--quick', '--json'],
+        {
+          maxBuffer: 64 << 20,
+          timeout: 600_000,
+        },
+      );
+      const doc = JSON.parse(stdout) as Record<string, EvalResult>;
+      const r = doc[suite]!;
+      assert.equal(r.suite, suite);
+      assert.equal(r.quick, true);
+      assert.ok(r.tables.length > 0 && r.tables.every((tb) => tb.rows.length > 0));
+      assert.deepEqual(r.plots, [], '--quick writes no plots');
+      assert.ok(r.machine.cores > 0 && r.command.includes(`bench ${suite}`));
+    });
+  }
+});
