@@ -28,6 +28,8 @@ const NO_INPUT: Record<string, string> = {
   'PUT /v1/bandwidth': 'counts and drops any bytes (a limit, tested below)',
   'PUT /v1/restores':
     'a checkpoint archive as a raw stream, checked whole (test/integration/archive.test.ts)',
+  'POST /v1/checkpoints/tokens':
+    "no input: a one-time token proving a caller shares the agent's file system (host/archive-target.ts)",
   'PUT /v1/inspect':
     'a checkpoint archive as a raw stream, read and dropped (test/integration/archive.test.ts)',
 };

@@ -172,7 +172,7 @@ async function rebalance(
           await lab.ctx.client('a').create({ name: n, command: burner(load), net: 'own', ip: lab.nextIp() });
           where.set(n, 'a');
         }
-        await sleep(c.quick ? 10_000 : 20_000);
+        await sleep(c.quick ? 5000 : 20_000);
         target = Math.max(5, Math.floor((await hostLoad(lab, 'a')) / 2));
         c.log(`run ${run + 1}/${c.runs}: target ${target} %`);
         for (const how of ['ferry', 'delete-restore'] as const) {

@@ -199,6 +199,44 @@ export class Firewall {
     ];
   }
 
+  /**
+   * A page server on the loopback (an agentless migration's, reached through ssh's forward): only root's sockets
+   * may connect to it, so no other user of this host reads the container's memory.
+   */
+  async fenceLoopback(port: number): Promise<void> {
+    await this.runner.run(this.loopbackRule('-I', port), { label: 'iptables', errorCode: 'FERRY_E_EXEC' });
+  }
+
+  async unfenceLoopback(port: number): Promise<void> {
+    await this.runner.run(this.loopbackRule('-D', port), { allowFail: true });
+  }
+
+  private loopbackRule(op: string, port: number): string[] {
+    return [
+      'iptables',
+      '-w',
+      op,
+      'OUTPUT',
+      '-o',
+      'lo',
+      '-p',
+      'tcp',
+      '--dport',
+      String(port),
+      '-m',
+      'owner',
+      '!',
+      '--uid-owner',
+      '0',
+      '-m',
+      'comment',
+      '--comment',
+      'ferry:page-server',
+      '-j',
+      'REJECT',
+    ];
+  }
+
   /** Rules ferry or CRIU left for an address or in a namespace (for tests and `ferry check`). */
   async leftovers(opts: { ns?: string; address?: string }): Promise<string[]> {
     const out: string[] = [];

@@ -22,6 +22,7 @@ import { ContainerHost } from '../host/containers.ts';
 import { bundleDir, hostPaths } from '../host/paths.ts';
 import { DEFAULT_DEADLINES, PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../migration/defaults.ts';
 import { MigrationSource } from '../migration/source.ts';
+import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
@@ -165,6 +166,8 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       label: 'the temporary ferry agent',
       input: `${JSON.stringify(input)}\n`,
       readyWord: READY_LINE,
+      // the remote user's login shell runs its rc files first, and a loaded host starts slowly
+      readyTimeoutMs: 120_000,
       local: [`127.0.0.1:${apiPort}:127.0.0.1:${remoteApiPort}`],
       remote: [`127.0.0.1:${pagePort}:127.0.0.1:${pagePort}`],
     });
@@ -205,6 +208,7 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
     await host.writeRecord(adopted.record);
     // the engine reads the bundle where ferry keeps its own: there, a link to the user's
     await symlink(adopted.bundle, bundleDir(paths, r.name));
+    const fw = new Firewall(runner);
     const source = new MigrationSource({
       host,
       log,
@@ -213,8 +217,8 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
       postcopy: {
         pageServerAddress: '127.0.0.1',
         port: () => pagePort,
-        // the page server listens on this host's loopback: only local processes (ssh's forward) reach it
-        fence: { open: async () => {}, close: async () => {} },
+        // the page server listens on this host's loopback, where ssh's forward reaches it as root: no one else may
+        fence: { open: (port) => fw.fenceLoopback(port), close: (port) => fw.unfenceLoopback(port) },
         failPageServer: (port) => resetConnection('127.0.0.1', port),
       },
     });

@@ -224,6 +224,22 @@ test('roles: agents, users and the controller each reach only their endpoints; b
     /host a \([\d.]+:7470\) presented a certificate that is not signed by this cluster's CA/,
   );
 
+  // the CLI itself, with an expired certificate in its cluster file: one line naming the host that refused it and why
+  const staleCluster = join(otherDir, 'cluster.json');
+  writeFileSync(
+    staleCluster,
+    JSON.stringify({ ...JSON.parse(readFileSync(bed.state.clusterFile, 'utf8')), tls: expired }),
+  );
+  for (const args of [['cluster'], ['ps', '--host', 'a']]) {
+    const r = await bed.cli(['--cluster', staleCluster, ...args]);
+    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(
+      r.stderr,
+      /FERRY_E_AUTH.*host (controller|a) refused this connection: the certificate of old \(from [\d.]+\) has expired \(CERT_HAS_EXPIRED\)/,
+      args.join(' '),
+    );
+  }
+
   // every other bad certificate, on both daemons, from each kind of caller: a user (the CLI), an agent (to its
   // peer, to the controller) and the controller (to an agent)
   const now = Date.now();
