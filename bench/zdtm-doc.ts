@@ -77,7 +77,7 @@ export const NOTES: Record<string, string> = {
   ptrace_sig: 'crfail: refused, a traced task (CRIU seizes every task with ptrace)',
   'socket_udp-corked': 'crfail: refused, a corked UDP socket',
   'socket-tcp-skip-in-flight':
-    'a listening socket with a connection not yet accepted: CRIU refuses to dump it unless told to drop such connections (--skip-in-flight), which ferry does not pass: the client believes it is connected. Refused when /proc shows it',
+    "a listening socket with a connection not yet accepted, which CRIU refuses to dump unless told to drop such connections (--skip-in-flight, the test's own option): migrated with `ferry migrate --skip-in-flight`. Without it ferry refuses such a container before the freeze",
 };
 
 /** Unescaped `|` separates cells; a reason's own pipes are written `\|`. */

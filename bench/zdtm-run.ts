@@ -255,7 +255,17 @@ export async function runTest(
       stage = `ferry migrate --strategy ${strategy}`;
       const m = await ferry(
         h,
-        ['migrate', name, '--to', h.to, '--strategy', strategy, '--json'],
+        [
+          'migrate',
+          name,
+          '--to',
+          h.to,
+          '--strategy',
+          strategy,
+          '--json',
+          // the one CRIU option of a test's own that ferry takes per migration (the others it always passes)
+          ...([...desc.opts, ...desc.dopts].includes('--skip-in-flight') ? ['--skip-in-flight'] : []),
+        ],
         ac.signal,
         timeoutMs,
       );

@@ -1,9 +1,10 @@
 // The virtual machine of the vm suite: Debian's stock kernel (unpacked by `scripts/setup.sh qemu`, never built) and
 // an initramfs assembled here from the host's busybox, redis-server and the libraries it loads, plus the virtio
-// network modules; QEMU started on a tap device, and driven over QMP (its JSON protocol on a unix socket).
+// network modules; QEMU started on a tap device, and driven over QMP (its JSON protocol on a unix socket); which
+// accelerator runs the guest here (KVM or TCG); and the guest that moves between two QEMU processes (`Vm`).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Runner } from '../../src/runtime/exec.ts';
@@ -236,4 +237,152 @@ export interface MigrateInfo {
   'setup-time'?: number;
   ram?: { transferred: number; total: number; 'postcopy-requests'?: number; 'dirty-sync-count'?: number };
   'error-desc'?: string;
+}
+
+export type MigrationMode = 'precopy' | 'postcopy';
+
+export interface Accel {
+  accel: 'kvm' | 'tcg';
+  why: string;
+}
+
+/** Boots the VM with KVM and waits for its init's first line: /dev/kvm that QEMU accepts may still run nothing. */
+export async function pickAccel(
+  image: VmImage,
+  work: string,
+  tap: string,
+  mac: string,
+  ip: string,
+): Promise<Accel> {
+  const spec: VmSpec = {
+    image,
+    memoryMiB: 128,
+    tap,
+    mac,
+    ip,
+    accel: 'kvm',
+    qmpSocket: join(work, 'kvm.qmp'),
+    console: join(work, 'kvm.console'),
+  };
+  const q = startQemu(spec);
+  try {
+    const qmp = await Qmp.open(spec.qmpSocket, 15_000);
+    const kvm = await qmp.cmd<{ enabled: boolean; present: boolean }>('query-kvm');
+    qmp.close();
+    if (!kvm.enabled) return { accel: 'tcg', why: 'QEMU could not enable KVM' };
+    const limit = 30_000;
+    const t0 = performance.now();
+    while (performance.now() - t0 < limit) {
+      const text = await readFile(spec.console, 'utf8').catch(() => '');
+      if (text.includes('ferry-vm:')) return { accel: 'kvm', why: 'KVM runs the guest' };
+      await sleep(500);
+    }
+    return {
+      accel: 'tcg',
+      why: `/dev/kvm is there and QEMU enables KVM, but the guest printed nothing within ${limit / 1000} s (this CPU shows no vmx/svm)`,
+    };
+  } catch (err) {
+    return { accel: 'tcg', why: `KVM failed: ${(err as Error).message}` };
+  } finally {
+    await q.kill();
+  }
+}
+
+/** A guest that boots once and then moves between QEMU processes on two tap devices, one after the other. */
+export class Vm {
+  private n = 0;
+  proc?: QemuProcess;
+  qmp?: Qmp;
+  tapIndex = 0;
+  readonly base: Omit<VmSpec, 'tap' | 'qmpSocket' | 'console' | 'incoming'>;
+  readonly work: string;
+  readonly taps: [string, string];
+
+  constructor(
+    base: Omit<VmSpec, 'tap' | 'qmpSocket' | 'console' | 'incoming'>,
+    work: string,
+    taps: [string, string],
+  ) {
+    this.base = base;
+    this.work = work;
+    this.taps = taps;
+  }
+
+  /** The serial console of the QEMU process running the guest now (a kernel panic shows there). */
+  console = '';
+
+  private spec(tap: number, incoming?: string): VmSpec {
+    const i = this.n++;
+    return {
+      ...this.base,
+      tap: this.taps[tap]!,
+      qmpSocket: join(this.work, `vm${i}.qmp`),
+      console: join(this.work, `vm${i}.console`),
+      ...(incoming ? { incoming } : {}),
+    };
+  }
+
+  async boot(): Promise<void> {
+    await this.stop();
+    const s = this.spec(0);
+    this.tapIndex = 0;
+    this.console = s.console;
+    this.proc = startQemu(s);
+    this.qmp = await Qmp.open(s.qmpSocket);
+  }
+
+  /** Migrates to a new QEMU process on the other tap; QEMU's own report of it. */
+  async migrate(mode: MigrationMode, port: number): Promise<MigrateInfo & { wallMs: number }> {
+    const src = this.qmp!;
+    const srcProc = this.proc!;
+    const to = 1 - this.tapIndex;
+    const s = this.spec(to, 'defer');
+    const dst = startQemu(s);
+    const dq = await Qmp.open(s.qmpSocket);
+    const caps = [{ capability: 'postcopy-ram', state: mode === 'postcopy' }];
+    await dq.cmd('migrate-set-capabilities', { capabilities: caps });
+    await src.cmd('migrate-set-capabilities', { capabilities: caps });
+    // an unshaped local link, as ferry's side gets: QEMU's default cap (32 MiB/s) would measure the cap
+    await src.cmd('migrate-set-parameters', { 'max-bandwidth': 10 * 2 ** 30 });
+    await dq.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    const t0 = performance.now();
+    await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    let info: MigrateInfo = { status: 'setup' };
+    let switched = false;
+    for (;;) {
+      info = await src.cmd<MigrateInfo>('query-migrate');
+      if (mode === 'postcopy' && !switched && info.status === 'active') {
+        // straight to post-copy: the guest runs on the destination and pulls its pages, as CRIU's lazy pages do
+        await src.cmd('migrate-start-postcopy');
+        switched = true;
+      }
+      if (info.status === 'completed' || info.status === 'failed' || info.status === 'cancelled') break;
+      await sleep(20);
+    }
+    const wallMs = performance.now() - t0;
+    if (info.status !== 'completed') {
+      await dst.kill();
+      dq.close();
+      throw new Error(`QEMU migration ${info.status}: ${info['error-desc'] ?? ''}`);
+    }
+    await src.cmd('quit').catch(() => {});
+    src.close();
+    await srcProc.kill();
+    this.proc = dst;
+    this.qmp = dq;
+    this.tapIndex = to;
+    this.console = s.console;
+    return { ...info, wallMs };
+  }
+
+  async stop(): Promise<void> {
+    this.qmp?.close();
+    await this.proc?.kill();
+    this.qmp = undefined;
+    this.proc = undefined;
+  }
+
+  async panicked(): Promise<boolean> {
+    return /Kernel panic|BUG: unable to handle/.test(await readFile(this.console, 'utf8').catch(() => ''));
+  }
 }

@@ -79,6 +79,7 @@ export const MigrateBody = Type.Object(
     maxRounds: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
     compress: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')])),
     streams: Type.Optional(Type.Integer({ minimum: 1, maximum: 16 })),
+    skipInFlight: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

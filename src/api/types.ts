@@ -119,10 +119,12 @@ export type MigrationPhase =
  *   --max-rounds N       maxRounds                                      maxRounds
  *   --compress MODE      compress                                       compress
  *   --streams N          streams                                        streams
+ *   --skip-in-flight     skipInFlight                                   skipInFlight
  *
  * The CLI maps its flags to these names once (cli/commands.ts); the agent passes them on unchanged.
  * streams: parallel connections for large image files (default 4; 1 turns ranges off). compress: zstd on the
- * image stream ('auto' when the measured link is slower than 100 MB/s).
+ * image stream ('auto' when the measured link is slower than 100 MB/s). skipInFlight: TCP connections a listening
+ * socket has not accepted yet are dropped (CRIU --skip-in-flight; their clients see a reset) instead of refused.
  */
 export type MigrationOptions = Omit<Static<typeof S.MigrateBody>, 'to'>;
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -69,6 +69,31 @@ for (const compress of ['zstd', 'none'] as const) {
       ]);
       assert.equal(got.memory.get('checkpoint/pstree.img')?.toString(), 'pstree');
       assert.equal((await readFile(join(dest, 'checkpoint/pages-1.img'))).length, 100_000);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test(`an archive (${compress}) read from an open file: whole, and refused when cut`, async () => {
+    const { dir, bytes } = await fixture(compress);
+    try {
+      const file = join(dir, 'a.tar');
+      await writeFile(file, bytes);
+      const fh = await open(file, 'r');
+      try {
+        const got = await readArchive({ file: fh }, { dest: join(dir, 'out'), keep: () => 'disk' });
+        assert.equal(got.names.length, 8);
+        assert.equal((await readFile(join(dir, 'out', 'checkpoint/pages-1.img'))).length, 100_000);
+      } finally {
+        await fh.close();
+      }
+      await writeFile(file, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
+      const cut = await open(file, 'r');
+      try {
+        await assert.rejects(readArchive({ file: cut }), { code: 'FERRY_E_ARCHIVE_INVALID' });
+      } finally {
+        await cut.close();
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

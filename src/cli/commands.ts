@@ -245,6 +245,7 @@ export interface MigrateFlags {
   maxDowntime?: number;
   threshold?: number;
   maxRounds?: number;
+  skipInFlight?: boolean;
 }
 
 /** The one place the CLI's flags become the API's names (api/types.ts: MigrationOptions). */
@@ -258,6 +259,7 @@ export function migrationOptions(f: MigrateFlags): MigrationOptions {
       ? { compress: f.compress as NonNullable<MigrationOptions['compress']> }
       : {}),
     ...(f.streams !== undefined ? { streams: f.streams } : {}),
+    ...(f.skipInFlight ? { skipInFlight: true } : {}),
   };
 }
 
@@ -307,6 +309,7 @@ const OPTION_FLAGS: Record<string, string> = {
   maxRounds: '--max-rounds',
   compress: '--compress',
   streams: '--streams',
+  skipInFlight: '--skip-in-flight',
 };
 
 /** Refuses options the agent would refuse (the same schema), before anything is printed or sent. */

@@ -68,6 +68,7 @@ const READS: Record<string, readonly string[]> = {
     'maxDowntime',
     'threshold',
     'maxRounds',
+    'skipInFlight',
     'events',
     'runcRoot',
     'sshConfig',

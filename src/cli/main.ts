@@ -249,6 +249,11 @@ export function buildProgram(): Command {
       'parallel connections for large image files (default: cores - 1, at most 4; 1 when zstd is on)',
       (v) => positiveInt(v, '--streams'),
     )
+    .option(
+      '--skip-in-flight',
+      'drop TCP connections a listening socket has not accepted yet (their clients see a reset) instead of ' +
+        'refusing the migration (CRIU cannot move them)',
+    )
     .option('--json', 'print the report as JSON')
     .option(
       '--events',

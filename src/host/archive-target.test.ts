@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
 import { mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +83,12 @@ test('the agent reads an archive through the caller process only if that process
       await proof.write(t4, 0);
       assert.equal(await targets.openCallerFile({ ...c, fd: writeOnly.fd, token: t4 }), undefined);
       await writeOnly.close();
+      // a FIFO where the token should be: refused at once, never waited on
+      execFileSync('mkfifo', [join(dir, 'fifo')]);
+      const fifo = await open(join(dir, 'fifo'), constants.O_RDWR | constants.O_NONBLOCK);
+      const t5 = targets.issue();
+      assert.equal(await targets.openCallerFile({ ...c, tokenFd: fifo.fd, token: t5 }), undefined);
+      await fifo.close();
     } finally {
       await proof.close();
       await archive.close();

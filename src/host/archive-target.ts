@@ -57,8 +57,7 @@ export class ArchiveTargets {
     if (expires === undefined || expires <= now) return undefined;
     const proc = `/proc/${c.pid}`;
     try {
-      const token = await readFile(`${proc}/fd/${c.tokenFd}`);
-      if (!token.equals(Buffer.from(c.token))) return undefined;
+      if (!(await holds(`${proc}/fd/${c.tokenFd}`, c.token))) return undefined;
       // the caller opened it for reading (O_RDONLY or O_RDWR): not a file it could only write
       const info = await readFile(`${proc}/fdinfo/${c.fd}`, 'utf8');
       const flags = /^flags:\s*([0-7]+)$/m.exec(info);
@@ -105,5 +104,27 @@ export class ArchiveTargets {
       await fh.close().catch(() => {});
       return undefined;
     }
+  }
+}
+
+/** `path` is a regular file holding exactly `token` (opened without blocking: a FIFO put there does not hang). */
+async function holds(path: string, token: string): Promise<boolean> {
+  const want = Buffer.from(token);
+  let fh: FileHandle;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.size !== want.length) return false;
+    const got = Buffer.alloc(want.length);
+    const { bytesRead } = await fh.read(got, 0, got.length, 0);
+    return bytesRead === want.length && got.equals(want);
+  } catch {
+    return false;
+  } finally {
+    await fh.close().catch(() => {});
   }
 }

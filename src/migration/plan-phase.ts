@@ -46,7 +46,10 @@ export async function planMigration(
     );
   }
   // what CRIU cannot dump or restore, refused while nothing is touched rather than found inside the freeze
-  const unmovable = await host.unmovable(name);
+  // (--skip-in-flight: CRIU drops the TCP connections not yet accepted, which it would refuse otherwise)
+  const unmovable = (await host.unmovable(name)).filter(
+    (u) => !(req.skipInFlight && u.rule === 'tcp-in-flight'),
+  );
   if (unmovable.length) {
     throw new FerryError(
       'FERRY_E_CONTAINER_UNMOVABLE',

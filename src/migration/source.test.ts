@@ -425,6 +425,38 @@ test('an impossible plan touches nothing', async () => {
   assert.equal(r.rollback, undefined);
 });
 
+test('--skip-in-flight lifts the refusal of TCP connections not yet accepted, and the dump is told to drop them', async () => {
+  const found = [
+    {
+      pid: 7,
+      comm: 'srv',
+      limit: 'its listening TCP socket 0.0.0.0:80 has 1 connection(s) not yet accepted',
+      rule: 'tcp-in-flight' as const,
+    },
+  ];
+  const scanned = new ContainerHost({
+    hostName: 'a',
+    paths: host.paths,
+    runc,
+    cgroupParent: '/t-a',
+    network,
+    log: silentLogger(),
+    unmovable: async () => found,
+  });
+  const e = new MigrationSource({
+    host: scanned,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    statusRetryMs: 10,
+  });
+  const refused = await e.migrate({ name: 'c1', to: 'b', strategy: 'cold' }, peer, () => {});
+  assert.equal(refused.error?.code, 'FERRY_E_CONTAINER_UNMOVABLE');
+  assert.equal(runc.checkpoints.length, 0, 'nothing dumped');
+  const r = await e.migrate({ name: 'c1', to: 'b', strategy: 'cold', skipInFlight: true }, peer, () => {});
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(runc.checkpoints.at(-1)?.skipInFlight, true);
+});
+
 test('destination unreachable after the restore was asked: the source waits out its commit deadline, then thaws', async () => {
   engine = new MigrationSource({
     host,

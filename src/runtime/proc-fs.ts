@@ -58,6 +58,8 @@ export interface Unmovable {
   nsPid?: number;
   comm: string;
   limit: string;
+  /** The rule that found it, where a migration option lifts it ('tcp-in-flight': --skip-in-flight). */
+  rule?: 'tcp-in-flight';
 }
 
 export interface ProcTask {

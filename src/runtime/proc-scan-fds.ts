@@ -244,12 +244,13 @@ export async function inFlightTcpLimits(
   for (const r of waiting) {
     const t = owners.get(r.inode);
     if (t)
-      out.push(
-        who(
+      out.push({
+        ...who(
           t,
-          `its listening TCP socket ${showTcpAddress(r.local)} has ${r.rx} connection(s) not yet accepted: CRIU cannot dump connections in flight`,
+          `its listening TCP socket ${showTcpAddress(r.local)} has ${r.rx} connection(s) not yet accepted: CRIU cannot dump connections in flight (--skip-in-flight drops them)`,
         ),
-      );
+        rule: 'tcp-in-flight',
+      });
   }
   return out;
 }

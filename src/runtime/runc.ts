@@ -1,6 +1,8 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
@@ -31,6 +33,26 @@ export interface CheckpointOptions {
   statusFd?: number;
   /** runc (and the CRIU under it) is killed past this; default 600 s. */
   timeoutMs?: number;
+  /** Drop TCP connections a listening socket has not accepted yet (CRIU --skip-in-flight) instead of failing. */
+  skipInFlight?: boolean;
+}
+
+/**
+ * CRIU options runc 1.1 has no flag for, for one dump: a configuration file of their own, named to CRIU by
+ * CRIU_CONFIG_FILE in runc's environment (CRIU reads it besides the container's `org.criu.config`). In a fresh
+ * private directory (a file in a shared one could be planted); `done()` removes it. Undefined when none is needed.
+ */
+function extraCriuConfig(o: {
+  skipInFlight?: boolean;
+}): { env: NodeJS.ProcessEnv; done(): void } | undefined {
+  if (!o.skipInFlight) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-criu-'));
+  const file = join(dir, 'dump.conf');
+  writeFileSync(file, 'skip-in-flight\n', { mode: 0o600 });
+  return {
+    env: { ...process.env, CRIU_CONFIG_FILE: file },
+    done: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 /**
@@ -77,6 +99,7 @@ export interface LazyCheckpointOptions {
   fileLocks?: boolean;
   /** Hybrid: the last pre-dump round, relative to imagePath; only what changed since is left to the page server. */
   parentPath?: string;
+  skipInFlight?: boolean;
 }
 
 /** A post-copy dump: everything but memory is written when `ready` resolves; CRIU then serves pages until `done`. */
@@ -189,15 +212,21 @@ export class Runc implements RuncLike {
     if (o.pageServer) args.push('--page-server', o.pageServer);
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
-    const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
-      label: 'runc checkpoint',
-      errorCode: 'FERRY_E_CHECKPOINT_FAILED',
-      phase: 'checkpoint',
-      onFailure: async () =>
-        (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
-      timeoutMs: o.timeoutMs ?? 600_000,
-    });
-    return { ms: r.ms };
+    const extra = o.preDump ? undefined : extraCriuConfig(o);
+    try {
+      const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
+        label: 'runc checkpoint',
+        errorCode: 'FERRY_E_CHECKPOINT_FAILED',
+        phase: 'checkpoint',
+        onFailure: async () =>
+          (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
+        timeoutMs: o.timeoutMs ?? 600_000,
+        ...(extra ? { env: extra.env } : {}),
+      });
+      return { ms: r.ms };
+    } finally {
+      extra?.done();
+    }
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
@@ -207,10 +236,13 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.parentPath) args.push('--parent-path', o.parentPath);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
+    const extra = extraCriuConfig(o);
     const p = startProcess(this.argvWith('criu-fail:dump', logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
+      ...(extra ? { env: extra.env } : {}),
     });
+    if (extra) void p.done.finally(() => extra.done());
     const explain = async (err: unknown): Promise<never> => {
       const why =
         (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)) ?? String(err);

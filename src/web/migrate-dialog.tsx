@@ -211,7 +211,7 @@ export function Live({ progress }: { progress: Progress | undefined }) {
         {phase === 'rounds' && progress?.round ? `round ${progress.round}: ` : ''}
         {formatBytes(progress?.bytes ?? 0)}
         {progress?.total ? ` of ${formatBytes(progress.total)}` : ''}
-        {phase === 'checkpoint' ? ' written' : ''}
+        {phase === 'checkpoint' ? ' written' : phase === 'pages' ? ' arrived' : ''}
         {progress?.rate ? `, ${formatBytes(progress.rate)}/s` : ''}
       </p>
       {pagesLeft !== undefined && (

@@ -169,12 +169,14 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   await dialog.getByTestId('plan-strategy').filter({ hasText: 'postcopy' }).waitFor();
   await shot(page, 'migrate');
   // every figure the live progress shows is recorded as the page draws it (it may be gone by the time a test
-  // could look)
+  // could look), and the dialog as it was drawn while post-copy pages were still arriving, for its screenshot
   await page.evaluate(`(() => {
     const seen = (window.__figures = []);
     new MutationObserver(() => {
       for (const el of document.querySelectorAll('[data-testid=figures], [data-testid=pages-remaining]'))
         if (seen.at(-1) !== el.textContent) seen.push(el.textContent);
+      const left = document.querySelector('[data-testid=pages-remaining]');
+      if (left && left.textContent !== '0') window.__live = document.querySelector('.backdrop').outerHTML;
     }).observe(document.body, { subtree: true, childList: true, characterData: true });
   })()`);
   await dialog.getByRole('button', { name: 'Migrate' }).click();
@@ -197,6 +199,24 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
     /[1-9][\d,]* pages fetched .* 0 remaining/,
   );
   await shot(page, 'result');
+  // the live progress as it was drawn mid-way, put back over the page for its picture (best effort: a move that
+  // ended between two draws leaves the old picture)
+  if (await page.evaluate<boolean>('window.__live !== undefined')) {
+    await page.evaluate(`(() => {
+      const now = document.querySelector('.backdrop');
+      now.style.visibility = 'hidden';
+      now.insertAdjacentHTML('afterend', window.__live);
+      const copy = now.nextElementSibling;
+      copy.id = 'live-copy';
+      // (the page's CSP drops style attributes parsed from HTML; the app sets them through the CSSOM, as here)
+      for (const el of copy.querySelectorAll('[style]')) el.style.cssText = el.getAttribute('style');
+    })()`);
+    await shot(page, 'progress');
+    await page.evaluate(`(() => {
+      document.getElementById('live-copy').remove();
+      document.querySelector('.backdrop').style.visibility = '';
+    })()`);
+  }
   await dialog.getByRole('button', { name: 'Close' }).click();
   assert.equal(await hostOf(bed, 'web'), 'b', 'the agents say web runs on b');
   await hostB.getByRole('treeitem', { name: 'container web' }).waitFor({ timeout: 15_000 });

@@ -75,6 +75,7 @@ export class PostcopyStrategy implements Strategy {
       pageServer: `${pc.pageServerAddress}:${this.fence.port}`,
       tcpEstablished: ctx.tcpEstablished,
       ...(this.parent ? { parentPath: this.parent } : {}),
+      ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
     });
     try {
       // a lazy dump that never gets ready must not hold the container frozen past the ceiling

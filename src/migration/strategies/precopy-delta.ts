@@ -31,6 +31,7 @@ export class PrecopyDeltaStrategy implements Strategy {
           workPath: dir,
           leaveRunning: true,
           tcpEstablished: ctx.tcpEstablished,
+          ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
         });
       } finally {
         await host.runc.resume(ctx.name).catch(() => {});

@@ -95,6 +95,7 @@ export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string
     leaveRunning: true,
     tcpEstablished: ctx.tcpEstablished,
     timeoutMs: ctx.dumpTimeoutMs,
+    ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
     ...(parentPath ? { parentPath } : {}),
   });
 }

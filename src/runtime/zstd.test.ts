@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Duplex, Readable } from 'node:stream';
+import { test } from 'node:test';
+import { zstdCompress, zstdDecompress, zstdDecompressFile } from './zstd.ts';
+
+async function all(s: Readable | Duplex): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const c of s) out.push(c as Buffer);
+  return Buffer.concat(out);
+}
+
+const through = (filter: Duplex, input: Buffer) => all(Readable.from([input]).pipe(filter));
+
+test('the zstd program round-trips, and a cut or damaged frame fails instead of ending', async () => {
+  // text and zeroes, as page data is: compressible, larger than a pipe's buffer
+  const data = Buffer.concat([Buffer.from(randomBytes(300_000).toString('hex')), Buffer.alloc(200_000)]);
+  const packed = await through(zstdCompress(), data);
+  assert.ok(packed.length < data.length);
+  assert.ok((await through(zstdDecompress(), packed)).equals(data));
+
+  await assert.rejects(
+    through(zstdDecompress(), packed.subarray(0, packed.length - 7)),
+    /zstd \(decompress\) failed/,
+  );
+  const flipped = Buffer.from(packed);
+  flipped[Math.floor(flipped.length / 2)]! ^= 0x10;
+  await assert.rejects(through(zstdDecompress(), flipped), /zstd \(decompress\) failed/);
+
+  // from an open file, which zstd reads itself
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-zstd-'));
+  try {
+    await writeFile(join(dir, 'a.zst'), packed);
+    const fh = await open(join(dir, 'a.zst'), 'r');
+    try {
+      assert.ok((await all(zstdDecompressFile(fh.fd))).equals(data));
+    } finally {
+      await fh.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
