@@ -1,4 +1,4 @@
-// The layering of ferry as a check (`make deps`, and first in `make test`).
+// The layering of ferry as a check (`make deps`, and in `make test` after the type-check and lint).
 //
 // A module imports only from its own folder or from a folder of a lower layer. The table below is the one place
 // the layers are written down; the rules are generated from it. Test files (`*.test.ts`) and `test/` may reach

@@ -4,7 +4,7 @@ NODE := $(shell if [ -x /opt/ferry/node/bin/node ]; then echo /opt/ferry/node/bi
 NODE_TEST := $(NODE) --no-warnings --test --test-reporter=spec
 export PATH := /opt/ferry/node/bin:$(PATH)
 
-.PHONY: all setup deps test unit integration typecheck lint demo bench bench-archive conformance clean-testbeds proto dist
+.PHONY: all setup deps test unit integration typecheck lint demo bench bench-archive conformance clean-testbeds proto dist fmt
 
 all: setup
 

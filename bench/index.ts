@@ -1,4 +1,4 @@
-// `ferry bench SUITE`: the benchmark suites. Long-running; never part of `make test`.
+// `ferry bench SUITE`: the benchmark suites. Long-running; `make test` runs only the evaluation suites' `--quick` smoke.
 import { agentlessBench } from './agentless.ts';
 import { archiveBench } from './archive.ts';
 import { runEval } from './eval/run.ts';
