@@ -1,4 +1,4 @@
-// A sample of CRIU's zdtm static tests through a real migration a -> b, in make test: one or two tests of every
+// A sample of CRIU's zdtm static tests through a real migration a -> b, in make test: one to three tests of every
 // category, each with one strategy (the strategies take turns, so each meets every kind of state), under zdtm's
 // own protocol (bench/zdtm-run.ts). A migration that fails must leave the container running on the source, once,
 // as it was (the harness checks): refused before the freeze, or rolled back. `ferry bench zdtm` runs them all with every strategy (docs/conformance.md).
@@ -23,33 +23,29 @@ type Strategy = 'cold' | 'postcopy' | 'precopy' | 'auto';
 
 /** category -> tests; the strategies are dealt in turn down the whole list. */
 const SAMPLE: Record<string, string[]> = {
-  memory: ['maps00', 'mprotect00', 'cow00', 'memfd00'],
+  memory: ['maps00', 'mprotect00', 'memfd00'],
   files: [
     'file_shared',
-    'ghost_holes00',
     'ghost_holes_large00',
     'file_locks00',
     'file_locks01',
-    'fd',
-    'pipe00',
     'unlink_fstat00',
     'file_lease00',
   ],
-  filesystem: ['chroot', 'cwd00', 'fifo', 'mtime_mmap'],
-  'unix sockets': ['sockets00', 'scm03', 'del_standalone_un', 'scm00'],
+  filesystem: ['chroot', 'fifo', 'mtime_mmap'],
+  'unix sockets': ['sockets00', 'scm03'],
   // socket-tcp-skip-in-flight: migrated with --skip-in-flight, its own CRIU option
   'inet sockets': [
     'socket_udp',
     'socket-tcp',
     'socket-tcp6-fin-wait2',
     'socket_listen',
-    'sock_opts00',
     'socket-tcp-skip-in-flight',
   ],
-  'timers and signals': ['posix_timers', 'timerfd', 'sigaltstack', 'signalfd00'],
-  'process tree': ['zombie00', 'pthread00', 'pstree', 'child_subreaper'],
+  'timers and signals': ['posix_timers', 'timerfd', 'signalfd00'],
+  'process tree': ['zombie00', 'pthread00', 'child_subreaper'],
   events: ['epoll', 'inotify00', 'eventfs00'],
-  'process state': ['env00', 'rlimits00', 'caps00', 'vdso00', 'pty00', 'fpu00'],
+  'process state': ['rlimits00', 'caps00', 'vdso00', 'pty00'],
   // what CRIU cannot move: refused before the freeze, the test untouched on the source
   'refused before the freeze': [
     'stopped',
