@@ -148,8 +148,15 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
       else m.note = rep.error ? `${rep.error.code}: ${rep.error.message}` : 'the migration failed';
       await sleep(SETTLE_MS);
       windows.push({ from, to: Date.now() });
-      const after = await fabric.status();
       const attemptsAfter = await fabric.connectAttempts();
+      // with no new connection attempt the connection never dropped; its state may still read "not connected" for
+      // a moment while a controller slowed by the move answers OVS's echo: look again for a few seconds
+      let after = await fabric.status();
+      for (let i = 0; i < 10 && after.some((s) => !s.connected); i++) {
+        if (fabric.bridges.some((b) => (attemptsAfter[b] ?? 0) !== (attemptsBefore[b] ?? 0))) break;
+        await sleep(500);
+        after = await fabric.status();
+      }
       m.reconnects = fabric.bridges.reduce(
         (n, b) => n + (attemptsAfter[b] ?? 0) - (attemptsBefore[b] ?? 0),
         0,
