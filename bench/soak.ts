@@ -19,26 +19,11 @@ import {
   testbedFootprint,
 } from '../src/testbed/footprint.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
+import { REDIS_SERVER_ARGS } from '../src/workloads/servers.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
 
 /** How much an agent's resident memory may grow between the two counts. */
 export const RSS_SLACK_BYTES = 5 * 2 ** 20;
-
-export const REDIS_ARGS = [
-  '/usr/bin/redis-server',
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
-  '--save',
-  '',
-  '--appendonly',
-  'no',
-  '--dir',
-  '/tmp',
-];
 
 export interface SoakOptions {
   tb: TestbedState;
@@ -81,7 +66,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   try {
     const info = await ctx
       .client('a')
-      .create({ name: 'soak', command: REDIS_ARGS, net: 'own', ip: `${o.tb.subnet}.60` });
+      .create({ name: 'soak', command: [...REDIS_SERVER_ARGS], net: 'own', ip: `${o.tb.subnet}.60` });
     await waitForPort(info.ip!, 6379);
     const client = probe(o.ferryArgv, o.tb.clusterFile, 'redis', `${info.ip}:6379`);
     let summary: SoakResult['probe'] & { errorsDetail?: string[] };

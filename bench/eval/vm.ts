@@ -12,6 +12,7 @@ import { ClusterClients } from '../../src/api/cluster-clients.ts';
 import type { MigrationOptions } from '../../src/api/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
+import { REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
 import { pipeFile, writeFill } from '../archive.ts';
 import { probe, probeConnected, sleep, waitForPort } from '../common.ts';
 import { row, Samples, type SuiteOutput } from './model.ts';
@@ -26,21 +27,6 @@ const GUEST_EXTRA_MIB = 192;
 const MODES = ['precopy', 'postcopy'] as const;
 type Mode = (typeof MODES)[number];
 const LABEL: Record<Mode, string> = { precopy: 'pre-copy', postcopy: 'post-copy' };
-const REDIS = [
-  '/usr/bin/redis-server',
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
-  '--save',
-  '',
-  '--appendonly',
-  'no',
-  '--dir',
-  '/tmp',
-];
 const WARMUP_MS = 2000;
 
 async function fillRedis(runner: ProcessRunner, ip: string, fill: string): Promise<void> {
@@ -169,7 +155,7 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
       const ip = `${tb.subnet}.91`;
       let host = 'a';
       try {
-        await clients.client('a').create({ name, command: REDIS, net: 'own', ip });
+        await clients.client('a').create({ name, command: [...REDIS_SERVER_ARGS], net: 'own', ip });
         await waitForPort(ip, 6379, 60_000);
         await fillRedis(runner, ip, fill);
         for (let run = 0; run < ctx.runs; run++) {

@@ -182,3 +182,20 @@ export function writerWithServerArgs(mib: number, port: number, dirty?: number):
     ...(dirty !== undefined ? [String(dirty)] : []),
   ];
 }
+
+/** Redis from the host's package on port 6379 of the container's address, no persistence: its memory is the state. */
+export const REDIS_SERVER_ARGS: readonly string[] = [
+  '/usr/bin/redis-server',
+  '--port',
+  '6379',
+  '--bind',
+  '0.0.0.0',
+  '--protected-mode',
+  'no',
+  '--save',
+  '',
+  '--appendonly',
+  'no',
+  '--dir',
+  '/tmp',
+];

@@ -29,6 +29,7 @@ import type { MigrationReport } from '../../src/migration/types.ts';
 import { buildCommandBundle } from '../../src/runtime/bundle.ts';
 import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
 import { controlAgent, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
+import { REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
 import {
   assertNothingLeft,
   counterCommand,
@@ -127,29 +128,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
   // Redis with an address on the LAN, started by a's agent (which stops below): ferry's namespace, eth0 and veth
   const started = spawnSync(
     FERRY_ARGV[0]!,
-    [
-      ...FERRY_ARGV.slice(1),
-      'run',
-      '--host',
-      'a',
-      '--name',
-      'r1',
-      '--json',
-      '--',
-      '/usr/bin/redis-server',
-      '--port',
-      '6379',
-      '--bind',
-      '0.0.0.0',
-      '--protected-mode',
-      'no',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      '/tmp',
-    ],
+    [...FERRY_ARGV.slice(1), 'run', '--host', 'a', '--name', 'r1', '--json', '--', ...REDIS_SERVER_ARGS],
     { env, encoding: 'utf8' },
   );
   assert.equal(started.status, 0, started.stderr);

@@ -6,7 +6,12 @@ import { test } from 'node:test';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { macFor } from '../../src/network/identity.ts';
-import { LINE_COUNTER_PY, pythonArgs, UDP_COUNTER_PY } from '../../src/workloads/servers.ts';
+import {
+  LINE_COUNTER_PY,
+  pythonArgs,
+  REDIS_SERVER_ARGS,
+  UDP_COUNTER_PY,
+} from '../../src/workloads/servers.ts';
 import {
   type Bed,
   containers,
@@ -222,27 +227,7 @@ test('Redis: same connection, same keys and values after the move, INCR continue
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
-  const info = await runJson(bed, [
-    'run',
-    '--host',
-    'a',
-    '--name',
-    'redis',
-    '--',
-    '/usr/bin/redis-server',
-    '--port',
-    '6379',
-    '--bind',
-    '0.0.0.0',
-    '--protected-mode',
-    'no',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--dir',
-    '/tmp',
-  ]);
+  const info = await runJson(bed, ['run', '--host', 'a', '--name', 'redis', '--', ...REDIS_SERVER_ARGS]);
   await waitForPort(info.ip!, 6379);
   await redis(info.ip!, [
     ['SET', 'greeting', 'hello from a'],
