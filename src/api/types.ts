@@ -149,6 +149,8 @@ export interface MigrationReport {
   strategyReason?: string;
   phases: { name: MigrationPhase; ms: number }[];
   freezeMs: number;
+  /** The freeze the plan predicted for the strategy it chose (`auto` weighs it against the budget); beside `freezeMs`. */
+  predictedFreezeMs?: number;
   rounds: { bytes: number; ms: number }[];
   bytesSent: number;
   /** Bytes of zero pages the transfer skipped (not in bytesSent). */

@@ -17,6 +17,7 @@ import type { Readable } from 'node:stream';
 import { FerryError, type Phase } from '../core/errors.ts';
 import type { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
@@ -185,10 +186,12 @@ export class IncomingMigration {
     }
     // a rootfs may hold device nodes (its own /dev); the sender is a peer agent of this cluster, authenticated by
     // mutual TLS. Checkpoint images never do.
+    const traced = performance.now();
     const stats = await decodeTree(body, dest, {
       ...(update ? { allowRemove: true } : {}),
       ...(part === 'bundle' ? { allowDevices: true } : {}),
     });
+    traceStep(`incoming: ${part}${update ? ' update' : ''} received`, traced, { migration: this.id });
     // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
     this.expect('prepared', 'transfer', 'not receiving');
     if (!this.rec.received.includes(part)) this.rec.received.push(part);
@@ -233,6 +236,7 @@ export class IncomingMigration {
   private async runRestore(opts: { neighbours?: Neighbour[]; lazy?: PageServer }): Promise<RestoreResult> {
     const { host, faults, log } = this.deps;
     const { bundle, images, name } = this;
+    const traced = performance.now();
     await this.moveTo('restoring'); // (a second restore is refused from here on)
     const config = await readConfig(bundle);
     validateConfig(config);
@@ -268,6 +272,7 @@ export class IncomingMigration {
       }
       this.stopIfAborted();
       await faults.reach('dest:restoring', name, 100);
+      traceStep('incoming: restore staged', traced, { migration: this.id });
       ({ ms } = await host.runc.restore(name, {
         bundle,
         imagePath: images,
@@ -305,6 +310,7 @@ export class IncomingMigration {
     const out: RestoreResult = { pid: st.pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');
+    traceStep('incoming: restore', traced, { migration: this.id });
     return out;
   }
 
@@ -321,6 +327,7 @@ export class IncomingMigration {
    */
   async commit(): Promise<void> {
     this.expect('restored', undefined, 'cannot commit');
+    const traced = performance.now();
     const { network } = this.deps.host;
     const net = identity(this.rec.record);
     await network.unlock(this.name, net);
@@ -343,6 +350,7 @@ export class IncomingMigration {
       await rm(images, { recursive: true, force: true });
     }
     await this.file.remove();
+    traceStep('incoming: commit', traced, { migration: this.id });
     this.deps.log.info({ container: this.name, migration: this.id }, 'incoming migration committed');
   }
 

@@ -113,5 +113,6 @@ export async function planMigration(
     );
   }
   report.strategyReason = plan.reason;
+  report.predictedFreezeMs = plan.predictedFreezeMs;
   return { strategy: plan.strategy, local: local.strategies };
 }

@@ -27,6 +27,8 @@ export interface PlanInput {
 export interface Plan {
   strategy: StrategyName;
   reason: string;
+  /** The freeze predicted for `strategy` (predictFreezeMs), which the report carries beside the measured one. */
+  predictedFreezeMs: number;
 }
 
 /** Freeze cost that does not depend on memory (pause, dump and restore of a tiny container, agent round trips), measured here. */
@@ -42,6 +44,16 @@ export function estimateColdFreezeMs(memoryBytes: number, transferRate = DEFAULT
 
 export function estimatePostcopyFreezeMs(): number {
   return FIXED_FREEZE_MS + 50;
+}
+
+/**
+ * The freeze a strategy is predicted to cost. Cold and content-delta pre-copy both dump all memory inside the
+ * freeze (pre-copy sends only what changed, so the link drops out); post-copy and hybrid leave memory for after it.
+ */
+export function predictFreezeMs(strategy: StrategyName, memoryBytes: number, transferRate?: number): number {
+  if (strategy === 'postcopy' || strategy === 'hybrid') return estimatePostcopyFreezeMs();
+  if (strategy === 'precopy') return estimateColdFreezeMs(memoryBytes, Number.POSITIVE_INFINITY);
+  return estimateColdFreezeMs(memoryBytes, transferRate);
 }
 
 /**
@@ -99,6 +111,14 @@ function why(s: StrategyName, p: PlanInput): string | undefined {
 }
 
 export function planStrategy(p: PlanInput): Plan {
+  const chosen = choose(p);
+  return {
+    ...chosen,
+    predictedFreezeMs: predictFreezeMs(chosen.strategy, p.memoryBytes ?? 0, p.transferRate),
+  };
+}
+
+function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
   const usable = STRATEGIES.filter((s) => !why(s, p));
   for (const [host, caps] of [
     [p.sourceHost, p.source],

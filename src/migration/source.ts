@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { linkImages } from '../host/images.ts';
 import { relinkRemaps } from '../host/link-remaps.ts';
@@ -271,13 +272,17 @@ export class MigrationSource {
         // the address is announced there once the lock here has landed: before it, the source's own packets would
         // teach the LAN its old place again; after it, a packet that arrives here is dropped (the window is one
         // request and a staged announcement)
+        const traced = performance.now();
         const locking = this.host.network.quiesce(name, net);
         const announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
         const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
+        traceStep('source: locked and paused', traced, { migration: id });
         await this.faults.reach('source:checkpoint', name, 100);
         // (what CRIU has written so far is reported while it writes)
+        const dumping = performance.now();
         seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
+        traceStep('source: dump', dumping, { migration: id });
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
