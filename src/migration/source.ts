@@ -286,7 +286,7 @@ export class MigrationSource {
       } finally {
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
-        const st = seized ? undefined : (await this.host.runc.state(name))?.status;
+        const st = seized ? undefined : await this.host.frozenStatus(name);
         progress.sourceStopped = seized || (st !== 'running' && st !== 'paused');
         after = st;
       }
