@@ -289,10 +289,15 @@ export class IncomingMigration {
     this.stopIfAborted();
     // its network stays locked until the commit: a copy that may still be aborted must never have talked to a
     // client (the client would then see the source's older state when the source thaws)
-    const st = await host.runc.state(name);
-    if (st?.status !== 'running') {
-      const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
-      throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
+    // (runc's own files say so without a process; runc is asked when they cannot tell, and names what it is instead)
+    let pid = await host.runc.runningPid?.(name);
+    if (pid === undefined) {
+      const st = await host.runc.state(name);
+      if (st?.status !== 'running') {
+        const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
+        throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
+      }
+      pid = st.pid;
     }
     this.stopIfAborted();
     await host.writeRecord({
@@ -307,7 +312,7 @@ export class IncomingMigration {
       log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
       return undefined;
     });
-    const out: RestoreResult = { pid: st.pid, ms };
+    const out: RestoreResult = { pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');
     traceStep('incoming: restore', traced, { migration: this.id });

@@ -176,7 +176,9 @@ export async function freezerState(
     // no v1 freezer
   }
   if (v1 !== undefined) {
-    const procs = await readFile(join(root, 'freezer', cgroupsPath, 'cgroup.procs'), 'utf8').catch(() => undefined);
+    const procs = await readFile(join(root, 'freezer', cgroupsPath, 'cgroup.procs'), 'utf8').catch(
+      () => undefined,
+    );
     if (procs === undefined) return undefined;
     if (!procs.trim()) return 'empty';
     return v1 === 'FROZEN' ? 'frozen' : v1 === 'THAWED' ? 'thawed' : undefined;

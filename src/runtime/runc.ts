@@ -1,7 +1,7 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
@@ -88,6 +88,11 @@ export interface RuncLike {
   checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }>;
   restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump;
+  /**
+   * The init pid of a container that runs (not created, paused or stopped), read the way runc reads it, without
+   * starting runc; undefined when it does not run or that cannot be told (then ask `state`).
+   */
+  runningPid?(id: string): Promise<number | undefined>;
 }
 
 export interface LazyCheckpointOptions {
@@ -163,6 +168,10 @@ export class Runc implements RuncLike {
     const r = await this.runner.run(this.argv(undefined, 'state', id), { allowFail: true });
     if (r.code !== 0) return undefined;
     return JSON.parse(r.stdout) as RuncContainerState;
+  }
+
+  async runningPid(id: string): Promise<number | undefined> {
+    return runningPidOf(join(this.root, id));
   }
 
   async list(): Promise<RuncContainerState[]> {
@@ -279,6 +288,50 @@ export class Runc implements RuncLike {
     });
     return { ms: r.ms };
   }
+}
+
+/**
+ * What `runc state` answers `running` from, read from runc's own files in `dir` (its root's directory for the
+ * container): state.json's init pid still alive with the start time runc recorded (a reused pid is someone else),
+ * no exec.fifo (a container created but not started keeps it) and a freezer that is not frozen.
+ */
+export async function runningPidOf(dir: string, procRoot = '/proc'): Promise<number | undefined> {
+  try {
+    const st = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+      init_process_pid?: number;
+      init_process_start?: number | string;
+      cgroup_paths?: Record<string, string>;
+    };
+    const pid = st.init_process_pid;
+    if (!pid || st.init_process_start === undefined) return undefined;
+    const stat = await readFile(join(procRoot, String(pid), 'stat'), 'utf8');
+    // fields after the command name, which may hold spaces and parentheses: state is field 3, starttime field 22
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
+    if (fields[19] !== String(st.init_process_start)) return undefined;
+    if (await exists(join(dir, 'exec.fifo'))) return undefined;
+    const freezer = st.cgroup_paths?.['freezer'];
+    if (freezer) {
+      const state = await readFile(join(freezer, 'freezer.state'), 'utf8').catch(() => undefined);
+      if (state === undefined || state.trim() !== 'THAWED') return undefined;
+    } else {
+      const unified = st.cgroup_paths?.[''];
+      const events = unified
+        ? await readFile(join(unified, 'cgroup.events'), 'utf8').catch(() => undefined)
+        : undefined;
+      if (events === undefined || !/^frozen 0$/m.test(events)) return undefined;
+    }
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The last error message in a runc JSON log. */
