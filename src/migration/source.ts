@@ -258,13 +258,22 @@ export class MigrationSource {
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
-      // before the freeze: the destination primes the hold its packets will wait in (decision 11)
-      const held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
-      await journal.step('frozen', strategy.journalExtra?.());
+      // before the freeze: the destination primes the hold its packets will wait in (decision 11), and beside it
+      // the lock's process starts here, so that at the pause it only has to read its rules
+      this.host.network.stageQuiesce?.(name, net);
+      let held = false;
+      try {
+        held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
+        await journal.step('frozen', strategy.journalExtra?.());
+      } catch (err) {
+        this.host.network.dropQuiesce?.(name, net);
+        throw err;
+      }
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
       let after: string | undefined;
+      let announcing: Promise<void> | undefined;
       try {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
@@ -273,9 +282,12 @@ export class MigrationSource {
         // teach the LAN its old place again; after it, a packet that arrives here is dropped (the window is one
         // request and a staged announcement)
         const traced = performance.now();
+        // (the dump does not wait for the announcement: it lands while CRIU works, and is settled before this
+        // phase ends, so a rollback never races it)
         const locking = this.host.network.quiesce(name, net);
-        const announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
-        const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
+        announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
+        announcing?.catch(() => {});
+        const settled = await Promise.allSettled([locking, this.host.runc.pause(name)]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         traceStep('source: locked and paused', traced, { migration: id });
         await this.faults.reach('source:checkpoint', name, 100);
@@ -284,6 +296,7 @@ export class MigrationSource {
         seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
         traceStep('source: dump', dumping, { migration: id });
       } finally {
+        await announcing?.catch(() => {});
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
         const st = seized ? undefined : await this.host.frozenStatus(name);
