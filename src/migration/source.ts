@@ -19,6 +19,7 @@ import { cgroupPids } from '../runtime/cgroups.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
+import { FreezeCalibration } from './freeze-model.ts';
 import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
@@ -75,6 +76,8 @@ export class MigrationSource {
   private readonly onReport: ((report: MigrationReport) => void) | undefined;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
+  /** The freezes earlier migrations measured, by destination: what the next plan predicts from. */
+  private readonly freezes = new Map<string, FreezeCalibration>();
 
   constructor(deps: SourceDeps) {
     this.host = deps.host;
@@ -188,6 +191,7 @@ export class MigrationSource {
         peer,
         report,
         this.rates.get(peer.name),
+        this.freezes.get(peer.name)?.model(),
       );
     });
     report.strategy = planned.strategy;
@@ -384,6 +388,13 @@ export class MigrationSource {
       await this.commit(peer, id, progress);
       // the freeze ends at the commit: the destination unlocks the container's network only then
       report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
+      const calibration = this.freezes.get(peer.name) ?? new FreezeCalibration();
+      calibration.add({
+        strategy: report.strategy,
+        memoryBytes: report.memoryBytes ?? 0,
+        freezeMs: report.freezeMs,
+      });
+      this.freezes.set(peer.name, calibration);
       await journal.step('committed');
     });
     report.ok = true;
