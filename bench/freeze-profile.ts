@@ -33,6 +33,8 @@ interface Sample {
   steps: Map<string, number>;
 }
 
+const OUTSIDE = '(outside CRIU: the freeze less dump and restore)';
+
 /** Options runc takes before its command, each with one value. */
 const RUNC_GLOBAL = new Set(['--root', '--log', '--log-format', '--criu']);
 
@@ -124,6 +126,10 @@ async function once(bed: Bed, name: string, ip: string, mib: number, strategy: s
         steps.set(`source: ${l.step}`, (steps.get(`source: ${l.step}`) ?? 0) + l.ms);
       }
     }
+    // what is not CRIU's own work: the freeze less the dump (until its images are written; post-copy's dump then
+    // serves pages) and the restore
+    const criu = (steps.get('source: source: dump') ?? 0) + (steps.get('destination: runc restore') ?? 0);
+    steps.set(OUTSIDE, rep.freezeMs - criu);
     return {
       freezeMs: rep.freezeMs,
       strategy: rep.strategy,
@@ -174,8 +180,9 @@ export async function main(argv: string[]): Promise<void> {
             try {
               const s = await once(bed, name, ip, mib, strategy);
               samples.set(key, [...(samples.get(key) ?? []), s]);
+              const ratio = s.predictedMs ? ` = ${fmt((100 * s.predictedMs) / s.freezeMs)} %` : '';
               log(
-                `${key} run ${run}: ${s.strategy} freeze ${s.freezeMs} ms (predicted ${s.predictedMs ?? '-'})`,
+                `${key} run ${run}: ${s.strategy} freeze ${s.freezeMs} ms, outside CRIU ${s.steps.get(OUTSIDE)} ms, predicted ${s.predictedMs ?? '-'}${ratio}`,
               );
             } catch (err) {
               log(`${key} run ${run} failed: ${(err as Error).message}`);
