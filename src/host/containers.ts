@@ -15,7 +15,7 @@ import {
   writeConfig,
 } from '../runtime/bundle.ts';
 import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
-import { cgroupPids, freezerIsV1, freezerState, memoryUsage } from '../runtime/cgroups.ts';
+import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
 import { dumperCredentials, hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
 import { type ProcessInfo, readProcesses } from '../runtime/proc-tree.ts';
 import type { RuncLike } from '../runtime/runc.ts';
@@ -115,19 +115,6 @@ export class ContainerHost {
   /** How fast the container touches writable memory now (runtime/touch-rate.ts); it keeps running. */
   async touchRate(name: string): Promise<TouchRate | undefined> {
     return measureTouchRate(await cgroupPids(this.cgroupsPath(name)));
-  }
-
-  /**
-   * The container's status as `runc state` names it, for the question asked inside the freeze (are its tasks still
-   * frozen?): read from its cgroup, which is what runc itself reads for paused, without starting a process; runc
-   * is asked when the cgroup cannot be read.
-   */
-  async frozenStatus(name: string): Promise<string | undefined> {
-    const f = await freezerState(this.cgroupsPath(name)).catch(() => undefined);
-    if (f === 'frozen') return 'paused';
-    if (f === 'thawed') return 'running';
-    if (f === 'empty') return 'stopped';
-    return (await this.runc.state(name))?.status;
   }
 
   /** Memory the container uses now (its cgroup's figure), 0 when unknown. */

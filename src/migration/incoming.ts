@@ -290,7 +290,8 @@ export class IncomingMigration {
     // its network stays locked until the commit: a copy that may still be aborted must never have talked to a
     // client (the client would then see the source's older state when the source thaws)
     // (runc's own files say so without a process; runc is asked when they cannot tell, and names what it is instead)
-    let pid = await host.runc.runningPid?.(name);
+    const quick = await host.runc.quickStatus?.(name);
+    let pid = quick?.status === 'running' ? quick.pid : undefined;
     if (pid === undefined) {
       const st = await host.runc.state(name);
       if (st?.status !== 'running') {

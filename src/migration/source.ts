@@ -303,7 +303,12 @@ export class MigrationSource {
         await announcing?.catch(() => {});
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
-        const st = seized ? undefined : await this.host.frozenStatus(name);
+        // (read from runc's own files, what `runc state` reads, without its process; runc is asked when they
+        // cannot tell)
+        const st = seized
+          ? undefined
+          : ((await this.host.runc.quickStatus?.(name))?.status ??
+            (await this.host.runc.state(name))?.status);
         progress.sourceStopped = seized || (st !== 'running' && st !== 'paused');
         after = st;
       }

@@ -158,38 +158,3 @@ export async function freezerIsV1(root = CGROUP_ROOT): Promise<boolean> {
   const h = await hierarchies(root);
   return h.some((d) => d === join(root, 'freezer')) && !h.includes(root);
 }
-
-/**
- * Whether a container's tasks are frozen, as its cgroup says (what `runc state` reports as paused, read without a
- * process): `frozen`, `thawed`, or `empty` when no task is left; undefined when it cannot be told (no layout read, or
- * a v1 freezer still FREEZING), and the caller asks runc. A v1 freezer wins: on a hybrid host the unified tree has
- * the same cgroup too, but runc freezes through v1 there and the unified `frozen` stays 0.
- */
-export async function freezerState(
-  cgroupsPath: string,
-  root = CGROUP_ROOT,
-): Promise<'frozen' | 'thawed' | 'empty' | undefined> {
-  let v1: string | undefined;
-  try {
-    v1 = (await readFile(join(root, 'freezer', cgroupsPath, 'freezer.state'), 'utf8')).trim();
-  } catch {
-    // no v1 freezer
-  }
-  if (v1 !== undefined) {
-    const procs = await readFile(join(root, 'freezer', cgroupsPath, 'cgroup.procs'), 'utf8').catch(
-      () => undefined,
-    );
-    if (procs === undefined) return undefined;
-    if (!procs.trim()) return 'empty';
-    return v1 === 'FROZEN' ? 'frozen' : v1 === 'THAWED' ? 'thawed' : undefined;
-  }
-  try {
-    const events = await readFile(join(root, cgroupsPath, 'cgroup.events'), 'utf8');
-    const field = (k: string) => new RegExp(`^${k} (\\d)$`, 'm').exec(events)?.[1];
-    if (field('populated') === '0') return 'empty';
-    const frozen = field('frozen');
-    return frozen === undefined ? undefined : frozen === '1' ? 'frozen' : 'thawed';
-  } catch {
-    return undefined;
-  }
-}

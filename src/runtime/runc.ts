@@ -89,10 +89,10 @@ export interface RuncLike {
   restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump;
   /**
-   * The init pid of a container that runs (not created, paused or stopped), read the way runc reads it, without
-   * starting runc; undefined when it does not run or that cannot be told (then ask `state`).
+   * Running or paused, as `state` would say, read from runc's files without starting runc (inside the freeze);
+   * undefined for anything else or when it cannot be told: then ask `state`.
    */
-  runningPid?(id: string): Promise<number | undefined>;
+  quickStatus?(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined>;
 }
 
 export interface LazyCheckpointOptions {
@@ -170,8 +170,8 @@ export class Runc implements RuncLike {
     return JSON.parse(r.stdout) as RuncContainerState;
   }
 
-  async runningPid(id: string): Promise<number | undefined> {
-    return runningPidOf(join(this.root, id));
+  async quickStatus(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
+    return quickStatusOf(join(this.root, id));
   }
 
   async list(): Promise<RuncContainerState[]> {
@@ -291,11 +291,17 @@ export class Runc implements RuncLike {
 }
 
 /**
- * What `runc state` answers `running` from, read from runc's own files in `dir` (its root's directory for the
- * container): state.json's init pid still alive with the start time runc recorded (a reused pid is someone else),
- * no exec.fifo (a container created but not started keeps it) and a freezer that is not frozen.
+ * The two answers of `runc state` the freeze waits for, running or paused, read the way runc reads them from its
+ * own files in `dir` (its root's directory for the container), without starting runc: state.json's init pid alive
+ * with the start time runc recorded (a reused pid is someone else's), no exec.fifo (a container created but not
+ * started keeps it), and the freezer of the cgroup runc recorded, FROZEN or THAWED (v1) or `frozen` in
+ * cgroup.events (v2). Undefined for anything else (stopped, created, freezing, unreadable): ask `state`, which
+ * also names it.
  */
-export async function runningPidOf(dir: string, procRoot = '/proc'): Promise<number | undefined> {
+export async function quickStatusOf(
+  dir: string,
+  procRoot = '/proc',
+): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
   try {
     const st = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
       init_process_pid?: number;
@@ -310,21 +316,26 @@ export async function runningPidOf(dir: string, procRoot = '/proc'): Promise<num
     if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
     if (fields[19] !== String(st.init_process_start)) return undefined;
     if (await exists(join(dir, 'exec.fifo'))) return undefined;
-    const freezer = st.cgroup_paths?.['freezer'];
-    if (freezer) {
-      const state = await readFile(join(freezer, 'freezer.state'), 'utf8').catch(() => undefined);
-      if (state === undefined || state.trim() !== 'THAWED') return undefined;
-    } else {
-      const unified = st.cgroup_paths?.[''];
-      const events = unified
-        ? await readFile(join(unified, 'cgroup.events'), 'utf8').catch(() => undefined)
-        : undefined;
-      if (events === undefined || !/^frozen 0$/m.test(events)) return undefined;
-    }
-    return pid;
+    const frozen = await frozenCgroup(st.cgroup_paths ?? {});
+    if (frozen === undefined) return undefined;
+    return { status: frozen ? 'paused' : 'running', pid };
   } catch {
     return undefined;
   }
+}
+
+/** Whether the cgroup runc recorded is frozen; a v1 freezer wins (a hybrid host's unified `frozen` stays 0). */
+async function frozenCgroup(paths: Record<string, string>): Promise<boolean | undefined> {
+  const v1 = paths['freezer'];
+  if (v1) {
+    const state = (await readFile(join(v1, 'freezer.state'), 'utf8').catch(() => '')).trim();
+    return state === 'FROZEN' ? true : state === 'THAWED' ? false : undefined;
+  }
+  const v2 = paths[''];
+  if (!v2) return undefined;
+  const events = await readFile(join(v2, 'cgroup.events'), 'utf8').catch(() => '');
+  const m = /^frozen (\d)$/m.exec(events);
+  return m ? m[1] === '1' : undefined;
 }
 
 function exists(path: string): Promise<boolean> {
