@@ -40,7 +40,7 @@ const RUNC_GLOBAL = new Set(['--root', '--log', '--log-format', '--criu']);
 
 /** A child process as a step: the program and its command, without the paths. */
 function label(l: TraceLine, host: string): string {
-  if (l.step) return `${host}: ${l.step}`;
+  if (l.step) return l.step.startsWith(`${host}: `) ? l.step : `${host}: ${l.step}`;
   const argv = l.argv ?? [];
   const prog = basename(argv[0] ?? '?');
   const words: string[] = [];
@@ -128,7 +128,7 @@ async function once(bed: Bed, name: string, ip: string, mib: number, strategy: s
     }
     // what is not CRIU's own work: the freeze less the dump (until its images are written; post-copy's dump then
     // serves pages) and the restore
-    const criu = (steps.get('source: source: dump') ?? 0) + (steps.get('destination: runc restore') ?? 0);
+    const criu = (steps.get('source: dump') ?? 0) + (steps.get('destination: runc restore') ?? 0);
     steps.set(OUTSIDE, rep.freezeMs - criu);
     // CRIU's own figures (its stats images): what is left of runc's processes around them is runc's own work, what
     // driving CRIU's RPC directly could save
