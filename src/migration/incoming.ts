@@ -337,6 +337,7 @@ export class IncomingMigration {
     const { network } = this.deps.host;
     const net = identity(this.rec.record);
     await network.unlock(this.name, net);
+    traceStep('incoming: commit: unlocked', traced, { migration: this.id });
     // unlocked first: what was held goes to the restored sockets now, none of it to the lock
     if (this.held !== 'none') {
       await network.releaseHold?.(this.name, net);
@@ -355,6 +356,7 @@ export class IncomingMigration {
     } else {
       await rm(images, { recursive: true, force: true });
     }
+    traceStep('incoming: commit: released, images removed', traced, { migration: this.id });
     await this.file.remove();
     traceStep('incoming: commit', traced, { migration: this.id });
     this.deps.log.info({ container: this.name, migration: this.id }, 'incoming migration committed');

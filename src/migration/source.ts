@@ -486,9 +486,11 @@ export class MigrationSource {
     let entry: SourceJournalEntry | undefined;
     return {
       step: async (step, extra = {}) => {
+        const traced = performance.now();
         entry = entry
           ? await journal.step(entry, step, extra)
           : await journal.write({ id, role: 'source', container, peer: endpoint, step, ...extra });
+        traceStep(`source: journal ${step}`, traced, { migration: id });
       },
       done: async () => {
         if (entry) await journal.remove(id);
