@@ -60,19 +60,26 @@ export interface FreezeSample {
 
 /** Below this much memory a cold freeze measures the fixed part; above it, the memory rate too. */
 const FIXED_SAMPLE_MAX_BYTES = 32 << 20;
-/** The last freezes kept per destination: a median of a few follows the load without one outlier moving it. */
-const KEPT = 5;
+/**
+ * The last freezes kept per destination. The load of a shared host swings within minutes: on the testbed, a
+ * median of the last three was within 25 % of the next freeze about twice as often as one of the last five, and
+ * one outlier still does not move it.
+ */
+const KEPT = 3;
 
-/** The freezes measured to one destination, and the model they give. */
+/**
+ * The freezes measured to one destination, and the model they give. Cold and post-copy feed one series for the
+ * fixed part (post-copy's freeze is cold's fixed part and a little more: its memory moves after the freeze), so a
+ * destination that `auto` sends only post-copy for keeps following the load for cold too.
+ */
 export class FreezeCalibration {
   private readonly fixed: number[] = [];
-  private readonly postcopy: number[] = [];
   private readonly rates: number[] = [];
 
   add(s: FreezeSample): void {
     if (!(s.freezeMs > 0)) return;
     if (s.strategy === 'postcopy' || s.strategy === 'hybrid') {
-      keep(this.postcopy, s.freezeMs);
+      keep(this.fixed, s.freezeMs - POSTCOPY_EXTRA_MS);
     } else if (s.strategy === 'cold') {
       if (s.memoryBytes < FIXED_SAMPLE_MAX_BYTES) {
         keep(this.fixed, s.freezeMs - (2 * s.memoryBytes * 1000) / this.model().memoryRate);
@@ -89,8 +96,7 @@ export class FreezeCalibration {
     const fixedMs = this.fixed.length ? median(this.fixed) : DEFAULT_FREEZE_MODEL.fixedMs;
     return {
       fixedMs,
-      // (no post-copy measured yet: it costs what cold's fixed part does, plus its page server and daemon)
-      postcopyMs: this.postcopy.length ? median(this.postcopy) : fixedMs + POSTCOPY_EXTRA_MS,
+      postcopyMs: fixedMs + POSTCOPY_EXTRA_MS,
       memoryRate: this.rates.length ? median(this.rates) : DEFAULT_FREEZE_MODEL.memoryRate,
     };
   }
