@@ -182,3 +182,25 @@ test("into the caller's file: zstd writes it, the digest gives its length once s
     await s.done();
   }
 });
+
+test("into the caller's file: a caller that goes away mid-write stops zstd and thaws the container", async () => {
+  const s = await setup();
+  try {
+    const file = join(s.dir, 'out.tar.zst');
+    const token = s.ck.issueToken();
+    await writeFile(file, token, { mode: 0o600 });
+    const started = await s.ck.start('c1', {
+      leaveRunning: false,
+      compress: 'zstd',
+      file: { path: file, token },
+    });
+    started.cancel();
+    await assert.rejects(started.digest);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(s.status(), 'running');
+    assert.equal(s.host.isBusy('c1'), false);
+    await assert.rejects(s.ck.finish(started.id, { stop: true }), { code: 'FERRY_E_CHECKPOINT_UNKNOWN' });
+  } finally {
+    await s.done();
+  }
+});
