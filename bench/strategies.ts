@@ -201,7 +201,17 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
     );
   const floor = med('floor/0', (s) => s.gapMs);
   const rows = [
-    ['strategy', 'memory', 'gap ms', 'freeze ms', 'total ms', 'last page ms', 'window MB/s', 'gap / floor', 'ok runs'],
+    [
+      'strategy',
+      'memory',
+      'gap ms',
+      'freeze ms',
+      'total ms',
+      'last page ms',
+      'window MB/s',
+      'gap / floor',
+      'ok runs',
+    ],
   ];
   for (const strategy of o.strategies) {
     for (const mib of o.sizesMiB) {
