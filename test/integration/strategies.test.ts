@@ -189,7 +189,7 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
   const res = await probe.stop();
   t.diagnostic(`${figures.join('; ')}; client max gap ${res.maxGapMs.toFixed(0)} ms`);
   assert.equal(res.resets, 0);
-  assert.equal(res.errors, 0);
+  assert.equal(res.errors, 0, JSON.stringify(res).slice(0, 2000));
   assert.equal(res.lost, 0);
   assert.equal(res.serverValues?.continuous, true);
   assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left');
@@ -240,7 +240,7 @@ test('pre-copy (content delta): rounds while the 256 MiB writer runs, a small sw
     `rounds ${report.rounds.map((x) => `${(x.bytes / 2 ** 20).toFixed(1)} MiB`).join(', ')}; switchover ${(report.precopy.switchoverBytes / 2 ** 20).toFixed(1)} MiB; freeze ${report.freezeMs} ms; stop: ${report.precopy.stop}; client gap ${res.maxGapMs.toFixed(0)} ms`,
   );
   assert.equal(res.resets, 0);
-  assert.equal(res.errors, 0);
+  assert.equal(res.errors, 0, JSON.stringify(res).slice(0, 2000));
   assert.equal(res.serverValues?.continuous, true);
 });
 
