@@ -190,6 +190,10 @@ export function reportText(r: MigrationReport): string {
       if (s?.restoreTimeUs !== undefined) parts.push(`restore ${(s.restoreTimeUs / 1000).toFixed(1)} ms`);
       lines.push(`  criu: ${parts.join(', ')}`);
     }
+    if (r.postcopy)
+      lines.push(
+        `  post-copy window ${r.postcopy.lastPageMs} ms (restore to last page)${r.postcopy.bytes !== undefined && r.postcopy.rate !== undefined ? `: ${formatBytes(r.postcopy.bytes)} at ${formatBytes(r.postcopy.rate)}/s` : ''}`,
+      );
     if (r.sourceHeldBytes)
       lines.push(`  source held ${formatBytes(r.sourceHeldBytes)} frozen until the commit (its rollback)`);
   }
