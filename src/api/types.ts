@@ -157,7 +157,7 @@ export interface MigrationReport {
   zeroBytesSkipped?: number;
   /** The bundle as sent at prepare, before the freeze (the transfer then sends what changed since). */
   bundlePrestagedBytes?: number;
-  /** Cold: bytes of page images already sent while CRIU was still writing them. */
+  /** Cold and post-copy: bytes of page images already sent while CRIU was still writing them. */
   streamedDuringDump?: number;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };

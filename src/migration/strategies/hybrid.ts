@@ -3,7 +3,7 @@
 
 import { PostcopyStrategy } from './postcopy.ts';
 import { isRoundDir, preDumpRounds } from './precopy-softdirty.ts';
-import { type MigrationContext, noShare, type TransferShare } from './strategy.ts';
+import type { MigrationContext, TransferShare } from './strategy.ts';
 
 export class HybridStrategy extends PostcopyStrategy {
   override readonly name = 'hybrid' as const;
@@ -12,7 +12,7 @@ export class HybridStrategy extends PostcopyStrategy {
     this.parent = await preDumpRounds(ctx);
   }
 
-  override async transfer(): Promise<TransferShare> {
-    return { ...noShare(), exclude: isRoundDir };
+  override async transfer(ctx: MigrationContext): Promise<TransferShare> {
+    return { ...(await super.transfer(ctx)), exclude: isRoundDir };
   }
 }

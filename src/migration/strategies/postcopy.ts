@@ -3,11 +3,14 @@
 // keeps the tasks and serves their pages; the destination restores at once and faults pages in; after confirm the
 // `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused)
 // and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
+// The pages the dump cannot leave lazy (stacks, written private file mappings: the bulk of what crosses before the
+// restore) stream to the destination while CRIU writes them, as cold's page images do.
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../core/errors.ts';
 import { lazyPages, PAGE_BYTES } from '../../images/pagemap.ts';
 import type { LazyDump } from '../../runtime/runc.ts';
+import { GrowingFiles } from '../../transport/tail.ts';
 import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN, PROGRESS_EVERY_MS } from '../defaults.ts';
 import { withDeadline } from '../phases.ts';
 import { ProgressMeter, pagesLeft } from '../progress.ts';
@@ -32,6 +35,9 @@ export interface PostcopyDeps {
   port?: () => number;
 }
 
+/** Smallest stretch of non-lazy pages sent while CRIU writes (a request's overhead against a millisecond's bytes). */
+const TAIL_MIN_BYTES = 64 << 10;
+
 /** How long rollback waits for CRIU to let go of the tasks after its page server failed. */
 const RELEASE_WAIT_MS = 10_000;
 
@@ -40,6 +46,10 @@ export class PostcopyStrategy implements Strategy {
   private readonly deps: PostcopyDeps | undefined;
   private fence: { port: number; allow: string } | undefined;
   private lazy: LazyDump | undefined;
+  private tail: GrowingFiles | undefined;
+  private tailStart: number | undefined;
+  /** Bytes of non-lazy pages already sent when the dump was ready. */
+  private early = 0;
   /** Hybrid: the last pre-dump round, the lazy dump's parent. */
   protected parent: string | undefined;
 
@@ -69,6 +79,15 @@ export class PostcopyStrategy implements Strategy {
         phase: 'checkpoint',
       });
     }
+    // the non-lazy pages are about a megabyte, not cold's hundreds: every new stretch goes at once
+    if (!ctx.options.compress) {
+      this.tail = new GrowingFiles(ctx.images, (r) => ctx.sender.send(r), {
+        parallel: ctx.options.streams,
+        minBytes: TAIL_MIN_BYTES,
+      });
+      this.tailStart = ctx.now();
+      this.tail.start();
+    }
     const lazy = ctx.host.runc.checkpointLazy(ctx.name, {
       imagePath: ctx.images,
       workPath: ctx.images,
@@ -82,14 +101,24 @@ export class PostcopyStrategy implements Strategy {
       await withDeadline('checkpoint', lazy.ready, ctx.dumpTimeoutMs);
     } catch (err) {
       lazy.kill();
+      await this.tail?.stop();
       throw err;
     }
+    this.early = this.tail?.bytes ?? 0;
     this.lazy = lazy;
     return { seized: true };
   }
 
-  async transfer(): Promise<TransferShare> {
-    return noShare();
+  /** CRIU has written every image (it serves the lazy pages from memory): the rest of the page images goes now. */
+  async transfer(ctx: MigrationContext): Promise<TransferShare> {
+    if (!this.tail) return noShare();
+    const streamed = new Set(await this.tail.finish());
+    if (streamed.size > 0) ctx.report.streamedDuringDump = this.early;
+    return { ...noShare(), streamed, ...(this.tailStart !== undefined ? { since: this.tailStart } : {}) };
+  }
+
+  async stopSending(): Promise<void> {
+    await this.tail?.stop();
   }
 
   restoreOptions(): Omit<RestoreOptions, 'neighbours'> {

@@ -154,6 +154,8 @@ class LogRunc implements RuncLike {
     try {
       step(`runc.checkpoint-lazy${o.parentPath ? ` parent=${o.parentPath}` : ''}`);
       writeFileSync(join(o.imagePath, 'pagemap-1.img'), lazyPagemap(LAZY_PAGES));
+      // the pages it cannot leave lazy (a program's written data segment) are in the image directory
+      writeFileSync(join(o.imagePath, 'pages-1.img'), Buffer.alloc(8192, 7));
       ready = Promise.resolve();
     } catch (err) {
       ready = Promise.reject(err);
@@ -462,6 +464,8 @@ test('post-copy: the fence opens before prepare, a lazy dump, a lazy restore, th
     ...FREEZE,
     'runc.checkpoint-lazy',
     'net.detach',
+    // the non-lazy pages went in ranges while CRIU wrote them (here: all at once, at the end)
+    'peer.send-range',
     'peer.send bundle',
     'peer.send images',
     'peer.restore lazy',
@@ -484,6 +488,13 @@ test('post-copy: the fence opens before prepare, a lazy dump, a lazy restore, th
   assert.ok((r.postcopy?.rate ?? 0) > 0, `rate ${r.postcopy?.rate}`);
 });
 
+test('post-copy with zstd: its non-lazy pages go in the compressed stream, not in ranges while dumping', async () => {
+  const r = await migrate('postcopy', { compress: 'on' });
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.ok(!log.includes('peer.send-range'));
+  assert.equal(r.streamedDuringDump, undefined);
+});
+
 test('hybrid: pre-dump rounds, then the lazy dump chained to the last round', async () => {
   runc.preDumpSizes = [40960, 2048];
   const r = await migrate('hybrid', { thresholdBytes: 4096 });
@@ -499,6 +510,7 @@ test('hybrid: pre-dump rounds, then the lazy dump chained to the last round', as
     ...FREEZE,
     'runc.checkpoint-lazy parent=round-2',
     'net.detach',
+    'peer.send-range',
     'peer.send bundle',
     'peer.send images',
     'peer.restore lazy',
