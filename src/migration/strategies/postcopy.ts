@@ -3,7 +3,7 @@
 // keeps the tasks and serves their pages; the destination restores at once and faults pages in; after confirm the
 // `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused)
 // and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
-// The pages the dump cannot leave lazy (stacks, written private file mappings: the bulk of what crosses before the
+// The pages the dump cannot leave lazy (written private file mappings, the vDSO: the bulk of what crosses before the
 // restore) stream to the destination while CRIU writes them, as cold's page images do.
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
