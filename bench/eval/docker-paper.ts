@@ -201,7 +201,7 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
         note:
           `Each run migrates the controller three times (post-copy a→b, cold b→a, pre-copy a→b). Every bridge stayed ` +
           `connected through ${connected} moves (no new connection attempt in ovs-vswitchd's log, sec_since_connect ` +
-          `rising). "Packet-in path stalled": the longest gap between broadcasts (one every 20 ms, each a packet-in and ` +
+          `never reset). "Packet-in path stalled": the longest gap between broadcasts (one every 20 ms, each a packet-in and ` +
           `a packet-out on both bridges) reaching the far host during a move, as the switches saw the controller. ` +
           `OVS's echo probes are at least 5 s apart, too coarse to time a move; the packet-in path is what the switches wait on. ` +
           `The bridges keep OVS's default inactivity probe: a controller silent for 5 s gets an echo request and 5 s more to ` +
