@@ -26,6 +26,7 @@ import {
 } from './switchover-podman.ts';
 import {
   type NginxSample,
+  p999During,
   type Sample,
   type SwitchoverBenchOptions,
   switchoverReport,
@@ -265,17 +266,10 @@ async function measureNginx(b: Bed, who: string, name: string): Promise<NginxSam
     await sleep(Math.max(1500, 2 * s.freezeMs + 2000));
     const r = await load.stop();
     load = undefined;
-    // across the migration: every request that was due from its start to its end
-    const during = r.samples
-      .filter(([due]) => due >= t0 && due <= t1)
-      .map(([, ms]) => ms)
-      .sort((x, y) => x - y);
     s.requests = r.samples.length;
     s.errors = r.errors.length;
-    s.p999Ms = during.length
-      ? during[Math.min(during.length - 1, Math.ceil(0.999 * during.length) - 1)]!
-      : Number.NaN;
-    s.maxMs = Math.max(...r.samples.map(([, ms]) => ms));
+    s.p999Ms = p999During(r.samples, t0, t1);
+    s.maxMs = r.samples.length ? r.samples.reduce((m, [, ms]) => Math.max(m, ms), 0) : Number.NaN;
     if (s.errors) s.note = `socket errors: ${[...new Set(r.errors.map((e) => e.error))].join(', ')}`;
   } catch (err) {
     s.note = (err as Error).message.split('\n')[0];
