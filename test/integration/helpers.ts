@@ -251,14 +251,19 @@ export async function waitFor<T>(
   timeoutMs = 10_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  let last: unknown;
   for (;;) {
     try {
       const v = await fn();
       if (v !== undefined && v !== false) return v;
-    } catch {
-      // not yet
+    } catch (e) {
+      // not yet; kept so that a timeout says what went wrong last
+      last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}${last === undefined ? '' : ` (last error: ${(last as Error).message ?? String(last)})`}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
