@@ -49,6 +49,12 @@ export const SHAPED_RATE = { tc: '1gbit', bytesPerSec: 1e9 / 8 };
 /** The nginx scenario's load: connections, and one request every this many ms on each. */
 const LOAD = { connections: 8, intervalMs: 10 };
 
+/**
+ * Container addresses, reused round-robin (each container is removed after its measurement): .150 to .249, clear of
+ * the hosts (.10 up), the client (.100) and the bridge (.254).
+ */
+const ADDRESSES = { first: 150, count: 100 };
+
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
 function server(mib: number): string[] {
@@ -86,7 +92,7 @@ async function withBed<T>(
       tb,
       ctx,
       ferryArgv: o.ferryArgv,
-      next: () => `${tb.subnet}.${50 + (n++ % 150)}`,
+      next: () => `${tb.subnet}.${ADDRESSES.first + (n++ % ADDRESSES.count)}`,
     });
   } finally {
     ctx.close();
@@ -240,11 +246,12 @@ async function measureNginx(b: Bed, who: string, name: string): Promise<NginxSam
     requests: 0,
     ok: false,
   };
-  const hc = who === 'hand' ? await handStart(b.runner, b.tb, 'a', name, ip, nginxArgs()) : undefined;
-  if (!hc) await b.ctx.client('a').create({ name, command: nginxArgs(), net: 'own', ip });
+  let hc: Awaited<ReturnType<typeof handStart>> | undefined;
   let movedByFerry = false;
   let load: ReturnType<typeof startLoad> | undefined;
   try {
+    if (who === 'hand') hc = await handStart(b.runner, b.tb, 'a', name, ip, nginxArgs());
+    else await b.ctx.client('a').create({ name, command: nginxArgs(), net: 'own', ip });
     await waitForPort(ip, NGINX_PORT, 60_000);
     load = startLoad(b.tb, ip);
     await load.ready;
@@ -323,7 +330,18 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
         }
         if (!o.nginx) continue;
         for (const who of [o.nginx, 'hand']) {
-          const s = await measureNginx(b, who, `n${run}${who.slice(0, 2)}`);
+          // measureNginx turns its own failures into a failed sample; a failed clean-up must not end the benchmark
+          const s = await measureNginx(b, who, `n${run}${who.slice(0, 2)}`).catch(
+            (err: Error): NginxSample => ({
+              p999Ms: Number.NaN,
+              maxMs: Number.NaN,
+              freezeMs: Number.NaN,
+              errors: 0,
+              requests: 0,
+              ok: false,
+              note: err.message.split('\n')[0]!,
+            }),
+          );
           add(nginx, who, s);
           log(
             `run ${run + 1}/${o.runs} nginx ${who}: p99.9 ${fmt(s.p999Ms)} ms, max ${fmt(s.maxMs)} ms, freeze ${fmt(s.freezeMs)} ms, ` +
