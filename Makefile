@@ -43,7 +43,10 @@ test: setup
 	$(NODE) node_modules/typescript/bin/tsc --noEmit -p src/web
 	node_modules/.bin/biome check src test $(wildcard bench)
 	$(DEPCRUISE) --output-type err
-	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts' 'test/integration/*.test.ts'
+	# unit tests two files at a time (they mostly wait on child processes); integration tests one at a time (each
+	# brings up its own testbed of namespaces, agents and real migrations, which fill both cores)
+	$(NODE_TEST) --test-concurrency=2 --test-timeout=600000 'src/**/*.test.ts' 'test/*.test.ts'
+	$(NODE_TEST) --test-concurrency=1 --test-timeout=600000 'test/integration/*.test.ts'
 
 demo: setup
 	bin/ferry demo

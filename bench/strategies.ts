@@ -32,6 +32,8 @@ interface Sample {
   freezeMs: number;
   totalMs: number;
   lastPageMs?: number;
+  /** Post-copy: the window's rate, lazy bytes over restore-to-last-page (bytes/s). */
+  windowRate?: number;
   switchoverBytes?: number;
   lastRoundBytes?: number;
   changedPages?: number;
@@ -166,6 +168,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
               ok: rep.ok && r.resets === 0 && r.errors === 0,
             };
             if (rep.postcopy) s.lastPageMs = rep.postcopy.lastPageMs;
+            if (rep.postcopy?.rate !== undefined) s.windowRate = rep.postcopy.rate;
             if (rep.precopy) {
               s.switchoverBytes = rep.precopy.switchoverBytes;
               s.lastRoundBytes = rep.precopy.roundBytes.at(-1) ?? 0;
@@ -199,7 +202,17 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
     );
   const floor = med('floor/0', (s) => s.gapMs);
   const rows = [
-    ['strategy', 'memory', 'gap ms', 'freeze ms', 'total ms', 'last page ms', 'gap / floor', 'ok runs'],
+    [
+      'strategy',
+      'memory',
+      'gap ms',
+      'freeze ms',
+      'total ms',
+      'last page ms',
+      'window MB/s',
+      'gap / floor',
+      'ok runs',
+    ],
   ];
   for (const strategy of o.strategies) {
     for (const mib of o.sizesMiB) {
@@ -213,6 +226,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
         fmt(med(k, (s) => s.freezeMs)),
         fmt(med(k, (s) => s.totalMs)),
         fmt(med(k, (s) => s.lastPageMs)),
+        fmt(med(k, (s) => (s.windowRate === undefined ? undefined : s.windowRate / 1e6))),
         fmt(med(k, (s) => s.gapMs) / floor, 2),
         `${list.filter((s) => s.ok).length}/${list.length}`,
       ]);

@@ -61,7 +61,9 @@ describe('agent metrics', () => {
     const m = metrics();
     const before = samples(await m.registry.metrics());
     assert.equal(value(before, 'ferry_migrations_total', { strategy: 'postcopy', result: 'succeeded' }), 0);
-    m.observe(report({}));
+    m.observe(
+      report({ postcopy: { lastPageMs: 3200, pageServer: '10.0.0.1:27001', bytes: 1 << 30, rate: 335e6 } }),
+    );
     const text = await m.registry.metrics();
     assertPromtoolAccepts(text);
     const after = samples(text);
@@ -85,6 +87,13 @@ describe('agent metrics', () => {
       1,
     );
     assert.equal(value(after, 'ferry_migration_sent_bytes_total', { strategy: 'postcopy' }), 1000);
+    assert.ok(hasFamily(text, 'ferry_postcopy_window_seconds', 'histogram'));
+    assert.equal(value(after, 'ferry_postcopy_window_seconds_sum', { strategy: 'postcopy' }), 3.2);
+    assert.equal(
+      value(after, 'ferry_postcopy_window_seconds_bucket', { strategy: 'postcopy', le: '2.5' }),
+      0,
+    );
+    assert.equal(value(after, 'ferry_postcopy_window_seconds_bucket', { strategy: 'postcopy', le: '5' }), 1);
     assert.equal(value(after, 'ferry_containers', { status: 'running' }), 2);
     assert.equal(value(after, 'ferry_containers', { status: 'stopped' }), 1);
     assert.equal(value(after, 'ferry_certificate_expiry_timestamp_seconds'), 1798761600);

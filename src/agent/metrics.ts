@@ -13,6 +13,8 @@ const STRATEGIES: readonly StrategyName[] = ['cold', 'precopy', 'postcopy', 'hyb
 const FREEZE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** Whole migrations: from under a second to many minutes. */
 const DURATION_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+/** Post-copy windows: about a second per GiB on a fast link, minutes for many GiB on a slow one. */
+const WINDOW_BUCKETS = [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
 export interface AgentMetricsSources {
   host: string;
@@ -31,6 +33,7 @@ export class AgentMetrics {
   private readonly sent: Counter<'strategy'>;
   private readonly rounds: Counter<'strategy'>;
   private readonly rollbacks: Counter<'phase' | 'result'>;
+  private readonly window: Histogram<'strategy'>;
 
   constructor(src: AgentMetricsSources) {
     const registers = [this.registry];
@@ -80,6 +83,13 @@ export class AgentMetrics {
       labelNames: ['phase', 'result'],
       registers,
     });
+    this.window = new Histogram({
+      name: 'ferry_postcopy_window_seconds',
+      help: "Post-copy's window of each successful post-copy or hybrid migration: from the end of the restore to the last page, while the container's memory is split between the hosts.",
+      labelNames: ['strategy'],
+      buckets: WINDOW_BUCKETS,
+      registers,
+    });
     // every strategy and result from the start, at 0: an increase() over a series that appears with its first
     // migration would miss that migration
     for (const strategy of STRATEGIES)
@@ -112,6 +122,7 @@ export class AgentMetrics {
     this.migrations.inc({ strategy, result });
     this.duration.observe({ strategy, result }, r.totalMs / 1000);
     if (result === 'succeeded') this.freeze.observe({ strategy }, r.freezeMs / 1000);
+    if (result === 'succeeded' && r.postcopy) this.window.observe({ strategy }, r.postcopy.lastPageMs / 1000);
     if (r.bytesSent > 0) this.sent.inc({ strategy }, r.bytesSent);
     if (r.rounds.length > 0) this.rounds.inc({ strategy }, r.rounds.length);
     if (r.rollback)

@@ -330,7 +330,10 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
         });
         started.digest.then(
           (d) => {
-            raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
+            raw.addTrailers({
+              ...(d.sha256 ? { 'x-ferry-sha256': d.sha256 } : {}),
+              'x-ferry-bytes': String(d.bytes),
+            });
             raw.end();
           },
           // why the file could not be written (a full disk, say): the caller names it
@@ -359,7 +362,8 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       const drained = new Promise<void>((resolve) => stream.once('end', resolve));
       Promise.all([started.digest, drained]).then(
         ([d]) => {
-          raw.addTrailers({ 'x-ferry-sha256': d.sha256, 'x-ferry-bytes': String(d.bytes) });
+          // (a stream always has its SHA-256: it went through here)
+          raw.addTrailers({ 'x-ferry-sha256': d.sha256 ?? '', 'x-ferry-bytes': String(d.bytes) });
           raw.end();
         },
         // the caller sees a cut stream (and no trailers): never a complete-looking archive

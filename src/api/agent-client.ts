@@ -215,7 +215,8 @@ export class AgentClient extends HttpsClient {
     body: IncomingMessage;
     /** The agent wrote the archive into `req.file` (the body is empty); else the body is the archive. */
     written: boolean;
-    trailer: () => { sha256: string; bytes: number } | undefined;
+    /** The SHA-256 is absent when the agent's zstd wrote `req.file` itself (the bytes never passed through it). */
+    trailer: () => { sha256?: string; bytes: number } | undefined;
     /** Why the agent could not write `req.file`, if it could not. */
     writeError: () => string | undefined;
   }> {
@@ -229,13 +230,17 @@ export class AgentClient extends HttpsClient {
       throw errorFromBody(Buffer.concat(chunks).toString('utf8'), status, this.endpoint.name);
     }
     const id = String(res.headers['x-ferry-checkpoint'] ?? '');
+    const written = res.headers['x-ferry-written'] === 'file';
     const trailer = () => {
       const sha256 = res.trailers['x-ferry-sha256'];
-      const bytes = Number(res.trailers['x-ferry-bytes']);
-      return sha256 && Number.isSafeInteger(bytes) ? { sha256, bytes } : undefined;
+      const raw = res.trailers['x-ferry-bytes'];
+      const bytes = Number(raw);
+      if (raw === undefined || !Number.isSafeInteger(bytes)) return undefined;
+      if (sha256) return { sha256, bytes };
+      return written ? { bytes } : undefined;
     };
     const writeError = () => res.trailers['x-ferry-error'];
-    return { id, body: res, written: res.headers['x-ferry-written'] === 'file', trailer, writeError };
+    return { id, body: res, written, trailer, writeError };
   }
 
   /** A token to write into a file the agent may see too (checkpoint's `file`): proof that the caller may write it. */

@@ -149,6 +149,8 @@ export interface MigrationReport {
   strategyReason?: string;
   phases: { name: MigrationPhase; ms: number }[];
   freezeMs: number;
+  /** The freeze the plan predicted for the strategy it chose (`auto` weighs it against the budget); beside `freezeMs`. */
+  predictedFreezeMs?: number;
   rounds: { bytes: number; ms: number }[];
   bytesSent: number;
   /** Bytes of zero pages the transfer skipped (not in bytesSent). */
@@ -181,8 +183,12 @@ export interface MigrationReport {
   dirtyRate?: number;
   /** `auto`: the memory it kept re-touching meanwhile (bytes). */
   dirtyHotBytes?: number;
-  /** Post-copy: when the last page arrived, counted from the end of the restore. */
-  postcopy?: { lastPageMs: number; pageServer: string };
+  /**
+   * Post-copy's window, while the container's memory is split between the hosts: `lastPageMs` from the end of the
+   * restore to the last page; `bytes`, the memory the dump left with the page server (its lazy pages); `rate`,
+   * those bytes over the window (bytes/s). `bytes` and `rate` are missing when the dump's pagemaps could not be read.
+   */
+  postcopy?: { lastPageMs: number; pageServer: string; bytes?: number; rate?: number };
   /**
    * Memory the source's frozen copy held from the final dump until the destination committed (its cgroup's
    * figure at the dump): the price of a rollback that thaws instead of restoring (decision 9).

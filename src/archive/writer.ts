@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, type Readable, Transform } from 'node:stream';
+import { PassThrough, type Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { zstdCompress } from '../runtime/zstd.ts';
+import { zstdCompress, zstdCompressInto } from '../runtime/zstd.ts';
 import {
   type ArchiveMeta,
   CHECKPOINT_DIR,
@@ -40,6 +40,41 @@ export interface ArchiveSources {
  * sees a truncated archive, never a complete-looking one).
  */
 export function archiveStream(src: ArchiveSources): Readable {
+  const pack = tarStream(src);
+  const out = new PassThrough({ highWaterMark: READ_CHUNK });
+  if (src.compress === 'zstd') {
+    // the zstd program on every core, with a content checksum (runtime/zstd.ts says why not node:zlib)
+    pipeline(pack, zstdCompress(), out).catch((err: Error) => out.destroy(err));
+  } else {
+    pipeline(pack, out).catch((err: Error) => out.destroy(err));
+  }
+  return out;
+}
+
+/**
+ * The zstd archive written into the open file `fd` (from the descriptor's offset) by the zstd program itself: the
+ * compressed bytes never pass through this process. `done` settles once zstd has exited 0, every byte written
+ * (the caller then syncs the file); `cancel` stops it, and `done` fails.
+ */
+export function archiveIntoFile(
+  src: Omit<ArchiveSources, 'compress'>,
+  fd: number,
+): { done: Promise<void>; cancel: (err: Error) => void } {
+  const pack = tarStream({ ...src, compress: 'zstd' });
+  const z = zstdCompressInto(fd);
+  // the filter's readable side carries nothing: it ends when zstd exited 0
+  const done = pipeline(
+    pack,
+    z,
+    new Writable({
+      write: (_c, _e, cb) => cb(),
+    }),
+  );
+  return { done, cancel: (err) => pack.destroy(err) };
+}
+
+/** The archive as an uncompressed tar stream, its files read as it is consumed. */
+function tarStream(src: ArchiveSources): Readable {
   const pack = tar.pack();
   const manifest: Manifest = { files: [] };
   const mtime = new Date(src.meta.createdAt);
@@ -98,18 +133,8 @@ export function archiveStream(src: ArchiveSources): Readable {
     pack.finalize();
   };
 
-  const out = new PassThrough({ highWaterMark: READ_CHUNK });
-  fill().catch((err: Error) => {
-    pack.destroy(err);
-    out.destroy(err);
-  });
-  if (src.compress === 'zstd') {
-    // the zstd program on every core, with a content checksum (runtime/zstd.ts says why not node:zlib)
-    pipeline(pack as unknown as Readable, zstdCompress(), out).catch((err: Error) => out.destroy(err));
-  } else {
-    pipeline(pack as unknown as Readable, out).catch((err: Error) => out.destroy(err));
-  }
-  return out;
+  fill().catch((err: Error) => pack.destroy(err));
+  return pack as unknown as Readable;
 }
 
 function sha256(data: Buffer): string {

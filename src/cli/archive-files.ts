@@ -1,6 +1,6 @@
 // The CLI's side of an archive file: staging it on an agent (read where it lies when the agent shares this host,
-// else streamed), reading a written archive back, and making its rename durable.
-import { createHash, randomBytes } from 'node:crypto';
+// else streamed), and making a written archive's rename durable.
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -47,16 +47,6 @@ export async function stageFile(client: AgentClient, file: string): Promise<Stag
     }
   }
   return client.stageArchive(createReadStream(file, { highWaterMark: 1 << 20 }));
-}
-
-export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const c of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    hash.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), bytes };
 }
 
 /** The rename is durable only once the directory is. */

@@ -178,7 +178,7 @@ export function reportText(r: MigrationReport): string {
   );
   if (r.ok) {
     lines.push(
-      `  freeze ${r.freezeMs} ms, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}${r.zeroBytesSkipped ? ` (zero pages skipped: ${formatBytes(r.zeroBytesSkipped)})` : ''}`,
+      `  freeze ${r.freezeMs} ms${r.predictedFreezeMs !== undefined ? ` (predicted ${r.predictedFreezeMs} ms)` : ''}, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}${r.zeroBytesSkipped ? ` (zero pages skipped: ${formatBytes(r.zeroBytesSkipped)})` : ''}`,
     );
     const d = r.criu.dump;
     const s = r.criu.restore;
@@ -190,6 +190,10 @@ export function reportText(r: MigrationReport): string {
       if (s?.restoreTimeUs !== undefined) parts.push(`restore ${(s.restoreTimeUs / 1000).toFixed(1)} ms`);
       lines.push(`  criu: ${parts.join(', ')}`);
     }
+    if (r.postcopy)
+      lines.push(
+        `  post-copy window ${r.postcopy.lastPageMs} ms (restore to last page)${r.postcopy.bytes !== undefined && r.postcopy.rate !== undefined ? `: ${formatBytes(r.postcopy.bytes)} at ${formatBytes(r.postcopy.rate)}/s` : ''}`,
+      );
     if (r.sourceHeldBytes)
       lines.push(`  source held ${formatBytes(r.sourceHeldBytes)} frozen until the commit (its rollback)`);
   }

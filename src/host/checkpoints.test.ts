@@ -1,7 +1,7 @@
 // The checkpoint sessions' promises with fakes: a failed dump, an aborted or abandoned stream and a finish each
 // leave the container as they should (running, or stopped only after finish).
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -149,6 +149,57 @@ test('a failed dump, an abort and a caller that never finishes all leave the con
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(s.status(), 'running');
     assert.equal(s.host.isBusy('c1'), false);
+  } finally {
+    await s.done();
+  }
+});
+
+test("into the caller's file: zstd writes it, the digest gives its length once synced, and it reads back", async () => {
+  const s = await setup();
+  try {
+    const file = join(s.dir, 'out.tar.zst');
+    const token = s.ck.issueToken();
+    await writeFile(file, token, { mode: 0o600 });
+    const started = await s.ck.start('c1', {
+      leaveRunning: false,
+      compress: 'zstd',
+      file: { path: file, token },
+    });
+    assert.equal(started.stream, undefined);
+    const d = await started.digest;
+    assert.equal(d.sha256, undefined);
+    assert.equal(d.bytes, (await stat(file)).size);
+    assert.equal(s.status(), 'paused');
+    const fh = await open(file, 'r');
+    try {
+      const got = await readArchive({ file: fh });
+      assert.ok(got.names.includes('checkpoint/pstree.img') && got.names.includes('rootfs-diff.tar'));
+    } finally {
+      await fh.close();
+    }
+    assert.equal((await s.ck.finish(started.id, { stop: true })).status, 'stopped');
+  } finally {
+    await s.done();
+  }
+});
+
+test("into the caller's file: a caller that goes away mid-write stops zstd and thaws the container", async () => {
+  const s = await setup();
+  try {
+    const file = join(s.dir, 'out.tar.zst');
+    const token = s.ck.issueToken();
+    await writeFile(file, token, { mode: 0o600 });
+    const started = await s.ck.start('c1', {
+      leaveRunning: false,
+      compress: 'zstd',
+      file: { path: file, token },
+    });
+    started.cancel();
+    await assert.rejects(started.digest);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(s.status(), 'running');
+    assert.equal(s.host.isBusy('c1'), false);
+    await assert.rejects(s.ck.finish(started.id, { stop: true }), { code: 'FERRY_E_CHECKPOINT_UNKNOWN' });
   } finally {
     await s.done();
   }

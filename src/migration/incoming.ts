@@ -17,6 +17,7 @@ import type { Readable } from 'node:stream';
 import { FerryError, type Phase } from '../core/errors.ts';
 import type { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { bundleDir, containerDir, imageDir } from '../host/paths.ts';
 import { readStats } from '../images/stats.ts';
@@ -185,10 +186,12 @@ export class IncomingMigration {
     }
     // a rootfs may hold device nodes (its own /dev); the sender is a peer agent of this cluster, authenticated by
     // mutual TLS. Checkpoint images never do.
+    const traced = performance.now();
     const stats = await decodeTree(body, dest, {
       ...(update ? { allowRemove: true } : {}),
       ...(part === 'bundle' ? { allowDevices: true } : {}),
     });
+    traceStep(`incoming: ${part}${update ? ' update' : ''} received`, traced, { migration: this.id });
     // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
     this.expect('prepared', 'transfer', 'not receiving');
     if (!this.rec.received.includes(part)) this.rec.received.push(part);
@@ -233,6 +236,7 @@ export class IncomingMigration {
   private async runRestore(opts: { neighbours?: Neighbour[]; lazy?: PageServer }): Promise<RestoreResult> {
     const { host, faults, log } = this.deps;
     const { bundle, images, name } = this;
+    const traced = performance.now();
     await this.moveTo('restoring'); // (a second restore is refused from here on)
     const config = await readConfig(bundle);
     validateConfig(config);
@@ -268,6 +272,7 @@ export class IncomingMigration {
       }
       this.stopIfAborted();
       await faults.reach('dest:restoring', name, 100);
+      traceStep('incoming: restore staged', traced, { migration: this.id });
       ({ ms } = await host.runc.restore(name, {
         bundle,
         imagePath: images,
@@ -284,10 +289,16 @@ export class IncomingMigration {
     this.stopIfAborted();
     // its network stays locked until the commit: a copy that may still be aborted must never have talked to a
     // client (the client would then see the source's older state when the source thaws)
-    const st = await host.runc.state(name);
-    if (st?.status !== 'running') {
-      const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
-      throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
+    // (runc's own files say so without a process; runc is asked when they cannot tell, and names what it is instead)
+    const quick = await host.runc.quickStatus?.(name);
+    let pid = quick?.status === 'running' ? quick.pid : undefined;
+    if (pid === undefined) {
+      const st = await host.runc.state(name);
+      if (st?.status !== 'running') {
+        const message = `${name} is ${st?.status ?? 'gone'} right after restore`;
+        throw new FerryError('FERRY_E_CONFIRM_FAILED', message, { phase: 'confirm' });
+      }
+      pid = st.pid;
     }
     this.stopIfAborted();
     await host.writeRecord({
@@ -302,9 +313,10 @@ export class IncomingMigration {
       log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
       return undefined;
     });
-    const out: RestoreResult = { pid: st.pid, ms };
+    const out: RestoreResult = { pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');
+    traceStep('incoming: restore', traced, { migration: this.id });
     return out;
   }
 
@@ -321,9 +333,11 @@ export class IncomingMigration {
    */
   async commit(): Promise<void> {
     this.expect('restored', undefined, 'cannot commit');
+    const traced = performance.now();
     const { network } = this.deps.host;
     const net = identity(this.rec.record);
     await network.unlock(this.name, net);
+    traceStep('incoming: commit: unlocked', traced, { migration: this.id });
     // unlocked first: what was held goes to the restored sockets now, none of it to the lock
     if (this.held !== 'none') {
       await network.releaseHold?.(this.name, net);
@@ -342,7 +356,9 @@ export class IncomingMigration {
     } else {
       await rm(images, { recursive: true, force: true });
     }
+    traceStep('incoming: commit: released, images removed', traced, { migration: this.id });
     await this.file.remove();
+    traceStep('incoming: commit', traced, { migration: this.id });
     this.deps.log.info({ container: this.name, migration: this.id }, 'incoming migration committed');
   }
 

@@ -1,6 +1,7 @@
 // The phase runner: runs named phases in order, times them into the report, emits their start and end, and keeps
 // the progress rollback reads to know what to undo.
 import { type ErrorCode, FerryError } from '../core/errors.ts';
+import { traceStep } from '../core/trace.ts';
 import type { MigrationEvent, MigrationPhase, MigrationReport, MigrationRequest } from './types.ts';
 
 /** The error code a failure in each phase gets when its cause carries none. */
@@ -112,17 +113,21 @@ export class PhaseRunner {
   async run<T>(name: MigrationPhase, fn: () => Promise<T>, deadline?: number): Promise<T> {
     this.progress.phase = name;
     const t0 = this.now();
+    // (FERRY_TRACE: the phase beside the child processes it ran, in the real clock whatever `now` is)
+    const traced = performance.now();
     this.emit({ type: 'phase', phase: name, state: 'start' });
     try {
       const out = deadline === undefined ? await fn() : await withDeadline(name, fn(), deadline - t0);
       const ms = Math.round(this.now() - t0);
       this.report.phases.push({ name, ms });
       this.emit({ type: 'phase', phase: name, state: 'end', ms });
+      traceStep(`phase ${name}`, traced, { migration: this.report.id });
       return out;
     } catch (err) {
       const ms = Math.round(this.now() - t0);
       this.report.phases.push({ name, ms });
       this.emit({ type: 'phase', phase: name, state: 'fail', ms });
+      traceStep(`phase ${name} failed`, traced, { migration: this.report.id });
       throw err;
     }
   }

@@ -4,6 +4,7 @@ import { FerryError } from '../core/errors.ts';
 import type { ContainerHost } from '../host/containers.ts';
 import { describeUnmovable } from '../runtime/proc-scan.ts';
 import { AUTO_MEASURE_MIN_BYTES, DEFAULT_MAX_DOWNTIME_MS, LINK_PROBE_BYTES } from './defaults.ts';
+import type { FreezeModel } from './freeze-model.ts';
 import { linkRateMatters, planStrategy } from './plan.ts';
 import type {
   CapabilitiesReport,
@@ -27,6 +28,8 @@ export async function planMigration(
   report: MigrationReport,
   /** The transfer rate an earlier migration to this destination measured (bytes/s). */
   knownRate: number | undefined,
+  /** The freezes earlier migrations to this destination measured, for the predicted freeze. */
+  freezeModel?: FreezeModel,
 ): Promise<Planned> {
   const { host } = deps;
   const name = req.name;
@@ -102,6 +105,7 @@ export async function planMigration(
     destination: remote.strategies,
     sourceHost: host.hostName,
     destinationHost: peer.name,
+    ...(freezeModel ? { freezeModel } : {}),
   });
   if (await peer.hasContainer(name)) {
     throw new FerryError(
@@ -113,5 +117,6 @@ export async function planMigration(
     );
   }
   report.strategyReason = plan.reason;
+  report.predictedFreezeMs = plan.predictedFreezeMs;
   return { strategy: plan.strategy, local: local.strategies };
 }

@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
-import { linkRateMatters, planStrategy, precopyRounds } from './plan.ts';
+import {
+  estimateColdFreezeMs,
+  linkRateMatters,
+  planStrategy,
+  precopyRounds,
+  predictFreezeMs,
+} from './plan.ts';
 
 function facts(over: Partial<HostFacts> = {}): HostFacts {
   return {
@@ -31,7 +37,11 @@ const plan = (requested: Parameters<typeof planStrategy>[0]['requested'], a: Hos
   });
 
 test('cold works wherever CRIU 4.2+ and runc work; auto picks it and says why', () => {
-  assert.deepEqual(plan('cold', facts(), facts()), { strategy: 'cold', reason: 'requested' });
+  assert.deepEqual(plan('cold', facts(), facts()), {
+    strategy: 'cold',
+    reason: 'requested',
+    predictedFreezeMs: estimateColdFreezeMs(0),
+  });
   const auto = plan('auto', facts(), facts());
   assert.equal(auto.strategy, 'cold');
   assert.match(auto.reason, /^auto: /);
@@ -214,4 +224,23 @@ test('assessments are data: the pre-copy mode and a code for why not', () => {
   for (const s of Object.values(assessStrategies(facts({ criuVersion: '3.17' })))) {
     assert.equal(s.code, 'criu-too-old');
   }
+});
+
+test('the plan predicts the freeze of the strategy it chose', () => {
+  const mem = 64 << 20;
+  const p = (requested: Parameters<typeof planStrategy>[0]['requested']) =>
+    planStrategy({
+      requested,
+      memoryBytes: mem,
+      transferRate: 100e6,
+      source: assessStrategies(facts()),
+      destination: assessStrategies(facts()),
+      sourceHost: 'a',
+      destinationHost: 'b',
+    });
+  assert.equal(p('cold').predictedFreezeMs, predictFreezeMs('cold', mem, 100e6));
+  assert.equal(p('postcopy').predictedFreezeMs, predictFreezeMs('postcopy', mem));
+  // post-copy leaves memory for after the freeze: its prediction does not grow with it
+  assert.equal(predictFreezeMs('postcopy', 4 * 2 ** 30), predictFreezeMs('postcopy', 0));
+  assert.ok(predictFreezeMs('cold', 4 * 2 ** 30, 100e6) > predictFreezeMs('cold', mem, 100e6));
 });

@@ -2,6 +2,15 @@
 import { FerryError } from '../core/errors.ts';
 import { STRATEGIES, type StrategyName, type StrategySupport } from './capabilities.ts';
 import { AUTO_MAX_ROUNDS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TRANSFER_RATE } from './defaults.ts';
+import {
+  DEFAULT_FREEZE_MODEL,
+  estimateColdFreezeMs,
+  estimatePostcopyFreezeMs,
+  type FreezeModel,
+  predictFreezeMs,
+} from './freeze-model.ts';
+
+export { estimateColdFreezeMs, estimatePostcopyFreezeMs, predictFreezeMs } from './freeze-model.ts';
 
 export interface PlanInput {
   requested: StrategyName | 'auto';
@@ -22,26 +31,15 @@ export interface PlanInput {
   destination: Record<StrategyName, StrategySupport>;
   sourceHost: string;
   destinationHost: string;
+  /** The freezes earlier migrations to this destination measured (freeze-model.ts); the defaults without. */
+  freezeModel?: FreezeModel;
 }
 
 export interface Plan {
   strategy: StrategyName;
   reason: string;
-}
-
-/** Freeze cost that does not depend on memory (pause, dump and restore of a tiny container, agent round trips), measured here. */
-const FIXED_FREEZE_MS = 300;
-/** CRIU writes and reads memory at roughly 1 GB/s here (full dumps and restores of 64 MiB-1 GiB: docs/background.md); the image crosses the link once. */
-const DUMP_RESTORE_RATE = 1e9;
-
-/** The page images stream while CRIU writes them: the slower of dump and link, then the restore. */
-export function estimateColdFreezeMs(memoryBytes: number, transferRate = DEFAULT_TRANSFER_RATE): number {
-  const dumpOrLink = Math.max(memoryBytes / transferRate, memoryBytes / DUMP_RESTORE_RATE);
-  return Math.round(FIXED_FREEZE_MS + dumpOrLink * 1000 + (memoryBytes / DUMP_RESTORE_RATE) * 1000);
-}
-
-export function estimatePostcopyFreezeMs(): number {
-  return FIXED_FREEZE_MS + 50;
+  /** The freeze predicted for `strategy` (predictFreezeMs), which the report carries beside the measured one. */
+  predictedFreezeMs: number;
 }
 
 /**
@@ -74,7 +72,7 @@ export function precopyRounds(
   budgetMs: number,
   hotBytes = 0,
 ): number {
-  const fits = Math.max(1, ((budgetMs - FIXED_FREEZE_MS) / 1000) * transferRate);
+  const fits = Math.max(1, ((budgetMs - DEFAULT_FREEZE_MODEL.fixedMs) / 1000) * transferRate);
   if (memoryBytes <= fits) return 1;
   let bytes = memoryBytes;
   for (let round = 2; round <= 64; round++) {
@@ -99,6 +97,14 @@ function why(s: StrategyName, p: PlanInput): string | undefined {
 }
 
 export function planStrategy(p: PlanInput): Plan {
+  const chosen = choose(p);
+  return {
+    ...chosen,
+    predictedFreezeMs: predictFreezeMs(chosen.strategy, p.memoryBytes ?? 0, p.transferRate, p.freezeModel),
+  };
+}
+
+function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
   const usable = STRATEGIES.filter((s) => !why(s, p));
   for (const [host, caps] of [
     [p.sourceHost, p.source],
@@ -126,7 +132,8 @@ export function planStrategy(p: PlanInput): Plan {
   }
   const budget = p.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS;
   const mem = p.memoryBytes ?? 0;
-  const cold = estimateColdFreezeMs(mem, p.transferRate);
+  const cold = estimateColdFreezeMs(mem, p.transferRate, p.freezeModel);
+  const postcopy = estimatePostcopyFreezeMs(p.freezeModel);
   const mib = (mem / (1 << 20)).toFixed(0);
   if (usable.includes('cold') && cold <= budget) {
     return {
@@ -163,7 +170,7 @@ export function planStrategy(p: PlanInput): Plan {
           : `; pre-copy would not converge (${dirtyText})`;
     return {
       strategy: 'postcopy',
-      reason: `auto: ${over}; post-copy freezes ~${estimatePostcopyFreezeMs()} ms whatever the memory${notPre}`,
+      reason: `auto: ${over}; post-copy freezes ~${postcopy} ms whatever the memory${notPre}`,
     };
   }
   if (usable.includes('precopy') && (converges || dirty === undefined)) {

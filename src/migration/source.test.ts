@@ -187,9 +187,14 @@ class FakePeer implements DestinationPeer {
     this.check('capabilities');
     return { ...caps(), strategies: this.strategies };
   }
+  /** How often the destination was asked whether it lists the container. */
+  asked = 0;
   async hasContainer() {
+    this.asked++;
     return this.calls.includes('restore') && !this.fail.restore;
   }
+  /** The pid the restore answers with (0: an answer without one). */
+  restoredPid = 5;
   prepared: Neighbour[] = [];
   async prepare(r: IncomingRequest) {
     this.check('prepare');
@@ -207,7 +212,7 @@ class FakePeer implements DestinationPeer {
   async restore(_id: string, opts: PeerRestoreOptions): Promise<RestoreResult> {
     this.neighbours = opts.neighbours;
     this.check('restore');
-    return { pid: 5, ms: 3 };
+    return { pid: this.restoredPid, ms: 3 };
   }
   async commit() {
     this.check('commit');
@@ -308,6 +313,19 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 const migrate = (events: MigrationEvent[] = []) =>
   engine.migrate({ name: 'c1', to: 'b', strategy: 'cold' }, peer, (e) => events.push(e));
+
+test('the confirm takes the restore answer: the destination is not asked again whether it runs the container', async () => {
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(peer.asked, 1, 'asked once, at plan (the name must be free there)');
+});
+
+test('a restore answer without a pid: the confirm asks the destination', async () => {
+  peer.restoredPid = 0;
+  const r = await migrate();
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(peer.asked, 2);
+});
 
 test('success: every phase in order, bundle and images sent (logs excluded), source forgotten after commit', async () => {
   const events: MigrationEvent[] = [];

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { asFerryError, FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import type { Logger } from '../core/log.ts';
+import { traceStep } from '../core/trace.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { linkImages } from '../host/images.ts';
 import { relinkRemaps } from '../host/link-remaps.ts';
@@ -18,6 +19,7 @@ import { cgroupPids } from '../runtime/cgroups.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { snapshotTree } from '../transport/tree-diff.ts';
 import { DEFAULT_DEADLINES, type Deadlines, resolveOptions } from './defaults.ts';
+import { FreezeCalibration } from './freeze-model.ts';
 import { ImageSender } from './image-sender.ts';
 import type { MigrationJournal, SourceJournalEntry, SourceStep } from './journal.ts';
 import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
@@ -74,6 +76,8 @@ export class MigrationSource {
   private readonly onReport: ((report: MigrationReport) => void) | undefined;
   /** Transfer rates measured by earlier migrations, by destination. */
   private readonly rates = new Map<string, number>();
+  /** The freezes earlier migrations measured, by destination: what the next plan predicts from. */
+  private readonly freezes = new Map<string, FreezeCalibration>();
 
   constructor(deps: SourceDeps) {
     this.host = deps.host;
@@ -187,6 +191,7 @@ export class MigrationSource {
         peer,
         report,
         this.rates.get(peer.name),
+        this.freezes.get(peer.name)?.model(),
       );
     });
     report.strategy = planned.strategy;
@@ -257,13 +262,22 @@ export class MigrationSource {
 
     let detaching: Promise<void> = Promise.resolve();
     await runner.run('checkpoint', async () => {
-      // before the freeze: the destination primes the hold its packets will wait in (decision 11)
-      const held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
-      await journal.step('frozen', strategy.journalExtra?.());
+      // before the freeze: the destination primes the hold its packets will wait in (decision 11), and beside it
+      // the lock's process starts here, so that at the pause it only has to read its rules
+      this.host.network.stageQuiesce?.(name, net);
+      let held = false;
+      try {
+        held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
+        await journal.step('frozen', strategy.journalExtra?.());
+      } catch (err) {
+        this.host.network.dropQuiesce?.(name, net);
+        throw err;
+      }
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
       let after: string | undefined;
+      let announcing: Promise<void> | undefined;
       try {
         // the lock and the pause together (packets that arrive in between wait in the socket queues CRIU dumps);
         // frozen by us first, CRIU then skips its 100 ms freezer poll
@@ -271,17 +285,30 @@ export class MigrationSource {
         // the address is announced there once the lock here has landed: before it, the source's own packets would
         // teach the LAN its old place again; after it, a packet that arrives here is dropped (the window is one
         // request and a staged announcement)
+        const traced = performance.now();
+        // (the dump does not wait for the announcement: it lands while CRIU works, and is settled before this
+        // phase ends, so a rollback never races it)
         const locking = this.host.network.quiesce(name, net);
-        const announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
-        const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
+        announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
+        announcing?.catch(() => {});
+        const settled = await Promise.allSettled([locking, this.host.runc.pause(name)]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
+        traceStep('source: locked and paused', traced, { migration: id });
         await this.faults.reach('source:checkpoint', name, 100);
         // (what CRIU has written so far is reported while it writes)
+        const dumping = performance.now();
         seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
+        traceStep('source: dump', dumping, { migration: id });
       } finally {
+        await announcing?.catch(() => {});
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
-        const st = seized ? undefined : (await this.host.runc.state(name))?.status;
+        // (read from runc's own files, what `runc state` reads, without its process; runc is asked when they
+        // cannot tell)
+        const st = seized
+          ? undefined
+          : ((await this.host.runc.quickStatus?.(name))?.status ??
+            (await this.host.runc.state(name))?.status);
         progress.sourceStopped = seized || (st !== 'running' && st !== 'paused');
         after = st;
       }
@@ -328,6 +355,9 @@ export class MigrationSource {
       freezeDeadline(),
     );
 
+    // the restore's answer carries the restored container's pid: the destination saw it running right after the
+    // restore, the question the confirm would otherwise ask again (one round trip and one `runc state` less)
+    let restoredPid: number | undefined;
     await runner.run(
       'restore',
       async () => {
@@ -341,6 +371,7 @@ export class MigrationSource {
         await this.faults.reach('source:restore', name, 50);
         const r = await restoring;
         if (r.stats) report.criu.restore = r.stats;
+        if (r.pid > 0) restoredPid = r.pid;
       },
       freezeDeadline(),
     );
@@ -348,7 +379,9 @@ export class MigrationSource {
 
     // (no deadline once the commit is sent: its outcome is settled by asking, never by giving up on it)
     await runner.run('confirm', async () => {
-      const reported = await withDeadline('confirm', peer.hasContainer(name), freezeDeadline() - this.now());
+      const reported =
+        restoredPid !== undefined ||
+        (await withDeadline('confirm', peer.hasContainer(name), freezeDeadline() - this.now()));
       if (!reported) {
         throw new FerryError('FERRY_E_CONFIRM_FAILED', `${peer.name} does not report ${name} after restore`, {
           phase: 'confirm',
@@ -360,6 +393,13 @@ export class MigrationSource {
       await this.commit(peer, id, progress);
       // the freeze ends at the commit: the destination unlocks the container's network only then
       report.freezeMs = Math.round(this.now() - (progress.freezeStart ?? restoredAt));
+      const calibration = this.freezes.get(peer.name) ?? new FreezeCalibration();
+      calibration.add({
+        strategy: report.strategy,
+        memoryBytes: report.memoryBytes ?? 0,
+        freezeMs: report.freezeMs,
+      });
+      this.freezes.set(peer.name, calibration);
       await journal.step('committed');
     });
     report.ok = true;
@@ -446,9 +486,11 @@ export class MigrationSource {
     let entry: SourceJournalEntry | undefined;
     return {
       step: async (step, extra = {}) => {
+        const traced = performance.now();
         entry = entry
           ? await journal.step(entry, step, extra)
           : await journal.write({ id, role: 'source', container, peer: endpoint, step, ...extra });
+        traceStep(`source: journal ${step}`, traced, { migration: id });
       },
       done: async () => {
         if (entry) await journal.remove(id);

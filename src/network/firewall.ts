@@ -13,6 +13,8 @@ export class Firewall {
   private readonly runner: Runner;
   /** Unlocks prepared ahead of time, by namespace (see stageUnlock). */
   private readonly staged = new Map<string, CommandSession>();
+  /** Locks prepared ahead of time, by namespace (see stageLock). */
+  private readonly stagedLocks = new Map<string, CommandSession>();
 
   constructor(runner: Runner) {
     this.runner = runner;
@@ -30,11 +32,34 @@ export class Firewall {
       `  chain out { type filter hook output priority -300; policy drop; meta mark ${CRIU_MARK} accept; }`,
       '}',
     ].join('\n');
+    const session = this.stagedLocks.get(ns);
+    this.stagedLocks.delete(ns);
+    if (session) {
+      // (nft -f applies what it read at its end of input, in one transaction, as a new process would)
+      const r = await session.finish(rules);
+      if (r.code === 0 && r.stderr.trim() === '') return;
+    }
     await this.runner.run(inNetns(ns, ['nft', '-f', '-']), {
       input: rules,
       label: 'nft lock',
       errorCode: 'FERRY_E_EXEC',
     });
+  }
+
+  /**
+   * The source's lock lands at the pause, inside the freeze: an `nft -f -` started in the namespace right before
+   * (beside the destination's hold) reads the rules then, instead of a process start of 15–50 ms. Falls back to a
+   * new process when the session has died.
+   */
+  stageLock(ns: string): void {
+    this.stagedLocks.get(ns)?.kill();
+    this.stagedLocks.set(ns, startSession(inNetns(ns, ['nft', '-f', '-'])));
+  }
+
+  /** Drops a staged lock that was not used (the migration stopped before its freeze). */
+  dropStagedLock(ns: string): void {
+    this.stagedLocks.get(ns)?.kill();
+    this.stagedLocks.delete(ns);
   }
 
   async unlockNetns(ns: string): Promise<void> {

@@ -47,6 +47,9 @@ export interface NetworkLike {
   setNeighbours(name: string, id: NetIdentity, list: Neighbour[]): Promise<void>;
   /** Optional: prepares the unlock ahead of time (the real network; fakes need not). */
   stageUnlock?(name: string, id: NetIdentity): void;
+  /** Optional: prepares the source's `quiesce` right before the freeze; `dropQuiesce` when it goes unused. */
+  stageQuiesce?(name: string, id: NetIdentity): void;
+  dropQuiesce?(name: string, id: NetIdentity): void;
   clearCriuLocks(name: string, id: NetIdentity): Promise<void>;
   destroy(name: string, id: NetIdentity): Promise<void>;
   /**
@@ -165,6 +168,15 @@ export class ContainerNetwork implements NetworkLike {
     else if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
   }
 
+  /** Source, right before the freeze: the lock is made ready (firewall.ts stageLock). */
+  stageQuiesce(name: string, id: NetIdentity): void {
+    if (id.mode === 'own') this.fw.stageLock(this.netns(name));
+  }
+
+  dropQuiesce(name: string, id: NetIdentity): void {
+    if (id.mode === 'own') this.fw.dropStagedLock(this.netns(name));
+  }
+
   /** Destination, at prepare: the unlock after the restore is made ready now (firewall.ts stageUnlock). */
   stageUnlock(name: string, id: NetIdentity): void {
     if (id.mode === 'own') this.fw.stageUnlock(this.netns(name));
@@ -277,6 +289,7 @@ export class ContainerNetwork implements NetworkLike {
     this.staged.delete(name);
     if (id.mode === 'own') {
       this.fw.dropStaged(this.netns(name));
+      this.fw.dropStagedLock(this.netns(name));
       this.hold.unstage(this.hostVeth(name));
       await this.ip.delLink(this.hostVeth(name));
       await this.ip.delNetns(this.netns(name));

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ExecOptions, ExecResult, Runner } from './exec.ts';
-import { Runc } from './runc.ts';
+import { quickStatusOf, Runc } from './runc.ts';
 
 class Recorder implements Runner {
   calls: string[][] = [];
@@ -38,4 +41,53 @@ test('a dump with skipInFlight hands CRIU a config file of its own that says so,
   assert.equal(seen[0]!.text, 'skip-in-flight\n');
   assert.equal(existsSync(seen[0]!.file!), false, 'removed after the dump');
   assert.deepEqual(seen[1], {}, 'no file without the option');
+});
+
+test('running and paused are read from runc state.json, the init pid start time and the freezer', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'ferry-runc-state-'));
+  try {
+    const dir = join(root, 'runc', 'web');
+    const proc = join(root, 'proc');
+    const freezer = join(root, 'freezer');
+    const unified = join(root, 'unified');
+    for (const d of [dir, join(proc, '42'), freezer, unified]) await mkdir(d, { recursive: true });
+    const state = (start: number, paths: Record<string, string> = { freezer, '': unified }) =>
+      writeFile(
+        join(dir, 'state.json'),
+        JSON.stringify({ init_process_pid: 42, init_process_start: start, cgroup_paths: paths }),
+      );
+    // the command name may hold spaces and parentheses; the start time is field 22
+    const stat = (s: string) =>
+      writeFile(
+        join(proc, '42', 'stat'),
+        `42 (a (b) c) ${s} 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777 10000 100 0 0\n`,
+      );
+    const quick = () => quickStatusOf(dir, proc);
+    await state(777);
+    await stat('S');
+    // a hybrid host: the unified tree says thawed while runc freezes through v1
+    await writeFile(join(unified, 'cgroup.events'), 'populated 1\nfrozen 0\n');
+    await writeFile(join(freezer, 'freezer.state'), 'THAWED\n');
+    assert.deepEqual(await quick(), { status: 'running', pid: 42 });
+    await writeFile(join(freezer, 'freezer.state'), 'FROZEN\n');
+    assert.deepEqual(await quick(), { status: 'paused', pid: 42 });
+    await writeFile(join(freezer, 'freezer.state'), 'FREEZING\n');
+    assert.equal(await quick(), undefined, 'still freezing: runc is asked');
+    // cgroup v2 alone
+    await state(777, { '': unified });
+    assert.deepEqual(await quick(), { status: 'running', pid: 42 });
+    await writeFile(join(unified, 'cgroup.events'), 'populated 1\nfrozen 1\n');
+    assert.deepEqual(await quick(), { status: 'paused', pid: 42 });
+    await state(778, { '': unified });
+    assert.equal(await quick(), undefined, 'the pid belongs to another process now');
+    await state(777, { '': unified });
+    await stat('Z');
+    assert.equal(await quick(), undefined, 'a zombie init');
+    await stat('S');
+    await writeFile(join(dir, 'exec.fifo'), '');
+    assert.equal(await quick(), undefined, 'created, not started');
+    assert.equal(await quickStatusOf(join(root, 'runc', 'none'), proc), undefined, 'unknown');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
 });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Duplex, Readable } from 'node:stream';
 import { test } from 'node:test';
-import { zstdCompress, zstdDecompress, zstdDecompressFile } from './zstd.ts';
+import { zstdCompress, zstdCompressInto, zstdDecompress, zstdDecompressFile } from './zstd.ts';
 
 async function all(s: Readable | Duplex): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -39,6 +39,29 @@ test('the zstd program round-trips, and a cut or damaged frame fails instead of 
       assert.ok((await all(zstdDecompressFile(fh.fd))).equals(data));
     } finally {
       await fh.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('zstd writes into an open file itself; the stream ends only once it exited 0, and a failed write fails it', async () => {
+  const data = Buffer.concat([Buffer.from(randomBytes(300_000).toString('hex')), Buffer.alloc(200_000)]);
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-zstd-'));
+  try {
+    const fh = await open(join(dir, 'a.zst'), 'w');
+    try {
+      assert.equal((await through(zstdCompressInto(fh.fd), data)).length, 0);
+    } finally {
+      await fh.close();
+    }
+    assert.ok((await through(zstdDecompress(), await readFile(join(dir, 'a.zst')))).equals(data));
+    // /dev/full: every write fails with ENOSPC, as on a full disk
+    const full = await open('/dev/full', 'w');
+    try {
+      await assert.rejects(through(zstdCompressInto(full.fd), data), /zstd \(compress\) failed/);
+    } finally {
+      await full.close();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

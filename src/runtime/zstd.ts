@@ -30,14 +30,17 @@ class ZstdFilter extends Duplex {
   private readonly what: string;
   private stderr = '';
 
-  /** `input`: a file descriptor zstd reads by itself (the writable side then takes nothing). */
-  constructor(args: string[], what: string, input?: number) {
+  /**
+   * `input`: a file descriptor zstd reads by itself (the writable side then takes nothing); `output`: one it writes
+   * into itself (the readable side then gives nothing, and ends once zstd has exited 0).
+   */
+  constructor(args: string[], what: string, fds: { input?: number; output?: number } = {}) {
     super({ readableHighWaterMark: CHUNK, writableHighWaterMark: CHUNK });
     this.what = what;
-    this.child = spawn('zstd', args, { stdio: [input ?? 'pipe', 'pipe', 'pipe'] });
+    this.child = spawn('zstd', args, { stdio: [fds.input ?? 'pipe', fds.output ?? 'pipe', 'pipe'] });
     const { child } = this;
-    const stdout = child.stdout!;
-    stdout.on('data', (chunk: Buffer) => {
+    const stdout = child.stdout;
+    stdout?.on('data', (chunk: Buffer) => {
       if (!this.push(chunk)) stdout.pause();
     });
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
@@ -115,6 +118,15 @@ export function zstdCompress(level = ZSTD_LEVEL): Duplex {
 }
 
 /**
+ * As zstdCompress, zstd writing into the open file `fd` itself, from the descriptor's offset: no compressed byte
+ * passes through Node. The filter's readable side carries nothing and ends once zstd has exited 0 (every byte
+ * written; a failed write, such as a full disk, is a non-zero exit and fails the stream with zstd's message).
+ */
+export function zstdCompressInto(fd: number, level = ZSTD_LEVEL): Duplex {
+  return new ZstdFilter(['-q', '-c', `-${level}`, '-T0', '--check'], 'compress', { output: fd });
+}
+
+/**
  * Decompresses one or more frames, checking each frame's content checksum; a cut, damaged or trailing-garbage
  * input fails the stream.
  */
@@ -124,7 +136,7 @@ export function zstdDecompress(): Duplex {
 
 /** As zstdDecompress, zstd reading the open file `fd` itself from its start: no byte of it passes through Node. */
 export function zstdDecompressFile(fd: number): Duplex {
-  const z = new ZstdFilter(['-q', '-d', '-c'], 'decompress', fd);
+  const z = new ZstdFilter(['-q', '-d', '-c'], 'decompress', { input: fd });
   z.end();
   return z;
 }

@@ -60,6 +60,10 @@ test('testbed up --ssh: each host answers SSH in its namespace, a changed host k
   await waitFor('the session runs', () => processesWith(marker).length > 0 || undefined, 15_000);
   await testbedDown(name, deps);
   await closed;
+  // the session's shell gets its hangup from the closed connection: on a busy machine that takes a moment
+  await waitFor('the session ends', () => processesWith(marker).length === 0 || undefined, 15_000).catch(
+    () => {},
+  );
   assert.deepEqual(processesWith(marker), []);
   await assertNothingLeft(name);
 });

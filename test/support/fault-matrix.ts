@@ -66,7 +66,7 @@ const NA: Partial<Record<`${MatrixFault} ${MatrixPhase}`, string>> = {
   'criu-fail plan': "the plan reads the hosts' CRIU facts gathered at agent start; no CRIU runs in it",
   'criu-fail prepare': 'no CRIU runs in prepare (the destination reserves the name and stages the bundle)',
   'criu-fail transfer': 'no CRIU runs in the transfer (the images are already written)',
-  'criu-fail confirm': 'no CRIU runs in confirm (runc state and the commit)',
+  'criu-fail confirm': 'no CRIU runs in confirm (the commit: the restore answer said the container runs)',
   'tmpfs-full plan': 'nothing is written on the destination in the plan',
   'tmpfs-full prepare': "the bundle is staged in the destination's state directory, not its images tmpfs",
   'tmpfs-full confirm': 'nothing is written to the images tmpfs in confirm',

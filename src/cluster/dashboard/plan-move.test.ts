@@ -56,7 +56,7 @@ test('planMove: auto picks cold for a small container and predicts its freeze', 
 });
 
 test('planMove: over the budget auto picks post-copy where both hosts have it; a strategy asked for is checked', async () => {
-  const f = fixture(4 << 30, true);
+  const f = fixture(4 * 2 ** 30, true);
   const p = await planMove(f.controller, f.agents, {
     container: 'web',
     to: 'b',
@@ -64,7 +64,7 @@ test('planMove: over the budget auto picks post-copy where both hosts have it; a
     maxDowntimeMs: 200,
   });
   assert.equal(p.strategy, 'postcopy');
-  const without = fixture(4 << 30, false);
+  const without = fixture(4 * 2 ** 30, false);
   await assert.rejects(
     planMove(without.controller, without.agents, { container: 'web', to: 'b', strategy: 'postcopy' }),
     (e: FerryError) => e.code === 'FERRY_E_PLAN_STRATEGY',

@@ -4,7 +4,7 @@
 import type { MovePlan, MoveRequest, ProcessList } from '../../api/dashboard.ts';
 import type { CapabilitiesReport, HostRecord } from '../../api/types.ts';
 import { FerryError } from '../../core/errors.ts';
-import { estimateColdFreezeMs, estimatePostcopyFreezeMs, planStrategy } from '../../migration/plan.ts';
+import { planStrategy } from '../../migration/plan.ts';
 import type { Controller } from '../controller.ts';
 
 /** What the dashboard asks of agents beyond what the controller does (HttpAgentPool answers both). */
@@ -36,11 +36,6 @@ export async function planMove(
     sourceHost: from.name,
     destinationHost: to.name,
   });
-  // cold and content-delta pre-copy both dump all memory inside the freeze; post-copy and hybrid move it after
-  const predictedFreezeMs =
-    plan.strategy === 'postcopy' || plan.strategy === 'hybrid'
-      ? estimatePostcopyFreezeMs()
-      : estimateColdFreezeMs(move.memoryBytes);
   return {
     container: move.container,
     from: move.from,
@@ -51,6 +46,6 @@ export async function planMove(
         ? `${plan.reason} (link and dirty rate not measured in a dry run)`
         : 'asked for',
     memoryBytes: move.memoryBytes,
-    predictedFreezeMs,
+    predictedFreezeMs: plan.predictedFreezeMs,
   };
 }

@@ -130,9 +130,14 @@ export class PostcopyStrategy implements Strategy {
       return;
     }
     pages?.last();
+    // the window: from the end of the restore to the last page, the container's memory is on two hosts
+    const lastPageMs = Math.round(ctx.now() - restoredAt);
     ctx.report.postcopy = {
-      lastPageMs: Math.round(ctx.now() - restoredAt),
+      lastPageMs,
       pageServer: `${this.deps?.pageServerAddress}:${this.fence?.port}`,
+      ...(pages
+        ? { bytes: pages.total, rate: Math.round(pages.total / (Math.max(lastPageMs, 1) / 1000)) }
+        : {}),
     };
   }
 
@@ -165,14 +170,14 @@ export class PostcopyStrategy implements Strategy {
 /**
  * Reports the `pages` phase while the page server runs: the lazy pages the dump left (its pagemaps) against what
  * the page server's socket has delivered. Returns how to report the last one (0 remaining), once every page is known
- * to have arrived; undefined when the dump's pagemaps could not be read.
+ * to have arrived, and the lazy bytes; undefined when the dump's pagemaps could not be read.
  */
 async function reportPages(
   ctx: MigrationContext,
   done: Promise<unknown>,
   delivered: (port: number) => Promise<number | undefined> | undefined,
   port: number | undefined,
-): Promise<{ last(): void } | undefined> {
+): Promise<{ last(): void; total: number } | undefined> {
   const pagesTotal = await lazyPages(ctx.images).catch(() => undefined);
   if (pagesTotal === undefined) return undefined;
   const total = pagesTotal * PAGE_BYTES;
@@ -200,7 +205,7 @@ async function reportPages(
     const acked = port === undefined ? undefined : await delivered(port)?.catch(() => undefined);
     if (acked !== undefined) report(acked, false);
   }
-  return { last: () => report(total, true) };
+  return { last: () => report(total, true), total };
 }
 
 /** How long a destination that could not say how its pages ended is asked again. */

@@ -7,10 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, test } from 'node:test';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { FerryError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/log.ts';
 import { ContainerHost, type Unmovable } from '../../host/containers.ts';
 import { bundleDir, hostPaths } from '../../host/paths.ts';
+import { pagemap_entrySchema, pagemap_headSchema } from '../../images/gen/pagemap_pb.js';
+import { IMG_COMMON_MAGIC, MAGIC } from '../../images/image-file.ts';
 import type { NetworkLike } from '../../network/identity.ts';
 import type { ExecResult } from '../../runtime/exec.ts';
 import type {
@@ -56,6 +59,35 @@ function step(what: string): void {
   if (!f) return;
   if ((spare[what] ?? 0) > 0) spare[what]! -= 1;
   else throw f;
+}
+
+/** Pages a fake lazy dump leaves with its page server. */
+const LAZY_PAGES = 300;
+
+/** A pagemap image (CRIU's framing: two magics, then length-prefixed messages) with one lazy entry. */
+function lazyPagemap(pages: number): Uint8Array {
+  const msgs = [
+    toBinary(pagemap_headSchema, create(pagemap_headSchema, { pagesId: 1 })),
+    toBinary(
+      pagemap_entrySchema,
+      create(pagemap_entrySchema, {
+        vaddr: 0x400000n,
+        nrPages: BigInt(pages),
+        compatNrPages: pages,
+        flags: 2,
+      }),
+    ),
+  ];
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(IMG_COMMON_MAGIC, 0);
+  head.writeUInt32LE(MAGIC.pagemap, 4);
+  const parts: Uint8Array[] = [head];
+  for (const m of msgs) {
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(m.length, 0);
+    parts.push(len, m);
+  }
+  return Buffer.concat(parts);
 }
 
 class LogRunc implements RuncLike {
@@ -115,12 +147,13 @@ class LogRunc implements RuncLike {
     this.states.set(id, { id, pid: 101, status: 'running', bundle: '' });
     return { ms: 1 };
   }
+  /** A lazy dump: its pagemap leaves LAZY_PAGES pages with the page server. */
   checkpointLazy(_id: string, o: LazyCheckpointOptions): LazyDump {
     this.lazyOptions.push(o);
     let ready: Promise<void>;
     try {
       step(`runc.checkpoint-lazy${o.parentPath ? ` parent=${o.parentPath}` : ''}`);
-      writeFileSync(join(o.imagePath, 'pagemap-1.img'), 'x');
+      writeFileSync(join(o.imagePath, 'pagemap-1.img'), lazyPagemap(LAZY_PAGES));
       ready = Promise.resolve();
     } catch (err) {
       ready = Promise.reject(err);
@@ -446,6 +479,9 @@ test('post-copy: the fence opens before prepare, a lazy dump, a lazy restore, th
     ['plan', 'prepare', 'checkpoint', 'transfer', 'restore', 'confirm', 'pages', 'cleanup'],
   );
   assert.equal(r.postcopy?.pageServer, `10.0.0.1:${port}`);
+  // the window: the lazy pages the dump left, over the time from the restore to the last page
+  assert.equal(r.postcopy?.bytes, LAZY_PAGES * 4096);
+  assert.ok((r.postcopy?.rate ?? 0) > 0, `rate ${r.postcopy?.rate}`);
 });
 
 test('hybrid: pre-dump rounds, then the lazy dump chained to the last round', async () => {
