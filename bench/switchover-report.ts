@@ -32,7 +32,7 @@ export interface Sample {
   ok: boolean;
   /** Post-copy: from the end of the restore to the last page (ferry's report). */
   windowMs?: number;
-  /** The container's memory when the migration was planned (ferry's report). */
+  /** Post-copy: the memory the window moved (the report's `postcopy.bytes`; else the container's memory). */
   memoryBytes?: number;
   /** Why a run failed. */
   note?: string;

@@ -169,7 +169,10 @@ function fromReport(rep: MigrationReport): Partial<Sample> {
   return {
     freezeMs: rep.freezeMs,
     ...(rep.postcopy ? { windowMs: rep.postcopy.lastPageMs } : {}),
-    ...(rep.memoryBytes ? { memoryBytes: rep.memoryBytes } : {}),
+    // what the window moved: the memory the dump left with the page server, else the container's whole memory
+    ...((rep.postcopy?.bytes ?? rep.memoryBytes)
+      ? { memoryBytes: rep.postcopy?.bytes ?? rep.memoryBytes }
+      : {}),
   };
 }
 
