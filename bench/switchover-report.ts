@@ -292,7 +292,7 @@ async function writeDocs(o: SwitchoverBenchOptions, r: Results, text: string, fl
     '`podman container checkpoint --tcp-established --export` to tmpfs, `podman rm`, `podman container restore',
     '--tcp-established --import`, on one host (its best case: no archive carried anywhere). The post-copy window',
     "runs from the end of the restore to the last page (the migration report's `postcopy.lastPageMs`); MB/s is the",
-    "container's memory over it. nginx runs from Debian's package in a ferry container; the load generator",
+    "memory it moved (`postcopy.bytes`) over it. nginx runs from Debian's package in a ferry container; the load generator",
     '(`bench/http-load.ts`) counts each request from when it was due, so a stall counts for every request it held up.',
     '',
     '```',
