@@ -202,7 +202,7 @@ export async function zdtmBench(o: ZdtmBenchOptions): Promise<unknown> {
         .join(', ')}\n`,
     );
   }
-  await writeDoc(o, strategies, fresh, { dropUid, date }, log);
+  await writeDoc(o, s, strategies, fresh, { dropUid, date }, log);
   return { summary: sum, reports };
 }
 
@@ -213,6 +213,7 @@ export async function zdtmBench(o: ZdtmBenchOptions): Promise<unknown> {
  */
 async function writeDoc(
   o: ZdtmBenchOptions,
+  s: Suite,
   strategies: string[],
   fresh: ReturnType<typeof rowsOf>,
   run: { dropUid: boolean; date: string },
@@ -234,6 +235,11 @@ async function writeDoc(
     }
     doc = mergeRun(old, fresh, meta);
   }
+  // zdtm's crfail flag, read again for every row (a partial run's doc holds rows of earlier runs)
+  const crfail: string[] = [];
+  for (const r of doc.rows)
+    if (r.control === 'PASS' && (await readDesc(s, r.test)).flags.includes('crfail')) crfail.push(r.test);
+  doc = { ...doc, crfail };
   await writeFile(path, renderConformance(doc, ZDTM_STRATEGIES));
   log(
     `zdtm: ${path} ${o.tests?.length ? `updated (${fresh.rows.length + fresh.skipped.length} rows)` : 'written'}`,

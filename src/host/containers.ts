@@ -15,7 +15,7 @@ import {
   writeConfig,
 } from '../runtime/bundle.ts';
 import { type BundlePolicy, checkBundlePolicy, DEFAULT_BUNDLE_POLICY } from '../runtime/bundle-policy.ts';
-import { cgroupPids, freezerIsV1, memoryUsage } from '../runtime/cgroups.ts';
+import { cgroupPids, memoryUsage } from '../runtime/cgroups.ts';
 import { dumperCredentials, hostProcFs, scanUnmovable, type Unmovable } from '../runtime/proc-scan.ts';
 import { type ProcessInfo, readProcesses } from '../runtime/proc-tree.ts';
 import type { RuncLike } from '../runtime/runc.ts';
@@ -32,7 +32,6 @@ const scanHost: UnmovableScan = async (init, pids) =>
   scanUnmovable(hostProcFs, {
     init,
     pids,
-    freezerV1: await freezerIsV1(),
     dumper: await dumperCredentials(),
   });
 

@@ -149,12 +149,3 @@ export async function cgroupPids(cgroupsPath: string, root = CGROUP_ROOT): Promi
   }
   return [];
 }
-
-/**
- * Whether containers here are frozen by the cgroup-v1 freezer (a v1 `freezer` hierarchy, no unified root), the
- * one that waits forever for a stopped task.
- */
-export async function freezerIsV1(root = CGROUP_ROOT): Promise<boolean> {
-  const h = await hierarchies(root);
-  return h.some((d) => d === join(root, 'freezer')) && !h.includes(root);
-}

@@ -1,6 +1,6 @@
 // The /proc scan against trees captured from the real kernel (test/fixtures/proc/capture.py): CRIU's own
-// zdtm tests that CRIU cannot move (pthread02, vfork00, session02, socket_udp-corked, stopped) and ones it
-// can (zombie00, pthread00, session01), each started as a container's init starts its program.
+// zdtm tests that CRIU cannot move (pthread02, vfork00, session02, socket_udp-corked) and ones it
+// can (zombie00, pthread00, session01, stopped), each started as a container's init starts its program.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -51,13 +51,9 @@ function fixture(name: string, withDiag = true): { fx: Fixture; fs: ProcFs } {
   return { fx, fs };
 }
 
-async function scan(
-  name: string,
-  freezerV1 = true,
-  withDiag = true,
-): Promise<{ fx: Fixture; found: Unmovable[] }> {
+async function scan(name: string, withDiag = true): Promise<{ fx: Fixture; found: Unmovable[] }> {
   const { fx, fs } = fixture(name, withDiag);
-  return { fx, found: await scanUnmovable(fs, { init: fx.init, pids: fx.pids, freezerV1, resampleMs: 1 }) };
+  return { fx, found: await scanUnmovable(fs, { init: fx.init, pids: fx.pids, resampleMs: 1 }) };
 }
 
 describe('parseStat and parseStatus', () => {
@@ -135,7 +131,7 @@ describe('scanUnmovable on captured trees', () => {
   });
 
   it('names every listening unix socket with a connection in flight when sock_diag cannot be asked', async () => {
-    const { found } = await scan('unix-in-flight', true, false);
+    const { found } = await scan('unix-in-flight', false);
     assert.equal(found.length, 1);
     assert.match(
       found[0]!.limit,
@@ -191,7 +187,6 @@ describe('scanUnmovable on captured trees', () => {
     const found = await scanUnmovable(noStat, {
       init: fx.init,
       pids: fx.pids,
-      freezerV1: true,
       resampleMs: 1,
     });
     assert.deepEqual(found, []);
@@ -263,17 +258,13 @@ describe('scanUnmovable on captured trees', () => {
     const found = await scanUnmovable(draining, {
       init: fx.init,
       pids: fx.pids,
-      freezerV1: true,
       resampleMs: 1,
     });
     assert.deepEqual(found, []);
   });
 
-  it('names a stopped task under the cgroup-v1 freezer only (stopped)', async () => {
-    const { found } = await scan('stopped', true);
-    assert.equal(found.length, 1);
-    assert.match(found[0]!.limit, /stopped \(SIGSTOP\).*cgroup-v1 freezer/);
-    assert.deepEqual((await scan('stopped', false)).found, []);
+  it('lets a stopped task go (stopped): CRIU seizes it with ptrace alone', async () => {
+    assert.deepEqual((await scan('stopped')).found, []);
   });
 
   it('names a traced task (strace -p)', async () => {
@@ -285,7 +276,7 @@ describe('scanUnmovable on captured trees', () => {
 
   it('names a task of another uid when CRIU cannot read its rlimits (no CAP_SYS_RESOURCE)', async () => {
     const { fx, fs } = fixture('other-uid');
-    const o = { init: fx.init, pids: fx.pids, freezerV1: true, resampleMs: 1 };
+    const o = { init: fx.init, pids: fx.pids, resampleMs: 1 };
     const found = await scanUnmovable(fs, { ...o, dumper: { uid: 0, gid: 0, capSysResource: false } });
     assert.equal(found.length, 1);
     assert.equal(found[0]!.comm, 'sleep');
@@ -295,7 +286,7 @@ describe('scanUnmovable on captured trees', () => {
 
   it('skips a task that exited since the pids were listed', async () => {
     const { fx, fs } = fixture('threaded-zombie');
-    const found = await scanUnmovable(fs, { init: fx.init, pids: [...fx.pids, 999999], freezerV1: true });
+    const found = await scanUnmovable(fs, { init: fx.init, pids: [...fx.pids, 999999] });
     assert.equal(found.length, 1);
   });
 });
@@ -324,7 +315,6 @@ describe('processes joined with runc exec', () => {
     const found = await scanUnmovable(fs, {
       init: 100,
       pids: [100, 101, 200, 201],
-      freezerV1: false,
       resampleMs: 1,
     });
     assert.deepEqual(
@@ -339,10 +329,7 @@ describe('processes joined with runc exec', () => {
   });
 
   it('finds nothing when every process descends from the init', async () => {
-    assert.deepEqual(
-      await scanUnmovable(fs, { init: 100, pids: [100, 101], freezerV1: false, resampleMs: 1 }),
-      [],
-    );
+    assert.deepEqual(await scanUnmovable(fs, { init: 100, pids: [100, 101], resampleMs: 1 }), []);
   });
 });
 

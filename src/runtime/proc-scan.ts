@@ -130,11 +130,6 @@ export function joinedLimits(tasks: ProcTask[], init: number, cmdlines: Map<numb
 
 export interface TaskRuleOptions {
   /**
-   * The container is frozen with the cgroup-v1 freezer, which never completes while a task is stopped
-   * (SIGSTOP): the freeze would wait until its deadline.
-   */
-  freezerV1: boolean;
-  /**
    * The uid CRIU runs as and whether it has CAP_SYS_RESOURCE. Without it, CRIU cannot read the rlimits of a
    * process whose uids are not all its own (prlimit), so every dump of such a process fails ("Can't get
    * rlimit"). Unset: not checked.
@@ -165,13 +160,7 @@ export function taskLimits(tasks: ProcTask[], o: TaskRuleOptions): Unmovable[] {
     // compel seizes every task with ptrace; one that a tracer (a debugger, strace) holds cannot be seized
     else if (t.tracerPid !== 0)
       out.push(who(t, `it is traced by pid ${t.tracerPid} (a debugger?): CRIU cannot seize a traced task`));
-    else if ((t.state === 'T' || t.state === 't') && o.freezerV1)
-      out.push(
-        who(
-          t,
-          'it is stopped (SIGSTOP): the cgroup-v1 freezer never completes the freeze around a stopped task; SIGCONT it first',
-        ),
-      );
+    // a task stopped by a signal moves: CRIU seizes it with ptrace alone (runtime/stopped-tasks.ts)
     else if (o.dumper && !o.dumper.capSysResource && t.state !== 'Z' && foreignId(t, o.dumper))
       out.push(
         who(

@@ -9,6 +9,7 @@ import { Faults } from '../core/faults.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
+import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
 
 export interface RuncContainerState {
   id: string;
@@ -222,6 +223,7 @@ export class Runc implements RuncLike {
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = o.preDump ? undefined : extraCriuConfig(o);
+    const env = this.dumpEnv(id, extra?.env);
     try {
       const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
         label: 'runc checkpoint',
@@ -230,12 +232,21 @@ export class Runc implements RuncLike {
         onFailure: async () =>
           (await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile)),
         timeoutMs: o.timeoutMs ?? 600_000,
-        ...(extra ? { env: extra.env } : {}),
+        ...(env ? { env } : {}),
       });
       return { ms: r.ms };
     } finally {
       extra?.done();
     }
+  }
+
+  /**
+   * runc's environment for a dump (undefined: the agent's own). A container with a task stopped by a signal under
+   * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
+   */
+  private dumpEnv(id: string, env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
+    if (!stoppedTasks(this.root, id).length) return env;
+    return { ...(env ?? process.env), ...PTRACE_ONLY_SEIZE_ENV };
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
@@ -246,10 +257,11 @@ export class Runc implements RuncLike {
     if (o.parentPath) args.push('--parent-path', o.parentPath);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
+    const env = this.dumpEnv(id, extra?.env);
     const p = startProcess(this.argvWith('criu-fail:dump', logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
-      ...(extra ? { env: extra.env } : {}),
+      ...(env ? { env } : {}),
     });
     if (extra) void p.done.finally(() => extra.done());
     const explain = async (err: unknown): Promise<never> => {

@@ -21,34 +21,25 @@ import { type Bed, FERRY_ARGV, missingPrerequisite, skipUnlessReady, startBed } 
 
 type Strategy = 'cold' | 'postcopy' | 'precopy' | 'auto';
 
-/** category -> tests; the strategies are dealt in turn down the whole list. */
+/**
+ * category -> tests; the strategies are dealt in turn down the whole list (the rollback case, last, falls on
+ * post-copy: keep the count before it one more than a multiple of four). A few tests of each category keep the
+ * file near two minutes of make test; `ferry bench zdtm` runs every test with every strategy.
+ */
 const SAMPLE: Record<string, string[]> = {
-  memory: ['maps00', 'mprotect00', 'memfd00'],
-  files: [
-    'file_shared',
-    'ghost_holes_large00',
-    'file_locks00',
-    'file_locks01',
-    'unlink_fstat00',
-    'file_lease00',
-  ],
-  filesystem: ['chroot', 'fifo', 'mtime_mmap'],
+  memory: ['maps00', 'memfd00'],
+  files: ['ghost_holes_large00', 'file_locks01', 'unlink_fstat00', 'file_lease00'],
+  filesystem: ['chroot', 'fifo'],
   'unix sockets': ['sockets00', 'scm03'],
   // socket-tcp-skip-in-flight: migrated with --skip-in-flight, its own CRIU option
-  'inet sockets': [
-    'socket_udp',
-    'socket-tcp',
-    'socket-tcp6-fin-wait2',
-    'socket_listen',
-    'socket-tcp-skip-in-flight',
-  ],
-  'timers and signals': ['posix_timers', 'timerfd', 'signalfd00'],
-  'process tree': ['zombie00', 'pthread00', 'child_subreaper'],
-  events: ['epoll', 'inotify00', 'eventfs00'],
-  'process state': ['rlimits00', 'caps00', 'vdso00', 'pty00'],
+  'inet sockets': ['socket_udp', 'socket-tcp', 'socket-tcp-skip-in-flight'],
+  'timers and signals': ['posix_timers', 'signalfd00'],
+  'process tree': ['zombie00', 'pthread00'],
+  events: ['epoll', 'inotify00'],
+  // stopped: a task stopped by SIGSTOP, which CRIU seizes with ptrace alone under a cgroup-v1 freezer
+  'process state': ['vdso00', 'pty00', 'stopped'],
   // what CRIU cannot move: refused before the freeze, the test untouched on the source
   'refused before the freeze': [
-    'stopped',
     'socket_udp-corked',
     'ptrace_sig',
     'seccomp_filter',
@@ -56,7 +47,6 @@ const SAMPLE: Record<string, string[]> = {
     'socket-tcpbuf-local',
     'file_lease02',
     'sk-unix-listen02',
-    'sk-unix-listen03',
   ],
   // a restore that fails (injected on b for this container): thawed on the source, the test untouched, and the link
   // ferry made anew after the dump for its open, unlinked file removed again (the harness checks)
@@ -70,11 +60,6 @@ const STRATEGIES: Strategy[] = ['cold', 'postcopy', 'precopy', 'auto'];
 
 /** Everything not listed here must PASS. A listed test must end as listed (with a reason that matches). */
 const EXPECTED: Record<string, { outcome: TestResult['outcome']; reason: RegExp; why: string }> = {
-  stopped: {
-    outcome: 'REFUSED',
-    reason: /stopped \(SIGSTOP\)/,
-    why: 'the cgroup-v1 freezer never completes around a stopped task',
-  },
   'socket_udp-corked': {
     outcome: 'REFUSED',
     reason: /UDP_CORK/,
@@ -111,11 +96,6 @@ const EXPECTED: Record<string, { outcome: TestResult['outcome']; reason: RegExp;
     outcome: 'REFUSED',
     reason: /listening unix socket \S+ has a connection not yet accepted holding \d+ bytes/,
     why: 'CRIU cannot take the data out of a unix connection in flight (found through ss, which /proc lacks)',
-  },
-  'sk-unix-listen03': {
-    outcome: 'REFUSED',
-    reason: /connection\(s\) not yet accepted whose client has closed its end/,
-    why: 'CRIU cannot dump a unix connection in flight that its client has closed',
   },
   unlink_fstat03: {
     outcome: 'ROLLBACK',
