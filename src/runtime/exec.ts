@@ -165,7 +165,7 @@ function killGroup(pgid: number): void {
 }
 
 /** Whether a process other than a zombie is left in the group `pgid` (a zombie holds no ptrace seize). */
-function groupAlive(pgid: number): boolean {
+export function groupAlive(pgid: number): boolean {
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     try {
