@@ -1,6 +1,8 @@
 // The fault matrix (docs/reliability.md): every phase against every fault, on one shared testbed, cell after cell.
 // Each cell holds a migration at the start of its phase, does the fault, lets it go on, and checks that the
 // container runs exactly once where it should, that its client's connection survived, and that nothing is left.
+// Beside the cells, two cases on the same testbed (a caller's dropped link, a stuck dump): over 400 lines because
+// one testbed for all of them is what keeps this file's share of `make test` short.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
