@@ -60,6 +60,19 @@ async function wire(
   return { ns, veth };
 }
 
+/**
+ * A namespace on `host`'s bridge with `ip` and its MAC, for a container another runtime starts (Podman's
+ * `--network ns:PATH`): the same wiring the recipe's containers get. Removed by handRemoveNetns.
+ */
+export async function handNetns(runner: Runner, tb: TestbedState, host: string, name: string, ip: string) {
+  const { ns } = await wire(runner, tb, host, name, ip, true);
+  return `/run/netns/${ns}`;
+}
+
+export async function handRemoveNetns(runner: Runner, tb: TestbedState, host: string, name: string) {
+  await new IpNet(runner).delNetns(ctrNs(tb, host, name));
+}
+
 export async function handStart(
   runner: Runner,
   tb: TestbedState,

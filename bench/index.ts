@@ -61,11 +61,16 @@ export const SUITES: Record<
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),
     }),
+  // --quick: one run of an empty container, ferry cold and the recipe, nothing written (the smoke make test runs)
   switchover: (o) =>
     switchoverBench({
       runs: o.quick ? 1 : (o.runs ?? DEFAULT_RUNS),
       sizesMiB: o.quick ? [0] : [0, 64, 1024, ...(o.big ? [4096] : [])],
       strategies: o.quick ? ['cold'] : ['cold', 'auto'],
+      podmanMiB: o.quick ? [] : [64, 1024],
+      shapedMiB: o.quick ? [] : [64, 1024, ...(o.big ? [4096] : [])],
+      ...(o.quick ? {} : { nginx: 'auto', docs: new URL('../docs', import.meta.url).pathname }),
+      command: `ferry bench switchover${o.quick ? ' --quick' : ''}${o.runs ? ` --runs ${o.runs}` : ''}${o.big ? ' --big' : ''}`,
       ferryArgv: o.ferryArgv,
       ...(o.json ? { json: true } : {}),
     }),

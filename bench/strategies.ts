@@ -13,6 +13,7 @@ import { archiveSection } from './archive.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
 import { drawPlot } from './eval/svg.ts';
 import { handCleanup, handMigrate, handRemove, handStart } from './hand-recipe.ts';
+import { switchoverSection } from './switchover-report.ts';
 
 export interface StrategyBenchOptions {
   runs: number;
@@ -328,7 +329,9 @@ async function writeReport(
   // the archive benchmark's section is its own: kept when this page is rewritten
   const old = await readFile(`${o.out}/benchmarks.md`, 'utf8').catch(() => '');
   // the sections other suites rewrite stay as they are
-  const kept = [archiveSection(old), agentlessSection(old)].filter(Boolean).join('\n');
+  const kept = [switchoverSection(old), archiveSection(old), agentlessSection(old)]
+    .filter(Boolean)
+    .join('\n');
   await writeFile(`${o.out}/benchmarks.md`, kept ? `${md}\n${kept}` : md);
 }
 

@@ -19,7 +19,7 @@ criu_ok() {
 
 tools_ok() {
   local t
-  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool zstd; do
+  for t in runc ip tc iptables nft busybox redis-server stress-ng nsenter etcd etcdctl checkpointctl chromium setfacl zsh fish promtool zstd nginx tcpdump; do
     command -v "$t" >/dev/null 2>&1 || return 1
   done
 }
@@ -66,14 +66,19 @@ install_deps() {
   else
     apt-get update -q
   fi
-  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus, zstd"
+  log "installing runc, iproute2, iptables, busybox-static, redis-server, stress-ng, etcd, checkpointctl, chromium, acl, zsh, fish, prometheus, zstd, nginx, tcpdump"
   # checkpointctl: the archive tests read ferry's checkpoint archives with the real tool
   # chromium: the dashboard's browser tests drive Debian's build (playwright-core never downloads one)
   # acl: setfacl, for the tests of the ACLs an archive and a migration carry
   # zstd: checkpoint archives are compressed and decompressed by the zstd program (on every core)
   # zsh and fish: the tests load `ferry completion zsh|fish` into the real shells; prometheus: the tests check
   # /metrics with its promtool (Prometheus' own parser and linter)
-  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus zstd
+  # nginx: `ferry bench switchover` moves Debian's nginx under load (the binary runs inside a container, as Redis)
+  # tcpdump: the held-switchover tests count every reset on the client's wire with a capture
+  "${apt[@]}" runc iproute2 iptables busybox-static redis-server stress-ng util-linux procps etcd-server etcd-client checkpointctl chromium acl zsh fish prometheus zstd nginx tcpdump
+  # Debian starts a system nginx on install where services may start; the benchmark runs its own in containers.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  if [[ -x /etc/init.d/nginx ]]; then /etc/init.d/nginx stop >/dev/null 2>&1 || true; fi
   # Debian starts a system redis on install; ferry runs its own inside containers.
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   pkill -x redis-server 2>/dev/null || true

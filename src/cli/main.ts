@@ -534,7 +534,9 @@ export function buildProgram(): Command {
     .command('bench')
     .description(
       'run a benchmark suite: strategies, network and switchover print medians and ratios of ferry and the ' +
-        "hand-driven migration, measured interleaved (switchover: the client's gap against the freeze); zdtm runs " +
+        "hand-driven migration, measured interleaved (switchover: the client's gap against the floor and the " +
+        'freeze, beside Podman 5 when installed, and nginx under load; it rewrites its section of ' +
+        'docs/benchmarks.md); zdtm runs ' +
         "CRIU's zdtm static tests through a migration per strategy; soak migrates Redis under a client 200 times " +
         'and checks that nothing the agents hold grows (docs/reliability.md); archive checkpoints a Redis into a ' +
         'file and restores it, ferry against Podman 5 (scripts/setup.sh podman); agentless migrates a container ' +
@@ -560,8 +562,8 @@ export function buildProgram(): Command {
     )
     .option(
       '--quick',
-      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB, ' +
-        'agentless: one of 64 MiB, both leaving docs/benchmarks.md alone; the evaluation suites: one run of small ' +
+      'switchover: one run of an empty container, ferry cold and the recipe; archive: one run of 16 MiB; ' +
+        'agentless: one of 64 MiB; those three leaving docs/benchmarks.md alone; the evaluation suites: one run of small ' +
         'sizes that leaves docs/evaluation.md alone (smoke tests)',
     )
     .option(

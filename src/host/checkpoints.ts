@@ -338,6 +338,15 @@ export class Checkpoints {
     }
     this.sessions.delete(id);
     clearTimeout(s.timer);
+    // the caller has the archive: the images go now, beside the stop and after the answer, not before it (a GiB
+    // of tmpfs takes a fraction of a second to free, more on a busy host); the folder is this checkpoint's own, and
+    // one left by an agent that stopped meanwhile is removed as a leftover when it starts again
+    void rm(s.dir, { recursive: true, force: true }).catch((err: Error) =>
+      this.log.warn(
+        { checkpoint: id, err: err.message },
+        'could not remove the images of a finished checkpoint',
+      ),
+    );
     try {
       let status: CheckpointResult['status'] = 'running';
       if (opts.stop && !s.leaveRunning) {
@@ -351,7 +360,6 @@ export class Checkpoints {
       this.log.info({ container: s.name, checkpoint: id, status }, 'checkpoint finished');
       return { name: s.name, host: this.host.hostName, status };
     } finally {
-      await rm(s.dir, { recursive: true, force: true });
       await s.release();
     }
   }

@@ -9,6 +9,11 @@ export interface ExecOptions {
   env?: NodeJS.ProcessEnv;
   input?: string;
   timeoutMs?: number;
+  /**
+   * The child gets a process group of its own, and past `timeoutMs` the whole group is killed and waited for: runc
+   * checkpoint's CRIU is runc's child, and killing runc alone leaves it holding (ptrace-seizing) the tasks.
+   */
+  group?: boolean;
   /** Resolve even on a non-zero exit (the caller inspects `code`). */
   allowFail?: boolean;
   /** 'null' gives the child /dev/null for stdout/stderr: needed when the child hands its stdio to a container. */
@@ -29,6 +34,8 @@ export interface ExecResult {
   stdout: string;
   stderr: string;
   ms: number;
+  /** Killed because it ran past `timeoutMs`. */
+  timedOut?: boolean;
 }
 
 export interface Runner {
@@ -58,6 +65,7 @@ export class ProcessRunner implements Runner {
         nullOut ? 'ignore' : 'pipe',
         nullOut ? 'ignore' : 'pipe',
       ],
+      detached: opts.group === true,
     });
     let stdout = '';
     let stderr = '';
@@ -69,6 +77,7 @@ export class ProcessRunner implements Runner {
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
     const result = await new Promise<ExecResult>((resolve, reject) => {
       child.on('error', (err) => {
         reject(
@@ -106,13 +115,26 @@ export class ProcessRunner implements Runner {
         finish();
       });
       if (opts.timeoutMs) {
-        timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+        timer = setTimeout(() => {
+          timedOut = true;
+          if (opts.group && child.pid !== undefined) killGroup(child.pid);
+          else child.kill('SIGKILL');
+        }, opts.timeoutMs);
       }
     }).finally(() => clearTimeout(timer));
+    if (timedOut) {
+      result.timedOut = true;
+      // what the child started may still be dying (a CRIU leaves its ptrace seize only as it exits)
+      if (opts.group && child.pid !== undefined) await groupGone(child.pid);
+    }
     trace(argv, started, result.ms, result.code);
     if (result.code !== 0 && !opts.allowFail) {
       const extra = opts.onFailure ? await opts.onFailure(result) : undefined;
-      const why = result.signal ? `killed by ${result.signal}` : `exit status ${result.code}`;
+      const why = timedOut
+        ? `killed after its ${Math.round(opts.timeoutMs ?? 0)} ms deadline`
+        : result.signal
+          ? `killed by ${result.signal}`
+          : `exit status ${result.code}`;
       const errText = extra ?? (tail(result.stderr, 3) || tail(result.stdout, 3));
       throw new FerryError(
         opts.errorCode ?? 'FERRY_E_EXEC',
@@ -130,6 +152,39 @@ export class ProcessRunner implements Runner {
       );
     }
     return result;
+  }
+}
+
+/** SIGKILLs every process of the group `pgid` (gone already: nothing to do). */
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // the group is gone
+  }
+}
+
+/** Whether a process other than a zombie is left in the group `pgid` (a zombie holds no ptrace seize). */
+export function groupAlive(pgid: number): boolean {
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const [state, , group] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(group) === pgid && state !== 'Z') return true;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return false;
+}
+
+/** Waits until no live process is left in the group `pgid` (at most `maxMs`, killing it again meanwhile). */
+async function groupGone(pgid: number, maxMs = 10_000): Promise<void> {
+  const until = performance.now() + maxMs;
+  while (groupAlive(pgid) && performance.now() < until) {
+    killGroup(pgid);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

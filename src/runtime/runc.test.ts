@@ -91,3 +91,32 @@ test('running and paused are read from runc state.json, the init pid start time 
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test('destroy: kill and delete, then runc state only while runc still keeps the container directory', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'ferry-runc-destroy-'));
+  try {
+    // runc state answers as for a container it does not know
+    const r = new (class extends Recorder {
+      override async run(argv: string[], o?: ExecOptions): Promise<ExecResult> {
+        const out = await super.run(argv, o);
+        return argv[3] === 'state' ? { ...out, code: 1 } : out;
+      }
+    })();
+    const runc = new Runc(r, { root });
+    await runc.destroy('gone');
+    assert.deepEqual(
+      r.calls.map((c) => c[3]),
+      ['kill', 'delete'],
+    );
+    // the directory still there: ask runc
+    await mkdir(join(root, 'kept'));
+    r.calls = [];
+    await runc.destroy('kept');
+    assert.deepEqual(
+      r.calls.map((c) => c[3]),
+      ['kill', 'delete', 'state'],
+    );
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});

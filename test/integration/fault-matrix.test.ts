@@ -1,6 +1,8 @@
 // The fault matrix (docs/reliability.md): every phase against every fault, on one shared testbed, cell after cell.
 // Each cell holds a migration at the start of its phase, does the fault, lets it go on, and checks that the
 // container runs exactly once where it should, that its client's connection survived, and that nothing is left.
+// Beside the cells, two cases on the same testbed (a caller's dropped link, a stuck dump): over 400 lines because
+// one testbed for all of them is what keeps this file's share of `make test` short.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
@@ -29,6 +31,7 @@ import {
   instancesOf,
   MAIN,
   missingPrerequisite,
+  processesWith,
   runningInstancesOf,
   skipUnlessReady,
   startBed,
@@ -52,6 +55,8 @@ const selected = (c: Cell) =>
 const nameOf = (i: number) => `fm${i}`;
 /** The container of the reattach test. */
 const REATTACH = 'fmcli';
+/** The container of the stuck-dump test. */
+const HANG = 'fmhang';
 
 /** Every fault any cell needs, scoped to its own container: one agent config carries them all. */
 function faultList(): string {
@@ -66,6 +71,7 @@ function faultList(): string {
     out.push(`hold-at:${PHASE_SETUP[c.phase].point}@${name}`);
   });
   out.push(`hold-at:source:transfer@${REATTACH}`);
+  out.push(`criu-hang:dump@${HANG}`);
   return out.join(',');
 }
 
@@ -386,4 +392,69 @@ test("ferry migrate's own link to the source agent drops: it reattaches and repo
   assert.equal(report.ok, true);
   assert.equal((await containers(b)).find((c) => c.name === REATTACH)?.host, 'b');
   await b.ctx.client('b').remove(REATTACH);
+});
+
+// checkpoint × criu-hang: a dump that never ends. The container has a task in a signal stop and its dump goes
+// without the seize such a task needs (the test-only fault), so CRIU hangs in its ptrace seize on the frozen cgroup
+// until the freeze ceiling (DEADLINES.freezeMs). Then runc and its CRIU are killed, and the container is resumed
+// on the source: running once, not paused, its client's connection intact, no CRIU left.
+test('fault matrix: checkpoint × criu-hang (a stuck dump is killed at the freeze ceiling, the source resumed)', async (t) => {
+  if (!skipUnlessReady(t) || !bed) return;
+  if (only.length && !only.includes('criu-hang') && !only.includes('checkpoint')) return;
+  const b = bed;
+  const c0 = Date.now();
+  const marker = `fmx-${HANG}-${b.name}`;
+  const ip = `${b.state.subnet}.141`;
+  // a child of the server stops itself: the container holds a task in a signal stop
+  const stopper =
+    'import os, signal\nif os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\n';
+  await b.ctx.client('a').create({
+    name: HANG,
+    command: pythonArgs(`${stopper}${LINE_COUNTER_PY}\n# ${marker}`, 7000),
+    net: 'own',
+    ip,
+  });
+  const probe = new Probe({ kind: 'tcp', host: ip, port: 7000, intervalMs: 20 });
+  let probeStopped = false;
+  try {
+    await waitForPort(ip, 7000);
+    await probe.start();
+    const m = await inProcess(b, HANG, 'cold').done;
+    const report = JSON.parse(m.stdout) as MigrationReport;
+    assert.equal(report.ok, false, 'a migration whose dump hangs fails');
+    assert.equal(report.error?.code, 'FERRY_E_CHECKPOINT_FAILED', JSON.stringify(report.error));
+    assert.equal(report.error?.phase, 'checkpoint', JSON.stringify(report.error));
+    assert.match(
+      report.error?.message ?? '',
+      /deadline|ceiling/,
+      'the error names the deadline as the cause',
+    );
+    assert.equal(report.rollback?.action, 'thawed', JSON.stringify(report.rollback));
+    const list = (await containers(b)).filter((c) => c.name === HANG);
+    assert.deepEqual(
+      list.map((c) => `${c.host}:${c.status}`),
+      ['a:running'],
+      'running once, on the source, not paused',
+    );
+    assert.equal(runningInstancesOf(marker), 1, 'one running copy (not frozen)');
+    assert.deepEqual(processesWith(join(hostDir(b, 'a'), 'images')), [], 'no runc checkpoint or CRIU left');
+    // (CRIUs of other testbeds may run meanwhile: what matters is that none holds this container's tasks)
+    const traced = processesWith(marker).filter(
+      (pid) => !/^TracerPid:\s+0$/m.test(readFileSync(`/proc/${pid}/status`, 'utf8')),
+    );
+    assert.deepEqual(traced, [], 'no CRIU left holding a task of the container');
+    const before = probe.replies;
+    await waitFor('replies on the same connection', () => probe.replies > before + 3 || undefined, 30_000);
+    const res = await probe.stop();
+    probeStopped = true;
+    assert.equal(res.resets, 0, `the client connection was not reset: ${JSON.stringify(res).slice(0, 400)}`);
+    assert.equal(res.serverValues?.continuous, true, 'the same server answered the client, its state intact');
+    t.diagnostic(`${Date.now() - c0} ms: ${report.error?.message}`);
+  } finally {
+    if (!probeStopped) await probe.stop().catch(() => undefined);
+    await b.ctx
+      .client('a')
+      .remove(HANG)
+      .catch(() => undefined);
+  }
 });

@@ -1,9 +1,11 @@
 // A held switchover (decision 11): during the freeze the container's packets wait on the destination instead of
 // being dropped, and reach the restored sockets at the commit. A real client on one connection sends a request
-// every 2 ms; its own kernel counts what TCP had to resend and every reset, before and after.
+// every 2 ms; its own kernel counts what TCP had to resend and every reset, before and after, and a packet capture
+// in its namespace (tcpdump) counts every reset on its wire, whichever side sent it.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ContainerInfo } from '../../src/host/containers.ts';
@@ -125,6 +127,68 @@ function assertClean(res: ProbeSummary, d: Counters, what: string): void {
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * tcpdump in the client's namespace, TCP to and from `hosts` only (the CLI's own connections to the agents are
+ * not the client's). stop() counts the packets it saw and those with RST set, in either direction.
+ */
+async function capture(
+  bed: Bed,
+  hosts: string[],
+): Promise<{ stop(): Promise<{ packets: number; resets: number }> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-hold-pcap-'));
+  const file = join(dir, 'client.pcap');
+  const filter = `tcp and (${hosts.map((h) => `host ${h}`).join(' or ')})`;
+  // -Z root: Debian's tcpdump otherwise drops to its own user, who cannot write here; -U: every packet written
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      bed.state.client.netns,
+      'tcpdump',
+      '-i',
+      'any',
+      '-n',
+      '-U',
+      '-Z',
+      'root',
+      '-w',
+      file,
+      filter,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  const closed = new Promise<void>((r) => child.on('close', () => r()));
+  await waitFor(
+    'tcpdump listening in the client namespace',
+    () => {
+      if (child.exitCode !== null) throw new Error(`tcpdump exited: ${err}`);
+      return err.includes('listening on') || undefined;
+    },
+    30_000,
+  );
+  return {
+    async stop() {
+      child.kill('SIGINT');
+      await closed;
+      // counted by a pipe: the capture's text runs to megabytes
+      const read = (f: string) =>
+        Number(
+          execFileSync('sh', ['-c', `tcpdump -r "$0" -n ${f ? '"$1"' : ''} 2>/dev/null | wc -l`, file, f], {
+            encoding: 'utf8',
+          }).trim(),
+        );
+      const r = { packets: read(''), resets: read('tcp[tcpflags] & tcp-rst != 0') };
+      rmSync(dir, { recursive: true, force: true });
+      return r;
+    },
+  };
+}
+
 test('own namespace: a held switchover loses no packet and sends no reset; held packets reach the restored socket', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
@@ -141,6 +205,7 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   await waitForPort(info.ip!, 7000);
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
   await connected(bed, `${info.ip}:7000`);
+  const cap = await capture(bed, [info.ip!]);
   await settle(700);
   const before = clientCounters(bed);
   const reports: MigrationReport[] = [];
@@ -151,13 +216,18 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   }
   await settle(500);
   const res = await probe.stop();
+  const wire = await cap.stop();
   const d = delta(before, clientCounters(bed));
   const held = [...releasedHolds(bed, 'a'), ...releasedHolds(bed, 'b')];
   t.diagnostic(
     `replies ${res.replies}, max gap ${res.maxGapMs.toFixed(0)} ms, freeze ms ${reports.map((r) => r.freezeMs).join(' ')}`,
   );
-  t.diagnostic(`client counters ${JSON.stringify(d)}; holds ${JSON.stringify(held)}`);
+  t.diagnostic(
+    `client counters ${JSON.stringify(d)}; holds ${JSON.stringify(held)}; capture ${JSON.stringify(wire)}`,
+  );
   assertClean(res, d, 'held switchovers');
+  assert.ok(wire.packets > 0, "the capture saw the client's traffic");
+  assert.equal(wire.resets, 0, "the capture saw no reset on the client's wire");
   assert.equal(res.serverValues?.continuous, true, 'the server counted every request once, in order');
   assert.equal(held.length, 4, 'each switchover held the traffic and released it');
   for (const h of held) assert.equal(h.dropped, 0, 'a hold dropped nothing');
@@ -170,41 +240,59 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   assertNoHolds(bed);
 });
 
-test('a restore that fails after the hold began rolls back; the held packets are dropped and the connection lives on', async (t) => {
+test('a restore that fails after the hold began rolls back, own namespace and floating address: the held packets are dropped, the connection lives on, no reset on the wire', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
   t.after(() => bed.down());
-  const info = await runJson(bed, [
-    'run',
-    '--host',
-    'a',
-    '--name',
-    'web',
-    '--',
-    ...pythonArgs(LINE_COUNTER_PY, 7000),
-  ]);
-  await waitForPort(info.ip!, 7000);
-  const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
-  await connected(bed, `${info.ip}:7000`);
-  await settle(700);
-  const before = clientCounters(bed);
-  const report = await migrate(bed, 'web', 'b');
-  assert.equal(report.ok, false);
-  assert.equal(report.error?.phase, 'restore');
-  assert.equal(report.rollback?.sourceRunning, true);
-  assert.equal(report.rollback?.destinationCleaned, true);
-  // the client's resent requests come back to the thawed source, on the same connection
-  await settle(2500);
-  const res = await probe.stop();
-  const d = delta(before, clientCounters(bed));
-  t.diagnostic(
-    `replies ${res.replies}, max gap ${res.maxGapMs.toFixed(0)} ms; client counters ${JSON.stringify(d)}`,
-  );
-  assertClean(res, d, 'rolled back');
-  assert.equal(res.serverValues?.continuous, true, 'the source counted every request once, in order');
-  assert.equal((await containers(bed)).find((c) => c.name === 'web')?.host, 'a');
-  assert.deepEqual(releasedHolds(bed, 'b'), [], 'nothing held was delivered on the destination');
-  assertNoHolds(bed);
+  const floating = `${bed.state.subnet}.62`;
+  // the same failed move twice on one bed: a container in its own namespace, then one holding a floating address
+  const cases = [
+    { name: 'web', port: 7000, net: [] as string[], bind: undefined as string | undefined },
+    { name: 'hweb', port: 7003, net: ['--net', 'host', '--ip', floating], bind: floating },
+  ];
+  for (const c of cases) {
+    const info = await runJson(bed, [
+      'run',
+      '--host',
+      'a',
+      '--name',
+      c.name,
+      ...c.net,
+      '--',
+      ...pythonArgs(LINE_COUNTER_PY, c.port, c.bind),
+    ]);
+    const ip = c.bind ?? info.ip!;
+    const what = `${c.bind ? 'floating address' : 'own namespace'}, rolled back`;
+    await waitForPort(ip, c.port);
+    const probe = startProbe(bed, 'tcp', `${ip}:${c.port}`);
+    await connected(bed, `${ip}:${c.port}`);
+    const cap = await capture(bed, [ip]);
+    await settle(700);
+    const before = clientCounters(bed);
+    const report = await migrate(bed, c.name, 'b');
+    assert.equal(report.ok, false, what);
+    assert.equal(report.error?.phase, 'restore', what);
+    assert.equal(report.rollback?.sourceRunning, true, what);
+    assert.equal(report.rollback?.destinationCleaned, true, what);
+    // the client's resent requests come back to the thawed source, on the same connection
+    await settle(2500);
+    const res = await probe.stop();
+    const wire = await cap.stop();
+    const d = delta(before, clientCounters(bed));
+    t.diagnostic(
+      `${what}: replies ${res.replies}, max gap ${res.maxGapMs.toFixed(0)} ms; client counters ${JSON.stringify(d)}; capture ${JSON.stringify(wire)}`,
+    );
+    assertClean(res, d, what);
+    assert.equal(wire.resets, 0, `${what}: the capture saw no reset on the client's wire`);
+    assert.equal(
+      res.serverValues?.continuous,
+      true,
+      `${what}: the source counted every request once, in order`,
+    );
+    assert.equal((await containers(bed)).find((x) => x.name === c.name)?.host, 'a');
+    assert.deepEqual(releasedHolds(bed, 'b'), [], `${what}: nothing held was delivered on the destination`);
+    assertNoHolds(bed);
+  }
 });
 
 test('floating address: TCP and UDP are held through ifb; the address moves; no reset, nothing left', async (t) => {
@@ -233,6 +321,7 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   const tcp = startProbe(bed, 'tcp', `${tcpIp}:7001`);
   const udp = startProbe(bed, 'udp', `${udpIp}:7002`);
   await connected(bed, `${tcpIp}:7001`);
+  const cap = await capture(bed, [tcpIp]);
   await settle(1000);
   const before = clientCounters(bed);
   const overflowBefore = bed.state.hosts.map((h) => rcvbufErrors(h.netns));
@@ -245,6 +334,7 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   await settle(500);
   const tres = await tcp.stop();
   const ures = await udp.stop();
+  const wire = await cap.stop();
   const d = delta(before, clientCounters(bed));
   const held = [...releasedHolds(bed, 'a'), ...releasedHolds(bed, 'b')];
   const overflow = bed.state.hosts.reduce(
@@ -254,7 +344,9 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   t.diagnostic(`tcp ${JSON.stringify(tres)}; udp ${JSON.stringify(ures)}`);
   t.diagnostic(`UDP: ${ures.lost} unanswered, ${overflow} dropped by a full receive buffer on the hosts`);
   t.diagnostic(`client counters ${JSON.stringify(d)}; holds ${JSON.stringify(held)}`);
+  t.diagnostic(`capture ${JSON.stringify(wire)}`);
   assertClean(tres, d, 'floating TCP');
+  assert.equal(wire.resets, 0, "floating TCP: the capture saw no reset on the client's wire");
   assert.equal(tres.serverValues?.continuous, true, 'the server counted every request once, in order');
   assert.equal(ures.errors, 0, 'UDP: no error');
   // (UDP's unanswered datagrams are reported, not asserted: see the diagnostic line)

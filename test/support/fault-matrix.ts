@@ -173,6 +173,18 @@ export function renderReliability(results: CellResult[], meta: { date: string; t
     'as root on a host `make setup` prepared (it is part of `make test`). `FERRY_MATRIX=restore,link-cut` runs the',
     'cells whose phase or fault is named, `FERRY_MATRIX=pages/link-cut` one cell (this page is then left as it is).',
     '',
+    '## A stuck dump',
+    '',
+    'Beside the matrix, the same file checks checkpoint × criu-hang: a dump that never ends. The container holds a task',
+    'in a signal stop, and the test-only fault `criu-hang:dump` makes its dump go without the ptrace-only seize such a',
+    'task needs (decision 0016), so CRIU waits in its seize on the frozen cgroup. At the freeze ceiling',
+    '(`deadlines.freezeMs`) runc and the CRIU under it are killed together (runc checkpoint runs in a process group of',
+    'its own) and are gone before the rollback resumes the container: killing runc alone left CRIU seizing, the resume',
+    'let the seize finish, and CRIU then put the freezer back as it had found it, frozen, so the container stayed',
+    'paused. The migration fails with `FERRY_E_CHECKPOINT_FAILED` in phase `checkpoint`, its message naming the',
+    'deadline; the container runs once on the source, not paused, no CRIU holds its tasks, and its client keeps its',
+    'connection. `FERRY_MATRIX=criu-hang` runs it alone.',
+    '',
   ];
   return lines.join('\n');
 }
