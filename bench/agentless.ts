@@ -10,6 +10,7 @@ import { table } from '../src/core/table.ts';
 import type { MigrationReport } from '../src/migration/types.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
+import { randomBallastPy } from '../src/workloads/servers.ts';
 import { fmt, median, sleep } from './common.ts';
 
 export interface AgentlessBenchOptions {
@@ -39,8 +40,7 @@ interface Sample {
 /** A container that fills `mib` of random memory (no zero pages to skip), then says so and sleeps. */
 function ballast(mib: number): string[] {
   const code =
-    `import os, time\n_b = bytearray(${mib} << 20)\n` +
-    `for _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n` +
+    `import time\n${randomBallastPy(mib)}` +
     "open('/tmp/ready', 'w').write('1')\nwhile True: time.sleep(1)\n";
   return ['/usr/bin/python3', '-u', '-c', code];
 }

@@ -15,7 +15,7 @@ import type { MigrationOptions, MigrationReport } from '../src/api/types.ts';
 import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
-import { LINE_COUNTER_PY, pythonArgs } from '../src/workloads/servers.ts';
+import { ballastServerArgs } from '../src/workloads/servers.ts';
 import { fmt, median, waitForPort } from './common.ts';
 
 interface TraceLine {
@@ -62,13 +62,6 @@ async function readTrace(file: string): Promise<TraceLine[]> {
     .map((l) => JSON.parse(l) as TraceLine);
 }
 
-function server(mib: number): string[] {
-  const ballast = mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n`
-    : '';
-  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, 7000);
-}
-
 interface Bed {
   label: string;
   tb: TestbedState;
@@ -94,7 +87,7 @@ async function bedUp(name: string, label: string, ferryArgv: string[], dir: stri
 /** One migration: its report and the steps that ran inside its freeze, on either host. */
 async function once(bed: Bed, name: string, ip: string, mib: number, strategy: string): Promise<Sample> {
   const a = bed.clients.client('a');
-  await a.create({ name, command: server(mib), net: 'own', ip });
+  await a.create({ name, command: ballastServerArgs(mib), net: 'own', ip });
   let rep: MigrationReport | undefined;
   try {
     await waitForPort(ip, 7000, 180_000);

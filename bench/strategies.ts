@@ -7,7 +7,7 @@ import type { MigrationOptions } from '../src/api/types.ts';
 import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
-import { LINE_COUNTER_PY, pythonArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
+import { ballastServerArgs, writerWithServerArgs } from '../src/workloads/servers.ts';
 import { agentlessSection } from './agentless.ts';
 import { archiveSection } from './archive.ts';
 import { fmt, median, probe, sleep, waitForPort } from './common.ts';
@@ -49,14 +49,6 @@ const PROBE_WARMUP_MS = 3000;
 /** The write-heavy container of the P5 figure. */
 const WRITER_MIB = 256;
 
-function server(mib: number): string[] {
-  // random (incompressible, no zero pages), filled in 16 MiB steps so a 4 GiB ballast never needs twice that
-  const ballast = mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n`
-    : '';
-  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, 7000);
-}
-
 function rateBytesPerSec(rate: string): number {
   const m = /^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$/.exec(rate);
   if (!m) return Number.NaN;
@@ -79,7 +71,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
       // the floor: an empty container, by hand, same run
       {
         const ip = `${tb.subnet}.${200 + (n % 40)}`;
-        const hc = await handStart(runner, tb, 'a', `fl${run}`, ip, server(0));
+        const hc = await handStart(runner, tb, 'a', `fl${run}`, ip, ballastServerArgs(0));
         await waitForPort(ip, 7000);
         const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
         await sleep(PROBE_WARMUP_MS);
@@ -131,7 +123,7 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
           const name = `s${run}${strategy.slice(0, 2)}${mib}`;
           const ip = `${tb.subnet}.${50 + (n % 40)}`;
           if (strategy === 'hand') {
-            const hc = await handStart(runner, tb, 'a', name, ip, server(mib));
+            const hc = await handStart(runner, tb, 'a', name, ip, ballastServerArgs(mib));
             await waitForPort(ip, 7000, 60_000);
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
             await sleep(PROBE_WARMUP_MS);
@@ -151,7 +143,9 @@ export async function strategyBench(o: StrategyBenchOptions): Promise<unknown> {
             });
             await handRemove(runner, tb, hc);
           } else {
-            const info = await ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
+            const info = await ctx
+              .client('a')
+              .create({ name, command: ballastServerArgs(mib), net: 'own', ip });
             await waitForPort(info.ip!, 7000, 180_000);
             const p = probe(o.ferryArgv, tb.clusterFile, 'tcp', `${ip}:7000`);
             await sleep(PROBE_WARMUP_MS);

@@ -13,7 +13,7 @@ import type { MigrationOptions, MigrationReport } from '../src/api/types.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { NGINX_PORT, nginxArgs } from '../src/workloads/nginx.ts';
-import { LINE_COUNTER_PY, pythonArgs } from '../src/workloads/servers.ts';
+import { ballastServerArgs } from '../src/workloads/servers.ts';
 import { fmt, probe, probeConnected, sleep, waitForPort } from './common.ts';
 import { handCleanup, handRemove, handStart, handSwitchover } from './hand-recipe.ts';
 import {
@@ -56,14 +56,6 @@ const LOAD = { connections: 8, intervalMs: 10 };
 const ADDRESSES = { first: 150, count: 100 };
 
 const log = (m: string) => process.stderr.write(`${m}\n`);
-
-function server(mib: number): string[] {
-  // random memory (no zero pages to skip), filled in 16 MiB steps
-  const ballast = mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n`
-    : '';
-  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, 7000);
-}
 
 /** What one measurement needs: the testbed, its clients, and an address nothing else holds. */
 interface Bed {
@@ -119,8 +111,8 @@ async function measure(b: Bed, who: string, mib: number, name: string): Promise<
   if (who === 'hand' || who === 'podman') {
     const hc =
       who === 'hand'
-        ? await handStart(b.runner, b.tb, 'a', name, ip, server(mib))
-        : await podmanStart(b.runner, b.tb, 'a', name, ip, server(mib));
+        ? await handStart(b.runner, b.tb, 'a', name, ip, ballastServerArgs(mib))
+        : await podmanStart(b.runner, b.tb, 'a', name, ip, ballastServerArgs(mib));
     try {
       const p = await connect();
       let failed: string | undefined;
@@ -143,7 +135,7 @@ async function measure(b: Bed, who: string, mib: number, name: string): Promise<
     }
     return s;
   }
-  await b.ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
+  await b.ctx.client('a').create({ name, command: ballastServerArgs(mib), net: 'own', ip });
   let rep: MigrationReport | undefined;
   try {
     const p = await connect();
@@ -180,7 +172,7 @@ function fromReport(rep: MigrationReport): Partial<Sample> {
 async function measureWindow(b: Bed, mib: number, name: string): Promise<Sample> {
   const ip = b.next();
   const s: Sample = { gapMs: Number.NaN, freezeMs: Number.NaN, ok: false };
-  await b.ctx.client('a').create({ name, command: server(mib), net: 'own', ip });
+  await b.ctx.client('a').create({ name, command: ballastServerArgs(mib), net: 'own', ip });
   let rep: MigrationReport | undefined;
   try {
     await waitForPort(ip, 7000, 180_000);

@@ -137,6 +137,21 @@ export function pythonArgs(code: string, port: number, bind?: string): string[] 
 }
 
 /**
+ * Python that fills `mib` MiB with random bytes (incompressible, no zero pages for CRIU to skip), in 16 MiB steps so
+ * that a 4 GiB ballast never needs twice that; '' for 0.
+ */
+export function randomBallastPy(mib: number): string {
+  return mib
+    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n`
+    : '';
+}
+
+/** The benchmarks' server: the line counter on `port`, holding `mib` MiB of random memory. */
+export function ballastServerArgs(mib: number, port = 7000): string[] {
+  return pythonArgs(`${randomBallastPy(mib)}${LINE_COUNTER_PY}`, port);
+}
+
+/**
  * Memory writer that checks its own data: holds MIB MiB (argv[1]) where every 4 KiB page starts with its own page
  * number, rewrites a slice of pages each round (argv[2] pages, default 1/64 of them, about every 10 ms: the dirty
  * rate), and verifies every page's number every
