@@ -286,12 +286,12 @@ export class MigrationSource {
         // teach the LAN its old place again; after it, a packet that arrives here is dropped (the window is one
         // request and a staged announcement)
         const traced = performance.now();
-        // (the dump does not wait for the announcement: it lands while CRIU works, and is settled before this
-        // phase ends, so a rollback never races it)
+        // (the dump waits for the announcement: the dump streams images to the destination, and a stream that
+        // fails there, a full disk say, aborts the destination; an announcement still landing then could leave the
+        // address announced on a destination that has let the container go, and the client's packets with it)
         const locking = this.host.network.quiesce(name, net);
         announcing = held ? locking.then(() => this.announce(peer, id, emit)) : undefined;
-        announcing?.catch(() => {});
-        const settled = await Promise.allSettled([locking, this.host.runc.pause(name)]);
+        const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         traceStep('source: locked and paused', traced, { migration: id });
         await this.faults.reach('source:checkpoint', name, 100);
