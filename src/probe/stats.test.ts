@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { gapStats } from './stats.ts';
+import { gapStats, ProbeStats } from './stats.ts';
 
 describe('gapStats', () => {
   test('fewer than two replies: no gap', () => {
@@ -22,5 +22,35 @@ describe('gapStats', () => {
     const times = [10, 0, 4, 2];
     assert.deepEqual(gapStats(times), { maxGapMs: 6, p99GapMs: 6 });
     assert.deepEqual(times, [10, 0, 4, 2]);
+  });
+});
+
+describe('ProbeStats server values (udp)', () => {
+  test('a reordered reply does not read as a jump in the counter', () => {
+    const s = new ProbeStats('udp');
+    // requests 1..4; the server handles 1, 3, 2, 4 (2 was held during a move): counters 1, 2, 3, 4
+    s.trackValue(1, 1);
+    s.trackValue(2, 3);
+    s.trackValue(3, 2); // reordered: skipped, but counted by the server
+    s.trackValue(4, 4);
+    const r = s.summary({ target: 'x', intervalMs: 1, startedAt: 0, stoppedAt: 0 });
+    assert.equal(r.serverValues?.continuous, true, r.notes.join('; '));
+  });
+
+  test('a counter that moves further than the requests sent is a discontinuity', () => {
+    const s = new ProbeStats('udp');
+    s.trackValue(1, 1);
+    s.trackValue(4, 2);
+    const r = s.summary({ target: 'x', intervalMs: 1, startedAt: 0, stoppedAt: 0 });
+    assert.equal(r.serverValues?.continuous, false);
+    assert.equal(r.serverValues?.monotonic, true);
+  });
+
+  test('a counter that goes back is neither continuous nor monotonic', () => {
+    const s = new ProbeStats('udp');
+    s.trackValue(5, 1);
+    s.trackValue(2, 2);
+    const r = s.summary({ target: 'x', intervalMs: 1, startedAt: 0, stoppedAt: 0 });
+    assert.equal(r.serverValues?.monotonic, false);
   });
 });

@@ -91,6 +91,8 @@ interface ServerTrack {
   first: number;
   last: number;
   lastSeq: number;
+  /** udp: replies that arrived out of order since `last` was taken; the server counted their requests too. */
+  skipped: number;
   continuous: boolean;
   monotonic: boolean;
 }
@@ -147,16 +149,20 @@ export class ProbeStats {
   trackValue(value: number, seq: number): void {
     const sv = this.sv;
     if (!sv) {
-      this.sv = { first: value, last: value, lastSeq: seq, continuous: true, monotonic: true };
+      this.sv = { first: value, last: value, lastSeq: seq, skipped: 0, continuous: true, monotonic: true };
       return;
     }
     if (this.kind === 'udp') {
       if (seq < sv.lastSeq) {
         this.note(`reordered reply: seq ${seq} after ${sv.lastSeq}`);
-        return; // counters of reordered replies are not comparable
+        // Its counter is not comparable with `last`, but the server counted its request: the next in-order
+        // reply may be that much further on (a move can reorder datagrams held during the freeze).
+        sv.skipped++;
+        return;
       }
       const dc = value - sv.last;
-      if (dc < 1 || dc > seq - sv.lastSeq) this.discontinuity(sv, value, dc);
+      if (dc < 1 || dc > seq - sv.lastSeq + sv.skipped) this.discontinuity(sv, value, dc);
+      sv.skipped = 0;
     } else if (value !== sv.last + 1) {
       this.discontinuity(sv, value, value - sv.last);
     }

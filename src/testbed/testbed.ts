@@ -34,6 +34,7 @@ import {
   type TestbedLayout,
   testbedLayout,
 } from './layout.ts';
+import { acquireMachineLock } from './machine-lock.ts';
 import { startTestbedSsh, stopTestbedSsh, type TestbedSsh } from './ssh.ts';
 
 export interface TestbedState extends TestbedLayout {
@@ -115,7 +116,25 @@ function hostDir(tb: TestbedState, h: HostLayout): string {
   return join(tb.dir, 'hosts', h.name);
 }
 
+/** Where testbeds coming up at once take turns to pick their subnet (machine-wide, like the subnets). */
+const SUBNET_LOCK = '/run/ferry-testbed-subnet.lock';
+
 export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<TestbedState> {
+  // Two testbeds coming up at once would both see the same subnet free: one picks it and puts its address on the
+  // bridge before the next one looks.
+  const unlock = await acquireMachineLock(SUBNET_LOCK);
+  try {
+    return await bringUp(opts, deps, unlock);
+  } finally {
+    await unlock();
+  }
+}
+
+async function bringUp(
+  opts: UpOptions,
+  deps: TestbedDeps,
+  unlock: () => Promise<void>,
+): Promise<TestbedState> {
   const env = deps.env ?? process.env;
   const log = deps.log ?? (() => {});
   const runner = deps.runner ?? new ProcessRunner();
@@ -127,6 +146,8 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
       hint: `ferry testbed down${opts.name === 'tb' ? '' : ` --name ${opts.name}`} first`,
     });
   }
+  // Two testbeds coming up at once would both see the same subnet free: picking it and putting its address on
+  // the bridge happen under a lock every testbed on this machine shares.
   const subnet = pickSubnet(await ip.ipv4Networks());
   const layout = testbedLayout(opts.name, opts.hosts, subnet);
   const tb: TestbedState = {
@@ -146,6 +167,7 @@ export async function testbedUp(opts: UpOptions, deps: TestbedDeps): Promise<Tes
     await ip.delLink(tb.bridge);
     await ip.addBridge(tb.bridge, tb.bridgeMac);
     await ip.addAddress(tb.bridge, `${tb.bridgeAddress}/24`);
+    await unlock(); // the subnet now shows as taken
     await ip.up(tb.bridge);
     const ns = [...tb.hosts.map((h) => ({ ...h })), { ...tb.client, name: 'client', index: -1 }];
     for (const n of ns) {

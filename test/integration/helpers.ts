@@ -290,6 +290,7 @@ export interface ProbeSummary {
   maxGapMs: number;
   p99GapMs: number;
   serverValues?: { first: number; last: number; continuous: boolean };
+  notes?: string[];
 }
 
 /** `ferry probe` in the testbed's client namespace, as a user would run it; stop() sends SIGINT and reads its JSON. */
