@@ -71,20 +71,21 @@ function sharedTest(title: string, name: string, fn: (t: TestContext, bed: Bed) 
   test(title, async (t) => {
     if (!skipUnlessReady(t) || !shared) return;
     const bed = shared;
+    let failed = true;
     try {
       await fn(t, bed);
-    } catch (err) {
-      for (const h of ['a', 'b'])
-        await bed.ctx
-          .client(h)
-          .remove(name)
-          .catch(() => undefined);
-      throw err;
+      failed = false;
     } finally {
       for (const h of ['a', 'b']) {
         const pid = Number(readFileSync(join(hostDir(bed, h), 'agent.pid'), 'utf8').trim());
         if (!alive(pid)) await restartAgent(bed, h);
       }
+      if (failed)
+        for (const h of ['a', 'b'])
+          await bed.ctx
+            .client(h)
+            .remove(name)
+            .catch(() => undefined);
     }
   });
 }
@@ -230,7 +231,7 @@ sharedTest(
 );
 
 /** A TCP server named `name` with a client holding one connection, on host a; its command line carries `marker`. */
-async function serverWithClient(bed: Bed, name: string, marker: string) {
+async function serverWithClient(t: TestContext, bed: Bed, name: string, marker: string) {
   const r = await bed.cli([
     'run',
     '--host',
@@ -248,6 +249,13 @@ async function serverWithClient(bed: Bed, name: string, marker: string) {
   // migration could still be connecting when the container freezes); a late reply is no failure here: the
   // connection must survive an outage as long as an agent's restart
   const probe = new Probe({ kind: 'tcp', host: ip, port: 7000, intervalMs: 2, replyTimeoutMs: 120_000 });
+  // (stopped whatever happens: a case that fails must not leave it probing beside the cases that follow)
+  t.after(() =>
+    probe.stop().then(
+      () => undefined,
+      () => undefined,
+    ),
+  );
   await probe.start();
   return probe;
 }
@@ -290,7 +298,7 @@ for (const point of KILL_POINTS) {
     web,
     async (t, bed) => {
       const marker = `rbk-${point}-${bed.name}`;
-      const probe = await serverWithClient(bed, web, marker);
+      const probe = await serverWithClient(t, bed, web, marker);
       // ferry migrate reattaches when its link to the source agent drops, so the agent must come back while the
       // CLI waits: a supervisor restarts it (without this container's fault), and it settles what its previous run
       // left by asking b
@@ -358,7 +366,7 @@ sharedTest(
     // (b dies at dest:restored for unc only; both agents run with the shared testbed's short commit deadline, which
     // the source waits out before thawing, as it cannot reach b)
     const marker = `rbd-${bed.name}`;
-    const probe = await serverWithClient(bed, 'unc', marker);
+    const probe = await serverWithClient(t, bed, 'unc', marker);
     const migrating = bed.cli(['migrate', 'unc', '--to', 'b', '--strategy', 'cold', '--json'], {
       timeoutMs: 120_000,
     });
