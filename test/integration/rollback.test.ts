@@ -1,6 +1,9 @@
 // Rollback: a migration that fails before the destination is confirmed leaves the container running on the source.
 // Every case but the shaped-link one runs on one testbed, each with containers of its own names: the faults are
-// scoped to those names (`@NAME`), and an agent a case kills comes back with the faults of the cases still to run.
+// scoped to those names (`@NAME`), and an agent a case kills comes back with the environment it started with (less
+// the fault that just fired, when the case migrates that container again). The order matters: the case with a client
+// through two failed restores runs before any case leaves a container running on b (with one there, its client's
+// connection was seen reset).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
