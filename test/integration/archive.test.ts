@@ -93,7 +93,12 @@ test('checkpoint to a file and restore from it: same host, another host, another
   const tree = spawnSync('checkpointctl', ['inspect', '--ps-tree', f1], { encoding: 'utf8' });
   assert.equal(tree.status, 0, tree.stderr);
   assert.match(tree.stdout, /busybox/);
-  const insp = await bed.cli(['inspect', f1, '--json']);
+  // (reading the archive twice and a restore that is refused: three CLIs at once)
+  const [insp, human, taken] = await Promise.all([
+    bed.cli(['inspect', f1, '--json']),
+    bed.cli(['inspect', f1, '--ps-tree', '--files', '--sockets', '--mounts']),
+    bed.cli(['restore', '--import', f1, '--host', 'b']),
+  ]);
   assert.equal(insp.code, 0, insp.stderr);
   const report = JSON.parse(insp.stdout);
   assert.equal(report.source, 'archive');
@@ -101,12 +106,10 @@ test('checkpoint to a file and restore from it: same host, another host, another
   assert.ok(report.images.processes.some((p: { command: string }) => p.command === 'busybox'));
   assert.ok(report.images.memory.every((m: { pagesDumped: number }) => m.pagesDumped > 0));
   assert.ok(report.images.mounts.some((m: { mountpoint: string }) => m.mountpoint === '/tmp'));
-  const human = await bed.cli(['inspect', f1, '--ps-tree', '--files', '--sockets', '--mounts']);
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stdout, /process tree:[\s\S]*busybox/);
 
   // 2. restored on another host under another name (the original still holds its own): a new address, no TCP
-  const taken = await bed.cli(['restore', '--import', f1, '--host', 'b']);
   assert.notEqual(taken.code, 0);
   assert.match(taken.stderr, /FERRY_E_CONTAINER_EXISTS/);
   const r1 = await bed.cli(['restore', '--import', f1, '--host', 'b', '--name', 'ctr2', '--json']);
@@ -160,9 +163,12 @@ test('checkpoint to a file and restore from it: same host, another host, another
   assert.equal(statSync(f2).mode & 0o777, 0o600);
   assert.equal(instancesOf(marker), 0, 'nothing runs after a checkpoint without --leave-running');
   assert.equal(await ps(), 'ctr@a:stopped');
-  const saved = JSON.parse((await bed.cli(['inspect', f2, '--json'])).stdout);
+  const [inspected, exists] = await Promise.all([
+    bed.cli(['inspect', f2, '--json']),
+    bed.cli(['restore', '--import', f2, '--host', 'a']),
+  ]);
+  const saved = JSON.parse(inspected.stdout);
   assert.equal(saved.leaveRunning, false);
-  const exists = await bed.cli(['restore', '--import', f2, '--host', 'a']);
   assert.match(exists.stderr, /FERRY_E_CONTAINER_EXISTS/);
   assert.equal((await bed.cli(['rm', 'ctr'])).code, 0);
 
