@@ -8,7 +8,7 @@
 // host key is refused with FERRY_E_SSH_HOST_KEY and nothing changes; the ssh connection killed mid-transfer rolls
 // back and the container runs on the source. Nothing is left behind: no temporary agent, no ferry file.
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -23,8 +23,6 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { buildCommandBundle } from '../../src/runtime/bundle.ts';
 import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
@@ -41,10 +39,9 @@ import {
   waitFor,
   waitForPort,
 } from './helpers.ts';
+import { singleExecutable } from './single-executable.ts';
 
 const NAMES = ['c1', 'c2', 'c3', 'r1'];
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const run = promisify(execFile);
 
 interface Outcome {
   status: number | null;
@@ -123,7 +120,6 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     await testbedDown(name, deps);
     rmSync(work, { recursive: true, force: true });
   });
-  const exe = join(work, 'ferry-linux-x64');
   // containers started by hand, as runc's own users start them (they need no testbed: started meanwhile)
   const byHand = async () => {
     mkdirSync(srcRoot);
@@ -137,9 +133,9 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       assert.equal(r.status, 0, `runc run ${c}`);
     }
   };
-  const [tb] = await Promise.all([
+  const [tb, exe] = await Promise.all([
     testbedUp({ name, hosts: ['a', 'b'], ssh: true }, deps),
-    run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 }),
+    singleExecutable(),
     byHand(),
   ]);
   assert.ok(tb.ssh);
@@ -320,7 +316,18 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       ],
       { ...cliEnv, FERRY_FAULTS: 'hold-at:source:transfer@c3', FERRY_FAULT_HOLD_DIR: holds },
     );
-    await waitFor('the hold before the transfer', () => existsSync(held) || undefined, 120_000);
+    // (a migration that ended before its hold says why, rather than leaving this to wait for a file never written)
+    let ended: Outcome | undefined;
+    void pending.then((o) => {
+      ended = o;
+    });
+    const first = await waitFor(
+      'the hold before the transfer',
+      () => (existsSync(held) ? 'held' : ended ? 'ended' : undefined),
+      120_000,
+    );
+    if (first === 'ended')
+      assert.fail(`the migration ended before its hold: ${ended?.stdout}${ended?.stderr}`);
     // the local ssh client of this migration (the remote agent's own command line says `agent --stdin` too)
     const ssh = processesWith('agent --stdin').filter((p) =>
       readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('ssh\0'),

@@ -1,9 +1,9 @@
-// The single executable (`make dist`), built once here and then run where no `node` is on the PATH: --version,
-// --help, check, and a two-host testbed that the executable builds, whose agents are the executable itself, where a
-// counter migrates a -> b cold and back by post-copy, keeps counting, and everything is removed at the end. Then
-// `check --host ssh://…` against the real sshd of `testbed up --ssh`: the executable copied over (refused first on
-// a remote disk without room), not copied again, and a changed or unknown host key, a refused login and an
-// unreachable host each refused with their own error.
+// The single executable (`make dist`; built once for the test files of a run, single-executable.ts) run where no
+// `node` is on the PATH: --version, --help, check, and a two-host testbed that the executable builds, whose agents
+// are the executable itself, where a counter migrates a -> b cold and back by post-copy, keeps counting, and
+// everything is removed at the end. Then `check --host ssh://…` against the real sshd of `testbed up --ssh`: the
+// executable copied over (refused first on a remote disk without room), not copied again, and a changed or unknown
+// host key, a refused login and an unreachable host each refused with their own error.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,14 +22,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { testbedDown } from '../../src/testbed/testbed.ts';
 import { assertNothingLeft, counterCommand, readInContainer, skipUnlessReady, waitFor } from './helpers.ts';
+import { singleExecutable } from './single-executable.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const run = promisify(execFile);
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
@@ -43,21 +42,9 @@ function pathWithoutNode(dir: string): string {
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-dist-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-let built: Promise<string> | undefined;
-
-/** Builds the executable once for the tests of this file (about 40 s on a loaded machine). */
-function executable(): Promise<string> {
-  built ??= (async () => {
-    const exe = join(work, 'ferry-linux-x64');
-    await run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 });
-    return exe;
-  })();
-  return built;
-}
-
 /** An environment with no node on its PATH, a state directory of its own, and the executable to run in it. */
 async function setting(name: string) {
-  const exe = await executable();
+  const exe = await singleExecutable();
   const state = join(work, `state-${name}`);
   const env: NodeJS.ProcessEnv = {
     PATH: pathWithoutNode(join(work, `bin-${name}`)),
