@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
+import { after, type TestContext } from 'node:test';
 import { ClusterContext } from '../../src/cli/context.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import { hierarchies } from '../../src/runtime/cgroups.ts';
@@ -111,6 +111,28 @@ export async function startBed(
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One testbed for the tests of a file that cannot disturb each other: brought up by the first test that asks for it,
+ * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that uses it
+ * removes its containers when it ends (`removeContainers`), so the next one finds the hosts empty.
+ */
+export function sharedBed(hosts: string[], opts: Parameters<typeof startBed>[1] = {}): () => Promise<Bed> {
+  let bed: Promise<Bed> | undefined;
+  after(async () => {
+    const b = await bed?.catch(() => undefined);
+    await b?.down();
+  });
+  return () => {
+    bed ??= startBed(hosts, opts);
+    return bed;
+  };
+}
+
+/** Removes every container of the testbed, wherever it runs (a shared testbed between two tests). */
+export async function removeContainers(bed: Bed): Promise<void> {
+  for (const c of await containers(bed)) await bed.ctx.client(c.host).remove(c.name);
 }
 
 /** No netns, link, cgroup, mount, runc container or process of this testbed remains. */
