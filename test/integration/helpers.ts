@@ -303,6 +303,29 @@ export function assertHostClean(bed: Bed, host: string, name: string): void {
   assert.ok(!existsSync(join(hd, 'runc', name)), `${host} runc still knows ${name}`);
 }
 
+/** The requests a counter server (servers.ts) has answered, from the file it keeps in its container. */
+export async function served(bed: Bed, name: string): Promise<number> {
+  const c = (await containers(bed)).find((x) => x.name === name);
+  if (!c?.pid) return 0;
+  try {
+    return Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) || 0;
+  } catch {
+    return 0; // not written yet
+  }
+}
+
+/** Waits until a counter server has answered `more` requests beyond `from` (the probe sends one every 2 ms). */
+export async function servedPast(bed: Bed, name: string, from: number, more = 50): Promise<number> {
+  return waitFor(
+    `${name} answering the probe`,
+    async () => {
+      const n = await served(bed, name);
+      return n >= from + more ? n : undefined;
+    },
+    60_000,
+  );
+}
+
 export interface ProbeSummary {
   ok: boolean;
   replies: number;

@@ -18,8 +18,9 @@ import {
 import {
   type Bed,
   containers,
-  readInContainer,
   removeContainers,
+  served,
+  servedPast,
   sharedBed,
   skipUnlessReady,
   startProbe,
@@ -54,29 +55,6 @@ async function migrate(bed: Bed, name: string, to: string): Promise<MigrationRep
   const report = await runMigration(bed.ctx, name, to, { strategy: 'auto' }, () => {});
   assert.equal(report.ok, true, JSON.stringify(report.error));
   return report;
-}
-
-/** The requests a counter server (servers.ts) has answered, from the file it keeps in its container. */
-async function served(bed: Bed, name: string): Promise<number> {
-  const c = (await containers(bed)).find((x) => x.name === name);
-  if (!c?.pid) return 0;
-  try {
-    return Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) || 0;
-  } catch {
-    return 0; // not written yet
-  }
-}
-
-/** Waits until a counter server has answered `more` requests beyond `from` (the probe sends one every 2 ms). */
-async function servedPast(bed: Bed, name: string, from: number, more = 50): Promise<number> {
-  return waitFor(
-    `${name} answering the probe`,
-    async () => {
-      const n = await served(bed, name);
-      return n >= from + more ? n : undefined;
-    },
-    60_000,
-  );
 }
 
 function sh(argv: string[]): string {
