@@ -19,6 +19,7 @@ import {
   MAIN,
   readInContainer,
   removeContainers,
+  servedPast,
   sharedBed,
   skipUnlessReady,
   startBed,
@@ -156,7 +157,7 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
   t.after(() => bed.down());
   const info = await startWriter(bed, 'mem', 256);
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
-  await new Promise((r) => setTimeout(r, 500));
+  await servedPast(bed, 'mem', 0);
   const figures: string[] = [];
   for (const [to, strategy, expect] of [
     ['b', 'postcopy', 'postcopy'],
@@ -210,14 +211,15 @@ test('post-copy, auto and cold: a 256 MiB container writing its memory keeps run
   assert.deepEqual(criuProcesses(bed), [], 'no CRIU process left');
 });
 
-test('pre-copy (content delta): rounds while the 256 MiB writer runs, a small switchover, memory verified, client connected', async (t) => {
+test('pre-copy (content delta): rounds while the 128 MiB writer runs, a small switchover, memory verified, client connected', async (t) => {
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b'], { rate: '1gbit' });
   t.after(() => bed.down());
-  // ~16 pages per 10 ms: some 6 MB/s of the 256 MiB are rewritten while the rounds run
-  const info = await startWriter(bed, 'mem', 256, 16);
+  // ~16 pages per 10 ms: some 6 MB/s of the 128 MiB are rewritten while the rounds run (the size is not what is
+  // shown here, the rounds are)
+  const info = await startWriter(bed, 'mem', 128, 16);
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
-  await new Promise((r) => setTimeout(r, 500));
+  await servedPast(bed, 'mem', 0);
   const before = await status(bed, 'mem');
   const r = await bed.cli([
     'migrate',
@@ -235,7 +237,7 @@ test('pre-copy (content delta): rounds while the 256 MiB writer runs, a small sw
   assert.equal(report.strategy, 'precopy');
   assert.ok(report.precopy, 'the report explains the rounds');
   assert.ok(report.rounds.length >= 1 && report.rounds.length <= 4);
-  assert.ok(report.rounds[0]!.bytes >= 200 << 20, 'the first round carries the memory');
+  assert.ok(report.rounds[0]!.bytes >= 100 << 20, 'the first round carries the memory');
   assert.ok(
     report.precopy.switchoverBytes < report.rounds[0]!.bytes / 4,
     `switchover sent ${report.precopy.switchoverBytes} bytes`,
