@@ -1,5 +1,5 @@
-// Shared test-bed plumbing for integration tests: a uniquely named testbed per test file, real runc and CRIU,
-// and a check that nothing it created is left behind.
+// Shared test-bed plumbing for integration tests: a uniquely named testbed per test (or one for the tests of a file
+// that cannot disturb each other, sharedBed), real runc and CRIU, and a check that nothing it created is left behind.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
