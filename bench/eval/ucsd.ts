@@ -54,10 +54,12 @@ const WORKLOADS = (quick: boolean): Workload[] => [
 /** A CPU burner asking for `load` % of one core. */
 const burner = (load: number) => [...STRESS, '--cpu', '1', '--cpu-load', String(load)];
 
-/** The load the controller sees on `host` (a moving average of its containers' CPU shares). */
+/**
+ * The load the controller sees on `host` (its containers' CPU shares as the last heartbeat reported them).
+ * Asked through the API, as the dry runs below: only the moves are the CLI's, as a user runs them.
+ */
 async function hostLoad(lab: Lab, host: string): Promise<number> {
-  const r = await lab.ferry(['cluster', '--json']);
-  const sum = JSON.parse(r.stdout) as { hosts: { name: string; loadPercent: number }[] };
+  const sum = await lab.ctx.controller().cluster();
   return sum.hosts.find((h) => h.name === host)?.loadPercent ?? 0;
 }
 
@@ -149,8 +151,7 @@ async function stressTable(c: EvalContext, s: Samples, dir: string, shared?: Lab
 async function waitForPlan(lab: Lab, target: number, timeoutMs: number): Promise<PlanResult> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const r = await lab.ferry(['rebalance', '--dry-run', '--target', String(target), '--json']);
-    const plan = (JSON.parse(r.stdout) as { plan: PlanResult }).plan;
+    const { plan } = await lab.ctx.controller().rebalance({ dryRun: true, targetPercent: target });
     if (plan.moves.length > 0 || performance.now() > deadline) return plan;
     // --quick: asked again after a heartbeat or so
     await sleep(lab.quick ? 500 : 2000);
