@@ -3,7 +3,7 @@
 // open a container's process tree and hover a process, filter by PID, drag a container to another host (a real
 // migration with runc and CRIU) and see it arrive with its freeze time, see a migration to a stopped agent fail
 // with its code and phase while the container runs on, drain a host, and be refused without a session or from
-// another site. The screenshots in docs/ are taken here.
+// another site. The screenshots in docs/ are taken here (with FERRY_UPDATE_DOCS=1).
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
@@ -16,7 +16,12 @@ import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
 import { type Bed, containers, FERRY_ARGV, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const DOCS = new URL('../../docs/', import.meta.url).pathname;
+// The screenshots land in docs/ only when asked (FERRY_UPDATE_DOCS=1): a test run leaves the checkout as it was.
+const SHOTS_TMP = process.env.FERRY_UPDATE_DOCS
+  ? undefined
+  : mkdtempSync(join(tmpdir(), 'ferry-dashboard-shots-'));
+if (SHOTS_TMP) process.on('exit', () => rmSync(SHOTS_TMP, { recursive: true, force: true }));
+const SHOTS = SHOTS_TMP ? `${SHOTS_TMP}/` : new URL('../../docs/', import.meta.url).pathname;
 
 /** A plain HTTPS request outside the browser (the dashboard's certificate is the cluster CA's). */
 function https(
@@ -44,7 +49,7 @@ async function hostOf(bed: Bed, name: string): Promise<string | undefined> {
   return (await containers(bed)).find((c) => c.name === name)?.host;
 }
 
-const shot = (page: Page, name: string) => page.screenshot({ path: `${DOCS}dashboard-${name}.png` });
+const shot = (page: Page, name: string) => page.screenshot({ path: `${SHOTS}dashboard-${name}.png` });
 
 /**
  * Debian's chromium, started in the testbed's client namespace: the browser sits on the LAN where a user's would,
