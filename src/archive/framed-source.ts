@@ -124,8 +124,8 @@ function slicesOf(frames: Frame[], i: number, size: number): Frame[] | undefined
 }
 
 /**
- * zstd decompresses each slice straight into the new file at `path`, at its place (`parallel` at a time, each with a
- * descriptor of its own); zstd checks each frame's content size and checksum, and the file must end up `size` long.
+ * zstd decompresses each slice straight into the new file at `path`, at its place (`parallel` at a time); zstd
+ * checks each frame's content size and checksum, and the file must end up `size` long.
  * The file's SHA-256 is taken beside them, each slice read back from tmpfs as soon as it and those before it are
  * written: on a busy machine the hash then runs while zstd does, not after it.
  */
@@ -149,16 +149,11 @@ async function stageSlices(
     while (next < work.length && !stop) {
       const job = work[next++]!;
       try {
-        const out = await open(path, 'r+');
-        try {
-          const { frame } = job;
-          await zstdDecompressRangeInto(
-            { fd, offset: frame.offset, length: frame.length },
-            { fd: out.fd, at: job.at },
-          );
-        } finally {
-          await out.close();
-        }
+        const { frame } = job;
+        await zstdDecompressRangeInto(
+          { fd, offset: frame.offset, length: frame.length },
+          { path, at: job.at },
+        );
         job.resolve();
       } catch (err) {
         stop = true;

@@ -11,7 +11,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Duplex, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -208,31 +208,37 @@ export function zstdDecompressRange(range: FileRange): Duplex {
 }
 
 /**
- * Decompresses the frames in `range` into the open file `out.fd` from byte `out.at` on, zstd writing it itself.
- * The descriptor's offset is moved there first (Node has no lseek: dd seeks its standard output, the same open
- * file, and copies nothing), so give each concurrent call a descriptor of its own.
+ * Decompresses the frames in `range` into the existing file `out.path` from byte `out.at` on, zstd writing it itself
+ * (calls for different places may run side by side). The file is opened anew, at offset 0, and dd moves that
+ * descriptor's offset forward to `at` (it seeks its standard output, the same open file, and copies nothing): Node
+ * has no lseek.
  */
 export async function zstdDecompressRangeInto(
   range: FileRange,
-  out: { fd: number; at: number },
+  out: { path: string; at: number },
 ): Promise<void> {
-  if (out.at > 0) {
-    const seek = spawn(
-      'dd',
-      ['if=/dev/null', 'count=0', `seek=${out.at}`, 'oflag=seek_bytes', 'conv=notrunc', 'status=none'],
-      { stdio: ['ignore', out.fd, 'pipe'] },
-    );
-    let err = '';
-    seek.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    const [code] = (await once(seek, 'close')) as [number | null];
-    if (code !== 0) throw new Error(`dd could not seek to ${out.at} (exit status ${code}): ${err.trim()}`);
+  const fh = await open(out.path, 'r+');
+  try {
+    if (out.at > 0) {
+      const seek = spawn(
+        'dd',
+        ['if=/dev/null', 'count=0', `seek=${out.at}`, 'oflag=seek_bytes', 'conv=notrunc', 'status=none'],
+        { stdio: ['ignore', fh.fd, 'pipe'] },
+      );
+      let err = '';
+      seek.stderr?.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+      });
+      const [code] = (await once(seek, 'close')) as [number | null];
+      if (code !== 0) throw new Error(`dd could not seek to ${out.at} (exit status ${code}): ${err.trim()}`);
+    }
+    const z = new ZstdFilter(['-q', '-d', '-c'], 'decompress', { input: range, output: fh.fd });
+    z.end();
+    z.resume();
+    await finished(z, { writable: false });
+  } finally {
+    await fh.close();
   }
-  const z = new ZstdFilter(['-q', '-d', '-c'], 'decompress', { input: range, output: out.fd });
-  z.end();
-  z.resume();
-  await finished(z, { writable: false });
 }
 
 /**
