@@ -42,7 +42,7 @@ const ZEROS = Buffer.alloc(1 << 20);
 
 /**
  * The archive in `file` (zstd) as a framed source staging into `dest`, or undefined when it has no frame of a file
- * of its own (an archive of ferry before 0.6, or one recompressed whole): the caller reads it as one stream then.
+ * of its own (an archive of an older ferry, or one recompressed whole): the caller reads it as one stream then.
  */
 export async function framedSource(
   file: FileHandle,
