@@ -69,13 +69,7 @@ export async function startBed(
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    FERRY_STATE: stateDir,
-    // node's on-disk compile cache for every agent and CLI the testbed starts: each starts in about half the CPU
-    // time (entries are keyed by the source's content, so an edited file is compiled afresh)
-    NODE_COMPILE_CACHE: process.env['NODE_COMPILE_CACHE'] ?? join(tmpdir(), 'ferry-node-compile-cache'),
-  };
+  const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
   const state = await testbedUp(
