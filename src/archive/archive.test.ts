@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import tar from 'tar-stream';
+import { zstdCompress, zstdDecompress } from '../runtime/zstd.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from './format.ts';
 import { zstdFrames } from './frames.ts';
 import { readArchive } from './reader.ts';
@@ -225,6 +226,56 @@ test('large files are zstd frames of their own: staged by zstd where the file li
       } finally {
         await f.close();
       }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an archive of an older ferry (one zstd frame, headers from tar-stream), or recompressed whole, still stages from a file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-archive-'));
+  try {
+    const pages = Buffer.concat([Buffer.from(randomBytes(100_000).toString('hex')), Buffer.alloc(80_000)]);
+    const files: [string, Buffer][] = [
+      ['ferry.json', Buffer.from(JSON.stringify(meta))],
+      ['checkpoint/pages-1.img', pages],
+    ];
+    const manifest = {
+      files: files.map(([name, data]) => ({
+        name,
+        size: data.length,
+        sha256: createHash('sha256').update(data).digest('hex'),
+      })),
+    };
+    const pack = tar.pack();
+    for (const [name, data] of files) pack.entry({ name }, data);
+    pack.entry({ name: 'ferry-manifest.json' }, JSON.stringify(manifest));
+    pack.finalize();
+    const packed = await collect(
+      Readable.from([await collect(pack as unknown as Readable)]).pipe(zstdCompress()),
+    );
+    const file = join(dir, 'old.tar.zst');
+    await writeFile(file, packed);
+    const fh = await open(file, 'r');
+    try {
+      assert.equal((await zstdFrames(fh))?.length, 1);
+      const got = await readArchive({ file: fh }, { dest: join(dir, 'out'), keep: () => 'disk' });
+      assert.deepEqual(got.names, ['ferry.json', 'checkpoint/pages-1.img']);
+      assert.ok((await readFile(join(dir, 'out', 'checkpoint/pages-1.img'))).equals(pages));
+    } finally {
+      await fh.close();
+    }
+    // recompressed whole by the zstd program from a file: one frame that records its size, read as one stream
+    await writeFile(join(dir, 'old.tar'), await collect(Readable.from([packed]).pipe(zstdDecompress())));
+    const z = spawnSync('zstd', ['-q', '-f', '-o', join(dir, 'again.tar.zst'), join(dir, 'old.tar')]);
+    assert.equal(z.status, 0, String(z.stderr));
+    const again = await open(join(dir, 'again.tar.zst'), 'r');
+    try {
+      assert.ok(((await zstdFrames(again))?.[0]?.contentSize ?? 0) > 0);
+      const got = await readArchive({ file: again }, { dest: join(dir, 'out2'), keep: () => 'disk' });
+      assert.deepEqual(got.names, ['ferry.json', 'checkpoint/pages-1.img']);
+    } finally {
+      await again.close();
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -298,6 +298,9 @@ test('checkpoint to a file and restore from it: same host, another host, another
   const kvShow = spawnSync('checkpointctl', ['show', kvFile], { encoding: 'utf8' });
   assert.equal(kvShow.status, 0, kvShow.stderr);
   assert.match(kvShow.stdout, /kv/);
+  const kvTree = spawnSync('checkpointctl', ['inspect', '--ps-tree', kvFile], { encoding: 'utf8' });
+  assert.equal(kvTree.status, 0, kvTree.stderr);
+  assert.match(kvTree.stdout, /redis-server/);
   assert.equal((await bed.cli(['rm', 'kv'])).code, 0);
   const back = await bed.cli(['restore', '--import', kvFile, '--host', 'b', '--json']);
   assert.equal(back.code, 0, back.stderr);
