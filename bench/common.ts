@@ -48,3 +48,30 @@ export async function probeConnected(clientNetns: string, target: string, timeou
   }
   throw new Error(`the probe did not connect to ${target} within ${timeoutMs} ms`);
 }
+
+/** Bytes the client's connection to `target` has received (ss's bytes_received), or undefined with none open. */
+async function bytesReceived(runner: ProcessRunner, clientNetns: string, target: string) {
+  const r = await runner.run(
+    ['ip', 'netns', 'exec', clientNetns, 'ss', '-tniH', 'state', 'established', 'dst', target],
+    { allowFail: true },
+  );
+  const m = /bytes_received:(\d+)/.exec(r.stdout);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Waits until the probe's connection to `target` receives replies again (its received bytes grow), at most
+ * `timeoutMs`: after a migration the client may be in TCP's retransmission backoff for a while, and a probe
+ * stopped before it comes back reports its requests unanswered. Returns early when no connection is open.
+ */
+export async function probeReplying(clientNetns: string, target: string, timeoutMs: number): Promise<void> {
+  const runner = new ProcessRunner();
+  const deadline = performance.now() + timeoutMs;
+  const first = await bytesReceived(runner, clientNetns, target);
+  if (first === undefined) return;
+  while (performance.now() < deadline) {
+    await sleep(50);
+    const now = await bytesReceived(runner, clientNetns, target);
+    if (now === undefined || now > first) return;
+  }
+}

@@ -1,9 +1,12 @@
 // One zdtm static test in a ferry container, under zdtm's own protocol: start it as zdtm's Makefile does
 // (`./NAME --pidfile=NAME.pid --outfile=NAME.out ...`), wait for the pidfile, optionally migrate the container
-// a -> b, then SIGTERM the test and read PASS/FAIL from its outfile. ferry is driven through its CLI only.
+// a -> b, then SIGTERM the test and read PASS/FAIL from its outfile. ferry runs and migrates the container through
+// its CLI, as a user does; the harness looks at where it runs and removes it through the agents' API (what
+// `ferry ps` and `ferry rm` ask), which spares a CLI process per look.
 import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ClusterClients } from '../src/api/cluster-clients.ts';
 import { buildCommandBundle, writeConfig } from '../src/runtime/bundle.ts';
 import { type Suite, startCommand, type TestDesc } from './zdtm-suite.ts';
 
@@ -110,22 +113,28 @@ function lastJson<T>(stdout: string): T | undefined {
   }
 }
 
-/** The container as `ferry ps` lists it (on any host): its status and its init pid on the host. */
-async function listed(
-  h: Harness,
-  name: string,
-  signal: AbortSignal,
-): Promise<{ status?: string; pid?: number; copies: number }> {
-  const r = await ferry(h, ['ps', '--json'], signal);
-  const rows = (lastJson<{ name: string; pid?: number; status: string }[]>(r.stdout) ?? []).filter(
-    (c) => c.name === name,
+/** Every host's copy of the container, as `ferry ps` lists them (an unreachable host lists none, as there). */
+async function copiesOf(api: ClusterClients, name: string) {
+  const lists = await Promise.allSettled(api.file.hosts.map((x) => api.client(x.name).containers()));
+  return lists.flatMap((l, i) =>
+    l.status === 'fulfilled'
+      ? l.value.filter((c) => c.name === name).map((c) => ({ ...c, host: api.file.hosts[i]!.name }))
+      : [],
   );
-  return { ...rows[0], copies: rows.length };
 }
 
-/** The container's init pid on the host, from `ferry ps`, while it runs. */
-async function initPid(h: Harness, name: string, signal: AbortSignal): Promise<number | undefined> {
-  const c = await listed(h, name, signal);
+/** The container as `ferry ps` lists it (on any host): its status and its init pid on the host. */
+async function listed(
+  api: ClusterClients,
+  name: string,
+): Promise<{ status?: string; pid?: number; copies: number }> {
+  const rows = await copiesOf(api, name);
+  return { status: rows[0]?.status, pid: rows[0]?.pid, copies: rows.length };
+}
+
+/** The container's init pid on the host, as `ferry ps` shows it, while it runs. */
+async function initPid(api: ClusterClients, name: string): Promise<number | undefined> {
+  const c = await listed(api, name);
   return c.status === 'running' ? c.pid : undefined;
 }
 
@@ -212,6 +221,7 @@ export async function runTest(
   const t0 = Date.now();
   const name = `z-${test}`.slice(0, 64);
   const dir = join(h.workDir, name);
+  const api = await ClusterClients.load(h.clusterFile);
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   /** Where the run is, for a HANG's reason: which step the time limit cut short. */
@@ -230,7 +240,7 @@ export async function runTest(
     );
     if (started.code !== 0)
       return done('FAIL', `ferry run: ${started.stderr.trim().split('\n').pop() ?? started.code}`);
-    let init = lastJson<{ pid?: number }>(started.stdout)?.pid ?? (await initPid(h, name, ac.signal));
+    let init = lastJson<{ pid?: number }>(started.stdout)?.pid ?? (await initPid(api, name));
     if (!init) return done('FAIL', 'ferry run: no init pid');
     let testPid: number | undefined;
     let refused: string | undefined;
@@ -273,7 +283,7 @@ export async function runTest(
         const why = migrationReason(m.stdout, m.stderr);
         // refused before the freeze, or rolled back: either way the container must run on the source, as it was
         const unmovable = /FERRY_E_CONTAINER_UNMOVABLE/.test(why);
-        const now = await listed(h, name, ac.signal);
+        const now = await listed(api, name);
         if (now.status !== 'running' || now.pid !== init || now.copies !== 1)
           return done(
             'FAIL',
@@ -288,7 +298,7 @@ export async function runTest(
         if (left.length)
           return done('FAIL', `${why}; the rollback left ${left.join(', ')} in the rootfs on the source`);
       } else {
-        init = await initPid(h, name, ac.signal);
+        init = await initPid(api, name);
         if (!init) return done('FAIL', 'after migration: the container is not running');
       }
     }
@@ -317,17 +327,19 @@ export async function runTest(
     return done('FAIL', `harness: ${(err as Error).message}`);
   } finally {
     clearTimeout(timer);
-    await removeContainer(h, name);
+    await removeContainer(api, name);
+    api.close();
     await rm(dir, { recursive: true, force: true });
   }
 }
 
 /** Removes the container wherever it is; a migration the killed CLI left running may hold it for a while. */
-async function removeContainer(h: Harness, name: string): Promise<void> {
-  const signal = new AbortController().signal;
+async function removeContainer(api: ClusterClients, name: string): Promise<void> {
   for (let i = 0; i < 10; i++) {
-    const r = await ferry(h, ['rm', name, '--json'], signal, 60_000).catch(() => ({ code: 1, stderr: '' }));
-    if (r.code === 0 || /FERRY_E_CONTAINER_UNKNOWN|unknown container/.test(r.stderr)) return;
+    const copies = await copiesOf(api, name).catch(() => undefined);
+    if (copies?.length === 0) return;
+    const removed = await Promise.allSettled((copies ?? []).map((c) => api.client(c.host).remove(name)));
+    if (copies && removed.every((r) => r.status === 'fulfilled')) return;
     await sleep(1000);
   }
 }

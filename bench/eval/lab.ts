@@ -6,8 +6,8 @@ import type { MigrationOptions, MigrationReport } from '../../src/api/types.ts';
 import type { ProbeSummary } from '../../src/probe/cli.ts';
 import { type ExecResult, ProcessRunner } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../../src/testbed/testbed.ts';
-import { LINE_COUNTER_PY, pythonArgs } from '../../src/workloads/servers.ts';
-import { probe, probeConnected, sleep, waitForPort } from '../common.ts';
+import { ballastServerArgs, REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
+import { probe, probeConnected, probeReplying, sleep, waitForPort } from '../common.ts';
 import { handCleanup } from '../hand-recipe.ts';
 
 export const PORT = 7000;
@@ -17,36 +17,19 @@ export const PORT = 7000;
  * so that a large ballast never needs twice its size.
  */
 export function ballastServer(mib: number): string[] {
-  const ballast = mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(min(1 << 24, (${mib} << 20) - _i))\n`
-    : '';
-  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, PORT);
+  return ballastServerArgs(mib, PORT);
 }
 
 /** Redis from the host's package, on the container's own address, no persistence (its memory is the state). */
-export const REDIS = [
-  '/usr/bin/redis-server',
-  '--save',
-  '',
-  '--appendonly',
-  'no',
-  '--enable-debug-command',
-  'yes',
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
-  '--dir',
-  '/tmp',
-];
+export const REDIS = [...REDIS_SERVER_ARGS];
 
 export interface Lab {
   tb: TestbedState;
   ctx: ClusterClients;
   runner: ProcessRunner;
   ferryArgv: string[];
+  /** A --quick run: the probe's warm-up and wind-down are cut short (probed). */
+  quick: boolean;
   /** A fresh container address on the testbed's LAN (never the same twice in one lab). */
   nextIp(): string;
   /** `ferry ARGS` against the testbed's cluster, as a user types it. */
@@ -61,6 +44,7 @@ export async function labUp(
   opts: Omit<UpOptions, 'name'>,
   ferryArgv: string[],
   log: (m: string) => void,
+  quick = false,
 ): Promise<Lab> {
   const runner = new ProcessRunner();
   const deps = { runner, ferryArgv, log: (m: string) => log(`testbed: ${m}`) };
@@ -73,6 +57,7 @@ export async function labUp(
     ctx,
     runner,
     ferryArgv,
+    quick,
     nextIp: () => `${tb.subnet}.${40 + (n++ % 180)}`,
     ferry: (args, allowFail) =>
       runner.run([...ferryArgv, '--cluster', tb.clusterFile, ...args], {
@@ -123,7 +108,9 @@ export function migrate(
 /**
  * Runs `during` while a probe client sends a request every 2 ms on one connection to `target`; the downtime is
  * the longest gap between replies. The probe is connected and warm before, and given time after for a client in
- * TCP's retransmission backoff to come back (twice the longest freeze `during` reports, at least 1.5 s).
+ * TCP's retransmission backoff to come back (twice the longest freeze `during` reports, at least 1.5 s). A
+ * --quick lab (a smoke run, not a measurement) warms up for a moment only and stops the probe as soon as its
+ * connection gets replies again, within that same time.
  */
 export async function probed<T>(
   lab: Lab,
@@ -135,7 +122,7 @@ export async function probed<T>(
   const p = probe(lab.ferryArgv, lab.tb.clusterFile, kind, target, 120_000);
   try {
     await probeConnected(lab.tb.client.netns, target);
-    await sleep(2000);
+    await sleep(lab.quick ? 200 : 2000);
   } catch (err) {
     await p.stop().catch(() => {});
     throw err;
@@ -148,7 +135,9 @@ export async function probed<T>(
     throw err;
   }
   const f = freezeOf(value);
-  await sleep(Math.max(1500, 2 * (Number.isFinite(f) ? f : 0) + 1500));
+  const settle = Math.max(1500, 2 * (Number.isFinite(f) ? f : 0) + 1500);
+  if (lab.quick) await probeReplying(lab.tb.client.netns, target, settle);
+  else await sleep(settle);
   return { value, probe: await p.stop() };
 }
 

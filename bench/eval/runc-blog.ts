@@ -52,7 +52,7 @@ const TOUR = [
 const TOUR_MIB = 16;
 
 async function dumps(c: EvalContext, s: Samples, mib: number): Promise<void> {
-  const lab = await labUp('evblog', { hosts: ['a', 'b'] }, c.ferryArgv, c.log);
+  const lab = await labUp('evblog', { hosts: ['a', 'b'] }, c.ferryArgv, c.log, c.quick);
   try {
     for (let run = 0; run < c.runs; run++) {
       for (const m of modes(c)) {

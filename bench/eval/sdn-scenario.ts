@@ -66,6 +66,11 @@ export interface SdnScenarioOptions {
   strategies: string[];
   /** OVS's inactivity probe, ms (default: OVS's 5 s); see FabricOptions. */
   inactivityProbeMs?: number;
+  /**
+   * A smoke run: a short quiet stretch and short pauses (the baseline and the windows after each move then show
+   * that they are measured, not what they measure).
+   */
+  brief?: boolean;
   log: (m: string) => void;
 }
 
@@ -73,9 +78,14 @@ const UNICAST_PORT = 7101;
 const BROADCAST_PORT = 7102;
 const QUIET_MS = 3000;
 const SETTLE_MS = 1500;
+/** o.brief: the quiet stretch, the settling after a move, and the pauses for the traffic's processes. */
+const BRIEF = { quietMs: 500, settleMs: 300, pauseMs: 200 };
 
 export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
   const { ctx, runner, log } = o;
+  const { quietMs, settleMs, pauseMs } = o.brief
+    ? BRIEF
+    : { quietMs: QUIET_MS, settleMs: SETTLE_MS, pauseMs: 1000 };
   const fabric = new SdnFabric(runner, {
     prefix: o.prefix,
     switchNetns: o.tb.client.netns,
@@ -101,7 +111,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
 
     const recvUni = py(h3.netns, 'recv', String(UNICAST_PORT));
     const recvBc = py(h4.netns, 'recv', String(BROADCAST_PORT));
-    await sleep(1000);
+    await sleep(pauseMs);
     const sendUni = py(h1.netns, 'send', h3.ip, String(UNICAST_PORT), '10');
     const sendBc = py(h2.netns, 'send', '10.213.0.255', String(BROADCAST_PORT), '20');
     procs.push(sendUni, sendBc, recvUni, recvBc);
@@ -115,7 +125,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
       await sleep(200);
     }
     const quietFrom = Date.now();
-    await sleep(QUIET_MS);
+    await sleep(quietMs);
     const quietTo = Date.now();
     const unicastFrom = quietFrom;
 
@@ -148,7 +158,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
       m.ok = rep.ok;
       if (rep.ok) host = to;
       else m.note = rep.error ? `${rep.error.code}: ${rep.error.message}` : 'the migration failed';
-      await sleep(SETTLE_MS);
+      await sleep(settleMs);
       windows.push({ from, to: Date.now() });
       const attemptsAfter = await fabric.connectAttempts();
       // A bridge kept its connection when it is connected and its connection is not younger than before the move.
@@ -201,7 +211,7 @@ export async function sdnScenario(o: SdnScenarioOptions): Promise<SdnResult> {
       sent: number;
     };
     await sendBc.stop();
-    await sleep(1000);
+    await sleep(pauseMs);
     const uni = parseReceived((await recvUni.stop()).stdout);
     const bc = parseReceived((await recvBc.stop()).stdout);
     procs.length = 0;

@@ -25,7 +25,7 @@ export function bytesBeforeRestore(r: MigrationReport): number {
 async function measure(c: EvalContext): Promise<SuiteOutput> {
   const mib = c.quick ? 16 : 200;
   const strategies: StrategyName[] = c.quick ? ['postcopy'] : STRATEGIES;
-  const lab = await labUp('evtalk', { hosts: ['a', 'b'] }, c.ferryArgv, c.log);
+  const lab = await labUp('evtalk', { hosts: ['a', 'b'] }, c.ferryArgv, c.log, c.quick);
   const s = new Samples();
   try {
     for (let run = 0; run < c.runs; run++) {

@@ -49,6 +49,8 @@ interface Sizes {
   methods: Method[];
   /** Seconds of Redis requests a client needs without a migration (the job whose slowdown is measured). */
   jobS: number;
+  /** How long a client writes (threshold) or its job runs (compare) before the migration starts. */
+  warmMs: number;
 }
 
 const SIZES = (quick: boolean): Sizes =>
@@ -63,7 +65,8 @@ const SIZES = (quick: boolean): Sizes =>
         thresholds: [1],
         compare: [16],
         methods: ['naive'],
-        jobS: 2,
+        jobS: 0.5,
+        warmMs: 200,
       }
     : {
         micro: [16, 64, 256],
@@ -76,6 +79,7 @@ const SIZES = (quick: boolean): Sizes =>
         compare: [64, 256],
         methods: ['naive', ...STRATEGIES, 'auto'],
         jobS: 15,
+        warmMs: 2000,
       };
 
 /** Ferry's pre-copy without soft-dirty tracking: each round dumps, then sends only what changed. */
@@ -223,7 +227,7 @@ async function thresholds(lab: Lab, c: EvalContext, z: Sizes, s: Samples, run: n
           `${ip}:${REDIS_PORT}`,
           async () => {
             w = writer();
-            await sleep(2000);
+            await sleep(z.warmMs);
             return migrate(lab, name, 'a', 'b', {
               strategy: 'precopy',
               thresholdBytes: Math.round(t * 2 ** 20),
@@ -266,7 +270,7 @@ async function compare(lab: Lab, c: EvalContext, z: Sizes, s: Samples, run: numb
         const r = await redis(lab, name, mib, fill, hand);
         hc = r.hc;
         if (!n) {
-          const calib = 3000;
+          const calib = c.quick ? 1000 : 3000;
           n = Math.max(calib, Math.round((calib / (await job(lab, r.ip, calib))) * 1000 * z.jobS));
         }
         const { value, probe } = await probed(
@@ -277,7 +281,7 @@ async function compare(lab: Lab, c: EvalContext, z: Sizes, s: Samples, run: numb
             // the same job without a migration first, with the probe running as it will during the migration
             const base = await job(lab, r.ip, n);
             const running = job(lab, r.ip, n);
-            await sleep(1000);
+            await sleep(Math.min(1000, z.warmMs));
             const t0 = performance.now();
             let rep: MigrationReport | undefined;
             let steps: Record<string, number> = {};
@@ -409,7 +413,7 @@ function tables(z: Sizes, s: Samples): { tables: EvalTable[]; plots: PlotSpec[] 
     ),
     note:
       `Slowdown: the time a Redis client takes for ${z.jobS} s worth of GETs on one connection while the ` +
-      'container migrates (it starts 1 s into them), divided by its time for the same GETs just before. The ' +
+      `container migrates (it starts ${Math.min(1000, z.warmMs) / 1000} s into them), divided by its time for the same GETs just before. The ` +
       'thesis reported ×1.5 for live container migration, ×2 for virtual machine migration (see the QEMU ' +
       'section) and ×10 for naive migration.',
   };
@@ -487,7 +491,7 @@ async function measure(c: EvalContext): Promise<SuiteOutput> {
   await mkdir(DISK, { recursive: true });
   const fill = join(TMPFS, 'fill');
   for (const mib of new Set([z.thresholdRedis, ...z.compare])) await writeFill(`${fill}-${mib}`, mib);
-  const lab = await labUp('evthes', { hosts: ['a', 'b'] }, c.ferryArgv, c.log);
+  const lab = await labUp('evthes', { hosts: ['a', 'b'] }, c.ferryArgv, c.log, c.quick);
   try {
     for (let run = 0; run < c.runs; run++) {
       await micro(lab, c, z, s, run);

@@ -31,7 +31,7 @@ const WORKLOADS = (quick: boolean): Workload[] => [
     id: 'cpu',
     label: 'CPU (--cpu 2)',
     args: ['--cpu', '2'],
-    settleMs: 2000,
+    settleMs: quick ? 500 : 2000,
     checkpoint: 0.48,
     restore: 1.11,
   },
@@ -54,10 +54,12 @@ const WORKLOADS = (quick: boolean): Workload[] => [
 /** A CPU burner asking for `load` % of one core. */
 const burner = (load: number) => [...STRESS, '--cpu', '1', '--cpu-load', String(load)];
 
-/** The load the controller sees on `host` (a moving average of its containers' CPU shares). */
+/**
+ * The load the controller sees on `host` (its containers' CPU shares as the last heartbeat reported them).
+ * Asked through the API, as the dry runs below: only the moves are the CLI's, as a user runs them.
+ */
 async function hostLoad(lab: Lab, host: string): Promise<number> {
-  const r = await lab.ferry(['cluster', '--json']);
-  const sum = JSON.parse(r.stdout) as { hosts: { name: string; loadPercent: number }[] };
+  const sum = await lab.ctx.controller().cluster();
   return sum.hosts.find((h) => h.name === host)?.loadPercent ?? 0;
 }
 
@@ -95,9 +97,23 @@ async function deleteThenRestore(
   return { checkpointMs: t1 - t0, restoreMs: t3 - t2, downtimeMs: t3 - t0 };
 }
 
-async function stressTable(c: EvalContext, s: Samples, dir: string): Promise<Workload[]> {
+/** The rebalancing experiment's testbed: three hosts and a controller that heartbeats fast and never moves by itself. */
+const rebalanceLab = (c: EvalContext) =>
+  labUp(
+    'evreb',
+    {
+      hosts: ['a', 'b', 'c'],
+      controller: { heartbeatMs: 500, heartbeatTimeoutMs: 5000, rebalanceIntervalMs: 0, cooldownMs: 0 },
+    },
+    c.ferryArgv,
+    c.log,
+    c.quick,
+  );
+
+/** `shared`: the testbed to use (a --quick run brings up one for both experiments); none: its own. */
+async function stressTable(c: EvalContext, s: Samples, dir: string, shared?: Lab): Promise<Workload[]> {
   const workloads = c.quick ? WORKLOADS(true).filter((w) => w.id === 'cpu') : WORKLOADS(false);
-  const lab = await labUp('evucsd', { hosts: ['a', 'b'] }, c.ferryArgv, c.log);
+  const lab = shared ?? (await labUp('evucsd', { hosts: ['a', 'b'] }, c.ferryArgv, c.log));
   try {
     for (let run = 0; run < c.runs; run++) {
       for (const w of workloads) {
@@ -126,19 +142,19 @@ async function stressTable(c: EvalContext, s: Samples, dir: string): Promise<Wor
       }
     }
   } finally {
-    await lab.down();
+    if (!shared) await lab.down();
   }
   return workloads;
 }
 
-/** Asks for a dry run until the controller's moving average of the burners' load plans moves. */
+/** Asks for a dry run until the controller's view of the burners' load plans moves. */
 async function waitForPlan(lab: Lab, target: number, timeoutMs: number): Promise<PlanResult> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const r = await lab.ferry(['rebalance', '--dry-run', '--target', String(target), '--json']);
-    const plan = (JSON.parse(r.stdout) as { plan: PlanResult }).plan;
+    const { plan } = await lab.ctx.controller().rebalance({ dryRun: true, targetPercent: target });
     if (plan.moves.length > 0 || performance.now() > deadline) return plan;
-    await sleep(2000);
+    // --quick: asked again after a heartbeat or so
+    await sleep(lab.quick ? 500 : 2000);
   }
 }
 
@@ -146,21 +162,14 @@ async function rebalance(
   c: EvalContext,
   s: Samples,
   dir: string,
+  shared?: Lab,
 ): Promise<{ burners: number; target: number }> {
   const burners = c.quick ? 3 : 4;
   const load = 40;
   // the target: half the load the controller sees on the crowded host once the burners run. What they get of
   // this machine's cores depends on everything else running on it, so a fixed target may never be crossed
   let target = 50;
-  const lab = await labUp(
-    'evreb',
-    {
-      hosts: ['a', 'b', 'c'],
-      controller: { heartbeatMs: 500, heartbeatTimeoutMs: 5000, rebalanceIntervalMs: 0, cooldownMs: 0 },
-    },
-    c.ferryArgv,
-    c.log,
-  );
+  const lab = shared ?? (await rebalanceLab(c));
   try {
     for (let run = 0; run < c.runs; run++) {
       // the same burners for both approaches: after ferry's moves they go back (by migration, which keeps their
@@ -172,7 +181,8 @@ async function rebalance(
           await lab.ctx.client('a').create({ name: n, command: burner(load), net: 'own', ip: lab.nextIp() });
           where.set(n, 'a');
         }
-        await sleep(c.quick ? 5000 : 20_000);
+        // the agents report a container's CPU share over each heartbeat (500 ms): a few of them with --quick
+        await sleep(c.quick ? 1500 : 20_000);
         target = Math.max(5, Math.floor((await hostLoad(lab, 'a')) / 2));
         c.log(`run ${run + 1}/${c.runs}: target ${target} %`);
         for (const how of ['ferry', 'delete-restore'] as const) {
@@ -240,7 +250,7 @@ async function rebalance(
       }
     }
   } finally {
-    await lab.down();
+    if (!shared) await lab.down();
   }
   return { burners, target };
 }
@@ -249,9 +259,12 @@ async function measure(c: EvalContext): Promise<SuiteOutput> {
   const dir = `/dev/shm/ferry-bench-eval-ucsd-${process.pid}`;
   await mkdir(dir, { recursive: true });
   const s = new Samples();
+  let shared: Lab | undefined;
   try {
-    const workloads = await stressTable(c, s, dir);
-    const { burners, target } = await rebalance(c, s, dir);
+    // --quick: one testbed for both experiments (the rebalancing one's: its hosts a and b serve the stress table)
+    if (c.quick) shared = await rebalanceLab(c);
+    const workloads = await stressTable(c, s, dir, shared);
+    const { burners, target } = await rebalance(c, s, dir, shared);
     const pub = (v: number | undefined) =>
       v === undefined ? undefined : { value: v, unit: 's', work: WORK };
     const stress: EvalTable = {
@@ -321,9 +334,12 @@ async function measure(c: EvalContext): Promise<SuiteOutput> {
           ],
         },
       ],
-      notes: c.quick ? ['--quick: the CPU workload only, two burners.'] : [],
+      notes: c.quick
+        ? [`--quick: the CPU workload only, ${burners} burners, one testbed for both experiments.`]
+        : [],
     };
   } finally {
+    await shared?.down();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -11,11 +11,14 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import tar from 'tar-stream';
+import { zstdFrames } from '../../src/archive/frames.ts';
+import { FRAME_OF_ITS_OWN } from '../../src/archive/writer.ts';
 import { REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
 import {
   containers,
@@ -284,6 +287,20 @@ test('checkpoint to a file and restore from it: same host, another host, another
   const ck = await bed.cli(['checkpoint', 'kv', '--export', kvFile, '--json']);
   assert.equal(ck.code, 0, ck.stderr);
   assert.equal(statSync(kvFile).mode & 0o777, 0o600);
+  // its page images are zstd frames of their own (the restore below has zstd stage them where the file lies), and
+  // the archive is still one tar.zst that checkpointctl reads
+  const kvArchive = await open(kvFile, 'r');
+  const frames = await zstdFrames(kvArchive).finally(() => kvArchive.close());
+  assert.ok(
+    frames?.some((f) => (f.contentSize ?? 0) >= FRAME_OF_ITS_OWN),
+    `the page images have frames of their own: ${JSON.stringify(frames)}`,
+  );
+  const kvShow = spawnSync('checkpointctl', ['show', kvFile], { encoding: 'utf8' });
+  assert.equal(kvShow.status, 0, kvShow.stderr);
+  assert.match(kvShow.stdout, /kv/);
+  const kvTree = spawnSync('checkpointctl', ['inspect', '--ps-tree', kvFile], { encoding: 'utf8' });
+  assert.equal(kvTree.status, 0, kvTree.stderr);
+  assert.match(kvTree.stdout, /redis-server/);
   assert.equal((await bed.cli(['rm', 'kv'])).code, 0);
   const back = await bed.cli(['restore', '--import', kvFile, '--host', 'b', '--json']);
   assert.equal(back.code, 0, back.stderr);

@@ -1,6 +1,8 @@
 // The evaluation suites' smoke test: each runs with --quick (one run, small sizes, docs/ left alone) through the
 // CLI as a user runs it, and must finish and print one JSON document with its tables. No figure is checked: they
-// are measurements, and `ferry bench SUITE` without --quick is where they are taken.
+// are measurements, and `ferry bench SUITE` without --quick is where they are taken. Two suites run at a time:
+// each has its own testbed (its own name, subnet, bridges and image directories), and a --quick run mostly waits
+// on its migrations and clients, so two side by side take little more than the longer one.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { describe, it } from 'node:test';
@@ -10,9 +12,10 @@ import { FERRY_ARGV, skipUnlessReady } from './helpers.ts';
 
 const run = promisify(execFile);
 
-describe('evaluation suites, --quick', () => {
-  // vm is left out: its guest boots under TCG here (no usable KVM), minutes on a loaded machine
-  for (const suite of ['thesis', 'talk', 'runc-blog', 'docker-paper', 'ucsd']) {
+describe('evaluation suites, --quick', { concurrency: 2 }, () => {
+  // vm is left out: its guest boots under TCG here (no usable KVM), minutes on a loaded machine. The longest
+  // first, so that the two lanes end close together.
+  for (const suite of ['docker-paper', 'ucsd', 'thesis', 'talk', 'runc-blog']) {
     it(`ferry bench ${suite} --quick --json completes and prints its tables`, async (t) => {
       if (!skipUnlessReady(t)) return;
       const { stdout } = await run(
