@@ -20,12 +20,13 @@ export const FERRY_ARGV = [process.execPath, '--no-warnings', MAIN];
 // The CLIs and agents these tests start (with FERRY_ARGV, in environments copied from this one) keep Node's compile
 // cache where bin/ferry keeps it, as they would when started by bin/ferry: each start then costs about a third of
 // the CPU. An integration file starts dozens of them, so without it the tests measure Node compiling the sources.
-if (process.env['NODE_COMPILE_CACHE'] === undefined && process.env['HOME'])
-  process.env['NODE_COMPILE_CACHE'] = join(
-    process.env['XDG_CACHE_HOME'] || join(process.env['HOME'], '.cache'),
-    'ferry',
-    'node-compile-cache',
-  );
+// (Entries are keyed by the source's content: an edited file is compiled afresh.)
+if (process.env['NODE_COMPILE_CACHE'] === undefined) {
+  const home = process.env['HOME'];
+  process.env['NODE_COMPILE_CACHE'] = home
+    ? join(process.env['XDG_CACHE_HOME'] || join(home, '.cache'), 'ferry', 'node-compile-cache')
+    : join(tmpdir(), 'ferry-node-compile-cache');
+}
 
 /** Why these tests cannot run here, or undefined when they can. On this project's CI machine they always run. */
 export function missingPrerequisite(): string | undefined {
@@ -69,13 +70,8 @@ export async function startBed(
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    FERRY_STATE: stateDir,
-    // node's on-disk compile cache for every agent and CLI the testbed starts: each starts in about half the CPU
-    // time (entries are keyed by the source's content, so an edited file is compiled afresh)
-    NODE_COMPILE_CACHE: process.env['NODE_COMPILE_CACHE'] ?? join(tmpdir(), 'ferry-node-compile-cache'),
-  };
+  // (NODE_COMPILE_CACHE comes with process.env: see above)
+  const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
   const state = await testbedUp(
