@@ -6,11 +6,15 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { alive, stopProcess } from './daemon.ts';
 
-/** A process that has exited but is not reaped: `true` run in the background by a shell that then execs sleep. */
+/** A process that has exited but is not reaped: the child of a perl (Debian's perl-base) that never waits. */
 async function zombie(): Promise<{ pid: number; parent: ReturnType<typeof spawn> }> {
-  const parent = spawn('sh', ['-c', 'true & echo $!; exec sleep 60'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const parent = spawn(
+    'perl',
+    ['-e', '$| = 1; my $p = fork // die; exit 0 unless $p; print "$p\\n"; sleep 60'],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
   const pid = Number(String(line).trim());
   for (let i = 0; i < 200; i++) {

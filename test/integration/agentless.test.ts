@@ -120,23 +120,9 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     await testbedDown(name, deps);
     rmSync(work, { recursive: true, force: true });
   });
-  // containers started by hand, as runc's own users start them (they need no testbed: started meanwhile)
-  const byHand = async () => {
-    mkdirSync(srcRoot);
-    for (const c of ['c1', 'c2', 'c3']) {
-      const bundle = join(work, `bundle-${c}`);
-      await buildCommandBundle(bundle, counterCommand(`${name}-${c}`), c);
-      const r = spawnSync('runc', ['--root', srcRoot, 'run', '--detach', c], {
-        cwd: bundle,
-        stdio: 'ignore',
-      });
-      assert.equal(r.status, 0, `runc run ${c}`);
-    }
-  };
   const [tb, exe] = await Promise.all([
     testbedUp({ name, hosts: ['a', 'b'], ssh: true }, deps),
     singleExecutable(),
-    byHand(),
   ]);
   assert.ok(tb.ssh);
   // Redis with an address on the LAN, started by a's agent (which stops below): ferry's namespace, eth0 and veth
@@ -159,6 +145,14 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
   const ferry = [...FERRY_ARGV];
   const sshConfig = ['--ssh-config', tb.ssh.config];
 
+  // containers started by hand, as runc's own users start them
+  mkdirSync(srcRoot);
+  for (const c of ['c1', 'c2', 'c3']) {
+    const bundle = join(work, `bundle-${c}`);
+    await buildCommandBundle(bundle, counterCommand(`${name}-${c}`), c);
+    const r = spawnSync('runc', ['--root', srcRoot, 'run', '--detach', c], { cwd: bundle, stdio: 'ignore' });
+    assert.equal(r.status, 0, `runc run ${c}`);
+  }
   await counts(srcRoot, 'c1');
 
   await t.test(
@@ -187,7 +181,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
         ],
         cliEnv,
       );
-      assert.equal(there.status, 0, there.stderr);
+      assert.equal(there.status, 0, `${there.stdout}${there.stderr}`);
       assert.equal(runcState(join(hostDir('b'), 'runc'), 'r1')?.status, 'running');
       assert.ok(!existsSync(join(tb.dir, 'hosts', 'a', 'containers', 'r1')), "gone from a's agent state");
       const back = await migrate(
@@ -206,7 +200,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
         ],
         cliEnv,
       );
-      assert.equal(back.status, 0, back.stderr);
+      assert.equal(back.status, 0, `${back.stdout}${back.stderr}`);
       assert.equal(back.report?.strategy, 'postcopy');
       assert.equal(runcState(join(hostDir('a'), 'runc'), 'r1')?.status, 'running');
       // answered by the copy on a before it stops
@@ -238,7 +232,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       ],
       cliEnv,
     );
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
     assert.equal(r.report?.ok, true);
     assert.equal(r.report?.strategy, 'cold');
     assert.equal(r.report?.to, 'b');
@@ -259,7 +253,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       [exe, 'migrate', 'c1', '--to', 'ssh://a', '--strategy', 'postcopy', '--runc-root', bRoot, ...sshConfig],
       noNode,
     );
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
     assert.equal(r.report?.strategy, 'postcopy');
     assert.ok(r.report?.postcopy, 'the pages phase ran');
     assert.equal(runcState(bRoot, 'c1'), undefined);

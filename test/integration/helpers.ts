@@ -20,12 +20,13 @@ export const FERRY_ARGV = [process.execPath, '--no-warnings', MAIN];
 // The CLIs and agents these tests start (with FERRY_ARGV, in environments copied from this one) keep Node's compile
 // cache where bin/ferry keeps it, as they would when started by bin/ferry: each start then costs about a third of
 // the CPU. An integration file starts dozens of them, so without it the tests measure Node compiling the sources.
-if (process.env['NODE_COMPILE_CACHE'] === undefined && process.env['HOME'])
-  process.env['NODE_COMPILE_CACHE'] = join(
-    process.env['XDG_CACHE_HOME'] || join(process.env['HOME'], '.cache'),
-    'ferry',
-    'node-compile-cache',
-  );
+// (Entries are keyed by the source's content: an edited file is compiled afresh.)
+if (process.env['NODE_COMPILE_CACHE'] === undefined) {
+  const home = process.env['HOME'];
+  process.env['NODE_COMPILE_CACHE'] = home
+    ? join(process.env['XDG_CACHE_HOME'] || join(home, '.cache'), 'ferry', 'node-compile-cache')
+    : join(tmpdir(), 'ferry-node-compile-cache');
+}
 
 /** Why these tests cannot run here, or undefined when they can. On this project's CI machine they always run. */
 export function missingPrerequisite(): string | undefined {
@@ -69,6 +70,7 @@ export async function startBed(
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
+  // (NODE_COMPILE_CACHE comes with process.env: see above)
   const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
@@ -125,18 +127,23 @@ export async function startBed(
 
 /**
  * One testbed for the tests of a file that cannot disturb each other: brought up by the first test that asks for it,
- * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that uses it
- * removes its containers when it ends (`removeContainers`), so the next one finds the hosts empty.
+ * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that passes its
+ * context gets the hosts emptied again when it ends (`removeContainers`), so the next one finds them empty.
  */
-export function sharedBed(hosts: string[], opts: Parameters<typeof startBed>[1] = {}): () => Promise<Bed> {
+export function sharedBed(
+  hosts: string[],
+  opts: Parameters<typeof startBed>[1] = {},
+): (t?: { after(fn: () => Promise<void>): void }) => Promise<Bed> {
   let bed: Promise<Bed> | undefined;
   after(async () => {
     const b = await bed?.catch(() => undefined);
     await b?.down();
   });
-  return () => {
+  return async (t) => {
     bed ??= startBed(hosts, opts);
-    return bed;
+    const b = await bed;
+    t?.after(() => removeContainers(b));
+    return b;
   };
 }
 
