@@ -26,7 +26,7 @@ import {
   hostDir,
   instancesOf,
   MAIN,
-  readInContainer,
+  readCounter,
   skipUnlessReady,
   startBed,
   waitFor,
@@ -55,7 +55,7 @@ test('checkpoint to a file and restore from it: same host, another host, another
   const marker = `arc-${bed.name}`;
   const counter = async (name: string) => {
     const c = (await containers(bed)).find((x) => x.name === name);
-    return c?.pid ? Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) : undefined;
+    return c?.pid ? await readCounter(c.pid) : undefined;
   };
   const ps = async () =>
     (await containers(bed))

@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { testbedDown } from '../../src/testbed/testbed.ts';
-import { assertNothingLeft, counterCommand, readInContainer, skipUnlessReady, waitFor } from './helpers.ts';
+import { assertNothingLeft, counterCommand, readCounter, skipUnlessReady, waitFor } from './helpers.ts';
 import { singleExecutable } from './single-executable.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -106,9 +106,7 @@ test('the single executable runs every step of a migration on a host without nod
   const value = async () => {
     const ps = JSON.parse(ferry('ps', '--json')) as { name: string; host: string; pid?: number }[];
     const c = ps.find((x) => x.name === 'ctr');
-    return c?.pid
-      ? { host: c.host, n: Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) }
-      : undefined;
+    return c?.pid ? { host: c.host, n: await readCounter(c.pid) } : undefined;
   };
   await waitFor('counter > 3', async () => ((await value())?.n ?? 0) > 3 || undefined);
   for (const [to, strategy] of [

@@ -201,6 +201,18 @@ export function readInContainer(pid: number, path: string): string {
   return readFileSync(`/proc/${pid}/root${path}`, 'utf8');
 }
 
+/**
+ * The number a counter program keeps in /tmp/counter of its container. The programs rewrite it in place (truncate,
+ * then write), so a read can fall between the two and find it empty: such a read is taken again.
+ */
+export async function readCounter(pid: number): Promise<number> {
+  for (let i = 0; ; i++) {
+    const value = Number.parseInt(readInContainer(pid, '/tmp/counter'), 10);
+    if (!Number.isNaN(value) || i === 50) return value;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** Processes on the whole machine whose command line contains a marker. */
 export function processesWith(marker: string): number[] {
   return readdirSync('/proc')
@@ -325,7 +337,7 @@ export async function served(bed: Bed, name: string): Promise<number> {
   const c = (await containers(bed)).find((x) => x.name === name);
   if (!c?.pid) return 0;
   try {
-    return Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) || 0;
+    return (await readCounter(c.pid)) || 0;
   } catch {
     return 0; // not written yet
   }

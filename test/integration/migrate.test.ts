@@ -24,6 +24,7 @@ import {
   counterCommand,
   instancesOf,
   processesWith,
+  readCounter,
   readInContainer,
   runningInstancesOf,
   sharedBed,
@@ -50,7 +51,7 @@ test('a counter container migrates a -> b -> a, keeps counting, never runs twice
   assert.equal(run.code, 0, run.stderr);
   const value = async () => {
     const c = (await containers(bed)).find((x) => x.name === 'ctr');
-    return c?.pid ? Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) : undefined;
+    return c?.pid ? await readCounter(c.pid) : undefined;
   };
   await waitFor('counter > 5', async () => ((await value()) ?? 0) > 5 || undefined);
   let from = 'a';
