@@ -17,6 +17,7 @@ import { ClusterClients } from '../src/api/cluster-clients.ts';
 import { table } from '../src/core/table.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 import { testbedDown, testbedUp } from '../src/testbed/testbed.ts';
+import { REDIS_SERVER_ARGS, redisUnixSocketArgs } from '../src/workloads/servers.ts';
 import { fmt, median, sleep, waitForPort } from './common.ts';
 
 export interface ArchiveBenchOptions {
@@ -37,20 +38,9 @@ const PODMAN_PREFIX = 'ferry-bench-archive-';
 /** Each value: 2 KiB of random bytes as 4 KiB of hex. */
 const VALUE_BYTES = 4096;
 const SOCKET = '/tmp/redis.sock';
-const REDIS = ['/usr/bin/redis-server', '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'];
 // Podman's container has no network (--network none: no firewall rules on the host); it is reached over a unix socket
-const PODMAN_REDIS = [...REDIS, '--port', '0', '--unixsocket', SOCKET, '--unixsocketperm', '700'];
-const FERRY_REDIS = [
-  ...REDIS,
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
-  '--dir',
-  '/tmp',
-];
+const PODMAN_REDIS = redisUnixSocketArgs(SOCKET);
+const FERRY_REDIS = [...REDIS_SERVER_ARGS];
 const PODMAN_ENV = { ...process.env, PODMAN_IGNORE_CGROUPSV1_WARNING: '1' };
 
 export const SECTION_BEGIN = '<!-- ferry bench archive: begin (rewritten by the benchmark) -->';

@@ -20,6 +20,7 @@ import {
   type ControllerFixture,
   controllerFixture,
 } from './support/api-fixture.ts';
+import { pool } from './support/pool.ts';
 
 type Code = keyof typeof ERRORS;
 
@@ -859,17 +860,3 @@ describe('bad input to the CLI: refused before anything is printed or sent', () 
     }
   });
 });
-
-async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: n }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}

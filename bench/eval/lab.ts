@@ -6,7 +6,7 @@ import type { MigrationOptions, MigrationReport } from '../../src/api/types.ts';
 import type { ProbeSummary } from '../../src/probe/cli.ts';
 import { type ExecResult, ProcessRunner } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../../src/testbed/testbed.ts';
-import { LINE_COUNTER_PY, pythonArgs } from '../../src/workloads/servers.ts';
+import { ballastServerArgs, REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
 import { probe, probeConnected, probeReplying, sleep, waitForPort } from '../common.ts';
 import { handCleanup } from '../hand-recipe.ts';
 
@@ -17,30 +17,11 @@ export const PORT = 7000;
  * so that a large ballast never needs twice its size.
  */
 export function ballastServer(mib: number): string[] {
-  const ballast = mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(min(1 << 24, (${mib} << 20) - _i))\n`
-    : '';
-  return pythonArgs(`${ballast}${LINE_COUNTER_PY}`, PORT);
+  return ballastServerArgs(mib, PORT);
 }
 
 /** Redis from the host's package, on the container's own address, no persistence (its memory is the state). */
-export const REDIS = [
-  '/usr/bin/redis-server',
-  '--save',
-  '',
-  '--appendonly',
-  'no',
-  '--enable-debug-command',
-  'yes',
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
-  '--dir',
-  '/tmp',
-];
+export const REDIS = [...REDIS_SERVER_ARGS];
 
 export interface Lab {
   tb: TestbedState;

@@ -1,12 +1,13 @@
 // Reads a checkpoint archive from a stream (format.ts) and checks it whole: the format and its version first, then
 // every file's size and SHA-256 against the manifest at the end. Files go to a staging directory or into memory as
-// the caller asks; nothing is trusted (or may be used) until readArchive resolves.
+// the caller asks; nothing is trusted (or may be used) until readArchive resolves. An archive file staged where it
+// lies has its large files decompressed by zstd straight into the staging directory (framed-source.ts).
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { type FileHandle, mkdir } from 'node:fs/promises';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { type FileHandle, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { FerryError } from '../core/errors.ts';
 import { zstdDecompress, zstdDecompressFile } from '../runtime/zstd.ts';
@@ -21,6 +22,7 @@ import {
   META_FILE,
   ZSTD_MAGIC,
 } from './format.ts';
+import { type FramedSource, framedSource, type StagedFrame } from './framed-source.ts';
 
 /** Where one file of the archive goes: a staging directory, memory (small images to decode), or nowhere. */
 export type Keep = 'disk' | 'memory' | 'skip';
@@ -103,7 +105,11 @@ export async function readArchive(input: ArchiveInput, opts: ReadOptions = {}): 
   let bytes = 0;
   if (opts.dest) await mkdir(join(opts.dest, CHECKPOINT_DIR), { recursive: true, mode: 0o700 });
 
-  const source = await decompressed(input);
+  // staged where it lies: each large file's frame decompressed by zstd into its staged file
+  let framed: FramedSource | undefined;
+  if ('file' in input && opts.dest && (await zstdMagic(input.file)))
+    framed = await framedSource(input.file, opts.dest, max);
+  const source = framed?.stream ?? (await decompressed(input));
   const extract = tar.extract();
   // the tar's end (two zero blocks) must arrive too: a copy cut just after the manifest is still a cut copy
   const tail = new TailCheck();
@@ -128,31 +134,44 @@ export async function readArchive(input: ArchiveInput, opts: ReadOptions = {}): 
       const hash = createHash('sha256');
       const chunks: Buffer[] = [];
       let size = 0;
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          hash.update(chunk);
+      let file: WriteStream | undefined;
+      let staged: StagedFrame | undefined;
+      let first = true;
+      try {
+        for await (const chunk of entry as AsyncIterable<Buffer>) {
+          if (first) {
+            first = false;
+            // by its first byte a staged file's data is staged: the zeroes follow the staging
+            const head = framed?.staged[0];
+            if (head && head.name === name && head.size === h.size) staged = framed!.staged.shift();
+            else if (where === 'disk') file = createStaged(opts.dest, name);
+          }
           size += chunk.length;
+          if (staged) continue;
+          hash.update(chunk);
           if (where === 'memory') chunks.push(chunk);
-          cb();
-        },
-      });
-      if (where === 'disk') {
-        if (!opts.dest) throw new Error('readArchive: keep "disk" needs dest');
-        // a deep buffer: the writes queue up (and go out together) instead of waiting on each chunk in turn
-        const file = createWriteStream(join(opts.dest, name), { mode: 0o600, highWaterMark: 4 << 20 });
-        const tee = new Writable({
-          write(chunk: Buffer, enc, cb) {
-            sink.write(chunk, enc);
-            if (!file.write(chunk)) file.once('drain', () => cb());
-            else cb();
-          },
-          final(cb) {
-            file.end(cb);
-          },
-        });
-        await pipeline(entry, tee);
+          if (file) await writeStaged(file, chunk);
+        }
+      } catch (err) {
+        file?.destroy();
+        throw err;
+      }
+      let sha256: string;
+      if (staged) {
+        // its bytes are where zstd wrote them (their SHA-256 read back from tmpfs): moved to their name
+        sha256 = staged.sha256;
+        size = staged.size;
+        if (where === 'disk') await rename(staged.path, join(opts.dest!, name));
+        else {
+          if (where === 'memory') chunks.push(await readFile(staged.path));
+          await rm(staged.path, { force: true });
+        }
       } else {
-        await pipeline(entry, sink);
+        sha256 = hash.digest('hex');
+        if (where === 'disk') {
+          if (first) await writeFile(join(opts.dest!, name), '', { mode: 0o600 });
+          else await endStaged(file!);
+        }
       }
       const body = where === 'memory' ? Buffer.concat(chunks) : undefined;
       if (name === META_FILE) meta = parseMeta(body!);
@@ -160,12 +179,13 @@ export async function readArchive(input: ArchiveInput, opts: ReadOptions = {}): 
         manifest = parseManifest(body!);
         continue;
       }
-      hashes.set(name, { size, sha256: hash.digest('hex') });
+      hashes.set(name, { size, sha256 });
       names.push(name);
       if (body && name !== META_FILE) memory.set(name, body);
     }
     // the tar ends before its compressed frame does: a frame cut short (or a bad checksum) shows only at its end
     await finished(source);
+    if (framed?.staged.length) throw invalid(`${framed.staged[0]!.name} was staged, but no entry claimed it`);
   } catch (err) {
     source.destroy();
     if (err instanceof FerryError) throw err;
@@ -183,6 +203,43 @@ export async function readArchive(input: ArchiveInput, opts: ReadOptions = {}): 
   }
   for (const n of hashes.keys()) if (!listed.has(n)) throw invalid(`${n} is not in the manifest`);
   return { meta, manifest, memory, names, bytes };
+}
+
+async function zstdMagic(file: FileHandle): Promise<boolean> {
+  const head = Buffer.alloc(4);
+  const { bytesRead } = await file.read(head, 0, 4, 0);
+  return bytesRead === 4 && head.equals(ZSTD_MAGIC);
+}
+
+/**
+ * A staged file, opened for writing as its first bytes arrive. A deep buffer: the writes queue up (and go out
+ * together) instead of waiting on each chunk in turn.
+ */
+function createStaged(dest: string | undefined, name: string): WriteStream {
+  if (!dest) throw new Error('readArchive: keep "disk" needs dest');
+  const file = createWriteStream(join(dest, name), { mode: 0o600, highWaterMark: 4 << 20 });
+  // a failed write shows at the next write or at the end (below)
+  file.on('error', () => {});
+  return file;
+}
+
+async function writeStaged(file: WriteStream, chunk: Buffer): Promise<void> {
+  if (file.errored) throw file.errored;
+  if (file.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: Error) => {
+      file.off('drain', ok).off('error', done);
+      if (err) reject(err);
+      else resolve();
+    };
+    const ok = () => done();
+    file.on('drain', ok).on('error', done);
+  });
+}
+
+async function endStaged(file: WriteStream): Promise<void> {
+  file.end();
+  await finished(file);
 }
 
 /** Passes bytes through, remembering the last 1024 of them and the total. */

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { CHILDREN_AT_ONCE, eachLimited } from '../../test/support/pool.ts';
 import { ERRORS, type ErrorCode, FerryError } from '../core/errors.ts';
 import { VERSION } from '../core/version.ts';
 import { completionScript } from './completion.ts';
@@ -67,10 +68,24 @@ describe('usage errors', () => {
     { args: ['migrate', 'we/b', '--to', 'b'], message: /invalid container name "we\/b"/, help: '' },
     { args: ['completion', 'tcsh'], message: /no completion for shell tcsh/, help: '', json: false },
   ];
+  // every command line of the cases (and with --json), a few at a time from the first case on: each is a Node of
+  // its own, and one after the other their starts took most of this file's time
+  const argsOf = (c: (typeof cases)[number]) => [...c.args, '--cluster', '/nonexistent/ferry-cluster.json'];
+  const commandLines = cases.flatMap((c) =>
+    c.json === false ? [argsOf(c)] : [argsOf(c), [...argsOf(c), '--json']],
+  );
+  let runs: Map<string, Promise<Awaited<ReturnType<typeof run>>>> | undefined;
+  const ran = (args: string[]) => {
+    if (!runs) {
+      const all = eachLimited(commandLines, CHILDREN_AT_ONCE, run);
+      runs = new Map(commandLines.map((l, i) => [JSON.stringify(l), all[i]!]));
+    }
+    return runs.get(JSON.stringify(args))!;
+  };
   for (const c of cases) {
     it(`ferry ${c.args.join(' ')}: one line, exit status 2${c.json === false ? '' : '; under --json one object on stdout'}`, async () => {
-      const args = [...c.args, '--cluster', '/nonexistent/ferry-cluster.json'];
-      const r = await run(args);
+      const args = argsOf(c);
+      const r = await ran(args);
       assert.equal(r.code, EXIT.usage, r.stderr);
       assert.equal(r.stdout, '');
       const lines = r.stderr.split('\n').filter(Boolean);
@@ -79,7 +94,7 @@ describe('usage errors', () => {
       assert.match(lines[0]!, c.message);
       if (c.help) assert.ok(lines[0]!.endsWith(`(hint: see ${c.help})`), lines[0]);
       if (c.json === false) return;
-      const j = await run([...args, '--json']);
+      const j = await ran([...args, '--json']);
       assert.equal(j.code, EXIT.usage);
       const out = JSON.parse(j.stdout) as {
         ok: boolean;
@@ -93,10 +108,9 @@ describe('usage errors', () => {
   }
 
   it('--help lists the exit statuses; migrate --help too', async () => {
-    const top = await run(['--help']);
+    const [top, mig] = await Promise.all([run(['--help']), run(['migrate', '--help'])]);
     assert.equal(top.code, 0);
     for (const n of [0, 1, 2, 3]) assert.match(top.stdout, new RegExp(`^ {2}${n} {2}\\S`, 'm'));
-    const mig = await run(['migrate', '--help']);
     assert.match(mig.stdout, /^ {2}1 {2}failed and rolled back: the container runs on the source/m);
     assert.match(mig.stdout, /^ {2}3 {2}the container is lost or in doubt/m);
   });

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { DEFAULT_ARCHIVE_MIB, DEFAULT_RUNS, GROUPS, SUITES } from '../../bench/index.ts';
 import { ZDTM_STRATEGIES } from '../../bench/zdtm.ts';
 import { every } from '../../test/support/exhaustive.ts';
+import { CHILDREN_AT_ONCE, eachLimited } from '../../test/support/pool.ts';
 import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { CONTROLLER_DEFAULTS } from '../cluster/controller.ts';
 import { DEFAULT_MAX_DOWNTIME_MS } from '../migration/defaults.ts';
@@ -193,9 +194,19 @@ function commandsOf(cmd: Command, path: string[] = []): { path: string[]; cmd: C
 const program = buildProgram();
 const commands = commandsOf(program);
 
-async function help(path: string[]): Promise<string> {
-  const { stdout } = await run(ferry, [...path, '--help'], { timeout: 30_000 });
-  return stdout;
+// `ferry ... --help` of the program and of every command, run as a user runs it (bin/ferry), a few at a time from
+// the first test on: one after the other, these starts of Node took most of this file's time
+let helpTexts: Map<string, Promise<string>> | undefined;
+function help(path: string[]): Promise<string> {
+  if (!helpTexts) {
+    const paths = [[], ...commands.map((c) => c.path)];
+    const texts = eachLimited(paths, CHILDREN_AT_ONCE, async (p) => {
+      const { stdout } = await run(ferry, [...p, '--help'], { timeout: 30_000 });
+      return stdout;
+    });
+    helpTexts = new Map(paths.map((p, i) => [p.join(' '), texts[i]!]));
+  }
+  return helpTexts.get(path.join(' '))!;
 }
 
 describe('ferry --help', () => {

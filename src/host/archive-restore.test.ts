@@ -1,11 +1,13 @@
 // Staging an archive for a restore: what is refused before anything of a container is made.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { FORMAT, FORMAT_VERSION } from '../archive/format.ts';
+import { zstdFrames } from '../archive/frames.ts';
 import { archiveStream } from '../archive/writer.ts';
 import { silentLogger } from '../core/log.ts';
 import type { NetworkLike } from '../network/identity.ts';
@@ -14,10 +16,16 @@ import { ArchiveRestores } from './archive-restore.ts';
 import { ContainerHost } from './containers.ts';
 import { hostPaths } from './paths.ts';
 
-async function archive(dir: string, record: Record<string, unknown>, criu = '4.2.1'): Promise<Buffer> {
+async function archive(
+  dir: string,
+  record: Record<string, unknown>,
+  criu = '4.2.1',
+  pages?: Buffer,
+): Promise<Buffer> {
   const images = join(dir, 'img');
   await mkdir(images, { recursive: true });
   await writeFile(join(images, 'pstree.img'), 'x');
+  if (pages) await writeFile(join(images, 'pages-1.img'), pages);
   await writeFile(join(dir, 'rootfs.tar'), Buffer.alloc(1024));
   const s: Readable = archiveStream({
     meta: {
@@ -35,6 +43,9 @@ async function archive(dir: string, record: Record<string, unknown>, criu = '4.2
     imagesDir: images,
     rootfsTar: join(dir, 'rootfs.tar'),
     compress: 'zstd',
+    // page images of a test's size get frames of their own, in slices
+    frameOfItsOwn: 64 * 1024,
+    slice: 100_000,
   });
   const out: Buffer[] = [];
   for await (const c of s) out.push(c as Buffer);
@@ -87,6 +98,57 @@ test('an archive from a newer CRIU, or with a bad record, is refused and leaves 
       left.filter((n) => n.startsWith('restore-')),
       [],
     );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an archive file on this host: its page image staged by zstd from its frames; damaged there, refused, nothing left', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-rs-'));
+  try {
+    const log = silentLogger();
+    const runc = { root: '/f', state: async () => undefined } as unknown as RuncLike;
+    const network = { netnsPath: (n: string) => n } as unknown as NetworkLike;
+    const host = new ContainerHost({
+      hostName: 'b',
+      paths: hostPaths(join(dir, 'h')),
+      runc,
+      cgroupParent: '/t',
+      network,
+      log,
+    });
+    await host.init();
+    const restores = new ArchiveRestores({ host, log, criuVersion: async () => '4.2.1' });
+    const record = { name: 'c1', createdAt: 'x', net: 'none', origin: { kind: 'run' } };
+    const pages = Buffer.concat([Buffer.from(randomBytes(120_000).toString('hex')), Buffer.alloc(50_000)]);
+    const bytes = await archive(join(dir, 'a1'), record, '4.2.1', pages);
+    const file = join(dir, 'c1.tar.zst');
+    await writeFile(file, bytes);
+    const stageFile = async () => {
+      const fh = await open(file, 'r');
+      try {
+        return await restores.stage({ file: fh });
+      } finally {
+        await fh.close();
+      }
+    };
+    const staged = await stageFile();
+    const stagedDir = join(host.paths.imagesDir, `restore-${staged.id}`);
+    assert.ok((await readFile(join(stagedDir, 'checkpoint/pages-1.img'))).equals(pages));
+    assert.deepEqual(
+      (await readdir(stagedDir)).filter((n) => n.startsWith('.')),
+      [],
+    );
+    await restores.discard(staged.id);
+
+    const fh = await open(file, 'r');
+    const frames = await zstdFrames(fh).finally(() => fh.close());
+    const slice = frames!.filter((f) => f.contentSize === 100_000)[1]!;
+    const bad = Buffer.from(bytes);
+    bad[slice.offset + Math.floor(slice.length / 2)]! ^= 0x20;
+    await writeFile(file, bad);
+    await assert.rejects(stageFile(), { code: 'FERRY_E_ARCHIVE_INVALID' });
+    assert.deepEqual(await readdir(host.paths.imagesDir), []);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -14,6 +14,15 @@ import { Checkpoints } from './checkpoints.ts';
 import { ContainerHost } from './containers.ts';
 import { bundleDir, hostPaths } from './paths.ts';
 
+/** Polls `cond` (the fakes settle on timers and stream events, later on a loaded machine) for up to 10 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function setup(opts: { failDump?: boolean } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-ck-'));
   const steps: string[] = [];
@@ -68,7 +77,7 @@ async function setup(opts: { failDump?: boolean } = {}) {
     JSON.stringify({ root: { path: 'rootfs' }, process: { args: ['x'] } }),
   );
   const versions = async () => ({ ferry: '0', criu: '4.2.1', runc: '1.1.5', kernel: '6' });
-  const ck = new Checkpoints({ host, log, versions, finishWaitMs: 200 });
+  const ck = new Checkpoints({ host, log, versions, finishWaitMs: 1000 });
   return {
     dir,
     steps,
@@ -141,13 +150,14 @@ test('a failed dump, an abort and a caller that never finishes all leave the con
     const b = await s.ck.start('c1', { leaveRunning: false, compress: 'zstd' });
     await drain(b.stream!);
     assert.equal(s.status(), 'paused');
-    await new Promise((r) => setTimeout(r, 400));
-    assert.equal(s.status(), 'running');
+    await until(
+      () => s.status() === 'running' && !s.host.isBusy('c1'),
+      'thawed once the finish wait ran out',
+    );
     // cut off mid-stream
     const c = await s.ck.start('c1', { leaveRunning: false, compress: 'none' });
     c.stream!.destroy();
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(s.status(), 'running');
+    await until(() => s.status() === 'running' && !s.host.isBusy('c1'), 'thawed after the stream was cut');
     assert.equal(s.host.isBusy('c1'), false);
   } finally {
     await s.done();
@@ -196,8 +206,7 @@ test("into the caller's file: a caller that goes away mid-write stops zstd and t
     });
     started.cancel();
     await assert.rejects(started.digest);
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(s.status(), 'running');
+    await until(() => s.status() === 'running' && !s.host.isBusy('c1'), 'thawed after the caller went away');
     assert.equal(s.host.isBusy('c1'), false);
     await assert.rejects(s.ck.finish(started.id, { stop: true }), { code: 'FERRY_E_CHECKPOINT_UNKNOWN' });
   } finally {

@@ -312,6 +312,8 @@ export class Checkpoints {
       const out = body.pipe(digest.transform);
       body.on('error', (err) => out.destroy(err));
       out.on('close', () => {
+        // the writer (and its zstd) stops too, instead of waiting on a stream nobody reads
+        body.destroy();
         if (!s.streamed) void this.abort(id, 'the stream failed or the caller went away');
       });
       return { id, stream: out, digest: digest.done, cancel: () => out.destroy() };

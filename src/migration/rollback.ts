@@ -29,7 +29,15 @@ export interface RollbackDeps {
 
 export async function rollback(
   deps: RollbackDeps,
-  m: { name: string; id: string; peer: DestinationPeer; progress: Progress; strategy: Strategy | undefined },
+  m: {
+    name: string;
+    id: string;
+    peer: DestinationPeer;
+    progress: Progress;
+    strategy: Strategy | undefined;
+    /** The migration failed because the peer stopped answering (FERRY_E_PEER_TIMEOUT): it is silent already. */
+    peerSilent?: boolean;
+  },
 ): Promise<RollbackResult> {
   const { host } = deps;
   const now = deps.now ?? Date.now;
@@ -47,8 +55,11 @@ export async function rollback(
   let destinationCleaned = !progress.prepared;
   let committed = false;
   // a peer that does not answer at all (its link cut, its agent gone) is not asked again here: before a restore it
-  // runs no copy, so the thaw need not wait; the abort is repeated in the background (source.ts)
-  let silent = false;
+  // runs no copy, so the thaw need not wait; the abort is repeated in the background (source.ts). Before a restore, a
+  // peer the migration has just found silent is not asked first at all: the try would wait out another stall with
+  // the container frozen. (After a restore was asked it is asked as before: it may run a copy.)
+  const knownSilent = m.peerSilent === true && !progress.restoreRequested;
+  let silent = knownSilent;
   const tryAbort = async (last: boolean): Promise<void> => {
     try {
       await peer.abort(id);
@@ -63,7 +74,12 @@ export async function rollback(
     }
   };
   if (progress.prepared) {
-    for (let attempt = 0; attempt < ABORT_ATTEMPTS && !destinationCleaned && !committed; attempt++) {
+    if (knownSilent) notes.push(`destination ${peer.name} not cleaned: it stopped answering`);
+    for (
+      let attempt = 0;
+      attempt < ABORT_ATTEMPTS && !knownSilent && !destinationCleaned && !committed;
+      attempt++
+    ) {
       await tryAbort(attempt === ABORT_ATTEMPTS - 1 || (silent && !progress.restoreRequested));
       if (silent && !progress.restoreRequested) break;
       if (!destinationCleaned && !committed) await sleep(ABORT_RETRY_MS);

@@ -492,6 +492,21 @@ test('destination unreachable after the restore was asked: the source waits out 
   assert.match(r.rollback?.note ?? '', /waited for b's commit deadline before thawing/);
 });
 
+test('the destination stops answering in the transfer: the source thaws without asking it again; the abort follows in the background', async () => {
+  peer.fail.send = new FerryError('FERRY_E_PEER_TIMEOUT', 'host b stopped answering');
+  const r = await migrate();
+  assert.equal(r.error?.code, 'FERRY_E_PEER_TIMEOUT');
+  assert.equal(r.error?.phase, 'transfer');
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.equal(r.rollback?.destinationCleaned, false);
+  assert.match(r.rollback?.note ?? '', /destination b not cleaned: it stopped answering/);
+  assert.ok(!peer.calls.includes('abort'), 'a silent peer is not asked (and waited for) before the thaw');
+  assert.equal((await runc.state('c1'))?.status, 'running');
+  for (let i = 0; i < 200 && !peer.calls.includes('abort'); i++)
+    await new Promise((res) => setTimeout(res, 10));
+  assert.ok(peer.calls.includes('abort'), 'asked in the background');
+});
+
 test('the commit answer is lost but the destination committed: a success, the frozen copy is killed', async () => {
   peer.fail.commit = new FerryError('FERRY_E_HOST_UNREACHABLE', 'answer lost');
   peer.state = 'committed';

@@ -123,7 +123,14 @@ export class MigrationSource {
           }
           const rb = await rollback(
             { host: this.host, log: this.log, commitDeadlineMs: this.deadlines.commitMs },
-            { name: req.name, id, peer, progress, strategy: chosen.strategy },
+            {
+              name: req.name,
+              id,
+              peer,
+              progress,
+              strategy: chosen.strategy,
+              peerSilent: cause.code === 'FERRY_E_PEER_TIMEOUT',
+            },
           );
           report.rollback = rb;
           if (rb.action === 'committed') {

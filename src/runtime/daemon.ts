@@ -1,6 +1,6 @@
 // Long-running child processes (agents, controllers): started detached, tracked by pid files.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 
 export function startDaemon(argv: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
@@ -17,12 +17,26 @@ export function startDaemon(argv: string[], logFile: string, env: NodeJS.Process
   }
 }
 
+/**
+ * Whether the process still runs. A zombie does not: it has exited, and only its parent's wait keeps its pid. A
+ * daemon's parent is init once its starter is gone, and an init that reaps late (some container and VM inits take a
+ * second or two) would otherwise make every stop wait out its grace period for a process long gone.
+ */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the state follows the command name, which is in parentheses and may hold anything
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch (err) {
+    // gone since the signal; any other failure to read says nothing, and the signal said it runs
+    const code = (err as NodeJS.ErrnoException).code;
+    return code !== 'ENOENT' && code !== 'ESRCH';
   }
 }
 

@@ -142,7 +142,7 @@ export function pythonArgs(code: string, port: number, bind?: string): string[] 
  */
 export function randomBallastPy(mib: number): string {
   return mib
-    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(1 << 24)\n`
+    ? `import os\n_b = bytearray(${mib} << 20)\nfor _i in range(0, ${mib} << 20, 1 << 24): _b[_i:_i + (1 << 24)] = os.urandom(min(1 << 24, (${mib} << 20) - _i))\n`
     : '';
 }
 
@@ -198,19 +198,32 @@ export function writerWithServerArgs(mib: number, port: number, dirty?: number):
   ];
 }
 
-/** Redis from the host's package on port 6379 of the container's address, no persistence: its memory is the state. */
-export const REDIS_SERVER_ARGS: readonly string[] = [
+// Redis from the host's package, no persistence: its memory is the state. DEBUG is enabled because the benchmarks
+// fill that memory with DEBUG POPULATE.
+const REDIS_BASE_ARGS: readonly string[] = [
   '/usr/bin/redis-server',
-  '--port',
-  '6379',
-  '--bind',
-  '0.0.0.0',
-  '--protected-mode',
-  'no',
   '--save',
   '',
   '--appendonly',
   'no',
   '--dir',
   '/tmp',
+  '--enable-debug-command',
+  'yes',
 ];
+
+/** Redis on port 6379 of the container's address. */
+export const REDIS_SERVER_ARGS: readonly string[] = [
+  ...REDIS_BASE_ARGS,
+  '--port',
+  '6379',
+  '--bind',
+  '0.0.0.0',
+  '--protected-mode',
+  'no',
+];
+
+/** Redis on a unix socket only (a container without a network). */
+export function redisUnixSocketArgs(socket: string): string[] {
+  return [...REDIS_BASE_ARGS, '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700'];
+}

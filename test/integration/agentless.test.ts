@@ -8,7 +8,7 @@
 // host key is refused with FERRY_E_SSH_HOST_KEY and nothing changes; the ssh connection killed mid-transfer rolls
 // back and the container runs on the source. Nothing is left behind: no temporary agent, no ferry file.
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -23,8 +23,6 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { buildCommandBundle } from '../../src/runtime/bundle.ts';
 import { ProcessRunner, startBackground } from '../../src/runtime/exec.ts';
@@ -41,10 +39,9 @@ import {
   waitFor,
   waitForPort,
 } from './helpers.ts';
+import { singleExecutable } from './single-executable.ts';
 
 const NAMES = ['c1', 'c2', 'c3', 'r1'];
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const run = promisify(execFile);
 
 interface Outcome {
   status: number | null;
@@ -78,6 +75,10 @@ function migrate(netns: string, argv: string[], env: NodeJS.ProcessEnv): Promise
       resolve({ status, stdout, stderr, ...(report ? { report } : {}) });
     });
   });
+}
+
+function redisCli(ip: string, ...args: string[]): string {
+  return execFileSync('redis-cli', ['-h', ip, ...args], { encoding: 'utf8', timeout: 20_000 }).trim();
 }
 
 function runcState(root: string, name: string): { status: string; pid: number } | undefined {
@@ -119,10 +120,9 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
     await testbedDown(name, deps);
     rmSync(work, { recursive: true, force: true });
   });
-  const exe = join(work, 'ferry-linux-x64');
-  const [tb] = await Promise.all([
+  const [tb, exe] = await Promise.all([
     testbedUp({ name, hosts: ['a', 'b'], ssh: true }, deps),
-    run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 }),
+    singleExecutable(),
   ]);
   assert.ok(tb.ssh);
   // Redis with an address on the LAN, started by a's agent (which stops below): ferry's namespace, eth0 and veth
@@ -162,7 +162,9 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
         [...FERRY_ARGV, 'probe', 'redis', `${redisIp}:6379`, '--interval', '2', '--json'],
         env,
       );
-      await new Promise((r) => setTimeout(r, 700));
+      // the probe's counter in Redis (INCR per reply): it moves once the probe is connected and answered
+      const probed = () => Number(redisCli(redisIp, 'GET', 'ferry:probe') || 0);
+      await waitFor('the probe answered', () => probed() > 3 || undefined, 15_000);
       const there = await migrate(
         a.netns,
         [
@@ -179,7 +181,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
         ],
         cliEnv,
       );
-      assert.equal(there.status, 0, there.stderr);
+      assert.equal(there.status, 0, `${there.stdout}${there.stderr}`);
       assert.equal(runcState(join(hostDir('b'), 'runc'), 'r1')?.status, 'running');
       assert.ok(!existsSync(join(tb.dir, 'hosts', 'a', 'containers', 'r1')), "gone from a's agent state");
       const back = await migrate(
@@ -198,10 +200,12 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
         ],
         cliEnv,
       );
-      assert.equal(back.status, 0, back.stderr);
+      assert.equal(back.status, 0, `${back.stdout}${back.stderr}`);
       assert.equal(back.report?.strategy, 'postcopy');
       assert.equal(runcState(join(hostDir('a'), 'runc'), 'r1')?.status, 'running');
-      await new Promise((r) => setTimeout(r, 500));
+      // answered by the copy on a before it stops
+      const home = probed();
+      await waitFor('the probe answered on a', () => probed() > home + 3 || undefined, 15_000);
       const out = await probe.stop('SIGINT');
       const res = JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
       t.diagnostic(`redis max gap ${res.maxGapMs.toFixed(0)} ms over two agentless migrations`);
@@ -228,7 +232,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       ],
       cliEnv,
     );
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
     assert.equal(r.report?.ok, true);
     assert.equal(r.report?.strategy, 'cold');
     assert.equal(r.report?.to, 'b');
@@ -249,7 +253,7 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       [exe, 'migrate', 'c1', '--to', 'ssh://a', '--strategy', 'postcopy', '--runc-root', bRoot, ...sshConfig],
       noNode,
     );
-    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
     assert.equal(r.report?.strategy, 'postcopy');
     assert.ok(r.report?.postcopy, 'the pages phase ran');
     assert.equal(runcState(bRoot, 'c1'), undefined);
@@ -306,7 +310,18 @@ test('agentless migration over ssh: cold and post-copy with no agent, host keys 
       ],
       { ...cliEnv, FERRY_FAULTS: 'hold-at:source:transfer@c3', FERRY_FAULT_HOLD_DIR: holds },
     );
-    await waitFor('the hold before the transfer', () => existsSync(held) || undefined, 120_000);
+    // (a migration that ended before its hold says why, rather than leaving this to wait for a file never written)
+    let ended: Outcome | undefined;
+    void pending.then((o) => {
+      ended = o;
+    });
+    const first = await waitFor(
+      'the hold before the transfer',
+      () => (existsSync(held) ? 'held' : ended ? 'ended' : undefined),
+      120_000,
+    );
+    if (first === 'ended')
+      assert.fail(`the migration ended before its hold: ${ended?.stdout}${ended?.stderr}`);
     // the local ssh client of this migration (the remote agent's own command line says `agent --stdin` too)
     const ssh = processesWith('agent --stdin').filter((p) =>
       readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('ssh\0'),

@@ -62,44 +62,44 @@ test('names and addresses are unique cluster-wide; bad addresses and options are
     assert.equal(r.code, code === 'FERRY_E_INPUT_ARGS' ? 2 : 1, `${args.join(' ')}: ${r.stderr}`);
     assert.equal(errorCode(r.stderr), code, r.stderr);
   };
-  await refuse(
-    ['run', '--host', 'b', '--name', 'x', '--ip', ha!.address, '--', '/bin/true'],
-    'FERRY_E_ADDRESS_TAKEN',
-  );
-  await refuse(
-    ['run', '--host', 'b', '--name', 'x', '--ip', '192.0.2.7', '--', '/bin/true'],
-    'FERRY_E_INPUT_ARGS',
-  );
-  await refuse(['run', '--host', 'a', '--name', 'x', '--ip', ip, '--', '/bin/true'], 'FERRY_E_ADDRESS_TAKEN');
+  // (independent refusals, each under a name of its own: they run at once, and the containers are compared once
+  // they all answered)
+  await Promise.all([
+    refuse(
+      ['run', '--host', 'b', '--name', 'x1', '--ip', ha!.address, '--', '/bin/true'],
+      'FERRY_E_ADDRESS_TAKEN',
+    ),
+    refuse(
+      ['run', '--host', 'b', '--name', 'x2', '--ip', '192.0.2.7', '--', '/bin/true'],
+      'FERRY_E_INPUT_ARGS',
+    ),
+    refuse(['run', '--host', 'a', '--name', 'x3', '--ip', ip, '--', '/bin/true'], 'FERRY_E_ADDRESS_TAKEN'),
+  ]);
   const direct = async (host: string, body: object, code: string) =>
     assert.rejects(bed.ctx.client(host).create(body as never), (e: FerryError) => {
       assert.equal(e.code, code, e.message);
       return true;
     });
-  await direct(
-    'b',
-    { name: 'x', command: ['/bin/true'], net: 'own', ip: ha!.address },
-    'FERRY_E_ADDRESS_TAKEN',
-  );
-  await direct('b', { name: 'x', command: ['/bin/true'], net: 'own', ip: ip }, 'FERRY_E_ADDRESS_TAKEN');
-  await direct(
-    'b',
-    { name: 'x', command: ['/bin/true'], net: 'own', ip: '192.0.2.7' },
-    'FERRY_E_INPUT_REQUEST',
-  );
-  await direct('b', { name: 'race', command: ['/bin/true'] }, 'FERRY_E_CONTAINER_EXISTS');
-  await direct('a', { name: 'x', upload: true }, 'FERRY_E_INPUT_REQUEST');
+  await Promise.all([
+    direct('b', { name: 'x4', command: ['/bin/true'], net: 'own', ip: ha!.address }, 'FERRY_E_ADDRESS_TAKEN'),
+    direct('b', { name: 'x5', command: ['/bin/true'], net: 'own', ip: ip }, 'FERRY_E_ADDRESS_TAKEN'),
+    direct('b', { name: 'x6', command: ['/bin/true'], net: 'own', ip: '192.0.2.7' }, 'FERRY_E_INPUT_REQUEST'),
+    direct('b', { name: 'race', command: ['/bin/true'] }, 'FERRY_E_CONTAINER_EXISTS'),
+    direct('a', { name: 'x7', upload: true }, 'FERRY_E_INPUT_REQUEST'),
+  ]);
 
   // migration options out of range: refused before "migrating" is printed or anything is sent
-  for (const opt of [
-    ['--max-downtime', '600001'],
-    ['--threshold', '1e99'],
-    ['--streams', '17'],
-  ]) {
-    const r = await bed.cli(['migrate', 'race', '--to', 'b', ...opt]);
-    assert.equal(errorCode(r.stderr), 'FERRY_E_INPUT_ARGS', r.stderr);
-    assert.doesNotMatch(r.stdout + r.stderr, /migrating/);
-  }
+  await Promise.all(
+    [
+      ['--max-downtime', '600001'],
+      ['--threshold', '1e99'],
+      ['--streams', '17'],
+    ].map(async (opt) => {
+      const r = await bed.cli(['migrate', 'race', '--to', 'b', ...opt]);
+      assert.equal(errorCode(r.stderr), 'FERRY_E_INPUT_ARGS', r.stderr);
+      assert.doesNotMatch(r.stdout + r.stderr, /migrating/);
+    }),
+  );
   assert.deepEqual((await containers(bed)).map((c) => `${c.host}/${c.name}/${c.pid}`).sort(), before);
 
   // a second migration of a container being migrated: BUSY (the first fails at b's restore and rolls back)
@@ -131,10 +131,12 @@ test('names and addresses are unique cluster-wide; bad addresses and options are
   assert.deepEqual(ls(join(hostDir(ha), 'uploads')), []);
 
   // ferry rm leaves nothing of a container on its host (its images of failed migrations included)
-  for (const c of await containers(bed)) {
-    const r = await bed.cli(['rm', c.name]);
-    assert.equal(r.code, 0, r.stderr);
-  }
+  await Promise.all(
+    (await containers(bed)).map(async (c) => {
+      const r = await bed.cli(['rm', c.name]);
+      assert.equal(r.code, 0, r.stderr);
+    }),
+  );
   for (const h of [ha, hb]) {
     assert.deepEqual(ls(join(hostDir(h), 'containers')), [], `${h!.name}: containers left`);
     assert.deepEqual(ls(join(hostDir(h), 'images')), [], `${h!.name}: images left`);

@@ -1,9 +1,9 @@
-// The single executable (`make dist`), built once here and then run where no `node` is on the PATH: --version,
-// --help, check, and a two-host testbed that the executable builds, whose agents are the executable itself, where a
-// counter migrates a -> b cold and back by post-copy, keeps counting, and everything is removed at the end. Then
-// `check --host ssh://…` against the real sshd of `testbed up --ssh`: the executable copied over (refused first on
-// a remote disk without room), not copied again, and a changed or unknown host key, a refused login and an
-// unreachable host each refused with their own error.
+// The single executable (`make dist`; built once for the test files of a run, single-executable.ts) run where no
+// `node` is on the PATH: --version, --help, check, and a two-host testbed that the executable builds, whose agents
+// are the executable itself, where a counter migrates a -> b cold and back by post-copy, keeps counting, and
+// everything is removed at the end. Then `check --host ssh://…` against the real sshd of `testbed up --ssh`: the
+// executable copied over (refused first on a remote disk without room), not copied again, and a changed or unknown
+// host key, a refused login and an unreachable host each refused with their own error.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -22,14 +22,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { testbedDown } from '../../src/testbed/testbed.ts';
 import { assertNothingLeft, counterCommand, readInContainer, skipUnlessReady, waitFor } from './helpers.ts';
+import { singleExecutable } from './single-executable.ts';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const run = promisify(execFile);
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
@@ -43,21 +42,9 @@ function pathWithoutNode(dir: string): string {
 
 const work = mkdtempSync(join(tmpdir(), 'ferry-dist-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-let built: Promise<string> | undefined;
-
-/** Builds the executable once for the tests of this file (about 40 s on a loaded machine). */
-function executable(): Promise<string> {
-  built ??= (async () => {
-    const exe = join(work, 'ferry-linux-x64');
-    await run('bash', [join(REPO, 'scripts/dist.sh'), exe], { cwd: REPO, timeout: 300_000 });
-    return exe;
-  })();
-  return built;
-}
-
 /** An environment with no node on its PATH, a state directory of its own, and the executable to run in it. */
 async function setting(name: string) {
-  const exe = await executable();
+  const exe = await singleExecutable();
   const state = join(work, `state-${name}`);
   const env: NodeJS.ProcessEnv = {
     PATH: pathWithoutNode(join(work, `bin-${name}`)),
@@ -72,21 +59,37 @@ async function setting(name: string) {
     assert.equal(r.status, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
-  return { exe, state, env, ferry, attempt };
+  /** attempt(), without blocking this process: for commands that may run at once. */
+  const attemptAsync = (...args: string[]) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(exe, args, { env, encoding: 'utf8', timeout: 180_000 }, (err, stdout, stderr) => {
+        const code = (err as { code?: unknown } | null)?.code;
+        resolve({ status: err ? (typeof code === 'number' ? code : null) : 0, stdout, stderr });
+      });
+    });
+  const ferryAsync = async (...args: string[]) => {
+    const r = await attemptAsync(...args);
+    assert.equal(r.status, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  return { exe, state, env, ferry, attempt, ferryAsync, attemptAsync };
 }
 
 test('the single executable runs every step of a migration on a host without node', async (t) => {
   if (!skipUnlessReady(t)) return;
   const name = `d${randomBytes(2).toString('hex')}`;
-  const { exe, state, env, ferry } = await setting(name);
+  const { exe, state, env, ferry, ferryAsync } = await setting(name);
 
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
-  assert.match(
-    ferry('--version'),
-    new RegExp(`^ferry ${pkg.version} \\(commit \\S+, single executable with node `),
-  );
-  assert.match(ferry('--help'), /migrate/);
-  assert.match(ferry('check'), /cold\s+yes/);
+  // (three commands that touch nothing: at once)
+  const [version, help, check] = await Promise.all([
+    ferryAsync('--version'),
+    ferryAsync('--help'),
+    ferryAsync('check'),
+  ]);
+  assert.match(version, new RegExp(`^ferry ${pkg.version} \\(commit \\S+, single executable with node `));
+  assert.match(help, /migrate/);
+  assert.match(check, /cold\s+yes/);
 
   t.after(async () => {
     // the executable's own `down` ran when all went well; this one (from source) makes sure of it
@@ -131,7 +134,7 @@ test('the single executable runs every step of a migration on a host without nod
 test('check --host ssh://…: the executable is copied once, bad hosts are refused with their own error', async (t) => {
   if (!skipUnlessReady(t)) return;
   const name = `e${randomBytes(2).toString('hex')}`;
-  const { exe, state, env, ferry, attempt } = await setting(name);
+  const { exe, state, env, ferry, attempt, attemptAsync } = await setting(name);
   t.after(async () => {
     await testbedDown(name, { runner: new ProcessRunner(), env, ferryArgv: [exe] });
     await assertNothingLeft(name);
@@ -177,36 +180,61 @@ test('check --host ssh://…: the executable is copied once, bad hosts are refus
   );
   assert.equal(statSync(remote).mtimeMs, mtime, 'the same build is not copied again');
 
-  // a changed host key
+  // bad hosts, each refused with its own error; each case has files of its own, so the five run at once
+  const refusedAsync = async (args: string[], code: string) => {
+    const r = await attemptAsync(...args);
+    const status = code === 'FERRY_E_INPUT_ARGS' || code === 'FERRY_E_INPUT_NAME' ? 2 : 1;
+    assert.equal(r.status, status, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`ferry: ${code}: `), r.stderr);
+    return r.stderr;
+  };
+  /** The testbed's ssh_config, with its known_hosts replaced by `knownHosts` and its key by `identity`. */
+  const configWith = (file: string, o: { knownHosts?: string; identity?: string }) => {
+    let text = readFileSync(config, 'utf8');
+    if (o.knownHosts) {
+      assert.match(text, /UserKnownHostsFile /);
+      text = text.replace(/UserKnownHostsFile .*/g, `UserKnownHostsFile ${o.knownHosts}`);
+    }
+    if (o.identity) text = text.replace(/IdentityFile .*/, `IdentityFile ${o.identity}`);
+    writeFileSync(file, text);
+    return file;
+  };
   const known = readFileSync(up.ssh.knownHosts, 'utf8');
   const other = join(work, `key-${name}`);
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
   const otherPub = readFileSync(`${other}.pub`, 'utf8').split(' ').slice(0, 2).join(' ');
+  // a changed host key
+  const changedKnown = join(work, `known-changed-${name}`);
   writeFileSync(
-    up.ssh.knownHosts,
+    changedKnown,
     known
       .split('\n')
       .map((l) => (l.startsWith('b,') ? `${l.split(' ')[0]} ${otherPub}` : l))
       .join('\n'),
   );
-  assert.match(
-    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
-    /CHANGED/,
-  );
+  const changed = configWith(join(work, `config-changed-${name}`), { knownHosts: changedKnown });
   // an unknown one: refused too, saying how to accept it
-  writeFileSync(up.ssh.knownHosts, '');
-  assert.match(
-    refused(['check', '--host', 'ssh://b', '--ssh-config', config], 'FERRY_E_SSH_HOST_KEY'),
-    /not known.*connect once/,
-  );
-  writeFileSync(up.ssh.knownHosts, known);
+  const emptyKnown = join(work, `known-empty-${name}`);
+  writeFileSync(emptyKnown, '');
+  const unknown = configWith(join(work, `config-unknown-${name}`), { knownHosts: emptyKnown });
   // a key the host does not accept
-  const wrongKey = join(work, `config-${name}`);
-  writeFileSync(wrongKey, readFileSync(config, 'utf8').replace(/IdentityFile .*/, `IdentityFile ${other}`));
-  refused(['check', '--host', 'ssh://b', '--ssh-config', wrongKey], 'FERRY_E_SSH_AUTH');
+  const wrongKey = configWith(join(work, `config-${name}`), { identity: other });
   // nobody there
   const subnet = up.hosts[0]!.address.split('.').slice(0, 3).join('.');
-  refused(['check', '--host', `ssh://${subnet}.99`, '--ssh-config', config], 'FERRY_E_SSH_UNREACHABLE');
-  refused(['check', '--host', 'ssh://-oProxyCommand=true', '--ssh-config', config], 'FERRY_E_INPUT_ARGS');
+  const [changedErr, unknownErr] = await Promise.all([
+    refusedAsync(['check', '--host', 'ssh://b', '--ssh-config', changed], 'FERRY_E_SSH_HOST_KEY'),
+    refusedAsync(['check', '--host', 'ssh://b', '--ssh-config', unknown], 'FERRY_E_SSH_HOST_KEY'),
+    refusedAsync(['check', '--host', 'ssh://b', '--ssh-config', wrongKey], 'FERRY_E_SSH_AUTH'),
+    refusedAsync(
+      ['check', '--host', `ssh://${subnet}.99`, '--ssh-config', config],
+      'FERRY_E_SSH_UNREACHABLE',
+    ),
+    refusedAsync(
+      ['check', '--host', 'ssh://-oProxyCommand=true', '--ssh-config', config],
+      'FERRY_E_INPUT_ARGS',
+    ),
+  ]);
+  assert.match(changedErr, /CHANGED/);
+  assert.match(unknownErr, /not known.*connect once/);
   ferry('testbed', 'down', '--name', name);
 });

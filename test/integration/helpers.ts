@@ -1,5 +1,5 @@
-// Shared test-bed plumbing for integration tests: a uniquely named testbed per test file, real runc and CRIU,
-// and a check that nothing it created is left behind.
+// Shared test-bed plumbing for integration tests: a uniquely named testbed per test (or one for the tests of a file
+// that cannot disturb each other, sharedBed), real runc and CRIU, and a check that nothing it created is left behind.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
+import { after, type TestContext } from 'node:test';
 import { ClusterContext } from '../../src/cli/context.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import { hierarchies } from '../../src/runtime/cgroups.ts';
@@ -16,6 +16,17 @@ import { type TestbedState, testbedDown, testbedUp, type UpOptions } from '../..
 
 export const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 export const FERRY_ARGV = [process.execPath, '--no-warnings', MAIN];
+
+// The CLIs and agents these tests start (with FERRY_ARGV, in environments copied from this one) keep Node's compile
+// cache where bin/ferry keeps it, as they would when started by bin/ferry: each start then costs about a third of
+// the CPU. An integration file starts dozens of them, so without it the tests measure Node compiling the sources.
+// (Entries are keyed by the source's content: an edited file is compiled afresh.)
+if (process.env['NODE_COMPILE_CACHE'] === undefined) {
+  const home = process.env['HOME'];
+  process.env['NODE_COMPILE_CACHE'] = home
+    ? join(process.env['XDG_CACHE_HOME'] || join(home, '.cache'), 'ferry', 'node-compile-cache')
+    : join(tmpdir(), 'ferry-node-compile-cache');
+}
 
 /** Why these tests cannot run here, or undefined when they can. On this project's CI machine they always run. */
 export function missingPrerequisite(): string | undefined {
@@ -59,6 +70,7 @@ export async function startBed(
 ): Promise<Bed> {
   const name = `t${randomBytes(3).toString('hex').slice(0, 5)}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'ferry-it-'));
+  // (NODE_COMPILE_CACHE comes with process.env: see above)
   const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
@@ -111,6 +123,28 @@ export async function startBed(
       rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * One testbed for the tests of a file that cannot disturb each other: brought up by the first test that asks for it,
+ * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that uses it
+ * removes its containers when it ends (`removeContainers`), so the next one finds the hosts empty.
+ */
+export function sharedBed(hosts: string[], opts: Parameters<typeof startBed>[1] = {}): () => Promise<Bed> {
+  let bed: Promise<Bed> | undefined;
+  after(async () => {
+    const b = await bed?.catch(() => undefined);
+    await b?.down();
+  });
+  return () => {
+    bed ??= startBed(hosts, opts);
+    return bed;
+  };
+}
+
+/** Removes every container of the testbed, wherever it runs (a shared testbed between two tests). */
+export async function removeContainers(bed: Bed): Promise<void> {
+  for (const c of await containers(bed)) await bed.ctx.client(c.host).remove(c.name);
 }
 
 /** No netns, link, cgroup, mount, runc container or process of this testbed remains. */
@@ -279,6 +313,29 @@ export function assertHostClean(bed: Bed, host: string, name: string): void {
   assert.deepEqual(readdirSync(join(hd, 'images')), [], `${host} images dir not empty`);
   assert.deepEqual(readdirSync(join(hd, 'incoming')), [], `${host} incoming dir not empty`);
   assert.ok(!existsSync(join(hd, 'runc', name)), `${host} runc still knows ${name}`);
+}
+
+/** The requests a counter server (servers.ts) has answered, from the file it keeps in its container. */
+export async function served(bed: Bed, name: string): Promise<number> {
+  const c = (await containers(bed)).find((x) => x.name === name);
+  if (!c?.pid) return 0;
+  try {
+    return Number.parseInt(readInContainer(c.pid, '/tmp/counter'), 10) || 0;
+  } catch {
+    return 0; // not written yet
+  }
+}
+
+/** Waits until a counter server has answered `more` requests beyond `from` (the probe sends one every 2 ms). */
+export async function servedPast(bed: Bed, name: string, from: number, more = 50): Promise<number> {
+  return waitFor(
+    `${name} answering the probe`,
+    async () => {
+      const n = await served(bed, name);
+      return n >= from + more ? n : undefined;
+    },
+    60_000,
+  );
 }
 
 export interface ProbeSummary {

@@ -1,13 +1,16 @@
 // A held switchover (decision 11): during the freeze the container's packets wait on the destination instead of
 // being dropped, and reach the restored sockets at the commit. A real client on one connection sends a request
 // every 2 ms; its own kernel counts what TCP had to resend and every reset, before and after, and a packet capture
-// in its namespace (tcpdump) counts every reset on its wire, whichever side sent it.
+// in its namespace (tcpdump) counts every reset on its wire, whichever side sent it. The first and the last test
+// share one testbed (each removes its containers when it ends); moves run through the CLI's own migrate function in
+// this process.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { runMigration } from '../../src/cli/commands.ts';
 import type { ContainerInfo } from '../../src/host/containers.ts';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import { LINE_COUNTER_PY, pythonArgs, UDP_COUNTER_PY } from '../../src/workloads/servers.ts';
@@ -16,6 +19,10 @@ import {
   containers,
   hostDir,
   type ProbeSummary,
+  removeContainers,
+  served,
+  servedPast,
+  sharedBed,
   skipUnlessReady,
   startBed,
   startProbe,
@@ -81,9 +88,18 @@ async function runJson(bed: Bed, args: string[]): Promise<ContainerInfo> {
   return JSON.parse(r.stdout) as ContainerInfo;
 }
 
-async function migrate(bed: Bed, name: string, to: string): Promise<MigrationReport> {
-  const r = await bed.cli(['migrate', name, '--to', to, '--json']);
-  return JSON.parse(r.stdout) as MigrationReport;
+/** `ferry migrate NAME --to TO` (the CLI's defaults: auto), in this process. */
+function migrate(bed: Bed, name: string, to: string): Promise<MigrationReport> {
+  return runMigration(bed.ctx, name, to, { strategy: 'auto' }, () => {});
+}
+
+const bedOf = sharedBed(['a', 'b']);
+
+/** The shared testbed, emptied again when the test ends. */
+async function useBed(t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
+  const bed = await bedOf();
+  t.after(() => removeContainers(bed));
+  return bed;
 }
 
 interface Released {
@@ -91,7 +107,10 @@ interface Released {
   dropped: number;
 }
 
-/** The holds a host released (its agent logs each one's figures once it has drained). */
+/**
+ * The holds a host released (its agent logs each one's figures once it has drained); a test on the shared testbed
+ * takes those after the ones it found at its start.
+ */
 function releasedHolds(bed: Bed, host: string): Released[] {
   const out: Released[] = [];
   for (const line of readFileSync(join(hostDir(bed, host), 'agent.log'), 'utf8').split('\n')) {
@@ -124,8 +143,6 @@ function assertClean(res: ProbeSummary, d: Counters, what: string): void {
   // destination's announcement is dropped there and resent, and under load the freeze may outlast the client's
   // retransmission timer, whose resends are then held too)
 }
-
-const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * tcpdump in the client's namespace, TCP to and from `hosts` only (the CLI's own connections to the agents are
@@ -191,8 +208,8 @@ async function capture(
 
 test('own namespace: a held switchover loses no packet and sends no reset; held packets reach the restored socket', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
+  const heldBefore = [releasedHolds(bed, 'a').length, releasedHolds(bed, 'b').length];
   const info = await runJson(bed, [
     'run',
     '--host',
@@ -206,7 +223,7 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   const probe = startProbe(bed, 'tcp', `${info.ip}:7000`);
   await connected(bed, `${info.ip}:7000`);
   const cap = await capture(bed, [info.ip!]);
-  await settle(700);
+  await servedPast(bed, 'web', 0);
   const before = clientCounters(bed);
   const reports: MigrationReport[] = [];
   for (const to of ['b', 'a', 'b', 'a']) {
@@ -214,11 +231,15 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
     assert.equal(report.ok, true, JSON.stringify(report.error));
     reports.push(report);
   }
-  await settle(500);
+  // the restored server goes on answering the same connection after the last move
+  await servedPast(bed, 'web', await served(bed, 'web'));
   const res = await probe.stop();
   const wire = await cap.stop();
   const d = delta(before, clientCounters(bed));
-  const held = [...releasedHolds(bed, 'a'), ...releasedHolds(bed, 'b')];
+  const held = [
+    ...releasedHolds(bed, 'a').slice(heldBefore[0]),
+    ...releasedHolds(bed, 'b').slice(heldBefore[1]),
+  ];
   t.diagnostic(
     `replies ${res.replies}, max gap ${res.maxGapMs.toFixed(0)} ms, freeze ms ${reports.map((r) => r.freezeMs).join(' ')}`,
   );
@@ -267,7 +288,7 @@ test('a restore that fails after the hold began rolls back, own namespace and fl
     const probe = startProbe(bed, 'tcp', `${ip}:${c.port}`);
     await connected(bed, `${ip}:${c.port}`);
     const cap = await capture(bed, [ip]);
-    await settle(700);
+    await servedPast(bed, c.name, 0);
     const before = clientCounters(bed);
     const report = await migrate(bed, c.name, 'b');
     assert.equal(report.ok, false, what);
@@ -275,7 +296,7 @@ test('a restore that fails after the hold began rolls back, own namespace and fl
     assert.equal(report.rollback?.sourceRunning, true, what);
     assert.equal(report.rollback?.destinationCleaned, true, what);
     // the client's resent requests come back to the thawed source, on the same connection
-    await settle(2500);
+    await servedPast(bed, c.name, await served(bed, c.name));
     const res = await probe.stop();
     const wire = await cap.stop();
     const d = delta(before, clientCounters(bed));
@@ -297,8 +318,8 @@ test('a restore that fails after the hold began rolls back, own namespace and fl
 
 test('floating address: TCP and UDP are held through ifb; the address moves; no reset, nothing left', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
+  const heldBefore = [releasedHolds(bed, 'a').length, releasedHolds(bed, 'b').length];
   const tcpIp = `${bed.state.subnet}.60`;
   const udpIp = `${bed.state.subnet}.61`;
   const run = (name: string, ip: string, prog: string, port: number) =>
@@ -322,7 +343,8 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
   const udp = startProbe(bed, 'udp', `${udpIp}:7002`);
   await connected(bed, `${tcpIp}:7001`);
   const cap = await capture(bed, [tcpIp]);
-  await settle(1000);
+  await servedPast(bed, 'htcp', 0);
+  await servedPast(bed, 'hudp', 0);
   const before = clientCounters(bed);
   const overflowBefore = bed.state.hosts.map((h) => rcvbufErrors(h.netns));
   for (const to of ['b', 'a']) {
@@ -331,12 +353,16 @@ test('floating address: TCP and UDP are held through ifb; the address moves; no 
       assert.equal(report.ok, true, JSON.stringify(report.error));
     }
   }
-  await settle(500);
+  await servedPast(bed, 'htcp', await served(bed, 'htcp'));
+  await servedPast(bed, 'hudp', await served(bed, 'hudp'));
   const tres = await tcp.stop();
   const ures = await udp.stop();
   const wire = await cap.stop();
   const d = delta(before, clientCounters(bed));
-  const held = [...releasedHolds(bed, 'a'), ...releasedHolds(bed, 'b')];
+  const held = [
+    ...releasedHolds(bed, 'a').slice(heldBefore[0]),
+    ...releasedHolds(bed, 'b').slice(heldBefore[1]),
+  ];
   const overflow = bed.state.hosts.reduce(
     (n, h, i) => n + rcvbufErrors(h.netns) - (overflowBefore[i] ?? 0),
     0,

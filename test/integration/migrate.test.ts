@@ -1,4 +1,5 @@
-// Cold migration with real runc and CRIU between simulated hosts.
+// Cold migration with real runc and CRIU between simulated hosts. The tests share one testbed; each removes its
+// containers when it ends.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import {
@@ -19,21 +20,31 @@ import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import {
   assertHostClean,
+  type Bed,
   containers,
   counterCommand,
   instancesOf,
   processesWith,
   readInContainer,
+  removeContainers,
   runningInstancesOf,
+  sharedBed,
   skipUnlessReady,
-  startBed,
   waitFor,
 } from './helpers.ts';
 
+const bedOf = sharedBed(['a', 'b']);
+
+/** The shared testbed, emptied again when the test ends. */
+async function useBed(t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
+  const bed = await bedOf();
+  t.after(() => removeContainers(bed));
+  return bed;
+}
+
 test('a counter container migrates a -> b -> a, keeps counting, never runs twice', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
   const marker = `ctr-${bed.name}`;
   const run = await bed.cli([
     'run',
@@ -95,8 +106,7 @@ test('a counter container migrates a -> b -> a, keeps counting, never runs twice
 
 test('writable rootfs, tmpfs and open files move with the container', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
   const script = [
     'echo kept-in-rootfs > /data/note',
     'echo kept-in-tmpfs > /tmp/note',
@@ -116,7 +126,12 @@ test('writable rootfs, tmpfs and open files move with the container', async (t) 
     script,
   ]);
   assert.equal(run.code, 0, run.stderr);
-  await new Promise((r) => setTimeout(r, 500));
+  // the shell has written its notes and is appending
+  const srcPid = (await containers(bed)).find((x) => x.name === 'files')!.pid!;
+  await waitFor(
+    'appends begin',
+    () => readInContainer(srcPid, '/tmp/held').split('\n').length > 3 || undefined,
+  );
   const r = await bed.cli(['migrate', 'files', '--to', 'b', '--json']);
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const c = (await containers(bed)).find((x) => x.name === 'files')!;
@@ -146,8 +161,7 @@ test('writable rootfs, tmpfs and open files move with the container', async (t) 
 
 test('a bundle made by `runc spec` is copied in, survives deletion of the original, and migrates', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bundle-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   execFileSync('runc', ['spec'], { cwd: dir });
@@ -178,8 +192,7 @@ test('a bundle made by `runc spec` is copied in, survives deletion of the origin
 
 test('a FIFO the process holds open, a hard link and an xattr in the writable rootfs migrate', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await startBed(['a', 'b']);
-  t.after(() => bed.down());
+  const bed = await useBed(t);
   // the shell holds the FIFO open read-write and sends every number through it before writing it down: CRIU
   // restores the open FIFO by its path, which must exist in the destination's rootfs
   const script = [
