@@ -78,6 +78,8 @@ test('controller: CPU burners started on one host are spread by live migration u
   const loadA = await waitFor(
     "a loaded in the controller's view",
     async () => {
+      // asked once a heartbeat: a tighter loop would only take CPU from the burners
+      await new Promise((r) => setTimeout(r, 500));
       const l = (await summary(bed)).hosts.find((h) => h.name === 'a')?.loadPercent ?? 0;
       return l > 60 || (l > 20 && Date.now() - waitStart > 60_000) ? l : undefined;
     },

@@ -127,18 +127,23 @@ export async function startBed(
 
 /**
  * One testbed for the tests of a file that cannot disturb each other: brought up by the first test that asks for it,
- * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that uses it
- * removes its containers when it ends (`removeContainers`), so the next one finds the hosts empty.
+ * taken down (and checked for leftovers) after the file's last test, also when a test failed. A test that passes its
+ * context gets the hosts emptied again when it ends (`removeContainers`), so the next one finds them empty.
  */
-export function sharedBed(hosts: string[], opts: Parameters<typeof startBed>[1] = {}): () => Promise<Bed> {
+export function sharedBed(
+  hosts: string[],
+  opts: Parameters<typeof startBed>[1] = {},
+): (t?: { after(fn: () => Promise<void>): void }) => Promise<Bed> {
   let bed: Promise<Bed> | undefined;
   after(async () => {
     const b = await bed?.catch(() => undefined);
     await b?.down();
   });
-  return () => {
+  return async (t) => {
     bed ??= startBed(hosts, opts);
-    return bed;
+    const b = await bed;
+    t?.after(() => removeContainers(b));
+    return b;
   };
 }
 

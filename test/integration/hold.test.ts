@@ -19,7 +19,6 @@ import {
   containers,
   hostDir,
   type ProbeSummary,
-  removeContainers,
   served,
   servedPast,
   sharedBed,
@@ -94,13 +93,6 @@ function migrate(bed: Bed, name: string, to: string): Promise<MigrationReport> {
 }
 
 const bedOf = sharedBed(['a', 'b']);
-
-/** The shared testbed, emptied again when the test ends. */
-async function useBed(t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
-  const bed = await bedOf();
-  t.after(() => removeContainers(bed));
-  return bed;
-}
 
 interface Released {
   packets: number;
@@ -208,7 +200,7 @@ async function capture(
 
 test('own namespace: a held switchover loses no packet and sends no reset; held packets reach the restored socket', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const heldBefore = [releasedHolds(bed, 'a').length, releasedHolds(bed, 'b').length];
   const info = await runJson(bed, [
     'run',
@@ -318,7 +310,7 @@ test('a restore that fails after the hold began rolls back, own namespace and fl
 
 test('floating address: TCP and UDP are held through ifb; the address moves; no reset, nothing left', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const heldBefore = [releasedHolds(bed, 'a').length, releasedHolds(bed, 'b').length];
   const tcpIp = `${bed.state.subnet}.60`;
   const udpIp = `${bed.state.subnet}.61`;

@@ -20,13 +20,11 @@ import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import type { MigrationReport } from '../../src/migration/types.ts';
 import {
   assertHostClean,
-  type Bed,
   containers,
   counterCommand,
   instancesOf,
   processesWith,
   readInContainer,
-  removeContainers,
   runningInstancesOf,
   sharedBed,
   skipUnlessReady,
@@ -35,16 +33,9 @@ import {
 
 const bedOf = sharedBed(['a', 'b']);
 
-/** The shared testbed, emptied again when the test ends. */
-async function useBed(t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
-  const bed = await bedOf();
-  t.after(() => removeContainers(bed));
-  return bed;
-}
-
 test('a counter container migrates a -> b -> a, keeps counting, never runs twice', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const marker = `ctr-${bed.name}`;
   const run = await bed.cli([
     'run',
@@ -106,7 +97,7 @@ test('a counter container migrates a -> b -> a, keeps counting, never runs twice
 
 test('writable rootfs, tmpfs and open files move with the container', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const script = [
     'echo kept-in-rootfs > /data/note',
     'echo kept-in-tmpfs > /tmp/note',
@@ -161,7 +152,7 @@ test('writable rootfs, tmpfs and open files move with the container', async (t) 
 
 test('a bundle made by `runc spec` is copied in, survives deletion of the original, and migrates', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bundle-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   execFileSync('runc', ['spec'], { cwd: dir });
@@ -192,7 +183,7 @@ test('a bundle made by `runc spec` is copied in, survives deletion of the origin
 
 test('a FIFO the process holds open, a hard link and an xattr in the writable rootfs migrate', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   // the shell holds the FIFO open read-write and sends every number through it before writing it down: CRIU
   // restores the open FIFO by its path, which must exist in the destination's rootfs
   const script = [

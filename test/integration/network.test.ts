@@ -18,7 +18,6 @@ import {
 import {
   type Bed,
   containers,
-  removeContainers,
   served,
   servedPast,
   sharedBed,
@@ -29,13 +28,6 @@ import {
 } from './helpers.ts';
 
 const bedOf = sharedBed(['a', 'b']);
-
-/** The shared testbed, emptied again when the test ends. */
-async function useBed(t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
-  const bed = await bedOf();
-  t.after(() => removeContainers(bed));
-  return bed;
-}
 
 /**
  * Six moves: a -> b and b -> a three times each, ending on a. Each direction is crossed again by a copy that was
@@ -78,7 +70,7 @@ function assertNoLocks(bed: Bed): void {
 
 test('own network namespace: one TCP connection survives 6 migrations; no reset, no lost reply, counter continuous', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const info = await runJson(bed, [
     'run',
     '--host',
@@ -127,7 +119,7 @@ test('own network namespace: one TCP connection survives 6 migrations; no reset,
 
 test('host network with a floating IP: TCP and UDP keep working, the address moves, no rules are left', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const subnet = bed.state.subnet;
   const tcpIp = `${subnet}.60`;
   const udpIp = `${subnet}.61`;
@@ -202,7 +194,7 @@ test('host network with a floating IP: TCP and UDP keep working, the address mov
 
 test('UDP server in its own namespace keeps answering across migrations', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const info = await runJson(bed, [
     'run',
     '--host',
@@ -251,7 +243,7 @@ function redis(address: string, commands: string[][]): Promise<string> {
 
 test('Redis: same connection, same keys and values after the move, INCR continues', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(t);
+  const bed = await bedOf(t);
   const info = await runJson(bed, ['run', '--host', 'a', '--name', 'redis', '--', ...REDIS_SERVER_ARGS]);
   await waitForPort(info.ip!, 6379);
   await redis(info.ip!, [

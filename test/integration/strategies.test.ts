@@ -33,13 +33,6 @@ const slowBedOf = sharedBed(['a', 'b'], { rate: '100mbit' });
 /** A destination that refuses every restore. */
 const refusingBedOf = sharedBed(['a', 'b'], { agentEnv: { b: { FERRY_FAULTS: 'invalid-bundle' } } });
 
-/** A shared testbed, emptied again when the test ends. */
-async function useBed(bedOf: () => Promise<Bed>, t: { after(fn: () => Promise<void>): void }): Promise<Bed> {
-  const bed = await bedOf();
-  t.after(() => removeContainers(bed));
-  return bed;
-}
-
 interface Status {
   ok: boolean;
   round: number;
@@ -299,7 +292,7 @@ test('pre-copy: the destination dying during the rounds leaves the container run
 
 test('post-copy: a destination failing before its restore completes rolls back to the source from the page server', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(refusingBedOf, t);
+  const bed = await refusingBedOf(t);
   await startWriter(bed, 'mem', 64);
   const before = await status(bed, 'mem');
   const { code, report } = await migrate(bed, 'mem', 'b', 'postcopy');
@@ -320,7 +313,7 @@ test('post-copy: a destination failing before its restore completes rolls back t
 
 test('pre-copy: a destination failing at the restore rolls back to the source from its own final images', async (t) => {
   if (!skipUnlessReady(t)) return;
-  const bed = await useBed(refusingBedOf, t);
+  const bed = await refusingBedOf(t);
   await startWriter(bed, 'mem', 64);
   const before = await status(bed, 'mem');
   const { code, report } = await migrate(bed, 'mem', 'b', 'precopy');
@@ -341,7 +334,7 @@ test('pre-copy: a destination failing at the restore rolls back to the source fr
 test("post-copy: losing the destination's page fault handler after restore is detected, reported, and the damaged copy stopped", async (t) => {
   if (!skipUnlessReady(t)) return;
   // a slow link keeps pages in flight long enough to cut them off
-  const bed = await useBed(slowBedOf, t);
+  const bed = await slowBedOf(t);
   await startWriter(bed, 'mem', 128);
   // the CLI's own event stream (--json --events) says when the commit is done: only then is the container lost
   // with the pages (before it, the migration rolls back)
