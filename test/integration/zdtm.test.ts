@@ -24,7 +24,7 @@ type Strategy = 'cold' | 'postcopy' | 'precopy' | 'auto';
 /**
  * category -> tests; the strategies are dealt in turn down the whole list (the rollback case, last, falls on
  * post-copy: keep the count before it one more than a multiple of four). A few tests of each category keep the
- * file near two minutes of make test; `ferry bench zdtm` runs every test with every strategy.
+ * file near a minute of make test; `ferry bench zdtm` runs every test with every strategy.
  */
 const SAMPLE: Record<string, string[]> = {
   memory: ['maps00', 'memfd00'],
@@ -38,6 +38,9 @@ const SAMPLE: Record<string, string[]> = {
   events: ['epoll', 'inotify00'],
   // stopped: a task stopped by SIGSTOP, which CRIU seizes with ptrace alone under a cgroup-v1 freezer
   'process state': ['vdso00', 'pty00', 'stopped'],
+  'process attributes': ['caps00', 'rlimits00', 'sigaltstack'],
+  'pipes and futexes': ['pipe00', 'futex'],
+  'other descriptors': ['packet_sock', 'timerfd', 'eventfs00'],
   // what CRIU cannot move: refused before the freeze, the test untouched on the source
   'refused before the freeze': [
     'socket_udp-corked',
