@@ -85,8 +85,10 @@ export function serverConfig(
     'PrintMotd no\n' +
     'Subsystem sftp internal-sftp\n' +
     // the simulated hosts share one filesystem: each keeps what is copied to it (ferry's executable) and what a
-    // temporary agent receives (the containers of agentless migrations) apart
-    `SetEnv XDG_CACHE_HOME=${join(hostDir, 'cache')} FERRY_AGENTLESS_DIR=${join(hostDir, 'agentless')}\n` +
+    // temporary agent receives (the containers of agentless migrations) apart. Each has a home of its own too, as
+    // a host would: a session's shell then reads no startup files of this machine's root (whatever they run, such
+    // as a version manager that waits on a lock an earlier, killed session left, would stall every session)
+    `SetEnv HOME=${join(hostDir, 'home')} XDG_CACHE_HOME=${join(hostDir, 'cache')} FERRY_AGENTLESS_DIR=${join(hostDir, 'agentless')}\n` +
     'LogLevel VERBOSE\n'
   );
 }
@@ -124,6 +126,7 @@ export async function startTestbedSsh(
     await writeFile(join(hd, 'sshd_config'), serverConfig(h, hd, authorized), { mode: 0o600 });
     // its temporary agents' host settings: the names of this simulated host, apart from the other hosts'
     await mkdir(join(hd, 'agentless'), { recursive: true, mode: 0o700 });
+    await mkdir(join(hd, 'home'), { recursive: true, mode: 0o700 });
     await writeFile(join(hd, 'agentless', 'agent.json'), JSON.stringify(temporaryAgentSettings(h)), {
       mode: 0o600,
     });
