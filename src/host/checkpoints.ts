@@ -6,6 +6,8 @@
 // until the caller says the archive is on its disk and verified (`finish`), and is stopped then. Any failure, or a
 // caller that never comes back, thaws it: a checkpoint never loses a container. The archive goes to the caller as the
 // answer's body, or straight into the caller's own file when it shares this host (archive-target.ts).
+// Over 400 lines: start, stream, finish and abort share one hold on the container and its thaw; split, the paths that
+// thaw it would drift apart.
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -8,6 +8,8 @@
 // Longer than most modules: it is one state machine (starting, running, stopping, stopped) whose transitions
 // (connect, send, match a reply, time out, reset, drain) all read and move the same phase and in-flight set.
 // Over 400 lines: one state machine (send loop, replies, reconnect rules) whose transitions share one in-flight state.
+// Over 400 lines: one connection's whole life (open, send, match replies, stop) shares its state; split, every
+// part would need all of it.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';

@@ -9,6 +9,8 @@
 // earlier would be inherited by their new entries; every new entry changes a directory's mtime).
 // Over 400 lines: the record handlers share one decoder state (known directories, created entries); a split
 // would pass that state through every call.
+// Over 400 lines: the record handlers share the TreeWriter and the order metadata goes on in; kept together so that
+// order is read in one place.
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import {
