@@ -148,12 +148,17 @@ async function measure(b: Bed, who: string, mib: number, name: string): Promise<
     if (rep.error) s.note = `${rep.error.code}: ${rep.error.message}`;
     else if (!s.ok) s.note = `probe: ${r.resets} resets, ${r.errors} errors`;
   } finally {
-    await b.ctx
-      .client(rep?.ok ? 'b' : 'a')
-      .remove(name)
-      .catch(() => {});
+    await removeWhereItRuns(b, name, rep);
   }
   return s;
+}
+
+/** Removes a moved container from where the move left it (b once it succeeded, else a); a failure is ignored. */
+async function removeWhereItRuns(b: Bed, name: string, rep: MigrationReport | undefined): Promise<void> {
+  await b.ctx
+    .client(rep?.ok ? 'b' : 'a')
+    .remove(name)
+    .catch(() => {});
 }
 
 /** The freeze and, for post-copy, the window from the end of the restore to the last page, from ferry's report. */
@@ -181,10 +186,7 @@ async function measureWindow(b: Bed, mib: number, name: string): Promise<Sample>
     if (rep.error) s.note = `${rep.error.code}: ${rep.error.message}`;
     else if (!rep.postcopy) s.note = 'the report has no post-copy window';
   } finally {
-    await b.ctx
-      .client(rep?.ok ? 'b' : 'a')
-      .remove(name)
-      .catch(() => {});
+    await removeWhereItRuns(b, name, rep);
   }
   return s;
 }
