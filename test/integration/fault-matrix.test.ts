@@ -135,18 +135,36 @@ function link(bed: Bed, up: boolean): void {
   }
 }
 
-/** Leaves b's images tmpfs without a free block (its size cut to what it holds), or gives it its size back. */
+/**
+ * Leaves b's images tmpfs without a free block (its size cut to what it holds), or gives it its size back. Undoing
+ * is safe to call at any time, also after a half-done fill: the filler goes first (a full tmpfs still unlinks), so a
+ * cell that fails cannot leave it to the next cells.
+ */
 function tmpfs(bed: Bed, full: boolean): void {
   const dir = join(hostDir(bed, 'b'), 'images');
   const filler = join(dir, 'filler');
-  if (full) {
-    writeFileSync(filler, Buffer.alloc(4096, 1)); // (a tmpfs of size 0 would be unlimited)
+  if (!full) {
+    rmSync(filler, { force: true });
+    execFileSync('mount', ['-o', 'remount,size=50%', dir]);
+    return;
+  }
+  writeFileSync(filler, Buffer.alloc(4096, 1)); // (a tmpfs of size 0 would be unlimited)
+  // a tmpfs refuses a size below what it holds; what it holds can grow between the statfs and the remount (the
+  // destination agent may still be writing a log): measured again and tried again
+  for (let attempt = 1; ; attempt++) {
     const st = statfsSync(dir);
     const used = (st.blocks - st.bfree) * st.bsize;
-    execFileSync('mount', ['-o', `remount,size=${used}`, dir]);
-  } else {
-    execFileSync('mount', ['-o', 'remount,size=50%', dir]);
-    rmSync(filler, { force: true });
+    try {
+      execFileSync('mount', ['-o', `remount,size=${used}`, dir], { stdio: 'pipe' });
+      return;
+    } catch (err) {
+      if (attempt >= 5) {
+        tmpfs(bed, false);
+        throw new Error(
+          `cannot fill ${dir} (size ${used}): ${String((err as { stderr?: Buffer }).stderr ?? err)}`,
+        );
+      }
+    }
   }
 }
 
@@ -356,7 +374,9 @@ for (const [i, cell] of CELLS.entries()) {
         detail: (err as Error).message,
         ms: Date.now() - c0,
       });
-      // a failed cell may leave its container behind: removed, and both agents up, so the next cell starts clean
+      // a failed cell may leave its container behind: removed, b's tmpfs given its size back, and both agents up, so
+      // the next cell starts clean
+      if (existsSync(join(hostDir(bed, 'b'), 'images', 'filler'))) tmpfs(bed, false);
       for (const h of ['a', 'b']) {
         await controlAgent(bed.name, 'start', h, agentDeps(bed)).catch(() => undefined);
         await bed.ctx
