@@ -4,7 +4,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ExecOptions, ExecResult, Runner } from './exec.ts';
+import type { FerryError } from '../core/errors.ts';
+import { type ExecOptions, type ExecResult, ProcessRunner, type Runner } from './exec.ts';
 import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
 
 class Recorder implements Runner {
@@ -137,5 +138,34 @@ test('destroy: kill and delete, then runc state only while runc still keeps the 
     );
   } finally {
     await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a restore past its deadline is killed with the CRIU it started: nothing of it is left', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-restore-'));
+  try {
+    // a runc that starts a child (standing for its CRIU, which outlives a kill of runc alone) and hangs
+    const runcPath = join(dir, 'runc');
+    const pidFile = join(dir, 'criu.pid');
+    await writeFile(runcPath, `#!/bin/sh\nsleep 600 &\necho $! > ${pidFile}\nwait\n`, { mode: 0o755 });
+    const runc = new Runc(new ProcessRunner(), { root: join(dir, 'root'), runcPath });
+    await assert.rejects(
+      runc.restore('c', { bundle: dir, imagePath: dir, workPath: dir, timeoutMs: 500 }),
+      (err: FerryError) => {
+        assert.equal(err.code, 'FERRY_E_RESTORE_FAILED');
+        assert.match(
+          err.message,
+          /runc restore failed \(killed after its 500 ms deadline\): runc and its CRIU/,
+        );
+        return true;
+      },
+    );
+    const child = readFileSync(pidFile, 'utf8').trim();
+    assert.ok(child, 'the child had started');
+    // gone, or a zombie its new parent has not reaped yet (it runs nothing, holds nothing)
+    const stat = existsSync(`/proc/${child}`) ? readFileSync(`/proc/${child}/stat`, 'utf8') : '';
+    assert.ok(stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z'), `left running: ${stat}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -71,7 +71,7 @@ export interface RestoreOptions {
   /** Restore the file locks the dump recorded; default on, as for the dump. */
   fileLocks?: boolean;
   lazyPages?: boolean;
-  /** runc is killed past this; default 600 s. */
+  /** runc and the CRIU under it are killed past this; default 600 s. */
   timeoutMs?: number;
 }
 
@@ -329,8 +329,13 @@ export class Runc implements RuncLike {
       label: 'runc restore',
       errorCode: 'FERRY_E_RESTORE_FAILED',
       phase: 'restore',
-      onFailure: async () =>
-        (await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile)),
+      // past the deadline the whole group goes, runc and the CRIU under it: killing runc alone would leave its CRIU
+      // restoring on, a process the destination's cleanup would never see
+      group: true,
+      onFailure: async (r) =>
+        r.timedOut
+          ? 'runc and its CRIU were killed'
+          : ((await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile))),
       timeoutMs: o.timeoutMs ?? 600_000,
     });
     return { ms: r.ms };
