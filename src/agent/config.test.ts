@@ -125,3 +125,17 @@ test('loadAgentConfig: a missing file and a file that is not JSON name the file'
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('FERRY_KEEP_LOGS: 0, false or empty is off, anything else on; unset leaves the config file its say', () => {
+  const keep = (env: NodeJS.ProcessEnv, raw: object = base) => parseAgentConfig(raw, env).keepLogs;
+  assert.equal(keep({}), false);
+  assert.equal(keep({}, { ...base, keepLogs: true }), true);
+  for (const off of ['0', 'false', 'FALSE', '', ' 0 '])
+    assert.equal(keep({ FERRY_KEEP_LOGS: off }), false, off);
+  for (const on of ['1', 'true', 'yes', 'on']) assert.equal(keep({ FERRY_KEEP_LOGS: on }), true, on);
+  assert.equal(
+    keep({ FERRY_KEEP_LOGS: '0' }, { ...base, keepLogs: true }),
+    false,
+    'the environment goes over',
+  );
+});

@@ -49,6 +49,8 @@ export const AgentConfigSchema = Type.Object(
     runcPath: Type.String(),
     logLevel: Type.Union(LOG_LEVELS.map((l) => Type.Literal(l))),
     faults: Type.Array(Type.String()),
+    /** Keep CRIU's restore log of a migration that succeeded too (a failed one's is always kept). */
+    keepLogs: Type.Boolean(),
     /**
      * The other hosts of the cluster, as the CLI's cluster file names them: the only agents this one takes
      * migrations from and sends them to (their certificates must carry these names), and, when there is no
@@ -155,6 +157,7 @@ export const AGENT_DEFAULTS = {
   runcPath: 'runc',
   logLevel: 'info',
   faults: [] as string[],
+  keepLogs: false,
   peers: [] as { name: string; address: string; port: number }[],
   reservedAddresses: [] as string[],
   uploads: { limitBytes: 8 * 1024 ** 3, maxAgeMs: 10 * 60_000 },
@@ -162,6 +165,15 @@ export const AGENT_DEFAULTS = {
   bundlePolicy: DEFAULT_BUNDLE_POLICY as BundlePolicy,
   deadlines: { ...DEFAULT_DEADLINES },
 };
+
+/**
+ * An on/off environment variable as a user means it: `0`, `false` (any case) or empty is off, anything else on
+ * (`FERRY_KEEP_LOGS=0` keeping logs would surprise everyone).
+ */
+export function envFlag(value: string): boolean {
+  const v = value.trim().toLowerCase();
+  return v !== '' && v !== '0' && v !== 'false';
+}
 
 /** The agent config file when none is named (`ferry install --agent` writes it). */
 export const AGENT_CONFIG_PATH = '/etc/ferry/agent.json';
@@ -185,6 +197,7 @@ export function parseAgentConfig(
     merged['deadlines'] = { ...AGENT_DEFAULTS.deadlines, ...deadlines };
   if (env['FERRY_CRIU_PATH']) merged['criuPath'] = env['FERRY_CRIU_PATH'];
   if (env['FERRY_FAULTS']) merged['faults'] = env['FERRY_FAULTS'].split(',').filter(Boolean);
+  if (env['FERRY_KEEP_LOGS'] !== undefined) merged['keepLogs'] = envFlag(env['FERRY_KEEP_LOGS']);
   // FERRY_DEADLINES: JSON over the config's deadlines (tests shorten them without a config file of their own)
   if (env['FERRY_DEADLINES']) {
     try {

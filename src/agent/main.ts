@@ -112,6 +112,7 @@ export async function startAgent(
     faults,
     lazyPages: (o) => criu.lazyPages(o),
     commitDeadlineMs: cfg.deadlines.commitMs,
+    keepLogs: cfg.keepLogs,
     deadMan: (name, images, cutOff) =>
       armDeadMan({ runcPath: cfg.runcPath, runcRoot: paths.runcRoot, name, images, cutOff }),
   });

@@ -35,6 +35,8 @@ export interface DestinationOptions {
   deadMan?: (name: string, images: string, cutOff: string[][]) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
+  /** Keep CRIU's restore log of a copy that restored fine too (a failed restore's is always kept). */
+  keepLogs?: boolean;
 }
 
 export class IncomingMigrations {
@@ -63,6 +65,7 @@ export class IncomingMigrations {
       log,
       faults: opts.faults ?? Faults.none(),
       lazyPages: opts.lazyPages,
+      keepLogs: opts.keepLogs === true,
       restoreTimeoutMs: this.commitDeadlineMs,
     };
     this.deadMan = opts.deadMan;

@@ -41,6 +41,8 @@ export interface IncomingDeps {
   lazyPages: LazyPagesStarter | undefined;
   /** A restore still running this long is killed: the copy could not be committed in time anyway. */
   restoreTimeoutMs?: number;
+  /** Keep CRIU's restore log of a restore that worked too (the agent's `keepLogs`). */
+  keepLogs?: boolean;
 }
 
 type Part = 'bundle' | 'images';
@@ -308,7 +310,7 @@ export class IncomingMigration {
     });
     await this.moveTo('restored');
     await faults.reach('dest:restored', name);
-    if (process.env['FERRY_KEEP_LOGS']) await this.keepLog('restore.log');
+    if (this.deps.keepLogs) await this.keepLog('restore.log');
     // (figures only: a stats file CRIU could not finish, its tmpfs full, must not fail a restore that worked)
     const stats = await readStats(join(images, 'stats-restore')).catch((err: Error) => {
       log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
