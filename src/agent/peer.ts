@@ -47,7 +47,7 @@ export class HttpDestinationPeer implements DestinationPeer {
     part: 'bundle' | 'images',
     body: Readable,
     opts: { compress?: boolean; update?: boolean } = {},
-  ): Promise<{ bytes: number }> {
+  ): Promise<{ bytes: number; wireBytes?: number }> {
     return this.client.sendPart(id, part, body, opts);
   }
 

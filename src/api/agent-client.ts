@@ -3,7 +3,7 @@
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { resolve } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
 import type { FileRange } from '../transport/ranges.ts';
@@ -303,23 +303,35 @@ export class AgentClient extends HttpsClient {
     await this.request('POST', '/v1/incoming', { json: req });
   }
 
-  /** The bundle or the images as one stream; compress: zstd on the wire; update: a delta of the staged tree. */
-  sendPart(
+  /**
+   * The bundle or the images as one stream; compress: zstd on the wire; update: a delta of the staged tree. The
+   * answer's `bytes` are the files' bytes the destination wrote; `wireBytes`, with compress, what crossed the link.
+   */
+  async sendPart(
     id: string,
     part: 'bundle' | 'images',
     body: Readable,
     opts: { compress?: boolean; update?: boolean } = {},
-  ): Promise<{ bytes: number }> {
+  ): Promise<{ bytes: number; wireBytes?: number }> {
     const path = `/v1/incoming/${seg(id)}/${part}${opts.update ? '?update=1' : ''}`;
     if (opts.compress) {
       // zstd level 1: cheap enough to pay off whenever the link, not the CPU, is the bottleneck
       const z = createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } });
       body.on('error', (err) => z.destroy(err));
-      return this.request('PUT', path, {
-        body: body.pipe(z),
+      let wireBytes = 0;
+      const counted = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          wireBytes += chunk.length;
+          done(null, chunk);
+        },
+      });
+      z.on('error', (err) => counted.destroy(err));
+      const r = await this.request<{ bytes: number }>('PUT', path, {
+        body: body.pipe(z).pipe(counted),
         headers: { 'content-encoding': 'zstd' },
         timeoutMs: this.partTimeoutMs(),
       });
+      return { ...r, wireBytes };
     }
     return this.request('PUT', path, { body, timeoutMs: this.partTimeoutMs() });
   }

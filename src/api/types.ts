@@ -152,7 +152,10 @@ export interface MigrationReport {
   /** The freeze the plan predicted for the strategy it chose (`auto` weighs it against the budget); beside `freezeMs`. */
   predictedFreezeMs?: number;
   rounds: { bytes: number; ms: number }[];
+  /** Bytes that went to the destination over the link: with zstd, the compressed streams (see bytesUncompressed). */
   bytesSent: number;
+  /** With zstd: what bytesSent would have been uncompressed (the files' bytes, zero pages skipped). */
+  bytesUncompressed?: number;
   /** Bytes of zero pages the transfer skipped (not in bytesSent). */
   zeroBytesSkipped?: number;
   /** The bundle as sent at prepare, before the freeze (the transfer then sends what changed since). */

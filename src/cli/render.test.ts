@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import type { MigrationEvent } from '../api/types.ts';
-import { eventPrinter, MigrationRenderer } from './render.ts';
+import type { MigrationEvent, MigrationReport } from '../api/types.ts';
+import { eventPrinter, MigrationRenderer, reportText } from './render.ts';
 
 test('no TTY: progress lines at most every second and the last one, no escape sequences', () => {
   let out = '';
@@ -147,4 +147,26 @@ test('--json --events: every event as one JSON line on stdout, nothing on stderr
   assert.equal(last?.type === 'progress' && last.pagesRemaining, 0);
   const quiet = play({ json: true }, true);
   assert.equal(quiet.stdout + quiet.stderr, '');
+});
+
+test('the report says what was sent over the link, and with zstd the size before it', () => {
+  const r: MigrationReport = {
+    ok: true,
+    id: 'm',
+    container: 'web',
+    from: 'a',
+    to: 'b',
+    strategy: 'cold',
+    phases: [],
+    freezeMs: 42,
+    rounds: [],
+    bytesSent: 1024 * 1024,
+    totalMs: 100,
+    criu: {},
+  };
+  assert.match(reportText(r), /sent 1\.0 MiB$/m);
+  assert.match(
+    reportText({ ...r, compressed: true, bytesUncompressed: 4 * 1024 * 1024 }),
+    /sent 1\.0 MiB \(zstd, 4\.0 MiB uncompressed\)/,
+  );
 });

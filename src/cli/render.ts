@@ -178,7 +178,7 @@ export function reportText(r: MigrationReport): string {
   );
   if (r.ok) {
     lines.push(
-      `  freeze ${r.freezeMs} ms${r.predictedFreezeMs !== undefined ? ` (predicted ${r.predictedFreezeMs} ms)` : ''}, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}${r.zeroBytesSkipped ? ` (zero pages skipped: ${formatBytes(r.zeroBytesSkipped)})` : ''}`,
+      `  freeze ${r.freezeMs} ms${r.predictedFreezeMs !== undefined ? ` (predicted ${r.predictedFreezeMs} ms)` : ''}, total ${r.totalMs} ms, sent ${formatBytes(r.bytesSent)}${r.bytesUncompressed !== undefined ? ` (zstd, ${formatBytes(r.bytesUncompressed)} uncompressed)` : ''}${r.zeroBytesSkipped ? ` (zero pages skipped: ${formatBytes(r.zeroBytesSkipped)})` : ''}`,
     );
     const d = r.criu.dump;
     const s = r.criu.restore;

@@ -88,15 +88,25 @@ export async function transferImages(
     ...ranges.map((r) => sender.send(r, onBytes)),
   ]);
   meter.finish(sent, { total });
-  zeroBytes += sender.zeroBytes;
   // zero pages count as skipped, not sent
-  report.bytesSent = b.bytes + i.bytes + sender.bytes + share.bytes - zeroBytes;
+  const streamed = b.bytes + i.bytes - zeroBytes;
+  const rest = sender.bytes + share.bytes - sender.zeroBytes;
+  zeroBytes += sender.zeroBytes;
   if (zeroBytes > 0) report.zeroBytesSkipped = zeroBytes;
+  // compressed, the two streams count as what crossed the link; the ranges and a strategy's share go uncompressed
+  const wire =
+    compress && b.wireBytes !== undefined && i.wireBytes !== undefined
+      ? b.wireBytes + i.wireBytes
+      : undefined;
+  report.bytesSent = (wire ?? streamed) + rest;
+  if (wire !== undefined) report.bytesUncompressed = streamed + rest;
   const ms = Math.round(ctx.now() - t0);
   report.rounds.push({ bytes: report.bytesSent, ms });
   // a large transfer measures the link (and both agents) well enough for the next plan; what went during the dump
   // counts with the dump's time (when CRIU was slower than the link, this underestimates it)
+  // (the plan predicts from the container's bytes: with zstd the sample is of those, as it was before zstd was counted)
   const rateMs = share.since !== undefined ? Math.round(ctx.now() - share.since) : ms;
-  if (report.bytesSent >= RATE_SAMPLE_MIN_BYTES && rateMs > 0) return (report.bytesSent / rateMs) * 1000;
+  const bytes = streamed + rest;
+  if (bytes >= RATE_SAMPLE_MIN_BYTES && rateMs > 0) return (bytes / rateMs) * 1000;
   return undefined;
 }

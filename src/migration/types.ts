@@ -34,7 +34,8 @@ export interface DestinationPeer {
     body: Readable,
     /** update: the tree is already there; the stream carries removals and what changed (the bundle after a dump). */
     opts?: { compress?: boolean; update?: boolean },
-  ): Promise<{ bytes: number }>;
+    /** bytes: the files' bytes written there; wireBytes, when compressed: what crossed the link. */
+  ): Promise<{ bytes: number; wireBytes?: number }>;
   /**
    * Optional (the HTTP peer; fakes need not), a held switchover (decision 11): right before the freeze the
    * destination primes a hold that queues the container's packets; `announce`, once the source is locked, moves

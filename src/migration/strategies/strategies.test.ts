@@ -5,8 +5,9 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, test } from 'node:test';
+import { createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { FerryError } from '../../core/errors.ts';
 import { silentLogger } from '../../core/log.ts';
@@ -239,10 +240,26 @@ class LogPeer implements DestinationPeer {
     step(`peer.prepare${r.lazy ? ' lazy' : ''}`);
     this.prepared = r;
   }
-  async send(_id: string, part: 'bundle' | 'images', body: Readable, opts?: { update?: boolean }) {
+  /** What each stream wrote there and, compressed, what crossed the link (zstd for real, as the agent's client). */
+  sends: { bytes: number; wireBytes?: number }[] = [];
+  async send(
+    _id: string,
+    part: 'bundle' | 'images',
+    body: Readable,
+    opts?: { update?: boolean; compress?: boolean },
+  ) {
     step(`peer.send ${part}`);
-    const s = await decodeTree(body, join(this.dir, part), { allowRemove: opts?.update === true });
-    return { bytes: s.bytes };
+    let wireBytes: number | undefined;
+    let stream = body;
+    if (opts?.compress) {
+      const compressed = Buffer.concat(await body.pipe(createZstdCompress()).toArray());
+      wireBytes = compressed.length;
+      stream = Readable.from([compressed]).pipe(createZstdDecompress());
+    }
+    const s = await decodeTree(stream, join(this.dir, part), { allowRemove: opts?.update === true });
+    const sent = { bytes: s.bytes, ...(wireBytes !== undefined ? { wireBytes } : {}) };
+    this.sends.push(sent);
+    return sent;
   }
   async restore(_id: string, opts: RestoreOptions) {
     step(`peer.restore${opts.lazy ? ' lazy' : ''}`);
@@ -401,6 +418,19 @@ test('cold with zstd: no ranges while dumping, everything in the compressed stre
   assert.ok(!log.includes('peer.send-range'));
   assert.equal(r.compressed, true);
   assert.equal(r.streamedDuringDump, undefined);
+  // the report counts what crossed the link, the files' bytes beside it: the transfer's two streams, the bundle's
+  // changes and the images (the bundle sent at prepare is counted apart)
+  const [bundle, images] = peer.sends.slice(-2);
+  assert.equal(r.bytesSent, bundle!.wireBytes! + images!.wireBytes!);
+  assert.equal(r.bytesUncompressed, bundle!.bytes + images!.bytes);
+  assert.ok(r.bytesSent < r.bytesUncompressed!, 'page images of one byte value shrink');
+});
+
+test('without zstd the report has no uncompressed figure: what was sent is the files', async () => {
+  const r = await migrate('cold');
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(r.bytesUncompressed, undefined);
+  assert.ok(r.bytesSent >= 8192, 'the page image at least');
 });
 
 test('content-delta pre-copy: rounds leave it running and send blocks and recipes, then blocks at the switchover', async () => {
