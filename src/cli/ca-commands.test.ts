@@ -124,6 +124,13 @@ describe('ferry ca', () => {
     assert.deepEqual(rotated.ips, ['127.0.0.1']);
     assert.deepEqual(rotated.dns, ['a.example']);
     assert.equal(rotated.role, 'agent');
+    // an issue that replaces it (an address it does not cover) revokes it as a rotation does
+    writeFileSync(oldCert, readFileSync(rotated.cert));
+    const moved = await caIssue(dir, { host: 'a', address: ['127.0.0.2'] });
+    assert.notEqual(moved.certificate!.serial, rotated.serial);
+    assert.deepEqual(moved.revoked, { serial: rotated.serial, list: join(dir, 'ca.crl') });
+    assert.match(await verify(oldCert), /certificate revoked/);
+    assert.equal((await caIssue(dir, { host: 'a', address: ['127.0.0.2'] })).revoked, undefined, 'kept');
     await assert.rejects(caRotate(dir, { controller: 'a' }), refused(/has the role agent, not controller/));
     await assert.rejects(caRotate(dir, { host: 'nobody' }), refused(/no certificate nobody/));
   });

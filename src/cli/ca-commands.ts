@@ -24,7 +24,7 @@ export interface IssueCommandOptions extends SubjectOptions {
 export interface CaResult {
   ca: string;
   created?: boolean;
-  /** After a rotation: the certificate it replaced, now on the CA's revocation list (copy it to every host). */
+  /** The certificate a rotation (or an issue that replaced it) superseded, now on the CA's revocation list. */
   revoked?: { serial: string; list: string };
   certificate?: {
     name: string;
@@ -76,18 +76,26 @@ export async function caInit(dir: string): Promise<CaResult> {
   return { ca: ca.caCert, created: !existed };
 }
 
-/** Issues (or keeps, when the one on disk still fits) the certificate of a host, the controller or a user. */
+/**
+ * Issues (or keeps, when the one on disk still fits) the certificate of a host, the controller or a user. One it
+ * replaces is revoked, as a rotation's, unless it was only renewed near its end (runtime/pki.ts `issueRevoking`).
+ */
 export async function caIssue(dir: string, o: IssueCommandOptions): Promise<CaResult> {
   const { name, role } = subject(o);
   const ca = new ClusterCA(dir);
   if (!(await ca.exists())) throw usage(`no cluster CA in ${dir}`);
-  await ca.issue(name, {
+  const old = await ca.describe(name).catch(() => undefined);
+  const { revoked } = await ca.issueRevoking(name, {
     role,
     ...(o.address ? { ips: o.address } : {}),
     ...(o.dns ? { dns: o.dns } : {}),
     ...(o.days !== undefined ? { days: o.days } : {}),
   });
-  return { ca: ca.caCert, certificate: certificate(await ca.describe(name)) };
+  return {
+    ca: ca.caCert,
+    certificate: certificate(await ca.describe(name)),
+    ...(revoked ? { revoked: { serial: old?.serial ?? revoked, list: crlPath(ca.caCert) } } : {}),
+  };
 }
 
 /**

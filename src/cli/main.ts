@@ -508,7 +508,10 @@ export function buildProgram(): Command {
   subjectOptions(
     ca
       .command('issue')
-      .description('issue the certificate of an agent, the controller or a user (kept while it still fits)'),
+      .description(
+        'issue the certificate of an agent, the controller or a user (kept while it still fits); one it replaces is ' +
+          "revoked in the CA's ca.crl unless it only renews it",
+      ),
   ).action(
     wrap(async (dir: string, o: IssueCommandOptions) => {
       const c = await import('./ca-commands.ts');

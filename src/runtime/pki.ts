@@ -199,8 +199,19 @@ export class ClusterCA {
    * Issues `<dir>/<name>.crt` and `.key` (and creates the CA if needed). An existing certificate is kept if it
    * is signed by this CA, matches its key, has the same role, covers every requested IP and DNS name and has
    * more than a third of its lifetime left; otherwise (or with `force`) a new key and certificate replace it.
+   * The one replaced is revoked unless it was only renewed (see `issueRevoking`).
    */
-  issue(name: string, opts: IssueOptions): Promise<CertPaths> {
+  async issue(name: string, opts: IssueOptions): Promise<CertPaths> {
+    return (await this.issueRevoking(name, opts)).paths;
+  }
+
+  /**
+   * As `issue`, and says which certificate it revoked: a certificate of this CA that a new one replaces is put on
+   * the revocation list (a copy of the old key must not keep working until it expires, nor an old role or name),
+   * except a renewal, the same certificate past two thirds of its life: it ends soon anyway, and its daemon keeps
+   * working until it is restarted with the new pair. `force` (a rotation) always revokes.
+   */
+  issueRevoking(name: string, opts: IssueOptions): Promise<{ paths: CertPaths; revoked?: string }> {
     return this.#serialized(() => this.#issue(name, opts));
   }
 
@@ -321,7 +332,7 @@ export class ClusterCA {
     await writeAtomic(path, pem, 0o644);
   }
 
-  async #issue(name: string, opts: IssueOptions): Promise<CertPaths> {
+  async #issue(name: string, opts: IssueOptions): Promise<{ paths: CertPaths; revoked?: string }> {
     if (!isRole(opts.role)) throw inputError(`invalid certificate role ${JSON.stringify(opts.role)}`);
     const role = opts.role;
     checkName(name, role === 'client' ? 'client' : 'host');
@@ -341,10 +352,11 @@ export class ClusterCA {
 
     await this.#ensure();
     const paths = this.paths(name);
-    if (!opts.force && (await this.#fits(paths, name, role, dns, ips))) return paths;
+    const fit = await this.#fit(paths, name, role, dns, ips);
+    if (!opts.force && fit === 'fits') return { paths };
 
-    // what a rotation replaces is revoked: a copy of the old key must not keep working until it expires
-    const replaced = opts.force ? await this.#issuedSerial(paths) : undefined;
+    // what a rotation or a replacement supersedes is revoked; a renewal's predecessor is left to expire
+    const replaced = opts.force || fit === 'replace' ? await this.#issuedSerial(paths) : undefined;
     const x = await loadX509();
     const ca = new x.X509Certificate(await readFile(this.caCert, 'utf8'));
     const caKey = await this.#signingKey();
@@ -389,7 +401,7 @@ export class ClusterCA {
     await writeAtomic(paths.cert, cert.toString('pem'), 0o644);
     if (replaced) await this.#revoke([replaced]);
     await syncDir(this.dir);
-    return paths;
+    return replaced ? { paths, revoked: replaced } : { paths };
   }
 
   /** The serial number of the certificate at `paths` if this CA issued it; undefined if none or another's. */
@@ -405,8 +417,18 @@ export class ClusterCA {
     }
   }
 
-  /** Whether the certificate on disk can be kept for this request. */
-  async #fits(paths: CertPaths, name: string, role: Role, dns: string[], ips: string[]): Promise<boolean> {
+  /**
+   * Whether the certificate on disk can be kept for this request (`fits`), is the same one near its end (`renew`:
+   * past two thirds of its life, or expired), or falls short in anything else (`replace`: none, unreadable, not
+   * this CA's, not its key's, another name or role, or short of a name or address asked for).
+   */
+  async #fit(
+    paths: CertPaths,
+    name: string,
+    role: Role,
+    dns: string[],
+    ips: string[],
+  ): Promise<'fits' | 'renew' | 'replace'> {
     let cert: X509Certificate;
     try {
       const [c, ca, key] = await Promise.all([
@@ -414,26 +436,27 @@ export class ClusterCA {
         readFile(this.caCert).then((b) => new X509Certificate(b)),
         readFile(paths.key),
       ]);
-      if (!c.checkIssued(ca) || !c.verify(ca.publicKey)) return false;
-      if (!c.checkPrivateKey(createPrivateKey(key))) return false;
+      if (!c.checkIssued(ca) || !c.verify(ca.publicKey)) return 'replace';
+      if (!c.checkPrivateKey(createPrivateKey(key))) return 'replace';
       cert = c;
     } catch {
-      return false; // missing or unreadable: reissue
+      return 'replace'; // missing or unreadable: reissue
     }
-    if (cert.subject !== `CN=${name}`) return false;
-    if (certificateRole(cert) !== role) return false;
-    const from = cert.validFromDate.getTime();
-    const to = cert.validToDate.getTime();
-    if (to - this.#now() < (to - from) * RENEW_AT_REMAINING) return false;
+    if (cert.subject !== `CN=${name}`) return 'replace';
+    if (certificateRole(cert) !== role) return 'replace';
     const eku = cert.keyUsage ?? [];
-    if (!eku.includes(OID_CLIENT_AUTH) || eku.includes(OID_SERVER_AUTH) !== (role !== 'client')) return false;
+    if (!eku.includes(OID_CLIENT_AUTH) || eku.includes(OID_SERVER_AUTH) !== (role !== 'client'))
+      return 'replace';
     const sanDns = new Set(
       sanEntries(cert)
         .filter((e) => e.startsWith('DNS:'))
         .map((e) => e.slice(4).toLowerCase()),
     );
-    if (!dns.every((d) => sanDns.has(d.toLowerCase()))) return false;
-    return ips.every((ip) => cert.checkIP(ip) !== undefined);
+    if (!dns.every((d) => sanDns.has(d.toLowerCase()))) return 'replace';
+    if (!ips.every((ip) => cert.checkIP(ip) !== undefined)) return 'replace';
+    const from = cert.validFromDate.getTime();
+    const to = cert.validToDate.getTime();
+    return to - this.#now() < (to - from) * RENEW_AT_REMAINING ? 'renew' : 'fits';
   }
 }
 
@@ -458,7 +481,7 @@ export function verifyFailure(code: string, whose: 'client' | 'server'): string 
     case 'CERT_SIGNATURE_FAILURE':
       return 'has a signature that does not verify';
     case 'CERT_REVOKED':
-      return 'was revoked (ferry ca rotate replaced it)';
+      return 'was revoked (ferry ca rotate or issue replaced it)';
     case 'INVALID_PURPOSE':
       return whose === 'client'
         ? 'is not for TLS clients (its extended key usage lacks clientAuth)'
@@ -615,7 +638,7 @@ export async function checkOwnNotRevoked(p: CertPaths): Promise<void> {
   if (revoked.has(serial))
     throw new FerryError(
       'FERRY_E_INPUT_ARGS',
-      `${p.cert}: was replaced by ferry ca rotate and is revoked (listed in ${crlPath(p.ca)})`,
+      `${p.cert}: was replaced by ferry ca rotate or issue and is revoked (listed in ${crlPath(p.ca)})`,
       { phase: 'input', hint: 'use the certificate and key the rotation wrote' },
     );
 }

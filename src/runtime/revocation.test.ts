@@ -51,6 +51,32 @@ describe('the revocation list', () => {
     await checkOwnNotRevoked(p); // the current one is fine
   });
 
+  it('lists a certificate an issue replaced (another address, role or key), not one it only renewed', async () => {
+    let now = Date.now();
+    const ca = new ClusterCA(join(dir, 'five'), { now: () => now });
+    const p = await ca.issue('h', { role: 'agent', ips: ['10.0.0.1'] });
+    const first = serialOf(p.cert);
+    // an address the certificate does not cover: replaced, and the old one revoked
+    assert.deepEqual(await ca.issueRevoking('h', { role: 'agent', ips: ['10.0.0.2'] }), {
+      paths: p,
+      revoked: first,
+    });
+    const second = serialOf(p.cert);
+    // another role for the name
+    assert.equal((await ca.issueRevoking('h', { role: 'controller' })).revoked, second);
+    const third = serialOf(p.cert);
+    // a key that is not the certificate's (the old key may be anywhere)
+    writeFileSync(p.key, readFileSync((await ca.issue('k', { role: 'client' })).key));
+    assert.equal((await ca.issueRevoking('h', { role: 'controller' })).revoked, third);
+    const fourth = serialOf(p.cert);
+    // the same certificate past two thirds of its 90 days: renewed, the old one left to expire
+    now += 61 * 24 * 3600_000;
+    assert.deepEqual(await ca.issueRevoking('h', { role: 'controller' }), { paths: p });
+    assert.notEqual(serialOf(p.cert), fourth);
+    assert.deepEqual(await revokedSerials(ca.caCert), new Set([first, second, third]));
+    await checkOwnNotRevoked(p);
+  });
+
   it('of another CA is refused, naming the file; none at all checks nothing', async () => {
     const ca = new ClusterCA(join(dir, 'two'));
     const other = new ClusterCA(join(dir, 'three'));

@@ -1,5 +1,5 @@
 // The cluster CA's revocation list (a signed X.509 CRL, `ca.crl` beside `ca.crt`): `ferry ca rotate` lists the
-// certificate it replaces, so a copy of the old key and certificate is refused by every agent and controller that
+// certificate it replaces (and `ferry ca issue` one it replaces for more than a renewal), so a copy of the old key and certificate is refused by every agent and controller that
 // has the list, not only once it expires. The TLS layer (OpenSSL, through Node's `crl` option) does the checking;
 // this module writes the list, reads it, and tells a running daemon when it changed on disk.
 import type { webcrypto } from 'node:crypto';

@@ -347,7 +347,7 @@ test('roles: agents, users and the controller each reach only their endpoints; b
     assert.match(
       err.message,
       new RegExp(
-        `the certificate of ${name} \\(from [\\d.]+\\) was revoked \\(ferry ca rotate replaced it\\) \\(CERT_REVOKED\\)`,
+        `the certificate of ${name} \\(from [\\d.]+\\) was revoked \\(ferry ca rotate or issue replaced it\\) \\(CERT_REVOKED\\)`,
       ),
       what,
     );
