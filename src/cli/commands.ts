@@ -1,11 +1,9 @@
 // Container commands: run, ps, rm, migrate, hosts.
 import type { ContainerInfo, MigrationEvent, MigrationOptions, MigrationReport } from '../api/types.ts';
-import { firstSchemaError, MigrationOptionsSchema } from '../api/validate.ts';
 import { ipv4ToInt, lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
-import { agentlessMigration } from '../remote/agentless.ts';
 import { isSshTarget, parseSshTarget } from '../remote/remote-host.ts';
 import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { ClusterContext } from './context.ts';
@@ -313,7 +311,8 @@ const OPTION_FLAGS: Record<string, string> = {
 };
 
 /** Refuses options the agent would refuse (the same schema), before anything is printed or sent. */
-export function checkMigrationOptions(options: MigrationOptions): void {
+export async function checkMigrationOptions(options: MigrationOptions): Promise<void> {
+  const { firstSchemaError, MigrationOptionsSchema } = await import('../api/validate.ts');
   const err = firstSchemaError(MigrationOptionsSchema, options);
   if (!err) return;
   const key = err.path.split('/')[1] ?? '';
@@ -354,7 +353,7 @@ export async function migrateCommand(
       phase: 'input',
     });
   const options = migrationOptions(o);
-  checkMigrationOptions(options);
+  await checkMigrationOptions(options);
   // --json --events: every event as it comes, one JSON object a line; the report ends the stream
   const printer = eventPrinter(o, { stdout: process.stdout, stderr: process.stderr });
   let started = false;
@@ -363,8 +362,8 @@ export async function migrateCommand(
     printer.event(e);
   };
   const migrate = agentless
-    ? () =>
-        agentlessMigration({
+    ? async () =>
+        (await import('../remote/agentless.ts')).agentlessMigration({
           name,
           to: o.to,
           options,

@@ -1,6 +1,8 @@
 // ferry <command>: parses, calls the agents (or the testbed), prints for humans or --json for scripts.
 // Over 400 lines because it is the one table of every command, its options and help texts (what the help test
-// holds to the code); each action only parses and hands over to the command's own module.
+// holds to the code); each action only parses and hands over to the command's own module. A command whose module
+// pulls in much (the engine for agentless moves, the testbed, the agent, the schemas) loads it when it runs: every
+// ferry command starts Node anew, and a checkpoint or restore should not pay for the migration engine's modules.
 import { realpathSync } from 'node:fs';
 import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +14,6 @@ import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
 import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
-import { checkCommand } from './check.ts';
 import {
   hostsCommand,
   MIGRATE_AGENTLESS_HELP,
@@ -22,10 +23,8 @@ import {
   runCommand,
 } from './commands.ts';
 import { completionScript, SHELLS } from './completion.ts';
-import { demoCommand } from './demo.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
 import type { InstallOptions } from './install.ts';
-import { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 import { commandPath, usageError } from './usage.ts';
 
 /**
@@ -136,13 +135,13 @@ export function buildProgram(): Command {
       "also run an OpenSSH server on every host (root by key; keys, known_hosts and an ssh_config made under the testbed's directory; ssh -F CONFIG HOST)",
     )
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedUpCommand(o, ferryArgv())));
+    .action(wrap(async (o) => (await import('./testbed-commands.ts')).testbedUpCommand(o, ferryArgv())));
   tb.command('down')
     .description('remove a testbed and everything it created')
     .option('--name <name>', 'testbed name', 'tb')
     .option('--all', 'remove every testbed, and any leftover with a testbed prefix')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => testbedDownCommand(o, ferryArgv())));
+    .action(wrap(async (o) => (await import('./testbed-commands.ts')).testbedDownCommand(o, ferryArgv())));
   tb.command('agent')
     .description(
       "kill (SIGKILL, its runc and CRIU left as a crash leaves them), start or restart one host's agent, " +
@@ -153,7 +152,9 @@ export function buildProgram(): Command {
     .option('--name <name>', 'testbed name', 'tb')
     .option('--json', 'print JSON')
     .action(
-      wrap(async (action: string, host: string, o) => testbedAgentCommand(action, host, o, ferryArgv())),
+      wrap(async (action: string, host: string, o) =>
+        (await import('./testbed-commands.ts')).testbedAgentCommand(action, host, o, ferryArgv()),
+      ),
     );
 
   program
@@ -340,7 +341,7 @@ export function buildProgram(): Command {
       'for ssh:// hosts: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
     )
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => checkCommand({ ...program.opts(), ...o })));
+    .action(wrap(async (o) => (await import('./check.ts')).checkCommand({ ...program.opts(), ...o })));
 
   program
     .command('agent')
@@ -644,7 +645,7 @@ export function buildProgram(): Command {
       '--json',
       'narrate on stderr; print {ok, hops:[{from, to, ok, strategy, bytesSent, freezeMs, totalMs, clientGapMs}], client} on stdout',
     )
-    .action(wrap(async (o: DemoOptions) => demoCommand(ferryArgv(), o)));
+    .action(wrap(async (o: DemoOptions) => (await import('./demo.ts')).demoCommand(ferryArgv(), o)));
 
   return program;
 }
