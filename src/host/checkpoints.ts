@@ -230,12 +230,14 @@ export class Checkpoints {
         readConfig(bundleDir(this.host.paths, name)),
       ]);
       let t = performance.now();
-      // a zstd archive's page images are compressed slice by slice while CRIU writes them (archive/early.ts)
+      // a zstd archive's page images are compressed slice by slice while CRIU writes them (archive/early.ts): the
+      // container stays frozen until the archive is written, so that freeze ends sooner. Not with --leave-running,
+      // whose freeze is the dump alone: zstd beside CRIU would lengthen it.
       const dumped = await this.freezeAndDump(
         name,
         rec,
         dir,
-        req.compress === 'zstd'
+        req.compress === 'zstd' && !req.leaveRunning
           ? (imgs) => new EarlySlices(imgs, join(dir, 'early'), { slice: SLICE })
           : undefined,
       );
@@ -243,10 +245,10 @@ export class Checkpoints {
       s.frozen = true;
       traceStep('checkpoint: freeze and dump', t);
       // the slice under way when the dump ended is finished; a failure there only means the writer does it all
-      const ahead = await dumped.early?.finish();
-      if (ahead?.error)
+      const early = await dumped.early?.finish();
+      if (early?.error)
         this.log.warn(
-          { container: name, checkpoint: id, err: ahead.error.message },
+          { container: name, checkpoint: id, err: early.error.message },
           'compressing page images during the dump failed; the archive compresses them whole',
         );
       t = performance.now();
@@ -301,7 +303,7 @@ export class Checkpoints {
         spec: specDump,
         imagesDir: images,
         rootfsTar,
-        ...(ahead ? { early: ahead.files } : {}),
+        ...(early ? { early: early.files } : {}),
       };
       const streamed = performance.now();
       const sent = () => {
