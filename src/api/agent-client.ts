@@ -6,7 +6,6 @@ import { resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { createZstdCompress, constants as zlibConstants } from 'node:zlib';
 import { FerryError } from '../core/errors.ts';
-import { encodeTree } from '../transport/image-stream/index.ts';
 import type { FileRange } from '../transport/ranges.ts';
 import type { ProcessList } from './dashboard.ts';
 import { errorFromBody, HttpsClient, seg } from './https-client.ts';
@@ -83,6 +82,9 @@ export class AgentClient extends HttpsClient {
       throw new FerryError('FERRY_E_BUNDLE_INVALID', `${root} is not an OCI bundle (no config.json)`, {
         phase: 'input',
       });
+    // loaded here, not with the client: every CLI command holds one, and only this call walks a tree (the encoder
+    // brings the native xattr addon)
+    const { encodeTree } = await import('../transport/image-stream/index.ts');
     return this.request('PUT', `/v1/uploads/${seg(name)}`, {
       body: encodeTree([{ root, prefix: '' }]),
       timeoutMs: CREATE_TIMEOUT_MS,

@@ -1,16 +1,14 @@
-// Container commands: run, ps, rm, migrate, hosts.
+// Container commands: run, ps, rm, hosts; and runMigration, a migration through the source agent (ferry migrate's
+// own flags and checks are in migrate-command.ts).
 import type { ContainerInfo, MigrationEvent, MigrationOptions, MigrationReport } from '../api/types.ts';
 import { ipv4ToInt, lanAddressProblem } from '../core/addresses.ts';
 import { FerryError } from '../core/errors.ts';
 import { checkName } from '../core/names.ts';
 import { table } from '../core/table.ts';
-import { isSshTarget, parseSshTarget } from '../remote/remote-host.ts';
-import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
 import { ClusterContext } from './context.ts';
-import { exitStatusOfReport, inDoubt } from './exit-status.ts';
-import { eventPrinter, reportText } from './render.ts';
 
-interface Common {
+/** The options every cluster command reads: the program's --cluster, and its own --json. */
+export interface Common {
   cluster?: string;
   json?: boolean;
 }
@@ -235,32 +233,6 @@ export async function rmCommand(name: string, o: Common): Promise<void> {
   });
 }
 
-/** The migrate command's flags as commander names them (--max-downtime -> maxDowntime). */
-export interface MigrateFlags {
-  strategy: string;
-  compress?: string;
-  streams?: number;
-  maxDowntime?: number;
-  threshold?: number;
-  maxRounds?: number;
-  skipInFlight?: boolean;
-}
-
-/** The one place the CLI's flags become the API's names (api/types.ts: MigrationOptions). */
-export function migrationOptions(f: MigrateFlags): MigrationOptions {
-  return {
-    strategy: f.strategy as MigrationOptions['strategy'],
-    ...(f.maxDowntime !== undefined ? { maxDowntimeMs: f.maxDowntime } : {}),
-    ...(f.threshold !== undefined ? { thresholdBytes: f.threshold } : {}),
-    ...(f.maxRounds !== undefined ? { maxRounds: f.maxRounds } : {}),
-    ...(f.compress !== undefined
-      ? { compress: f.compress as NonNullable<MigrationOptions['compress']> }
-      : {}),
-    ...(f.streams !== undefined ? { streams: f.streams } : {}),
-    ...(f.skipInFlight ? { skipInFlight: true } : {}),
-  };
-}
-
 /** Locates the container, checks the destination answers, runs the migration on the source agent. */
 export async function runMigration(
   ctx: ClusterContext,
@@ -297,94 +269,4 @@ export async function runMigration(
   await ctx.client(to).health();
   onEvent({ type: 'info', message: `migrating ${name}: ${c.host} -> ${to}` });
   return ctx.client(c.host).migrate(name, { ...o, to: dest }, onEvent);
-}
-
-/** The flag each migration option comes from, to name it in an error. */
-const OPTION_FLAGS: Record<string, string> = {
-  strategy: '--strategy',
-  maxDowntimeMs: '--max-downtime',
-  thresholdBytes: '--threshold',
-  maxRounds: '--max-rounds',
-  compress: '--compress',
-  streams: '--streams',
-  skipInFlight: '--skip-in-flight',
-};
-
-/** Refuses options the agent would refuse (the same schema), before anything is printed or sent. */
-export async function checkMigrationOptions(options: MigrationOptions): Promise<void> {
-  const { firstSchemaError, MigrationOptionsSchema } = await import('../api/validate.ts');
-  const err = firstSchemaError(MigrationOptionsSchema, options);
-  if (!err) return;
-  const key = err.path.split('/')[1] ?? '';
-  const value = (options as unknown as Record<string, unknown>)[key];
-  throw new FerryError(
-    'FERRY_E_INPUT_ARGS',
-    `${OPTION_FLAGS[key] ?? key} ${String(value)}: ${err.message.toLowerCase()}`,
-    { phase: 'input', hint: 'see ferry migrate --help' },
-  );
-}
-
-/** `ferry migrate --help`: what --to ssh:// does. */
-export const MIGRATE_AGENTLESS_HELP = [
-  'Agentless (--to ssh://[user@]host[:port]), run on the source host as root: the source half runs in this',
-  'command, on a container of the local runc root (--runc-root); the destination half is a temporary ferry agent',
-  "started over the system's ssh with ferry's single executable (copied there when missing), on the remote's",
-  'loopback, reached through the ssh connection, authenticated by a CA made for this migration alone. Host keys',
-  'are checked as ssh checks them. The temporary agent ends with its ssh session; the container it received stays',
-  'in the runc root /var/lib/ferry/agentless/runc there. A dropped connection before the commit rolls back.',
-].join('\n');
-
-export async function migrateCommand(
-  name: string,
-  o: Common & MigrateFlags & { to: string; events?: boolean; runcRoot?: string; sshConfig?: string },
-): Promise<void> {
-  checkName(name);
-  const agentless = isSshTarget(o.to);
-  if (agentless) parseSshTarget(o.to);
-  else checkName(o.to, 'host');
-  if (!agentless && (o.runcRoot !== undefined || o.sshConfig !== undefined))
-    throw new FerryError(
-      'FERRY_E_INPUT_ARGS',
-      `${o.runcRoot !== undefined ? '--runc-root' : '--ssh-config'} needs --to ssh://HOST (a migration without an agent)`,
-      { phase: 'input' },
-    );
-  if (o.events && !o.json)
-    throw new FerryError('FERRY_E_INPUT_ARGS', '--events needs --json (the events are NDJSON lines)', {
-      phase: 'input',
-    });
-  const options = migrationOptions(o);
-  await checkMigrationOptions(options);
-  // --json --events: every event as it comes, one JSON object a line; the report ends the stream
-  const printer = eventPrinter(o, { stdout: process.stdout, stderr: process.stderr });
-  let started = false;
-  const onEvent = (e: MigrationEvent) => {
-    if (e.type === 'started') started = true;
-    printer.event(e);
-  };
-  const migrate = agentless
-    ? async () =>
-        (await import('../remote/agentless.ts')).agentlessMigration({
-          name,
-          to: o.to,
-          options,
-          runcRoot: o.runcRoot ?? DEFAULT_RUNC_ROOT,
-          ...(o.sshConfig ? { sshConfig: o.sshConfig } : {}),
-          onEvent,
-        })
-    : () => withCluster(o, (ctx) => runMigration(ctx, name, o.to, options, onEvent));
-  const report = await migrate().catch((err: unknown) => {
-    // once the source agent took the migration, an error here means this command could not learn how it
-    // ended: the container may be anywhere (exit status 3, docs/errors.md)
-    throw started ? inDoubt(err) : err;
-  });
-  printer.finish();
-  if (o.events) process.stdout.write(`${JSON.stringify({ type: 'result', report })}\n`);
-  else if (o.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-  else process.stdout.write(`${reportText(report)}\n`);
-  if (!report.ok) {
-    const e = report.error;
-    if (!o.json)
-      process.stderr.write(`ferry: ${e?.code ?? 'FERRY_E_INTERNAL'}: ${e?.message ?? 'migration failed'}\n`);
-    process.exit(exitStatusOfReport(report));
-  }
 }

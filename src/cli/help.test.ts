@@ -22,7 +22,7 @@ import type { checkpointCommand, inspectCommand, restoreCommand } from './archiv
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
 import type { checkCommand } from './check.ts';
 import type { clusterCommand, drainCommand, rebalanceCommand } from './cluster-commands.ts';
-import type { hostsCommand, migrateCommand, psCommand, rmCommand, runCommand } from './commands.ts';
+import type { hostsCommand, psCommand, rmCommand, runCommand } from './commands.ts';
 import type { dashboardCommand } from './dashboard-command.ts';
 import type { InstallOptions } from './install.ts';
 import {
@@ -33,6 +33,7 @@ import {
   type DemoOptions,
   positiveInt,
 } from './main.ts';
+import type { migrateCommand } from './migrate-command.ts';
 import type { testbedAgentCommand, testbedDownCommand, testbedUpCommand } from './testbed-commands.ts';
 
 const run = promisify(execFile);

@@ -1,27 +1,20 @@
 // ferry <command>: parses, calls the agents (or the testbed), prints for humans or --json for scripts.
 // Over 400 lines because it is the one table of every command, its options and help texts (what the help test
-// holds to the code); each action only parses and hands over to the command's own module. A command whose module
-// pulls in much (the engine for agentless moves, the testbed, the agent, the schemas) loads it when it runs: every
-// ferry command starts Node anew, and a checkpoint or restore should not pay for the migration engine's modules.
+// holds to the code); each action only parses and hands over to the command's own module.
+//
+// A command's module is imported when that command runs, never here: scripts start ferry many times, and a static
+// import of every command would load the engine, the agent, the testbed and their libraries (about 530 modules)
+// for each `ferry --version` or `ferry ps`. So this file imports only what parsing and printing errors need, and
+// states its defaults as literals, as it does for every other default: help.test.ts holds each one to the value
+// the code uses. start.test.ts checks what a start loads.
 import { realpathSync } from 'node:fs';
 import { isSea } from 'node:sea';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULT_DAYS } from '../api/certificates.ts';
 import { asFerryError, FerryError } from '../core/errors.ts';
-import { DEFAULT_INTERVAL_MS, type ProbeCliOptions } from '../probe/cli.ts';
-import { DEFAULT_RUNC_ROOT } from '../remote/runc-root.ts';
-import { checkpointCommand, inspectCommand, restoreCommand } from './archive-commands.ts';
+import type { ProbeCliOptions } from '../probe/cli.ts';
 import { versionLine } from './build-info.ts';
 import type { CaInitOptions, IssueCommandOptions } from './ca-commands.ts';
-import {
-  hostsCommand,
-  MIGRATE_AGENTLESS_HELP,
-  migrateCommand,
-  psCommand,
-  rmCommand,
-  runCommand,
-} from './commands.ts';
 import { completionScript, SHELLS } from './completion.ts';
 import { EXIT_STATUS_HELP, exitStatusOfError, MIGRATE_EXIT_STATUS_HELP } from './exit-status.ts';
 import type { InstallOptions } from './install.ts';
@@ -161,7 +154,7 @@ export function buildProgram(): Command {
     .command('hosts')
     .description('list the hosts and whether their agents answer')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => hostsCommand({ ...program.opts(), ...o })));
+    .action(wrap(async (o) => (await import('./commands.ts')).hostsCommand({ ...program.opts(), ...o })));
 
   program
     .command('run')
@@ -184,21 +177,29 @@ export function buildProgram(): Command {
     .option('--ip <addr>', 'container address on the LAN (default: the first free one)')
     .option('--json', 'print JSON')
     .argument('[command...]', 'command to run (after --)')
-    .action(wrap(async (cmd: string[], o) => runCommand(cmd, { ...program.opts(), ...o })));
+    .action(
+      wrap(async (cmd: string[], o) =>
+        (await import('./commands.ts')).runCommand(cmd, { ...program.opts(), ...o }),
+      ),
+    );
 
   program
     .command('ps')
     .description('list containers')
     .option('--host <host>', 'only this host')
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => psCommand({ ...program.opts(), ...o })));
+    .action(wrap(async (o) => (await import('./commands.ts')).psCommand({ ...program.opts(), ...o })));
 
   program
     .command('rm')
     .description('stop and remove a container')
     .argument('<name>')
     .option('--json', 'print JSON')
-    .action(wrap(async (name: string, o) => rmCommand(name, { ...program.opts(), ...o })));
+    .action(
+      wrap(async (name: string, o) =>
+        (await import('./commands.ts')).rmCommand(name, { ...program.opts(), ...o }),
+      ),
+    );
 
   program
     .command('migrate')
@@ -264,14 +265,18 @@ export function buildProgram(): Command {
     .option(
       '--runc-root <dir>',
       'with --to ssh://: the runc state root the container runs in, for one started by hand with plain runc run ' +
-        `(default: ${DEFAULT_RUNC_ROOT}); its record is derived from runc's state and its bundle's config.json`,
+        "(default: /run/runc); its record is derived from runc's state and its bundle's config.json",
     )
     .option(
       '--ssh-config <file>',
       'with --to ssh://: this ssh_config instead of ~/.ssh/config (e.g. the one ferry testbed up --ssh writes)',
     )
     .addHelpText('after', `\n${MIGRATE_AGENTLESS_HELP}\n\n${MIGRATE_EXIT_STATUS_HELP}`)
-    .action(wrap(async (name: string, o) => migrateCommand(name, { ...program.opts(), ...o })));
+    .action(
+      wrap(async (name: string, o) =>
+        (await import('./migrate-command.ts')).migrateCommand(name, { ...program.opts(), ...o }),
+      ),
+    );
 
   program
     .command('checkpoint')
@@ -292,7 +297,11 @@ export function buildProgram(): Command {
         .default('zstd'),
     )
     .option('--json', 'print JSON')
-    .action(wrap(async (name: string, o) => checkpointCommand(name, { ...program.opts(), ...o })));
+    .action(
+      wrap(async (name: string, o) =>
+        (await import('./archive-commands.ts')).checkpointCommand(name, { ...program.opts(), ...o }),
+      ),
+    );
 
   program
     .command('restore')
@@ -308,7 +317,9 @@ export function buildProgram(): Command {
       "container address on the LAN (default: the archive's, or the first free one when that is taken)",
     )
     .option('--json', 'print JSON')
-    .action(wrap(async (o) => restoreCommand({ ...program.opts(), ...o })));
+    .action(
+      wrap(async (o) => (await import('./archive-commands.ts')).restoreCommand({ ...program.opts(), ...o })),
+    );
 
   program
     .command('inspect')
@@ -326,7 +337,11 @@ export function buildProgram(): Command {
     .option('--sockets', 'sockets with their TCP states and addresses')
     .option('--mounts', "the container's mounts")
     .option('--json', 'print the whole report as JSON')
-    .action(wrap(async (target: string, o) => inspectCommand(target, { ...program.opts(), ...o })));
+    .action(
+      wrap(async (target: string, o) =>
+        (await import('./archive-commands.ts')).inspectCommand(target, { ...program.opts(), ...o }),
+      ),
+    );
 
   program
     .command('check')
@@ -381,7 +396,7 @@ export function buildProgram(): Command {
     )
     .argument('<kind>', 'tcp | udp | redis')
     .argument('<target>', 'ADDR:PORT')
-    .option('--interval <ms>', 'request interval in ms (1-1000)', String(DEFAULT_INTERVAL_MS))
+    .option('--interval <ms>', 'request interval in ms (1-1000)', '2')
     .option('--duration <s>', 'stop after this many seconds (default: at Ctrl-C / SIGTERM)')
     .option(
       '--reply-timeout <ms>',
@@ -486,7 +501,7 @@ export function buildProgram(): Command {
       .option('--dns <name...>', 'DNS names besides <name> (agent or controller)')
       .option(
         '--days <n>',
-        `validity in days (default: ${DEFAULT_DAYS.agent} for agents and the controller, ${DEFAULT_DAYS.client} for users)`,
+        'validity in days (default: 90 for agents and the controller, 30 for users)',
         (v) => positiveInt(v, '--days'),
       )
       .option('--json', 'print JSON');
@@ -649,6 +664,16 @@ export function buildProgram(): Command {
 
   return program;
 }
+
+/** `ferry migrate --help`: what --to ssh:// does. */
+export const MIGRATE_AGENTLESS_HELP = [
+  'Agentless (--to ssh://[user@]host[:port]), run on the source host as root: the source half runs in this',
+  'command, on a container of the local runc root (--runc-root); the destination half is a temporary ferry agent',
+  "started over the system's ssh with ferry's single executable (copied there when missing), on the remote's",
+  'loopback, reached through the ssh connection, authenticated by a CA made for this migration alone. Host keys',
+  'are checked as ssh checks them. The temporary agent ends with its ssh session; the container it received stays',
+  'in the runc root /var/lib/ferry/agentless/runc there. A dropped connection before the commit rolls back.',
+].join('\n');
 
 /** Parses a count or a size given on the command line: a whole number of 1 or more (0 would mean nothing). */
 export function positiveInt(v: string, flag: string): number {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { assessStrategies, type HostFacts } from './capabilities.ts';
+import { DEFAULT_FREEZE_MODEL } from './freeze-model.ts';
 import {
   estimateColdFreezeMs,
   linkRateMatters,
@@ -105,9 +106,15 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
   const big = planStrategy({ ...base, memoryBytes: 1 << 30 });
   assert.equal(big.strategy, 'postcopy');
   assert.match(big.reason, /over the 500 ms budget; post-copy freezes/);
-  // a generous budget keeps cold even for 1 GiB; a tight one picks post-copy even for a small container
+  // a generous budget keeps cold even for 1 GiB; a tight one picks post-copy where it freezes for less...
   assert.equal(planStrategy({ ...base, memoryBytes: 1 << 30, maxDowntimeMs: 60_000 }).strategy, 'cold');
-  assert.equal(planStrategy({ ...base, memoryBytes: 8 << 20, maxDowntimeMs: 100 }).strategy, 'postcopy');
+  assert.equal(planStrategy({ ...base, memoryBytes: 256 << 20, maxDowntimeMs: 100 }).strategy, 'postcopy');
+  // ...and keeps cold where post-copy would freeze no less (nothing gained for memory split between the hosts)
+  const tight = planStrategy({ ...base, memoryBytes: 8 << 20, maxDowntimeMs: 100 });
+  assert.equal(tight.strategy, 'cold');
+  assert.match(tight.reason, /over the 100 ms budget, but post-copy would freeze no less \(~\d+ ms\)/);
+  const slowHost = { ...DEFAULT_FREEZE_MODEL, fixedMs: 1100, postcopyMs: 1174 };
+  assert.equal(planStrategy({ ...base, memoryBytes: 8 << 20, freezeModel: slowHost }).strategy, 'cold');
   // a faster measured link moves the threshold
   assert.equal(planStrategy({ ...base, memoryBytes: 64 << 20, transferRate: 10e9 }).strategy, 'cold');
 });

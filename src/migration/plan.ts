@@ -142,6 +142,14 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
     };
   }
   const over = `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
+  // over the budget either way (a slow host's fixed part alone can be): post-copy only pays where it freezes for
+  // less, and otherwise it would split the memory between the hosts until its last page for nothing
+  if (usable.includes('cold') && cold <= postcopy) {
+    return {
+      strategy: 'cold',
+      reason: `auto: ${over}, but post-copy would freeze no less (~${postcopy} ms) and split the memory between the hosts until its last page`,
+    };
+  }
   const link = p.transferRate ?? DEFAULT_TRANSFER_RATE;
   const dirty = p.dirtyRate;
   const hot = p.dirtyHotBytes ?? 0;

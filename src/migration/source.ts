@@ -309,7 +309,7 @@ export class MigrationSource {
       } finally {
         await announcing?.catch(() => {});
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
-        // thaws them; tasks CRIU seized (post-copy) are gone from here whatever runc says
+        // thaws them; tasks CRIU still holds (post-copy) are its until it lets go of them, whatever runc says
         // (read from runc's own files, what `runc state` reads, without its process; runc is asked when they
         // cannot tell)
         const st = seized

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { ExecOptions, ExecResult, Runner } from './exec.ts';
-import { quickStatusOf, Runc } from './runc.ts';
+import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
 
 class Recorder implements Runner {
   calls: string[][] = [];
@@ -24,6 +24,25 @@ test('checkpoint and restore move file locks unless told not to', async () => {
   await runc.checkpoint('c', { imagePath: '/i', workPath: '/w', preDump: true });
   const has = (i: number) => r.calls[i]!.includes('--file-locks');
   assert.deepEqual([has(0), has(1), has(2), has(3)], [true, true, false, false]);
+});
+
+test('a lazy dump leaves the tasks alive: CRIU takes their sockets out of repair mode even when its page server fails', () => {
+  const args = lazyCheckpointArgs({
+    imagePath: '/i',
+    workPath: '/w',
+    pageServer: '10.0.0.1:27000',
+    tcpEstablished: true,
+  });
+  assert.ok(args.includes('--leave-running'));
+  assert.ok(args.includes('--lazy-pages'));
+  assert.deepEqual(args.slice(args.indexOf('--page-server'), args.indexOf('--page-server') + 2), [
+    '--page-server',
+    '10.0.0.1:27000',
+  ]);
+  assert.ok(args.includes('--tcp-established'));
+  assert.ok(
+    !lazyCheckpointArgs({ imagePath: '/i', workPath: '/w', pageServer: 'x:1' }).includes('--tcp-established'),
+  );
 });
 
 test('a dump with skipInFlight hands CRIU a config file of its own that says so, removed afterwards', async () => {

@@ -108,6 +108,32 @@ export interface LazyCheckpointOptions {
   skipInFlight?: boolean;
 }
 
+/**
+ * runc's arguments for a lazy dump (the container's id follows them). Always `--leave-running`: CRIU takes the TCP
+ * sockets out of repair mode only on the way out of a dump that leaves the tasks alive, and a lazy dump decides that
+ * before it serves pages. Without it, a lazy dump whose page server fails (post-copy's rollback) hands the tasks back
+ * with their connections still in repair mode: the next read fails, the program closes the socket, silently, and
+ * the client's next segment draws a reset. With it the sockets come out of repair while the tasks are still frozen
+ * and their network locked and cut off; after the last page the tasks stay frozen until ferry kills them (as a cold
+ * dump's do), instead of CRIU killing them.
+ */
+export function lazyCheckpointArgs(o: LazyCheckpointOptions): string[] {
+  const args = [
+    'checkpoint',
+    '--lazy-pages',
+    '--leave-running',
+    '--page-server',
+    o.pageServer,
+    '--status-fd',
+    '3',
+  ];
+  args.push('--image-path', o.imagePath, '--work-path', o.workPath);
+  if (o.tcpEstablished) args.push('--tcp-established');
+  if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
+  if (o.parentPath) args.push('--parent-path', o.parentPath);
+  return args;
+}
+
 /** A post-copy dump: everything but memory is written when `ready` resolves; CRIU then serves pages until `done`. */
 export interface LazyDump {
   ready: Promise<void>;
@@ -263,11 +289,7 @@ export class Runc implements RuncLike {
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
-    const args = ['checkpoint', '--lazy-pages', '--page-server', o.pageServer, '--status-fd', '3'];
-    args.push('--image-path', o.imagePath, '--work-path', o.workPath);
-    if (o.tcpEstablished) args.push('--tcp-established');
-    if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
-    if (o.parentPath) args.push('--parent-path', o.parentPath);
+    const args = lazyCheckpointArgs(o);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
     const env = this.dumpEnv(id, extra?.env);

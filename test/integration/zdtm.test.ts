@@ -71,7 +71,7 @@ const EXPECTED: Record<string, { outcome: TestResult['outcome']; reason: RegExp;
   file_locks01: {
     outcome: 'FAIL',
     reason: /Failed on fd \d+/,
-    why: 'it looks its locks up in /proc/locks by the inode and device numbers of before; a rootfs copied to another host has new ones',
+    why: 'it looks its locks up in /proc/self/fdinfo by the device and inode numbers of before; CRIU restores them on the copied rootfs, whose files have new inode numbers',
   },
   // it drops to uid 1000; prlimit on another uid needs CAP_SYS_RESOURCE, which this host's root lacks
   seccomp_filter: {

@@ -1,8 +1,8 @@
 // Post-copy: the one place that knows its sequence. Before the freeze the page server's port is fenced to the
 // destination and the destination starts its lazy-pages daemon; the dump writes everything but memory while CRIU
 // keeps the tasks and serves their pages; the destination restores at once and faults pages in; after confirm the
-// `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused)
-// and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
+// `pages` phase waits for the last of them. Rollback fails the page server (CRIU then lets the tasks go, paused,
+// their sockets live: the lazy dump leaves them running, runtime/runc.ts) and closes the fence. The mechanisms (fence, reset) are network/'s; the agent wires them in as PostcopyDeps.
 // The pages the dump cannot leave lazy (written private file mappings, the vDSO: the bulk of what crosses before the
 // restore) stream to the destination while CRIU writes them, as cold's page images do.
 import { randomInt } from 'node:crypto';
@@ -172,7 +172,8 @@ export class PostcopyStrategy implements Strategy {
 
   /**
    * CRIU still holds the tasks, serving their pages. Failing its page server makes it let go of them as they were
-   * (paused, sockets out of repair mode); finishing it cleanly would kill them.
+   * (paused; their sockets were taken out of repair mode before the pages, as the dump leaves the tasks alive).
+   * Killing CRIU instead would leave them seized mid-way.
    */
   async releaseSource(notes: string[]): Promise<void> {
     if (!this.lazy || !this.fence || !this.deps) return;
