@@ -7,14 +7,18 @@
 // recording its length in its header; everything between them (headers, small files, padding) is a frame
 // compressed from this process's tar bytes. A reader on the same host then has zstd decompress a large file's
 // slices straight into its staged file, side by side (framed-source.ts). Every large file is hashed by reading it
-// here beside zstd, which reads it too (from the page cache: one read from memory more).
+// here beside zstd, which reads it too (from the page cache: one read from memory more). Slices compressed while
+// CRIU still wrote the file (early.ts) are appended as they are, and only the rest is compressed here.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Duplex, PassThrough, type Readable, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
+import { traceStep } from '../core/trace.ts';
+import { appendFiles } from '../runtime/concat.ts';
 import { zstdCompress, zstdCompressInto, zstdCompressRange } from '../runtime/zstd.ts';
+import type { EarlyFrames } from './early.ts';
 import {
   type ArchiveMeta,
   CHECKPOINT_DIR,
@@ -57,6 +61,8 @@ export interface ArchiveSources {
   frameOfItsOwn?: number;
   /** Their slices (SLICE; tests use less). */
   slice?: number;
+  /** Files of imagesDir whose first slices were compressed while CRIU wrote them (early.ts), by name. */
+  early?: ReadonlyMap<string, EarlyFrames>;
 }
 
 /**
@@ -97,8 +103,11 @@ export function archiveIntoFile(
 interface Sink {
   /** Tar bytes: headers, small files, padding. */
   write(chunk: Buffer): Promise<void>;
-  /** A large file's content, whole; `hash` gets every byte of it. Resolves to the bytes hashed. */
-  file(path: string, hash: Hash): Promise<number>;
+  /**
+   * A large file's content, whole; `hash` gets every byte of it (after those of `early`, which holds its first
+   * slices already compressed and hashed). Resolves to the bytes hashed, `early`'s included.
+   */
+  file(path: string, hash: Hash, early?: EarlyFrames): Promise<number>;
   end(): Promise<void>;
   abort(err: Error): void;
 }
@@ -114,12 +123,15 @@ async function writeArchive(src: ArchiveSources, sink: Sink): Promise<void> {
     await sink.write(data);
     await sink.write(padding(data.length));
   };
-  const addFile = async (name: string, path: string) => {
+  const addFile = async (name: string, path: string, early?: EarlyFrames) => {
     const { size } = await stat(path);
-    const hash = createHash('sha256');
+    // a head start is only for a file that gets frames of its own, and that has not shrunk since
+    if (early && early.bytes > size) throw new Error(`${path} changed while it was archived`);
+    const ahead = size >= own ? early : undefined;
+    const hash = ahead?.hash ?? createHash('sha256');
     await sink.write(header({ name, size, mode: 0o600, mtime, type: 'file' }));
     let seen = 0;
-    if (size >= own) seen = await sink.file(path, hash);
+    if (size >= own) seen = await sink.file(path, hash, ahead);
     else
       for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
         hash.update(chunk as Buffer);
@@ -142,7 +154,7 @@ async function writeArchive(src: ArchiveSources, sink: Sink): Promise<void> {
     .filter((d) => d.isFile())
     .map((d) => d.name)
     .sort();
-  for (const f of images) await addFile(`${CHECKPOINT_DIR}/${f}`, join(src.imagesDir, f));
+  for (const f of images) await addFile(`${CHECKPOINT_DIR}/${f}`, join(src.imagesDir, f), src.early?.get(f));
   if (images.includes('stats-dump')) await addFile(STATS_DUMP, join(src.imagesDir, 'stats-dump'));
   await addFile(ROOTFS_DIFF, src.rootfsTar);
   // the manifest lists every file before it; it is not listed itself (its own damage shows as bad JSON or a
@@ -182,7 +194,9 @@ class PlainSink implements Sink {
   write(chunk: Buffer): Promise<void> {
     return chunk.length ? writeTo(this.out, chunk) : Promise.resolve();
   }
-  async file(path: string, hash: Hash): Promise<number> {
+  async file(path: string, hash: Hash, early?: EarlyFrames): Promise<number> {
+    // frames are zstd's: an uncompressed archive is never given any
+    if (early) throw new Error('an uncompressed archive cannot take compressed frames');
     let seen = 0;
     for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
       hash.update(chunk as Buffer);
@@ -229,23 +243,26 @@ class ZstdSink implements Sink {
     }
   }
 
-  async file(path: string, hash: Hash): Promise<number> {
+  async file(path: string, hash: Hash, early?: EarlyFrames): Promise<number> {
     await this.endFrame();
     if (this.failed) throw this.failed;
+    const from = early?.bytes ?? 0;
+    if (early) await this.append(early.frames);
     const fh = await open(path, 'r');
     try {
       const { size } = await fh.stat();
-      // the hash reads the file beside zstd (both from the page cache)
+      // the hash reads the rest of the file beside zstd (both from the page cache)
       const hashed = (async () => {
-        let seen = 0;
-        for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
+        let seen = from;
+        if (from >= size) return seen;
+        for await (const chunk of createReadStream(path, { start: from, highWaterMark: READ_CHUNK })) {
           hash.update(chunk as Buffer);
           seen += (chunk as Buffer).length;
         }
         return seen;
       })();
       hashed.catch(() => {});
-      for (let offset = 0; offset < size; offset += this.slice) {
+      for (let offset = from; offset < size; offset += this.slice) {
         if (this.failed) throw this.failed;
         const length = Math.min(this.slice, size - offset);
         const z = zstdCompressRange(
@@ -264,6 +281,19 @@ class ZstdSink implements Sink {
 
   async end(): Promise<void> {
     await this.endFrame();
+  }
+
+  /** Frames compressed ahead, appended as they are (into a file by cat, in the kernel), then removed. */
+  private async append(frames: string[]): Promise<void> {
+    const t = performance.now();
+    if (typeof this.out === 'number') await appendFiles(frames, this.out);
+    else
+      for (const frame of frames)
+        for await (const chunk of createReadStream(frame, { highWaterMark: READ_CHUNK }))
+          await writeTo(this.out, chunk as Buffer);
+    traceStep('checkpoint: frames compressed ahead appended', t, { frames: frames.length });
+    // tmpfs: their memory is free again before the rest is compressed
+    await Promise.all(frames.map((f) => rm(f, { force: true })));
   }
 
   abort(err: Error): void {

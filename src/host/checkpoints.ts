@@ -14,8 +14,9 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CheckpointRequest, CheckpointResult, ContainerRecord } from '../api/types.ts';
+import { EarlySlices } from '../archive/early.ts';
 import { type ArchiveMeta, FORMAT, FORMAT_VERSION } from '../archive/format.ts';
-import { archiveIntoFile, archiveStream } from '../archive/writer.ts';
+import { archiveIntoFile, archiveStream, SLICE } from '../archive/writer.ts';
 import { FerryError } from '../core/errors.ts';
 import type { Logger } from '../core/log.ts';
 import { traceStep } from '../core/trace.ts';
@@ -143,16 +144,27 @@ export class Checkpoints {
     );
   }
 
-  /** Locks the network, freezes, dumps (the container stays frozen); undone on failure. */
-  private async freezeAndDump(name: string, rec: ContainerRecord, dir: string): Promise<string> {
+  /**
+   * Locks the network, freezes, dumps (the container stays frozen); undone on failure. `early`, if given, follows
+   * the images while CRIU writes them (stopped if the dump fails).
+   */
+  private async freezeAndDump(
+    name: string,
+    rec: ContainerRecord,
+    dir: string,
+    early?: (images: string) => EarlySlices,
+  ): Promise<{ images: string; early?: EarlySlices }> {
     const { runc, network } = this.host;
     const net = identity(rec);
     const images = join(dir, 'checkpoint');
     await mkdir(images, { recursive: true, mode: 0o700 });
     await network.quiesce(name, net);
+    let follower: EarlySlices | undefined;
     try {
       await runc.pause(name);
       try {
+        follower = early?.(images);
+        follower?.start();
         await runc.checkpoint(name, {
           imagePath: images,
           workPath: dir,
@@ -160,6 +172,7 @@ export class Checkpoints {
           tcpEstablished: rec.net !== 'none',
         });
       } catch (err) {
+        await follower?.stop();
         await runc.resume(name).catch(() => {});
         throw err;
       }
@@ -167,7 +180,7 @@ export class Checkpoints {
       await network.unlock(name, net).catch(() => {});
       throw err;
     }
-    return images;
+    return { images, ...(follower ? { early: follower } : {}) };
   }
 
   private async thaw(name: string, rec: ContainerRecord): Promise<void> {
@@ -217,9 +230,27 @@ export class Checkpoints {
         readConfig(bundleDir(this.host.paths, name)),
       ]);
       let t = performance.now();
-      const images = await this.freezeAndDump(name, rec, dir);
+      // a zstd archive's page images are compressed slice by slice while CRIU writes them (archive/early.ts): the
+      // container stays frozen until the archive is written, so that freeze ends sooner. Not with --leave-running,
+      // whose freeze is the dump alone: zstd beside CRIU would lengthen it.
+      const dumped = await this.freezeAndDump(
+        name,
+        rec,
+        dir,
+        req.compress === 'zstd' && !req.leaveRunning
+          ? (imgs) => new EarlySlices(imgs, join(dir, 'early'), { slice: SLICE })
+          : undefined,
+      );
+      const { images } = dumped;
       s.frozen = true;
       traceStep('checkpoint: freeze and dump', t);
+      // the slice under way when the dump ended is finished; a failure there only means the writer does it all
+      const early = await dumped.early?.finish();
+      if (early?.error)
+        this.log.warn(
+          { container: name, checkpoint: id, err: early.error.message },
+          'compressing page images during the dump failed; the archive compresses them whole',
+        );
       t = performance.now();
       // the writable rootfs while the container is still frozen: files and memory from the same instant, with the
       // links the restore needs for open, unlinked files (the dump removed them; they leave again once packed)
@@ -266,7 +297,14 @@ export class Checkpoints {
         ...spec,
         annotations: { ...(spec['annotations'] ?? {}), [MANAGER_ANNOTATION]: 'libpod' },
       };
-      const sources = { meta, configDump, spec: specDump, imagesDir: images, rootfsTar };
+      const sources = {
+        meta,
+        configDump,
+        spec: specDump,
+        imagesDir: images,
+        rootfsTar,
+        ...(early ? { early: early.files } : {}),
+      };
       const streamed = performance.now();
       const sent = () => {
         traceStep(
@@ -392,7 +430,7 @@ export class Checkpoints {
     const dir = join(this.host.paths.imagesDir, `inspect-${randomBytes(6).toString('hex')}`);
     try {
       const rec = await this.running(name);
-      const images = await this.freezeAndDump(name, rec, dir);
+      const { images } = await this.freezeAndDump(name, rec, dir);
       await this.thaw(name, rec);
       const src = await directorySource(images);
       const sizes: Sizes = { images: 0, pages: 0 };
