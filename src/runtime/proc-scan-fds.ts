@@ -194,13 +194,13 @@ const TCP_LISTEN = '0A';
  * A TCP connection with both ends in the container (over loopback or to its own address) and a receive queue
  * of at least LOOPBACK_TCP_QUEUE_LIMIT bytes: a reader that has stopped reading, its peer's send queue full
  * behind it (zdtm's socket-tcpbuf-local). CRIU dumps and restores both ends (--tcp-established), but a restored
- * socket starts with the default MSS of 536 bytes (CRIU sets the MSS clamp after the repair-mode connect has
- * already sized the segments), so the buffers that were full of large segments now take small ones at several
- * times the memory each: the receiver drops them, and both ends wait on each other's window for minutes.
+ * socket starts with the kernel's default MSS of 536 bytes (524 of data beside the timestamp option: CRIU sets
+ * the MSS clamp after the repair-mode connect has already sized the segments), so the buffers that were full of
+ * large segments now take small ones at several times the memory each: the receiver drops them, and both ends wait on each other's window for minutes.
  * Measured after such a restore: the reader's restored queue is over its receive buffer at once (8392648 bytes
  * held against 8388608), it drops every segment, and both ends back off (7 backoffs, a 29 s timeout) while the
- * program waits on its peer. It depends on timing: about half the migrations stall so (post-copy's more often),
- * and CRIU alone (dump and restore on one host) passed both times it was tried by hand. ferry's lock, held
+ * program waits on its peer. CRIU alone (`criu dump` and `restore --tcp-established` on one host, no runc, no
+ * ferry) stalls the same way: 7 of 7 tries, with the namespace CRIU made or the one it kept. ferry's lock, held
  * until the commit, is not the cause: letting loopback through it at CRIU's post-restore step, where CRIU lifts
  * its own lock, did not prevent it. Both ends are in the same namespace's table: a connection whose reversed
  * address pair is also listed is one of them.
