@@ -11,7 +11,6 @@
 // Pre-copy rounds add pages to a block store while prepared; post-copy starts CRIU's lazy-pages daemon as soon as
 // the images' inventory lands (lazy-pages.ts). The record on disk lets a restarted agent undo what was left.
 // Over 400 lines because it is one state machine: each transition sits beside the undo an abort runs for it.
-// Over 400 lines: the state machine and its operations are one unit; each operation checks the state the others set.
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
