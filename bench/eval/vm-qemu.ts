@@ -1,7 +1,7 @@
 // The virtual machine of the vm suite: Debian's stock kernel (unpacked by `scripts/setup.sh qemu`, never built) and
 // an initramfs assembled here from the host's busybox, redis-server and the libraries it loads, plus the virtio
-// network modules; QEMU started on a tap device, and driven over QMP (its JSON protocol on a unix socket); which
-// accelerator runs the guest here (KVM or TCG); and the guest that moves between two QEMU processes (`Vm`).
+// network modules; QEMU started on a tap device, and driven over QMP (its JSON protocol on a unix socket); and the
+// guest that moves between two QEMU processes (`Vm`). What the host offers it is in vm-host.ts.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -21,9 +21,13 @@ export interface VmImage {
   initrd: string;
 }
 
-async function findKernel(): Promise<{ kernel: string; kver: string }> {
+/** What a host without QEMU or the kernel is told to do. */
+export const SETUP = 'run `scripts/setup.sh qemu` (as root) first';
+
+/** The kernel `scripts/setup.sh qemu` unpacked, and its version (the folder of its modules). */
+export async function findKernel(): Promise<{ kernel: string; kver: string }> {
   const k = (await readdir(VM_DIR).catch(() => [])).find((f) => f.startsWith('vmlinuz-'));
-  if (!k) throw new Error(`no kernel in ${VM_DIR}: run scripts/setup.sh qemu (as root) first`);
+  if (!k) throw new Error(`the vm suite needs Debian's kernel in ${VM_DIR}: ${SETUP}`);
   return { kernel: join(VM_DIR, k), kver: k.slice('vmlinuz-'.length) };
 }
 
@@ -151,7 +155,9 @@ export interface QemuProcess {
 }
 
 export function startQemu(s: VmSpec): QemuProcess {
-  const argv = qemuArgv(s);
+  // QEMU dies with the bench (setpriv execs it with a parent-death signal): a bench killed outright must not leave
+  // a guest emulated on a core, with no one to stop it
+  const argv = ['setpriv', '--pdeathsig', 'KILL', '--', ...qemuArgv(s)];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {
@@ -240,53 +246,6 @@ export interface MigrateInfo {
 }
 
 export type MigrationMode = 'precopy' | 'postcopy';
-
-export interface Accel {
-  accel: 'kvm' | 'tcg';
-  why: string;
-}
-
-/** Boots the VM with KVM and waits for its init's first line: /dev/kvm that QEMU accepts may still run nothing. */
-export async function pickAccel(
-  image: VmImage,
-  work: string,
-  tap: string,
-  mac: string,
-  ip: string,
-): Promise<Accel> {
-  const spec: VmSpec = {
-    image,
-    memoryMiB: 128,
-    tap,
-    mac,
-    ip,
-    accel: 'kvm',
-    qmpSocket: join(work, 'kvm.qmp'),
-    console: join(work, 'kvm.console'),
-  };
-  const q = startQemu(spec);
-  try {
-    const qmp = await Qmp.open(spec.qmpSocket, 15_000);
-    const kvm = await qmp.cmd<{ enabled: boolean; present: boolean }>('query-kvm');
-    qmp.close();
-    if (!kvm.enabled) return { accel: 'tcg', why: 'QEMU could not enable KVM' };
-    const limit = 30_000;
-    const t0 = performance.now();
-    while (performance.now() - t0 < limit) {
-      const text = await readFile(spec.console, 'utf8').catch(() => '');
-      if (text.includes('ferry-vm:')) return { accel: 'kvm', why: 'KVM runs the guest' };
-      await sleep(500);
-    }
-    return {
-      accel: 'tcg',
-      why: `/dev/kvm is there and QEMU enables KVM, but the guest printed nothing within ${limit / 1000} s (this CPU shows no vmx/svm)`,
-    };
-  } catch (err) {
-    return { accel: 'tcg', why: `KVM failed: ${(err as Error).message}` };
-  } finally {
-    await q.kill();
-  }
-}
 
 /** A guest that boots once and then moves between QEMU processes on two tap devices, one after the other. */
 export class Vm {

@@ -6,21 +6,26 @@
 // measured the same way for both. The VM's NIC is a tap on the testbed's LAN bridge, as a container's veth is.
 // The VM boots once per size and then moves back and forth between two tap devices; so does the container.
 // Needs `scripts/setup.sh qemu` (QEMU and Debian's kernel).
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterClients } from '../../src/api/cluster-clients.ts';
 import type { MigrationOptions } from '../../src/api/types.ts';
+import type { BackgroundProbe } from '../../src/probe/launch.ts';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../../src/testbed/testbed.ts';
 import { REDIS_SERVER_ARGS } from '../../src/workloads/servers.ts';
 import { pipeFile, writeFill } from '../archive.ts';
-import { probe, probeConnected, sleep, waitForPort } from '../common.ts';
+import { probe, probeConnected, probeReplying, sleep, waitForPort } from '../common.ts';
+import { cleanupOnInterrupt } from './interrupt.ts';
 import { row, Samples, type SuiteOutput } from './model.ts';
 import type { EvalContext, EvalSuite } from './run.ts';
-import { type Accel, buildVmImage, pickAccel, Vm } from './vm-qemu.ts';
+import { type Accel, pickAccel, vmPrerequisiteMissing } from './vm-host.ts';
+import { buildVmImage, Vm } from './vm-qemu.ts';
 
 const TESTBED = 'evm';
 const TAPS: [string, string] = ['evmtap0', 'evmtap1'];
+/** The guest's image, the values and the QEMU sockets: one name, so a run removes what a killed one left. */
+const WORK = '/dev/shm/ferry-bench-vm';
 const MAC = '52:54:00:fe:0a:01';
 /** The guest's kernel, its init and Redis's own overhead beside the values. */
 const GUEST_EXTRA_MIB = 192;
@@ -28,6 +33,8 @@ const MODES = ['precopy', 'postcopy'] as const;
 type Mode = (typeof MODES)[number];
 const LABEL: Record<Mode, string> = { precopy: 'pre-copy', postcopy: 'post-copy' };
 const WARMUP_MS = 2000;
+/** --quick (a smoke run, not a measurement): the probe warms up for a moment only. */
+const QUICK_WARMUP_MS = 200;
 
 async function fillRedis(runner: ProcessRunner, ip: string, fill: string): Promise<void> {
   await pipeFile(['redis-cli', '-h', ip, '--pipe'], fill);
@@ -47,19 +54,28 @@ async function waitPong(runner: ProcessRunner, ip: string, timeoutMs: number): P
   throw new Error(`Redis at ${ip} did not answer within ${timeoutMs / 1000} s`);
 }
 
-/** One migration under the probe; the client's longest gap and the migration's own figures. */
+/**
+ * One migration under the probe; the client's longest gap and the migration's own figures. The probe is in
+ * `probes` while it runs, for a cleanup after an interruption. With --quick it stops as soon as its connection
+ * gets replies again (within the same time a full run waits).
+ */
 async function probed(
   ctx: EvalContext,
   tb: TestbedState,
+  probes: Set<BackgroundProbe>,
   target: string,
   move: () => Promise<{ totalMs: number; downtimeMs: number }>,
 ): Promise<{ gapMs: number; totalMs: number; downtimeMs: number } | undefined> {
   const p = probe(ctx.ferryArgv, tb.clusterFile, 'redis', target, 180_000);
+  probes.add(p);
   try {
     await probeConnected(tb.client.netns, target);
-    await sleep(WARMUP_MS);
+    await sleep(ctx.quick ? QUICK_WARMUP_MS : WARMUP_MS);
     const m = await move();
-    await sleep(Math.max(2000, m.downtimeMs * 2));
+    const settle = Math.max(2000, (Number.isFinite(m.downtimeMs) ? m.downtimeMs : 0) * 2);
+    if (ctx.quick) await probeReplying(tb.client.netns, target, settle);
+    else await sleep(settle);
+    probes.delete(p);
     const r = await p.stop();
     if (r.resets || r.errors) {
       ctx.log(`probe: ${r.resets} resets, ${r.errors} errors`);
@@ -67,6 +83,7 @@ async function probed(
     }
     return { gapMs: r.maxGapMs, ...m };
   } catch (err) {
+    probes.delete(p);
     await p.stop().catch(() => {});
     ctx.log(`run failed: ${(err as Error).message}`);
     return undefined;
@@ -79,15 +96,37 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
   // one size, the Redis of the thesis suite's threshold experiment: a TCG guest takes minutes to boot here, and
   // a guest whose kernel panics after a move is booted and filled again
   const sizes = ctx.quick ? [16] : [128];
-  const work = await mkdtemp('/dev/shm/ferry-bench-vm-');
+  // before anything is set up: a host without QEMU gets one clear error, not timeouts
+  const missing = await vmPrerequisiteMissing(runner);
+  if (missing) throw new Error(missing);
+  const work = WORK;
+  const removeTaps = async () => {
+    for (const t of TAPS) await runner.run(['ip', 'link', 'del', t], { allowFail: true });
+  };
+  // what a killed run left (its QEMU died with it)
   await testbedDown(TESTBED, deps).catch(() => {});
-  for (const t of TAPS) await runner.run(['ip', 'link', 'del', t], { allowFail: true });
-  const tb = await testbedUp({ name: TESTBED, hosts: ['a', 'b'] }, deps);
-  const clients = await ClusterClients.load(tb.clusterFile);
+  await removeTaps();
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const probes = new Set<BackgroundProbe>();
+  let vm: Vm | undefined;
+  let clients: ClusterClients | undefined;
+  // the same cleanup at the end and on Ctrl-C or SIGTERM: the probe, QEMU, the taps, the testbed, the files
+  const cleanup = cleanupOnInterrupt(ctx.log, async () => {
+    for (const p of probes) await p.stop().catch(() => {});
+    await vm?.stop();
+    clients?.close();
+    await removeTaps();
+    await testbedDown(TESTBED, deps);
+    await rm(work, { recursive: true, force: true });
+  });
   const s = new Samples();
   let accel: Accel = { accel: 'tcg', why: '' };
-  const vmIp = `${tb.subnet}.90`;
   try {
+    const tb = await testbedUp({ name: TESTBED, hosts: ['a', 'b'] }, deps);
+    const cc = await ClusterClients.load(tb.clusterFile);
+    clients = cc;
+    const vmIp = `${tb.subnet}.90`;
     for (const t of TAPS) {
       await runner.run(['ip', 'tuntap', 'add', t, 'mode', 'tap']);
       await runner.run(['ip', 'link', 'set', t, 'master', tb.bridge, 'up']);
@@ -100,14 +139,15 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
       const fill = join(work, `fill-${mib}.resp`);
       await writeFill(fill, mib);
       // the VM: boots once, then moves back and forth
-      const vm = new Vm(
+      vm = new Vm(
         { image, memoryMiB: mib + GUEST_EXTRA_MIB, mac: MAC, ip: `${vmIp}/24`, accel: accel.accel },
         work,
         TAPS,
       );
+      const guest = vm;
       const bootAndFill = async () => {
         const t0 = performance.now();
-        await vm.boot();
+        await guest.boot();
         await waitPong(runner, vmIp, 300_000);
         ctx.log(`VM (${mib} MiB) up after ${Math.round((performance.now() - t0) / 1000)} s`);
         await fillRedis(runner, vmIp, fill);
@@ -116,10 +156,10 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
         await bootAndFill();
         for (let run = 0; run < ctx.runs; run++) {
           for (const mode of MODES) {
-            if (!vm.proc) await bootAndFill();
-            const r = await probed(ctx, tb, `${vmIp}:6379`, async () => {
-              const info = await vm.migrate(mode, port++);
-              const status = await vm.qmp!.cmd<{ status: string }>('query-status');
+            if (!guest.proc) await bootAndFill();
+            const r = await probed(ctx, tb, probes, `${vmIp}:6379`, async () => {
+              const info = await guest.migrate(mode, port++);
+              const status = await guest.qmp!.cmd<{ status: string }>('query-status');
               ctx.log(`qemu ${mode}: ${info.status}, the destination is ${status.status}`);
               return { totalMs: info['total-time'] ?? info.wallMs, downtimeMs: info.downtime ?? Number.NaN };
             });
@@ -129,13 +169,13 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
               () => ctx.log(`the VM answers a new connection after ${Math.round(performance.now() - t)} ms`),
               (e: Error) => ctx.log(e.message),
             );
-            if (await vm.panicked()) {
+            if (await guest.panicked()) {
               // the guest's memory arrived corrupted: counted, and the next run starts from a fresh boot
               s.add(`qemu/${mode}/${mib}/panic`, 1);
               ctx.log(
                 `qemu ${mode} ${mib} MiB run ${run + 1}: the guest's kernel panicked on the destination`,
               );
-              await vm.stop();
+              await guest.stop();
             } else s.add(`qemu/${mode}/${mib}/panic`, 0);
             ctx.log(
               `qemu ${mode} ${mib} MiB run ${run + 1}: gap ${Math.round(r?.gapMs ?? Number.NaN)} ms, total ${Math.round(r?.totalMs ?? Number.NaN)} ms`,
@@ -148,23 +188,23 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
       } catch (err) {
         ctx.log(`VM ${mib} MiB failed: ${(err as Error).message}`);
       } finally {
-        await vm.stop();
+        await guest.stop();
       }
       // the container: the same Redis, the same values, the same client
       const name = `vmred${mib}`;
       const ip = `${tb.subnet}.91`;
       let host = 'a';
       try {
-        await clients.client('a').create({ name, command: [...REDIS_SERVER_ARGS], net: 'own', ip });
+        await cc.client('a').create({ name, command: [...REDIS_SERVER_ARGS], net: 'own', ip });
         await waitForPort(ip, 6379, 60_000);
         await fillRedis(runner, ip, fill);
         for (let run = 0; run < ctx.runs; run++) {
           for (const mode of MODES) {
             const to = host === 'a' ? 'b' : 'a';
-            const r = await probed(ctx, tb, `${ip}:6379`, async () => {
-              const rep = await clients
+            const r = await probed(ctx, tb, probes, `${ip}:6379`, async () => {
+              const rep = await cc
                 .client(host)
-                .migrate(name, { to: clients.host(to), strategy: mode as MigrationOptions['strategy'] });
+                .migrate(name, { to: cc.host(to), strategy: mode as MigrationOptions['strategy'] });
               if (!rep.ok)
                 throw new Error(`ferry ${mode}: ${rep.error?.code ?? ''} ${rep.error?.message ?? ''}`);
               host = to;
@@ -182,7 +222,7 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
         ctx.log(`ferry ${mib} MiB failed: ${(err as Error).message}`);
       } finally {
         for (const h of ['a', 'b'])
-          await clients
+          await cc
             .client(h)
             .remove(name)
             .catch(() => {});
@@ -190,10 +230,7 @@ async function measure(ctx: EvalContext): Promise<SuiteOutput> {
       await rm(fill, { force: true });
     }
   } finally {
-    clients.close();
-    for (const t of TAPS) await runner.run(['ip', 'link', 'del', t], { allowFail: true });
-    await testbedDown(TESTBED, deps);
-    await rm(work, { recursive: true, force: true });
+    await cleanup.run();
   }
   return report(sizes, s, accel);
 }
