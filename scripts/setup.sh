@@ -224,12 +224,13 @@ install_sdn() {
 }
 
 # QEMU and a stock Debian kernel (downloaded as a package and unpacked, never installed as the host's kernel), for
-# `ferry bench vm` only. The kernel lands in /opt/ferry/vm; the benchmark builds its own initramfs.
+# `ferry bench vm` and its smoke run in make test (the Makefile's qemu target, after `all`). The kernel lands in
+# /opt/ferry/vm; the benchmark builds its own initramfs.
 VM_DIR=/opt/ferry/vm
 qemu_ok() { command -v qemu-system-x86_64 >/dev/null 2>&1 && compgen -G "$VM_DIR/vmlinuz-*" >/dev/null && compgen -G "$VM_DIR/modules/*/kernel" >/dev/null; }
 install_qemu() {
   if qemu_ok; then return 0; fi
-  log "installing qemu-system-x86 and unpacking Debian's kernel into $VM_DIR (for ferry bench vm)"
+  log "installing qemu-system-x86 and unpacking Debian's kernel into $VM_DIR (for ferry bench vm and its smoke test)"
   if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     # QEMU links libnl-route, which must be the same version as the libnl CRIU's install brought in
     local nl; nl=$(dpkg-query -W -f='${Version}' libnl-3-200 2>/dev/null || true)
