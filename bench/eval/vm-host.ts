@@ -29,6 +29,17 @@ export interface Accel {
   why: string;
 }
 
+/** TCG when the host's facts rule KVM out (no /dev/kvm, or a CPU without vmx/svm); undefined: KVM is worth a try. */
+export function accelWithoutTrial(devKvm: boolean, cpuinfo: string): Accel | undefined {
+  if (!devKvm) return { accel: 'tcg', why: 'this host has no /dev/kvm' };
+  const flags = cpuinfo.match(/^flags\s*:(.*)$/m)?.[1] ?? '';
+  if (/\b(vmx|svm)\b/.test(flags)) return undefined;
+  return {
+    accel: 'tcg',
+    why: "/dev/kvm is there, but this CPU shows no vmx/svm, which KVM needs to run Debian's stock kernel as a guest",
+  };
+}
+
 /**
  * KVM or TCG. Without /dev/kvm, or on a CPU that shows neither vmx nor svm (a KVM there, such as a paravirtual
  * one, runs no stock guest kernel), TCG at once. Otherwise the VM is booted with KVM and must print its init's
@@ -41,15 +52,11 @@ export async function pickAccel(
   mac: string,
   ip: string,
 ): Promise<Accel> {
-  if (!(await stat('/dev/kvm').catch(() => undefined)))
-    return { accel: 'tcg', why: 'this host has no /dev/kvm' };
-  const flags =
-    (await readFile('/proc/cpuinfo', 'utf8').catch(() => '')).match(/^flags\s*:(.*)$/m)?.[1] ?? '';
-  if (!/\b(vmx|svm)\b/.test(flags))
-    return {
-      accel: 'tcg',
-      why: "/dev/kvm is there, but this CPU shows no vmx/svm, which KVM needs to run Debian's stock kernel as a guest",
-    };
+  const known = accelWithoutTrial(
+    (await stat('/dev/kvm').catch(() => undefined)) !== undefined,
+    await readFile('/proc/cpuinfo', 'utf8').catch(() => ''),
+  );
+  if (known) return known;
   const spec: VmSpec = {
     image,
     memoryMiB: 128,
