@@ -24,11 +24,18 @@ export interface VmImage {
 /** What a host without QEMU or the kernel is told to do. */
 export const SETUP = 'run `scripts/setup.sh qemu` (as root) first';
 
-/** The kernel `scripts/setup.sh qemu` unpacked, and its version (the folder of its modules). */
+/**
+ * The kernel `scripts/setup.sh qemu` unpacked, and its version (the folder of its modules). Its uncompressed copy
+ * when there is one: QEMU boots that through its PVH entry, and a guest under TCG does not spend seconds
+ * decompressing itself.
+ */
 export async function findKernel(): Promise<{ kernel: string; kver: string }> {
-  const k = (await readdir(VM_DIR).catch(() => [])).find((f) => f.startsWith('vmlinuz-'));
+  const files = await readdir(VM_DIR).catch(() => [] as string[]);
+  const k = files.find((f) => f.startsWith('vmlinuz-'));
   if (!k) throw new Error(`the vm suite needs Debian's kernel in ${VM_DIR}: ${SETUP}`);
-  return { kernel: join(VM_DIR, k), kver: k.slice('vmlinuz-'.length) };
+  const kver = k.slice('vmlinuz-'.length);
+  const plain = `vmlinux-${kver}`;
+  return { kernel: join(VM_DIR, files.includes(plain) ? plain : k), kver };
 }
 
 /** Module files in load order: each one's dependencies (modinfo's `depends`) before it. */
