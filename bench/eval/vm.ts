@@ -93,8 +93,8 @@ async function probed(
 async function measure(ctx: EvalContext): Promise<SuiteOutput> {
   const runner = new ProcessRunner();
   const deps = { runner, ferryArgv: ctx.ferryArgv };
-  // one size, the Redis of the thesis suite's threshold experiment: a TCG guest takes minutes to boot here, and
-  // a guest whose kernel panics after a move is booted and filled again
+  // one size, the Redis of the thesis suite's threshold experiment: every boot under TCG costs a core for seconds,
+  // and a guest whose kernel panics after a move is booted and filled again
   const sizes = ctx.quick ? [16] : [128];
   // before anything is set up: a host without QEMU gets one clear error, not timeouts
   const missing = await vmPrerequisiteMissing(runner);
