@@ -6,10 +6,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
+import { type StagedCheckpoint, stageGated } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
+import { quickStatusOf } from './runc-state.ts';
 import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
+
+export type { StagedCheckpoint } from './criu-gate.ts';
+export { quickStatusOf } from './runc-state.ts';
 
 export interface RuncContainerState {
   id: string;
@@ -90,6 +95,11 @@ export interface RuncLike {
   restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump;
   /**
+   * A dump whose runc starts now, ahead of the freeze, and whose CRIU starts only at `go()`; undefined when it
+   * cannot be staged (then `checkpoint` as usual).
+   */
+  stageCheckpoint?(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined>;
+  /**
    * Running or paused, as `state` would say, read from runc's files without starting runc (inside the freeze);
    * undefined for anything else or when it cannot be told: then ask `state`.
    */
@@ -165,10 +175,18 @@ export class Runc implements RuncLike {
   }
 
   private argvWith(failing: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
+    const id = args[args.length - 1];
+    return this.argvCriu(this.criuFor(failing, id), logFile, ...args);
+  }
+
+  /** The CRIU runc is to run: the one configured (undefined: runc's own default), /bin/false under a fault. */
+  private criuFor(failing: string | undefined, id: string | undefined): string | undefined {
+    return failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
+  }
+
+  private argvCriu(criu: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
     const base = [this.runcPath, '--root', this.root];
     if (logFile) base.push('--log', logFile, '--log-format', 'json');
-    const id = args[args.length - 1];
-    const criu = failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
     if (criu) base.push('--criu', criu);
     return [...base, ...args];
   }
@@ -244,6 +262,26 @@ export class Runc implements RuncLike {
   }
 
   async checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }> {
+    return this.runCheckpoint(id, o, this.criuFor('criu-fail:dump', id));
+  }
+
+  /**
+   * The dump with runc's own start and CRIU version check behind it before the freeze; its CRIU starts at `go()`
+   * (runtime/criu-gate.ts). Undefined when it cannot be staged.
+   */
+  async stageCheckpoint(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined> {
+    if (o.preDump) return undefined;
+    const criu = this.criuFor('criu-fail:dump', id) ?? 'criu';
+    return stageGated(this.runner, { id, imagePath: o.imagePath, criu }, (gate) =>
+      this.runCheckpoint(id, o, gate),
+    );
+  }
+
+  private async runCheckpoint(
+    id: string,
+    o: CheckpointOptions,
+    criu: string | undefined,
+  ): Promise<{ ms: number }> {
     const args = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.leaveRunning) args.push('--leave-running');
     if (o.preDump) args.push('--pre-dump');
@@ -258,7 +296,7 @@ export class Runc implements RuncLike {
     const extra = o.preDump ? undefined : extraCriuConfig(o);
     const env = this.dumpEnv(id, extra?.env);
     try {
-      const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
+      const r = await this.runner.run(this.argvCriu(criu, logFile, ...args, id), {
         label: 'runc checkpoint',
         errorCode: 'FERRY_E_CHECKPOINT_FAILED',
         phase: 'checkpoint',
@@ -340,54 +378,6 @@ export class Runc implements RuncLike {
     });
     return { ms: r.ms };
   }
-}
-
-/**
- * The two answers of `runc state` the freeze waits for, running or paused, read the way runc reads them from its
- * own files in `dir` (its root's directory for the container), without starting runc: state.json's init pid alive
- * with the start time runc recorded (a reused pid is someone else's), no exec.fifo (a container created but not
- * started keeps it), and the freezer of the cgroup runc recorded, FROZEN or THAWED (v1) or `frozen` in
- * cgroup.events (v2). Undefined for anything else (stopped, created, freezing, unreadable): ask `state`, which
- * also names it.
- */
-export async function quickStatusOf(
-  dir: string,
-  procRoot = '/proc',
-): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
-  try {
-    const st = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
-      init_process_pid?: number;
-      init_process_start?: number | string;
-      cgroup_paths?: Record<string, string>;
-    };
-    const pid = st.init_process_pid;
-    if (!pid || st.init_process_start === undefined) return undefined;
-    const stat = await readFile(join(procRoot, String(pid), 'stat'), 'utf8');
-    // fields after the command name, which may hold spaces and parentheses: state is field 3, starttime field 22
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
-    if (fields[19] !== String(st.init_process_start)) return undefined;
-    if (await exists(join(dir, 'exec.fifo'))) return undefined;
-    const frozen = await frozenCgroup(st.cgroup_paths ?? {});
-    if (frozen === undefined) return undefined;
-    return { status: frozen ? 'paused' : 'running', pid };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether the cgroup runc recorded is frozen; a v1 freezer wins (a hybrid host's unified `frozen` stays 0). */
-async function frozenCgroup(paths: Record<string, string>): Promise<boolean | undefined> {
-  const v1 = paths['freezer'];
-  if (v1) {
-    const state = (await readFile(join(v1, 'freezer.state'), 'utf8').catch(() => '')).trim();
-    return state === 'FROZEN' ? true : state === 'THAWED' ? false : undefined;
-  }
-  const v2 = paths[''];
-  if (!v2) return undefined;
-  const events = await readFile(join(v2, 'cgroup.events'), 'utf8').catch(() => '');
-  const m = /^frozen (\d)$/m.exec(events);
-  return m ? m[1] === '1' : undefined;
 }
 
 function exists(path: string): Promise<boolean> {
