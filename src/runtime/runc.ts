@@ -6,10 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
+import { traceStep } from '../core/trace.ts';
 import { type StagedCheckpoint, stageGated } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
+import { freezeRecorded } from './freezer.ts';
 import { quickStatusOf } from './runc-state.ts';
 import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
 
@@ -235,7 +237,13 @@ export class Runc implements RuncLike {
     await this.runner.run(this.argv(undefined, 'delete', '--force', id), { allowFail: true });
   }
 
+  /** Frozen through the cgroup runc recorded (runtime/freezer.ts); runc is asked when that cannot be done. */
   async pause(id: string): Promise<void> {
+    const traced = performance.now();
+    if (await freezeRecorded(join(this.root, id))) {
+      traceStep('runc pause: frozen directly', traced);
+      return;
+    }
     await this.runner.run(this.argv(undefined, 'pause', id), { label: 'runc pause' });
   }
 
