@@ -273,9 +273,13 @@ export class MigrationSource {
       // the lock's process starts here, so that at the pause it only has to read its rules
       this.host.network.stageQuiesce?.(name, net);
       // and the dump's runc starts, so that its own start and CRIU version check are behind it at the freeze
-      // (runtime/criu-gate.ts: its CRIU waits for the release; meanwhile the hold is primed)
+      // (runtime/criu-gate.ts: its CRIU waits for the release; meanwhile the hold is primed; post-copy's lazy dump too)
       const staging = strategy.plainFinalDump
         ? this.host.runc.stageCheckpoint?.(name, finalDumpOptions(ctx))?.catch(() => undefined)
+        : undefined;
+      const lazyOptions = strategy.lazyDumpOptions?.(ctx);
+      const stagingLazy = lazyOptions
+        ? this.host.runc.stageCheckpointLazy?.(name, lazyOptions)?.catch(() => undefined)
         : undefined;
       let held = false;
       try {
@@ -284,10 +288,12 @@ export class MigrationSource {
       } catch (err) {
         this.host.network.dropQuiesce?.(name, net);
         ctx.stagedDump = await staging;
+        ctx.stagedLazyDump = await stagingLazy;
         await this.dropStagedDump(ctx);
         throw err;
       }
       ctx.stagedDump = await staging;
+      ctx.stagedLazyDump = await stagingLazy;
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
@@ -446,9 +452,10 @@ export class MigrationSource {
 
   /** Ends a staged dump that was not used; its CRIU never ran. */
   private async dropStagedDump(ctx: MigrationContext): Promise<void> {
-    const staged = ctx.stagedDump;
+    const staged = [ctx.stagedDump, ctx.stagedLazyDump];
     ctx.stagedDump = undefined;
-    await staged?.cancel();
+    ctx.stagedLazyDump = undefined;
+    for (const s of staged) await s?.cancel();
   }
 
   /** Asks the destination to prime a hold; a destination that cannot is moved to the old way (drop and resend). */

@@ -23,23 +23,33 @@ export interface StagedCheckpoint {
   cancel(): Promise<void>;
 }
 
+/** A gate made for one runc (`path`, to pass as its `--criu`). */
+export interface Gate {
+  readonly path: string;
+  /** The dump's CRIU may start. */
+  release(): Promise<void>;
+  /** It may not: the gate ends runc's dump, now or once runc gets there. */
+  stop(): Promise<void>;
+  /** runc has ended: the FIFO and the directory go. */
+  close(): void;
+}
+
 /**
- * Starts `start(gate)` (runc, told to run `gate` as its CRIU) and returns its release. Undefined, and nothing
- * started, when the image directory already holds `descriptors.json` (a gate could not tell the dump's CRIU from
- * the version check), a path would need quoting in the script, there is no bash, or the FIFO cannot be made.
+ * A gate for a dump into `imagePath` whose CRIU is `criu`. Undefined, and nothing made, when the image directory
+ * already holds `descriptors.json` (a gate could not tell the dump's CRIU from the version check), a path would
+ * need quoting in the script, there is no bash, or the FIFO cannot be made.
  */
-export async function stageGated(
+export async function openGate(
   runner: Runner,
-  o: { id: string; imagePath: string; criu: string },
-  start: (gate: string) => Promise<{ ms: number }>,
-): Promise<StagedCheckpoint | undefined> {
+  o: { imagePath: string; criu: string },
+): Promise<Gate | undefined> {
   if (existsSync(join(o.imagePath, 'descriptors.json')) || !existsSync('/bin/bash')) return undefined;
   if ([o.imagePath, o.criu, tmpdir()].some((p) => p.includes("'"))) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'ferry-gate-'));
-  const gate = join(dir, 'criu');
+  const path = join(dir, 'criu');
   let fifo: FileHandle;
   try {
-    writeFileSync(gate, gateScript(dir, o.imagePath, o.criu, process.pid), { mode: 0o700 });
+    writeFileSync(path, gateScript(dir, o.imagePath, o.criu, process.pid), { mode: 0o700 });
     await runner.run(['mkfifo', '-m', '600', join(dir, 'go')], { label: 'mkfifo' });
     // read and write: this open does not wait for the gate, and a word written before the gate reads it stays
     fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
@@ -47,21 +57,44 @@ export async function stageGated(
     rmSync(dir, { recursive: true, force: true });
     return undefined;
   }
-  const running = start(gate);
+  let closed = false;
+  return {
+    path,
+    release: async () => {
+      await fifo.write('go\n');
+    },
+    stop: async () => {
+      await fifo.write('stop\n').catch(() => {});
+    },
+    close: () => {
+      if (closed) return;
+      closed = true;
+      void fifo.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts `start(gate)` (runc, told to run the gate as its CRIU) and returns its release; see `openGate`. */
+export async function stageGated(
+  runner: Runner,
+  o: { id: string; imagePath: string; criu: string },
+  start: (gate: string) => Promise<{ ms: number }>,
+): Promise<StagedCheckpoint | undefined> {
+  const gate = await openGate(runner, o);
+  if (!gate) return undefined;
+  const running = start(gate.path);
   let ended = false;
-  const settled = running.then(
-    () => {
-      ended = true;
-    },
-    () => {
-      ended = true;
-    },
-  );
   // the FIFO stays open until runc has ended
-  void settled.then(async () => {
-    await fifo.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
-  });
+  void running
+    .then(
+      () => {},
+      () => {},
+    )
+    .then(() => {
+      ended = true;
+      gate.close();
+    });
   return {
     go: async () => {
       const at = performance.now();
@@ -73,14 +106,11 @@ export async function stageGated(
           phase: 'checkpoint',
         });
       }
-      await fifo.write('go\n');
+      await gate.release();
       await running;
       return { ms: Math.round(performance.now() - at) };
     },
-    cancel: async () => {
-      // the gate ends runc when it reads this, now or once runc gets there; nothing waits for that
-      await fifo.write('stop\n').catch(() => {});
-    },
+    cancel: () => gate.stop(),
   };
 }
 

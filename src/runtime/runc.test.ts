@@ -191,10 +191,13 @@ async function gateBed(dir: string) {
     runcPath,
     [
       '#!/bin/sh',
+      'all=" $* "',
       'while [ $# -gt 0 ]; do case "$1" in --criu) criu=$2; shift;; --image-path) img=$2; shift;; esac; shift; done',
       '"$criu" swrk 3 || exit 2',
       'echo \'["/dev/null"]\' > "$img/descriptors.json"',
       '"$criu" swrk 3 || exit 3',
+      // a lazy dump: ready once its CRIU has written everything but memory (runc's --status-fd 3)
+      'case "$all" in *" --lazy-pages "*) printf x >&3;; esac',
       '',
     ].join('\n'),
     { mode: 0o755 },
@@ -283,6 +286,36 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
     });
     assert.equal(r.code, 1);
     assert.ok(!r.timedOut);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged lazy dump: ready only after go(), which hands over the dump; cancelled, it dumps nothing', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const o = { imagePath: bed.images, workPath: bed.images, pageServer: '127.0.0.1:1' };
+    const staged = await bed.runc.stageCheckpointLazy('c', o);
+    assert.ok(staged);
+    await bed.waitFor(1);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(bed.lines(), ['version'], 'the dump waits');
+    const lazy = await staged.go();
+    await lazy.ready;
+    assert.deepEqual(bed.lines(), ['version', 'dump']);
+    assert.equal((await lazy.done).code, 0);
+
+    await rm(join(bed.images, 'descriptors.json'));
+    await rm(join(bed.images, 'dumped'));
+    await rm(join(dir, 'criu.log'));
+    const again = await bed.runc.stageCheckpointLazy('c', o);
+    assert.ok(again);
+    await bed.waitFor(1);
+    await again.cancel();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(bed.lines(), ['version']);
+    assert.ok(!bed.dumped());
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,4 +1,6 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
+// Over 400 lines: one method per runc command, each with its options, its failure's explanation and its test-only
+// fault; what reads runc's files is in runc-state.ts and freezer.ts, the gate of a staged dump in criu-gate.ts.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { access, readFile, rm } from 'node:fs/promises';
@@ -7,7 +9,7 @@ import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { traceStep } from '../core/trace.ts';
-import { type StagedCheckpoint, stageGated } from './criu-gate.ts';
+import { openGate, type StagedCheckpoint, stageGated } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
@@ -101,6 +103,8 @@ export interface RuncLike {
    * cannot be staged (then `checkpoint` as usual).
    */
   stageCheckpoint?(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined>;
+  /** The same for a lazy dump: its CRIU starts at `go()`, which hands over the dump as `checkpointLazy` would. */
+  stageCheckpointLazy?(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined>;
   /**
    * Running or paused, as `state` would say, read from runc's files without starting runc (inside the freeze);
    * undefined for anything else or when it cannot be told: then ask `state`.
@@ -151,6 +155,14 @@ export interface LazyDump {
   ready: Promise<void>;
   done: Promise<ExecResult>;
   kill(): void;
+}
+
+/** A lazy dump staged ahead of the freeze (Runc.stageCheckpointLazy). */
+export interface StagedLazyDump {
+  /** The freeze has begun: CRIU dumps now. */
+  go(): Promise<LazyDump>;
+  /** Not needed after all: runc ends without its CRIU having dumped. */
+  cancel(): Promise<void>;
 }
 
 export class Runc implements RuncLike {
@@ -335,11 +347,52 @@ export class Runc implements RuncLike {
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
+    return this.startLazy(id, o, this.criuFor('criu-fail:dump', id));
+  }
+
+  /**
+   * A lazy dump whose runc starts now, before the freeze, and whose CRIU starts at `go()` (runtime/criu-gate.ts):
+   * runc's start, its version check and its check that CRIU can serve lazy pages are behind it at the freeze.
+   */
+  async stageCheckpointLazy(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined> {
+    const gate = await openGate(this.runner, {
+      imagePath: o.imagePath,
+      criu: this.criuFor('criu-fail:dump', id) ?? 'criu',
+    });
+    if (!gate) return undefined;
+    const lazy = this.startLazy(id, o, gate.path);
+    let released = false;
+    let early = false;
+    void lazy.ready.then(
+      () => {
+        early = !released;
+      },
+      () => {},
+    );
+    void lazy.done.then(() => gate.close());
+    return {
+      go: async () => {
+        released = true;
+        // ready before its release: its dump got past the gate, which the gate rules out; refused, and it goes
+        if (early) {
+          lazy.kill();
+          throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${id} before the freeze`, {
+            phase: 'checkpoint',
+          });
+        }
+        await gate.release();
+        return lazy;
+      },
+      cancel: () => gate.stop(),
+    };
+  }
+
+  private startLazy(id: string, o: LazyCheckpointOptions, criu: string | undefined): LazyDump {
     const args = lazyCheckpointArgs(o);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
     const env = this.dumpEnv(id, extra?.env);
-    const p = startProcess(this.argvWith('criu-fail:dump', logFile, ...args, id), {
+    const p = startProcess(this.argvCriu(criu, logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
       ...(env ? { env } : {}),

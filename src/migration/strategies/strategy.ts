@@ -3,7 +3,7 @@
 // (what its prepare stages, what it restores with). One object per migration: it keeps its own state.
 import type { ContainerHost } from '../../host/containers.ts';
 import type { StagedCheckpoint } from '../../runtime/criu-gate.ts';
-import type { CheckpointOptions } from '../../runtime/runc.ts';
+import type { CheckpointOptions, LazyCheckpointOptions, StagedLazyDump } from '../../runtime/runc.ts';
 import type { MigrationOptions } from '../defaults.ts';
 import type { ImageSender } from '../image-sender.ts';
 import type { Progress } from '../phases.ts';
@@ -43,6 +43,8 @@ export interface MigrationContext {
   readonly dumpTimeoutMs: number;
   /** The final dump's runc, started before the freeze (source.ts); `finalCheckpoint` releases it. */
   stagedDump?: StagedCheckpoint;
+  /** A lazy dump's runc, started before the freeze (source.ts); post-copy's `dump` releases it. */
+  stagedLazyDump?: StagedLazyDump;
 }
 
 /** A strategy's share of the transfer phase; the common streams carry the rest of the image directory. */
@@ -63,6 +65,8 @@ export interface Strategy {
   readonly name: StrategyName;
   /** Its dump is `finalCheckpoint(ctx)` without a parent: the engine may start that dump's runc before the freeze. */
   readonly plainFinalDump?: boolean;
+  /** Its dump is a lazy one with these options (post-copy): the engine may start that dump's runc before the freeze. */
+  lazyDumpOptions?(ctx: MigrationContext): LazyCheckpointOptions | undefined;
   /** Source, before the freeze: stage what it needs; returns what the destination's prepare carries for it. */
   prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy'>>;
   /** Source, while the container runs: pre-copy rounds (the `rounds` phase); absent: none. */
