@@ -106,7 +106,13 @@ export class PostcopyStrategy implements Strategy {
     const staged = ctx.stagedLazyDump;
     ctx.stagedLazyDump = undefined;
     const options = this.lazyDumpOptions(ctx)!;
-    const lazy = staged ? await staged.go() : ctx.host.runc.checkpointLazy(ctx.name, options);
+    let lazy: LazyDump;
+    try {
+      lazy = staged ? await staged.go() : ctx.host.runc.checkpointLazy(ctx.name, options);
+    } catch (err) {
+      await this.tail?.stop();
+      throw err;
+    }
     try {
       // a lazy dump that never gets ready must not hold the container frozen past the ceiling
       await withDeadline('checkpoint', lazy.ready, ctx.dumpTimeoutMs);
