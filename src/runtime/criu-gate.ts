@@ -8,7 +8,7 @@
 // `descriptors.json` exists (the version check) runs at once; the first started after waits for the word `go` in a
 // FIFO beside the script. Whatever runc's version, no dump starts before the release: a runc that dumped without a
 // version check first would find the file and wait too.
-import { constants, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,24 @@ export interface StagedCheckpoint {
   go(): Promise<{ ms: number }>;
   /** Not needed after all (the migration stopped before its dump): runc ends without its CRIU having dumped. */
   cancel(): Promise<void>;
+}
+
+/** A gate's directory: the prefix, then the pid of the agent that made it. */
+const GATE_PREFIX = 'ferry-gate-';
+
+/**
+ * Removes the gate directories of agents that are gone (killed while a dump was staged or running: nothing of
+ * theirs removes them), whichever agent of this host looks first.
+ */
+function sweepGates(): void {
+  try {
+    for (const e of readdirSync(tmpdir())) {
+      const pid = Number(/^ferry-gate-(\d+)-/.exec(e)?.[1]);
+      if (pid > 0 && !existsSync(`/proc/${pid}`)) rmSync(join(tmpdir(), e), { recursive: true, force: true });
+    }
+  } catch {
+    // best effort: a leftover directory holds a few bytes
+  }
 }
 
 /** A gate made for one runc (`path`, to pass as its `--criu`). */
@@ -45,7 +63,8 @@ export async function openGate(
 ): Promise<Gate | undefined> {
   if (existsSync(join(o.imagePath, 'descriptors.json')) || !existsSync('/bin/bash')) return undefined;
   if ([o.imagePath, o.criu, tmpdir()].some((p) => p.includes("'"))) return undefined;
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-gate-'));
+  sweepGates();
+  const dir = mkdtempSync(join(tmpdir(), `${GATE_PREFIX}${process.pid}-`));
   const path = join(dir, 'criu');
   let fifo: FileHandle;
   try {

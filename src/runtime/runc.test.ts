@@ -320,3 +320,24 @@ test('a staged lazy dump: ready only after go(), which hands over the dump; canc
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a staged dump sweeps the gate directories that agents now gone left behind, and only theirs', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
+  const left = join(tmpdir(), `ferry-gate-${gone}-test`);
+  const alive = join(tmpdir(), `ferry-gate-${process.pid}-test`);
+  try {
+    await mkdir(left);
+    await mkdir(alive);
+    const bed = await gateBed(dir);
+    const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
+    assert.ok(staged);
+    assert.ok(!existsSync(left), "a gone agent's directory is removed");
+    assert.ok(existsSync(alive), "a live agent's stays");
+    await staged.go();
+  } finally {
+    await rm(left, { recursive: true, force: true });
+    await rm(alive, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
