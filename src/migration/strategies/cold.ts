@@ -5,6 +5,7 @@ import { finalCheckpoint, type MigrationContext, type Strategy, type TransferSha
 
 export class ColdStrategy implements Strategy {
   readonly name = 'cold' as const;
+  readonly plainFinalDump = true;
   private tail: GrowingFiles | undefined;
   private tailStart: number | undefined;
   private early = 0;
