@@ -1,19 +1,53 @@
-// Cold: one dump, one restore. The page images stream to the destination while CRIU writes them (the transfer
-// overlaps the dump), except when the link wants zstd (the ranges go uncompressed).
+// Cold: one dump, one restore. Between two agents the dump sends its pages straight to a CRIU page server on the
+// destination (decision 0017): C to C over TLS, into the destination's image directory while CRIU dumps, and the
+// transfer phase carries only the rest. Without the page server (an agentless destination behind ssh, a link that
+// wants zstd) the page images stream to the destination while CRIU writes them (the transfer overlaps the dump),
+// except with zstd (the ranges go uncompressed).
+import { randomInt } from 'node:crypto';
+import { PAGE_BYTES } from '../../images/pagemap.ts';
+import type { CriuTls } from '../../runtime/criu.ts';
 import { GrowingFiles } from '../../transport/tail.ts';
+import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../defaults.ts';
+import type { IncomingRequest } from '../types.ts';
 import { finalCheckpoint, type MigrationContext, type Strategy, type TransferShare } from './strategy.ts';
+
+/** What the page server path needs on the source: the agent's TLS material for CRIU. */
+export interface ColdDeps {
+  tls: CriuTls;
+}
 
 export class ColdStrategy implements Strategy {
   readonly name = 'cold' as const;
+  private readonly deps: ColdDeps | undefined;
   private tail: GrowingFiles | undefined;
   private tailStart: number | undefined;
   private early = 0;
+  /** The destination's page server, when the pages go there. */
+  private pages: { address: string; port: number } | undefined;
+  private dumpStart: number | undefined;
 
-  async prepare(): Promise<Record<string, never>> {
-    return {};
+  constructor(deps?: ColdDeps) {
+    this.deps = deps;
+  }
+
+  /** With the page server: picks its port; the destination's prepare starts it, fenced to this host. */
+  async prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'pages'>> {
+    if (!this.deps || ctx.options.compress || !ctx.req.toAddress) return {};
+    const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
+    this.pages = { address: ctx.req.toAddress, port };
+    return { pages: { port } };
   }
 
   async dump(ctx: MigrationContext): Promise<{ seized: boolean }> {
+    if (this.pages && this.deps) {
+      // a page server that fails (or a link that stalls past the freeze ceiling) fails the dump: rollback thaws
+      this.dumpStart = ctx.now();
+      await finalCheckpoint(ctx, undefined, {
+        pageServer: `${this.pages.address}:${this.pages.port}`,
+        pageServerTls: this.deps.tls,
+      });
+      return { seized: false };
+    }
     if (!ctx.options.compress) {
       this.tail = new GrowingFiles(ctx.images, (r) => ctx.sender.send(r), { parallel: ctx.options.streams });
       this.tailStart = ctx.now();
@@ -30,15 +64,15 @@ export class ColdStrategy implements Strategy {
   }
 
   async transfer(ctx: MigrationContext): Promise<TransferShare> {
-    // the page images went out while CRIU wrote them; the common streams send the rest
+    // the pages are at the destination already (its page server) or went out while CRIU wrote them; the common
+    // streams send the rest
     const streamed = new Set(this.tail ? await this.tail.finish() : []);
     if (streamed.size > 0) ctx.report.streamedDuringDump = this.early;
-    return {
-      streamed,
-      replaced: new Set(),
-      bytes: 0,
-      ...(this.tailStart !== undefined ? { since: this.tailStart } : {}),
-    };
+    const since = this.tailStart ?? this.dumpStart;
+    // what the page server took counts as sent (CRIU's own count): the report's bytes and the link rate include it
+    const pageBytes =
+      this.dumpStart !== undefined ? (ctx.report.criu.dump?.pagesWritten ?? 0) * PAGE_BYTES : 0;
+    return { streamed, replaced: new Set(), bytes: pageBytes, ...(since !== undefined ? { since } : {}) };
   }
 
   restoreOptions(): Record<string, never> {

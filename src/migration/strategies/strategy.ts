@@ -2,6 +2,7 @@
 // dump, its share of the transfer, what follows confirm, what rollback undoes) and what it asks of the destination
 // (what its prepare stages, what it restores with). One object per migration: it keeps its own state.
 import type { ContainerHost } from '../../host/containers.ts';
+import type { CheckpointOptions } from '../../runtime/runc.ts';
 import type { MigrationOptions } from '../defaults.ts';
 import type { ImageSender } from '../image-sender.ts';
 import type { Progress } from '../phases.ts';
@@ -58,7 +59,7 @@ export interface TransferShare {
 export interface Strategy {
   readonly name: StrategyName;
   /** Source, before the freeze: stage what it needs; returns what the destination's prepare carries for it. */
-  prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy'>>;
+  prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy' | 'pages'>>;
   /** Source, while the container runs: pre-copy rounds (the `rounds` phase); absent: none. */
   rounds?(ctx: MigrationContext): Promise<void>;
   /**
@@ -88,8 +89,13 @@ export interface Strategy {
  * back as it found it, so the tasks stay alive and frozen (runc says `paused`) until the destination commits. A
  * rollback is then a thaw, never a CRIU restore of the images just written (decision 9).
  */
-export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string): Promise<void> {
+export async function finalCheckpoint(
+  ctx: MigrationContext,
+  parentPath?: string,
+  pages: Pick<CheckpointOptions, 'pageServer' | 'pageServerTls'> = {},
+): Promise<void> {
   await ctx.host.runc.checkpoint(ctx.name, {
+    ...pages,
     imagePath: ctx.images,
     workPath: ctx.images,
     leaveRunning: true,
