@@ -28,6 +28,7 @@ import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { bytesAckedOnPort } from '../network/tcp-sent.ts';
+import { watchStall } from '../network/tcp-stall.ts';
 import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
@@ -177,7 +178,14 @@ export async function startAgent(
     guard: recovery,
     onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),
     faults,
-    cold: { tls: criuTls },
+    cold: {
+      tls: criuTls,
+      stallMs: cfg.deadlines.stallMs,
+      watch: (o, onStall) => watchStall(o, onStall),
+      killDump: async (images) => {
+        await settleLeftovers(`checkpoint --image-path ${images} `, 0);
+      },
+    },
     postcopy: {
       pageServerAddress: advertise,
       fence: {

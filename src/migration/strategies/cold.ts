@@ -4,6 +4,7 @@
 // wants zstd) the page images stream to the destination while CRIU writes them (the transfer overlaps the dump),
 // except with zstd (the ranges go uncompressed).
 import { randomInt } from 'node:crypto';
+import { FerryError } from '../../core/errors.ts';
 import { PAGE_BYTES } from '../../images/pagemap.ts';
 import type { CriuTls } from '../../runtime/criu.ts';
 import { GrowingFiles } from '../../transport/tail.ts';
@@ -11,9 +12,18 @@ import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from '../defaults.ts';
 import type { IncomingRequest } from '../types.ts';
 import { finalCheckpoint, type MigrationContext, type Strategy, type TransferShare } from './strategy.ts';
 
-/** What the page server path needs on the source: the agent's TLS material for CRIU. */
+/** What the page server path needs on the source: the agent's TLS material for CRIU, and a stall watch. */
 export interface ColdDeps {
   tls: CriuTls;
+  /**
+   * The link's stall timeout (`deadlines.stallMs`) for the dump's connection to the page server: CRIU's socket
+   * has none of its own, so a cut link would hold the freeze until its ceiling.
+   */
+  stallMs: number;
+  /** Calls `onStall` once the connection to `address:port` makes no progress for `stallMs` (network/tcp-stall.ts). */
+  watch(o: { address: string; port: number; stallMs: number }, onStall: () => void): { stop(): void };
+  /** Kills the dump writing into `images` (runc and its CRIU): it fails, and rollback thaws the container. */
+  killDump(images: string): Promise<void>;
 }
 
 export class ColdStrategy implements Strategy {
@@ -39,13 +49,28 @@ export class ColdStrategy implements Strategy {
   }
 
   async dump(ctx: MigrationContext): Promise<{ seized: boolean }> {
-    if (this.pages && this.deps) {
-      // a page server that fails (or a link that stalls past the freeze ceiling) fails the dump: rollback thaws
+    const deps = this.deps;
+    const pages = this.pages;
+    if (pages && deps) {
+      // a page server that fails, or a link that stalls, fails the dump: rollback thaws the container
       this.dumpStart = ctx.now();
-      await finalCheckpoint(ctx, undefined, {
-        pageServer: `${this.pages.address}:${this.pages.port}`,
-        pageServerTls: this.deps.tls,
+      let stalled: Promise<void> | undefined;
+      const watch = deps.watch({ ...pages, stallMs: deps.stallMs }, () => {
+        stalled = deps.killDump(ctx.images);
       });
+      try {
+        await finalCheckpoint(ctx, undefined, {
+          pageServer: `${pages.address}:${pages.port}`,
+          pageServerTls: deps.tls,
+        });
+      } catch (err) {
+        if (!stalled) throw err;
+        await stalled.catch(() => {});
+        const message = `host ${ctx.peer.name} (${pages.address}:${pages.port}) stopped answering: the dump's pages made no progress for ${deps.stallMs} ms`;
+        throw new FerryError('FERRY_E_PEER_TIMEOUT', message, { phase: 'checkpoint', cause: err });
+      } finally {
+        watch.stop();
+      }
       return { seized: false };
     }
     if (!ctx.options.compress) {

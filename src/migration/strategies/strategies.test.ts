@@ -419,9 +419,10 @@ test('cold: prepare stages the bundle, one final dump streamed as CRIU writes it
 });
 
 const TLS = { ca: '/pki/ca.crt', cert: '/pki/a.crt', key: '/pki/a.key' };
+const COLD: ColdDeps = { tls: TLS, stallMs: 1000, watch: () => ({ stop() {} }), killDump: async () => {} };
 
 test('cold with a page server: the destination starts one at prepare, the dump sends its pages there over TLS', async () => {
-  const r = await migrate('cold', {}, true, { tls: TLS });
+  const r = await migrate('cold', {}, true, COLD);
   assert.equal(r.ok, true, JSON.stringify(r.error));
   const port = peer.prepared?.pages?.port;
   assert.ok(port !== undefined && port >= 27000, 'the page server port goes with prepare');
@@ -433,8 +434,35 @@ test('cold with a page server: the destination starts one at prepare, the dump s
   assert.ok(r.bytesSent >= (r.criu.dump?.pagesWritten ?? 0) * 4096);
 });
 
+test('cold with a page server whose link stalls: the dump is killed, a peer timeout in checkpoint, the source thaws', async () => {
+  let killed = '';
+  const checkpoint = runc.checkpoint.bind(runc);
+  runc.checkpoint = async (id, o) => {
+    if (killed) throw new Error('runc checkpoint killed by SIGKILL');
+    return checkpoint(id, o);
+  };
+  const r = await migrate('cold', {}, true, {
+    ...COLD,
+    watch: (_o, onStall) => {
+      onStall(); // at once: the link was cut before the dump connected
+      return { stop() {} };
+    },
+    killDump: async (images) => {
+      killed = images;
+    },
+  });
+  assert.equal(r.ok, false);
+  assert.equal(r.error?.code, 'FERRY_E_PEER_TIMEOUT');
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.match(r.error?.message ?? '', /made no progress for 1000 ms/);
+  assert.ok(killed.length > 0, 'the dump of this migration was killed');
+  assert.equal(r.rollback?.sourceRunning, true);
+  // (a peer found silent is not asked first: its abort, which kills the page server, is repeated in the background)
+  assert.ok(log.includes('runc.resume'), 'thawed');
+});
+
 test('cold with a page server but zstd: the page images stream as before, no page server', async () => {
-  const r = await migrate('cold', { compress: 'on' }, true, { tls: TLS });
+  const r = await migrate('cold', { compress: 'on' }, true, COLD);
   assert.equal(r.ok, true, JSON.stringify(r.error));
   assert.equal(peer.prepared?.pages, undefined);
   assert.equal(runc.checkpoints.find((o) => !o.preDump)?.pageServer, undefined);
