@@ -153,6 +153,11 @@ export class IncomingMigration {
     if (this.rec.pages) {
       const o = { port: this.rec.pages.port, imagesDir: this.images, from: this.from };
       this.pageServer = await IncomingPageServer.start(this.deps.pageServer, o);
+      void this.pageServer.failed.then(async (why) => {
+        if (!why) return;
+        this.deps.log.warn({ migration: this.id, container: this.name, why }, 'criu page-server failed');
+        await this.keepLog('page-server.log');
+      });
     }
   }
 

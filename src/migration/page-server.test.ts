@@ -64,6 +64,7 @@ test('a page server that failed fails the restore, naming why', async () => {
   const f = fakeDeps();
   const ps = await IncomingPageServer.start(f.deps, { port: port(), imagesDir: '/i', from: 'a' });
   f.exit(1, 'Error (criu/page-xfer.c:1): Can not write pages\n');
+  assert.equal(await ps.failed, 'Error (criu/page-xfer.c:1): Can not write pages', 'the cause, for the log');
   await assert.rejects(ps.finished(), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'FERRY_E_TRANSFER_FAILED');
     assert.match(err.message, /Can not write pages/);
@@ -76,6 +77,7 @@ test('an abort kills the page server and closes its port', async () => {
   const p = port();
   const ps = await IncomingPageServer.start(f.deps, { port: p, imagesDir: '/i', from: 'a' });
   await ps.stop();
+  assert.equal(await ps.failed, undefined, 'killed by the abort: no failure of its own');
   assert.deepEqual(f.fence, [`open ${p} a`, `close ${p} a`]);
 });
 

@@ -31,6 +31,7 @@ export class IncomingPageServer {
   private readonly proc: StartedProcess;
   private exit: ExecResult | undefined;
   private unfenced: Promise<void> | undefined;
+  private stopping = false;
 
   private constructor(deps: PageServerDeps, port: number, from: string, proc: StartedProcess) {
     this.deps = deps;
@@ -104,8 +105,21 @@ export class IncomingPageServer {
     }
   }
 
+  /**
+   * Resolves with the page server's last words when it ends on its own with a failure (a full disk, a TLS error):
+   * the source only sees its connection drop, so the destination's log is where the cause shows.
+   */
+  get failed(): Promise<string | undefined> {
+    return this.proc.done.then((r) =>
+      r.code === 0 || this.stopping
+        ? undefined
+        : r.stderr.trim().split('\n').pop() || (r.signal ?? `exit ${r.code}`),
+    );
+  }
+
   /** An abort: the page server goes (a dump still sending then fails) and its port closes. Idempotent. */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (!this.exit) this.proc.kill('SIGKILL');
     await this.proc.done;
     await this.closeFence();
