@@ -130,16 +130,19 @@ async function once(bed: Bed, name: string, ip: string, mib: number, strategy: s
     // driving CRIU's RPC directly could save
     const d = rep.criu.dump;
     const r = rep.criu.restore;
-    if (d?.frozenTimeUs !== undefined)
-      steps.set(
-        '(CRIU: freezing and frozen time, its stats)',
-        ((d.freezingTimeUs ?? 0) + d.frozenTimeUs) / 1000,
-      );
-    if (r?.restoreTimeUs !== undefined)
-      steps.set(
-        '(CRIU: forking and restore time, its stats)',
-        ((r.forkingTimeUs ?? 0) + r.restoreTimeUs) / 1000,
-      );
+    if (d?.frozenTimeUs !== undefined) {
+      const criuMs = ((d.freezingTimeUs ?? 0) + d.frozenTimeUs) / 1000;
+      steps.set('(CRIU: freezing and frozen time, its stats)', criuMs);
+      // (a staged dump's runc started before the freeze: what is left of it is the dump step's)
+      if (steps.has('source: dump'))
+        steps.set("(the dump less CRIU's own time)", steps.get('source: dump')! - criuMs);
+    }
+    if (r?.restoreTimeUs !== undefined) {
+      const criuMs = ((r.forkingTimeUs ?? 0) + r.restoreTimeUs) / 1000;
+      steps.set('(CRIU: forking and restore time, its stats)', criuMs);
+      if (steps.has('destination: runc restore'))
+        steps.set("(runc restore less CRIU's own time)", steps.get('destination: runc restore')! - criuMs);
+    }
     return {
       freezeMs: rep.freezeMs,
       strategy: rep.strategy,

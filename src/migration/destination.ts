@@ -30,8 +30,8 @@ export interface DestinationOptions {
    */
   commitDeadlineMs?: number;
   /**
-   * Arms a dead-man switch for a copy about to be restored: if this agent dies before the commit, the copy is
-   * killed at once (runtime/dead-man.ts), so it never runs beside the source's thawed one.
+   * Arms a dead-man switch for a migration once it is prepared here: if this agent dies before the commit, a copy
+   * restored meanwhile is killed at once (runtime/dead-man.ts), so it never runs beside the source's thawed one.
    */
   deadMan?: (name: string, images: string, cutOff: string[][]) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
@@ -108,6 +108,20 @@ export class IncomingMigrations {
       await this.abort(m.id).catch(() => {});
       throw err;
     }
+    // armed now, outside the freeze: its shell is a process start that at the restore request cost the freeze
+    // 5-10 ms of this agent's attention; until a copy runs here it has nothing to kill (it ends when it finds none)
+    this.armDeadMan(m);
+  }
+
+  /** The switch that kills this migration's copy if this agent dies before the commit (runtime/dead-man.ts). */
+  private armDeadMan(m: IncomingMigration): void {
+    if (this.switches.has(m.id)) return;
+    const sw = this.deadMan?.(
+      m.name,
+      imageDir(this.host.paths, m.id),
+      this.host.network.cutOffArgv?.(m.name, identity(m.record)) ?? [],
+    );
+    if (sw) this.switches.set(m.id, sw);
   }
 
   async receive(id: string, part: 'bundle' | 'images', body: Readable, opts: { update?: boolean } = {}) {
@@ -149,13 +163,7 @@ export class IncomingMigrations {
       }, this.commitDeadlineMs);
       timer.unref();
       this.deadlines.set(id, timer);
-      const net = identity(m.record);
-      const sw = this.deadMan?.(
-        m.name,
-        imageDir(this.host.paths, id),
-        this.host.network.cutOffArgv?.(m.name, net) ?? [],
-      );
-      if (sw) this.switches.set(id, sw);
+      this.armDeadMan(m);
     }
     return m.restore(opts);
   }

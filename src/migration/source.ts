@@ -29,7 +29,7 @@ import { finishSource, rollback } from './rollback.ts';
 import type { ColdDeps } from './strategies/cold.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
-import type { MigrationContext, Strategy } from './strategies/strategy.ts';
+import { finalDumpOptions, type MigrationContext, type Strategy } from './strategies/strategy.ts';
 import { transferImages } from './transfer.ts';
 import type {
   CapabilitiesReport,
@@ -281,14 +281,28 @@ export class MigrationSource {
       // before the freeze: the destination primes the hold its packets will wait in (decision 11), and beside it
       // the lock's process starts here, so that at the pause it only has to read its rules
       this.host.network.stageQuiesce?.(name, net);
+      // and the dump's runc starts, so that its own start and CRIU version check are behind it at the freeze
+      // (runtime/criu-gate.ts: its CRIU waits for the release; meanwhile the hold is primed; post-copy's lazy dump too)
+      const staging = strategy.plainFinalDump
+        ? this.host.runc.stageCheckpoint?.(name, finalDumpOptions(ctx))?.catch(() => undefined)
+        : undefined;
+      const lazyOptions = strategy.lazyDumpOptions?.(ctx);
+      const stagingLazy = lazyOptions
+        ? this.host.runc.stageCheckpointLazy?.(name, lazyOptions)?.catch(() => undefined)
+        : undefined;
       let held = false;
       try {
         held = net.mode !== 'none' && (await this.primeHold(peer, id, emit));
         await journal.step('frozen', strategy.journalExtra?.());
       } catch (err) {
         this.host.network.dropQuiesce?.(name, net);
+        ctx.stagedDump = await staging;
+        ctx.stagedLazyDump = await stagingLazy;
+        await this.dropStagedDump(ctx);
         throw err;
       }
+      ctx.stagedDump = await staging;
+      ctx.stagedLazyDump = await stagingLazy;
       progress.quiesced = true;
       progress.freezeStart = this.now();
       let seized = false;
@@ -316,6 +330,8 @@ export class MigrationSource {
         seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
         traceStep('source: dump', dumping, { migration: id });
       } finally {
+        // a dump that never started (the lock or the pause failed): its runc ends without its CRIU having run
+        await this.dropStagedDump(ctx);
         await announcing?.catch(() => {});
         // a dump leaves the tasks alive (frozen by us, --leave-running) whether it worked or not, and rollback
         // thaws them; tasks CRIU still holds (post-copy) are its until it lets go of them, whatever runc says
@@ -441,6 +457,14 @@ export class MigrationSource {
         emit({ type: 'info', message: `source cleanup incomplete: ${(err as Error).message}` });
       }
     });
+  }
+
+  /** Ends a staged dump that was not used; its CRIU never ran. */
+  private async dropStagedDump(ctx: MigrationContext): Promise<void> {
+    const staged = [ctx.stagedDump, ctx.stagedLazyDump];
+    ctx.stagedDump = undefined;
+    ctx.stagedLazyDump = undefined;
+    for (const s of staged) await s?.cancel();
   }
 
   /** Asks the destination to prime a hold; a destination that cannot is moved to the old way (drop and resend). */

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
+import { gateScript } from './criu-gate.ts';
 import { type ExecOptions, type ExecResult, ProcessRunner, type Runner } from './exec.ts';
 import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
 
@@ -200,6 +201,177 @@ test('a restore past its deadline is killed with the CRIU it started: nothing of
     const stat = existsSync(`/proc/${child}`) ? readFileSync(`/proc/${child}/stat`, 'utf8') : '';
     assert.ok(stat === '' || stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z'), `left running: ${stat}`);
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A runc that does what runc 1.1 does around a dump, in its order: a CRIU for its version check, descriptors.json
+ * into the image directory, the dump's CRIU. The CRIU it is given (`--criu`) logs each start with the file's
+ * presence; the dump's writes `dumped`.
+ */
+async function gateBed(dir: string) {
+  const images = join(dir, 'images');
+  await mkdir(images);
+  const log = join(dir, 'criu.log');
+  const criuPath = join(dir, 'criu');
+  await writeFile(
+    criuPath,
+    `#!/bin/sh\nif [ -e ${images}/descriptors.json ]; then echo dump >> ${log}; : > ${images}/dumped; else echo version >> ${log}; fi\n`,
+    { mode: 0o755 },
+  );
+  const runcPath = join(dir, 'runc');
+  await writeFile(
+    runcPath,
+    [
+      '#!/bin/sh',
+      'all=" $* "',
+      'while [ $# -gt 0 ]; do case "$1" in --criu) criu=$2; shift;; --image-path) img=$2; shift;; esac; shift; done',
+      '"$criu" swrk 3 || exit 2',
+      'echo \'["/dev/null"]\' > "$img/descriptors.json"',
+      '"$criu" swrk 3 || exit 3',
+      // a lazy dump: ready once its CRIU has written everything but memory (runc's --status-fd 3)
+      'case "$all" in *" --lazy-pages "*) printf x >&3;; esac',
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  const runc = new Runc(new ProcessRunner(), { root: join(dir, 'root'), runcPath, criuPath });
+  const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+  const waitFor = async (n: number) => {
+    for (let i = 0; i < 200 && lines().length < n; i++) await new Promise((r) => setTimeout(r, 10));
+  };
+  return { runc, images, lines, waitFor, dumped: () => existsSync(join(images, 'dumped')) };
+}
+
+test('a staged dump: runc and its CRIU version check start at once, the dump only at go()', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
+    assert.ok(staged);
+    await bed.waitFor(1);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(bed.lines(), ['version'], 'the version check ran, the dump waits');
+    assert.ok(existsSync(join(bed.images, 'descriptors.json')) && !bed.dumped());
+    const r = await staged.go();
+    assert.ok(r.ms >= 0);
+    assert.deepEqual(bed.lines(), ['version', 'dump']);
+    assert.ok(bed.dumped());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged dump cancelled before its freeze dumps nothing; one that cannot be staged is not', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
+    assert.ok(staged);
+    await bed.waitFor(1);
+    await staged.cancel();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(bed.lines(), ['version']);
+    assert.ok(!bed.dumped(), 'the gate ended the dump before its CRIU');
+    // descriptors.json is there now (an earlier dump's): no gate could tell the dump's CRIU from runc's first
+    assert.equal(
+      await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images }),
+      undefined,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged dump whose runc failed before the freeze fails at go() with its error, and dumped nothing', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    // its version check fails, as under the test-only fault criu-fail:dump
+    await writeFile(join(dir, 'criu'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
+    assert.ok(staged);
+    await new Promise((r) => setTimeout(r, 300));
+    await assert.rejects(staged.go(), (err: FerryError) => {
+      assert.equal(err.code, 'FERRY_E_CHECKPOINT_FAILED');
+      assert.match(err.message, /runc checkpoint failed \(exit status 2\)/);
+      return true;
+    });
+    assert.ok(!bed.dumped());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the gate ends the dump, never starting its CRIU, once the agent that staged it is gone', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const images = join(dir, 'images');
+    await mkdir(images);
+    await writeFile(join(images, 'descriptors.json'), '[]');
+    await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+    // a pid that is no process: the highest the kernel may hand out, plus one
+    const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
+    await writeFile(join(dir, 'gate'), gateScript(dir, images, '/bin/true', gone), { mode: 0o700 });
+    const r = await new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
+      allowFail: true,
+      timeoutMs: 5000,
+    });
+    assert.equal(r.code, 1);
+    assert.ok(!r.timedOut);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged lazy dump: ready only after go(), which hands over the dump; cancelled, it dumps nothing', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const o = { imagePath: bed.images, workPath: bed.images, pageServer: '127.0.0.1:1' };
+    const staged = await bed.runc.stageCheckpointLazy('c', o);
+    assert.ok(staged);
+    await bed.waitFor(1);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(bed.lines(), ['version'], 'the dump waits');
+    const lazy = await staged.go();
+    await lazy.ready;
+    assert.deepEqual(bed.lines(), ['version', 'dump']);
+    assert.equal((await lazy.done).code, 0);
+
+    await rm(join(bed.images, 'descriptors.json'));
+    await rm(join(bed.images, 'dumped'));
+    await rm(join(dir, 'criu.log'));
+    const again = await bed.runc.stageCheckpointLazy('c', o);
+    assert.ok(again);
+    await bed.waitFor(1);
+    await again.cancel();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(bed.lines(), ['version']);
+    assert.ok(!bed.dumped());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged dump sweeps the gate directories that agents now gone left behind, and only theirs', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
+  const left = join(tmpdir(), `ferry-gate-${gone}-test`);
+  const alive = join(tmpdir(), `ferry-gate-${process.pid}-test`);
+  try {
+    await mkdir(left);
+    await mkdir(alive);
+    const bed = await gateBed(dir);
+    const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
+    assert.ok(staged);
+    assert.ok(!existsSync(left), "a gone agent's directory is removed");
+    assert.ok(existsSync(alive), "a live agent's stays");
+    await staged.go();
+  } finally {
+    await rm(left, { recursive: true, force: true });
+    await rm(alive, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -1,4 +1,6 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
+// Over 400 lines: one method per runc command, each with its options, its failure's explanation and its test-only
+// fault; what reads runc's files is in runc-state.ts and freezer.ts, the gate of a staged dump in criu-gate.ts.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { access, readFile, rm } from 'node:fs/promises';
@@ -6,11 +8,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
+import { traceStep } from '../core/trace.ts';
 import { type CriuTls, criuTlsOptions } from './criu.ts';
+import { openGate, type StagedCheckpoint, stageGated } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
+import { freezeRecorded } from './freezer.ts';
+import { quickStatusOf } from './runc-state.ts';
 import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
+
+export type { StagedCheckpoint } from './criu-gate.ts';
+export { quickStatusOf } from './runc-state.ts';
 
 export interface RuncContainerState {
   id: string;
@@ -99,6 +108,13 @@ export interface RuncLike {
   restore(id: string, o: RestoreOptions): Promise<{ ms: number }>;
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump;
   /**
+   * A dump whose runc starts now, ahead of the freeze, and whose CRIU starts only at `go()`; undefined when it
+   * cannot be staged (then `checkpoint` as usual).
+   */
+  stageCheckpoint?(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined>;
+  /** The same for a lazy dump: its CRIU starts at `go()`, which hands over the dump as `checkpointLazy` would. */
+  stageCheckpointLazy?(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined>;
+  /**
    * Running or paused, as `state` would say, read from runc's files without starting runc (inside the freeze);
    * undefined for anything else or when it cannot be told: then ask `state`.
    */
@@ -150,6 +166,14 @@ export interface LazyDump {
   kill(): void;
 }
 
+/** A lazy dump staged ahead of the freeze (Runc.stageCheckpointLazy). */
+export interface StagedLazyDump {
+  /** The freeze has begun: CRIU dumps now. */
+  go(): Promise<LazyDump>;
+  /** Not needed after all: runc ends without its CRIU having dumped. */
+  cancel(): Promise<void>;
+}
+
 export class Runc implements RuncLike {
   readonly root: string;
   private readonly runner: Runner;
@@ -174,10 +198,18 @@ export class Runc implements RuncLike {
   }
 
   private argvWith(failing: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
+    const id = args[args.length - 1];
+    return this.argvCriu(this.criuFor(failing, id), logFile, ...args);
+  }
+
+  /** The CRIU runc is to run: the one configured (undefined: runc's own default), /bin/false under a fault. */
+  private criuFor(failing: string | undefined, id: string | undefined): string | undefined {
+    return failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
+  }
+
+  private argvCriu(criu: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
     const base = [this.runcPath, '--root', this.root];
     if (logFile) base.push('--log', logFile, '--log-format', 'json');
-    const id = args[args.length - 1];
-    const criu = failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
     if (criu) base.push('--criu', criu);
     return [...base, ...args];
   }
@@ -226,7 +258,13 @@ export class Runc implements RuncLike {
     await this.runner.run(this.argv(undefined, 'delete', '--force', id), { allowFail: true });
   }
 
+  /** Frozen through the cgroup runc recorded (runtime/freezer.ts); runc is asked when that cannot be done. */
   async pause(id: string): Promise<void> {
+    const traced = performance.now();
+    if (await freezeRecorded(join(this.root, id))) {
+      traceStep('runc pause: frozen directly', traced);
+      return;
+    }
     await this.runner.run(this.argv(undefined, 'pause', id), { label: 'runc pause' });
   }
 
@@ -253,6 +291,26 @@ export class Runc implements RuncLike {
   }
 
   async checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }> {
+    return this.runCheckpoint(id, o, this.criuFor('criu-fail:dump', id));
+  }
+
+  /**
+   * The dump with runc's own start and CRIU version check behind it before the freeze; its CRIU starts at `go()`
+   * (runtime/criu-gate.ts). Undefined when it cannot be staged.
+   */
+  async stageCheckpoint(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined> {
+    if (o.preDump) return undefined;
+    const criu = this.criuFor('criu-fail:dump', id) ?? 'criu';
+    return stageGated(this.runner, { id, imagePath: o.imagePath, criu }, (gate) =>
+      this.runCheckpoint(id, o, gate),
+    );
+  }
+
+  private async runCheckpoint(
+    id: string,
+    o: CheckpointOptions,
+    criu: string | undefined,
+  ): Promise<{ ms: number }> {
     const args = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.leaveRunning) args.push('--leave-running');
     if (o.preDump) args.push('--pre-dump');
@@ -267,7 +325,7 @@ export class Runc implements RuncLike {
     const extra = o.preDump ? undefined : extraCriuConfig(o);
     const env = this.dumpEnv(id, extra?.env);
     try {
-      const r = await this.runner.run(this.argvWith('criu-fail:dump', logFile, ...args, id), {
+      const r = await this.runner.run(this.argvCriu(criu, logFile, ...args, id), {
         label: 'runc checkpoint',
         errorCode: 'FERRY_E_CHECKPOINT_FAILED',
         phase: 'checkpoint',
@@ -298,11 +356,52 @@ export class Runc implements RuncLike {
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
+    return this.startLazy(id, o, this.criuFor('criu-fail:dump', id));
+  }
+
+  /**
+   * A lazy dump whose runc starts now, before the freeze, and whose CRIU starts at `go()` (runtime/criu-gate.ts):
+   * runc's start, its version check and its check that CRIU can serve lazy pages are behind it at the freeze.
+   */
+  async stageCheckpointLazy(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined> {
+    const gate = await openGate(this.runner, {
+      imagePath: o.imagePath,
+      criu: this.criuFor('criu-fail:dump', id) ?? 'criu',
+    });
+    if (!gate) return undefined;
+    const lazy = this.startLazy(id, o, gate.path);
+    let released = false;
+    let early = false;
+    void lazy.ready.then(
+      () => {
+        early = !released;
+      },
+      () => {},
+    );
+    void lazy.done.then(() => gate.close());
+    return {
+      go: async () => {
+        released = true;
+        // ready before its release: its dump got past the gate, which the gate rules out; refused, and it goes
+        if (early) {
+          lazy.kill();
+          throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${id} before the freeze`, {
+            phase: 'checkpoint',
+          });
+        }
+        await gate.release();
+        return lazy;
+      },
+      cancel: () => gate.stop(),
+    };
+  }
+
+  private startLazy(id: string, o: LazyCheckpointOptions, criu: string | undefined): LazyDump {
     const args = lazyCheckpointArgs(o);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
     const env = this.dumpEnv(id, extra?.env);
-    const p = startProcess(this.argvWith('criu-fail:dump', logFile, ...args, id), {
+    const p = startProcess(this.argvCriu(criu, logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
       ...(env ? { env } : {}),
@@ -349,54 +448,6 @@ export class Runc implements RuncLike {
     });
     return { ms: r.ms };
   }
-}
-
-/**
- * The two answers of `runc state` the freeze waits for, running or paused, read the way runc reads them from its
- * own files in `dir` (its root's directory for the container), without starting runc: state.json's init pid alive
- * with the start time runc recorded (a reused pid is someone else's), no exec.fifo (a container created but not
- * started keeps it), and the freezer of the cgroup runc recorded, FROZEN or THAWED (v1) or `frozen` in
- * cgroup.events (v2). Undefined for anything else (stopped, created, freezing, unreadable): ask `state`, which
- * also names it.
- */
-export async function quickStatusOf(
-  dir: string,
-  procRoot = '/proc',
-): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
-  try {
-    const st = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
-      init_process_pid?: number;
-      init_process_start?: number | string;
-      cgroup_paths?: Record<string, string>;
-    };
-    const pid = st.init_process_pid;
-    if (!pid || st.init_process_start === undefined) return undefined;
-    const stat = await readFile(join(procRoot, String(pid), 'stat'), 'utf8');
-    // fields after the command name, which may hold spaces and parentheses: state is field 3, starttime field 22
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z' || fields[0] === 'X') return undefined;
-    if (fields[19] !== String(st.init_process_start)) return undefined;
-    if (await exists(join(dir, 'exec.fifo'))) return undefined;
-    const frozen = await frozenCgroup(st.cgroup_paths ?? {});
-    if (frozen === undefined) return undefined;
-    return { status: frozen ? 'paused' : 'running', pid };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether the cgroup runc recorded is frozen; a v1 freezer wins (a hybrid host's unified `frozen` stays 0). */
-async function frozenCgroup(paths: Record<string, string>): Promise<boolean | undefined> {
-  const v1 = paths['freezer'];
-  if (v1) {
-    const state = (await readFile(join(v1, 'freezer.state'), 'utf8').catch(() => '')).trim();
-    return state === 'FROZEN' ? true : state === 'THAWED' ? false : undefined;
-  }
-  const v2 = paths[''];
-  if (!v2) return undefined;
-  const events = await readFile(join(v2, 'cgroup.events'), 'utf8').catch(() => '');
-  const m = /^frozen (\d)$/m.exec(events);
-  return m ? m[1] === '1' : undefined;
 }
 
 function exists(path: string): Promise<boolean> {

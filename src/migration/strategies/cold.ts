@@ -28,6 +28,7 @@ export interface ColdDeps {
 
 export class ColdStrategy implements Strategy {
   readonly name = 'cold' as const;
+  readonly plainFinalDump = true;
   private readonly deps: ColdDeps | undefined;
   private tail: GrowingFiles | undefined;
   private tailStart: number | undefined;
@@ -45,6 +46,8 @@ export class ColdStrategy implements Strategy {
     if (!this.deps || ctx.options.compress || !ctx.req.toAddress) return {};
     const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
     this.pages = { address: ctx.req.toAddress, port };
+    // the final dump's options (staged before the freeze or not) send the pages there, over TLS
+    ctx.finalDumpPages = { pageServer: `${ctx.req.toAddress}:${port}`, pageServerTls: this.deps.tls };
     return { pages: { port } };
   }
 
@@ -59,10 +62,7 @@ export class ColdStrategy implements Strategy {
         stalled = deps.killDump(ctx.images);
       });
       try {
-        await finalCheckpoint(ctx, undefined, {
-          pageServer: `${pages.address}:${pages.port}`,
-          pageServerTls: deps.tls,
-        });
+        await finalCheckpoint(ctx);
       } catch (err) {
         if (!stalled) throw err;
         await stalled.catch(() => {});

@@ -9,7 +9,7 @@ import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../../core/errors.ts';
 import { lazyPages, PAGE_BYTES } from '../../images/pagemap.ts';
-import type { LazyDump } from '../../runtime/runc.ts';
+import type { LazyCheckpointOptions, LazyDump } from '../../runtime/runc.ts';
 import { GrowingFiles } from '../../transport/tail.ts';
 import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN, PROGRESS_EVERY_MS } from '../defaults.ts';
 import { withDeadline } from '../phases.ts';
@@ -71,6 +71,20 @@ export class PostcopyStrategy implements Strategy {
     return { lazy: { address: pc.pageServerAddress, port } };
   }
 
+  /** The lazy dump's options, once prepare has fenced its page server's port. */
+  lazyDumpOptions(ctx: MigrationContext): LazyCheckpointOptions | undefined {
+    const pc = this.deps;
+    if (!pc || !this.fence) return undefined;
+    return {
+      imagePath: ctx.images,
+      workPath: ctx.images,
+      pageServer: `${pc.pageServerAddress}:${this.fence.port}`,
+      tcpEstablished: ctx.tcpEstablished,
+      ...(this.parent ? { parentPath: this.parent } : {}),
+      ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
+    };
+  }
+
   /** Everything but memory is written; CRIU keeps serving pages from the fenced port. */
   async dump(ctx: MigrationContext): Promise<{ seized: boolean }> {
     const pc = this.deps;
@@ -88,14 +102,17 @@ export class PostcopyStrategy implements Strategy {
       this.tailStart = ctx.now();
       this.tail.start();
     }
-    const lazy = ctx.host.runc.checkpointLazy(ctx.name, {
-      imagePath: ctx.images,
-      workPath: ctx.images,
-      pageServer: `${pc.pageServerAddress}:${this.fence.port}`,
-      tcpEstablished: ctx.tcpEstablished,
-      ...(this.parent ? { parentPath: this.parent } : {}),
-      ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
-    });
+    // (started before the freeze when it could be: source.ts; its CRIU starts now, with the tail above watching)
+    const staged = ctx.stagedLazyDump;
+    ctx.stagedLazyDump = undefined;
+    const options = this.lazyDumpOptions(ctx)!;
+    let lazy: LazyDump;
+    try {
+      lazy = staged ? await staged.go() : ctx.host.runc.checkpointLazy(ctx.name, options);
+    } catch (err) {
+      await this.tail?.stop();
+      throw err;
+    }
     try {
       // a lazy dump that never gets ready must not hold the container frozen past the ceiling
       await withDeadline('checkpoint', lazy.ready, ctx.dumpTimeoutMs);

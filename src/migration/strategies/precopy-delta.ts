@@ -10,6 +10,7 @@ import { finalCheckpoint, type MigrationContext, type Strategy, type TransferSha
 
 export class PrecopyDeltaStrategy implements Strategy {
   readonly name = 'precopy' as const;
+  readonly plainFinalDump = true;
   private readonly delta = new PageDelta();
 
   async prepare(): Promise<Record<string, never>> {

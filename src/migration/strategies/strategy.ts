@@ -2,7 +2,8 @@
 // dump, its share of the transfer, what follows confirm, what rollback undoes) and what it asks of the destination
 // (what its prepare stages, what it restores with). One object per migration: it keeps its own state.
 import type { ContainerHost } from '../../host/containers.ts';
-import type { CheckpointOptions } from '../../runtime/runc.ts';
+import type { StagedCheckpoint } from '../../runtime/criu-gate.ts';
+import type { CheckpointOptions, LazyCheckpointOptions, StagedLazyDump } from '../../runtime/runc.ts';
 import type { MigrationOptions } from '../defaults.ts';
 import type { ImageSender } from '../image-sender.ts';
 import type { Progress } from '../phases.ts';
@@ -40,6 +41,12 @@ export interface MigrationContext {
    * the container paused) and rollback thaws it.
    */
   readonly dumpTimeoutMs: number;
+  /** The final dump's runc, started before the freeze (source.ts); `finalCheckpoint` releases it. */
+  stagedDump?: StagedCheckpoint;
+  /** A lazy dump's runc, started before the freeze (source.ts); post-copy's `dump` releases it. */
+  stagedLazyDump?: StagedLazyDump;
+  /** Cold between agents: the destination's page server the final dump sends its pages to (set at prepare). */
+  finalDumpPages?: Pick<CheckpointOptions, 'pageServer' | 'pageServerTls'>;
 }
 
 /** A strategy's share of the transfer phase; the common streams carry the rest of the image directory. */
@@ -58,6 +65,10 @@ export interface TransferShare {
 
 export interface Strategy {
   readonly name: StrategyName;
+  /** Its dump is `finalCheckpoint(ctx)` without a parent: the engine may start that dump's runc before the freeze. */
+  readonly plainFinalDump?: boolean;
+  /** Its dump is a lazy one with these options (post-copy): the engine may start that dump's runc before the freeze. */
+  lazyDumpOptions?(ctx: MigrationContext): LazyCheckpointOptions | undefined;
   /** Source, before the freeze: stage what it needs; returns what the destination's prepare carries for it. */
   prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy' | 'pages'>>;
   /** Source, while the container runs: pre-copy rounds (the `rounds` phase); absent: none. */
@@ -89,21 +100,24 @@ export interface Strategy {
  * back as it found it, so the tasks stay alive and frozen (runc says `paused`) until the destination commits. A
  * rollback is then a thaw, never a CRIU restore of the images just written (decision 9).
  */
-export async function finalCheckpoint(
-  ctx: MigrationContext,
-  parentPath?: string,
-  pages: Pick<CheckpointOptions, 'pageServer' | 'pageServerTls'> = {},
-): Promise<void> {
-  await ctx.host.runc.checkpoint(ctx.name, {
-    ...pages,
+export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string): Promise<void> {
+  const staged = parentPath ? undefined : ctx.stagedDump;
+  ctx.stagedDump = undefined;
+  if (staged) await staged.go();
+  else await ctx.host.runc.checkpoint(ctx.name, finalDumpOptions(ctx, parentPath));
+}
+
+/** The final dump's options, staged or not. */
+export function finalDumpOptions(ctx: MigrationContext, parentPath?: string): CheckpointOptions {
+  return {
     imagePath: ctx.images,
     workPath: ctx.images,
     leaveRunning: true,
     tcpEstablished: ctx.tcpEstablished,
     timeoutMs: ctx.dumpTimeoutMs,
     ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
-    ...(parentPath ? { parentPath } : {}),
-  });
+    ...(parentPath ? { parentPath } : (ctx.finalDumpPages ?? {})),
+  };
 }
 
 /** A share of nothing: the common streams send every image file. */
