@@ -453,12 +453,13 @@ test('an uncommitted copy is aborted at its commit deadline (the source then tha
 });
 
 test('a commit before the deadline keeps the container', async () => {
-  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 50 });
+  // a deadline the restore and the commit meet on a busy machine too, then waited past
+  incoming = new IncomingMigrations(host, silentLogger(), { commitDeadlineMs: 1000 });
   await incoming.prepare(request('m1'));
   await receiveBoth('m1');
   await incoming.restore('m1');
   await incoming.commit('m1');
-  await new Promise((r) => setTimeout(r, 100));
+  await new Promise((r) => setTimeout(r, 1100));
   assert.equal(await incoming.status('m1'), 'committed');
   assert.ok(!runc.calls.includes('destroy c1'));
 });

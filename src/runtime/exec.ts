@@ -286,6 +286,8 @@ export function startProcess(
     };
     poll();
     void done.then((r) => {
+      // a process that wrote its status and exited between two polls was ready: look once more
+      poll();
       if (settled) return;
       settled = true;
       reject(
