@@ -4,7 +4,10 @@
 // inside the freeze. With `--base DIR`, a second testbed runs the ferry checked out in DIR, interleaved run by run
 // with this one (the same machine state for both): an A/B of a change to the freeze.
 //
-//   node bench/freeze-profile.ts [--runs 5] [--sizes 0,64] [--strategies cold,auto] [--base DIR] [--json]
+//   node bench/freeze-profile.ts [--runs 5] [--sizes 0,64] [--strategies cold,auto] [--base DIR] [--testbed bfrz] [--json]
+//
+// `--testbed` names the testbed (1-5 characters; the base's gets a `b` appended): two profiles on one machine at
+// once need two names, as a profile starts by tearing down whatever testbed has its name.
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -162,6 +165,7 @@ export async function main(argv: string[]): Promise<void> {
       sizes: { type: 'string', default: '0,64' },
       strategies: { type: 'string', default: 'cold,auto' },
       base: { type: 'string' },
+      testbed: { type: 'string', default: 'bfrz' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -175,8 +179,9 @@ export async function main(argv: string[]): Promise<void> {
   const log = (m: string) => process.stderr.write(`${m}\n`);
   const samples = new Map<string, Sample[]>();
   try {
-    beds.push(await bedUp('bfrz', 'this', ferry(here), dir));
-    if (values.base) beds.push(await bedUp('bfrzb', 'base', ferry(resolve(values.base)), dir));
+    if (!/^[a-z0-9]{1,5}$/.test(values.testbed)) throw new Error('--testbed: 1-5 characters [a-z0-9]');
+    beds.push(await bedUp(values.testbed, 'this', ferry(here), dir));
+    if (values.base) beds.push(await bedUp(`${values.testbed}b`, 'base', ferry(resolve(values.base)), dir));
     let n = 0;
     for (let run = 0; run < runs; run++) {
       for (const mib of sizes) {

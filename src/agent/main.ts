@@ -1,4 +1,5 @@
 // Starts an agent: wires the real runtime into the host, the engine and the API, then listens.
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, hostname, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -9,6 +10,7 @@ import type { TlsMaterial } from '../api/https-client.ts';
 import { registerMetricsRoute } from '../api/metrics-route.ts';
 import { ClientPool } from '../api/pool.ts';
 import type { CapabilitiesReport, Endpoint } from '../api/types.ts';
+import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { VERSION } from '../core/version.ts';
@@ -26,7 +28,8 @@ import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { bytesAckedOnPort } from '../network/tcp-sent.ts';
-import { Criu } from '../runtime/criu.ts';
+import { watchStall } from '../network/tcp-stall.ts';
+import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
@@ -34,6 +37,7 @@ import { stageKdat } from '../runtime/kdat.ts';
 import { settleLeftovers } from '../runtime/leftovers.ts';
 import { isTmpfs, mountTmpfs } from '../runtime/mounts.ts';
 import { checkOwnCertificate, checkOwnNotRevoked, tlsClientOptions } from '../runtime/pki.ts';
+import { crlPath } from '../runtime/revocation.ts';
 import { Runc } from '../runtime/runc.ts';
 import { installUnit, Systemd } from '../runtime/systemd.ts';
 import { AGENT_CONFIG_PATH, type AgentConfig, advertisedAddress } from './config.ts';
@@ -108,9 +112,29 @@ export async function startAgent(
   }));
   log.info(kdat, 'CRIU kernel-feature cache');
   if (!(await isTmpfs(paths.imagesDir))) await mountTmpfs(runner, paths.imagesDir);
+  const fw = new Firewall(runner);
+  // CRIU's TLS between a cold dump and the destination's page server: this agent's own certificate and CA
+  const criuTls: CriuTls = {
+    ca: cfg.tls.ca,
+    cert: cfg.tls.cert,
+    key: cfg.tls.key,
+    ...(existsSync(crlPath(cfg.tls.ca)) ? { crl: crlPath(cfg.tls.ca) } : {}),
+  };
+  const peerAddress = (from: string): string => {
+    const p = cfg.peers.find((q) => q.name === from);
+    if (!p) throw new FerryError('FERRY_E_AUTH_PEER', `${from} is not a peer of ${cfg.host}`);
+    return p.address;
+  };
   const incoming = new IncomingMigrations(host, log, {
     faults,
     lazyPages: (o) => criu.lazyPages(o),
+    pageServer: {
+      start: (o) => criu.pageServer({ ...o, tls: criuTls }),
+      fence: {
+        open: (port, from) => fw.fencePort(port, peerAddress(from)),
+        close: (port, from) => fw.unfencePort(port, peerAddress(from)),
+      },
+    },
     commitDeadlineMs: cfg.deadlines.commitMs,
     keepLogs: cfg.keepLogs,
     deadMan: (name, images, cutOff) =>
@@ -120,7 +144,6 @@ export async function startAgent(
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
   const capabilities = capabilitiesOnce(() => gatherFacts(cfg.host, criu, runc));
   const tls: TlsMaterial = tlsClientOptions(cfg.tls);
-  const fw = new Firewall(runner);
   // one keep-alive pool for every destination and the controller: a migration to a destination reuses the
   // connections of the last one
   const clients = new ClientPool(tls);
@@ -155,6 +178,14 @@ export async function startAgent(
     guard: recovery,
     onUnsettled: (e) => void recovery.settle(e).catch((err) => log.error({ err }, 'settling failed')),
     faults,
+    cold: {
+      tls: criuTls,
+      stallMs: cfg.deadlines.stallMs,
+      watch: (o, onStall) => watchStall(o, onStall),
+      killDump: async (images) => {
+        await settleLeftovers(`checkpoint --image-path ${images} `, 0);
+      },
+    },
     postcopy: {
       pageServerAddress: advertise,
       fence: {

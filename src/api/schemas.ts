@@ -125,6 +125,12 @@ const Lazy = Type.Object(
   { additionalProperties: false },
 );
 
+/** Cold: the port of the page server the destination starts for the source's dump (fenced to the source). */
+const Pages = Type.Object(
+  { port: Type.Integer({ minimum: 1024, maximum: 65535 }) },
+  { additionalProperties: false },
+);
+
 export const IncomingBody = Type.Object(
   {
     id: Id,
@@ -132,6 +138,7 @@ export const IncomingBody = Type.Object(
     from: Name,
     neighbours: Type.Optional(Neighbours),
     lazy: Type.Optional(Lazy),
+    pages: Type.Optional(Pages),
     record: ContainerRecord,
   },
   { additionalProperties: false },

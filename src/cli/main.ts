@@ -248,7 +248,8 @@ export function buildProgram(): Command {
     )
     .option(
       '--streams <n>',
-      'parallel connections for large image files (default: cores - 1, at most 4; 1 when zstd is on)',
+      'parallel connections for large image files (default: cores - 1, at most 4; 1 when zstd is on); ' +
+        "a cold move between agents sends its pages through the destination's CRIU page server instead",
       (v) => positiveInt(v, '--streams'),
     )
     .option(

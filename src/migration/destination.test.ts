@@ -9,6 +9,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -471,4 +472,89 @@ test('an abort after the commit is refused: the source must not thaw a container
   await assert.rejects(incoming.abort('m1'), /is committed: it cannot be aborted/);
   assert.ok(!runc.calls.includes('destroy c1'));
   await incoming.abort('m-never-seen');
+});
+
+/** Cold's page server as the destination sees it: listens on its port for real (prepare waits for that). */
+function pageServerIncoming() {
+  const fence: string[] = [];
+  const servers: { o: { port: number; imagesDir: string }; exit: (code: number) => void; killed: boolean }[] =
+    [];
+  const m = new IncomingMigrations(host, silentLogger(), {
+    pageServer: {
+      start: (o) => {
+        const srv = createServer().listen(o.port, '127.0.0.1');
+        let end!: (r: ExecResult) => void;
+        const done = new Promise<ExecResult>((r) => {
+          end = (r2) => {
+            srv.close();
+            r(r2);
+          };
+        });
+        const rec = {
+          o,
+          killed: false,
+          exit: (code: number) =>
+            end({ argv: ['criu'], code, signal: null, stdout: '', stderr: 'gone', ms: 1 }),
+        };
+        servers.push(rec);
+        return {
+          pid: 1,
+          status: Promise.resolve(),
+          done,
+          kill: () => {
+            rec.killed = true;
+            end({ argv: ['criu'], code: null, signal: 'SIGKILL', stdout: '', stderr: '', ms: 1 });
+          },
+        };
+      },
+      fence: {
+        open: async (port, from) => void fence.push(`open ${port} ${from}`),
+        close: async (port, from) => void fence.push(`close ${port} ${from}`),
+      },
+    },
+  });
+  return { m, fence, servers };
+}
+
+const psPort = () => 30000 + Math.floor(Math.random() * 20000);
+
+test('cold with a page server: prepare starts it fenced to the source, the restore waits for its clean exit', async () => {
+  const { m, fence, servers } = pageServerIncoming();
+  const port = psPort();
+  await m.prepare(request('m1', 'c1', { pages: { port } }));
+  assert.deepEqual(servers[0]?.o, { port, imagesDir: imageDir(paths, 'm1'), from: 'a' });
+  assert.deepEqual(fence, [`open ${port} a`]);
+  await m.receive('m1', 'bundle', encodeTree([{ root: sent.bundle, prefix: '' }]));
+  await m.receive('m1', 'images', encodeTree([{ root: sent.images, prefix: '' }]));
+  servers[0]!.exit(0); // the source's dump closed its connection
+  await m.restore('m1', { neighbours: [] });
+  assert.deepEqual(runc.calls, ['restore c1']);
+  assert.deepEqual(fence, [`open ${port} a`, `close ${port} a`]);
+  await m.commit('m1');
+});
+
+test('cold with a page server that failed: no restore, FERRY_E_TRANSFER_FAILED; an abort kills a running one', async () => {
+  const { m, fence, servers } = pageServerIncoming();
+  const port = psPort();
+  await m.prepare(request('m1', 'c1', { pages: { port } }));
+  await m.receive('m1', 'bundle', encodeTree([{ root: sent.bundle, prefix: '' }]));
+  await m.receive('m1', 'images', encodeTree([{ root: sent.images, prefix: '' }]));
+  servers[0]!.exit(1);
+  await assert.rejects(m.restore('m1', { neighbours: [] }), code('FERRY_E_TRANSFER_FAILED'));
+  assert.ok(!runc.calls.includes('restore c1'));
+  await m.abort('m1');
+  const other = psPort();
+  await m.prepare(request('m2', 'c2', { pages: { port: other } }));
+  await m.abort('m2');
+  assert.equal(servers[1]?.killed, true);
+  assert.deepEqual(fence.slice(-2), [`open ${other} a`, `close ${other} a`]);
+});
+
+test('cold with a page server on a host that runs none: the prepare is refused, nothing stays', async () => {
+  await assert.rejects(
+    incoming.prepare(request('m1', 'c1', { pages: { port: psPort() } })),
+    code('FERRY_E_CAPABILITY'),
+  );
+  assert.equal(incoming.isReserved('c1'), false);
+  assert.ok(!existsSync(imageDir(paths, 'm1')));
 });

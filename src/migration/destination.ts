@@ -15,6 +15,7 @@ import { DEFAULT_COMMIT_DEADLINE_MS } from './defaults.ts';
 import { committedError, type IncomingDeps, IncomingMigration } from './incoming.ts';
 import { recordedIds, recordPath } from './incoming-record.ts';
 import type { LazyPages, LazyPagesStarter, PagesOutcome } from './lazy-pages.ts';
+import type { PageServerDeps } from './page-server.ts';
 import type { IncomingRequest, IncomingState, RestoreResult } from './types.ts';
 
 /** How long a post-copy's outcome stays known after the source was answered (an answer may be lost). */
@@ -35,6 +36,8 @@ export interface DestinationOptions {
   deadMan?: (name: string, images: string, cutOff: string[][]) => { disarm(): void };
   /** Post-copy: starts CRIU's lazy-pages daemon against the source's page server. */
   lazyPages?: LazyPagesStarter;
+  /** Cold: CRIU's page server for a source's dump, and the fence around its port. */
+  pageServer?: PageServerDeps;
   /** Keep CRIU's restore log of a copy that restored fine too (a failed restore's is always kept). */
   keepLogs?: boolean;
 }
@@ -65,6 +68,7 @@ export class IncomingMigrations {
       log,
       faults: opts.faults ?? Faults.none(),
       lazyPages: opts.lazyPages,
+      pageServer: opts.pageServer,
       keepLogs: opts.keepLogs === true,
       restoreTimeoutMs: this.commitDeadlineMs,
     };

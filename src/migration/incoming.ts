@@ -9,7 +9,8 @@
 // an abort drops it.
 //
 // Pre-copy rounds add pages to a block store while prepared; post-copy starts CRIU's lazy-pages daemon as soon as
-// the images' inventory lands (lazy-pages.ts). The record on disk lets a restarted agent undo what was left.
+// the images' inventory lands (lazy-pages.ts); cold's prepare starts the page server its dump sends pages to
+// (page-server.ts). The record on disk lets a restarted agent undo what was left.
 // Over 400 lines because it is one state machine: each transition sits beside the undo an abort runs for it.
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import { decodeTree } from '../transport/image-stream/index.ts';
 import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { type IncomingRecord, RecordFile, readRecord } from './incoming-record.ts';
 import { LazyPages, type LazyPagesStarter } from './lazy-pages.ts';
+import { IncomingPageServer, type PageServerDeps, removeLeftPageServer } from './page-server.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
 export type IncomingState = IncomingRecord['state'] | 'committed' | 'aborted';
@@ -38,6 +40,8 @@ export interface IncomingDeps {
   /** Test-only fault injection: 'invalid-bundle' breaks the received bundle before restore; kill-at points. */
   faults: Faults;
   lazyPages: LazyPagesStarter | undefined;
+  /** Cold: CRIU's page server for the source's dump, and its fence; undefined: this host runs none. */
+  pageServer?: PageServerDeps | undefined;
   /** A restore still running this long is killed: the copy could not be committed in time anyway. */
   restoreTimeoutMs?: number;
   /** Keep CRIU's restore log of a restore that worked too (the agent's `keepLogs`). */
@@ -61,6 +65,8 @@ export class IncomingMigration {
   private blocks: BlockStore | undefined;
   /** Post-copy: the lazy-pages daemon, started when the images arrived (or at restore). */
   private lazy: LazyPages | undefined;
+  /** Cold: the page server the source's dump writes the pages through, from prepare until it exits. */
+  private pageServer: IncomingPageServer | undefined;
   /** The restore in flight: an abort waits for it, then removes what it made. */
   private restoring: Promise<RestoreResult> | undefined;
   private aborting: Promise<void> | undefined;
@@ -144,6 +150,15 @@ export class IncomingMigration {
     await network.create(this.name, net, { attached: false, locked: true });
     await network.setNeighbours(this.name, net, this.rec.neighbours ?? []);
     network.stageUnlock?.(this.name, net);
+    if (this.rec.pages) {
+      const o = { port: this.rec.pages.port, imagesDir: this.images, from: this.from };
+      this.pageServer = await IncomingPageServer.start(this.deps.pageServer, o);
+      void this.pageServer.failed.then(async (why) => {
+        if (!why) return;
+        this.deps.log.warn({ migration: this.id, container: this.name, why }, 'criu page-server failed');
+        await this.keepLog('page-server.log');
+      });
+    }
   }
 
   /**
@@ -259,6 +274,8 @@ export class IncomingMigration {
     if (this.held !== 'announced') await host.network.attach(name, net);
     let ms: number;
     try {
+      // cold: every page came through the page server, which exits cleanly only once it has written them all
+      await this.pageServer?.finished();
       const lazy = opts.lazy ?? this.rec.lazy;
       if (lazy) {
         this.lazy ??= this.startLazyPages(lazy);
@@ -285,6 +302,7 @@ export class IncomingMigration {
       }));
     } catch (err) {
       await this.keepLog('restore.log');
+      if (this.rec.pages) await this.keepLog('page-server.log');
       throw err;
     }
     // aborted while runc restored: the abort (waiting for this) removes the container
@@ -386,6 +404,15 @@ export class IncomingMigration {
     this.current = 'aborted';
     // the daemon first: a restore waiting on it gives up
     await this.lazy?.stop();
+    // the page server too (a dump still sending to it then fails and its source thaws); one a previous run of the
+    // agent started is found by its image directory
+    if (this.pageServer) await this.pageServer.stop();
+    else if (this.rec.pages)
+      await removeLeftPageServer(this.deps.pageServer, {
+        port: this.rec.pages.port,
+        imagesDir: this.images,
+        from: this.from,
+      });
     // a restore still running would otherwise create the container after it was removed
     await this.restoring?.catch(() => {});
     await this.holding?.catch(() => {});

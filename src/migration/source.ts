@@ -26,6 +26,7 @@ import { newReport, PHASE_ERROR, PhaseRunner, withDeadline } from './phases.ts';
 import { planMigration } from './plan-phase.ts';
 import { withDumpProgress } from './progress.ts';
 import { finishSource, rollback } from './rollback.ts';
+import type { ColdDeps } from './strategies/cold.ts';
 import type { PostcopyDeps } from './strategies/postcopy.ts';
 import { createStrategy } from './strategies/registry.ts';
 import { finalDumpOptions, type MigrationContext, type Strategy } from './strategies/strategy.ts';
@@ -45,6 +46,8 @@ export interface SourceDeps {
   log: Logger;
   capabilities: () => Promise<CapabilitiesReport>;
   postcopy?: PostcopyDeps;
+  /** Cold's pages to the destination's CRIU page server (the agent's TLS material); absent: ranges. */
+  cold?: ColdDeps;
   /** Phase deadlines (defaults.ts); `commitMs` is the destination's (it kills an uncommitted copy past it). */
   deadlines?: Partial<Deadlines>;
   /** Each step is written here before its side effects, so a restarted agent settles it (source-recovery.ts). */
@@ -67,6 +70,7 @@ export class MigrationSource {
   private readonly capabilities: () => Promise<CapabilitiesReport>;
   private readonly now: () => number;
   private readonly postcopy: PostcopyDeps | undefined;
+  private readonly cold: ColdDeps | undefined;
   private readonly deadlines: Deadlines;
   private readonly journal: MigrationJournal | undefined;
   private readonly onUnsettled: ((entry: SourceJournalEntry) => void) | undefined;
@@ -82,6 +86,7 @@ export class MigrationSource {
   constructor(deps: SourceDeps) {
     this.host = deps.host;
     this.postcopy = deps.postcopy;
+    this.cold = deps.cold;
     this.log = deps.log;
     this.capabilities = deps.capabilities;
     this.now = deps.now ?? (() => performance.now());
@@ -202,7 +207,11 @@ export class MigrationSource {
       );
     });
     report.strategy = planned.strategy;
-    const strategy = createStrategy(planned.strategy, { postcopy: this.postcopy }, planned.local);
+    const strategy = createStrategy(
+      planned.strategy,
+      { postcopy: this.postcopy, cold: this.cold },
+      planned.local,
+    );
     chosen.strategy = strategy;
 
     const record = await this.host.readRecord(name);

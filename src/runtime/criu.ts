@@ -1,4 +1,6 @@
-// Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks.
+// Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks, post-copy's
+// lazy-pages daemon, and the page server a cold migration's dump sends its pages to.
+import { FerryError } from '../core/errors.ts';
 import { type Runner, type StartedProcess, startProcess } from './exec.ts';
 
 export const CRIU_MIN_VERSION = '4.2';
@@ -20,6 +22,34 @@ export function compareVersions(a: string, b: string): number {
     if (d !== 0) return Math.sign(d);
   }
   return 0;
+}
+
+/**
+ * The agent's own certificate, key and CA (and the CA's revocation list, when the host has one) for CRIU's TLS
+ * (GnuTLS) between a dump and a page server: PEM files, the agents' ECDSA P-256 keys as PKCS#8.
+ */
+export interface CriuTls {
+  ca: string;
+  cert: string;
+  key: string;
+  crl?: string;
+}
+
+/** CRIU's TLS options as `[option, value]` pairs, for its command line or a configuration file. */
+export function criuTlsOptions(t: CriuTls): [string, string | undefined][] {
+  const out: [string, string | undefined][] = [
+    ['tls', undefined],
+    ['tls-cacert', t.ca],
+    ['tls-cert', t.cert],
+    ['tls-key', t.key],
+  ];
+  if (t.crl) out.push(['tls-cacrl', t.crl]);
+  for (const [, v] of out) {
+    // (a configuration file's value ends at white space)
+    if (v !== undefined && /\s/.test(v))
+      throw new FerryError('FERRY_E_INPUT_ARGS', `CRIU cannot take a TLS file whose path has a space: ${v}`);
+  }
+  return out;
 }
 
 export class Criu {
@@ -71,6 +101,29 @@ export class Criu {
       o.imagesDir,
       '-o',
       'lazy-pages.log',
+      '-v2',
+    ]);
+  }
+
+  /**
+   * A cold migration's page server on the destination: takes one dump's connection on `port` (every address:
+   * the agent fences the port to the source), writes its pagemap and page images into `imagesDir` and exits
+   * when the dump closes it. TLS both ways with the agents' certificates; the client's name is not checked
+   * against an address (it is the source's, which a fence already pins), its CA signature and revocation are.
+   */
+  pageServer(o: { port: number; imagesDir: string; tls: CriuTls }): StartedProcess {
+    return startProcess([
+      this.path,
+      'page-server',
+      '--images-dir',
+      o.imagesDir,
+      '--work-dir',
+      o.imagesDir,
+      '--port',
+      String(o.port),
+      ...criuTlsOptions(o.tls).flatMap(([k, v]) => (v === undefined ? [`--${k}`] : [`--${k}`, v])),
+      '-o',
+      'page-server.log',
       '-v2',
     ]);
   }

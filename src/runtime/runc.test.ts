@@ -64,6 +64,40 @@ test('a dump with skipInFlight hands CRIU a config file of its own that says so,
   assert.deepEqual(seen[1], {}, 'no file without the option');
 });
 
+test("a dump to a page server over TLS: runc's --page-server, CRIU's TLS options in the dump's own config file", async () => {
+  const seen: { argv: string[]; text?: string }[] = [];
+  const r: Runner = {
+    run: async (argv, o) => {
+      const file = o?.env?.['CRIU_CONFIG_FILE'];
+      seen.push({ argv, ...(file ? { text: readFileSync(file, 'utf8') } : {}) });
+      return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
+    },
+  };
+  const runc = new Runc(r, { root: '/run/x' });
+  const tls = { ca: '/p/ca.crt', cert: '/p/a.crt', key: '/p/a.key', crl: '/p/ca.crl' };
+  await runc.checkpoint('c', {
+    imagePath: '/i',
+    workPath: '/w',
+    pageServer: '10.0.0.2:27001',
+    pageServerTls: tls,
+  });
+  const argv = seen[0]!.argv;
+  assert.equal(argv[argv.indexOf('--page-server') + 1], '10.0.0.2:27001');
+  assert.equal(
+    seen[0]!.text,
+    'tls\ntls-cacert /p/ca.crt\ntls-cert /p/a.crt\ntls-key /p/a.key\ntls-cacrl /p/ca.crl\n',
+  );
+  await assert.rejects(
+    runc.checkpoint('c', {
+      imagePath: '/i',
+      workPath: '/w',
+      pageServer: 'x:1',
+      pageServerTls: { ...tls, key: '/p/my key' },
+    }),
+    /FERRY_E_INPUT_ARGS|space/,
+  );
+});
+
 test('running and paused are read from runc state.json, the init pid start time and the freezer', async () => {
   const root = await mkdtemp(join(tmpdir(), 'ferry-runc-state-'));
   try {

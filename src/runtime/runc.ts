@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { traceStep } from '../core/trace.ts';
+import { type CriuTls, criuTlsOptions } from './criu.ts';
 import { openGate, type StagedCheckpoint, stageGated } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import type { ExecResult, Runner } from './exec.ts';
@@ -39,7 +40,10 @@ export interface CheckpointOptions {
   /** Dump the container's file locks (flock, POSIX, OFD); default on (see FILE_LOCKS_DEFAULT). */
   fileLocks?: boolean;
   lazyPages?: boolean;
+  /** ADDRESS:PORT of a page server the dump sends its pages to (a cold migration's destination). */
   pageServer?: string;
+  /** TLS to that page server (CRIU's own, in the dump's configuration file: runc has no flag for it). */
+  pageServerTls?: CriuTls;
   statusFd?: number;
   /** runc (and the CRIU under it) is killed past this; default 600 s. */
   timeoutMs?: number;
@@ -52,13 +56,18 @@ export interface CheckpointOptions {
  * CRIU_CONFIG_FILE in runc's environment (CRIU reads it besides the container's `org.criu.config`). In a fresh
  * private directory (a file in a shared one could be planted); `done()` removes it. Undefined when none is needed.
  */
-function extraCriuConfig(o: {
+export function extraCriuConfig(o: {
   skipInFlight?: boolean;
+  pageServerTls?: CriuTls;
 }): { env: NodeJS.ProcessEnv; done(): void } | undefined {
-  if (!o.skipInFlight) return undefined;
+  const lines: string[] = [];
+  if (o.skipInFlight) lines.push('skip-in-flight');
+  if (o.pageServerTls)
+    for (const [k, v] of criuTlsOptions(o.pageServerTls)) lines.push(v === undefined ? k : `${k} ${v}`);
+  if (lines.length === 0) return undefined;
   const dir = mkdtempSync(join(tmpdir(), 'ferry-criu-'));
   const file = join(dir, 'dump.conf');
-  writeFileSync(file, 'skip-in-flight\n', { mode: 0o600 });
+  writeFileSync(file, `${lines.join('\n')}\n`, { mode: 0o600 });
   return {
     env: { ...process.env, CRIU_CONFIG_FILE: file },
     done: () => rmSync(dir, { recursive: true, force: true }),

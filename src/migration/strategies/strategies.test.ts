@@ -39,7 +39,7 @@ import type {
   RestoreOptions,
   StrategyName,
 } from '../types.ts';
-import { ColdStrategy } from './cold.ts';
+import { type ColdDeps, ColdStrategy } from './cold.ts';
 import type { PostcopyDeps } from './postcopy.ts';
 import { createStrategy } from './registry.ts';
 import type { Strategy } from './strategy.ts';
@@ -97,6 +97,7 @@ class LogRunc implements RuncLike {
   /** Page image sizes of successive pre-dump rounds. */
   preDumpSizes: number[] = [];
   lazyOptions: LazyCheckpointOptions[] = [];
+  checkpoints: CheckpointOptions[] = [];
   /** The running lazy dump's end: resolved when the pages are all served, or when the page server fails. */
   private endLazy?: (r: ExecResult) => void;
   async run(id: string) {
@@ -133,10 +134,13 @@ class LogRunc implements RuncLike {
     const round = /round-\d+$/.test(o.imagePath);
     const kind = o.preDump ? 'pre-dump' : round && o.leaveRunning ? 'leave-running' : 'final';
     step(`runc.checkpoint ${kind}${o.parentPath ? ` parent=${o.parentPath}` : ''}`);
-    writeFileSync(
-      join(o.imagePath, 'pages-1.img'),
-      Buffer.alloc(o.preDump ? (this.preDumpSizes.shift() ?? 4096) : 8192, 7),
-    );
+    this.checkpoints.push(o);
+    // (with a page server the pages are written there, not here)
+    if (!o.pageServer)
+      writeFileSync(
+        join(o.imagePath, 'pages-1.img'),
+        Buffer.alloc(o.preDump ? (this.preDumpSizes.shift() ?? 4096) : 8192, 7),
+      );
     if (kind === 'final') {
       copyFileSync(STATS, join(o.imagePath, 'stats-dump'));
       if (!o.leaveRunning) this.states.delete(id);
@@ -376,10 +380,12 @@ async function migrate(
   strategy: StrategyName,
   over: Partial<MigrationRequest> = {},
   softDirty = true,
+  cold?: ColdDeps,
 ): Promise<MigrationReport> {
   const engine = new MigrationSource({
     host,
     log: silentLogger(),
+    ...(cold ? { cold } : {}),
     capabilities: async () => caps(softDirty),
     postcopy: postcopy(),
   });
@@ -410,6 +416,56 @@ test('cold: prepare stages the bundle, one final dump streamed as CRIU writes it
     ...AFTER_TRANSFER,
   ]);
   assert.deepEqual(peer.restored, { neighbours: [] });
+});
+
+const TLS = { ca: '/pki/ca.crt', cert: '/pki/a.crt', key: '/pki/a.key' };
+const COLD: ColdDeps = { tls: TLS, stallMs: 1000, watch: () => ({ stop() {} }), killDump: async () => {} };
+
+test('cold with a page server: the destination starts one at prepare, the dump sends its pages there over TLS', async () => {
+  const r = await migrate('cold', {}, true, COLD);
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  const port = peer.prepared?.pages?.port;
+  assert.ok(port !== undefined && port >= 27000, 'the page server port goes with prepare');
+  const final = runc.checkpoints.find((o) => !o.preDump);
+  assert.equal(final?.pageServer, `10.0.0.2:${port}`);
+  assert.deepEqual(final?.pageServerTls, TLS);
+  assert.ok(!log.includes('peer.send-range'), 'no page image travels in ranges');
+  // CRIU's own count of the pages it wrote there counts as sent
+  assert.ok(r.bytesSent >= (r.criu.dump?.pagesWritten ?? 0) * 4096);
+});
+
+test('cold with a page server whose link stalls: the dump is killed, a peer timeout in checkpoint, the source thaws', async () => {
+  let killed = '';
+  const checkpoint = runc.checkpoint.bind(runc);
+  runc.checkpoint = async (id, o) => {
+    if (killed) throw new Error('runc checkpoint killed by SIGKILL');
+    return checkpoint(id, o);
+  };
+  const r = await migrate('cold', {}, true, {
+    ...COLD,
+    watch: (_o, onStall) => {
+      onStall(); // at once: the link was cut before the dump connected
+      return { stop() {} };
+    },
+    killDump: async (images) => {
+      killed = images;
+    },
+  });
+  assert.equal(r.ok, false);
+  assert.equal(r.error?.code, 'FERRY_E_PEER_TIMEOUT');
+  assert.equal(r.error?.phase, 'checkpoint');
+  assert.match(r.error?.message ?? '', /made no progress for 1000 ms/);
+  assert.ok(killed.length > 0, 'the dump of this migration was killed');
+  assert.equal(r.rollback?.sourceRunning, true);
+  // (a peer found silent is not asked first: its abort, which kills the page server, is repeated in the background)
+  assert.ok(log.includes('runc.resume'), 'thawed');
+});
+
+test('cold with a page server but zstd: the page images stream as before, no page server', async () => {
+  const r = await migrate('cold', { compress: 'on' }, true, COLD);
+  assert.equal(r.ok, true, JSON.stringify(r.error));
+  assert.equal(peer.prepared?.pages, undefined);
+  assert.equal(runc.checkpoints.find((o) => !o.preDump)?.pageServer, undefined);
 });
 
 test('cold with zstd: no ranges while dumping, everything in the compressed streams', async () => {

@@ -45,6 +45,8 @@ export interface MigrationContext {
   stagedDump?: StagedCheckpoint;
   /** A lazy dump's runc, started before the freeze (source.ts); post-copy's `dump` releases it. */
   stagedLazyDump?: StagedLazyDump;
+  /** Cold between agents: the destination's page server the final dump sends its pages to (set at prepare). */
+  finalDumpPages?: Pick<CheckpointOptions, 'pageServer' | 'pageServerTls'>;
 }
 
 /** A strategy's share of the transfer phase; the common streams carry the rest of the image directory. */
@@ -68,7 +70,7 @@ export interface Strategy {
   /** Its dump is a lazy one with these options (post-copy): the engine may start that dump's runc before the freeze. */
   lazyDumpOptions?(ctx: MigrationContext): LazyCheckpointOptions | undefined;
   /** Source, before the freeze: stage what it needs; returns what the destination's prepare carries for it. */
-  prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy'>>;
+  prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'lazy' | 'pages'>>;
   /** Source, while the container runs: pre-copy rounds (the `rounds` phase); absent: none. */
   rounds?(ctx: MigrationContext): Promise<void>;
   /**
@@ -114,7 +116,7 @@ export function finalDumpOptions(ctx: MigrationContext, parentPath?: string): Ch
     tcpEstablished: ctx.tcpEstablished,
     timeoutMs: ctx.dumpTimeoutMs,
     ...(ctx.req.skipInFlight ? { skipInFlight: true } : {}),
-    ...(parentPath ? { parentPath } : {}),
+    ...(parentPath ? { parentPath } : (ctx.finalDumpPages ?? {})),
   };
 }
 
