@@ -28,6 +28,8 @@ export class Heartbeat {
   private forceFull = true;
   private readonly samples = new Map<string, { cpuNs: number; at: number }>();
   private readonly sent = new Map<string, ContainerStat>();
+  /** The beat in flight: beats run one after the other (each diffs against what the one before sent). */
+  private running: Promise<void> = Promise.resolve();
 
   constructor(deps: {
     host: ContainerHost;
@@ -91,7 +93,30 @@ export class Heartbeat {
     return out;
   }
 
-  async beat(): Promise<void> {
+  /**
+   * A beat out of turn, after a container left this host: until the controller hears of it, it still counts the
+   * name and address as taken and refuses a create that reuses them. Waits at most `waitMs`; never fails (a beat
+   * that did not arrive makes the next one a full report).
+   */
+  async beatNow(waitMs = 1000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => {
+      timer = setTimeout(r, waitMs);
+    });
+    const sent = this.beat().catch(() => {
+      this.forceFull = true;
+    });
+    await Promise.race([sent, late]);
+    clearTimeout(timer);
+  }
+
+  beat(): Promise<void> {
+    const p = this.running.then(() => this.beatOnce());
+    this.running = p.catch(() => {});
+    return p;
+  }
+
+  private async beatOnce(): Promise<void> {
     const stats = await this.sample();
     this.seq++;
     const full = this.forceFull || this.seq % this.cfg.fullEvery === 0;

@@ -248,9 +248,12 @@ export async function startAgent(
       if (settled.length) log.warn({ settled }, 'settled the migrations left by a previous run');
     })
     .catch((err) => log.error({ err }, 'settling the migrations left by a previous run failed'));
+  // made once the app listens (below); a removal reports to the controller through it
+  let heartbeat: Heartbeat | undefined;
   const app = buildAgentApp(
     {
       host,
+      reportChange: async () => heartbeat?.beatNow(),
       peers: cfg.peers,
       uploads,
       reservations,
@@ -272,7 +275,6 @@ export async function startAgent(
   registerMetricsRoute(app, metrics.registry);
   await app.listen({ host: cfg.listen.address, port: cfg.listen.port });
   const unfollow = followRevocations(app.server, cfg.tls, log, (m) => clients.reload(m));
-  let heartbeat: Heartbeat | undefined;
   if (cfg.controller) {
     heartbeat = new Heartbeat({
       host,

@@ -53,6 +53,8 @@ import type { Held, Reservations } from './reservations.ts';
 
 export interface AgentDeps {
   host: ContainerHost;
+  /** Tells the controller at once what changed here (a heartbeat out of turn); bounded, never fails. */
+  reportChange?: () => Promise<void>;
   /** The other hosts of the cluster: the only sources it takes migrations from and destinations it sends to. */
   peers: readonly Endpoint[];
   uploads: Uploads;
@@ -252,6 +254,9 @@ export function buildAgentApp(deps: AgentDeps, opts: ServerOptions = {}): Fastif
       throw new FerryError('FERRY_E_CONTAINER_BUSY', `container ${req.params.name} is arriving by migration`);
     }
     await host.remove(req.params.name);
+    // the controller hears of it before the answer: a create that reuses the name or address right after is not
+    // refused on its picture of a moment ago
+    await deps.reportChange?.();
     reply.code(204);
   });
 

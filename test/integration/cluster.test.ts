@@ -227,11 +227,10 @@ test('controller: a restart in the middle of a drain resumes it without repeatin
   t.after(() => removeContainers(bed));
   const deps = { runner: new ProcessRunner(), env: bed.env, ferryArgv: FERRY_ARGV };
   const names = ['d1', 'd2', 'd3', 'd4'];
-  for (const n of names)
-    assert.equal(
-      (await bed.cli(['run', '--host', 'a', '--name', n, '--', '/bin/busybox', 'sleep', '100000'])).code,
-      0,
-    );
+  for (const n of names) {
+    const r = await bed.cli(['run', '--host', 'a', '--name', n, '--', '/bin/busybox', 'sleep', '100000']);
+    assert.equal(r.code, 0, `run ${n}: ${r.stderr}`);
+  }
   await waitFor(
     'a reported',
     async () => {
