@@ -28,7 +28,7 @@ import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { bytesAckedOnPort } from '../network/tcp-sent.ts';
-import { watchStall } from '../network/tcp-stall.ts';
+import { destroyConnections, watchStall } from '../network/tcp-stall.ts';
 import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
@@ -131,11 +131,13 @@ export async function startAgent(
     pageServer: {
       start: (o) => criu.pageServer({ ...o, tls: criuTls }),
       fence: {
-        open: (port, from) => fw.fencePort(port, peerAddress(from)),
-        close: (port, from) => fw.unfencePort(port, peerAddress(from)),
+        open: (port, from, migration) => fw.fencePort(port, peerAddress(from), { migration }),
+        close: (port, from, migration) => fw.unfencePort(port, peerAddress(from), { migration }),
       },
     },
     commitDeadlineMs: cfg.deadlines.commitMs,
+    // past the source's deadlines for its prepare and its freeze, with the commit's as a margin
+    pageServerLifetimeMs: cfg.deadlines.prepareMs + cfg.deadlines.freezeMs + cfg.deadlines.commitMs,
     keepLogs: cfg.keepLogs,
     deadMan: (name, images, cutOff) =>
       armDeadMan({ runcPath: cfg.runcPath, runcRoot: paths.runcRoot, name, images, cutOff }),
@@ -182,15 +184,14 @@ export async function startAgent(
       tls: criuTls,
       stallMs: cfg.deadlines.stallMs,
       watch: (o, onStall) => watchStall(o, onStall),
-      killDump: async (images) => {
-        await settleLeftovers(`checkpoint --image-path ${images} `, 0);
-      },
+      cutDump: (o) => destroyConnections(runner, o.address, o.port),
     },
     postcopy: {
       pageServerAddress: advertise,
       fence: {
-        open: (port, allow) => fw.fencePort(port, allow),
-        close: (port, allow) => fw.unfencePort(port, allow),
+        // (failPageServer below reaches it through the loopback)
+        open: (port, allow) => fw.fencePort(port, allow, { loopback: true }),
+        close: (port, allow) => fw.unfencePort(port, allow, { loopback: true }),
       },
       failPageServer: (port) => resetConnection('127.0.0.1', port),
       pageServerDelivered: (port) => bytesAckedOnPort(runner, port),

@@ -125,9 +125,20 @@ const Lazy = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * The ports CRIU's page servers listen on, [base, base + span): post-copy's on the source, cold's on the
+ * destination. Part of the contract: a destination starts a page server only on one of these.
+ */
+export const PAGE_SERVER_PORTS = { base: 27000, span: 1000 } as const;
+
 /** Cold: the port of the page server the destination starts for the source's dump (fenced to the source). */
 const Pages = Type.Object(
-  { port: Type.Integer({ minimum: 1024, maximum: 65535 }) },
+  {
+    port: Type.Integer({
+      minimum: PAGE_SERVER_PORTS.base,
+      maximum: PAGE_SERVER_PORTS.base + PAGE_SERVER_PORTS.span - 1,
+    }),
+  },
   { additionalProperties: false },
 );
 

@@ -25,6 +25,7 @@ export const ERRORS = {
   FERRY_E_CONTAINER_UNKNOWN: { status: 404, text: 'unknown container' },
   FERRY_E_CONTAINER_EXISTS: { status: 409, text: 'container already exists' },
   FERRY_E_ADDRESS_TAKEN: { status: 409, text: 'address already in use' },
+  FERRY_E_PORT_TAKEN: { status: 409, text: 'port already in use' },
   FERRY_E_CONTAINER_NOT_RUNNING: { status: 409, text: 'container is not running' },
   FERRY_E_CONTAINER_BUSY: { status: 409, text: 'container is being migrated' },
   FERRY_E_CONTAINER_UNMOVABLE: { status: 409, text: 'a process of the container cannot be migrated' },

@@ -1,6 +1,7 @@
 // Every default the engine plans and migrates with, in one place: the request's options fall back to these, the
 // planner estimates with them, and the api re-exports what the CLI's help shows.
 import { cpus } from 'node:os';
+import { PAGE_SERVER_PORTS } from '../api/schemas.ts';
 
 /** The downtime budget `auto` plans against and pre-copy's rounds aim at (`--max-downtime`). */
 export const DEFAULT_MAX_DOWNTIME_MS = 500;
@@ -16,9 +17,12 @@ export const AUTO_MAX_ROUNDS = 8;
 export const DEFAULT_STREAMS = Math.min(4, Math.max(1, cpus().length - 1));
 /** `--compress auto` turns zstd on below this measured link rate (zstd level 1 runs at several hundred MB/s). */
 export const COMPRESS_BELOW_BYTES_PER_S = 100e6;
-/** Post-copy's page server listens on a port picked at random in [base, base + span). */
-export const PAGE_SERVER_PORT_BASE = 27000;
-export const PAGE_SERVER_PORT_SPAN = 1000;
+/**
+ * CRIU's page servers (post-copy's on the source, cold's on the destination) listen on a port picked at random in
+ * [base, base + span); the agents' request schema holds the range.
+ */
+export const PAGE_SERVER_PORT_BASE = PAGE_SERVER_PORTS.base;
+export const PAGE_SERVER_PORT_SPAN = PAGE_SERVER_PORTS.span;
 /** The link rate the planner assumes when no migration to that destination has measured it (bytes/s). */
 export const DEFAULT_TRANSFER_RATE = 250e6;
 /** A pre-copy round's measured rate is taken as at least this (bytes per ms): tiny rounds time badly. */

@@ -22,6 +22,7 @@ import type { Neighbour } from '../network/ip.ts';
 import type { ExecResult, StartedProcess } from '../runtime/exec.ts';
 import type { RestoreOptions, RuncContainerState, RuncLike } from '../runtime/runc.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
+import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from './defaults.ts';
 import { IncomingMigrations } from './destination.ts';
 import type { IncomingRequest } from './types.ts';
 
@@ -475,11 +476,12 @@ test('an abort after the commit is refused: the source must not thaw a container
 });
 
 /** Cold's page server as the destination sees it: listens on its port for real (prepare waits for that). */
-function pageServerIncoming() {
+function pageServerIncoming(opts: { lifetimeMs?: number } = {}) {
   const fence: string[] = [];
   const servers: { o: { port: number; imagesDir: string }; exit: (code: number) => void; killed: boolean }[] =
     [];
   const m = new IncomingMigrations(host, silentLogger(), {
+    ...(opts.lifetimeMs !== undefined ? { pageServerLifetimeMs: opts.lifetimeMs } : {}),
     pageServer: {
       start: (o) => {
         const srv = createServer().listen(o.port, '127.0.0.1');
@@ -498,7 +500,7 @@ function pageServerIncoming() {
         };
         servers.push(rec);
         return {
-          pid: 1,
+          pid: process.pid, // (this process listens for it: the prepare finds the socket among its fds)
           status: Promise.resolve(),
           done,
           kill: () => {
@@ -508,28 +510,28 @@ function pageServerIncoming() {
         };
       },
       fence: {
-        open: async (port, from) => void fence.push(`open ${port} ${from}`),
-        close: async (port, from) => void fence.push(`close ${port} ${from}`),
+        open: async (port, from, id) => void fence.push(`open ${port} ${from} ${id}`),
+        close: async (port, from, id) => void fence.push(`close ${port} ${from} ${id}`),
       },
     },
   });
   return { m, fence, servers };
 }
 
-const psPort = () => 30000 + Math.floor(Math.random() * 20000);
+const psPort = () => PAGE_SERVER_PORT_BASE + Math.floor(Math.random() * PAGE_SERVER_PORT_SPAN);
 
 test('cold with a page server: prepare starts it fenced to the source, the restore waits for its clean exit', async () => {
   const { m, fence, servers } = pageServerIncoming();
   const port = psPort();
   await m.prepare(request('m1', 'c1', { pages: { port } }));
-  assert.deepEqual(servers[0]?.o, { port, imagesDir: imageDir(paths, 'm1'), from: 'a' });
-  assert.deepEqual(fence, [`open ${port} a`]);
+  assert.deepEqual(servers[0]?.o, { port, imagesDir: imageDir(paths, 'm1') });
+  assert.deepEqual(fence, [`open ${port} a m1`]);
   await m.receive('m1', 'bundle', encodeTree([{ root: sent.bundle, prefix: '' }]));
   await m.receive('m1', 'images', encodeTree([{ root: sent.images, prefix: '' }]));
   servers[0]!.exit(0); // the source's dump closed its connection
   await m.restore('m1', { neighbours: [] });
   assert.deepEqual(runc.calls, ['restore c1']);
-  assert.deepEqual(fence, [`open ${port} a`, `close ${port} a`]);
+  assert.deepEqual(fence, [`open ${port} a m1`, `close ${port} a m1`]);
   await m.commit('m1');
 });
 
@@ -547,7 +549,27 @@ test('cold with a page server that failed: no restore, FERRY_E_TRANSFER_FAILED; 
   await m.prepare(request('m2', 'c2', { pages: { port: other } }));
   await m.abort('m2');
   assert.equal(servers[1]?.killed, true);
-  assert.deepEqual(fence.slice(-2), [`open ${other} a`, `close ${other} a`]);
+  assert.deepEqual(fence.slice(-2), [`open ${other} a m2`, `close ${other} a m2`]);
+});
+
+test('cold with a page server whose restore never comes: aborted at its lifetime, page server and fence gone', async () => {
+  const { m, fence, servers } = pageServerIncoming({ lifetimeMs: 50 });
+  const port = psPort();
+  await m.prepare(request('m1', 'c1', { pages: { port } }));
+  while (m.isReserved('c1')) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(servers[0]?.killed, true);
+  assert.deepEqual(fence, [`open ${port} a m1`, `close ${port} a m1`]);
+  assert.equal(await m.status('m1'), 'unknown');
+  // one whose restore was asked in time is the commit deadline's from then on
+  const { m: m2, servers: s2 } = pageServerIncoming({ lifetimeMs: 50 });
+  await m2.prepare(request('m2', 'c2', { pages: { port: psPort() } }));
+  await m2.receive('m2', 'bundle', encodeTree([{ root: sent.bundle, prefix: '' }]));
+  await m2.receive('m2', 'images', encodeTree([{ root: sent.images, prefix: '' }]));
+  s2[0]!.exit(0);
+  await m2.restore('m2', { neighbours: [] });
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(m2.isReserved('c2'), true, 'not aborted by the lifetime');
+  await m2.commit('m2');
 });
 
 test('cold with a page server on a host that runs none: the prepare is refused, nothing stays', async () => {

@@ -38,6 +38,13 @@ export interface DestinationOptions {
   lazyPages?: LazyPagesStarter;
   /** Cold: CRIU's page server for a source's dump, and the fence around its port. */
   pageServer?: PageServerDeps;
+  /**
+   * Cold with a page server: a migration whose restore has not been asked this long after its prepare is aborted,
+   * its page server and fence with it (its source has given up by then: its prepare and freeze deadlines have
+   * passed; the agent gives it its prepare, freeze and commit deadlines together). Default
+   * DEFAULT_COMMIT_DEADLINE_MS.
+   */
+  pageServerLifetimeMs?: number;
   /** Keep CRIU's restore log of a copy that restored fine too (a failed restore's is always kept). */
   keepLogs?: boolean;
 }
@@ -55,7 +62,10 @@ export class IncomingMigrations {
   private readonly streamingFrom = new Map<string, string>();
   /** Commit deadlines of migrations asked to restore, by id. */
   private readonly deadlines = new Map<string, NodeJS.Timeout>();
+  /** Lifetimes of prepared migrations with a page server, until their restore is asked, by id. */
+  private readonly lifetimes = new Map<string, NodeJS.Timeout>();
   private readonly commitDeadlineMs: number;
+  private readonly pageServerLifetimeMs: number;
   private readonly deadMan: DestinationOptions['deadMan'];
   private readonly switches = new Map<string, { disarm(): void }>();
 
@@ -63,6 +73,7 @@ export class IncomingMigrations {
     this.host = host;
     this.log = log;
     this.commitDeadlineMs = opts.commitDeadlineMs ?? DEFAULT_COMMIT_DEADLINE_MS;
+    this.pageServerLifetimeMs = opts.pageServerLifetimeMs ?? DEFAULT_COMMIT_DEADLINE_MS;
     this.deps = {
       host,
       log,
@@ -111,6 +122,17 @@ export class IncomingMigrations {
     // armed now, outside the freeze: its shell is a process start that at the restore request cost the freeze
     // 5-10 ms of this agent's attention; until a copy runs here it has nothing to kill (it ends when it finds none)
     this.armDeadMan(m);
+    // a page server listens for a source that may never come (it died, or lost its link for good): not forever
+    if (req.pages) {
+      const timer = setTimeout(() => {
+        this.lifetimes.delete(m.id);
+        if (this.migrations.get(m.id) !== m || m.state !== 'prepared') return;
+        this.log.warn({ migration: m.id, container: m.name }, 'no restore asked in time: aborting');
+        void this.abort(m.id).catch(() => {});
+      }, this.pageServerLifetimeMs);
+      timer.unref();
+      this.lifetimes.set(m.id, timer);
+    }
   }
 
   /** The switch that kills this migration's copy if this agent dies before the commit (runtime/dead-man.ts). */
@@ -153,6 +175,8 @@ export class IncomingMigrations {
     opts: { neighbours?: Neighbour[]; lazy?: { address: string; port: number } } = {},
   ): Promise<RestoreResult> {
     const m = this.get(id);
+    clearTimeout(this.lifetimes.get(id));
+    this.lifetimes.delete(id);
     // from now on an uncommitted copy may run here: it must not outlive the source's patience
     if (!this.deadlines.has(id)) {
       const timer = setTimeout(() => {
@@ -275,6 +299,8 @@ export class IncomingMigrations {
     const timer = this.deadlines.get(m.id);
     if (timer) clearTimeout(timer);
     this.deadlines.delete(m.id);
+    clearTimeout(this.lifetimes.get(m.id));
+    this.lifetimes.delete(m.id);
     this.switches.get(m.id)?.disarm();
     this.switches.delete(m.id);
     if (this.migrations.get(m.id) === m) this.migrations.delete(m.id);

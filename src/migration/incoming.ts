@@ -151,7 +151,7 @@ export class IncomingMigration {
     await network.setNeighbours(this.name, net, this.rec.neighbours ?? []);
     network.stageUnlock?.(this.name, net);
     if (this.rec.pages) {
-      const o = { port: this.rec.pages.port, imagesDir: this.images, from: this.from };
+      const o = { port: this.rec.pages.port, imagesDir: this.images, from: this.from, migration: this.id };
       this.pageServer = await IncomingPageServer.start(this.deps.pageServer, o);
       void this.pageServer.failed.then(async (why) => {
         if (!why) return;
@@ -412,6 +412,7 @@ export class IncomingMigration {
         port: this.rec.pages.port,
         imagesDir: this.images,
         from: this.from,
+        migration: this.id,
       });
     // a restore still running would otherwise create the container after it was removed
     await this.restoring?.catch(() => {});

@@ -3,20 +3,38 @@
 // TLS and writes the pagemap and page images into the migration's image directory; it exits when the dump ends.
 // The restore waits for that exit (a page server that failed means pages are missing); an abort kills it.
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FerryError } from '../core/errors.ts';
+import { listeningInodes, listensItself } from '../network/listeners.ts';
+import { firstCriuError } from '../runtime/criu-log.ts';
 import type { ExecResult, StartedProcess } from '../runtime/exec.ts';
 import { pidsNaming } from '../runtime/leftovers.ts';
+import { PAGE_SERVER_PORT_BASE, PAGE_SERVER_PORT_SPAN } from './defaults.ts';
 
 /** What the agent provides: the page server itself (Criu.pageServer) and a fence around its port. */
 export interface PageServerDeps {
   start(o: { port: number; imagesDir: string }): StartedProcess;
-  /** Lets only the source host `from` (its address among the agent's peers) reach `port`. */
+  /**
+   * Lets only the source host `from` (its address among the agent's peers) reach `port`; the rule names the
+   * migration, so closing it never removes another migration's rule for the same port.
+   */
   fence: {
-    open(port: number, from: string): Promise<void>;
-    close(port: number, from: string): Promise<void>;
+    open(port: number, from: string, migration: string): Promise<void>;
+    close(port: number, from: string, migration: string): Promise<void>;
   };
 }
+
+/** Where the page server is and whose it is: the port, its image directory, the source host, the migration. */
+export interface PageServerPlace {
+  port: number;
+  imagesDir: string;
+  from: string;
+  migration: string;
+}
+
+/** CRIU's log of the page server (`-o page-server.log` in its work directory, the image directory). */
+const LOG = 'page-server.log';
 
 /** How long the page server may take to listen. */
 const LISTEN_TIMEOUT_MS = 5000;
@@ -26,17 +44,15 @@ const POLL_MS = 10;
 
 export class IncomingPageServer {
   private readonly deps: PageServerDeps;
-  private readonly port: number;
-  private readonly from: string;
+  private readonly at: PageServerPlace;
   private readonly proc: StartedProcess;
   private exit: ExecResult | undefined;
   private unfenced: Promise<void> | undefined;
   private stopping = false;
 
-  private constructor(deps: PageServerDeps, port: number, from: string, proc: StartedProcess) {
+  private constructor(deps: PageServerDeps, at: PageServerPlace, proc: StartedProcess) {
     this.deps = deps;
-    this.port = port;
-    this.from = from;
+    this.at = at;
     this.proc = proc;
     // the port closes as soon as the page server is done with its one connection (outside the restore's time)
     void proc.done.then((r) => {
@@ -45,34 +61,49 @@ export class IncomingPageServer {
     });
   }
 
-  /** Fences the port, starts the page server and resolves once it listens; on failure nothing is left. */
-  static async start(
-    deps: PageServerDeps | undefined,
-    o: { port: number; imagesDir: string; from: string },
-  ): Promise<IncomingPageServer> {
+  /**
+   * Fences the port, starts the page server and resolves once it listens; on failure nothing is left. A port out
+   * of the page servers' range, or one something here already listens on, is refused before anything is done.
+   */
+  static async start(deps: PageServerDeps | undefined, o: PageServerPlace): Promise<IncomingPageServer> {
     if (!deps) {
       throw new FerryError('FERRY_E_CAPABILITY', 'this host runs no page server for a cold migration', {
         phase: 'prepare',
       });
     }
-    await deps.fence.open(o.port, o.from);
+    const last = PAGE_SERVER_PORT_BASE + PAGE_SERVER_PORT_SPAN - 1;
+    if (!Number.isInteger(o.port) || o.port < PAGE_SERVER_PORT_BASE || o.port > last) {
+      const message = `page server port ${o.port} is outside the page servers' range ${PAGE_SERVER_PORT_BASE}-${last}`;
+      throw new FerryError('FERRY_E_INPUT_REQUEST', message, { phase: 'prepare' });
+    }
+    // (a race with another program binding it meanwhile remains: CRIU then fails to bind and says so)
+    if ((await listeningInodes(o.port)).length > 0) {
+      const message = `port ${o.port} for the page server of migration ${o.migration} is already listened on here`;
+      throw new FerryError('FERRY_E_PORT_TAKEN', message, {
+        phase: 'prepare',
+        hint: 'migrate again: the source picks another port',
+      });
+    }
+    await deps.fence.open(o.port, o.from, o.migration);
     let ps: IncomingPageServer | undefined;
     try {
-      ps = new IncomingPageServer(deps, o.port, o.from, deps.start(o));
+      ps = new IncomingPageServer(deps, o, deps.start({ port: o.port, imagesDir: o.imagesDir }));
       await ps.listening();
       return ps;
     } catch (err) {
       if (ps) await ps.stop();
-      else await deps.fence.close(o.port, o.from).catch(() => {});
+      else await deps.fence.close(o.port, o.from, o.migration).catch(() => {});
       throw err;
     }
   }
 
+  /** Until the page server itself listens: its own socket among its fds, not merely something on the port. */
   private async listening(): Promise<void> {
     const deadline = Date.now() + LISTEN_TIMEOUT_MS;
-    while (!(await listensOn(this.port))) {
+    const pid = this.proc.pid;
+    while (pid === undefined || !(await listensItself(pid, this.at.port))) {
       if (this.exit) {
-        const why = this.exit.stderr.trim().split('\n').pop() || `exit ${this.exit.code}`;
+        const why = await this.why(this.exit);
         throw new FerryError('FERRY_E_TRANSFER_FAILED', `criu page-server did not start: ${why}`, {
           phase: 'prepare',
         });
@@ -98,7 +129,7 @@ export class IncomingPageServer {
       });
     }
     if (r.code !== 0) {
-      const why = r.stderr.trim().split('\n').pop() || (r.signal ?? `exit ${r.code}`);
+      const why = await this.why(r);
       throw new FerryError('FERRY_E_TRANSFER_FAILED', `criu page-server failed: ${why}`, {
         phase: 'restore',
       });
@@ -110,11 +141,16 @@ export class IncomingPageServer {
    * the source only sees its connection drop, so the destination's log is where the cause shows.
    */
   get failed(): Promise<string | undefined> {
-    return this.proc.done.then((r) =>
-      r.code === 0 || this.stopping
-        ? undefined
-        : r.stderr.trim().split('\n').pop() || (r.signal ?? `exit ${r.code}`),
-    );
+    return this.proc.done.then((r) => (r.code === 0 || this.stopping ? undefined : this.why(r)));
+  }
+
+  /**
+   * Why the page server ended: the first error of its CRIU log (its stderr is empty: CRIU logs to the file), else
+   * its stderr's last line, else its exit status.
+   */
+  private async why(r: ExecResult): Promise<string> {
+    const logged = firstCriuError(await readFile(join(this.at.imagesDir, LOG), 'utf8').catch(() => ''));
+    return logged || r.stderr.trim().split('\n').pop() || (r.signal ?? `exit ${r.code}`);
   }
 
   /** An abort: the page server goes (a dump still sending then fails) and its port closes. Idempotent. */
@@ -126,7 +162,8 @@ export class IncomingPageServer {
   }
 
   private closeFence(): Promise<void> {
-    this.unfenced ??= this.deps.fence.close(this.port, this.from).catch(() => {});
+    const { port, from, migration } = this.at;
+    this.unfenced ??= this.deps.fence.close(port, from, migration).catch(() => {});
     return this.unfenced;
   }
 }
@@ -137,7 +174,7 @@ export class IncomingPageServer {
  */
 export async function removeLeftPageServer(
   deps: PageServerDeps | undefined,
-  o: { port: number; imagesDir: string; from: string },
+  o: PageServerPlace,
 ): Promise<void> {
   for (const pid of await pidsNaming(`page-server --images-dir ${o.imagesDir} `)) {
     try {
@@ -146,19 +183,5 @@ export async function removeLeftPageServer(
       // exited meanwhile
     }
   }
-  await deps?.fence.close(o.port, o.from).catch(() => {});
-}
-
-/** Whether a socket of this network namespace listens on TCP `port` (IPv4 or IPv6). */
-async function listensOn(port: number): Promise<boolean> {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
-  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    const text = await readFile(table, 'utf8').catch(() => '');
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      // local address, then remote, then the state: 0A is LISTEN
-      if (f[1] && `${f[1]} `.endsWith(hex) && f[3] === '0A') return true;
-    }
-  }
-  return false;
+  await deps?.fence.close(o.port, o.from, o.migration).catch(() => {});
 }

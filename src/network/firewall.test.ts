@@ -16,3 +16,27 @@ test("the namespace lock drops everything but CRIU's marked packets, both ways",
   for (const chain of ['in', 'out'])
     assert.match(rules, new RegExp(`chain ${chain} \\{[^}]*policy drop;[^}]*meta mark 0xc114 accept;`));
 });
+
+test("a cold page server's fence names its migration and lets no local process in; post-copy's keeps the loopback", async () => {
+  const calls: string[][] = [];
+  const runner: Runner = {
+    async run(argv: string[]): Promise<ExecResult> {
+      calls.push(argv);
+      return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
+    },
+  };
+  const fw = new Firewall(runner);
+  await fw.fencePort(27001, '10.0.0.1', { migration: 'm0123456789ab' });
+  await fw.unfencePort(27001, '10.0.0.1', { migration: 'm0123456789ab' });
+  await fw.fencePort(27002, '10.0.0.2', { loopback: true });
+  const [open, close, postcopy] = calls.map((a) => a.join(' '));
+  assert.equal(
+    open,
+    'iptables -w -I INPUT -p tcp --dport 27001 ! -s 10.0.0.1/32 -m comment --comment ferry:page-server:m0123456789ab -j DROP',
+  );
+  assert.equal(close, open?.replace(' -I ', ' -D '), 'the removal names the same rule, this migration only');
+  assert.match(
+    postcopy ?? '',
+    /! -s 10\.0\.0\.2\/32 ! -i lo -m comment --comment ferry:page-server -j DROP$/,
+  );
+});

@@ -3,6 +3,12 @@
 import { type CommandSession, type Runner, startSession } from '../runtime/exec.ts';
 
 export const LOCK_TABLE = 'ferry_lock';
+
+/** A page server's fence (fencePort): whose it is, and whether this host's own processes may connect too. */
+export interface FenceOptions {
+  migration?: string;
+  loopback?: boolean;
+}
 const CRIU_MARK = '0xc114';
 
 function inNetns(ns: string | undefined, argv: string[]): string[] {
@@ -187,19 +193,25 @@ export class Firewall {
     return removed;
   }
 
-  /** Only `allow` (and this host itself) may reach a CRIU page server on `port`: runc makes it listen everywhere. */
-  async fencePort(port: number, allow: string): Promise<void> {
-    await this.runner.run(this.fenceRule('-I', port, allow), {
+  /**
+   * Only `allow` may reach a CRIU page server on `port`: CRIU makes it listen on every address. With `migration`,
+   * the rule's comment names it, so removing one migration's rule never removes another's for the same port.
+   * `loopback` lets this host's own processes in too: post-copy's source needs that (it resets its own page server
+   * through the loopback to make it fail). A cold migration's page server takes none: it accepts one connection
+   * only, and any local process that took it first would make the migration fail.
+   */
+  async fencePort(port: number, allow: string, o: FenceOptions = {}): Promise<void> {
+    await this.runner.run(this.fenceRule('-I', port, allow, o), {
       label: 'iptables',
       errorCode: 'FERRY_E_EXEC',
     });
   }
 
-  async unfencePort(port: number, allow: string): Promise<void> {
-    await this.runner.run(this.fenceRule('-D', port, allow), { allowFail: true });
+  async unfencePort(port: number, allow: string, o: FenceOptions = {}): Promise<void> {
+    await this.runner.run(this.fenceRule('-D', port, allow, o), { allowFail: true });
   }
 
-  private fenceRule(op: string, port: number, allow: string): string[] {
+  private fenceRule(op: string, port: number, allow: string, o: FenceOptions): string[] {
     return [
       'iptables',
       '-w',
@@ -212,13 +224,11 @@ export class Firewall {
       '!',
       '-s',
       `${allow}/32`,
-      '!',
-      '-i',
-      'lo',
+      ...(o.loopback ? ['!', '-i', 'lo'] : []),
       '-m',
       'comment',
       '--comment',
-      'ferry:page-server',
+      o.migration ? `ferry:page-server:${o.migration}` : 'ferry:page-server',
       '-j',
       'DROP',
     ];

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { parseTcpTable, procAddress, watchStall } from './tcp-stall.ts';
+import { ProcessRunner } from '../runtime/exec.ts';
+import { destroyConnections, parseTcpTable, procAddress, watchStall } from './tcp-stall.ts';
 
 const HEAD =
   '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
@@ -39,3 +42,69 @@ test('a connection whose unacknowledged bytes do not move is a stall; one that m
   );
   assert.equal(await watchFor(moving, 200), false, 'acknowledgements arrive');
 });
+
+test('only live connections count: a TIME-WAIT left by an earlier move neither stalls nor hides a stall', async () => {
+  const remote = `${procAddress('10.0.0.2')}:6979`;
+  const table = HEAD + line(remote, '06', '00000000') + line(remote, '01', '00010000');
+  let stalled = false;
+  const w = watchStall(
+    { address: '10.0.0.2', port: 27001, stallMs: 60, pollMs: 5 },
+    () => {
+      stalled = true;
+    },
+    async () => table,
+  );
+  await new Promise((r) => setTimeout(r, 200));
+  w.stop();
+  assert.equal(stalled, true, 'the established one with stuck bytes is the stall');
+});
+
+test('no stall is reported once stopped, even by a poll whose read was under way', async () => {
+  const remote = `${procAddress('10.0.0.2')}:6979`;
+  const table = HEAD + line(remote, '02', '00000001');
+  let release: (t: string) => void = () => {};
+  let reads = 0;
+  let stalled = false;
+  const w = watchStall(
+    { address: '10.0.0.2', port: 27001, stallMs: 0, pollMs: 1 },
+    () => {
+      stalled = true;
+    },
+    // the first read sees the stuck connection; the second, which would call it a stall, is still reading at stop
+    () => {
+      reads++;
+      if (reads === 1) return Promise.resolve(table);
+      return new Promise<string>((r) => {
+        release = r;
+      });
+    },
+  );
+  while (reads < 2) await new Promise((r) => setTimeout(r, 1));
+  w.stop();
+  release(table);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(stalled, false);
+});
+
+test(
+  'a connection destroyed from outside fails its writer at once (ss -K)',
+  { skip: process.getuid?.() !== 0 && 'needs CAP_NET_ADMIN' },
+  async () => {
+    // a peer that never reads: the writer's bytes stay unacknowledged, as over a cut link
+    const server = createServer((s) => s.pause()).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const client: Socket = connect(port, '127.0.0.1');
+    try {
+      await once(client, 'connect');
+      client.write(Buffer.alloc(1 << 20));
+      const failed = once(client, 'error');
+      await destroyConnections(new ProcessRunner(), '127.0.0.1', port);
+      const [err] = (await failed) as [NodeJS.ErrnoException];
+      assert.equal(err.code, 'ECONNABORTED');
+    } finally {
+      client.destroy();
+      server.close();
+    }
+  },
+);

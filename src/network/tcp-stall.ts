@@ -1,7 +1,13 @@
 // Whether a connection this host opened has stopped making progress, read from the kernel's socket table
-// (/proc/net/tcp, no process started: it is polled inside the freeze). A cold dump's connection to the
-// destination's page server is CRIU's own socket, so ferry's stall timeout can only watch it from outside.
+// (/proc/net/tcp, no process started: it is polled inside the freeze), and how to cut it when it has. A cold
+// dump's connection to the destination's page server is CRIU's own socket, so ferry's stall timeout can only
+// watch it, and end it, from outside.
 import { readFile } from 'node:fs/promises';
+import type { Runner } from '../runtime/exec.ts';
+
+/** The kernel's TCP state numbers the watch looks at; any other (TIME-WAIT of an earlier move, ...) is ignored. */
+const ESTABLISHED = 1;
+const SYN_SENT = 2;
 
 /** The connections of this network namespace to `address:port`: TCP state and bytes not yet acknowledged. */
 export interface TcpEntry {
@@ -33,7 +39,13 @@ export function parseTcpTable(text: string, address: string, port: number): TcpE
 /**
  * Calls `onStall` once when the connections to `address:port` stay stuck for `stallMs`: still in SYN-SENT, or
  * with bytes unacknowledged that do not change (a peer that acknowledges anything changes them; a sender that is
- * busy elsewhere has none outstanding). `read` is the socket table (tests pass their own).
+ * busy elsewhere has none outstanding). Only live connections count: one an earlier move left in TIME-WAIT or
+ * closing says nothing about this one. `read` is the socket table (tests pass their own).
+ *
+ * An established connection with nothing outstanding is never a stall, whatever it waits for: between connecting
+ * and sending pages CRIU seizes and inspects the tasks, and after its last page it waits for the page server's
+ * final status with every byte acknowledged. A link cut during that last wait shows nothing here (TCP sends
+ * nothing, so nothing goes unacknowledged): the freeze's ceiling ends that dump.
  */
 export function watchStall(
   o: { address: string; port: number; stallMs: number; pollMs?: number },
@@ -45,9 +57,15 @@ export function watchStall(
   let stopped = false;
   const poll = async () => {
     if (stopped) return;
-    const entries = parseTcpTable(await read().catch(() => ''), o.address, o.port);
+    const text = await read().catch(() => '');
+    // stopped while the table was read: the dump has ended, a stall now would cut nothing of it
+    if (stopped) return;
+    const entries = parseTcpTable(text, o.address, o.port).filter(
+      (e) => e.state === ESTABLISHED || e.state === SYN_SENT,
+    );
     const stuck =
-      entries.length > 0 && entries.every((e) => e.state === 2 || (e.state === 1 && e.txQueue > 0));
+      entries.length > 0 &&
+      entries.every((e) => e.state === SYN_SENT || (e.state === ESTABLISHED && e.txQueue > 0));
     const key = stuck ? JSON.stringify(entries) : '';
     if (key !== last || !stuck) {
       last = key;
@@ -70,4 +88,17 @@ export function watchStall(
 
 function readTcpTable(): Promise<string> {
   return readFile('/proc/net/tcp', 'utf8');
+}
+
+/**
+ * Ends this namespace's TCP connections to `address:port` from outside their process (SOCK_DESTROY, through
+ * `ss -K`; the kernel needs CONFIG_INET_DIAG_DESTROY): the owner's next read or write fails with ECONNABORTED, a
+ * connect in SYN-SENT fails at once, and the peer (if it still hears) gets a reset. CRIU then fails on its own and
+ * runs its own cleanup, which a kill would skip.
+ */
+export async function destroyConnections(runner: Runner, address: string, port: number): Promise<void> {
+  await runner.run(['ss', '-K', '-t', '-4', 'dst', address, 'dport', '=', String(port)], {
+    label: 'ss -K',
+    errorCode: 'FERRY_E_EXEC',
+  });
 }

@@ -22,8 +22,14 @@ export interface ColdDeps {
   stallMs: number;
   /** Calls `onStall` once the connection to `address:port` makes no progress for `stallMs` (network/tcp-stall.ts). */
   watch(o: { address: string; port: number; stallMs: number }, onStall: () => void): { stop(): void };
-  /** Kills the dump writing into `images` (runc and its CRIU): it fails, and rollback thaws the container. */
-  killDump(images: string): Promise<void>;
+  /**
+   * Ends the dump's connection to the page server at `address:port` from outside (network/tcp-stall.ts). Never a
+   * kill: CRIU seizes the tasks after it connects, then puts their TCP sockets in repair mode and sends pages with
+   * its parasite inside them, and a CRIU killed there leaves them running with their clients' connections dead.
+   * Its write fails instead, and it undoes all that itself before it exits; runc's checkpoint then fails and
+   * rollback thaws the container. (Only the freeze's ceiling kills a dump: runc.ts.)
+   */
+  cutDump(o: { address: string; port: number }): Promise<void>;
 }
 
 export class ColdStrategy implements Strategy {
@@ -41,7 +47,10 @@ export class ColdStrategy implements Strategy {
     this.deps = deps;
   }
 
-  /** With the page server: picks its port; the destination's prepare starts it, fenced to this host. */
+  /**
+   * With the page server: picks its port; the destination's prepare starts it, fenced to this host, or refuses a
+   * port something there already listens on (FERRY_E_PORT_TAKEN, before any freeze).
+   */
   async prepare(ctx: MigrationContext): Promise<Pick<IncomingRequest, 'pages'>> {
     if (!this.deps || ctx.options.compress || !ctx.req.toAddress) return {};
     const port = PAGE_SERVER_PORT_BASE + randomInt(PAGE_SERVER_PORT_SPAN);
@@ -59,7 +68,8 @@ export class ColdStrategy implements Strategy {
       this.dumpStart = ctx.now();
       let stalled: Promise<void> | undefined;
       const watch = deps.watch({ ...pages, stallMs: deps.stallMs }, () => {
-        stalled = deps.killDump(ctx.images);
+        // (if the cut itself fails, the dump runs on until the freeze's ceiling kills it)
+        stalled = deps.cutDump(pages);
       });
       try {
         await finalCheckpoint(ctx);
