@@ -131,9 +131,15 @@ test('running and paused are read from runc state.json, the init pid start time 
     assert.equal(await quick(), undefined, 'still freezing: runc is asked');
     // cgroup v2 alone
     await state(777, { '': unified });
+    await writeFile(join(unified, 'cgroup.freeze'), '0\n');
     assert.deepEqual(await quick(), { status: 'running', pid: 42 });
+    await writeFile(join(unified, 'cgroup.freeze'), '1\n');
+    assert.equal(await quick(), undefined, 'freeze asked, not reached yet: runc is asked');
     await writeFile(join(unified, 'cgroup.events'), 'populated 1\nfrozen 1\n');
     assert.deepEqual(await quick(), { status: 'paused', pid: 42 });
+    await writeFile(join(unified, 'cgroup.freeze'), '0\n');
+    assert.equal(await quick(), undefined, 'thawing');
+    await writeFile(join(unified, 'cgroup.freeze'), '1\n');
     await state(778, { '': unified });
     assert.equal(await quick(), undefined, 'the pid belongs to another process now');
     await state(777, { '': unified });
