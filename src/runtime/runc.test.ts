@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -430,6 +430,9 @@ test('runc is never given --criu: a configured CRIU, or the failing one of a fau
     assert.equal(seen[0]!.path, undefined);
   } finally {
     await rm(dir, { recursive: true, force: true });
+    // the directories whose `criu` runc was handed (an agent keeps them for its life)
+    for (const e of readdirSync(tmpdir()))
+      if (e.startsWith(`ferry-criu-path-${process.pid}-`)) await rm(join(tmpdir(), e), { recursive: true });
   }
 });
 
