@@ -3,7 +3,8 @@
 // then applies to the migrations (or the runs of runc) of container NAME only, so one agent can carry the faults
 // of many test cases at once. Three kinds:
 // - a named behaviour a module checks with has() (`invalid-bundle`: the destination breaks a received bundle;
-//   `criu-fail:dump`, `criu-fail:restore`: runc is handed a CRIU that fails, as a CRIU error would end it;
+//   `criu-fail:dump`, `criu-fail:restore`: runc is handed a CRIU that fails, as a CRIU error would end it (a dump's
+//   passes runc's version check and fails the dump itself, inside the freeze);
 //   `criu-hang:dump`: the dump goes without the ptrace-only seize a stopped task needs (runtime/stopped-tasks.ts),
 //   so a container with a SIGSTOPped task hangs CRIU until the freeze ceiling, as any stuck dump would);
 // - `kill-at:POINT`: the agent SIGKILLs itself when it reaches POINT, the way a crash or an OOM kill would end it at

@@ -282,7 +282,8 @@ export class MigrationSource {
       // the lock's process starts here, so that at the pause it only has to read its rules
       this.host.network.stageQuiesce?.(name, net);
       // and the dump's runc starts, so that its own start and CRIU version check are behind it at the freeze
-      // (runtime/criu-gate.ts: its CRIU waits for the release; meanwhile the hold is primed; post-copy's lazy dump too)
+      // (runtime/criu-gate.ts: its CRIU waits for the release; meanwhile the hold is primed; post-copy's lazy dump too;
+      // its deadline is set again at the release, from what is left of the freeze ceiling then)
       const staging = strategy.plainFinalDump
         ? this.host.runc.stageCheckpoint?.(name, finalDumpOptions(ctx))?.catch(() => undefined)
         : undefined;
@@ -459,7 +460,7 @@ export class MigrationSource {
     });
   }
 
-  /** Ends a staged dump that was not used; its CRIU never ran. */
+  /** Ends a staged dump that was not used; its CRIU never ran, and its runc has ended when this resolves. */
   private async dropStagedDump(ctx: MigrationContext): Promise<void> {
     const staged = [ctx.stagedDump, ctx.stagedLazyDump];
     ctx.stagedDump = undefined;

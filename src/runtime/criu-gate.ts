@@ -4,47 +4,46 @@
 // `descriptors.json` into the image directory and start the dump's CRIU. Staged, all of that is behind it when the
 // container freezes.
 //
-// runc is given a gate as its CRIU (`--criu`): a short bash script in a private directory. A CRIU started before
-// `descriptors.json` exists (the version check) runs at once; the first started after waits for the word `go` in a
-// FIFO beside the script. Whatever runc's version, no dump starts before the release: a runc that dumped without a
-// version check first would find the file and wait too.
-import { constants, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// runc runs a gate as its CRIU: a short bash script named `criu` in a private directory put first in runc's PATH
+// (runtime/criu-path.ts: runc 1.1 to 1.4 all find CRIU there; none is given `--criu`). A CRIU started before
+// `descriptors.json` exists (the version check) runs the real CRIU, by the absolute path resolved at agent start,
+// at once; the first started after waits for the word `go` in a FIFO beside the script. So no dump's CRIU starts
+// before the release for any runc that writes `descriptors.json` before starting the dump's CRIU, as runc 1.1 to
+// 1.4 do; a runc that found the file already there could not be told apart, which is why a gate is refused then.
+// The same script, not holding, is the test-only fault `criu-fail:dump`: the version check passes, the dump's CRIU
+// fails, as a real CRIU error would end it.
+import { constants, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError } from '../core/errors.ts';
-import type { Runner } from './exec.ts';
+import { sweepAgentDirs } from './criu-path.ts';
+import type { RunControl, Runner } from './exec.ts';
 
 /** A dump staged ahead of the freeze. */
 export interface StagedCheckpoint {
-  /** The freeze has begun: CRIU dumps now. Resolves or fails as the dump does; `ms` counts from the release. */
-  go(): Promise<{ ms: number }>;
-  /** Not needed after all (the migration stopped before its dump): runc ends without its CRIU having dumped. */
+  /**
+   * The freeze has begun: CRIU dumps now. Resolves or fails as the dump does; `ms` counts from the release.
+   * `timeoutMs`: the dump's deadline, counted from now (what is left of the freeze ceiling), not from the staging.
+   */
+  go(timeoutMs?: number): Promise<{ ms: number }>;
+  /**
+   * Not needed after all (the migration stopped before its dump): runc ends without its CRIU having dumped, and has
+   * ended when this resolves (past CANCEL_WAIT_MS its process group is killed), so nothing of it writes on.
+   */
   cancel(): Promise<void>;
 }
+
+/** How long a cancelled staged runc gets to end by itself before its process group is killed. */
+export const CANCEL_WAIT_MS = 5000;
 
 /** A gate's directory: the prefix, then the pid of the agent that made it. */
 const GATE_PREFIX = 'ferry-gate-';
 
-/**
- * Removes the gate directories of agents that are gone (killed while a dump was staged or running: nothing of
- * theirs removes them), whichever agent of this host looks first.
- */
-function sweepGates(): void {
-  try {
-    for (const e of readdirSync(tmpdir())) {
-      const pid = Number(/^ferry-gate-(\d+)-/.exec(e)?.[1]);
-      if (pid > 0 && !existsSync(`/proc/${pid}`)) rmSync(join(tmpdir(), e), { recursive: true, force: true });
-    }
-  } catch {
-    // best effort: a leftover directory holds a few bytes
-  }
-}
-
-/** A gate made for one runc (`path`, to pass as its `--criu`). */
+/** A gate made for one runc: start it with `dir` first in its PATH (criu-path.ts `withCriuDir`). */
 export interface Gate {
-  readonly path: string;
-  /** The dump's CRIU may start. */
+  readonly dir: string;
+  /** The dump's CRIU may start; fails once runc has ended (`close`). */
   release(): Promise<void>;
   /** It may not: the gate ends runc's dump, now or once runc gets there. */
   stop(): Promise<void>;
@@ -53,22 +52,20 @@ export interface Gate {
 }
 
 /**
- * A gate for a dump into `imagePath` whose CRIU is `criu`. Undefined, and nothing made, when the image directory
- * already holds `descriptors.json` (a gate could not tell the dump's CRIU from the version check), a path would
- * need quoting in the script, there is no bash, or the FIFO cannot be made.
+ * A gate for a dump into `imagePath`: its runc's other CRIUs run `criu`, the dump's runs `dump` (default `criu`;
+ * both absolute paths). `hold` (default): the dump's CRIU waits for `release()`; otherwise it starts at once.
+ * Undefined, and nothing made, when the image directory already holds `descriptors.json` (a gate could not tell
+ * the dump's CRIU from the version check), a path is not absolute or would need quoting in the script, there is no
+ * bash, or the FIFO cannot be made.
  */
 export async function openGate(
   runner: Runner,
-  o: { imagePath: string; criu: string },
+  o: { imagePath: string; criu: string; dump?: string; hold?: boolean },
 ): Promise<Gate | undefined> {
-  if (existsSync(join(o.imagePath, 'descriptors.json')) || !existsSync('/bin/bash')) return undefined;
-  if ([o.imagePath, o.criu, tmpdir()].some((p) => p.includes("'"))) return undefined;
-  sweepGates();
-  const dir = mkdtempSync(join(tmpdir(), `${GATE_PREFIX}${process.pid}-`));
-  const path = join(dir, 'criu');
+  const dir = writeGate({ ...o, hold: o.hold ?? true });
+  if (!dir) return undefined;
   let fifo: FileHandle;
   try {
-    writeFileSync(path, gateScript(dir, o.imagePath, o.criu, process.pid), { mode: 0o700 });
     await runner.run(['mkfifo', '-m', '600', join(dir, 'go')], { label: 'mkfifo' });
     // read and write: this open does not wait for the gate, and a word written before the gate reads it stays
     fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
@@ -78,12 +75,13 @@ export async function openGate(
   }
   let closed = false;
   return {
-    path,
+    dir,
     release: async () => {
+      if (closed) throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'the dump ended before its release');
       await fifo.write('go\n');
     },
     stop: async () => {
-      await fifo.write('stop\n').catch(() => {});
+      if (!closed) await fifo.write('stop\n').catch(() => {});
     },
     close: () => {
       if (closed) return;
@@ -94,18 +92,54 @@ export async function openGate(
   };
 }
 
-/** Starts `start(gate)` (runc, told to run the gate as its CRIU) and returns its release; see `openGate`. */
+/** The gate's directory with its script (see `openGate`), or undefined. */
+function writeGate(o: { imagePath: string; criu: string; dump?: string; hold: boolean }): string | undefined {
+  const dump = o.dump ?? o.criu;
+  if (existsSync(join(o.imagePath, 'descriptors.json')) || !existsSync('/bin/bash')) return undefined;
+  if (![o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
+  if ([o.imagePath, o.criu, dump, tmpdir()].some((p) => p.includes("'"))) return undefined;
+  sweepAgentDirs(GATE_PREFIX);
+  const dir = mkdtempSync(join(tmpdir(), `${GATE_PREFIX}${process.pid}-`));
+  try {
+    const script = gateScript({ ...o, dir, dump, agentPid: process.pid });
+    writeFileSync(join(dir, 'criu'), script, { mode: 0o700 });
+    return dir;
+  } catch {
+    rmSync(dir, { recursive: true, force: true });
+    return undefined;
+  }
+}
+
+/**
+ * The test-only fault `criu-fail:dump`: a gate that does not hold, whose version check runs `criu` and whose dump's
+ * CRIU is /bin/false, so runc fails where a real CRIU error ends it (inside the freeze). `close()` once runc ended.
+ */
+export function dumpFailingCriu(o: {
+  imagePath: string;
+  criu: string;
+}): { dir: string; close(): void } | undefined {
+  const dir = writeGate({ ...o, dump: '/bin/false', hold: false });
+  return dir ? { dir, close: () => rmSync(dir, { recursive: true, force: true }) } : undefined;
+}
+
+/**
+ * Starts `start(dir, control)` (runc, with the gate's `dir` first in its PATH and its run's `control` handed over)
+ * and returns its release; see `openGate`. The run's deadline is re-armed at `go(timeoutMs)`.
+ */
 export async function stageGated(
   runner: Runner,
-  o: { id: string; imagePath: string; criu: string },
-  start: (gate: string) => Promise<{ ms: number }>,
+  o: { id: string; imagePath: string; criu: string; dump?: string },
+  start: (dir: string, control: (c: RunControl) => void) => Promise<{ ms: number }>,
 ): Promise<StagedCheckpoint | undefined> {
   const gate = await openGate(runner, o);
   if (!gate) return undefined;
-  const running = start(gate.path);
+  let control: RunControl | undefined;
+  const running = start(gate.dir, (c) => {
+    control = c;
+  });
   let ended = false;
   // the FIFO stays open until runc has ended
-  void running
+  const settled = running
     .then(
       () => {},
       () => {},
@@ -114,40 +148,72 @@ export async function stageGated(
       ended = true;
       gate.close();
     });
+  // failed before the freeze (its CRIU's version check, say): that error, and nothing was dumped; a runc that ended
+  // well before its release would have dumped past the gate, which the gate rules out: refused
+  const endedEarly = async (): Promise<never> => {
+    await running;
+    throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${o.id} before the freeze`, {
+      phase: 'checkpoint',
+    });
+  };
   return {
-    go: async () => {
+    go: async (timeoutMs) => {
       const at = performance.now();
-      if (ended) {
-        // failed before the freeze (its CRIU's version check, say): that error, and nothing was dumped; a runc
-        // that ended well before its release would have dumped past the gate, which the gate rules out: refused
-        await running;
-        throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${o.id} before the freeze`, {
-          phase: 'checkpoint',
-        });
-      }
-      await gate.release();
+      if (ended) return endedEarly();
+      if (timeoutMs !== undefined) control?.rearm(timeoutMs);
+      // runc may end between the look above and the release: its own error then, not the closed FIFO's
+      await gate.release().catch(endedEarly);
       await running;
       return { ms: Math.round(performance.now() - at) };
     },
-    cancel: () => gate.stop(),
+    cancel: async () => {
+      await gate.stop();
+      await untilOrKill(settled, () => control?.kill());
+    },
   };
 }
 
+/** Waits for `ended`; past CANCEL_WAIT_MS calls `kill` (which ends it) and waits on. */
+export async function untilOrKill(ended: Promise<unknown>, kill: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => {
+    timer = setTimeout(() => r(true), CANCEL_WAIT_MS);
+  });
+  const wasLate = await Promise.race([ended.then(() => false), late]);
+  clearTimeout(timer);
+  if (!wasLate) return;
+  kill();
+  await ended;
+}
+
 /**
- * The gate: every CRIU before the dump's runs at once; the dump's, the first started once `descriptors.json` is in
- * the image directory, waits for the word `go` in the FIFO `go` beside the script; anything else (`stop`), or the
- * agent `agentPid` gone (looked at every 200 ms while it waits), ends it with nothing dumped. Once released, later
- * CRIUs of this runc run at once. Built-in commands only, and all of it before the freeze but the `exec`.
+ * The gate: every CRIU before the dump's runs `criu` at once; the dump's, the first started once
+ * `descriptors.json` is in the image directory, runs `dump`, and with `hold` first waits for the word `go` in the
+ * FIFO `go` beside the script; anything else (`stop`), or the agent `agentPid` gone (looked at every 200 ms while
+ * it waits), ends it with nothing dumped. Later CRIUs of this runc run `criu` at once. Built-in commands only, and
+ * all of it before the freeze but the `exec`. The programs are absolute paths: the script is itself `criu` in PATH.
  */
-export function gateScript(dir: string, imagePath: string, criu: string, agentPid: number): string {
+export function gateScript(o: {
+  dir: string;
+  imagePath: string;
+  criu: string;
+  dump: string;
+  hold: boolean;
+  agentPid: number;
+}): string {
   return [
     '#!/bin/bash',
-    `if [[ ! -e '${dir}/open' && -e '${imagePath}/descriptors.json' ]]; then`,
-    `  until read -r -t 0.2 word <> '${dir}/go'; do [[ -e /proc/${agentPid} ]] || exit 1; done`,
-    '  [[ "$word" == go ]] || exit 1',
-    `  : > '${dir}/open'`,
+    `if [[ ! -e '${o.dir}/open' && -e '${o.imagePath}/descriptors.json' ]]; then`,
+    ...(o.hold
+      ? [
+          `  until read -r -t 0.2 word <> '${o.dir}/go'; do [[ -e /proc/${o.agentPid} ]] || exit 1; done`,
+          '  [[ "$word" == go ]] || exit 1',
+        ]
+      : []),
+    `  : > '${o.dir}/open'`,
+    `  exec '${o.dump}' "$@"`,
     'fi',
-    `exec '${criu}' "$@"`,
+    `exec '${o.criu}' "$@"`,
     '',
   ].join('\n');
 }

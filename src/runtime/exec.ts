@@ -25,6 +25,16 @@ export interface ExecOptions {
   phase?: Phase;
   /** Extra context for the error message (e.g. the CRIU log's first error). */
   onFailure?: (r: ExecResult) => Promise<string | undefined> | string | undefined;
+  /** Handed the run's controls once it has started: for a run started ahead of its work (runtime/criu-gate.ts). */
+  control?: (c: RunControl) => void;
+}
+
+/** A started run, steered from outside (ExecOptions.control). */
+export interface RunControl {
+  /** Its deadline is now `ms` from now (it started before its work did). */
+  rearm(ms: number): void;
+  /** Ends it now as its deadline would: killed (its whole group with `group`) and waited for. */
+  kill(): void;
 }
 
 export interface ExecResult {
@@ -78,6 +88,7 @@ export class ProcessRunner implements Runner {
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
+    let timeoutMs = opts.timeoutMs ?? 0;
     const result = await new Promise<ExecResult>((resolve, reject) => {
       child.on('error', (err) => {
         reject(
@@ -114,13 +125,23 @@ export class ProcessRunner implements Runner {
         exited ??= { code, signal };
         finish();
       });
-      if (opts.timeoutMs) {
-        timer = setTimeout(() => {
-          timedOut = true;
-          if (opts.group && child.pid !== undefined) killGroup(child.pid);
-          else child.kill('SIGKILL');
-        }, opts.timeoutMs);
-      }
+      const expire = () => {
+        timedOut = true;
+        if (opts.group && child.pid !== undefined) killGroup(child.pid);
+        else child.kill('SIGKILL');
+      };
+      if (opts.timeoutMs) timer = setTimeout(expire, timeoutMs);
+      opts.control?.({
+        rearm: (ms) => {
+          if (done) return;
+          clearTimeout(timer);
+          timeoutMs = ms;
+          timer = setTimeout(expire, ms);
+        },
+        kill: () => {
+          if (!done) expire();
+        },
+      });
     }).finally(() => clearTimeout(timer));
     if (timedOut) {
       result.timedOut = true;
@@ -131,7 +152,7 @@ export class ProcessRunner implements Runner {
     if (result.code !== 0 && !opts.allowFail) {
       const extra = opts.onFailure ? await opts.onFailure(result) : undefined;
       const why = timedOut
-        ? `killed after its ${Math.round(opts.timeoutMs ?? 0)} ms deadline`
+        ? `killed after its ${Math.round(timeoutMs)} ms deadline`
         : result.signal
           ? `killed by ${result.signal}`
           : `exit status ${result.code}`;

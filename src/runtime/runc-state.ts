@@ -8,7 +8,7 @@ import { join } from 'node:path';
  * own files in `dir` (its root's directory for the container), without starting runc: state.json's init pid alive
  * with the start time runc recorded (a reused pid is someone else's), no exec.fifo (a container created but not
  * started keeps it), and the freezer of the cgroup runc recorded, FROZEN or THAWED (v1) or `frozen` in
- * cgroup.events (v2). Undefined for anything else (stopped, created, freezing, unreadable): ask `state`, which
+ * cgroup.events agreeing with cgroup.freeze (v2). Undefined for anything else (stopped, created, freezing, unreadable): ask `state`, which
  * also names it.
  */
 export async function quickStatusOf(
@@ -48,7 +48,11 @@ async function frozenCgroup(paths: Record<string, string>): Promise<boolean | un
   if (!v2) return undefined;
   const events = await readFile(join(v2, 'cgroup.events'), 'utf8').catch(() => '');
   const m = /^frozen (\d)$/m.exec(events);
-  return m ? m[1] === '1' : undefined;
+  // asked (cgroup.freeze) and reached (frozen) must agree: between them the cgroup is freezing or thawing, which
+  // CRIU passes through when it lets the tasks go after a dump; runc answers that one
+  const asked = (await readFile(join(v2, 'cgroup.freeze'), 'utf8').catch(() => '')).trim();
+  if (!m || (asked !== '0' && asked !== '1') || asked !== m[1]) return undefined;
+  return m[1] === '1';
 }
 
 function exists(path: string): Promise<boolean> {

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
+import { Faults } from '../core/faults.ts';
 import { gateScript } from './criu-gate.ts';
 import { type ExecOptions, type ExecResult, ProcessRunner, type Runner } from './exec.ts';
 import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
@@ -130,9 +131,15 @@ test('running and paused are read from runc state.json, the init pid start time 
     assert.equal(await quick(), undefined, 'still freezing: runc is asked');
     // cgroup v2 alone
     await state(777, { '': unified });
+    await writeFile(join(unified, 'cgroup.freeze'), '0\n');
     assert.deepEqual(await quick(), { status: 'running', pid: 42 });
+    await writeFile(join(unified, 'cgroup.freeze'), '1\n');
+    assert.equal(await quick(), undefined, 'freeze asked, not reached yet: runc is asked');
     await writeFile(join(unified, 'cgroup.events'), 'populated 1\nfrozen 1\n');
     assert.deepEqual(await quick(), { status: 'paused', pid: 42 });
+    await writeFile(join(unified, 'cgroup.freeze'), '0\n');
+    assert.equal(await quick(), undefined, 'thawing');
+    await writeFile(join(unified, 'cgroup.freeze'), '1\n');
     await state(778, { '': unified });
     assert.equal(await quick(), undefined, 'the pid belongs to another process now');
     await state(777, { '': unified });
@@ -206,18 +213,20 @@ test('a restore past its deadline is killed with the CRIU it started: nothing of
 });
 
 /**
- * A runc that does what runc 1.1 does around a dump, in its order: a CRIU for its version check, descriptors.json
- * into the image directory, the dump's CRIU. The CRIU it is given (`--criu`) logs each start with the file's
- * presence; the dump's writes `dumped`.
+ * A runc that does what runc 1.1 to 1.4 do around a dump, in their order: a CRIU for its version check,
+ * descriptors.json into the image directory, the dump's CRIU; `criu` is found in PATH, and `--criu` is refused, as
+ * runc 1.4 refuses it. The configured CRIU logs each start with the file's presence; the dump's writes `dumped`, or
+ * with `hang` beside it never ends. A dump's CRIU that fails: runc writes `after` in the image directory 300 ms
+ * later (what a real runc leaves behind as it ends), then fails.
  */
-async function gateBed(dir: string) {
+async function gateBed(dir: string, faults?: Faults) {
   const images = join(dir, 'images');
   await mkdir(images);
   const log = join(dir, 'criu.log');
   const criuPath = join(dir, 'criu');
   await writeFile(
     criuPath,
-    `#!/bin/sh\nif [ -e ${images}/descriptors.json ]; then echo dump >> ${log}; : > ${images}/dumped; else echo version >> ${log}; fi\n`,
+    `#!/bin/sh\nif [ -e ${images}/descriptors.json ]; then echo dump >> ${log}; [ -e ${dir}/hang ] && sleep 600; : > ${images}/dumped; else echo version >> ${log}; fi\n`,
     { mode: 0o755 },
   );
   const runcPath = join(dir, 'runc');
@@ -226,17 +235,22 @@ async function gateBed(dir: string) {
     [
       '#!/bin/sh',
       'all=" $* "',
-      'while [ $# -gt 0 ]; do case "$1" in --criu) criu=$2; shift;; --image-path) img=$2; shift;; esac; shift; done',
-      '"$criu" swrk 3 || exit 2',
+      'while [ $# -gt 0 ]; do case "$1" in --criu) echo "flag provided but not defined: -criu" >&2; exit 1;; --image-path) img=$2; shift;; esac; shift; done',
+      'criu swrk 3 || exit 2',
       'echo \'["/dev/null"]\' > "$img/descriptors.json"',
-      '"$criu" swrk 3 || exit 3',
+      'criu swrk 3 || { sleep 0.3; : > "$img/after"; exit 3; }',
       // a lazy dump: ready once its CRIU has written everything but memory (runc's --status-fd 3)
       'case "$all" in *" --lazy-pages "*) printf x >&3;; esac',
       '',
     ].join('\n'),
     { mode: 0o755 },
   );
-  const runc = new Runc(new ProcessRunner(), { root: join(dir, 'root'), runcPath, criuPath });
+  const runc = new Runc(new ProcessRunner(), {
+    root: join(dir, 'root'),
+    runcPath,
+    criuPath,
+    ...(faults ? { faults } : {}),
+  });
   const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
   const waitFor = async (n: number) => {
     for (let i = 0; i < 200 && lines().length < n; i++) await new Promise((r) => setTimeout(r, 10));
@@ -313,7 +327,15 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
     await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
     // a pid that is no process: the highest the kernel may hand out, plus one
     const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
-    await writeFile(join(dir, 'gate'), gateScript(dir, images, '/bin/true', gone), { mode: 0o700 });
+    const script = gateScript({
+      dir,
+      imagePath: images,
+      criu: '/bin/true',
+      dump: '/bin/true',
+      hold: true,
+      agentPid: gone,
+    });
+    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
     const r = await new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
       allowFail: true,
       timeoutMs: 5000,
@@ -372,6 +394,133 @@ test('a staged dump sweeps the gate directories that agents now gone left behind
   } finally {
     await rm(left, { recursive: true, force: true });
     await rm(alive, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('runc is never given --criu: a configured CRIU, or the failing one of a fault, is `criu` first in its PATH', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-criu-'));
+  try {
+    const criuPath = join(dir, 'my-criu');
+    await writeFile(criuPath, '#!/bin/sh\n', { mode: 0o755 });
+    const seen: { argv: string[]; path: string | undefined }[] = [];
+    const r: Runner = {
+      run: async (argv, o) => {
+        seen.push({ argv, path: o?.env?.['PATH'] });
+        return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
+      },
+    };
+    const first = (path: string | undefined) => join(path!.split(':')[0]!, 'criu');
+    const runc = new Runc(r, { root: '/run/x', criuPath, faults: new Faults(['criu-fail:restore@d']) });
+    await runc.checkpoint('c', { imagePath: dir, workPath: dir });
+    await runc.restore('c', { bundle: '/b', imagePath: '/i', workPath: '/w' });
+    await runc.restore('d', { bundle: '/b', imagePath: '/i', workPath: '/w' });
+    await runc.kill('c');
+    assert.ok(seen.every((c) => !c.argv.includes('--criu')));
+    assert.equal(realpathSync(first(seen[0]!.path)), realpathSync(criuPath));
+    assert.equal(realpathSync(first(seen[1]!.path)), realpathSync(criuPath));
+    assert.equal(realpathSync(first(seen[2]!.path)), realpathSync('/bin/false'));
+    assert.equal(seen[3]!.path, undefined, 'no CRIU for anything else');
+    // the default `criu`: runc's own PATH, untouched
+    seen.length = 0;
+    await new Runc(r, { root: '/run/x', criuPath: 'criu' }).checkpoint('c', {
+      imagePath: dir,
+      workPath: dir,
+    });
+    assert.equal(seen[0]!.path, undefined);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    // the directories whose `criu` runc was handed (an agent keeps them for its life)
+    for (const e of readdirSync(tmpdir()))
+      if (e.startsWith(`ferry-criu-path-${process.pid}-`)) await rm(join(tmpdir(), e), { recursive: true });
+  }
+});
+
+test("criu-fail:dump fails the dump's CRIU, not runc's version check, staged or not", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir, new Faults(['criu-fail:dump']));
+    const o = { imagePath: bed.images, workPath: bed.images };
+    await assert.rejects(bed.runc.checkpoint('c', o), /runc checkpoint failed \(exit status 3\)/);
+    assert.deepEqual(bed.lines(), ['version'], 'the version check ran the real CRIU');
+    assert.ok(!bed.dumped());
+    await rm(join(bed.images, 'descriptors.json'));
+    const staged = await bed.runc.stageCheckpoint('c', o);
+    assert.ok(staged);
+    await bed.waitFor(2);
+    await assert.rejects(staged.go(), /runc checkpoint failed \(exit status 3\)/);
+    assert.deepEqual(bed.lines(), ['version', 'version']);
+    assert.ok(!bed.dumped());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staged lazy dump whose runc already failed: go() fails with the explained error', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    await writeFile(join(dir, 'criu'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    const staged = await bed.runc.stageCheckpointLazy('c', {
+      imagePath: bed.images,
+      workPath: bed.images,
+      pageServer: '127.0.0.1:1',
+    });
+    assert.ok(staged);
+    await new Promise((r) => setTimeout(r, 300));
+    await assert.rejects(staged.go(), (err: FerryError) => {
+      assert.equal(err.code, 'FERRY_E_CHECKPOINT_FAILED');
+      assert.match(err.message, /^runc checkpoint --lazy-pages failed: /);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a cancelled staged dump has ended when cancel() resolves: nothing of its runc writes on', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const o = { imagePath: bed.images, workPath: bed.images };
+    const staged = await bed.runc.stageCheckpoint('c', o);
+    assert.ok(staged);
+    await bed.waitFor(1);
+    await staged.cancel();
+    assert.ok(existsSync(join(bed.images, 'after')), 'runc ended before cancel() resolved');
+    await rm(join(bed.images, 'descriptors.json'));
+    await rm(join(bed.images, 'after'));
+    const lazy = await bed.runc.stageCheckpointLazy('c', { ...o, pageServer: '127.0.0.1:1' });
+    assert.ok(lazy);
+    await bed.waitFor(2);
+    await lazy.cancel();
+    assert.ok(existsSync(join(bed.images, 'after')), "the lazy dump's runc too");
+    assert.ok(!bed.dumped());
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a staged dump's deadline counts from go(), not from its staging", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const bed = await gateBed(dir);
+    const o = { imagePath: bed.images, workPath: bed.images, timeoutMs: 1000 };
+    const staged = await bed.runc.stageCheckpoint('c', o);
+    assert.ok(staged);
+    await bed.waitFor(1);
+    // longer than the dump's deadline before the release: the wait does not count
+    await new Promise((r) => setTimeout(r, 1500));
+    await staged.go();
+    assert.ok(bed.dumped());
+    // a dump stuck after its release: killed at the deadline go() was given
+    await rm(join(bed.images, 'descriptors.json'));
+    await writeFile(join(dir, 'hang'), '');
+    const stuck = await bed.runc.stageCheckpoint('c', o);
+    assert.ok(stuck);
+    await bed.waitFor(3);
+    await assert.rejects(stuck.go(300), /killed after its 300 ms deadline/);
+  } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });

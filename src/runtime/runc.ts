@@ -5,14 +5,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { access, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { traceStep } from '../core/trace.ts';
 import { type CriuTls, criuTlsOptions } from './criu.ts';
-import { openGate, type StagedCheckpoint, stageGated } from './criu-gate.ts';
+import { dumpFailingCriu, openGate, type StagedCheckpoint, stageGated, untilOrKill } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
-import type { ExecResult, Runner } from './exec.ts';
+import { CriuDirs, resolveExecutable, withCriuDir } from './criu-path.ts';
+import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
 import { quickStatusOf } from './runc-state.ts';
@@ -80,6 +81,12 @@ export function extraCriuConfig(o: {
  * ("Some file locks are hold by dumping tasks"). Costs nothing when there are none.
  */
 export const FILE_LOCKS_DEFAULT = true;
+
+/**
+ * A staged dump's runc waits for its release under this deadline (the migration's own phases bound the wait; a
+ * rollback cancels it); the release re-arms it with the dump's own, counted from the freeze.
+ */
+export const STAGED_WAIT_MS = 600_000;
 
 export interface RestoreOptions {
   bundle: string;
@@ -170,7 +177,7 @@ export interface LazyDump {
 export interface StagedLazyDump {
   /** The freeze has begun: CRIU dumps now. */
   go(): Promise<LazyDump>;
-  /** Not needed after all: runc ends without its CRIU having dumped. */
+  /** Not needed after all: runc ends without its CRIU having dumped, and has ended when this resolves. */
   cancel(): Promise<void>;
 }
 
@@ -178,40 +185,55 @@ export class Runc implements RuncLike {
   readonly root: string;
   private readonly runner: Runner;
   private readonly runcPath: string;
+  /** The CRIU configured, when it is not simply `criu` as runc finds it in PATH (runtime/criu-path.ts). */
   private readonly criuPath: string | undefined;
+  /** The real CRIU's absolute path, resolved once: a gate execs it (a name would find the gate itself). */
+  private readonly criu: string | undefined;
+  private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
 
   constructor(runner: Runner, opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults }) {
     this.runner = runner;
     this.root = opts.root;
     this.runcPath = opts.runcPath ?? 'runc';
-    this.criuPath = opts.criuPath;
+    this.criuPath = opts.criuPath === 'criu' ? undefined : opts.criuPath;
+    this.criu = resolveExecutable(opts.criuPath ?? 'criu');
     this.faults = opts.faults ?? Faults.none();
   }
 
-  /**
-   * `failing`: the test-only fault (`criu-fail:dump`, `criu-fail:restore`) names this run: runc is handed a CRIU
-   * that exits at once, so the failure takes the path a real CRIU error takes.
-   */
+  /** runc's arguments; no `--criu` (runc 1.2 and 1.3 ignore it, 1.4 refuses it): see `criuDir`. */
   private argv(logFile: string | undefined, ...args: string[]): string[] {
-    return this.argvWith(undefined, logFile, ...args);
-  }
-
-  private argvWith(failing: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
-    const id = args[args.length - 1];
-    return this.argvCriu(this.criuFor(failing, id), logFile, ...args);
-  }
-
-  /** The CRIU runc is to run: the one configured (undefined: runc's own default), /bin/false under a fault. */
-  private criuFor(failing: string | undefined, id: string | undefined): string | undefined {
-    return failing && this.faults.has(failing, id) ? '/bin/false' : this.criuPath;
-  }
-
-  private argvCriu(criu: string | undefined, logFile: string | undefined, ...args: string[]): string[] {
     const base = [this.runcPath, '--root', this.root];
     if (logFile) base.push('--log', logFile, '--log-format', 'json');
-    if (criu) base.push('--criu', criu);
     return [...base, ...args];
+  }
+
+  /**
+   * The directory to put first in runc's PATH so that it runs the CRIU ferry means (undefined: the PATH's own).
+   * `failing`: the test-only fault (`criu-fail:restore`) names this run: a CRIU that exits at once, so the failure
+   * takes the path a real CRIU error takes (a dump's fault fails its dump's CRIU only: `dumpFault`).
+   */
+  private criuDir(failing: string | undefined, id: string): string | undefined {
+    if (failing && this.faults.has(failing, id)) return this.criuDirs.dirFor('/bin/false');
+    if (!this.criuPath) return undefined;
+    // a configured CRIU that is not there: runc fails on it, as it would have with --criu
+    return this.criuDirs.dirFor(this.criu ?? resolve(this.criuPath));
+  }
+
+  /**
+   * A dump under the test-only fault `criu-fail:dump`: its version check passes and its dump's CRIU fails
+   * (runtime/criu-gate.ts `dumpFailingCriu`), as a real CRIU error inside the freeze would; a pre-dump's CRIU fails
+   * at once. Undefined without the fault.
+   */
+  private dumpFault(
+    id: string,
+    imagePath: string,
+    preDump?: boolean,
+  ): { dir: string; close(): void } | undefined {
+    if (!this.faults.has('criu-fail:dump', id)) return undefined;
+    const gate = this.criu && !preDump ? dumpFailingCriu({ imagePath, criu: this.criu }) : undefined;
+    // no gate possible (an earlier dump's descriptors.json): a CRIU that fails at once, version check and all
+    return gate ?? { dir: this.criuDirs.dirFor('/bin/false'), close: () => {} };
   }
 
   async version(): Promise<string> {
@@ -291,25 +313,40 @@ export class Runc implements RuncLike {
   }
 
   async checkpoint(id: string, o: CheckpointOptions): Promise<{ ms: number }> {
-    return this.runCheckpoint(id, o, this.criuFor('criu-fail:dump', id));
+    const fault = this.dumpFault(id, o.imagePath, o.preDump);
+    try {
+      return await this.runCheckpoint(id, o, fault?.dir ?? this.criuDir(undefined, id));
+    } finally {
+      fault?.close();
+    }
   }
 
   /**
    * The dump with runc's own start and CRIU version check behind it before the freeze; its CRIU starts at `go()`
-   * (runtime/criu-gate.ts). Undefined when it cannot be staged.
+   * (runtime/criu-gate.ts). Undefined when it cannot be staged. Until `go()` runc waits under a deadline of its own
+   * (STAGED_WAIT_MS); `go(timeoutMs)` re-arms it with the dump's (default `o.timeoutMs`), so the staging's wait
+   * does not eat into the freeze ceiling.
    */
   async stageCheckpoint(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined> {
-    if (o.preDump) return undefined;
-    const criu = this.criuFor('criu-fail:dump', id) ?? 'criu';
-    return stageGated(this.runner, { id, imagePath: o.imagePath, criu }, (gate) =>
-      this.runCheckpoint(id, o, gate),
+    if (o.preDump || !this.criu) return undefined;
+    const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
+    const staged = await stageGated(
+      this.runner,
+      { id, imagePath: o.imagePath, criu: this.criu, ...dump },
+      (dir, control) => this.runCheckpoint(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
     );
+    if (!staged) return undefined;
+    return {
+      go: (timeoutMs) => staged.go(timeoutMs ?? o.timeoutMs ?? 600_000),
+      cancel: () => staged.cancel(),
+    };
   }
 
   private async runCheckpoint(
     id: string,
     o: CheckpointOptions,
-    criu: string | undefined,
+    criuDir: string | undefined,
+    control?: (c: RunControl) => void,
   ): Promise<{ ms: number }> {
     const args = ['checkpoint', '--image-path', o.imagePath, '--work-path', o.workPath];
     if (o.leaveRunning) args.push('--leave-running');
@@ -323,9 +360,10 @@ export class Runc implements RuncLike {
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = o.preDump ? undefined : extraCriuConfig(o);
-    const env = this.dumpEnv(id, extra?.env);
+    const dumpEnv = this.dumpEnv(id, extra?.env);
+    const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     try {
-      const r = await this.runner.run(this.argvCriu(criu, logFile, ...args, id), {
+      const r = await this.runner.run(this.argv(logFile, ...args, id), {
         label: 'runc checkpoint',
         errorCode: 'FERRY_E_CHECKPOINT_FAILED',
         phase: 'checkpoint',
@@ -338,6 +376,7 @@ export class Runc implements RuncLike {
             : ((await criuLogError(join(o.workPath, 'dump.log'))) ?? (await runcLogError(logFile))),
         timeoutMs: o.timeoutMs ?? 600_000,
         ...(env ? { env } : {}),
+        ...(control ? { control } : {}),
       });
       return { ms: r.ms };
     } finally {
@@ -356,7 +395,10 @@ export class Runc implements RuncLike {
   }
 
   checkpointLazy(id: string, o: LazyCheckpointOptions): LazyDump {
-    return this.startLazy(id, o, this.criuFor('criu-fail:dump', id));
+    const fault = this.dumpFault(id, o.imagePath);
+    const lazy = this.startLazy(id, o, fault?.dir ?? this.criuDir(undefined, id));
+    if (fault) void lazy.done.finally(() => fault.close());
+    return lazy;
   }
 
   /**
@@ -364,44 +406,62 @@ export class Runc implements RuncLike {
    * runc's start, its version check and its check that CRIU can serve lazy pages are behind it at the freeze.
    */
   async stageCheckpointLazy(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined> {
-    const gate = await openGate(this.runner, {
-      imagePath: o.imagePath,
-      criu: this.criuFor('criu-fail:dump', id) ?? 'criu',
-    });
+    if (!this.criu) return undefined;
+    const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
+    const gate = await openGate(this.runner, { imagePath: o.imagePath, criu: this.criu, ...dump });
     if (!gate) return undefined;
-    const lazy = this.startLazy(id, o, gate.path);
+    const lazy = this.startLazy(id, o, gate.dir);
     let released = false;
     let early = false;
+    let ended = false;
     void lazy.ready.then(
       () => {
         early = !released;
       },
       () => {},
     );
-    void lazy.done.then(() => gate.close());
+    const finished = lazy.done.then(() => {
+      ended = true;
+      gate.close();
+    });
+    // ready before its release: its dump got past the gate, which the gate rules out; refused, and it goes
+    const refuse = (): never => {
+      lazy.kill();
+      throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${id} before the freeze`, {
+        phase: 'checkpoint',
+      });
+    };
     return {
       go: async () => {
         released = true;
-        // ready before its release: its dump got past the gate, which the gate rules out; refused, and it goes
-        if (early) {
-          lazy.kill();
-          throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${id} before the freeze`, {
-            phase: 'checkpoint',
-          });
+        if (early) refuse();
+        // runc ended before the release (or ends while it is given): its own error, explained, not the closed FIFO's
+        if (ended) {
+          await lazy.ready;
+          refuse();
         }
-        await gate.release();
+        try {
+          await gate.release();
+        } catch {
+          await lazy.ready;
+          refuse();
+        }
         return lazy;
       },
-      cancel: () => gate.stop(),
+      cancel: async () => {
+        await gate.stop();
+        await untilOrKill(finished, () => lazy.kill());
+      },
     };
   }
 
-  private startLazy(id: string, o: LazyCheckpointOptions, criu: string | undefined): LazyDump {
+  private startLazy(id: string, o: LazyCheckpointOptions, criuDir: string | undefined): LazyDump {
     const args = lazyCheckpointArgs(o);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
-    const env = this.dumpEnv(id, extra?.env);
-    const p = startProcess(this.argvCriu(criu, logFile, ...args, id), {
+    const dumpEnv = this.dumpEnv(id, extra?.env);
+    const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
+    const p = startProcess(this.argv(logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),
       group: true,
       ...(env ? { env } : {}),
@@ -432,7 +492,8 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
-    const r = await this.runner.run(this.argvWith('criu-fail:restore', logFile, ...args, id), {
+    const criuDir = this.criuDir('criu-fail:restore', id);
+    const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',
       label: 'runc restore',
       errorCode: 'FERRY_E_RESTORE_FAILED',
@@ -445,6 +506,7 @@ export class Runc implements RuncLike {
           ? 'runc and its CRIU were killed'
           : ((await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile))),
       timeoutMs: o.timeoutMs ?? 600_000,
+      ...(criuDir ? { env: withCriuDir(criuDir) } : {}),
     });
     return { ms: r.ms };
   }

@@ -31,7 +31,8 @@ export const FAULT_TEXT: Record<MatrixFault, string> = {
   'dest-killed': 'destination agent SIGKILLed, restarted at once',
   'link-cut':
     'every packet between the two hosts dropped (iptables, both ways) until the migration has ended',
-  'criu-fail': 'CRIU fails (runc is handed a CRIU that exits at once; post-copy: the page server is killed)',
+  'criu-fail':
+    "CRIU fails (a dump's: its dump's CRIU exits at once, after runc's version check passed; a restore's: runc is handed a CRIU that exits at once; post-copy: the page server is killed)",
   'tmpfs-full': "the destination's images tmpfs has no space left",
   'cli-killed': '`ferry migrate` SIGKILLed',
 };

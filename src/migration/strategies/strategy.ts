@@ -101,9 +101,12 @@ export interface Strategy {
  * rollback is then a thaw, never a CRIU restore of the images just written (decision 9).
  */
 export async function finalCheckpoint(ctx: MigrationContext, parentPath?: string): Promise<void> {
-  const staged = parentPath ? undefined : ctx.stagedDump;
+  const staged = ctx.stagedDump;
   ctx.stagedDump = undefined;
-  if (staged) await staged.go();
+  // the staged dump has no parent: with one it is not used, and its runc is ended before the dump's starts
+  if (staged && parentPath) await staged.cancel();
+  // its deadline counts from now: what is left of the freeze ceiling, not what was left at the staging
+  if (staged && !parentPath) await staged.go(ctx.dumpTimeoutMs);
   else await ctx.host.runc.checkpoint(ctx.name, finalDumpOptions(ctx, parentPath));
 }
 
