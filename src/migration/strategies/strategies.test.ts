@@ -460,6 +460,11 @@ test('cold with a page server whose link stalls: the connection is cut (no kill)
   assert.equal(r.rollback?.sourceRunning, true);
   // (a peer found silent is not asked first: its abort, which kills the page server, is repeated in the background)
   assert.ok(log.includes('runc.resume'), 'thawed');
+  // that abort comes a retry interval later: waited for here, or it would land in the next test's log
+  const thawedAt = log.indexOf('runc.resume');
+  for (let i = 0; i < 100 && !log.slice(thawedAt).includes('peer.abort'); i++)
+    await new Promise((r) => setTimeout(r, 50));
+  assert.ok(log.slice(thawedAt).includes('peer.abort'), 'the destination is aborted in the background');
 });
 
 test('cold with a page server but zstd: the page images stream as before, no page server', async () => {
