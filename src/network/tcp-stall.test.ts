@@ -16,21 +16,23 @@ test('the socket table names 10.213.3.11:27001 by its little-endian word and hex
   assert.deepEqual(parseTcpTable(text, '10.213.3.11', 27001), [{ state: 1, txQueue: 0x1f000 }]);
 });
 
+/** Whether a watch over these successive tables (the last one repeated) reports a stall within `ms`. */
+async function watchFor(tables: string[], ms: number): Promise<boolean> {
+  let i = 0;
+  let stalled = false;
+  const w = watchStall(
+    { address: '10.0.0.2', port: 27001, stallMs: 60, pollMs: 5 },
+    () => {
+      stalled = true;
+    },
+    async () => tables[Math.min(i++, tables.length - 1)]!,
+  );
+  await new Promise((r) => setTimeout(r, ms));
+  w.stop();
+  return stalled;
+}
+
 test('a connection whose unacknowledged bytes do not move is a stall; one that moves or has none is not', async () => {
-  const watchFor = async (tables: string[], ms: number) => {
-    let i = 0;
-    let stalled = false;
-    const w = watchStall(
-      { address: '10.0.0.2', port: 27001, stallMs: 60, pollMs: 5 },
-      () => {
-        stalled = true;
-      },
-      async () => tables[Math.min(i++, tables.length - 1)]!,
-    );
-    await new Promise((r) => setTimeout(r, ms));
-    w.stop();
-    return stalled;
-  };
   const remote = `${procAddress('10.0.0.2')}:6979`;
   assert.equal(await watchFor([HEAD + line(remote, '01', '00010000')], 200), true, 'stuck bytes');
   assert.equal(await watchFor([HEAD + line(remote, '02', '00000001')], 200), true, 'stuck in SYN-SENT');
@@ -46,17 +48,7 @@ test('a connection whose unacknowledged bytes do not move is a stall; one that m
 test('only live connections count: a TIME-WAIT left by an earlier move neither stalls nor hides a stall', async () => {
   const remote = `${procAddress('10.0.0.2')}:6979`;
   const table = HEAD + line(remote, '06', '00000000') + line(remote, '01', '00010000');
-  let stalled = false;
-  const w = watchStall(
-    { address: '10.0.0.2', port: 27001, stallMs: 60, pollMs: 5 },
-    () => {
-      stalled = true;
-    },
-    async () => table,
-  );
-  await new Promise((r) => setTimeout(r, 200));
-  w.stop();
-  assert.equal(stalled, true, 'the established one with stuck bytes is the stall');
+  assert.equal(await watchFor([table], 200), true, 'the established one with stuck bytes is the stall');
 });
 
 test('no stall is reported once stopped, even by a poll whose read was under way', async () => {
