@@ -258,10 +258,21 @@ async function gateBed(dir: string, faults?: Faults) {
   return { runc, images, lines, waitFor, dumped: () => existsSync(join(images, 'dumped')) };
 }
 
-test('a staged dump: runc and its CRIU version check start at once, the dump only at go()', async () => {
+/** A gate bed in a directory of its own, removed afterwards whatever the test did. */
+async function withGateBed(
+  fn: (bed: Awaited<ReturnType<typeof gateBed>>, dir: string) => Promise<void>,
+  faults?: Faults,
+): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const bed = await gateBed(dir);
+    await fn(await gateBed(dir, faults), dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('a staged dump: runc and its CRIU version check start at once, the dump only at go()', async () => {
+  await withGateBed(async (bed) => {
     const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
     assert.ok(staged);
     await bed.waitFor(1);
@@ -272,15 +283,11 @@ test('a staged dump: runc and its CRIU version check start at once, the dump onl
     assert.ok(r.ms >= 0);
     assert.deepEqual(bed.lines(), ['version', 'dump']);
     assert.ok(bed.dumped());
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a staged dump cancelled before its freeze dumps nothing; one that cannot be staged is not', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed) => {
     const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
     assert.ok(staged);
     await bed.waitFor(1);
@@ -293,15 +300,11 @@ test('a staged dump cancelled before its freeze dumps nothing; one that cannot b
       await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images }),
       undefined,
     );
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a staged dump whose runc failed before the freeze fails at go() with its error, and dumped nothing', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed, dir) => {
     // its version check fails, as under the test-only fault criu-fail:dump
     await writeFile(join(dir, 'criu'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
     const staged = await bed.runc.stageCheckpoint('c', { imagePath: bed.images, workPath: bed.images });
@@ -313,9 +316,7 @@ test('a staged dump whose runc failed before the freeze fails at go() with its e
       return true;
     });
     assert.ok(!bed.dumped());
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('the gate ends the dump, never starting its CRIU, once the agent that staged it is gone', async () => {
@@ -348,9 +349,7 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
 });
 
 test('a staged lazy dump: ready only after go(), which hands over the dump; cancelled, it dumps nothing', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed, dir) => {
     const o = { imagePath: bed.images, workPath: bed.images, pageServer: '127.0.0.1:1' };
     const staged = await bed.runc.stageCheckpointLazy('c', o);
     assert.ok(staged);
@@ -372,9 +371,7 @@ test('a staged lazy dump: ready only after go(), which hands over the dump; canc
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(bed.lines(), ['version']);
     assert.ok(!bed.dumped());
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a staged dump sweeps the gate directories that agents now gone left behind, and only theirs', async () => {
@@ -437,29 +434,26 @@ test('runc is never given --criu: a configured CRIU, or the failing one of a fau
 });
 
 test("criu-fail:dump fails the dump's CRIU, not runc's version check, staged or not", async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir, new Faults(['criu-fail:dump']));
-    const o = { imagePath: bed.images, workPath: bed.images };
-    await assert.rejects(bed.runc.checkpoint('c', o), /runc checkpoint failed \(exit status 3\)/);
-    assert.deepEqual(bed.lines(), ['version'], 'the version check ran the real CRIU');
-    assert.ok(!bed.dumped());
-    await rm(join(bed.images, 'descriptors.json'));
-    const staged = await bed.runc.stageCheckpoint('c', o);
-    assert.ok(staged);
-    await bed.waitFor(2);
-    await assert.rejects(staged.go(), /runc checkpoint failed \(exit status 3\)/);
-    assert.deepEqual(bed.lines(), ['version', 'version']);
-    assert.ok(!bed.dumped());
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  await withGateBed(
+    async (bed) => {
+      const o = { imagePath: bed.images, workPath: bed.images };
+      await assert.rejects(bed.runc.checkpoint('c', o), /runc checkpoint failed \(exit status 3\)/);
+      assert.deepEqual(bed.lines(), ['version'], 'the version check ran the real CRIU');
+      assert.ok(!bed.dumped());
+      await rm(join(bed.images, 'descriptors.json'));
+      const staged = await bed.runc.stageCheckpoint('c', o);
+      assert.ok(staged);
+      await bed.waitFor(2);
+      await assert.rejects(staged.go(), /runc checkpoint failed \(exit status 3\)/);
+      assert.deepEqual(bed.lines(), ['version', 'version']);
+      assert.ok(!bed.dumped());
+    },
+    new Faults(['criu-fail:dump']),
+  );
 });
 
 test('a staged lazy dump whose runc already failed: go() fails with the explained error', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed, dir) => {
     await writeFile(join(dir, 'criu'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
     const staged = await bed.runc.stageCheckpointLazy('c', {
       imagePath: bed.images,
@@ -473,15 +467,11 @@ test('a staged lazy dump whose runc already failed: go() fails with the explaine
       assert.match(err.message, /^runc checkpoint --lazy-pages failed: /);
       return true;
     });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a cancelled staged dump has ended when cancel() resolves: nothing of its runc writes on', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed) => {
     const o = { imagePath: bed.images, workPath: bed.images };
     const staged = await bed.runc.stageCheckpoint('c', o);
     assert.ok(staged);
@@ -496,15 +486,11 @@ test('a cancelled staged dump has ended when cancel() resolves: nothing of its r
     await lazy.cancel();
     assert.ok(existsSync(join(bed.images, 'after')), "the lazy dump's runc too");
     assert.ok(!bed.dumped());
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a staged dump's deadline counts from go(), not from its staging", async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
-  try {
-    const bed = await gateBed(dir);
+  await withGateBed(async (bed, dir) => {
     const o = { imagePath: bed.images, workPath: bed.images, timeoutMs: 1000 };
     const staged = await bed.runc.stageCheckpoint('c', o);
     assert.ok(staged);
@@ -520,7 +506,5 @@ test("a staged dump's deadline counts from go(), not from its staging", async ()
     assert.ok(stuck);
     await bed.waitFor(3);
     await assert.rejects(stuck.go(300), /killed after its 300 ms deadline/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
