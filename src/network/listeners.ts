@@ -2,18 +2,17 @@
 // descriptors (no process started). "Something listens on the port" is not "the process ferry started listens
 // there": another program may hold the port, and a check by port alone would take its socket for ours.
 import { readdir, readFile, readlink } from 'node:fs/promises';
+import { parseTcpRows, tcpHexPort } from '../runtime/proc-net-tcp.ts';
 
 /** The inodes of the listening sockets on local `port` in a /proc/net/tcp or tcp6 text. */
 export function parseListeners(text: string, port: number): string[] {
-  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const out: string[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    // local address, remote, state (0A is LISTEN), queues, timer, retransmits, uid, timeout, then the inode
-    if (f[1]?.endsWith(hex) && f[3] === '0A' && f[9] && f[9] !== '0') out.push(f[9]);
-  }
-  return out;
+  const hex = `:${tcpHexPort(port)}`;
+  return parseTcpRows(text)
+    .filter((r) => r.local.endsWith(hex) && r.state === TCP_LISTEN && r.inode > 0)
+    .map((r) => String(r.inode));
 }
+
+const TCP_LISTEN = '0A';
 
 /** The inodes of this namespace's sockets listening on TCP `port` (IPv4 and IPv6); empty when none. */
 export async function listeningInodes(port: number): Promise<string[]> {

@@ -4,6 +4,7 @@
 // watch it, and end it, from outside.
 import { readFile } from 'node:fs/promises';
 import type { Runner } from '../runtime/exec.ts';
+import { parseTcpRows, tcpHexPort } from '../runtime/proc-net-tcp.ts';
 
 /** The kernel's TCP state numbers the watch looks at; any other (TIME-WAIT of an earlier move, ...) is ignored. */
 const ESTABLISHED = 1;
@@ -25,15 +26,10 @@ export function procAddress(address: string): string {
 
 /** The entries of a /proc/net/tcp text whose remote end is `address:port`. */
 export function parseTcpTable(text: string, address: string, port: number): TcpEntry[] {
-  const remote = `${procAddress(address)}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const out: TcpEntry[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f[2] !== remote) continue;
-    const tx = (f[4] ?? '').split(':')[0] ?? '0';
-    out.push({ state: Number.parseInt(f[3] ?? '0', 16), txQueue: Number.parseInt(tx, 16) || 0 });
-  }
-  return out;
+  const remote = `${procAddress(address)}:${tcpHexPort(port)}`;
+  return parseTcpRows(text)
+    .filter((r) => r.remote === remote)
+    .map((r) => ({ state: Number.parseInt(r.state, 16), txQueue: r.txQueue }));
 }
 
 /**

@@ -3,6 +3,7 @@
 // with content (unix sockets: proc-scan-unix.ts). Each is one of CRIU's refusals, or a step of ferry's own that would break the container, read from
 // /proc before anything is frozen.
 import { type ProcFs, type ProcTask, type Unmovable, who } from './proc-fs.ts';
+import { parseTcpRows } from './proc-net-tcp.ts';
 
 /** Socket inode -> the container's tasks holding it, from /proc/PID/fd. */
 export async function socketOwners(
@@ -178,12 +179,8 @@ async function tcpRows(fs: ProcFs, init: number, root: string): Promise<TcpRow[]
   const rows: TcpRow[] = [];
   for (const f of ['tcp', 'tcp6']) {
     const text = await fs.readFile(`${root}/${init}/net/${f}`);
-    for (const line of (text ?? '').split('\n').slice(1)) {
-      const c = line.trim().split(/\s+/);
-      if (c.length < 10) continue;
-      const rx = Number.parseInt(c[4]!.split(':')[1] ?? '0', 16);
-      rows.push({ local: c[1]!, remote: c[2]!, state: c[3]!, rx, inode: Number(c[9]) });
-    }
+    for (const r of parseTcpRows(text ?? ''))
+      rows.push({ local: r.local, remote: r.remote, state: r.state, rx: r.rxQueue, inode: r.inode });
   }
   return rows;
 }
