@@ -31,6 +31,7 @@ import { bytesAckedOnPort } from '../network/tcp-sent.ts';
 import { destroyConnections, watchStall } from '../network/tcp-stall.ts';
 import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
+import { uncorkLibrary } from '../runtime/criu-uncork.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
@@ -89,6 +90,7 @@ export async function startAgent(
     runcPath: cfg.runcPath,
     criuPath: cfg.criuPath,
     faults,
+    uncork: uncorkLibrary(),
   });
   const criu = new Criu(runner, cfg.criuPath);
   const network = new ContainerNetwork(runner, cfg.network);

@@ -12,6 +12,13 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     `host ${f.host}  kernel ${f.kernel}  ${f.root ? 'root' : 'NOT root'}`,
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
     `fs.pipe-max-size ${f.pipeMaxSize}  CRIU kernel-feature cache: ${f.kdat ?? 'unknown'}${f.kdat === 'absent' ? ' (every CRIU run probes the kernel first, ~35 ms; an agent start stages it)' : ''}`,
+    ...(f.uncork
+      ? [
+          f.uncork.installed
+            ? `CRIU uncork library: ${f.uncork.path}`
+            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer for CRIU's corked page-server socket (scripts/setup.sh uncork builds it)`,
+        ]
+      : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './criu.ts';
+import { UNCORK_LIBRARY, uncorkLibrary } from './criu-uncork.ts';
 import { type KdatState, kdatState } from './kdat.ts';
 import type { Runc } from './runc.ts';
 
@@ -43,6 +44,8 @@ export interface HostFacts {
   features: Record<string, { ok: boolean; message: string }>;
   pipeMaxSize: number;
   kdat?: KdatState;
+  /** The library that takes the cork off a cold dump's page-server socket (criu-uncork.ts): its path, or absent. */
+  uncork?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -132,6 +135,7 @@ export async function gatherFacts(
     features,
     pipeMaxSize,
     kdat: await kdatState(),
+    uncork: { installed: uncorkLibrary() !== undefined, path: UNCORK_LIBRARY },
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

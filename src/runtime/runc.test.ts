@@ -65,6 +65,32 @@ test('a dump with skipInFlight hands CRIU a config file of its own that says so,
   assert.deepEqual(seen[1], {}, 'no file without the option');
 });
 
+test("only a dump to a page server preloads the uncork library into its CRIU, before the environment's own", async () => {
+  const preloads: (string | undefined)[] = [];
+  const r: Runner = {
+    run: async (argv, o) => {
+      preloads.push(o?.env?.['LD_PRELOAD']);
+      return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
+    },
+  };
+  const lib = '/opt/x/criu-uncork.so';
+  const runc = new Runc(r, { root: '/run/x', uncork: lib });
+  const before = process.env['LD_PRELOAD'];
+  try {
+    delete process.env['LD_PRELOAD'];
+    await runc.checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.2:27001' });
+    await runc.checkpoint('c', { imagePath: '/i', workPath: '/w' });
+    process.env['LD_PRELOAD'] = '/usr/lib/other.so';
+    await runc.checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.2:27001' });
+    await new Runc(r, { root: '/run/x' }).checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: 'x:1' });
+  } finally {
+    if (before === undefined) delete process.env['LD_PRELOAD'];
+    else process.env['LD_PRELOAD'] = before;
+  }
+  // (undefined: runc gets the agent's own environment, unchanged)
+  assert.deepEqual(preloads, [lib, undefined, `${lib} /usr/lib/other.so`, undefined]);
+});
+
 test("a dump to a page server over TLS: runc's --page-server, CRIU's TLS options in the dump's own config file", async () => {
   const seen: { argv: string[]; text?: string }[] = [];
   const r: Runner = {

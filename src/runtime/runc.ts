@@ -13,6 +13,7 @@ import { type CriuTls, criuTlsOptions } from './criu.ts';
 import { dumpFailingCriu, openGate, type StagedCheckpoint, stageGated, untilOrKill } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import { CriuDirs, resolveExecutable, withCriuDir } from './criu-path.ts';
+import { withPreload } from './criu-uncork.ts';
 import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
@@ -191,14 +192,20 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
+  /** The library preloaded into a dump's CRIU to take the cork off its page-server socket (criu-uncork.ts). */
+  private readonly uncork: string | undefined;
 
-  constructor(runner: Runner, opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults }) {
+  constructor(
+    runner: Runner,
+    opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults; uncork?: string },
+  ) {
     this.runner = runner;
     this.root = opts.root;
     this.runcPath = opts.runcPath ?? 'runc';
     this.criuPath = opts.criuPath === 'criu' ? undefined : opts.criuPath;
     this.criu = resolveExecutable(opts.criuPath ?? 'criu');
     this.faults = opts.faults ?? Faults.none();
+    this.uncork = opts.uncork;
   }
 
   /** runc's arguments; no `--criu` (runc 1.2 and 1.3 ignore it, 1.4 refuses it): see `criuDir`. */
@@ -360,7 +367,9 @@ export class Runc implements RuncLike {
     if (o.statusFd !== undefined) args.push('--status-fd', String(o.statusFd));
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = o.preDump ? undefined : extraCriuConfig(o);
-    const dumpEnv = this.dumpEnv(id, extra?.env);
+    let dumpEnv = this.dumpEnv(id, extra?.env);
+    // a dump to a page server: its CRIU without the cork that would hold its last request 200 ms (criu-uncork.ts)
+    if (o.pageServer && !o.lazyPages && this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
     const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     try {
       const r = await this.runner.run(this.argv(logFile, ...args, id), {
