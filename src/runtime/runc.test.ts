@@ -82,7 +82,11 @@ test("only a dump to a page server preloads the uncork library into its CRIU, be
     await runc.checkpoint('c', { imagePath: '/i', workPath: '/w' });
     process.env['LD_PRELOAD'] = '/usr/lib/other.so';
     await runc.checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.2:27001' });
-    await new Runc(r, { root: '/run/x' }).checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: 'x:1' });
+    await new Runc(r, { root: '/run/x' }).checkpoint('c', {
+      imagePath: '/i',
+      workPath: '/w',
+      pageServer: 'x:1',
+    });
   } finally {
     if (before === undefined) delete process.env['LD_PRELOAD'];
     else process.env['LD_PRELOAD'] = before;
