@@ -10,6 +10,12 @@ export const DEFAULT_MAX_ROUNDS = 5;
 /** Pre-copy rounds `auto` accepts in its estimate; a plan needing more is treated as not converging. */
 export const AUTO_MAX_ROUNDS = 8;
 /**
+ * Over the budget either way, `auto` takes post-copy only when its predicted freeze is below this share of cold's:
+ * post-copy splits the memory between the hosts until its last page, which a few milliseconds do not pay for (an
+ * empty container's cold freeze and post-copy's are about the same).
+ */
+export const POSTCOPY_MIN_GAIN = 0.9;
+/**
  * Parallel connections for large image files: each is a TLS stream hashed and written by one core, so they pay off
  * with cores to spare; on a 2-core host (this testbed: both agents share them) they only add overhead (measured:
  * 256 MiB in ~900 ms with 4 ranges vs ~820 ms with one stream).

@@ -45,3 +45,16 @@ test('the calibration follows the load: only the last few freezes count', () => 
   for (let i = 0; i < 3; i++) c.add({ strategy: 'postcopy', memoryBytes: 0, freezeMs: 500 });
   assert.equal(c.model().postcopyMs, 500);
 });
+
+test("once cold moves were measured, their rate holds the link's share: the agents' link probe is left out", () => {
+  const c = new FreezeCalibration();
+  c.add({ strategy: 'cold', memoryBytes: 0, freezeMs: 300 });
+  // before: a probe of the agents' stream at 100 MB/s bounds the pages' way
+  const slowProbe = 100e6;
+  const unmeasured = predictFreezeMs('cold', 1 << 30, slowProbe, c.model());
+  assert.ok(unmeasured > 300 + ((1 << 30) / slowProbe) * 1000, String(unmeasured));
+  // a 1 GiB cold move froze 2.3 s: its pages went at the page server's speed, whatever the probe said
+  c.add({ strategy: 'cold', memoryBytes: 1 << 30, freezeMs: 2300 });
+  assert.equal(c.model().memoryRateMeasured, true);
+  assert.equal(predictFreezeMs('cold', 1 << 30, slowProbe, c.model()), 2300);
+});

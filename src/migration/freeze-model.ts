@@ -12,23 +12,35 @@ export interface FreezeModel {
   postcopyMs: number;
   /** How fast CRIU dumps, and again restores, memory inside a cold freeze (bytes/s). */
   memoryRate: number;
+  /**
+   * `memoryRate` was measured by this destination's own cold moves: it then holds the link's share too (their pages
+   * crossed it inside the dump), and the link probe, which measures the agents' stream rather than the page
+   * server's, is left out.
+   */
+  memoryRateMeasured?: boolean;
 }
 
 /**
  * Before any migration to a destination was measured: an idle machine's figures (an empty container's cold
  * freeze, post-copy's, CRIU writing and reading memory at about 1 GB/s: docs/background.md). A loaded host's
- * are measured by its first migrations (`FreezeCalibration`).
+ * are measured by its first migrations (`FreezeCalibration`). Post-copy's freeze and an empty container's cold
+ * one are the same within their spread on the test machine (about 250-280 ms idle, 3 runs each of
+ * `bench/freeze-profile.ts`): both are a dump without memory, a restore and the same round trips.
  */
-export const DEFAULT_FREEZE_MODEL: FreezeModel = { fixedMs: 300, postcopyMs: 350, memoryRate: 1e9 };
+export const DEFAULT_FREEZE_MODEL: FreezeModel = { fixedMs: 300, postcopyMs: 300, memoryRate: 1e9 };
 const POSTCOPY_EXTRA_MS = DEFAULT_FREEZE_MODEL.postcopyMs - DEFAULT_FREEZE_MODEL.fixedMs;
 
-/** The page images stream while CRIU writes them: the slower of dump and link, then the restore. */
+/**
+ * The page images stream while CRIU writes them: the slower of dump and link, then the restore. Once cold moves to
+ * this destination were measured, their memory rate already holds the link's share.
+ */
 export function estimateColdFreezeMs(
   memoryBytes: number,
   transferRate = DEFAULT_TRANSFER_RATE,
   model: FreezeModel = DEFAULT_FREEZE_MODEL,
 ): number {
-  const dumpOrLink = Math.max(memoryBytes / transferRate, memoryBytes / model.memoryRate);
+  const link = model.memoryRateMeasured ? Number.POSITIVE_INFINITY : transferRate;
+  const dumpOrLink = Math.max(memoryBytes / link, memoryBytes / model.memoryRate);
   return Math.round(model.fixedMs + dumpOrLink * 1000 + (memoryBytes / model.memoryRate) * 1000);
 }
 
@@ -98,6 +110,7 @@ export class FreezeCalibration {
       fixedMs,
       postcopyMs: fixedMs + POSTCOPY_EXTRA_MS,
       memoryRate: this.rates.length ? median(this.rates) : DEFAULT_FREEZE_MODEL.memoryRate,
+      ...(this.rates.length ? { memoryRateMeasured: true } : {}),
     };
   }
 }

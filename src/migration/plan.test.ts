@@ -110,7 +110,7 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
   assert.equal(planStrategy({ ...base, memoryBytes: 1 << 30, maxDowntimeMs: 60_000 }).strategy, 'cold');
   assert.equal(planStrategy({ ...base, memoryBytes: 256 << 20, maxDowntimeMs: 100 }).strategy, 'postcopy');
   // ...and keeps cold where post-copy would freeze no less (nothing gained for memory split between the hosts)
-  const tight = planStrategy({ ...base, memoryBytes: 8 << 20, maxDowntimeMs: 100 });
+  const tight = planStrategy({ ...base, memoryBytes: 1 << 20, maxDowntimeMs: 100 });
   assert.equal(tight.strategy, 'cold');
   assert.match(tight.reason, /over the 100 ms budget, but post-copy would freeze no less \(~\d+ ms\)/);
   const slowHost = { ...DEFAULT_FREEZE_MODEL, fixedMs: 1100, postcopyMs: 1174 };

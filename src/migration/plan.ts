@@ -1,7 +1,12 @@
 // Planning: which strategy a migration uses, decided before anything is touched.
 import { FerryError } from '../core/errors.ts';
 import { STRATEGIES, type StrategyName, type StrategySupport } from './capabilities.ts';
-import { AUTO_MAX_ROUNDS, DEFAULT_MAX_DOWNTIME_MS, DEFAULT_TRANSFER_RATE } from './defaults.ts';
+import {
+  AUTO_MAX_ROUNDS,
+  DEFAULT_MAX_DOWNTIME_MS,
+  DEFAULT_TRANSFER_RATE,
+  POSTCOPY_MIN_GAIN,
+} from './defaults.ts';
 import {
   DEFAULT_FREEZE_MODEL,
   estimateColdFreezeMs,
@@ -144,7 +149,7 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
   const over = `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
   // over the budget either way (a slow host's fixed part alone can be): post-copy only pays where it freezes for
   // less, and otherwise it would split the memory between the hosts until its last page for nothing
-  if (usable.includes('cold') && cold <= postcopy) {
+  if (usable.includes('cold') && postcopy >= cold * POSTCOPY_MIN_GAIN) {
     return {
       strategy: 'cold',
       reason: `auto: ${over}, but post-copy would freeze no less (~${postcopy} ms) and split the memory between the hosts until its last page`,
