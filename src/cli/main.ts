@@ -226,7 +226,7 @@ export function buildProgram(): Command {
     )
     .option(
       '--max-downtime <ms>',
-      'downtime budget in ms that auto plans against, and pre-copy stops at (default: 500)',
+      "downtime budget in ms that auto plans against, and pre-copy stops at (QEMU's default downtime limit; default: 300)",
       (v) => positiveInt(v, '--max-downtime'),
     )
     .option(
