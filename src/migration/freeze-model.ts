@@ -8,8 +8,13 @@ import { DEFAULT_TRANSFER_RATE } from './defaults.ts';
 export interface FreezeModel {
   /** Cold's freeze without memory: lock and pause, CRIU's dump and restore of an empty container, round trips. */
   fixedMs: number;
-  /** Post-copy's freeze: memory moves after it, so it does not grow with memory. */
+  /** Post-copy's freeze without memory: the memory itself moves after the freeze. */
   postcopyMs: number;
+  /**
+   * How fast a lazy dump goes over the memory it leaves behind (bytes/s): CRIU still walks every page and pins it
+   * for its page server inside the freeze, so post-copy's freeze grows a little with memory.
+   */
+  lazyRate: number;
   /** How fast CRIU dumps, and again restores, memory inside a cold freeze (bytes/s). */
   memoryRate: number;
   /**
@@ -25,9 +30,15 @@ export interface FreezeModel {
  * freeze, post-copy's, CRIU writing and reading memory at about 1 GB/s: docs/background.md). A loaded host's
  * are measured by its first migrations (`FreezeCalibration`). Post-copy's freeze and an empty container's cold
  * one are the same within their spread on the test machine (about 250-280 ms idle, 3 runs each of
- * `bench/freeze-profile.ts`): both are a dump without memory, a restore and the same round trips.
+ * `bench/freeze-profile.ts`): both are a dump without memory, a restore and the same round trips. A lazy dump took
+ * about 100 ms longer at 1 GiB than at 64 MiB (93 against 195 ms, medians of 3): about 10 GB/s.
  */
-export const DEFAULT_FREEZE_MODEL: FreezeModel = { fixedMs: 300, postcopyMs: 300, memoryRate: 1e9 };
+export const DEFAULT_FREEZE_MODEL: FreezeModel = {
+  fixedMs: 300,
+  postcopyMs: 300,
+  memoryRate: 1e9,
+  lazyRate: 1e10,
+};
 const POSTCOPY_EXTRA_MS = DEFAULT_FREEZE_MODEL.postcopyMs - DEFAULT_FREEZE_MODEL.fixedMs;
 
 /**
@@ -44,8 +55,11 @@ export function estimateColdFreezeMs(
   return Math.round(model.fixedMs + dumpOrLink * 1000 + (memoryBytes / model.memoryRate) * 1000);
 }
 
-export function estimatePostcopyFreezeMs(model: FreezeModel = DEFAULT_FREEZE_MODEL): number {
-  return Math.round(model.postcopyMs);
+export function estimatePostcopyFreezeMs(
+  memoryBytes: number,
+  model: FreezeModel = DEFAULT_FREEZE_MODEL,
+): number {
+  return Math.round(model.postcopyMs + (memoryBytes / model.lazyRate) * 1000);
 }
 
 /**
@@ -58,7 +72,9 @@ export function predictFreezeMs(
   transferRate?: number,
   model: FreezeModel = DEFAULT_FREEZE_MODEL,
 ): number {
-  if (strategy === 'postcopy' || strategy === 'hybrid') return estimatePostcopyFreezeMs(model);
+  if (strategy === 'postcopy') return estimatePostcopyFreezeMs(memoryBytes, model);
+  // (hybrid's lazy dump leaves only what changed since its last round: its memory is not the container's)
+  if (strategy === 'hybrid') return estimatePostcopyFreezeMs(0, model);
   if (strategy === 'precopy') return estimateColdFreezeMs(memoryBytes, Number.POSITIVE_INFINITY, model);
   return estimateColdFreezeMs(memoryBytes, transferRate, model);
 }
@@ -91,7 +107,10 @@ export class FreezeCalibration {
   add(s: FreezeSample): void {
     if (!(s.freezeMs > 0)) return;
     if (s.strategy === 'postcopy' || s.strategy === 'hybrid') {
-      keep(this.fixed, s.freezeMs - POSTCOPY_EXTRA_MS);
+      // less the lazy dump's walk over the memory, at the idle rate: a load slows the fixed part far more (process
+      // starts, round trips), and learning the rate too would need freezes of several sizes to one destination
+      const lazyMs = s.strategy === 'postcopy' ? (s.memoryBytes * 1000) / DEFAULT_FREEZE_MODEL.lazyRate : 0;
+      keep(this.fixed, s.freezeMs - POSTCOPY_EXTRA_MS - lazyMs);
     } else if (s.strategy === 'cold') {
       if (s.memoryBytes < FIXED_SAMPLE_MAX_BYTES) {
         keep(this.fixed, s.freezeMs - (2 * s.memoryBytes * 1000) / this.model().memoryRate);
@@ -110,6 +129,7 @@ export class FreezeCalibration {
       fixedMs,
       postcopyMs: fixedMs + POSTCOPY_EXTRA_MS,
       memoryRate: this.rates.length ? median(this.rates) : DEFAULT_FREEZE_MODEL.memoryRate,
+      lazyRate: DEFAULT_FREEZE_MODEL.lazyRate,
       ...(this.rates.length ? { memoryRateMeasured: true } : {}),
     };
   }

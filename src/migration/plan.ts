@@ -138,7 +138,7 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
   const budget = p.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS;
   const mem = p.memoryBytes ?? 0;
   const cold = estimateColdFreezeMs(mem, p.transferRate, p.freezeModel);
-  const postcopy = estimatePostcopyFreezeMs(p.freezeModel);
+  const postcopy = estimatePostcopyFreezeMs(mem, p.freezeModel);
   const mib = (mem / (1 << 20)).toFixed(0);
   if (usable.includes('cold') && cold <= budget) {
     return {
@@ -183,7 +183,7 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
           : `; pre-copy would not converge (${dirtyText})`;
     return {
       strategy: 'postcopy',
-      reason: `auto: ${over}; post-copy freezes ~${postcopy} ms whatever the memory${notPre}`,
+      reason: `auto: ${over}; post-copy freezes ~${postcopy} ms, its memory moving after the freeze${notPre}`,
     };
   }
   if (usable.includes('precopy') && (converges || dirty === undefined)) {
