@@ -3,9 +3,9 @@
 import { cp, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { announce } from '../src/network/arp.ts';
-import { Firewall } from '../src/network/firewall.ts';
 import { macFor } from '../src/network/identity.ts';
 import { IpNet } from '../src/network/ip.ts';
+import { NetnsLock } from '../src/network/netns-lock.ts';
 import { buildCommandBundle, placeConfig, readConfig, writeConfig } from '../src/runtime/bundle.ts';
 import { type Runner, startBackground } from '../src/runtime/exec.ts';
 import { Runc } from '../src/runtime/runc.ts';
@@ -113,7 +113,7 @@ export async function handMigrate(
   to: string,
 ): Promise<HandTimings> {
   const net = new IpNet(runner);
-  const fw = new Firewall(runner);
+  const lock = new NetnsLock(runner);
   const from = c.host;
   const srcDir = work(tb, from, c.name);
   const dstDir = work(tb, to, c.name);
@@ -154,7 +154,7 @@ export async function handMigrate(
   // 4. detach the source
   await net.down(`hv${c.name}`.slice(0, 15), hostNs(tb, from));
   // 5. lock the destination before it is attached
-  await fw.lockNetns(dstNs);
+  await lock.lock(dstNs);
   // 6. copy the images (tmpfs to tmpfs)
   await cp(images, join(dstDir, 'images'), { recursive: true });
   const t2 = performance.now();
@@ -181,7 +181,7 @@ export async function handMigrate(
     ]),
     { stdio: 'null' },
   );
-  await fw.unlockNetns(dstNs);
+  await lock.unlock(dstNs);
   const t3 = performance.now();
   announce(runner, dstNs, 'eth0', c.ip, [50, 150, 300, 500]);
   // source leftovers
@@ -303,7 +303,7 @@ export async function handSwitchover(
   to: string,
 ): Promise<{ freezeMs: number }> {
   const net = new IpNet(runner);
-  const fw = new Firewall(runner);
+  const lock = new NetnsLock(runner);
   const from = c.host;
   const srcDir = work(tb, from, c.name);
   const dstDir = work(tb, to, c.name);
@@ -318,7 +318,7 @@ export async function handSwitchover(
   await writeConfig(join(dstDir, 'bundle'), cfg);
   const srcNs = ctrNs(tb, from, c.name);
   for (const n of await net.neighbours('eth0', srcNs)) await net.setNeighbour('eth0', n, dstNs);
-  await fw.lockNetns(dstNs);
+  await lock.lock(dstNs);
   const srcRunc = runcFor(runner, tb, from);
   const dstRunc = runcFor(runner, tb, to);
   const t0 = performance.now();
@@ -358,7 +358,7 @@ export async function handSwitchover(
     ]),
     { stdio: 'null' },
   );
-  await fw.unlockNetns(dstNs);
+  await lock.unlock(dstNs);
   const freezeMs = performance.now() - t0;
   announce(runner, dstNs, 'eth0', c.ip, [50, 150, 300, 500]);
   await net.delNetns(srcNs);

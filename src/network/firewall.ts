@@ -1,8 +1,6 @@
-// Packet filters ferry installs around a migration: a whole-namespace lock for own-netns containers,
-// per-address drop rules for host-network containers, and removal of the lock rules CRIU leaves behind.
-import { type CommandSession, type Runner, startSession } from '../runtime/exec.ts';
-
-export const LOCK_TABLE = 'ferry_lock';
+// Packet filters ferry installs around a migration: per-address drop rules for host-network containers, the
+// page servers' fences, and removal of the lock rules CRIU leaves behind (an own namespace's lock: netns-lock.ts).
+import type { Runner } from '../runtime/exec.ts';
 
 /** A page server's fence (fencePort): whose it is, and whether this host's own processes may connect too. */
 export interface FenceOptions {
@@ -17,81 +15,9 @@ function inNetns(ns: string | undefined, argv: string[]): string[] {
 
 export class Firewall {
   private readonly runner: Runner;
-  /** Unlocks prepared ahead of time, by namespace (see stageUnlock). */
-  private readonly staged = new Map<string, CommandSession>();
-  /** Locks prepared ahead of time, by namespace (see stageLock). */
-  private readonly stagedLocks = new Map<string, CommandSession>();
 
   constructor(runner: Runner) {
     this.runner = runner;
-  }
-
-  /**
-   * Drops every IP packet in and out of a namespace (ARP still passes, so announcements work), except CRIU's
-   * own: CRIU marks the packets of the sockets it repairs with SO_MARK 0xc114 and its own network lock lets
-   * them through; without that a restored half-closed TCP socket could never send its FIN.
-   */
-  async lockNetns(ns: string): Promise<void> {
-    const rules = [
-      `table inet ${LOCK_TABLE} {`,
-      `  chain in { type filter hook input priority -300; policy drop; meta mark ${CRIU_MARK} accept; }`,
-      `  chain out { type filter hook output priority -300; policy drop; meta mark ${CRIU_MARK} accept; }`,
-      '}',
-    ].join('\n');
-    const session = this.stagedLocks.get(ns);
-    this.stagedLocks.delete(ns);
-    if (session) {
-      // (nft -f applies what it read at its end of input, in one transaction, as a new process would)
-      const r = await session.finish(rules);
-      if (r.code === 0 && r.stderr.trim() === '') return;
-    }
-    await this.runner.run(inNetns(ns, ['nft', '-f', '-']), {
-      input: rules,
-      label: 'nft lock',
-      errorCode: 'FERRY_E_EXEC',
-    });
-  }
-
-  /**
-   * The source's lock lands at the pause, inside the freeze: an `nft -f -` started in the namespace right before
-   * (beside the destination's hold) reads the rules then, instead of a process start of 15–50 ms. Falls back to a
-   * new process when the session has died.
-   */
-  stageLock(ns: string): void {
-    this.stagedLocks.get(ns)?.kill();
-    this.stagedLocks.set(ns, startSession(inNetns(ns, ['nft', '-f', '-'])));
-  }
-
-  /** Drops a staged lock that was not used (the migration stopped before its freeze). */
-  dropStagedLock(ns: string): void {
-    this.stagedLocks.get(ns)?.kill();
-    this.stagedLocks.delete(ns);
-  }
-
-  async unlockNetns(ns: string): Promise<void> {
-    const session = this.staged.get(ns);
-    this.staged.delete(ns);
-    if (session) {
-      const r = await session.finish(`delete table inet ${LOCK_TABLE}\n`);
-      if (r.code === 0 && r.stderr.trim() === '') return;
-    }
-    await this.runner.run(inNetns(ns, ['nft', 'delete', 'table', 'inet', LOCK_TABLE]), { allowFail: true });
-  }
-
-  /**
-   * The destination's unlock is on the client's critical path: a new `nsenter … nft` process costs 15–25 ms
-   * there. An `nft -i` started in the namespace at prepare deletes the lock table within a millisecond of being
-   * told to. Falls back to a new process when the session has died.
-   */
-  stageUnlock(ns: string): void {
-    this.staged.get(ns)?.kill();
-    this.staged.set(ns, startSession(inNetns(ns, ['nft', '-i'])));
-  }
-
-  /** Drops a staged unlock (the namespace is going away). */
-  dropStaged(ns: string): void {
-    this.staged.get(ns)?.kill();
-    this.staged.delete(ns);
   }
 
   /** Removes the netns-wide lock CRIU's iptables method leaves in a dumped container's namespace. */
@@ -279,8 +205,6 @@ export class Firewall {
     for (const line of r.stdout.split('\n')) {
       if (/CRIU|ferry:|0xc114/.test(line) && (!opts.address || line.includes(opts.address))) out.push(line);
     }
-    const n = await this.runner.run(inNetns(opts.ns, ['nft', 'list', 'tables']), { allowFail: true });
-    if (n.stdout.includes(LOCK_TABLE)) out.push(`nft table ${LOCK_TABLE}`);
     return out;
   }
 }

@@ -6,6 +6,7 @@ import { announce, type StagedAnnouncement, stageAnnouncement } from './arp.ts';
 import { Firewall } from './firewall.ts';
 import { type HoldStats, TrafficHold } from './hold.ts';
 import { IpNet, type Neighbour } from './ip.ts';
+import { NetnsLock } from './netns-lock.ts';
 
 export type NetMode = 'none' | 'own' | 'host';
 
@@ -82,6 +83,7 @@ export class ContainerNetwork implements NetworkLike {
   private readonly runner: Runner;
   private readonly ip: IpNet;
   private readonly fw: Firewall;
+  private readonly lock: NetnsLock;
   private readonly hold: TrafficHold;
   /** Announcements staged by primeHold, by container. */
   private readonly staged = new Map<string, StagedAnnouncement>();
@@ -91,6 +93,7 @@ export class ContainerNetwork implements NetworkLike {
     this.cfg = cfg;
     this.ip = new IpNet(runner);
     this.fw = new Firewall(runner);
+    this.lock = new NetnsLock(runner);
     this.hold = new TrafficHold(runner);
   }
 
@@ -131,7 +134,7 @@ export class ContainerNetwork implements NetworkLike {
       await this.ip.addAddress('eth0', `${id.ip}/${this.cfg.prefixLen}`, ns);
       await this.ip.up('eth0', ns);
       await this.ip.setMaster(veth, this.cfg.bridge);
-      if (opts.locked) await this.fw.lockNetns(ns);
+      if (opts.locked) await this.lock.lock(ns);
       if (opts.attached) await this.attach(name, id);
     } else if (id.mode === 'host') {
       if (opts.locked) await this.fw.dropAddress(id.ip!, name);
@@ -164,26 +167,26 @@ export class ContainerNetwork implements NetworkLike {
    * arriving after the dump meets no closed socket and draws no ICMP error.
    */
   async quiesce(name: string, id: NetIdentity): Promise<void> {
-    if (id.mode === 'own') await this.fw.lockNetns(this.netns(name));
+    if (id.mode === 'own') await this.lock.lock(this.netns(name));
     else if (id.mode === 'host') await this.fw.dropAddress(id.ip!, name);
   }
 
   /** Source, right before the freeze: the lock is made ready (firewall.ts stageLock). */
   stageQuiesce(name: string, id: NetIdentity): void {
-    if (id.mode === 'own') this.fw.stageLock(this.netns(name));
+    if (id.mode === 'own') this.lock.stageLock(this.netns(name));
   }
 
   dropQuiesce(name: string, id: NetIdentity): void {
-    if (id.mode === 'own') this.fw.dropStagedLock(this.netns(name));
+    if (id.mode === 'own') this.lock.dropStagedLock(this.netns(name));
   }
 
   /** Destination, at prepare: the unlock after the restore is made ready now (firewall.ts stageUnlock). */
   stageUnlock(name: string, id: NetIdentity): void {
-    if (id.mode === 'own') this.fw.stageUnlock(this.netns(name));
+    if (id.mode === 'own') this.lock.stageUnlock(this.netns(name));
   }
 
   async unlock(name: string, id: NetIdentity): Promise<void> {
-    if (id.mode === 'own') await this.fw.unlockNetns(this.netns(name));
+    if (id.mode === 'own') await this.lock.unlock(this.netns(name));
     else if (id.mode === 'host') await this.fw.undropAddress(id.ip!, name);
   }
 
@@ -288,8 +291,8 @@ export class ContainerNetwork implements NetworkLike {
     this.staged.get(name)?.drop();
     this.staged.delete(name);
     if (id.mode === 'own') {
-      this.fw.dropStaged(this.netns(name));
-      this.fw.dropStagedLock(this.netns(name));
+      this.lock.dropStagedUnlock(this.netns(name));
+      this.lock.dropStagedLock(this.netns(name));
       this.hold.unstage(this.hostVeth(name));
       await this.ip.delLink(this.hostVeth(name));
       await this.ip.delNetns(this.netns(name));
@@ -305,8 +308,10 @@ export class ContainerNetwork implements NetworkLike {
 
   async leftovers(name: string, id: NetIdentity): Promise<string[]> {
     const out: string[] = [];
-    if (id.mode === 'own' && (await this.ip.listNetns()).includes(this.netns(name)))
+    if (id.mode === 'own' && (await this.ip.listNetns()).includes(this.netns(name))) {
       out.push(`netns ${this.netns(name)}`);
+      out.push(...(await this.lock.leftovers(this.netns(name))));
+    }
     if (id.mode === 'host') {
       if (await this.ip.hasAddress(this.cfg.bridge, id.ip!)) out.push(`address ${id.ip}`);
       out.push(...(await this.fw.leftovers({ address: id.ip! })));
