@@ -4,8 +4,7 @@
 // mode and owner (files; the change time moves with any xattr, mode or owner change), target (symlinks), mode,
 // owner, change time and device number (FIFOs, sockets, devices) or mode and owner (directories, which are
 // always sent again).
-import type { Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 
 export type TreeSnapshot = Map<string, string>;
@@ -18,31 +17,51 @@ function signature(st: Stats, target?: string): string {
   return `x:${owner}:${st.mode >>> 12}:${st.rdev}:${st.ctimeMs}:${st.ino}`; // FIFOs, sockets, devices
 }
 
+/**
+ * How long the walk runs before it lets the event loop turn. The walk is synchronous in between: the final one runs
+ * inside the freeze, and a `readdir`/`lstat` through libuv's thread pool per entry made it about 12 times slower
+ * (6847 entries: 580-680 ms against 50-55 ms on the test machine), where a container with a full Debian root file
+ * system has 15-25 thousand.
+ */
+const YIELD_EVERY_MS = 20;
+
 /** Every entry under `root`, by path relative to it ('/'-separated). */
-export async function snapshotTree(
-  root: string,
-  rel = '',
-  out: TreeSnapshot = new Map(),
-): Promise<TreeSnapshot> {
+export async function snapshotTree(root: string): Promise<TreeSnapshot> {
+  const out: TreeSnapshot = new Map();
+  await walk(root, '', out, { since: performance.now() });
+  return out;
+}
+
+async function walk(root: string, rel: string, out: TreeSnapshot, turn: { since: number }): Promise<void> {
   let names: string[];
   try {
-    names = await readdir(join(root, rel));
+    names = readdirSync(join(root, rel));
   } catch {
-    return out;
+    return;
   }
   for (const name of names.sort()) {
+    if (performance.now() - turn.since > YIELD_EVERY_MS) {
+      await new Promise((r) => setImmediate(r));
+      turn.since = performance.now();
+    }
     const path = rel ? `${rel}/${name}` : name;
     let st: Stats;
     try {
-      st = await lstat(join(root, path));
+      st = lstatSync(join(root, path));
     } catch {
       continue; // vanished
     }
-    const target = st.isSymbolicLink() ? await readlink(join(root, path)).catch(() => '') : undefined;
+    let target: string | undefined;
+    if (st.isSymbolicLink()) {
+      try {
+        target = readlinkSync(join(root, path));
+      } catch {
+        target = '';
+      }
+    }
     out.set(path, signature(st, target));
-    if (st.isDirectory()) await snapshotTree(root, path, out);
+    if (st.isDirectory()) await walk(root, path, out, turn);
   }
-  return out;
 }
 
 /**
