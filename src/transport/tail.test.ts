@@ -78,3 +78,25 @@ test('a failed send surfaces at finish, and nothing more is sent after it', asyn
   await assert.rejects(tail.finish(), /peer went away/);
   assert.equal(calls, 1);
 });
+
+test('finish does not sit out the poll: the last stretch goes at once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-tail-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const sent: FileRange[] = [];
+  // a poll that would outlast the test: finish must wake it, not wait for it
+  const tail = new GrowingFiles(dir, async (r) => sent.push(r), { pollMs: 600_000 });
+  tail.start();
+  await new Promise((res) => setImmediate(res));
+  writeFileSync(join(dir, 'pages-1.img'), randomBytes(8192));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((res) => {
+    timer = setTimeout(() => res('still waiting'), 10_000);
+  });
+  const files = await Promise.race([tail.finish(), late]);
+  clearTimeout(timer);
+  assert.deepEqual(files, ['pages-1.img']);
+  assert.equal(
+    sent.reduce((n, r) => n + r.length, 0),
+    8192,
+  );
+});

@@ -35,6 +35,8 @@ export class GrowingFiles {
   private stopped = false;
   private error: unknown;
   private loop: Promise<void> = Promise.resolve();
+  /** Ends the poll's wait at once: `finish` runs inside the freeze and must not sit out a poll interval. */
+  private wake: (() => void) | undefined;
   /** Bytes sent so far (ranges completed). */
   bytes = 0;
 
@@ -57,8 +59,21 @@ export class GrowingFiles {
     while (!this.stopped && this.error === undefined) {
       const dispatched = await this.sweep(false);
       if (this.inflight.size >= this.parallel) await Promise.race(this.inflight);
-      else if (!dispatched) await new Promise((r) => setTimeout(r, this.pollMs));
+      else if (!dispatched) await this.nap();
     }
+  }
+
+  private nap(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, this.pollMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    }).finally(() => {
+      this.wake = undefined;
+    });
   }
 
   private dispatch(r: FileRange): void {
@@ -110,6 +125,7 @@ export class GrowingFiles {
   /** After the writer has exited: the rest of every file; resolves with the files sent this way. */
   async finish(): Promise<string[]> {
     this.stopped = true;
+    this.wake?.();
     await this.loop;
     for (;;) {
       if (this.error !== undefined) break;
@@ -125,6 +141,7 @@ export class GrowingFiles {
   /** Stops following (on failure): nothing more is handed out; waits for what is in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.wake?.();
     await this.loop.catch(() => {});
     await Promise.all(this.inflight);
   }
