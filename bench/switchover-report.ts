@@ -34,6 +34,8 @@ export interface Sample {
   windowMs?: number;
   /** Post-copy: the memory the window moved (the report's `postcopy.bytes`; else the container's memory). */
   memoryBytes?: number;
+  /** ferry: the freeze its plan predicted (the report's `predictedFreezeMs`). */
+  predictedMs?: number;
   /** Why a run failed. */
   note?: string;
 }
@@ -65,6 +67,8 @@ export const GOALS = {
   perPodman: { 64: 0.2, 1024: 0.03 } as Record<number, number>,
   /** nginx under load: p99.9 latency across a migration against the floor's gap. */
   nginxP999PerFloor: 1.2,
+  /** `auto`'s predicted freeze against the measured one: at most this far off, either way. */
+  predictedOff: 0.25,
 };
 
 /**
@@ -172,6 +176,10 @@ export async function switchoverReport(o: SwitchoverBenchOptions, r: Results): P
       // an empty container leaves a few MB lazy: its window is a few round trips, not a rate worth a goal
       if (Number.isFinite(window) && mib > 0)
         goal(`${f}: post-copy MB/s, unshaped`, mbps, GOALS.windowMBps, true);
+      // per run: how far the plan's prediction was from the freeze it got
+      const off = med(k, (s) => (s.predictedMs ? Math.abs(s.predictedMs / s.freezeMs - 1) : undefined));
+      if (who === 'auto' && Number.isFinite(off))
+        goal(`${f}: |predicted ÷ measured freeze − 1|`, off, GOALS.predictedOff);
       const podmanLimit = GOALS.perPodman[mib];
       if (r.podman && podmanLimit !== undefined)
         goal(`${f}: gap / Podman's gap`, gap / med(`podman/${mib}`, (s) => s.gapMs), podmanLimit);

@@ -165,6 +165,7 @@ async function removeWhereItRuns(b: Bed, name: string, rep: MigrationReport | un
 function fromReport(rep: MigrationReport): Partial<Sample> {
   return {
     freezeMs: rep.freezeMs,
+    ...(rep.predictedFreezeMs ? { predictedMs: rep.predictedFreezeMs } : {}),
     ...(rep.postcopy ? { windowMs: rep.postcopy.lastPageMs } : {}),
     // what the window moved: the memory the dump left with the page server, else the container's whole memory
     ...((rep.postcopy?.bytes ?? rep.memoryBytes)

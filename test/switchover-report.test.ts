@@ -31,7 +31,14 @@ test('the 99.9th percentile counts only the requests due during the move', () =>
 test('every goal is a ratio against the recipe’s empty gap; slowest ÷ median; Podman; windows; nginx', async () => {
   const samples = new Map<string, Sample[]>([
     ['hand/0', [run(1000, 800), run(1200, 900), run(1100, 850)]],
-    ['auto/0', [run(900, 850), run(1000, 950), run(950, 900)]],
+    [
+      'auto/0',
+      [
+        run(900, 850, { predictedMs: 1000 }),
+        run(1000, 950, { predictedMs: 1000 }),
+        run(950, 900, { predictedMs: 450 }),
+      ],
+    ],
     ['hand/1024', [run(9000, 8000)]],
     ['auto/1024', [run(1000, 1000, { windowMs: 2000, memoryBytes: 1.1e9 }), run(1500, 1400), run(1000, 950)]],
     ['podman/1024', [run(50_000, 50_000)]],
@@ -67,6 +74,9 @@ test('every goal is a ratio against the recipe’s empty gap; slowest ÷ median;
   assert.equal(g('ferry auto 1 GiB: post-copy MB/s, unshaped')?.value, 550);
   assert.equal(g("nginx ferry auto: p99.9 / floor's empty gap")?.value, 1000 / 1100);
   assert.equal(g('nginx ferry auto: socket errors')?.met, true);
+  // the plan's prediction, per run: off by 18 %, 5 % and 50 %; the median is 18 %
+  const off = g('ferry auto empty: |predicted ÷ measured freeze − 1|');
+  assert.ok(off && Math.abs(off.value - (1000 / 850 - 1)) < 1e-9 && off.met, JSON.stringify(off));
   assert.equal(out['floorGapMs'], 1100);
   const big = out['auto/1024']!;
   assert.equal(big['gapMs'], 1000);
