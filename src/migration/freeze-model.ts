@@ -29,13 +29,13 @@ export interface FreezeModel {
  * Before any migration to a destination was measured: an idle machine's figures (an empty container's cold
  * freeze, post-copy's, CRIU writing and reading memory at about 1 GB/s: docs/background.md). A loaded host's
  * are measured by its first migrations (`FreezeCalibration`). Post-copy's freeze and an empty container's cold
- * one are the same within their spread on the test machine (about 250-280 ms idle, 3 runs each of
+ * one are the same within their spread on the test machine (about 210-280 ms idle, 3 runs each of
  * `bench/freeze-profile.ts`): both are a dump without memory, a restore and the same round trips. A lazy dump took
  * about 100 ms longer at 1 GiB than at 64 MiB (93 against 195 ms, medians of 3): about 10 GB/s.
  */
 export const DEFAULT_FREEZE_MODEL: FreezeModel = {
-  fixedMs: 300,
-  postcopyMs: 300,
+  fixedMs: 250,
+  postcopyMs: 250,
   memoryRate: 1e9,
   lazyRate: 1e10,
 };

@@ -46,13 +46,13 @@ function fixture(memoryBytes: number, postcopy: boolean) {
 }
 
 test('planMove: auto picks cold for a small container and predicts its freeze', async () => {
-  const f = fixture(8 << 20, true);
+  const f = fixture(1 << 20, true);
   const p = await planMove(f.controller, f.agents, { container: 'web', to: 'b', strategy: 'auto' });
   assert.equal(p.strategy, 'cold');
   assert.match(p.reason, /^auto: cold fits/);
   assert.match(p.reason, /not measured in a dry run/);
   assert.ok(p.predictedFreezeMs > 0);
-  assert.equal(p.memoryBytes, 8 << 20);
+  assert.equal(p.memoryBytes, 1 << 20);
 });
 
 test('planMove: over the budget auto picks post-copy where both hosts have it; a strategy asked for is checked', async () => {
