@@ -389,7 +389,7 @@ export class IncomingMigration {
       log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
       return undefined;
     });
-    const out: RestoreResult = { pid, ms, ...(staged ? { staged: true } : {}) };
+    const out: RestoreResult = { pid, ms };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');
     traceStep('incoming: restore', traced, { migration: this.id });

@@ -414,7 +414,6 @@ export class MigrationSource {
         await this.faults.reach('source:restore', name, 50);
         const r = await restoring;
         if (r.stats) report.criu.restore = r.stats;
-        if (r.staged) report.restoreStaged = true;
         if (r.pid > 0) restoredPid = r.pid;
       },
       freezeDeadline(),
