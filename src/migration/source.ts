@@ -252,17 +252,7 @@ export class MigrationSource {
         // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
         const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
         const staged = await strategy.prepare(ctx);
-        // what the dump will write as descriptors.json: the destination stages its restore with them (staged-restore.ts)
-        const descriptors = await this.host.runc.externalDescriptors?.(name).catch(() => undefined);
-        await peer.prepare({
-          id,
-          name,
-          from: this.host.hostName,
-          record,
-          neighbours,
-          ...staged,
-          ...(descriptors ? { descriptors } : {}),
-        });
+        await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
         progress.prepared = true;
         await this.faults.reach('source:prepare', name);
         // the bundle goes now, while the container runs; after the final dump only what changed follows

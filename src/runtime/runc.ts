@@ -25,7 +25,7 @@ import { withPreload } from './criu-uncork.ts';
 import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
-import { externalDescriptorsOf, quickStatusOf } from './runc-state.ts';
+import { quickStatusOf } from './runc-state.ts';
 import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
 
 export type { StagedCheckpoint } from './criu-gate.ts';
@@ -137,8 +137,6 @@ export interface RuncLike {
    * undefined for anything else or when it cannot be told: then ask `state`.
    */
   quickStatus?(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined>;
-  /** What a dump of the container writes as descriptors.json (runc's record of its init's stdio), read from runc's files. */
-  externalDescriptors?(id: string): Promise<string[] | undefined>;
 }
 
 export interface LazyCheckpointOptions {
@@ -277,10 +275,6 @@ export class Runc implements RuncLike {
     const r = await this.runner.run(this.argv(undefined, 'state', id), { allowFail: true });
     if (r.code !== 0) return undefined;
     return JSON.parse(r.stdout) as RuncContainerState;
-  }
-
-  async externalDescriptors(id: string): Promise<string[] | undefined> {
-    return externalDescriptorsOf(join(this.root, id));
   }
 
   async quickStatus(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
