@@ -368,15 +368,26 @@ export interface ProbeSummary {
 }
 
 /** `ferry probe` in the testbed's client namespace, as a user would run it; stop() sends SIGINT and reads its JSON. */
+/**
+ * Probes still running: a test that fails before it stops its probe would leave the probe running, and the file's
+ * process (and `make test` with it) waiting on that child forever. They go after the file's last test.
+ */
+const liveProbes = new Set<{ stop(signal?: NodeJS.Signals): Promise<unknown> }>();
+after(async () => {
+  await Promise.all([...liveProbes].map((p) => p.stop('SIGINT')));
+});
+
 export function startProbe(
   bed: Bed,
   kind: 'tcp' | 'udp' | 'redis',
   target: string,
 ): { stop(): Promise<ProbeSummary> } {
   const p = startBackground([...FERRY_ARGV, 'probe', kind, target, '--interval', '2', '--json'], bed.env);
+  liveProbes.add(p);
   return {
     async stop() {
       const out = await p.stop('SIGINT');
+      liveProbes.delete(p);
       try {
         return JSON.parse(out.stdout.trim().split('\n').pop() ?? '') as ProbeSummary;
       } catch {
