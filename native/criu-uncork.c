@@ -1,13 +1,14 @@
 /*
- * criu-uncork: preloaded into the CRIU of a cold dump that sends its pages to a page server (LD_PRELOAD), it makes
- * TCP_CORK a no-op for that CRIU.
+ * criu-uncork: preloaded (LD_PRELOAD) into the CRIUs that talk to a page server -- a cold dump that sends its pages
+ * to one, a lazy dump that serves them, post-copy's lazy-pages daemon -- it makes TCP_CORK a no-op for that CRIU.
  *
- * Why: CRIU (4.2) corks its page-server socket when it connects and never uncorks it before its last command.
- * Its closing request and the tail of the last pages are partial segments, and Linux holds a corked partial segment
- * for up to 200 ms. The dump waits for the page server's answer to that request while the container is frozen, so
- * every cold move paid 200 ms of freeze for nothing (measured: an empty process dumped to a page server in 255 ms,
- * 58 ms with this library). Without the cork the socket is an ordinary one with Nagle's algorithm: CRIU writes its
- * pages in large pieces, so nothing else changes.
+ * Why: CRIU (4.2) corks a page-server socket at both ends and never uncorks it before the last command and its
+ * answer. Those are partial segments, and Linux holds a corked partial segment for up to 200 ms. A cold dump waits
+ * for the page server's answer while the container is frozen, so every cold move paid 200 ms of freeze for nothing
+ * (measured: an empty process dumped to a page server in 255 ms, 58 ms with this library); post-copy's daemon
+ * closes after the last page and waits 200 ms for its request and 200 ms for the answer (a 64 MiB container's
+ * window: 500 ms, 85 ms with this library). Without the cork the socket is an ordinary one with Nagle's algorithm
+ * or CRIU's own TCP_NODELAY: CRIU writes its pages in large pieces, so nothing else changes.
  *
  * Built by `scripts/setup.sh uncork` into /opt/ferry/lib/criu-uncork.so; ferry uses it when it is there
  * (src/runtime/criu-uncork.ts) and `ferry check` says when it is not.

@@ -273,8 +273,8 @@ unpack_vmlinux() {
   done
 }
 
-# The library preloaded into a cold dump's CRIU to take the cork off its page-server socket (native/criu-uncork.c;
-# without it every cold freeze waits 200 ms longer). Rebuilt when its source changes: the digest is kept beside it.
+# The library preloaded into CRIU to take the cork off its page-server sockets (native/criu-uncork.c;
+# without it every cold freeze waits 200 ms longer, and post-copy's last page 400 ms). Rebuilt when its source changes: the digest is kept beside it.
 UNCORK_LIB=/opt/ferry/lib/criu-uncork.so
 install_uncork() {
   local src=$here/native/criu-uncork.c sum

@@ -85,14 +85,16 @@ export async function startAgent(
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
+  // (preloaded into every CRIU that talks to a page server: cold's dump, post-copy's dump and daemon)
+  const uncork = uncorkLibrary();
   const runc = new Runc(runner, {
     root: paths.runcRoot,
     runcPath: cfg.runcPath,
     criuPath: cfg.criuPath,
     faults,
-    uncork: uncorkLibrary(),
+    uncork,
   });
-  const criu = new Criu(runner, cfg.criuPath);
+  const criu = new Criu(runner, cfg.criuPath, { uncork });
   const network = new ContainerNetwork(runner, cfg.network);
   const host = new ContainerHost({
     hostName: cfg.host,

@@ -16,7 +16,7 @@ export function capabilitiesText(r: CapabilitiesReport): string {
       ? [
           f.uncork.installed
             ? `CRIU uncork library: ${f.uncork.path}`
-            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer for CRIU's corked page-server socket (scripts/setup.sh uncork builds it)`,
+            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer, and post-copy's last page 400 ms, for CRIU's corked page-server sockets (scripts/setup.sh uncork builds it)`,
         ]
       : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})

@@ -3,7 +3,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Criu } from './criu.ts';
 import { uncorkLibrary, withPreload } from './criu-uncork.ts';
+import { ProcessRunner } from './exec.ts';
 
 test('the uncork library is used only when installed, at an absolute path LD_PRELOAD can carry', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-uncork-test-'));
@@ -25,4 +27,30 @@ test('withPreload puts the library first and keeps what the environment preloade
   assert.equal(withPreload('/l.so', { PATH: '/bin' })['LD_PRELOAD'], '/l.so');
   assert.equal(withPreload('/l.so', { LD_PRELOAD: ' /o.so ' })['LD_PRELOAD'], '/l.so /o.so');
   assert.equal(withPreload('/l.so', { PATH: '/bin' })['PATH'], '/bin');
+});
+
+test("post-copy's lazy-pages daemon gets the library when there is one, and the agent's environment otherwise", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-uncork-test-'));
+  try {
+    // a stand-in for criu that writes down what it was preloaded with (stderr: startProcess keeps it)
+    const fake = join(dir, 'criu');
+    await writeFile(fake, '#!/bin/sh\necho "preload=$LD_PRELOAD" >&2\n', { mode: 0o755 });
+    const runner = new ProcessRunner();
+    const lib = '/opt/x/criu-uncork.so';
+    const o = { address: '10.0.0.1', port: 27001, imagesDir: dir };
+    const before = process.env['LD_PRELOAD'];
+    try {
+      delete process.env['LD_PRELOAD'];
+      const withLib = await new Criu(runner, fake, { uncork: lib }).lazyPages(o).done;
+      const without = await new Criu(runner, fake).lazyPages(o).done;
+      // (the shell's loader complains that the stand-in library is not there: only the last line counts)
+      assert.equal(withLib.stderr.trim().split('\n').at(-1), `preload=${lib}`);
+      assert.equal(without.stderr.trim(), 'preload=');
+    } finally {
+      if (before === undefined) delete process.env['LD_PRELOAD'];
+      else process.env['LD_PRELOAD'] = before;
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

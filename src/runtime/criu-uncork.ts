@@ -1,8 +1,11 @@
-// The library that takes the cork off CRIU's page-server socket (native/criu-uncork.c). CRIU corks that socket for a
-// whole dump and sends its closing request without uncorking it, so the kernel holds the request (and the tail of
-// the last pages) for its 200 ms cork ceiling while the dump, inside the freeze, waits for the page server's answer.
-// Preloaded into the CRIU of a dump to a page server (a cold move's), the library makes TCP_CORK a no-op there. When
-// it is not installed ferry works the same, 200 ms slower per cold freeze, and `ferry check` says so.
+// The library that takes the cork off CRIU's page-server sockets (native/criu-uncork.c). CRIU corks a page-server
+// connection at both ends and sends its closing request, and the answer to it, without uncorking, so the kernel
+// holds each for its 200 ms cork ceiling:
+// - a cold move's dump to the destination's page server waits for that answer inside the freeze (200 ms of freeze);
+// - post-copy's lazy-pages daemon, after the last page, closes its connection to the lazy dump, which answers: the
+//   request and the answer wait 200 ms each, and the post-copy window (restore to last page) ends 400 ms late.
+// Preloaded into those CRIUs (the dump of either and the daemon), the library makes TCP_CORK a no-op there. When it
+// is not installed ferry works the same, that much slower, and `ferry check` says so.
 import { accessSync, constants } from 'node:fs';
 
 /** Where `scripts/setup.sh uncork` builds the library. */

@@ -1,6 +1,7 @@
 // Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks, post-copy's
 // lazy-pages daemon, and the page server a cold migration's dump sends its pages to.
 import { FerryError } from '../core/errors.ts';
+import { withPreload } from './criu-uncork.ts';
 import { type Runner, type StartedProcess, startProcess } from './exec.ts';
 
 export const CRIU_MIN_VERSION = '4.2';
@@ -55,10 +56,13 @@ export function criuTlsOptions(t: CriuTls): [string, string | undefined][] {
 export class Criu {
   readonly path: string;
   private readonly runner: Runner;
+  /** The library preloaded into the lazy-pages daemon: no cork on its page-server socket (criu-uncork.ts). */
+  private readonly uncork: string | undefined;
 
-  constructor(runner: Runner, path = 'criu') {
+  constructor(runner: Runner, path = 'criu', opts: { uncork?: string } = {}) {
     this.runner = runner;
     this.path = path;
+    this.uncork = opts.uncork;
   }
 
   /** The installed version, or undefined when criu is missing. */
@@ -87,22 +91,27 @@ export class Criu {
 
   /** The destination's lazy-pages daemon: serves the restored tasks' page faults from the source's page server. */
   lazyPages(o: { address: string; port: number; imagesDir: string }): StartedProcess {
-    return startProcess([
-      this.path,
-      'lazy-pages',
-      '--page-server',
-      '--address',
-      o.address,
-      '--port',
-      String(o.port),
-      '-D',
-      o.imagesDir,
-      '-W',
-      o.imagesDir,
-      '-o',
-      'lazy-pages.log',
-      '-v2',
-    ]);
+    // without the cork its closing request, after the last page, is not held 200 ms (criu-uncork.ts)
+    const env = this.uncork ? { env: withPreload(this.uncork) } : {};
+    return startProcess(
+      [
+        this.path,
+        'lazy-pages',
+        '--page-server',
+        '--address',
+        o.address,
+        '--port',
+        String(o.port),
+        '-D',
+        o.imagesDir,
+        '-W',
+        o.imagesDir,
+        '-o',
+        'lazy-pages.log',
+        '-v2',
+      ],
+      env,
+    );
   }
 
   /**

@@ -44,7 +44,7 @@ export interface HostFacts {
   features: Record<string, { ok: boolean; message: string }>;
   pipeMaxSize: number;
   kdat?: KdatState;
-  /** The library that takes the cork off a cold dump's page-server socket (criu-uncork.ts): its path, or absent. */
+  /** The library that takes the cork off CRIU's page-server sockets (criu-uncork.ts): its path, or absent. */
   uncork?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;

@@ -192,7 +192,7 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
-  /** The library preloaded into a dump's CRIU to take the cork off its page-server socket (criu-uncork.ts). */
+  /** The library preloaded into the CRIU of a dump to or as a page server: no cork on its socket (criu-uncork.ts). */
   private readonly uncork: string | undefined;
 
   constructor(
@@ -369,7 +369,7 @@ export class Runc implements RuncLike {
     const extra = o.preDump ? undefined : extraCriuConfig(o);
     let dumpEnv = this.dumpEnv(id, extra?.env);
     // a dump to a page server: its CRIU without the cork that would hold its last request 200 ms (criu-uncork.ts)
-    if (o.pageServer && !o.lazyPages && this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
+    if (o.pageServer && this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
     const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     try {
       const r = await this.runner.run(this.argv(logFile, ...args, id), {
@@ -468,7 +468,9 @@ export class Runc implements RuncLike {
     const args = lazyCheckpointArgs(o);
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = extraCriuConfig(o);
-    const dumpEnv = this.dumpEnv(id, extra?.env);
+    let dumpEnv = this.dumpEnv(id, extra?.env);
+    // the lazy dump serves the pages: its answer to the daemon's closing request is not held 200 ms by a cork
+    if (this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
     const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     const p = startProcess(this.argv(logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),

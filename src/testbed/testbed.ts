@@ -23,6 +23,7 @@ import { ProcessRunner, type Runner } from '../runtime/exec.ts';
 import { mountsUnder, mountTmpfs, umount } from '../runtime/mounts.ts';
 import { ClusterCA, tlsClientOptions } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
+import { setCongestionControl, testbedCongestionControl } from './congestion.ts';
 import {
   AGENT_PORT,
   ANY_TESTBED_LINK,
@@ -49,6 +50,8 @@ export interface TestbedState extends TestbedLayout {
   ssh?: TestbedSsh;
   /** The extra environment each host's agent was brought up with: `testbed agent start` starts it so again. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
+  /** The TCP congestion control its namespaces were set to, when not the machine's default (congestion.ts). */
+  congestionControl?: string;
 }
 
 export interface TestbedDeps {
@@ -83,6 +86,8 @@ export interface UpOptions {
   };
   /** Extra environment per host agent, e.g. FERRY_FAULTS for fault-injection tests. */
   agentEnv?: Record<string, NodeJS.ProcessEnv>;
+  /** The TCP congestion control of the hosts and the client (default: a stock one, congestion.ts). */
+  congestionControl?: string;
   /** Make this testbed the default cluster even if another one is (by default only when none is). */
   makeDefault?: boolean;
   /** Also run an OpenSSH server on every host, with keys and a client config of the testbed's own (ssh.ts). */
@@ -150,6 +155,7 @@ async function bringUp(
   // the bridge happen under a lock every testbed on this machine shares.
   const subnet = pickSubnet(await ip.ipv4Networks());
   const layout = testbedLayout(opts.name, opts.hosts, subnet);
+  const congestionControl = await testbedCongestionControl(opts.congestionControl);
   const tb: TestbedState = {
     ...layout,
     dir,
@@ -158,6 +164,7 @@ async function bringUp(
     ...(opts.rate ? { rate: opts.rate } : {}),
     ...(opts.rates ? { rates: opts.rates } : {}),
     ...(opts.agentEnv ? { agentEnv: opts.agentEnv } : {}),
+    ...(congestionControl ? { congestionControl } : {}),
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   // written first: a crash from here on is still cleaned up by `down`
@@ -174,6 +181,7 @@ async function bringUp(
       const isHost = n.index >= 0;
       await ip.delNetns(n.netns);
       await ip.addNetns(n.netns);
+      if (congestionControl) await setCongestionControl(runner, n.netns, congestionControl);
       await ip.addVeth(n.vethOuter, n.vethInner, n.netns, 'eth0', isHost ? undefined : n.mac);
       await ip.setMaster(n.vethOuter, tb.bridge);
       await ip.up(n.vethOuter);
