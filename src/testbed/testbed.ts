@@ -2,7 +2,7 @@
 // a client namespace. Everything carries the testbed's prefix; `down` removes all of it, also after a crash.
 // Over 400 lines: up and down are one inventory of the same prefixed objects; split, the two would drift apart.
 
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAgentConfig } from '../agent/config.ts';
 import { AgentClient } from '../api/client.ts';
@@ -513,6 +513,32 @@ async function killProcessesUnder(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Kills every process still in one of `names`' network namespaces: a simulated host going down takes what runs
+ * on it along, also what nothing else names (an SSH session whose connection sshd had not yet forked when its
+ * sessions were listed; without it, such a session outlives its namespace, its peer gone without a word).
+ */
+async function killProcessesInNetns(names: string[]): Promise<void> {
+  const inodes = new Set<string>();
+  for (const ns of names) {
+    try {
+      inodes.add(String((await stat(`/run/netns/${ns}`)).ino));
+    } catch {
+      // gone
+    }
+  }
+  if (inodes.size === 0) return;
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try {
+      const ino = /^net:\[(\d+)\]$/.exec(await readlink(`/proc/${e}/ns/net`))?.[1];
+      if (ino && inodes.has(ino)) process.kill(Number(e), 'SIGKILL');
+    } catch {
+      // exited meanwhile, or a kernel thread
+    }
+  }
+}
+
 /** Removes one testbed (by name), or with `all` every testbed and every object with a testbed prefix. */
 export async function testbedDown(name: string | 'all', deps: TestbedDeps): Promise<string[]> {
   const env = deps.env ?? process.env;
@@ -547,7 +573,9 @@ export async function testbedDown(name: string | 'all', deps: TestbedDeps): Prom
       // no procfs?
     }
     for (const m of await mountsUnder(dir, mountinfo)) await umount(runner, m);
-    for (const ns of await ip.listNetns()) if (ns.startsWith(`${prefix}-`)) await ip.delNetns(ns);
+    const namespaces = (await ip.listNetns()).filter((ns) => ns.startsWith(`${prefix}-`));
+    await killProcessesInNetns(namespaces);
+    for (const ns of namespaces) await ip.delNetns(ns);
     for (const l of await ip.listLinks())
       if (l === `${prefix}br` || new RegExp(`^${prefix}(h\\d+|i\\d+|c|ci)$`).test(l)) await ip.delLink(l);
     await rm(dir, { recursive: true, force: true });

@@ -57,7 +57,12 @@ test('testbed up --ssh: each host answers SSH in its namespace, a changed host k
   const marker = `sleep-${name}`;
   const session = spawn('ssh', ['-F', config, 'a', `exec -a ${marker} sleep 1000`], { env, stdio: 'ignore' });
   const closed = new Promise((r) => session.on('close', r));
-  await waitFor('the session runs', () => processesWith(marker).length > 0 || undefined, 15_000);
+  // (the client's own command line names the marker too: the session is another process)
+  await waitFor(
+    'the session runs',
+    () => processesWith(marker).some((p) => p !== session.pid) || undefined,
+    15_000,
+  );
   await testbedDown(name, deps);
   await closed;
   // the session's shell gets its hangup from the closed connection: on a busy machine that takes a moment
