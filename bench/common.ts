@@ -1,4 +1,5 @@
 // Shared benchmark plumbing: a testbed, probe clients, medians and ratios. Benchmarks print; they never assert.
+import { readFileSync } from 'node:fs';
 import { type BackgroundProbe, startProbeProcess } from '../src/probe/launch.ts';
 import { ProcessRunner } from '../src/runtime/exec.ts';
 
@@ -13,6 +14,23 @@ export function median(xs: number[]): number {
 
 export function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toFixed(digits) : '-';
+}
+
+/** The machine's CPU time so far, in ticks: all of it, and what the hypervisor took for others (`steal`). */
+export function cpuTicks(stat = readFileSync('/proc/stat', 'utf8')): { total: number; steal: number } {
+  const f = (stat.split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+  const total = f.slice(0, 8).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
+  return { total, steal: f[7] ?? 0 };
+}
+
+/**
+ * The share of the machine's CPU time a hypervisor gave to other guests between two readings, in per cent: on a
+ * virtual machine whose host is busy every time measured is longer by about that much, and more in bursts.
+ */
+export function stolenPercent(from: { total: number; steal: number }, to = cpuTicks()): number {
+  const total = to.total - from.total;
+  return total > 0 ? (100 * (to.steal - from.steal)) / total : 0;
 }
 
 /** A probe client in the testbed's client namespace (through the CLI, as a user runs it). */

@@ -14,7 +14,7 @@ import { ProcessRunner } from '../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { NGINX_PORT, nginxArgs } from '../src/workloads/nginx.ts';
 import { ballastServerArgs } from '../src/workloads/servers.ts';
-import { fmt, probe, probeConnected, sleep, waitForPort } from './common.ts';
+import { cpuTicks, fmt, probe, probeConnected, sleep, stolenPercent, waitForPort } from './common.ts';
 import { handCleanup, handRemove, handStart, handSwitchover } from './hand-recipe.ts';
 import {
   podmanCleanup,
@@ -294,6 +294,7 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   const runner = new ProcessRunner();
   const started = performance.now();
   const loadAtStart = loadavg()[0]!;
+  const ticksAtStart = cpuTicks();
   const samples = new Map<string, Sample[]>(); // key: `${who}/${mib}`; shaped post-copy: `shaped/${mib}`
   const nginx = new Map<string, NginxSample[]>();
   const add = <T>(m: Map<string, T[]>, k: string, s: T) => m.set(k, [...(m.get(k) ?? []), s]);
@@ -370,6 +371,7 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   }
   const machine =
     `load average (1 min) ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end; ` +
+    `CPU time stolen by the hypervisor for other guests: ${fmt(stolenPercent(ticksAtStart), 1)} %; ` +
     `the benchmark took ${fmt((performance.now() - started) / 60_000, 1)} min`;
   return switchoverReport(o, { samples, nginx, podman, machine });
 }
