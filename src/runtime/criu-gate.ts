@@ -7,7 +7,7 @@
 // runc runs a gate as its CRIU: a short bash script named `criu` in a private directory put first in runc's PATH
 // (runtime/criu-path.ts: runc 1.1 to 1.4 all find CRIU there; none is given `--criu`). A CRIU started before
 // `descriptors.json` exists (the version check) runs the real CRIU, by the absolute path resolved at agent start,
-// at once; the first started after waits for the word `go` in a FIFO beside the script. So no dump's CRIU starts
+// at once; the first started after waits for a word (one character) in a FIFO beside the script. So no dump's CRIU starts
 // before the release for any runc that writes `descriptors.json` before starting the dump's CRIU, as runc 1.1 to
 // 1.4 do; a runc that found the file already there could not be told apart, which is why a gate is refused then.
 // The same script, not holding, is the test-only fault `criu-fail:dump`: the version check passes, the dump's CRIU
@@ -36,6 +36,16 @@ export interface StagedCheckpoint {
 
 /** How long a cancelled staged runc gets to end by itself before its process group is killed. */
 export const CANCEL_WAIT_MS = 5000;
+
+/**
+ * The gate's words, one character each. The script reads with a timeout (to notice the agent's end), and bash's
+ * `read -t` reads a FIFO a byte at a time against the time left: a word of several characters that arrived as the
+ * time ran out was split (the first character read, then the timeout), the next read took the rest for the word,
+ * and the gate ended runc's dump with nothing dumped: runc then failed with "read unixpacket: connection reset by
+ * peer" inside the freeze, now and then under load. One character cannot be split.
+ */
+export const GO = 'g';
+const STOP = 's';
 
 /** A gate's directory: the prefix, then the pid of the agent that made it. */
 const GATE_PREFIX = 'ferry-gate-';
@@ -78,10 +88,10 @@ export async function openGate(
     dir,
     release: async () => {
       if (closed) throw new FerryError('FERRY_E_CHECKPOINT_FAILED', 'the dump ended before its release');
-      await fifo.write('go\n');
+      await fifo.write(GO);
     },
     stop: async () => {
-      if (!closed) await fifo.write('stop\n').catch(() => {});
+      if (!closed) await fifo.write(STOP).catch(() => {});
     },
     close: () => {
       if (closed) return;
@@ -188,8 +198,8 @@ export async function untilOrKill(ended: Promise<unknown>, kill: () => void): Pr
 
 /**
  * The gate: every CRIU before the dump's runs `criu` at once; the dump's, the first started once
- * `descriptors.json` is in the image directory, runs `dump`, and with `hold` first waits for the word `go` in the
- * FIFO `go` beside the script; anything else (`stop`), or the agent `agentPid` gone (looked at every 200 ms while
+ * `descriptors.json` is in the image directory, runs `dump`, and with `hold` first waits for the word GO in the
+ * FIFO `go` beside the script; anything else (STOP), or the agent `agentPid` gone (looked at every 200 ms while
  * it waits), ends it with nothing dumped. Later CRIUs of this runc run `criu` at once. Built-in commands only, and
  * all of it before the freeze but the `exec`. The programs are absolute paths: the script is itself `criu` in PATH.
  */
@@ -206,8 +216,8 @@ export function gateScript(o: {
     `if [[ ! -e '${o.dir}/open' && -e '${o.imagePath}/descriptors.json' ]]; then`,
     ...(o.hold
       ? [
-          `  until read -r -t 0.2 word <> '${o.dir}/go'; do [[ -e /proc/${o.agentPid} ]] || exit 1; done`,
-          '  [[ "$word" == go ]] || exit 1',
+          `  until read -r -N 1 -t 0.2 word <> '${o.dir}/go'; do [[ -e /proc/${o.agentPid} ]] || exit 1; done`,
+          `  [[ "$word" == ${GO} ]] || exit 1`,
         ]
       : []),
     `  : > '${o.dir}/open'`,

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { constants, existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
-import { gateScript } from './criu-gate.ts';
+import { GO, gateScript } from './criu-gate.ts';
 import { type ExecOptions, type ExecResult, ProcessRunner, type Runner } from './exec.ts';
 import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
 
@@ -373,6 +373,48 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
     });
     assert.equal(r.code, 1);
     assert.ok(!r.timedOut);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the gate opens on its word whenever it comes against its 200 ms read timeout (a word is one character)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const images = join(dir, 'images');
+    await mkdir(images);
+    await writeFile(join(images, 'descriptors.json'), '[]');
+    await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+    const dumped = join(dir, 'dumped');
+    await writeFile(join(dir, 'dump'), `#!/bin/sh\necho "$@" > '${dumped}'\n`, { mode: 0o700 });
+    const script = gateScript({
+      dir,
+      imagePath: images,
+      criu: '/bin/false',
+      dump: join(dir, 'dump'),
+      hold: true,
+      agentPid: process.pid,
+    });
+    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
+    // the agent's end of the FIFO, as openGate holds it
+    const fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
+    try {
+      for (const ms of [0, 195, 200, 205, 395, 405]) {
+        await rm(join(dir, 'open'), { force: true });
+        await rm(dumped, { force: true });
+        const run = new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
+          allowFail: true,
+          timeoutMs: 5000,
+        });
+        await new Promise((r) => setTimeout(r, ms));
+        await fifo.write(GO);
+        const r = await run;
+        assert.equal(r.code, 0, `released after ${ms} ms`);
+        assert.equal(readFileSync(dumped, 'utf8'), 'swrk 3\n');
+      }
+    } finally {
+      await fifo.close();
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
