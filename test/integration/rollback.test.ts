@@ -177,7 +177,12 @@ test('destination agent killed mid-transfer: the container resumes on the source
   });
   assert.ok(killed, 'the transfer was under way when the agent was killed');
   assert.equal(report.ok, false);
-  assert.equal(report.error?.phase, 'transfer');
+  // the kill is sent from a progress event and lands when it lands: now and then the last bytes were through and
+  // the restore's request went out first; that move fails at the restore, and only after the freeze ceiling
+  // (120 s: a request to an agent that died with it is not told apart from a slow restore, a known weakness)
+  assert.ok(['transfer', 'restore'].includes(report.error?.phase ?? ''), `failed in ${report.error?.phase}`);
+  if (report.error?.phase === 'restore')
+    t.diagnostic('the kill landed after the transfer: failed at the restore');
   assert.equal(report.rollback?.sourceRunning, true);
   const after = await counter(bed, 'big');
   assert.equal(after.host, 'a');
