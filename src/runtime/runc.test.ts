@@ -349,13 +349,19 @@ test('a staged dump whose runc failed before the freeze fails at go() with its e
   });
 });
 
+/** A gate script's directory as openGate leaves it, past runc's version check: its images (returned) and FIFO. */
+async function gateScriptDir(dir: string): Promise<string> {
+  const images = join(dir, 'images');
+  await mkdir(images);
+  await writeFile(join(images, 'descriptors.json'), '[]');
+  await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+  return images;
+}
+
 test('the gate ends the dump, never starting its CRIU, once the agent that staged it is gone', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const images = join(dir, 'images');
-    await mkdir(images);
-    await writeFile(join(images, 'descriptors.json'), '[]');
-    await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+    const images = await gateScriptDir(dir);
     // a pid that is no process: the highest the kernel may hand out, plus one
     const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
     const script = gateScript({
@@ -381,10 +387,7 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
 test('the gate opens on its word whenever it comes against its 200 ms read timeout (a word is one character)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const images = join(dir, 'images');
-    await mkdir(images);
-    await writeFile(join(images, 'descriptors.json'), '[]');
-    await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+    const images = await gateScriptDir(dir);
     const dumped = join(dir, 'dumped');
     await writeFile(join(dir, 'dump'), `#!/bin/sh\necho "$@" > '${dumped}'\n`, { mode: 0o700 });
     const script = gateScript({
