@@ -17,6 +17,23 @@ export type RollbackResult = NonNullable<MigrationReport['rollback']>;
 
 const ABORT_ATTEMPTS = 3;
 const ABORT_RETRY_MS = 200;
+/**
+ * After the restore was asked, a destination whose host refuses every connection to its agent for this long has no
+ * agent: it died, and its dead-man switch killed the uncommitted copy the moment it did (runtime/dead-man.ts), or it
+ * restarted and aborts what was not committed before it listens. The source thaws then instead of waiting out the
+ * commit deadline, which stays for a destination it cannot hear at all (a cut link: its agent may be alive and its
+ * copy with it). A refusal answers for the host's kernel, so a link that carries it is up. The grace covers the
+ * switch's shell reading its end-of-file and killing the copy; a firewall that rejects the agent's port with a
+ * reset while the agent lives would pass for a dead agent, and the copy it keeps stays locked off the network
+ * until its commit deadline, as every uncommitted copy is.
+ */
+export const REFUSED_GRACE_MS = 3000;
+
+/** The peer's host answered the connection with a reset: nothing listens on the agent's port. */
+function refused(err: unknown): boolean {
+  const cause = (err as { cause?: { code?: string } }).cause;
+  return (err as { code?: string }).code === 'FERRY_E_HOST_UNREACHABLE' && cause?.code === 'ECONNREFUSED';
+}
 
 export interface RollbackDeps {
   host: ContainerHost;
@@ -60,11 +77,14 @@ export async function rollback(
   // the container frozen. (After a restore was asked it is asked as before: it may run a copy.)
   const knownSilent = m.peerSilent === true && !progress.restoreRequested;
   let silent = knownSilent;
+  /** Since when every abort found the agent's port closed (undefined: the last try did not). */
+  let refusedSince: number | undefined;
   const tryAbort = async (last: boolean): Promise<void> => {
     try {
       await peer.abort(id);
       destinationCleaned = true;
     } catch (err) {
+      refusedSince = refused(err) ? (refusedSince ?? now()) : undefined;
       const code = (err as { code?: string }).code;
       if (code === 'FERRY_E_PEER_TIMEOUT' || code === 'FERRY_E_HOST_UNREACHABLE') silent = true;
       // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so
@@ -87,13 +107,20 @@ export async function rollback(
     if (!destinationCleaned && !committed && progress.restoreRequested) {
       // it may run an uncommitted copy: it kills that itself once its commit deadline passes (at once if its agent
       // died); thawing before then could run the container twice
+      // (not once the commit was sent: a committed copy has no switch left and outlives its agent)
       const until = (progress.restoreRequestedAt ?? now()) + deps.commitDeadlineMs;
-      while (!destinationCleaned && !committed && now() < until) {
+      const agentGone = () =>
+        !progress.commitSent && refusedSince !== undefined && now() - refusedSince >= REFUSED_GRACE_MS;
+      while (!destinationCleaned && !committed && now() < until && !agentGone()) {
         await sleep(Math.min(1000, Math.max(0, until - now())));
         await tryAbort(false);
       }
       if (!destinationCleaned && !committed)
-        notes.push(`waited for ${peer.name}'s commit deadline before thawing`);
+        notes.push(
+          agentGone()
+            ? `${peer.name} refused connections for ${REFUSED_GRACE_MS / 1000} s: its agent is gone, and the uncommitted copy with it`
+            : `waited for ${peer.name}'s commit deadline before thawing`,
+        );
     }
   }
   if (committed) {

@@ -492,6 +492,27 @@ test('destination unreachable after the restore was asked: the source waits out 
   assert.match(r.rollback?.note ?? '', /waited for b's commit deadline before thawing/);
 });
 
+test('destination refusing connections after the restore was asked: its agent is gone, the source thaws without the commit deadline', async () => {
+  engine = new MigrationSource({
+    host,
+    log: silentLogger(),
+    capabilities: async () => caps(),
+    deadlines: { commitMs: 60_000 },
+  });
+  const refusal = () =>
+    new FerryError('FERRY_E_HOST_UNREACHABLE', 'host b unreachable: ECONNREFUSED', {
+      cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+    });
+  peer.fail.restore = refusal();
+  peer.fail.abort = refusal();
+  const t0 = Date.now();
+  const r = await migrate();
+  assert.ok(Date.now() - t0 < 30_000, 'thawed long before the commit deadline');
+  assert.equal(r.error?.phase, 'restore');
+  assert.equal(r.rollback?.sourceRunning, true);
+  assert.match(r.rollback?.note ?? '', /b refused connections for 3 s: its agent is gone/);
+});
+
 test('the destination stops answering in the transfer: the source thaws without asking it again; the abort follows in the background', async () => {
   peer.fail.send = new FerryError('FERRY_E_PEER_TIMEOUT', 'host b stopped answering');
   const r = await migrate();
