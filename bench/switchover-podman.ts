@@ -20,8 +20,9 @@ export interface PodmanSwitch {
 
 /** Whether Podman 5 is here (the benchmark then leaves its rows out and says why). */
 export async function podmanReady(runner: ProcessRunner): Promise<boolean> {
-  const v = await runner.run(['podman', '--version'], { allowFail: true, env: ENV });
-  return / 5\./.test(v.stdout);
+  // (not installed: spawn fails, which allowFail does not cover)
+  const v = await runner.run(['podman', '--version'], { allowFail: true, env: ENV }).catch(() => undefined);
+  return v !== undefined && / 5\./.test(v.stdout);
 }
 
 /** The image: an empty root with /usr's links and a /tmp, imported once per benchmark. */
