@@ -58,10 +58,12 @@ demo: setup
 qemu: setup
 	@bash scripts/setup.sh qemu
 
+# the switchover suite measures Podman beside ferry: Podman 5 is installed for it
 bench: setup qemu
+	@bash scripts/setup.sh podman
 	bin/ferry bench all
 
-# checkpoint archives, ferry against Podman 5: the only target that installs Podman (make test never needs it)
+# checkpoint archives, ferry against Podman 5 (make test never needs Podman)
 bench-archive: setup
 	@bash scripts/setup.sh podman
 	bin/ferry bench archive
