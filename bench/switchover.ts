@@ -14,7 +14,16 @@ import { ProcessRunner } from '../src/runtime/exec.ts';
 import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbed.ts';
 import { NGINX_PORT, nginxArgs } from '../src/workloads/nginx.ts';
 import { ballastServerArgs } from '../src/workloads/servers.ts';
-import { cpuTicks, fmt, probe, probeConnected, sleep, stolenPercent, waitForPort } from './common.ts';
+import {
+  cpuTicks,
+  fmt,
+  pageReportedKib,
+  probe,
+  probeConnected,
+  sleep,
+  stolenPercent,
+  waitForPort,
+} from './common.ts';
 import { handCleanup, handRemove, handStart, handSwitchover } from './hand-recipe.ts';
 import {
   podmanCleanup,
@@ -295,6 +304,7 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   const started = performance.now();
   const loadAtStart = loadavg()[0]!;
   const ticksAtStart = cpuTicks();
+  const reportedAtStart = pageReportedKib();
   const samples = new Map<string, Sample[]>(); // key: `${who}/${mib}`; shaped post-copy: `shaped/${mib}`
   const nginx = new Map<string, NginxSample[]>();
   const add = <T>(m: Map<string, T[]>, k: string, s: T) => m.set(k, [...(m.get(k) ?? []), s]);
@@ -372,6 +382,17 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   const machine =
     `load average (1 min) ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end; ` +
     `CPU time stolen by the hypervisor for other guests: ${fmt(stolenPercent(ticksAtStart), 1)} %; ` +
+    returnedMemory(reportedAtStart) +
     `the benchmark took ${fmt((performance.now() - started) / 60_000, 1)} min`;
   return switchoverReport(o, { samples, nginx, podman, machine });
+}
+
+/** The memory the guest handed back to its hypervisor meanwhile, as the machine line says it (or nothing). */
+function returnedMemory(atStart: number | undefined): string {
+  const now = pageReportedKib();
+  if (atStart === undefined || now === undefined) return '';
+  return (
+    `memory handed back to the hypervisor (free page reporting; each such page faults on the host at its next use): ` +
+    `${fmt((now - atStart) / 2 ** 20, 1)} GiB; `
+  );
 }
