@@ -191,7 +191,8 @@ export async function main(argv: string[]): Promise<void> {
           for (const bed of order) {
             const key = `${bed.label}/${strategy}/${mib}`;
             const name = `f${run}${strategy.slice(0, 2)}${mib}`;
-            const ip = `${bed.tb.subnet}.${50 + (n++ % 150)}`;
+            // .150 to .249: clear of the hosts (.10 up), the client (.100) and the bridge (.254)
+            const ip = `${bed.tb.subnet}.${150 + (n++ % 100)}`;
             try {
               const s = await once(bed, name, ip, mib, strategy);
               samples.set(key, [...(samples.get(key) ?? []), s]);
