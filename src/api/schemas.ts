@@ -150,6 +150,11 @@ export const IncomingBody = Type.Object(
     neighbours: Type.Optional(Neighbours),
     lazy: Type.Optional(Lazy),
     pages: Type.Optional(Pages),
+    /**
+     * The container's external descriptors as runc recorded them (`external_descriptors` in its state.json; its
+     * dump writes them as descriptors.json): the destination stages its restore with them before the freeze.
+     */
+    descriptors: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 16 })),
     record: ContainerRecord,
   },
   { additionalProperties: false },

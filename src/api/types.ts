@@ -162,6 +162,8 @@ export interface MigrationReport {
   bundlePrestagedBytes?: number;
   /** Cold and post-copy: bytes of page images already sent while CRIU was still writing them. */
   streamedDuringDump?: number;
+  /** The destination's runc restore was started before the freeze and only its CRIU ran inside it. */
+  restoreStaged?: boolean;
   totalMs: number;
   criu: { dump?: DumpStats; restore?: RestoreStats };
   /** Pre-copy: why the rounds stopped. */
@@ -268,6 +270,8 @@ export interface RestoreResult {
   pid: number;
   ms: number;
   stats?: RestoreStats;
+  /** The restore's runc was started before the freeze (its CRIU waited at a gate). */
+  staged?: boolean;
 }
 
 // ---- the controller's API ----

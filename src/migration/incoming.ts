@@ -30,6 +30,7 @@ import { type FileRange, writeRange } from '../transport/ranges.ts';
 import { type IncomingRecord, RecordFile, readRecord } from './incoming-record.ts';
 import { LazyPages, type LazyPagesStarter } from './lazy-pages.ts';
 import { IncomingPageServer, type PageServerDeps, removeLeftPageServer } from './page-server.ts';
+import { StagedRestore } from './staged-restore.ts';
 import type { IncomingRequest, RestoreResult } from './types.ts';
 
 export type IncomingState = IncomingRecord['state'] | 'committed' | 'aborted';
@@ -49,6 +50,8 @@ export interface IncomingDeps {
 }
 
 type Part = 'bundle' | 'images';
+/** The image files a staged restore writes before the images arrive (staged-restore.ts). */
+const STAGED_FILES: ReadonlySet<string> = new Set(['descriptors.json']);
 type PageServer = { address: string; port: number };
 
 export class IncomingMigration {
@@ -73,6 +76,8 @@ export class IncomingMigration {
   /** The held switchover: none, primed (packets for the container wait here), announced (the LAN sends them here). */
   private held: 'none' | 'primed' | 'announced' = 'none';
   private holding: Promise<void> | undefined;
+  /** The restore's runc, started at the hold (staged-restore.ts); undefined when it was not staged. */
+  private staging: Promise<StagedRestore | undefined> | undefined;
 
   private constructor(deps: IncomingDeps, rec: IncomingRecord) {
     this.deps = deps;
@@ -175,6 +180,45 @@ export class IncomingMigration {
     await this.holding;
     this.stopIfAborted();
     this.held = 'primed';
+    // the restore's runc starts now too, beside the source's dump; not waited for (an abort and the restore are)
+    this.staging ??= this.stageRestore();
+  }
+
+  /** Starts the restore's runc ahead (staged-restore.ts) when the source sent the descriptors; never fails. */
+  private async stageRestore(): Promise<StagedRestore | undefined> {
+    const { host, faults, log } = this.deps;
+    const descriptors = this.rec.descriptors;
+    // (the test-only faults of the restore's path take the unstaged one, where they are)
+    const faulted = faults.has('invalid-bundle', this.name) || faults.has('dest:restoring', this.name);
+    if (!descriptors || faulted || !this.rec.received.includes('bundle')) return undefined;
+    try {
+      return await StagedRestore.start({
+        runc: host.runc,
+        name: this.name,
+        bundle: this.bundle,
+        images: this.images,
+        descriptors,
+        place: (config) => host.place(config, this.rec.record),
+        restore: this.restoreOptions(this.rec.lazy !== undefined),
+      });
+    } catch (err) {
+      log.warn(
+        { container: this.name, migration: this.id, err: (err as Error).message },
+        'restore not staged',
+      );
+      return undefined;
+    }
+  }
+
+  private restoreOptions(lazy: boolean) {
+    return {
+      bundle: this.bundle,
+      imagePath: this.images,
+      workPath: this.images,
+      tcpEstablished: identity(this.rec.record).mode !== 'none',
+      ...(lazy ? { lazyPages: true } : {}),
+      ...(this.deps.restoreTimeoutMs ? { timeoutMs: this.deps.restoreTimeoutMs } : {}),
+    };
   }
 
   /** Once the source is locked: the address is announced here, so its packets come here and wait. */
@@ -197,6 +241,9 @@ export class IncomingMigration {
       const message = `migration ${this.id}: a bundle update before the bundle`;
       throw new FerryError('FERRY_E_INPUT_REQUEST', message, { phase: 'transfer' });
     }
+    // a staged restore wrote config.json and descriptors.json: what the stream brings comes after, and is checked
+    // against them at the restore
+    if (update || part === 'images') await this.staging;
     if (part === 'bundle' && !update) {
       await rm(dest, { recursive: true, force: true });
       await mkdir(dest, { recursive: true, mode: 0o700 });
@@ -207,6 +254,8 @@ export class IncomingMigration {
     const stats = await decodeTree(body, dest, {
       ...(update ? { allowRemove: true } : {}),
       ...(part === 'bundle' ? { allowDevices: true } : {}),
+      // a staged restore wrote the descriptors the source predicted; the dump's own replace them
+      ...(part === 'images' && this.staging ? { replaceable: STAGED_FILES } : {}),
     });
     traceStep(`incoming: ${part}${update ? ' update' : ''} received`, traced, { migration: this.id });
     // aborted meanwhile (the source rolled back while this stream was still arriving): start nothing, save nothing
@@ -255,11 +304,22 @@ export class IncomingMigration {
     const { bundle, images, name } = this;
     const traced = performance.now();
     await this.moveTo('restoring'); // (a second restore is refused from here on)
-    const config = await readConfig(bundle);
-    validateConfig(config);
-    const placed = host.place(config, this.rec.record);
-    if (faults.has('invalid-bundle', name)) placed.root.path = 'rootfs-missing';
-    await writeConfig(bundle, placed);
+    const lazy = opts.lazy ?? this.rec.lazy;
+    let staged = await this.staging;
+    this.staging = undefined;
+    const unusable = await staged?.usable({ lazy: lazy !== undefined });
+    if (staged && unusable) {
+      log.info({ container: name, migration: this.id, why: unusable }, 'the staged restore is not used');
+      await staged.cancel();
+      staged = undefined;
+    }
+    if (!staged) {
+      const config = await readConfig(bundle);
+      validateConfig(config);
+      const placed = host.place(config, this.rec.record);
+      if (faults.has('invalid-bundle', name)) placed.root.path = 'rootfs-missing';
+      await writeConfig(bundle, placed);
+    }
     // pre-copy: the page images are rebuilt from the pages received in the rounds and the final delta
     if (this.blocks) {
       await this.blocks.rebuild(images);
@@ -276,7 +336,6 @@ export class IncomingMigration {
     try {
       // cold: every page came through the page server, which exits cleanly only once it has written them all
       await this.pageServer?.finished();
-      const lazy = opts.lazy ?? this.rec.lazy;
       if (lazy) {
         this.lazy ??= this.startLazyPages(lazy);
         await this.lazy.ready;
@@ -292,15 +351,12 @@ export class IncomingMigration {
       this.stopIfAborted();
       await faults.reach('dest:restoring', name, 100);
       traceStep('incoming: restore staged', traced, { migration: this.id });
-      ({ ms } = await host.runc.restore(name, {
-        bundle,
-        imagePath: images,
-        workPath: images,
-        tcpEstablished: net.mode !== 'none',
-        ...(lazy ? { lazyPages: true } : {}),
-        ...(this.deps.restoreTimeoutMs ? { timeoutMs: this.deps.restoreTimeoutMs } : {}),
-      }));
+      ({ ms } = staged
+        ? await staged.go(this.deps.restoreTimeoutMs)
+        : await host.runc.restore(name, this.restoreOptions(lazy !== undefined)));
     } catch (err) {
+      // (a staged restore that never got its go: runc ends without restoring)
+      await staged?.cancel().catch(() => {});
       await this.keepLog('restore.log');
       if (this.rec.pages) await this.keepLog('page-server.log');
       throw err;
@@ -333,7 +389,7 @@ export class IncomingMigration {
       log.warn({ container: name, migration: this.id, err: err.message }, 'no restore statistics');
       return undefined;
     });
-    const out: RestoreResult = { pid, ms };
+    const out: RestoreResult = { pid, ms, ...(staged ? { staged: true } : {}) };
     if (stats?.restore) out.stats = stats.restore;
     log.info({ container: name, migration: this.id, ms }, 'restored');
     traceStep('incoming: restore', traced, { migration: this.id });
@@ -414,8 +470,11 @@ export class IncomingMigration {
         from: this.from,
         migration: this.id,
       });
-    // a restore still running would otherwise create the container after it was removed
+    // a restore still running would otherwise create the container after it was removed; a staged one ends unused
     await this.restoring?.catch(() => {});
+    const staged = await this.staging;
+    this.staging = undefined;
+    await staged?.cancel().catch(() => {});
     await this.holding?.catch(() => {});
     await this.blocks?.close();
     this.blocks = undefined;

@@ -252,7 +252,17 @@ export class MigrationSource {
         // staged before any freeze: the container's ARP cache goes to its new namespace with the identity
         const neighbours = await this.host.network.neighbours(name, net).catch(() => []);
         const staged = await strategy.prepare(ctx);
-        await peer.prepare({ id, name, from: this.host.hostName, record, neighbours, ...staged });
+        // what the dump will write as descriptors.json: the destination stages its restore with them (staged-restore.ts)
+        const descriptors = await this.host.runc.externalDescriptors?.(name).catch(() => undefined);
+        await peer.prepare({
+          id,
+          name,
+          from: this.host.hostName,
+          record,
+          neighbours,
+          ...staged,
+          ...(descriptors ? { descriptors } : {}),
+        });
         progress.prepared = true;
         await this.faults.reach('source:prepare', name);
         // the bundle goes now, while the container runs; after the final dump only what changed follows
@@ -404,6 +414,7 @@ export class MigrationSource {
         await this.faults.reach('source:restore', name, 50);
         const r = await restoring;
         if (r.stats) report.criu.restore = r.stats;
+        if (r.staged) report.restoreStaged = true;
         if (r.pid > 0) restoredPid = r.pid;
       },
       freezeDeadline(),

@@ -12,6 +12,11 @@
 // 1.4 do; a runc that found the file already there could not be told apart, which is why a gate is refused then.
 // The same script, not holding, is the test-only fault `criu-fail:dump`: the version check passes, the dump's CRIU
 // fails, as a real CRIU error would end it.
+//
+// A restore is staged the same way (the destination's runc starts before the freeze). Its mark is not
+// `descriptors.json`, which runc restore reads before it starts the restore's CRIU, but the directory `criu-root` in
+// the container's state directory: runc 1.1 to 1.4 make it after the version check and before the restore's CRIU
+// (they bind-mount the root file system there for CRIU), and remove it when the restore ends.
 import { constants, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -68,7 +73,9 @@ export interface Gate {
 }
 
 /**
- * A gate for a dump into `imagePath`: its runc's other CRIUs run `criu`, the dump's runs `dump` (default `criu`;
+ * A gate for a dump (or a restore) whose CRIU is the first started once `mark` exists (`descriptors.json` in the
+ * dump's image directory; `criu-root` in a restore's state directory): its runc's other CRIUs run `criu`, that one
+ * runs `dump` (default `criu`;
  * both absolute paths). `hold` (default): the dump's CRIU waits for `release()`; otherwise it starts at once.
  * Undefined, and nothing made, when the image directory already holds `descriptors.json` (a gate could not tell
  * the dump's CRIU from the version check), a path is not absolute or would need quoting in the script, there is no
@@ -76,7 +83,7 @@ export interface Gate {
  */
 export async function openGate(
   runner: Runner,
-  o: { imagePath: string; criu: string; dump?: string; hold?: boolean },
+  o: { mark: string; criu: string; dump?: string; hold?: boolean },
 ): Promise<Gate | undefined> {
   const dir = writeGate({ ...o, hold: o.hold ?? true });
   if (!dir) return undefined;
@@ -109,11 +116,12 @@ export async function openGate(
 }
 
 /** The gate's directory with its script (see `openGate`), or undefined. */
-function writeGate(o: { imagePath: string; criu: string; dump?: string; hold: boolean }): string | undefined {
+function writeGate(o: { mark: string; criu: string; dump?: string; hold: boolean }): string | undefined {
   const dump = o.dump ?? o.criu;
-  if (existsSync(join(o.imagePath, 'descriptors.json')) || !existsSync('/bin/bash')) return undefined;
+  if (existsSync(o.mark) || !existsSync('/bin/bash')) return undefined;
   if (![o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
-  if ([o.imagePath, o.criu, dump, tmpdir()].some((p) => p.includes("'"))) return undefined;
+  if (![o.mark, o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
+  if ([o.mark, o.criu, dump, tmpdir()].some((p) => p.includes("'"))) return undefined;
   sweepAgentDirs(GATE_PREFIX);
   const dir = mkdtempSync(join(tmpdir(), `${GATE_PREFIX}${process.pid}-`));
   try {
@@ -134,17 +142,28 @@ export function dumpFailingCriu(o: {
   imagePath: string;
   criu: string;
 }): { dir: string; close(): void } | undefined {
-  const dir = writeGate({ ...o, dump: '/bin/false', hold: false });
+  const dir = writeGate({ mark: dumpMark(o.imagePath), criu: o.criu, dump: '/bin/false', hold: false });
   return dir ? { dir, close: () => rmSync(dir, { recursive: true, force: true }) } : undefined;
+}
+
+/** A dump's mark: runc writes `descriptors.json` into the image directory right before it starts the dump's CRIU. */
+export function dumpMark(imagePath: string): string {
+  return join(imagePath, 'descriptors.json');
+}
+
+/** A restore's mark: runc makes `criu-root` in the container's state directory right before the restore's CRIU. */
+export function restoreMark(runcRoot: string, id: string): string {
+  return join(runcRoot, id, 'criu-root');
 }
 
 /**
  * Starts `start(dir, control)` (runc, with the gate's `dir` first in its PATH and its run's `control` handed over)
- * and returns its release; see `openGate`. The run's deadline is re-armed at `go(timeoutMs)`.
+ * and returns its release; see `openGate`. The run's deadline is re-armed at `go(timeoutMs)`. `restore`: a staged
+ * restore (its errors name that phase).
  */
 export async function stageGated(
   runner: Runner,
-  o: { id: string; imagePath: string; criu: string; dump?: string },
+  o: { id: string; mark: string; criu: string; dump?: string; restore?: boolean },
   start: (dir: string, control: (c: RunControl) => void) => Promise<{ ms: number }>,
 ): Promise<StagedCheckpoint | undefined> {
   const gate = await openGate(runner, o);
@@ -168,6 +187,10 @@ export async function stageGated(
   // well before its release would have dumped past the gate, which the gate rules out: refused
   const endedEarly = async (): Promise<never> => {
     await running;
+    if (o.restore)
+      throw new FerryError('FERRY_E_RESTORE_FAILED', `runc restored ${o.id} before its release`, {
+        phase: 'restore',
+      });
     throw new FerryError('FERRY_E_CHECKPOINT_FAILED', `runc dumped ${o.id} before the freeze`, {
       phase: 'checkpoint',
     });
@@ -203,15 +226,15 @@ export async function untilOrKill(ended: Promise<unknown>, kill: () => void): Pr
 }
 
 /**
- * The gate: every CRIU before the dump's runs `criu` at once; the dump's, the first started once
- * `descriptors.json` is in the image directory, runs `dump`, and with `hold` first waits for the word GO in the
+ * The gate: every CRIU before the dump's runs `criu` at once; the dump's (or restore's), the first started once
+ * `mark` exists, runs `dump`, and with `hold` first waits for the word GO in the
  * FIFO `go` beside the script; anything else (STOP), or the agent `agentPid` gone (looked at every 200 ms while
  * it waits), ends it with nothing dumped. Later CRIUs of this runc run `criu` at once. Built-in commands only, and
  * all of it before the freeze but the `exec`. The programs are absolute paths: the script is itself `criu` in PATH.
  */
 export function gateScript(o: {
   dir: string;
-  imagePath: string;
+  mark: string;
   criu: string;
   dump: string;
   hold: boolean;
@@ -219,7 +242,7 @@ export function gateScript(o: {
 }): string {
   return [
     '#!/bin/bash',
-    `if [[ ! -e '${o.dir}/open' && -e '${o.imagePath}/descriptors.json' ]]; then`,
+    `if [[ ! -e '${o.dir}/open' && -e '${o.mark}' ]]; then`,
     ...(o.hold
       ? [
           // (a read that timed out as the character came keeps it in `word`: taken, not dropped)

@@ -61,3 +61,19 @@ function exists(path: string): Promise<boolean> {
     () => false,
   );
 }
+
+/**
+ * The container's external descriptors as runc recorded them at its start (`external_descriptors` in state.json:
+ * its init's stdio), what a dump writes as descriptors.json; undefined when they cannot be read.
+ */
+export async function externalDescriptorsOf(dir: string): Promise<string[] | undefined> {
+  try {
+    const st = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as {
+      external_descriptors?: unknown;
+    };
+    const d = st.external_descriptors;
+    return Array.isArray(d) && d.every((x) => typeof x === 'string') ? d : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -366,7 +366,7 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
     const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
     const script = gateScript({
       dir,
-      imagePath: images,
+      mark: join(images, 'descriptors.json'),
       criu: '/bin/true',
       dump: '/bin/true',
       hold: true,
@@ -392,7 +392,7 @@ test('the gate opens on its word whenever it comes against its 200 ms read timeo
     await writeFile(join(dir, 'dump'), `#!/bin/sh\necho "$@" > '${dumped}'\n`, { mode: 0o700 });
     const script = gateScript({
       dir,
-      imagePath: images,
+      mark: join(images, 'descriptors.json'),
       criu: '/bin/false',
       dump: join(dir, 'dump'),
       hold: true,
@@ -582,4 +582,61 @@ test("a staged dump's deadline counts from go(), not from its staging", async ()
     await bed.waitFor(3);
     await assert.rejects(stuck.go(300), /killed after its 300 ms deadline/);
   });
+});
+
+test("a staged restore: runc's version check at once, its mounts' mark made, the restore's CRIU only at go()", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const root = join(dir, 'root');
+    const images = join(dir, 'images');
+    await mkdir(images, { recursive: true });
+    await writeFile(join(images, 'descriptors.json'), '["/dev/null","/dev/null","/dev/null"]');
+    const log = join(dir, 'criu.log');
+    const criuPath = join(dir, 'criu');
+    // as runc 1.1-1.4 restore: the version check, `criu-root` made, descriptors.json read, the restore's CRIU
+    await writeFile(
+      criuPath,
+      `#!/bin/sh\nif [ -d ${root}/c/criu-root ]; then echo restore >> ${log}; else echo version >> ${log}; fi\n`,
+      { mode: 0o755 },
+    );
+    const runcPath = join(dir, 'runc');
+    await writeFile(
+      runcPath,
+      [
+        '#!/bin/sh',
+        `criu swrk 3 || exit 2`,
+        `mkdir -p ${root}/c/criu-root`,
+        `cat ${images}/descriptors.json > /dev/null || exit 4`,
+        `criu swrk 3; rc=$?; rmdir ${root}/c/criu-root; exit $rc`,
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const runc = new Runc(new ProcessRunner(), { root, runcPath, criuPath });
+    const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+    const o = { bundle: join(dir, 'bundle'), imagePath: images, workPath: images };
+    const staged = await runc.stageRestore('c', o);
+    assert.ok(staged);
+    for (let i = 0; i < 200 && !existsSync(join(root, 'c', 'criu-root')); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(lines(), ['version'], 'the restore waits');
+    await staged.go();
+    assert.deepEqual(lines(), ['version', 'restore']);
+
+    // cancelled: runc ends, its CRIU never restored
+    await rm(log);
+    const again = await runc.stageRestore('c', o);
+    assert.ok(again);
+    for (let i = 0; i < 200 && !existsSync(join(root, 'c', 'criu-root')); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    await again.cancel();
+    assert.deepEqual(lines(), ['version']);
+
+    // a mark already there (a restore a crash left): not staged, a gate could not tell the CRIUs apart
+    await mkdir(join(root, 'c', 'criu-root'), { recursive: true });
+    assert.equal(await runc.stageRestore('c', o), undefined);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

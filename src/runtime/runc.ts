@@ -10,14 +10,22 @@ import { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { traceStep } from '../core/trace.ts';
 import { type CriuTls, criuTlsOptions } from './criu.ts';
-import { dumpFailingCriu, openGate, type StagedCheckpoint, stageGated, untilOrKill } from './criu-gate.ts';
+import {
+  dumpFailingCriu,
+  dumpMark,
+  openGate,
+  restoreMark,
+  type StagedCheckpoint,
+  stageGated,
+  untilOrKill,
+} from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import { CriuDirs, resolveExecutable, withCriuDir } from './criu-path.ts';
 import { withPreload } from './criu-uncork.ts';
 import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
-import { quickStatusOf } from './runc-state.ts';
+import { externalDescriptorsOf, quickStatusOf } from './runc-state.ts';
 import { PTRACE_ONLY_SEIZE_ENV, stoppedTasks } from './stopped-tasks.ts';
 
 export type { StagedCheckpoint } from './criu-gate.ts';
@@ -120,6 +128,8 @@ export interface RuncLike {
    * cannot be staged (then `checkpoint` as usual).
    */
   stageCheckpoint?(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined>;
+  /** A restore staged the same way (`Runc.stageRestore`): its CRIU starts at `go()`. */
+  stageRestore?(id: string, o: RestoreOptions): Promise<StagedCheckpoint | undefined>;
   /** The same for a lazy dump: its CRIU starts at `go()`, which hands over the dump as `checkpointLazy` would. */
   stageCheckpointLazy?(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined>;
   /**
@@ -127,6 +137,8 @@ export interface RuncLike {
    * undefined for anything else or when it cannot be told: then ask `state`.
    */
   quickStatus?(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined>;
+  /** What a dump of the container writes as descriptors.json (runc's record of its init's stdio), read from runc's files. */
+  externalDescriptors?(id: string): Promise<string[] | undefined>;
 }
 
 export interface LazyCheckpointOptions {
@@ -267,6 +279,10 @@ export class Runc implements RuncLike {
     return JSON.parse(r.stdout) as RuncContainerState;
   }
 
+  async externalDescriptors(id: string): Promise<string[] | undefined> {
+    return externalDescriptorsOf(join(this.root, id));
+  }
+
   async quickStatus(id: string): Promise<{ status: 'running' | 'paused'; pid: number } | undefined> {
     return quickStatusOf(join(this.root, id));
   }
@@ -339,7 +355,7 @@ export class Runc implements RuncLike {
     const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
     const staged = await stageGated(
       this.runner,
-      { id, imagePath: o.imagePath, criu: this.criu, ...dump },
+      { id, mark: dumpMark(o.imagePath), criu: this.criu, ...dump },
       (dir, control) => this.runCheckpoint(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
     );
     if (!staged) return undefined;
@@ -417,7 +433,7 @@ export class Runc implements RuncLike {
   async stageCheckpointLazy(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined> {
     if (!this.criu) return undefined;
     const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
-    const gate = await openGate(this.runner, { imagePath: o.imagePath, criu: this.criu, ...dump });
+    const gate = await openGate(this.runner, { mark: dumpMark(o.imagePath), criu: this.criu, ...dump });
     if (!gate) return undefined;
     const lazy = this.startLazy(id, o, gate.dir);
     let released = false;
@@ -489,6 +505,35 @@ export class Runc implements RuncLike {
   }
 
   async restore(id: string, o: RestoreOptions): Promise<{ ms: number }> {
+    return this.runRestore(id, o, this.criuDir('criu-fail:restore', id));
+  }
+
+  /**
+   * A restore whose runc starts now, before the freeze, and whose CRIU starts at `go()` (runtime/criu-gate.ts, the
+   * mark `criu-root`): runc's start, its CRIU version check and its mounts are behind it when the images are in.
+   * The bundle's config.json and the images' `descriptors.json` must be final now: runc has read both by the time
+   * its CRIU waits. Undefined when it cannot be staged (then `restore`).
+   */
+  async stageRestore(id: string, o: RestoreOptions): Promise<StagedCheckpoint | undefined> {
+    if (!this.criu || this.faults.has('criu-fail:restore', id)) return undefined;
+    const staged = await stageGated(
+      this.runner,
+      { id, mark: restoreMark(this.root, id), criu: this.criu, restore: true },
+      (dir, control) => this.runRestore(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
+    );
+    if (!staged) return undefined;
+    return {
+      go: (timeoutMs) => staged.go(timeoutMs ?? o.timeoutMs ?? 600_000),
+      cancel: () => staged.cancel(),
+    };
+  }
+
+  private async runRestore(
+    id: string,
+    o: RestoreOptions,
+    criuDir: string | undefined,
+    control?: (c: RunControl) => void,
+  ): Promise<{ ms: number }> {
     const args = [
       'restore',
       '-d',
@@ -503,7 +548,6 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
-    const criuDir = this.criuDir('criu-fail:restore', id);
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',
       label: 'runc restore',
@@ -518,6 +562,7 @@ export class Runc implements RuncLike {
           : ((await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile))),
       timeoutMs: o.timeoutMs ?? 600_000,
       ...(criuDir ? { env: withCriuDir(criuDir) } : {}),
+      ...(control ? { control } : {}),
     });
     return { ms: r.ms };
   }

@@ -221,6 +221,8 @@ test('own namespace: a held switchover loses no packet and sends no reset; held 
   for (const to of ['b', 'a', 'b', 'a']) {
     const report = await migrate(bed, 'web', to);
     assert.equal(report.ok, true, JSON.stringify(report.error));
+    // the destination's runc restore was started at the hold, before the freeze (migration/staged-restore.ts)
+    assert.equal(report.restoreStaged, true, 'the restore was staged');
     reports.push(report);
   }
   // the restored server goes on answering the same connection after the last move

@@ -26,6 +26,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeSync,
@@ -70,6 +71,11 @@ export interface DecodeOptions {
   allowDevices?: boolean;
   /** Makes FIFOs, socket files and device nodes (default: mknod and a bound socket, nodes.ts). */
   nodes?: NodeMaker;
+  /**
+   * Small regular files the receiver wrote ahead of the stream (a staged restore's descriptors.json): one already
+   * there is replaced, by a rename over it, instead of refused.
+   */
+  replaceable?: ReadonlySet<string>;
 }
 
 const O_CREATE = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
@@ -290,8 +296,12 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
       throw corrupt(`checksum mismatch for file ${show(h.p)}`);
     }
     let fd: number;
+    // written beside and renamed over the one the receiver put there: a reader of it sees one or the other, whole
+    const replace =
+      opts.replaceable?.has(h.p) === true && lstatSync(abs, { throwIfNoEntry: false })?.isFile();
+    const target = replace ? `${abs}.ferry-new` : abs;
     try {
-      fd = openSync(abs, O_CREATE, 0o600);
+      fd = openSync(target, O_CREATE, 0o600);
     } catch (err) {
       throw w.createError(h.p, err);
     }
@@ -301,7 +311,8 @@ async function decodeFile(w: TreeWriter, h: Header): Promise<void> {
       while (off < data.length) off += writeSync(fd, data, off, data.length - off, off);
       if (chown) fchownSync(fd, h.u!, h.g!);
       fchmodSync(fd, h.m); // after chown, which clears setuid/setgid
-      w.finishEntry(abs, h, fd);
+      w.finishEntry(target, h, fd);
+      if (replace) renameSync(target, abs);
     } catch (err) {
       if (err instanceof FerryError) throw err;
       throw failed(`cannot write ${show(h.p)}: ${errText(err)}`, err);

@@ -309,6 +309,29 @@ test('existing directories are merged, existing files are not overwritten', asyn
   });
 });
 
+test('a file the receiver wrote ahead and named replaceable is replaced by the stream; any other is refused', async (t) => {
+  const base = await tmp(t);
+  const src = join(base, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'descriptors.json'), '["/dev/null"]');
+  await writeFile(join(src, 'inventory.img'), 'x');
+  const dest = join(base, 'dest');
+  await mkdir(dest);
+  await writeFile(join(dest, 'descriptors.json'), '["predicted"]');
+  const replaceable = new Set(['descriptors.json']);
+  await decodeTree(encodeTree([{ root: src, prefix: '' }]), dest, { replaceable });
+  assert.equal(await readFile(join(dest, 'descriptors.json'), 'utf8'), '["/dev/null"]');
+  assert.deepEqual(
+    (await readdir(dest)).sort(),
+    ['descriptors.json', 'inventory.img'],
+    'no temporary file left',
+  );
+  await rm(join(dest, 'descriptors.json'));
+  await assert.rejects(decodeTree(encodeTree([{ root: src, prefix: '' }]), dest, { replaceable }), {
+    message: /inventory\.img.* already exists/,
+  });
+});
+
 test('over HTTP: request body in, error answer still delivered on corruption', async (t) => {
   const base = await tmp(t);
   const src = await fixture(base, { big: true });
