@@ -131,7 +131,8 @@ export async function switchoverReport(o: SwitchoverBenchOptions, r: Results): P
     met.push({ figure, value: v, limit, met: yesNo });
     goals.push([
       figure,
-      fmt(v, Number.isInteger(v) ? 0 : 2),
+      // (a figure under 0.1 with three digits: 0.032 against a goal of 0.03 must not print as 0.03)
+      fmt(v, Number.isInteger(v) ? 0 : Math.abs(v) < 0.1 ? 3 : 2),
       `${atLeast ? '>=' : '<='} ${limit}`,
       yesNo === null ? 'not measured' : yes(yesNo),
     ]);
