@@ -64,6 +64,16 @@ test('recovery: an unreachable destination is waited out only while it may hold 
   assert.equal(sourceRecovery(entry('commit-sent'), undefined, 1e12, 10_000).kind, 'in-doubt');
 });
 
+test('recovery: a destination refusing connections for a few seconds has no agent: rolled back before its deadline', () => {
+  // refusing, but not for long yet: still waited
+  assert.equal(sourceRecovery(entry('restore-requested'), undefined, 5000, 10_000, 1000).kind, 'wait');
+  const r = sourceRecovery(entry('restore-requested'), undefined, 5000, 10_000, 3000);
+  assert.equal(r.kind, 'rollback');
+  assert.match(r.why, /refuses connections: its agent is gone/);
+  // a sent commit has no switch left to kill the copy: still in doubt
+  assert.equal(sourceRecovery(entry('commit-sent'), undefined, 5000, 10_000, 60_000).kind, 'in-doubt');
+});
+
 test('recovery: post-copy past the point of no return stays on the destination or is reported lost', () => {
   assert.equal(
     sourceRecovery(entry('commit-sent', { pointOfNoReturn: true }), 'uncommitted', 0, 1).kind,

@@ -3,6 +3,7 @@
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkName } from '../core/names.ts';
+import { REFUSED_GRACE_MS } from './peer-refusal.ts';
 
 /**
  * The source's steps, in order. Each is journaled before its side effect starts:
@@ -153,12 +154,14 @@ export type RecoveryAction =
  * What a restarted source agent does with one journaled migration (pure). `peer` is the destination's answer, or
  * undefined when it cannot be reached. `commitDeadlineMs` is how long a destination keeps an uncommitted copy
  * without hearing a commit before it kills it on its own: past that, resuming the source cannot run it twice.
+ * `refusedForMs`: how long the destination's host has refused every connection to its agent (peer-refusal.ts).
  */
 export function sourceRecovery(
   e: SourceJournalEntry,
   peer: PeerState | undefined,
   now: number,
   commitDeadlineMs: number,
+  refusedForMs?: number,
 ): RecoveryAction {
   if (e.step === 'committed' || peer === 'committed') {
     return { kind: 'finish', why: `${e.peer.name} confirmed ${e.container} running` };
@@ -180,6 +183,12 @@ export function sourceRecovery(
   const mayHoldCopy = SOURCE_STEPS.indexOf(e.step) >= SOURCE_STEPS.indexOf('restore-requested');
   if (!mayHoldCopy) {
     return { kind: 'rollback', why: `${e.peer.name} unreachable, but no restore was asked of it` };
+  }
+  if (refusedForMs !== undefined && refusedForMs >= REFUSED_GRACE_MS) {
+    return {
+      kind: 'rollback',
+      why: `${e.peer.name} refuses connections: its agent is gone, and an uncommitted copy with it`,
+    };
   }
   const untilMs = e.updatedAt + commitDeadlineMs;
   if (now < untilMs) {

@@ -9,6 +9,7 @@ import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { removeRelinked } from '../host/link-remaps.ts';
 import { imageDir } from '../host/paths.ts';
+import { REFUSED_GRACE_MS, refusedConnection } from './peer-refusal.ts';
 import type { Progress } from './phases.ts';
 import type { Strategy } from './strategies/strategy.ts';
 import type { DestinationPeer, MigrationReport } from './types.ts';
@@ -17,23 +18,6 @@ export type RollbackResult = NonNullable<MigrationReport['rollback']>;
 
 const ABORT_ATTEMPTS = 3;
 const ABORT_RETRY_MS = 200;
-/**
- * After the restore was asked, a destination whose host refuses every connection to its agent for this long has no
- * agent: it died, and its dead-man switch killed the uncommitted copy the moment it did (runtime/dead-man.ts), or it
- * restarted and aborts what was not committed before it listens. The source thaws then instead of waiting out the
- * commit deadline, which stays for a destination it cannot hear at all (a cut link: its agent may be alive and its
- * copy with it). A refusal answers for the host's kernel, so a link that carries it is up. The grace covers the
- * switch's shell reading its end-of-file and killing the copy; a firewall that rejects the agent's port with a
- * reset while the agent lives would pass for a dead agent, and the copy it keeps stays locked off the network
- * until its commit deadline, as every uncommitted copy is.
- */
-export const REFUSED_GRACE_MS = 3000;
-
-/** The peer's host answered the connection with a reset: nothing listens on the agent's port. */
-function refused(err: unknown): boolean {
-  const cause = (err as { cause?: { code?: string } }).cause;
-  return (err as { code?: string }).code === 'FERRY_E_HOST_UNREACHABLE' && cause?.code === 'ECONNREFUSED';
-}
 
 export interface RollbackDeps {
   host: ContainerHost;
@@ -84,7 +68,7 @@ export async function rollback(
       await peer.abort(id);
       destinationCleaned = true;
     } catch (err) {
-      refusedSince = refused(err) ? (refusedSince ?? now()) : undefined;
+      refusedSince = refusedConnection(err) ? (refusedSince ?? now()) : undefined;
       const code = (err as { code?: string }).code;
       if (code === 'FERRY_E_PEER_TIMEOUT' || code === 'FERRY_E_HOST_UNREACHABLE') silent = true;
       // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so

@@ -849,6 +849,19 @@ test('restart, destination unreachable after the restore was asked: thawed only 
   assert.equal((await runc.state('c1'))?.status, 'running');
 });
 
+test('restart, destination refusing connections after the restore was asked: thawed after a few seconds, not at its deadline', async () => {
+  await runc.pause('c1');
+  peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'host b unreachable: ECONNREFUSED', {
+    cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }),
+  });
+  const t0 = Date.now();
+  const { journal } = await leftEntry('restore-requested', t0);
+  const { done } = await recovery(journal, { commitDeadlineMs: 60_000 }).recoverAll();
+  assert.deepEqual(await done, [{ id: 'm0000000000aa', outcome: 'thawed' }]);
+  assert.ok(Date.now() - t0 < 30_000, 'long before the commit deadline');
+  assert.equal((await runc.state('c1'))?.status, 'running');
+});
+
 test('restart, commit sent, destination unreachable: in doubt, asked again until it answers; a migration meanwhile is refused', async () => {
   await runc.pause('c1');
   peer.fail.status = new FerryError('FERRY_E_HOST_UNREACHABLE', 'gone');
