@@ -44,12 +44,28 @@ export const PAGE_REPORTING_KIB = '/sys/module/page_reporting/parameters/reporte
  * allocates the container's memory afresh, so a benchmark's times grow with what was reported meanwhile.
  */
 export function pageReportedKib(read = () => readFileSync(PAGE_REPORTING_KIB, 'utf8')): number | undefined {
+  return numberFrom(read);
+}
+
+/** A number a kernel file holds, or undefined where there is no such file (or no number in it). */
+function numberFrom(read: () => string): number | undefined {
   try {
-    const n = Number(read().trim());
-    return Number.isFinite(n) ? n : undefined;
+    const text = read().trim();
+    const n = Number(text);
+    return text !== '' && Number.isFinite(n) ? n : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The host's conntrack table size (buckets), or undefined without conntrack: every CRIU dump walks it twice, so a
+ * freeze measured here carries that walk (docs/install.md).
+ */
+export function conntrackBuckets(
+  read = () => readFileSync('/proc/sys/net/netfilter/nf_conntrack_buckets', 'utf8'),
+): number | undefined {
+  return numberFrom(read);
 }
 
 /** A probe client in the testbed's client namespace (through the CLI, as a user runs it). */

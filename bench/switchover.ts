@@ -15,6 +15,7 @@ import { type TestbedState, testbedDown, testbedUp } from '../src/testbed/testbe
 import { NGINX_PORT, nginxArgs } from '../src/workloads/nginx.ts';
 import { ballastServerArgs } from '../src/workloads/servers.ts';
 import {
+  conntrackBuckets,
   cpuTicks,
   fmt,
   pageReportedKib,
@@ -383,6 +384,9 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
     `load average (1 min) ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end; ` +
     `CPU time stolen by the hypervisor for other guests: ${fmt(stolenPercent(ticksAtStart), 1)} %; ` +
     returnedMemory(reportedAtStart) +
+    (conntrackBuckets() !== undefined
+      ? `conntrack table: ${conntrackBuckets()} buckets (walked twice by every dump); `
+      : '') +
     `the benchmark took ${fmt((performance.now() - started) / 60_000, 1)} min`;
   return switchoverReport(o, { samples, nginx, podman, machine });
 }

@@ -12,6 +12,7 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     `host ${f.host}  kernel ${f.kernel}  ${f.root ? 'root' : 'NOT root'}`,
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
     `fs.pipe-max-size ${f.pipeMaxSize}  CRIU kernel-feature cache: ${f.kdat ?? 'unknown'}${f.kdat === 'absent' ? ' (every CRIU run probes the kernel first, ~35 ms; an agent start stages it)' : ''}`,
+    ...conntrackLine(f),
     ...(f.uncork
       ? [
           f.uncork.installed
@@ -38,6 +39,13 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     ]),
   ];
   return lines.join('\n');
+}
+
+/** The conntrack table's size, and what it costs every dump when it is large (runtime/host-facts.ts). */
+function conntrackLine(f: CapabilitiesReport['facts']): string[] {
+  if (f.conntrackBuckets === undefined) return [];
+  const why = f.flags?.conntrack.ok === false ? `: ${f.flags.conntrack.why}` : '';
+  return [`conntrack table: ${f.conntrackBuckets} buckets${why}`];
 }
 
 /**

@@ -54,6 +54,14 @@ test('a small fs.pipe-max-size says how to raise it', () => {
   assert.match(f.why ?? '', /sysctl -w fs\.pipe-max-size=4194304/);
 });
 
+test('a large conntrack table is named with its cost to every dump and the setting that cuts it; none or a small one is fine', () => {
+  const big = hostFlags(facts({ conntrackBuckets: 262144 })).conntrack;
+  assert.equal(big.ok, false);
+  assert.match(big.why ?? '', /twice in every dump.*nf_conntrack_buckets=16384/);
+  assert.deepEqual(hostFlags(facts({ conntrackBuckets: 16384 })).conntrack, { ok: true });
+  assert.deepEqual(hostFlags(facts()).conntrack, { ok: true }, 'no conntrack in the kernel');
+});
+
 test('effective capabilities from /proc/self/status', async () => {
   const caps = await effectiveCapabilities('CapEff:\t0000000000001000\n');
   assert.equal(caps['CAP_NET_ADMIN'], true);

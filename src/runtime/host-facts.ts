@@ -10,6 +10,14 @@ import type { Runc } from './runc.ts';
 /** Post-copy moves pages through pipes of this size (CRIU's lazy-pages daemon). */
 export const PIPE_MAX_NEEDED = 4 * 1024 * 1024;
 
+/**
+ * The conntrack table size past which `ferry check` names its cost. Every CRIU dump asks the kernel for the
+ * container's connection-tracking entries twice (CRIU's conntrack and "expectation" requests are the same one), and
+ * the kernel walks the whole global table for each, however few entries there are: on the test machine 9 ms per
+ * walk at 262144 buckets (its default for 24 GiB), 0.6 ms at 16384, all of it inside the freeze.
+ */
+export const CONNTRACK_BUCKETS_NOTED = 65536;
+
 /** One thing the host can or cannot do, and why not. */
 export interface Flag {
   ok: boolean;
@@ -32,6 +40,8 @@ export interface HostFlags {
   pipeMaxSize: Flag & { value: number };
   /** CRIU can lock the network with nftables. */
   nftables: Flag;
+  /** The conntrack table is small enough that CRIU's two walks of it cost the freeze little (not ok: they do). */
+  conntrack: Flag;
 }
 
 /** What an agent reports of its host; the api re-exports it as part of the wire contract (api/types.ts). */
@@ -43,6 +53,8 @@ export interface HostFacts {
   criuCheck: { ok: boolean; message: string };
   features: Record<string, { ok: boolean; message: string }>;
   pipeMaxSize: number;
+  /** net.netfilter.nf_conntrack_buckets, when the kernel tracks connections (CONNTRACK_BUCKETS_NOTED). */
+  conntrackBuckets?: number;
   kdat?: KdatState;
   /** The library that takes the cork off CRIU's page-server sockets (criu-uncork.ts): its path, or absent. */
   uncork?: { installed: boolean; path: string };
@@ -95,6 +107,16 @@ export function hostFlags(f: HostFacts): HostFlags {
           why: `fs.pipe-max-size is ${f.pipeMaxSize}, post-copy needs at least ${PIPE_MAX_NEEDED} (sysctl -w fs.pipe-max-size=${PIPE_MAX_NEEDED})`,
         },
     nftables: feature(f, 'network_lock_nftables', 'CRIU cannot lock the network with nftables'),
+    conntrack:
+      (f.conntrackBuckets ?? 0) > CONNTRACK_BUCKETS_NOTED
+        ? {
+            ok: false,
+            why:
+              'CRIU walks the whole table twice in every dump, inside the freeze (9 ms a walk at 262144 buckets on ' +
+              'the test machine); a host that tracks few connections can take ' +
+              'sysctl -w net.netfilter.nf_conntrack_buckets=16384 (docs/install.md)',
+          }
+        : { ok: true },
   };
 }
 
@@ -112,11 +134,12 @@ export async function gatherFacts(
   criu: Pick<Criu, 'version' | 'checkBasic' | 'checkFeature'>,
   runc: Pick<Runc, 'version'>,
 ): Promise<HostFacts> {
-  const [criuVersion, runcVersion, basic, pipeMaxSize] = await Promise.all([
+  const [criuVersion, runcVersion, basic, pipeMaxSize, conntrackBuckets] = await Promise.all([
     criu.version(),
     runc.version().catch(() => undefined),
     criu.checkBasic().catch((e: Error) => ({ ok: false, message: e.message })),
     readNumber('/proc/sys/fs/pipe-max-size'),
+    readNumber('/proc/sys/net/netfilter/nf_conntrack_buckets'),
   ]);
   const features: HostFacts['features'] = {};
   if (criuVersion) {
@@ -140,6 +163,7 @@ export async function gatherFacts(
   };
   if (criuVersion) facts.criuVersion = criuVersion;
   if (runcVersion) facts.runcVersion = runcVersion;
+  if (conntrackBuckets > 0) facts.conntrackBuckets = conntrackBuckets;
   facts.flags = hostFlags(facts);
   return facts;
 }
