@@ -79,6 +79,24 @@ test('a failed send surfaces at finish, and nothing more is sent after it', asyn
   assert.equal(calls, 1);
 });
 
+test('a finish that comes while the poll reads the directory does not wait for the nap after it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-tail-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (let i = 0; i < 20; i++) {
+    // (a poll far longer than the test's patience, short enough that a failure does not hold the run for long)
+    const tail = new GrowingFiles(dir, async () => {}, { pollMs: 30_000 });
+    tail.start();
+    // finish at once: the loop is inside its first sweep (reading the directory), no nap to wake yet
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((res) => {
+      timer = setTimeout(() => res('still waiting'), 5000);
+    });
+    const r = await Promise.race([tail.finish(), late]);
+    clearTimeout(timer);
+    assert.notEqual(r, 'still waiting', `round ${i}`);
+  }
+});
+
 test('finish does not sit out the poll: the last stretch goes at once', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-tail-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

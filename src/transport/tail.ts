@@ -64,6 +64,9 @@ export class GrowingFiles {
   }
 
   private nap(): Promise<void> {
+    // finish (or stop) may have come while the sweep before this nap read the directory: its wake found no nap
+    // to end, so a nap begun now would be sat out whole
+    if (this.stopped) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(done, this.pollMs);
       function done() {
