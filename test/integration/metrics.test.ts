@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpsClient } from '../../src/api/https-client.ts';
-import type { Endpoint } from '../../src/api/types.ts';
+import type { ClusterSummary, Endpoint } from '../../src/api/types.ts';
 import { ClusterCA, tlsClientOptions } from '../../src/runtime/pki.ts';
 import {
   assertPromtoolAccepts,
@@ -116,7 +116,18 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
   }
   assert.equal(value(c1, 'ferry_controller_leader'), 1);
 
-  // a migration by the controller (drain b): once on its source, b, and once on the controller
+  // a migration by the controller (drain b): once on its source, b, and once on the controller. (A heartbeat can
+  // count svc on b before it reports it running; the drain would leave it in place as not migratable then.)
+  await waitFor(
+    'the controller sees svc running on b',
+    async () => {
+      const r = await bed.cli(['cluster', '--json']);
+      const s = JSON.parse(r.stdout) as ClusterSummary;
+      const onB = s.hosts.find((h) => h.name === 'b')?.containers ?? [];
+      return onB.some((c) => c.name === 'svc' && c.status === 'running') || undefined;
+    },
+    15_000,
+  );
   const drain = await bed.cli(['drain', 'b', '--json']);
   assert.equal(drain.code, 0, drain.stdout + drain.stderr);
   const b2 = await scrape(endpoint('b'));
@@ -125,7 +136,7 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
       (n, strategy) => n + value(s, 'ferry_migrations_total', { strategy, result: 'succeeded' }),
       0,
     );
-  assert.equal(moved(b2), moved(b1) + 1);
+  assert.equal(moved(b2), moved(b1) + 1, `b counted no move of the drain: ${drain.stdout}`);
   const c2 = await scrape(controller);
   assert.equal(
     value(c2, 'ferry_controller_migrations_total', { result: 'done' }),
