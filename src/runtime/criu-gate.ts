@@ -163,7 +163,15 @@ export function restoreMark(runcRoot: string, id: string): string {
  */
 export async function stageGated(
   runner: Runner,
-  o: { id: string; mark: string; criu: string; dump?: string; restore?: boolean },
+  o: {
+    id: string;
+    mark: string;
+    criu: string;
+    dump?: string;
+    restore?: boolean;
+    /** The run's deadline from its release when `go()` names none (runc waits under STAGED_WAIT_MS until then). */
+    timeoutMs: number;
+  },
   start: (dir: string, control: (c: RunControl) => void) => Promise<{ ms: number }>,
 ): Promise<StagedCheckpoint | undefined> {
   const gate = await openGate(runner, o);
@@ -199,7 +207,7 @@ export async function stageGated(
     go: async (timeoutMs) => {
       const at = performance.now();
       if (ended) return endedEarly();
-      if (timeoutMs !== undefined) control?.rearm(timeoutMs);
+      control?.rearm(timeoutMs ?? o.timeoutMs);
       // runc may end between the look above and the release: its own error then, not the closed FIFO's
       await gate.release().catch(endedEarly);
       await running;

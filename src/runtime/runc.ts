@@ -1,6 +1,7 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
 // Over 400 lines: one method per runc command, each with its options, its failure's explanation and its test-only
-// fault; what reads runc's files is in runc-state.ts and freezer.ts, the gate of a staged dump in criu-gate.ts.
+// fault; what reads runc's files is in runc-state.ts and freezer.ts, the gate of a staged dump or restore in
+// criu-gate.ts.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { access, readFile, rm } from 'node:fs/promises';
@@ -353,16 +354,11 @@ export class Runc implements RuncLike {
   async stageCheckpoint(id: string, o: CheckpointOptions): Promise<StagedCheckpoint | undefined> {
     if (o.preDump || !this.criu) return undefined;
     const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
-    const staged = await stageGated(
+    return stageGated(
       this.runner,
-      { id, mark: dumpMark(o.imagePath), criu: this.criu, ...dump },
+      { id, mark: dumpMark(o.imagePath), criu: this.criu, ...dump, timeoutMs: o.timeoutMs ?? 600_000 },
       (dir, control) => this.runCheckpoint(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
     );
-    if (!staged) return undefined;
-    return {
-      go: (timeoutMs) => staged.go(timeoutMs ?? o.timeoutMs ?? 600_000),
-      cancel: () => staged.cancel(),
-    };
   }
 
   private async runCheckpoint(
@@ -516,16 +512,17 @@ export class Runc implements RuncLike {
    */
   async stageRestore(id: string, o: RestoreOptions): Promise<StagedCheckpoint | undefined> {
     if (!this.criu || this.faults.has('criu-fail:restore', id)) return undefined;
-    const staged = await stageGated(
+    return stageGated(
       this.runner,
-      { id, mark: restoreMark(this.root, id), criu: this.criu, restore: true },
+      {
+        id,
+        mark: restoreMark(this.root, id),
+        criu: this.criu,
+        restore: true,
+        timeoutMs: o.timeoutMs ?? 600_000,
+      },
       (dir, control) => this.runRestore(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
     );
-    if (!staged) return undefined;
-    return {
-      go: (timeoutMs) => staged.go(timeoutMs ?? o.timeoutMs ?? 600_000),
-      cancel: () => staged.cancel(),
-    };
   }
 
   private async runRestore(
