@@ -384,9 +384,7 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
     `load average (1 min) ${loadAtStart.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end; ` +
     `CPU time stolen by the hypervisor for other guests: ${fmt(stolenPercent(ticksAtStart), 1)} %; ` +
     returnedMemory(reportedAtStart) +
-    (conntrackBuckets() !== undefined
-      ? `conntrack table: ${conntrackBuckets()} buckets (walked twice by every dump); `
-      : '') +
+    conntrackNote(conntrackBuckets()) +
     `the benchmark took ${fmt((performance.now() - started) / 60_000, 1)} min`;
   return switchoverReport(o, { samples, nginx, podman, machine });
 }
@@ -399,4 +397,9 @@ function returnedMemory(atStart: number | undefined): string {
     `memory handed back to the hypervisor (free page reporting; each such page faults on the host at its next use): ` +
     `${fmt((now - atStart) / 2 ** 20, 1)} GiB; `
   );
+}
+
+/** The host's conntrack table as the machine line names it (or nothing without conntrack). */
+function conntrackNote(buckets: number | undefined): string {
+  return buckets === undefined ? '' : `conntrack table: ${buckets} buckets (walked twice by every dump); `;
 }

@@ -20,3 +20,31 @@ export function refusedConnection(err: unknown): boolean {
     cause?.code === 'ECONNREFUSED'
   );
 }
+
+/**
+ * How long every ask has found the destination's agent port closed: each ask's failure (or success) is noted in
+ * turn; one that was not a refusal starts the count again.
+ */
+export class RefusalClock {
+  private since: number | undefined;
+  private readonly now: () => number;
+
+  constructor(now: () => number) {
+    this.now = now;
+  }
+
+  /** An ask failed with `err` (undefined: it was answered). */
+  note(err: unknown): void {
+    this.since = err !== undefined && refusedConnection(err) ? (this.since ?? this.now()) : undefined;
+  }
+
+  /** Milliseconds of refusals so far; undefined when the last ask was not refused. */
+  forMs(): number | undefined {
+    return this.since === undefined ? undefined : this.now() - this.since;
+  }
+
+  /** The refusals have lasted REFUSED_GRACE_MS: the agent is gone. */
+  gone(): boolean {
+    return (this.forMs() ?? -1) >= REFUSED_GRACE_MS;
+  }
+}

@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.ts';
 import { type ContainerHost, identity } from '../host/containers.ts';
 import { removeRelinked } from '../host/link-remaps.ts';
 import { imageDir } from '../host/paths.ts';
-import { REFUSED_GRACE_MS, refusedConnection } from './peer-refusal.ts';
+import { REFUSED_GRACE_MS, RefusalClock } from './peer-refusal.ts';
 import type { Progress } from './phases.ts';
 import type { Strategy } from './strategies/strategy.ts';
 import type { DestinationPeer, MigrationReport } from './types.ts';
@@ -61,14 +61,13 @@ export async function rollback(
   // the container frozen. (After a restore was asked it is asked as before: it may run a copy.)
   const knownSilent = m.peerSilent === true && !progress.restoreRequested;
   let silent = knownSilent;
-  /** Since when every abort found the agent's port closed (undefined: the last try did not). */
-  let refusedSince: number | undefined;
+  const refusals = new RefusalClock(now);
   const tryAbort = async (last: boolean): Promise<void> => {
     try {
       await peer.abort(id);
       destinationCleaned = true;
     } catch (err) {
-      refusedSince = refusedConnection(err) ? (refusedSince ?? now()) : undefined;
+      refusals.note(err);
       const code = (err as { code?: string }).code;
       if (code === 'FERRY_E_PEER_TIMEOUT' || code === 'FERRY_E_HOST_UNREACHABLE') silent = true;
       // a commit still in flight may have landed meanwhile: the destination refuses the abort then, and says so
@@ -93,8 +92,7 @@ export async function rollback(
       // died); thawing before then could run the container twice
       // (not once the commit was sent: a committed copy has no switch left and outlives its agent)
       const until = (progress.restoreRequestedAt ?? now()) + deps.commitDeadlineMs;
-      const agentGone = () =>
-        !progress.commitSent && refusedSince !== undefined && now() - refusedSince >= REFUSED_GRACE_MS;
+      const agentGone = () => !progress.commitSent && refusals.gone();
       while (!destinationCleaned && !committed && now() < until && !agentGone()) {
         await sleep(Math.min(1000, Math.max(0, until - now())));
         await tryAbort(false);

@@ -14,7 +14,7 @@ import {
   type SourceJournalEntry,
   sourceRecovery,
 } from './journal.ts';
-import { refusedConnection } from './peer-refusal.ts';
+import { RefusalClock } from './peer-refusal.ts';
 import { finishSource, thaw } from './rollback.ts';
 import type { DestinationPeer } from './types.ts';
 
@@ -90,17 +90,16 @@ export class SourceRecovery {
     try {
       // (post-copy's page server is not waited for: it serves pages until told otherwise)
       if (e.pageServerPort === undefined) await this.endLeftovers(e, e.updatedAt + this.deps.freezeCeilingMs);
-      /** Since when every ask found the destination's agent port closed (peer-refusal.ts). */
-      let refusedSince: number | undefined;
+      const refusals = new RefusalClock(() => this.now());
       for (;;) {
         const peer = this.deps.peerFor(e.peer);
+        let failure: unknown;
         const state = await peer.status(e.id).catch((err: unknown) => {
-          refusedSince = refusedConnection(err) ? (refusedSince ?? this.now()) : undefined;
+          failure = err;
           return undefined;
         });
-        if (state !== undefined) refusedSince = undefined;
-        const refusedFor = refusedSince === undefined ? undefined : this.now() - refusedSince;
-        const action = sourceRecovery(e, state, this.now(), this.deps.commitDeadlineMs, refusedFor);
+        refusals.note(failure);
+        const action = sourceRecovery(e, state, this.now(), this.deps.commitDeadlineMs, refusals.forMs());
         log.warn(
           { migration: e.id, container: e.container, step: e.step, peer: state ?? 'unreachable', action },
           'settling an interrupted migration',
