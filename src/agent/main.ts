@@ -29,6 +29,7 @@ import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { bytesAckedOnPort } from '../network/tcp-sent.ts';
 import { destroyConnections, watchStall } from '../network/tcp-stall.ts';
+import { findCgroupYard } from '../runtime/cgroup-yard.ts';
 import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
 import { uncorkLibrary } from '../runtime/criu-uncork.ts';
@@ -108,7 +109,10 @@ export async function startAgent(
     protectedPaths: [cfg.tls.key, cfg.tls.cert, cfg.tls.ca].map((f) => dirname(f)),
   });
   await host.init();
-  await writeFile(join(paths.stateDir, 'criu.conf'), criuConfigText(cfg.criu));
+  await writeFile(
+    join(paths.stateDir, 'criu.conf'),
+    criuConfigText(cfg.criu, { cgroupYard: await findCgroupYard() }),
+  );
   // staged before any migration: every CRIU run in a freeze then skips its kernel probe
   const kdat = await stageKdat(runner, cfg.criuPath ?? 'criu', paths.stateDir).catch((err: Error) => ({
     state: 'absent' as const,

@@ -15,4 +15,10 @@ describe('criuConfigText', () => {
     const text = criuConfigText({ linkRemap: false, extUnixSk: false, ghostLimitMiB: 1 });
     assert.equal(text, '# written by the ferry agent\nnetwork-lock skip\nghost-limit 1M\n');
   });
+
+  it("names the host's cgroup mounts as CRIU's yard when the agent found them usable, and never a path with a space", () => {
+    assert.match(criuConfigText({}, { cgroupYard: '/sys/fs/cgroup' }), /\ncgroup-yard \/sys\/fs\/cgroup\n$/);
+    assert.doesNotMatch(criuConfigText({}, { cgroupYard: '/a b' }), /cgroup-yard/);
+    assert.doesNotMatch(criuConfigText({}, {}), /cgroup-yard/);
+  });
 });

@@ -30,8 +30,14 @@ export const CRIU_FILE_DEFAULTS: CriuFileOptions = {
   ghostLimitMiB: 64,
 };
 
+/** What the agent found on its host that goes into the file (not configurable: facts, not choices). */
+export interface CriuHostOptions {
+  /** The host's cgroup mounts when CRIU can take them as its cgroup yard (runtime/cgroup-yard.ts). */
+  cgroupYard?: string;
+}
+
 /** The file's text: one CRIU long option per line, without its dashes (CRIU's configuration syntax). */
-export function criuConfigText(o: Partial<CriuFileOptions> = {}): string {
+export function criuConfigText(o: Partial<CriuFileOptions> = {}, host: CriuHostOptions = {}): string {
   const opts = { ...CRIU_FILE_DEFAULTS, ...o };
   const lines = [
     '# written by the ferry agent',
@@ -41,5 +47,7 @@ export function criuConfigText(o: Partial<CriuFileOptions> = {}): string {
   ];
   if (opts.linkRemap) lines.push('link-remap');
   if (opts.extUnixSk) lines.push('ext-unix-sk');
+  // CRIU's configuration syntax ends an option's argument at white space
+  if (host.cgroupYard && !/\s/.test(host.cgroupYard)) lines.push(`cgroup-yard ${host.cgroupYard}`);
   return `${lines.join('\n')}\n`;
 }
