@@ -10,8 +10,8 @@
  * window: 500 ms, 85 ms with this library). Without the cork the socket is an ordinary one with Nagle's algorithm
  * or CRIU's own TCP_NODELAY: CRIU writes its pages in large pieces, so nothing else changes.
  *
- * Built by `scripts/setup.sh uncork` into /opt/ferry/lib/criu-uncork.so; ferry uses it when it is there
- * (src/runtime/criu-uncork.ts) and `ferry check` says when it is not.
+ * Built by `scripts/setup.sh native` into /opt/ferry/lib/criu-uncork.so; ferry uses it when it is there
+ * (src/runtime/criu-preload.ts) and `ferry check` says when it is not.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

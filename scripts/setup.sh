@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian host, idempotently; fast when nothing is missing.
-# Usage: scripts/setup.sh [deps|node|ssh|uncork|all|zdtm|podman|sdn|qemu]   (run as root)
+# Usage: scripts/setup.sh [deps|node|ssh|native|all|zdtm|podman|sdn|qemu]   (run as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 NODE_DIR=${FERRY_NODE_DIR:-/opt/ferry/node}
@@ -273,31 +273,36 @@ unpack_vmlinux() {
   done
 }
 
-# The library preloaded into CRIU to take the cork off its page-server sockets (native/criu-uncork.c;
-# without it every cold freeze waits 200 ms longer, and post-copy's last page 400 ms). Rebuilt when its source changes: the digest is kept beside it.
-UNCORK_LIB=/opt/ferry/lib/criu-uncork.so
-install_uncork() {
-  local src=$here/native/criu-uncork.c sum
-  sum=$(sha256sum "$src" | cut -d' ' -f1)
-  if [[ -f $UNCORK_LIB && $(cat "$UNCORK_LIB.sha256" 2>/dev/null) == "$sum" ]]; then return 0; fi
-  need_root
-  if ! command -v gcc >/dev/null 2>&1 || [[ ! -f /usr/include/dlfcn.h ]]; then
-    log "installing gcc and libc6-dev (to build the CRIU uncork library)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends gcc libc6-dev >&2
-  fi
-  log "building $UNCORK_LIB"
-  mkdir -p "$(dirname "$UNCORK_LIB")"
-  gcc -shared -fPIC -O2 -Wall -Werror -o "$UNCORK_LIB.tmp" "$src" -ldl
-  mv -f "$UNCORK_LIB.tmp" "$UNCORK_LIB"
-  echo "$sum" > "$UNCORK_LIB.sha256"
+# The libraries preloaded into CRIU (native/*.c, one job each: src/runtime/criu-preload.ts says which): without
+# them every cold freeze waits 200 ms longer, post-copy's last page 400 ms, and every dump walks the host's
+# conntrack table twice. Each is rebuilt when its source changes: the digest is kept beside it.
+NATIVE_LIB_DIR=/opt/ferry/lib
+install_native() {
+  local src lib sum
+  for src in "$here"/native/*.c; do
+    lib=$NATIVE_LIB_DIR/$(basename "$src" .c).so
+    sum=$(sha256sum "$src" | cut -d' ' -f1)
+    if [[ -f $lib && $(cat "$lib.sha256" 2>/dev/null) == "$sum" ]]; then continue; fi
+    need_root
+    if ! command -v gcc >/dev/null 2>&1 || [[ ! -f /usr/include/dlfcn.h || ! -f /usr/include/linux/netlink.h ]]; then
+      log "installing gcc, libc6-dev and linux-libc-dev (to build the libraries preloaded into CRIU)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=900 --no-install-recommends \
+        gcc libc6-dev linux-libc-dev >&2
+    fi
+    log "building $lib"
+    mkdir -p "$NATIVE_LIB_DIR"
+    gcc -shared -fPIC -O2 -Wall -Werror -o "$lib.tmp" "$src" -ldl
+    mv -f "$lib.tmp" "$lib"
+    echo "$sum" > "$lib.sha256"
+  done
 }
 
 case $want in
   deps) install_deps; install_ssh; install_sdn; tune_kernel ;;
   node) install_node ;;
   ssh) install_ssh ;;
-  uncork) install_uncork ;;
-  all) install_deps; install_ssh; install_sdn; install_node; tune_kernel; install_uncork ;;
+  native|uncork) install_native ;;
+  all) install_deps; install_ssh; install_sdn; install_node; tune_kernel; install_native ;;
   zdtm) install_zdtm ;;
   podman) install_podman ;;
   sdn) install_sdn ;;

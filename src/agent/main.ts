@@ -32,7 +32,7 @@ import { destroyConnections, watchStall } from '../network/tcp-stall.ts';
 import { findCgroupYard } from '../runtime/cgroup-yard.ts';
 import { Criu, type CriuTls } from '../runtime/criu.ts';
 import { criuConfigText } from '../runtime/criu-config.ts';
-import { uncorkLibrary } from '../runtime/criu-uncork.ts';
+import { installedPreloads } from '../runtime/criu-preload.ts';
 import { armDeadMan } from '../runtime/dead-man.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { stageKdat } from '../runtime/kdat.ts';
@@ -86,16 +86,16 @@ export async function startAgent(
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
-  // (preloaded into every CRIU that talks to a page server: cold's dump, post-copy's dump and daemon)
-  const uncork = uncorkLibrary();
+  // (uncork: into every CRIU that talks to a page server, cold's dump, post-copy's dump and daemon; conntrack: dumps)
+  const preload = installedPreloads();
   const runc = new Runc(runner, {
     root: paths.runcRoot,
     runcPath: cfg.runcPath,
     criuPath: cfg.criuPath,
     faults,
-    uncork,
+    preload,
   });
-  const criu = new Criu(runner, cfg.criuPath, { uncork });
+  const criu = new Criu(runner, cfg.criuPath, preload.uncork ? { uncork: preload.uncork } : {});
   const network = new ContainerNetwork(runner, cfg.network);
   const host = new ContainerHost({
     hostName: cfg.host,

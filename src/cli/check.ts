@@ -17,7 +17,14 @@ export function capabilitiesText(r: CapabilitiesReport): string {
       ? [
           f.uncork.installed
             ? `CRIU uncork library: ${f.uncork.path}`
-            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer, and post-copy's last page 400 ms, for CRIU's corked page-server sockets (scripts/setup.sh uncork builds it)`,
+            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer, and post-copy's last page 400 ms, for CRIU's corked page-server sockets (scripts/setup.sh native builds it)`,
+        ]
+      : []),
+    ...(f.conntrackSkip
+      ? [
+          f.conntrackSkip.installed
+            ? `CRIU conntrack library: ${f.conntrackSkip.path}`
+            : `CRIU conntrack library: MISSING (${f.conntrackSkip.path}): every dump walks the host's whole conntrack table twice inside the freeze, also for a container that tracks no connections (scripts/setup.sh native builds it)`,
         ]
       : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})
@@ -44,7 +51,7 @@ export function capabilitiesText(r: CapabilitiesReport): string {
 /** The conntrack table's size, and what it costs every dump when it is large (runtime/host-facts.ts). */
 function conntrackLine(f: CapabilitiesReport['facts']): string[] {
   if (f.conntrackBuckets === undefined) return [];
-  const why = f.flags?.conntrack.ok === false ? `: ${f.flags.conntrack.why}` : '';
+  const why = f.flags?.conntrack.why ? `: ${f.flags.conntrack.why}` : '';
   return [`conntrack table: ${f.conntrackBuckets} buckets${why}`];
 }
 

@@ -1,7 +1,7 @@
 // Typed wrapper over the criu CLI for what runc does not drive: version and kernel feature checks, post-copy's
 // lazy-pages daemon, and the page server a cold migration's dump sends its pages to.
 import { FerryError } from '../core/errors.ts';
-import { withPreload } from './criu-uncork.ts';
+import { withPreload } from './criu-preload.ts';
 import { type Runner, type StartedProcess, startProcess } from './exec.ts';
 
 export const CRIU_MIN_VERSION = '4.2';
@@ -56,7 +56,7 @@ export function criuTlsOptions(t: CriuTls): [string, string | undefined][] {
 export class Criu {
   readonly path: string;
   private readonly runner: Runner;
-  /** The library preloaded into the lazy-pages daemon: no cork on its page-server socket (criu-uncork.ts). */
+  /** The library preloaded into the lazy-pages daemon: no cork on its page-server socket (criu-preload.ts). */
   private readonly uncork: string | undefined;
 
   constructor(runner: Runner, path = 'criu', opts: { uncork?: string } = {}) {
@@ -91,7 +91,7 @@ export class Criu {
 
   /** The destination's lazy-pages daemon: serves the restored tasks' page faults from the source's page server. */
   lazyPages(o: { address: string; port: number; imagesDir: string }): StartedProcess {
-    // without the cork its closing request, after the last page, is not held 200 ms (criu-uncork.ts)
+    // without the cork its closing request, after the last page, is not held 200 ms (criu-preload.ts)
     const env = this.uncork ? { env: withPreload(this.uncork) } : {};
     return startProcess(
       [

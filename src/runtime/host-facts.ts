@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './criu.ts';
-import { UNCORK_LIBRARY, uncorkLibrary } from './criu-uncork.ts';
+import { CONNTRACK_LIBRARY, installedLibrary, UNCORK_LIBRARY } from './criu-preload.ts';
 import { type KdatState, kdatState } from './kdat.ts';
 import type { Runc } from './runc.ts';
 
@@ -56,8 +56,10 @@ export interface HostFacts {
   /** net.netfilter.nf_conntrack_buckets, when the kernel tracks connections (CONNTRACK_BUCKETS_NOTED). */
   conntrackBuckets?: number;
   kdat?: KdatState;
-  /** The library that takes the cork off CRIU's page-server sockets (criu-uncork.ts): its path, or absent. */
+  /** The library that takes the cork off CRIU's page-server sockets (criu-preload.ts): its path, or absent. */
   uncork?: { installed: boolean; path: string };
+  /** The library that answers CRIU's conntrack requests for a namespace that tracks none (criu-preload.ts). */
+  conntrackSkip?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -107,16 +109,27 @@ export function hostFlags(f: HostFacts): HostFlags {
           why: `fs.pipe-max-size is ${f.pipeMaxSize}, post-copy needs at least ${PIPE_MAX_NEEDED} (sysctl -w fs.pipe-max-size=${PIPE_MAX_NEEDED})`,
         },
     nftables: feature(f, 'network_lock_nftables', 'CRIU cannot lock the network with nftables'),
-    conntrack:
-      (f.conntrackBuckets ?? 0) > CONNTRACK_BUCKETS_NOTED
-        ? {
-            ok: false,
-            why:
-              'CRIU walks the whole table twice in every dump, inside the freeze (9 ms a walk at 262144 buckets on ' +
-              'the test machine); a host that tracks few connections can take ' +
-              'sysctl -w net.netfilter.nf_conntrack_buckets=16384 (docs/install.md)',
-          }
-        : { ok: true },
+    conntrack: conntrackFlag(f),
+  };
+}
+
+function conntrackFlag(f: HostFacts): Flag {
+  if ((f.conntrackBuckets ?? 0) <= CONNTRACK_BUCKETS_NOTED) return { ok: true };
+  const setting =
+    'a host that tracks few connections can take sysctl -w net.netfilter.nf_conntrack_buckets=16384 (docs/install.md)';
+  // with the library, only a container whose own namespace tracks connections (its rules use conntrack) pays
+  if (f.conntrackSkip?.installed)
+    return {
+      ok: true,
+      why:
+        'CRIU walks the whole table twice in a dump of a container whose namespace tracks connections, inside the ' +
+        `freeze (9 ms a walk at 262144 buckets on the test machine; the others skip it); ${setting}`,
+    };
+  return {
+    ok: false,
+    why:
+      'CRIU walks the whole table twice in every dump, inside the freeze (9 ms a walk at 262144 buckets on the test ' +
+      `machine; the CRIU conntrack library skips it for a namespace that tracks nothing); ${setting}`,
   };
 }
 
@@ -158,7 +171,8 @@ export async function gatherFacts(
     features,
     pipeMaxSize,
     kdat: await kdatState(),
-    uncork: { installed: uncorkLibrary() !== undefined, path: UNCORK_LIBRARY },
+    uncork: { installed: installedLibrary(UNCORK_LIBRARY) !== undefined, path: UNCORK_LIBRARY },
+    conntrackSkip: { installed: installedLibrary(CONNTRACK_LIBRARY) !== undefined, path: CONNTRACK_LIBRARY },
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

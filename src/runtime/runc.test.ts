@@ -74,7 +74,7 @@ test("only a dump to a page server preloads the uncork library into its CRIU, be
     },
   };
   const lib = '/opt/x/criu-uncork.so';
-  const runc = new Runc(r, { root: '/run/x', uncork: lib });
+  const runc = new Runc(r, { root: '/run/x', preload: { uncork: lib } });
   const before = process.env['LD_PRELOAD'];
   try {
     delete process.env['LD_PRELOAD'];
@@ -93,6 +93,28 @@ test("only a dump to a page server preloads the uncork library into its CRIU, be
   }
   // (undefined: runc gets the agent's own environment, unchanged)
   assert.deepEqual(preloads, [lib, undefined, `${lib} /usr/lib/other.so`, undefined]);
+});
+
+test('every dump preloads the conntrack library into its CRIU, a restore does not', async () => {
+  const preloads: (string | undefined)[] = [];
+  const r: Runner = {
+    run: async (argv, o) => {
+      preloads.push(o?.env?.['LD_PRELOAD']);
+      return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
+    },
+  };
+  const runc = new Runc(r, { root: '/run/x', preload: { uncork: '/u.so', conntrack: '/c.so' } });
+  const before = process.env['LD_PRELOAD'];
+  try {
+    delete process.env['LD_PRELOAD'];
+    await runc.checkpoint('c', { imagePath: '/i', workPath: '/w' });
+    await runc.checkpoint('c', { imagePath: '/i', workPath: '/w', pageServer: '10.0.0.2:27001' });
+    await runc.restore('c', { bundle: '/b', imagePath: '/i', workPath: '/w' });
+  } finally {
+    if (before === undefined) delete process.env['LD_PRELOAD'];
+    else process.env['LD_PRELOAD'] = before;
+  }
+  assert.deepEqual(preloads, ['/c.so', '/u.so /c.so', undefined]);
 });
 
 test("a dump to a page server over TLS: runc's --page-server, CRIU's TLS options in the dump's own config file", async () => {

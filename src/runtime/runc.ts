@@ -22,7 +22,7 @@ import {
 } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import { CriuDirs, resolveExecutable, withCriuDir } from './criu-path.ts';
-import { withPreload } from './criu-uncork.ts';
+import { type CriuPreloads, withPreload } from './criu-preload.ts';
 import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
@@ -205,12 +205,12 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
-  /** The library preloaded into the CRIU of a dump to or as a page server: no cork on its socket (criu-uncork.ts). */
-  private readonly uncork: string | undefined;
+  /** Libraries preloaded into dumps' CRIUs (criu-preload.ts): uncork for a page server's, conntrack for every one. */
+  private readonly preload: CriuPreloads;
 
   constructor(
     runner: Runner,
-    opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults; uncork?: string },
+    opts: { root: string; runcPath?: string; criuPath?: string; faults?: Faults; preload?: CriuPreloads },
   ) {
     this.runner = runner;
     this.root = opts.root;
@@ -218,7 +218,7 @@ export class Runc implements RuncLike {
     this.criuPath = opts.criuPath === 'criu' ? undefined : opts.criuPath;
     this.criu = resolveExecutable(opts.criuPath ?? 'criu');
     this.faults = opts.faults ?? Faults.none();
-    this.uncork = opts.uncork;
+    this.preload = opts.preload ?? {};
   }
 
   /** runc's arguments; no `--criu` (runc 1.2 and 1.3 ignore it, 1.4 refuses it): see `criuDir`. */
@@ -380,8 +380,8 @@ export class Runc implements RuncLike {
     const logFile = join(o.workPath, 'runc-checkpoint.log');
     const extra = o.preDump ? undefined : extraCriuConfig(o);
     let dumpEnv = this.dumpEnv(id, extra?.env);
-    // a dump to a page server: its CRIU without the cork that would hold its last request 200 ms (criu-uncork.ts)
-    if (o.pageServer && this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
+    // a dump to a page server: its CRIU without the cork that would hold its last request 200 ms (criu-preload.ts)
+    if (o.pageServer && this.preload.uncork) dumpEnv = withPreload(this.preload.uncork, dumpEnv);
     const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     try {
       const r = await this.runner.run(this.argv(logFile, ...args, id), {
@@ -409,7 +409,9 @@ export class Runc implements RuncLike {
    * runc's environment for a dump (undefined: the agent's own). A container with a task stopped by a signal under
    * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
    */
-  private dumpEnv(id: string, env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
+  private dumpEnv(id: string, extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
+    // no walk of the host's conntrack table for a namespace that tracks nothing (criu-preload.ts)
+    const env = this.preload.conntrack ? withPreload(this.preload.conntrack, extra) : extra;
     // (the test-only `criu-hang:dump` leaves the switch off: a stopped task then hangs the dump, as any stuck CRIU)
     if (this.faults.has('criu-hang:dump', id) || !stoppedTasks(this.root, id).length) return env;
     return { ...(env ?? process.env), ...PTRACE_ONLY_SEIZE_ENV };
@@ -482,7 +484,7 @@ export class Runc implements RuncLike {
     const extra = extraCriuConfig(o);
     let dumpEnv = this.dumpEnv(id, extra?.env);
     // the lazy dump serves the pages: its answer to the daemon's closing request is not held 200 ms by a cork
-    if (this.uncork) dumpEnv = withPreload(this.uncork, dumpEnv);
+    if (this.preload.uncork) dumpEnv = withPreload(this.preload.uncork, dumpEnv);
     const env = criuDir ? withCriuDir(criuDir, dumpEnv) : dumpEnv;
     const p = startProcess(this.argv(logFile, ...args, id), {
       statusFile: join(o.workPath, 'status'),

@@ -284,3 +284,63 @@ test('a process joined with runc exec stops a migration and a checkpoint before 
   assert.equal(m2.code, 0, m2.stderr);
   assert.equal((await bed.cli(['rm', 'j'])).code, 0);
 });
+
+test("a container's tracked connections go with it, and one that tracks none moves with none", async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const sleeper = ['/bin/busybox', 'sh', '-c', 'while :; do sleep 1; done'];
+  for (const name of ['ct', 'noct'])
+    assert.equal((await bed.cli(['run', '--host', 'a', '--name', name, '--', ...sleeper])).code, 0);
+  const info = async (name: string) => {
+    const c = (await containers(bed)).find((x) => x.name === name);
+    assert.ok(c?.pid && c.ip, `${name} runs with an address`);
+    return { pid: c.pid, ip: c.ip };
+  };
+  // the kernel's count of the container namespace's entries (CRIU's dump asks for them; ferry's preloaded library
+  // answers for the kernel when there are none)
+  const tracked = (pid: number) =>
+    Number(
+      execFileSync(
+        'nsenter',
+        ['-t', String(pid), '-n', 'cat', '/proc/sys/net/netfilter/nf_conntrack_count'],
+        {
+          encoding: 'utf8',
+        },
+      ).trim(),
+    );
+  // ct's namespace tracks connections (a rule that uses conntrack), and one datagram from the client makes an entry
+  const ct = await info('ct');
+  execFileSync('nsenter', [
+    '-t',
+    String(ct.pid),
+    '-n',
+    'iptables',
+    '-A',
+    'INPUT',
+    '-m',
+    'conntrack',
+    '--ctstate',
+    'NEW',
+    '-j',
+    'ACCEPT',
+  ]);
+  execFileSync('ip', [
+    'netns',
+    'exec',
+    bed.state.client.netns,
+    'bash',
+    '-c',
+    `echo x > /dev/udp/${ct.ip}/9999`,
+  ]);
+  const before = tracked(ct.pid);
+  assert.ok(before >= 1, `ct tracks its datagram (count ${before})`);
+  assert.equal(tracked((await info('noct')).pid), 0, 'noct tracks nothing');
+  for (const name of ['ct', 'noct']) {
+    const m = await bed.cli(['migrate', name, '--to', 'b', '--strategy', 'cold']);
+    assert.equal(m.code, 0, `${name}: ${m.stdout}\n${m.stderr}`);
+  }
+  assert.ok(tracked((await info('ct')).pid) >= 1, 'the entry was restored on b');
+  assert.equal(tracked((await info('noct')).pid), 0, 'noct still tracks nothing');
+  for (const name of ['ct', 'noct']) assert.equal((await bed.cli(['rm', name])).code, 0);
+});

@@ -4,20 +4,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Criu } from './criu.ts';
-import { uncorkLibrary, withPreload } from './criu-uncork.ts';
+import { installedLibrary, withPreload } from './criu-preload.ts';
 import { ProcessRunner } from './exec.ts';
 
-test('the uncork library is used only when installed, at an absolute path LD_PRELOAD can carry', async () => {
+test('a preload library is used only when installed, at an absolute path LD_PRELOAD can carry', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-uncork-test-'));
   try {
     const lib = join(dir, 'criu-uncork.so');
-    assert.equal(uncorkLibrary(lib), undefined, 'absent');
+    assert.equal(installedLibrary(lib), undefined, 'absent');
     await writeFile(lib, '');
-    assert.equal(uncorkLibrary(lib), lib);
+    assert.equal(installedLibrary(lib), lib);
     const spaced = join(dir, 'a b.so');
     await writeFile(spaced, '');
-    assert.equal(uncorkLibrary(spaced), undefined, 'LD_PRELOAD splits on spaces');
-    assert.equal(uncorkLibrary('criu-uncork.so'), undefined, 'relative');
+    assert.equal(installedLibrary(spaced), undefined, 'LD_PRELOAD splits on spaces');
+    assert.equal(installedLibrary('criu-uncork.so'), undefined, 'relative');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,0 +1,50 @@
+// The small libraries ferry preloads (LD_PRELOAD) into CRIU, each for one thing CRIU 4.2 does slowly inside the
+// freeze. Each is its own C file under native/, built by `scripts/setup.sh native` into /opt/ferry/lib; ferry works
+// the same without them, that much slower, and `ferry check` names the ones missing.
+// - criu-uncork (native/criu-uncork.c): CRIU corks a page-server connection at both ends and sends its closing
+//   request, and the answer to it, without uncorking, so the kernel holds each for its 200 ms cork ceiling. A cold
+//   move's dump to the destination's page server waits for that answer inside the freeze (200 ms of freeze);
+//   post-copy's lazy-pages daemon closes its connection to the lazy dump after the last page, and the window
+//   (restore to last page) ends 400 ms late. Preloaded into those CRIUs (the dump of either, and the daemon), it
+//   makes TCP_CORK a no-op there (not into a restore, which sets the container's own sockets' cork).
+// - criu-conntrack (native/criu-conntrack.c): every dump asks the kernel twice for the namespace's tracked
+//   connections, and the kernel walks the host's whole conntrack table for each (9 ms a walk at 262144 buckets);
+//   when the namespace tracks none the library answers for the kernel. Preloaded into every dump.
+import { accessSync, constants } from 'node:fs';
+
+/** Where `scripts/setup.sh native` builds the libraries. */
+export const UNCORK_LIBRARY = '/opt/ferry/lib/criu-uncork.so';
+export const CONNTRACK_LIBRARY = '/opt/ferry/lib/criu-conntrack.so';
+
+/** The libraries a host's CRIU runs get, where installed. */
+export interface CriuPreloads {
+  /** Into a dump to or as a page server, and post-copy's lazy-pages daemon. */
+  uncork?: string;
+  /** Into every dump. */
+  conntrack?: string;
+}
+
+/** A library's path when it is installed and its path can go in LD_PRELOAD as it is; otherwise undefined. */
+export function installedLibrary(path: string): string | undefined {
+  // LD_PRELOAD splits on spaces and colons
+  if (!path.startsWith('/') || /[\s:]/.test(path)) return undefined;
+  try {
+    accessSync(path, constants.R_OK);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
+/** This host's installed libraries. */
+export function installedPreloads(): CriuPreloads {
+  const uncork = installedLibrary(UNCORK_LIBRARY);
+  const conntrack = installedLibrary(CONNTRACK_LIBRARY);
+  return { ...(uncork ? { uncork } : {}), ...(conntrack ? { conntrack } : {}) };
+}
+
+/** `env` (default: the agent's) with `library` preloaded before anything the environment preloaded already. */
+export function withPreload(library: string, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const before = env['LD_PRELOAD']?.trim();
+  return { ...env, LD_PRELOAD: before ? `${library} ${before}` : library };
+}
