@@ -27,6 +27,13 @@ export function capabilitiesText(r: CapabilitiesReport): string {
             : `CRIU conntrack library: MISSING (${f.conntrackSkip.path}): every dump walks the host's whole conntrack table twice inside the freeze, also for a container that tracks no connections (scripts/setup.sh native builds it)`,
         ]
       : []),
+    ...(f.tmpfsArchive
+      ? [
+          f.tmpfsArchive.installed
+            ? `CRIU tmpfs library: ${f.tmpfsArchive.path}`
+            : `CRIU tmpfs library: MISSING (${f.tmpfsArchive.path}): every dump and restore starts tar and gzip for each empty tmpfs of the container, inside the freeze (scripts/setup.sh native builds it)`,
+        ]
+      : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

@@ -26,6 +26,7 @@ import { Firewall } from '../network/firewall.ts';
 import { ContainerNetwork } from '../network/identity.ts';
 import { resetConnection } from '../network/reset.ts';
 import { Criu } from '../runtime/criu.ts';
+import { installedPreloads } from '../runtime/criu-preload.ts';
 import { ProcessRunner } from '../runtime/exec.ts';
 import { ClusterCA } from '../runtime/pki.ts';
 import { Runc } from '../runtime/runc.ts';
@@ -114,7 +115,7 @@ async function migrateAgentless(r: AgentlessRequest): Promise<MigrationReport> {
   const faults = new Faults(env['FERRY_FAULTS']?.split(',').filter(Boolean) ?? [], {
     ...(env['FERRY_FAULT_HOLD_DIR'] ? { holdDir: env['FERRY_FAULT_HOLD_DIR'] } : {}),
   });
-  const runc = new Runc(runner, { root: r.runcRoot, faults });
+  const runc = new Runc(runner, { root: r.runcRoot, faults, preload: installedPreloads() });
   // refused here, before anything is copied or started
   const naming = new ContainerNetwork(runner, { bridge: 'br0', netnsPrefix: 'ferry', prefixLen: 24 });
   const adopted = await adoptRuncContainer(runc, r.name, r.runcRoot, {

@@ -10,11 +10,15 @@
 // - criu-conntrack (native/criu-conntrack.c): every dump asks the kernel twice for the namespace's tracked
 //   connections, and the kernel walks the host's whole conntrack table for each (9 ms a walk at 262144 buckets);
 //   when the namespace tracks none the library answers for the kernel. Preloaded into every dump.
+// - criu-tmpfs (native/criu-tmpfs.c): CRIU saves and restores each tmpfs of the container with `tar` and `gzip`
+//   (two program starts each way); for an empty one (usually four of a container's five) the library writes and
+//   reads the same archive itself. Preloaded into every dump and restore.
 import { accessSync, constants } from 'node:fs';
 
 /** Where `scripts/setup.sh native` builds the libraries. */
 export const UNCORK_LIBRARY = '/opt/ferry/lib/criu-uncork.so';
 export const CONNTRACK_LIBRARY = '/opt/ferry/lib/criu-conntrack.so';
+export const TMPFS_LIBRARY = '/opt/ferry/lib/criu-tmpfs.so';
 
 /** The libraries a host's CRIU runs get, where installed. */
 export interface CriuPreloads {
@@ -22,6 +26,8 @@ export interface CriuPreloads {
   uncork?: string;
   /** Into every dump. */
   conntrack?: string;
+  /** Into every dump and restore. */
+  tmpfs?: string;
 }
 
 /** A library's path when it is installed and its path can go in LD_PRELOAD as it is; otherwise undefined. */
@@ -40,7 +46,8 @@ export function installedLibrary(path: string): string | undefined {
 export function installedPreloads(): CriuPreloads {
   const uncork = installedLibrary(UNCORK_LIBRARY);
   const conntrack = installedLibrary(CONNTRACK_LIBRARY);
-  return { ...(uncork ? { uncork } : {}), ...(conntrack ? { conntrack } : {}) };
+  const tmpfs = installedLibrary(TMPFS_LIBRARY);
+  return { ...(uncork ? { uncork } : {}), ...(conntrack ? { conntrack } : {}), ...(tmpfs ? { tmpfs } : {}) };
 }
 
 /** `env` (default: the agent's) with `library` preloaded before anything the environment preloaded already. */

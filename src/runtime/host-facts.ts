@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './criu.ts';
-import { CONNTRACK_LIBRARY, installedLibrary, UNCORK_LIBRARY } from './criu-preload.ts';
+import { CONNTRACK_LIBRARY, installedLibrary, TMPFS_LIBRARY, UNCORK_LIBRARY } from './criu-preload.ts';
 import { type KdatState, kdatState } from './kdat.ts';
 import type { Runc } from './runc.ts';
 
@@ -60,6 +60,8 @@ export interface HostFacts {
   uncork?: { installed: boolean; path: string };
   /** The library that answers CRIU's conntrack requests for a namespace that tracks none (criu-preload.ts). */
   conntrackSkip?: { installed: boolean; path: string };
+  /** The library that archives an empty tmpfs without starting tar and gzip (criu-preload.ts). */
+  tmpfsArchive?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -173,6 +175,7 @@ export async function gatherFacts(
     kdat: await kdatState(),
     uncork: { installed: installedLibrary(UNCORK_LIBRARY) !== undefined, path: UNCORK_LIBRARY },
     conntrackSkip: { installed: installedLibrary(CONNTRACK_LIBRARY) !== undefined, path: CONNTRACK_LIBRARY },
+    tmpfsArchive: { installed: installedLibrary(TMPFS_LIBRARY) !== undefined, path: TMPFS_LIBRARY },
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

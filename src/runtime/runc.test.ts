@@ -95,7 +95,7 @@ test("only a dump to a page server preloads the uncork library into its CRIU, be
   assert.deepEqual(preloads, [lib, undefined, `${lib} /usr/lib/other.so`, undefined]);
 });
 
-test('every dump preloads the conntrack library into its CRIU, a restore does not', async () => {
+test('every dump preloads the conntrack and tmpfs libraries into its CRIU, a restore the tmpfs one', async () => {
   const preloads: (string | undefined)[] = [];
   const r: Runner = {
     run: async (argv, o) => {
@@ -103,7 +103,10 @@ test('every dump preloads the conntrack library into its CRIU, a restore does no
       return { argv, code: 0, signal: null, stdout: '', stderr: '', ms: 1 };
     },
   };
-  const runc = new Runc(r, { root: '/run/x', preload: { uncork: '/u.so', conntrack: '/c.so' } });
+  const runc = new Runc(r, {
+    root: '/run/x',
+    preload: { uncork: '/u.so', conntrack: '/c.so', tmpfs: '/t.so' },
+  });
   const before = process.env['LD_PRELOAD'];
   try {
     delete process.env['LD_PRELOAD'];
@@ -114,7 +117,7 @@ test('every dump preloads the conntrack library into its CRIU, a restore does no
     if (before === undefined) delete process.env['LD_PRELOAD'];
     else process.env['LD_PRELOAD'] = before;
   }
-  assert.deepEqual(preloads, ['/c.so', '/u.so /c.so', undefined]);
+  assert.deepEqual(preloads, ['/t.so /c.so', '/u.so /t.so /c.so', '/t.so']);
 });
 
 test("a dump to a page server over TLS: runc's --page-server, CRIU's TLS options in the dump's own config file", async () => {

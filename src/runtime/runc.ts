@@ -205,7 +205,7 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
-  /** Libraries preloaded into dumps' CRIUs (criu-preload.ts): uncork for a page server's, conntrack for every one. */
+  /** Libraries preloaded into CRIU (criu-preload.ts): uncork for a page server's dump, conntrack for every dump, tmpfs for every dump and restore. */
   private readonly preload: CriuPreloads;
 
   constructor(
@@ -410,8 +410,10 @@ export class Runc implements RuncLike {
    * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
    */
   private dumpEnv(id: string, extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
-    // no walk of the host's conntrack table for a namespace that tracks nothing (criu-preload.ts)
-    const env = this.preload.conntrack ? withPreload(this.preload.conntrack, extra) : extra;
+    // no walk of the host's conntrack table for a namespace that tracks nothing, no tar and gzip started for an
+    // empty tmpfs (criu-preload.ts)
+    let env = extra;
+    for (const lib of [this.preload.conntrack, this.preload.tmpfs]) if (lib) env = withPreload(lib, env);
     // (the test-only `criu-hang:dump` leaves the switch off: a stopped task then hangs the dump, as any stuck CRIU)
     if (this.faults.has('criu-hang:dump', id) || !stoppedTasks(this.root, id).length) return env;
     return { ...(env ?? process.env), ...PTRACE_ONLY_SEIZE_ENV };
@@ -547,6 +549,9 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
+    // an empty tmpfs restored without starting tar and gzip for it (criu-preload.ts)
+    const preloaded = this.preload.tmpfs ? withPreload(this.preload.tmpfs) : undefined;
+    const env = criuDir ? withCriuDir(criuDir, preloaded) : preloaded;
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',
       label: 'runc restore',
@@ -560,7 +565,7 @@ export class Runc implements RuncLike {
           ? 'runc and its CRIU were killed'
           : ((await criuLogError(join(o.workPath, 'restore.log'))) ?? (await runcLogError(logFile))),
       timeoutMs: o.timeoutMs ?? 600_000,
-      ...(criuDir ? { env: withCriuDir(criuDir) } : {}),
+      ...(env ? { env } : {}),
       ...(control ? { control } : {}),
     });
     return { ms: r.ms };

@@ -344,3 +344,54 @@ test("a container's tracked connections go with it, and one that tracks none mov
   assert.equal(tracked((await info('noct')).pid), 0, 'noct still tracks nothing');
   for (const name of ['ct', 'noct']) assert.equal((await bed.cli(['rm', name])).code, 0);
 });
+
+test("a container's tmpfs mounts move with their content, owner, mode and mtime, empty or not", async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'tm',
+    '--',
+    '/bin/busybox',
+    'sh',
+    '-c',
+    'while :; do sleep 1; done',
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const pid = async () => {
+    const c = (await containers(bed)).find((x) => x.name === 'tm');
+    assert.ok(c?.pid);
+    return c.pid;
+  };
+  // /tmp stays empty (the preloaded tmpfs library archives it: ferry's own path), /dev/shm holds a file (GNU tar's)
+  const root = `/proc/${await pid()}/root`;
+  chmodSync(`${root}/tmp`, 0o1730);
+  lchownSync(`${root}/tmp`, 12, 34);
+  execFileSync('touch', ['-d', '2024-02-03 04:05:06.789', `${root}/tmp`]);
+  writeFileSync(`${root}/dev/shm/segment`, 'shared');
+  const look = (r: string) =>
+    ['/tmp', '/dev/shm', '/proc/acpi', '/sys/firmware'].map((d) => {
+      const st = lstatSync(`${r}${d}`, { bigint: true });
+      return { d, mode: st.mode, uid: st.uid, gid: st.gid, mtimeS: st.mtimeNs / 1_000_000_000n };
+    });
+  const before = look(root);
+  for (const to of ['b', 'a']) {
+    const m = await bed.cli(['migrate', 'tm', '--to', to, '--strategy', 'cold']);
+    assert.equal(m.code, 0, `${m.stdout}\n${m.stderr}`);
+  }
+  const after = `/proc/${await pid()}/root`;
+  // (times to the second: tar's archive keeps no more)
+  assert.deepEqual(look(after), before);
+  assert.deepEqual(readdirSync(`${after}/tmp`), []);
+  assert.equal(readFileSync(`${after}/dev/shm/segment`, 'utf8'), 'shared');
+  assert.throws(
+    () => writeFileSync(`${after}/proc/acpi/x`, ''),
+    /EROFS/,
+    'the masking mount stays read-only',
+  );
+  assert.equal((await bed.cli(['rm', 'tm'])).code, 0);
+});
