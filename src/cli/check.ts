@@ -34,6 +34,13 @@ export function capabilitiesText(r: CapabilitiesReport): string {
             : `CRIU tmpfs library: MISSING (${f.tmpfsArchive.path}): every dump and restore starts tar and gzip for each empty tmpfs of the container, inside the freeze (scripts/setup.sh native builds it)`,
         ]
       : []),
+    ...(f.cgroupMoves
+      ? [
+          f.cgroupMoves.installed
+            ? `CRIU cgroup library: ${f.cgroupMoves.path}`
+            : `CRIU cgroup library: MISSING (${f.cgroupMoves.path}): every restore moves the restored task into the cgroups it is in already, and the first move waits for an RCU grace period inside the freeze (scripts/setup.sh native builds it)`,
+        ]
+      : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

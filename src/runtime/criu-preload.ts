@@ -13,12 +13,17 @@
 // - criu-tmpfs (native/criu-tmpfs.c): CRIU saves and restores each tmpfs of the container with `tar` and `gzip`
 //   (two program starts each way); for an empty one (usually four of a container's five) the library writes and
 //   reads the same archive itself. Preloaded into every dump and restore.
+// - criu-cgroup (native/criu-cgroup.c): a restore's CRIU moves the restored task into the container's cgroups,
+//   where it already is (runc placed CRIU there), and the kernel's first cgroup move waits for an RCU grace period
+//   (8-20 ms here); the library turns a move into the task's own cgroup into a write to /dev/null. Preloaded into
+//   every restore.
 import { accessSync, constants } from 'node:fs';
 
 /** Where `scripts/setup.sh native` builds the libraries. */
 export const UNCORK_LIBRARY = '/opt/ferry/lib/criu-uncork.so';
 export const CONNTRACK_LIBRARY = '/opt/ferry/lib/criu-conntrack.so';
 export const TMPFS_LIBRARY = '/opt/ferry/lib/criu-tmpfs.so';
+export const CGROUP_LIBRARY = '/opt/ferry/lib/criu-cgroup.so';
 
 /** The libraries a host's CRIU runs get, where installed. */
 export interface CriuPreloads {
@@ -28,6 +33,8 @@ export interface CriuPreloads {
   conntrack?: string;
   /** Into every dump and restore. */
   tmpfs?: string;
+  /** Into every restore. */
+  cgroup?: string;
 }
 
 /** A library's path when it is installed and its path can go in LD_PRELOAD as it is; otherwise undefined. */
@@ -47,7 +54,13 @@ export function installedPreloads(): CriuPreloads {
   const uncork = installedLibrary(UNCORK_LIBRARY);
   const conntrack = installedLibrary(CONNTRACK_LIBRARY);
   const tmpfs = installedLibrary(TMPFS_LIBRARY);
-  return { ...(uncork ? { uncork } : {}), ...(conntrack ? { conntrack } : {}), ...(tmpfs ? { tmpfs } : {}) };
+  const cgroup = installedLibrary(CGROUP_LIBRARY);
+  return {
+    ...(uncork ? { uncork } : {}),
+    ...(conntrack ? { conntrack } : {}),
+    ...(tmpfs ? { tmpfs } : {}),
+    ...(cgroup ? { cgroup } : {}),
+  };
 }
 
 /** `env` (default: the agent's) with `library` preloaded before anything the environment preloaded already. */

@@ -3,7 +3,13 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './criu.ts';
-import { CONNTRACK_LIBRARY, installedLibrary, TMPFS_LIBRARY, UNCORK_LIBRARY } from './criu-preload.ts';
+import {
+  CGROUP_LIBRARY,
+  CONNTRACK_LIBRARY,
+  installedLibrary,
+  TMPFS_LIBRARY,
+  UNCORK_LIBRARY,
+} from './criu-preload.ts';
 import { type KdatState, kdatState } from './kdat.ts';
 import type { Runc } from './runc.ts';
 
@@ -62,6 +68,8 @@ export interface HostFacts {
   conntrackSkip?: { installed: boolean; path: string };
   /** The library that archives an empty tmpfs without starting tar and gzip (criu-preload.ts). */
   tmpfsArchive?: { installed: boolean; path: string };
+  /** The library that skips a restore's cgroup moves into the cgroup the task is in already (criu-preload.ts). */
+  cgroupMoves?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -176,6 +184,7 @@ export async function gatherFacts(
     uncork: { installed: installedLibrary(UNCORK_LIBRARY) !== undefined, path: UNCORK_LIBRARY },
     conntrackSkip: { installed: installedLibrary(CONNTRACK_LIBRARY) !== undefined, path: CONNTRACK_LIBRARY },
     tmpfsArchive: { installed: installedLibrary(TMPFS_LIBRARY) !== undefined, path: TMPFS_LIBRARY },
+    cgroupMoves: { installed: installedLibrary(CGROUP_LIBRARY) !== undefined, path: CGROUP_LIBRARY },
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

@@ -95,7 +95,7 @@ test("only a dump to a page server preloads the uncork library into its CRIU, be
   assert.deepEqual(preloads, [lib, undefined, `${lib} /usr/lib/other.so`, undefined]);
 });
 
-test('every dump preloads the conntrack and tmpfs libraries into its CRIU, a restore the tmpfs one', async () => {
+test('every dump preloads the conntrack and tmpfs libraries into its CRIU, a restore the tmpfs and cgroup ones', async () => {
   const preloads: (string | undefined)[] = [];
   const r: Runner = {
     run: async (argv, o) => {
@@ -105,7 +105,7 @@ test('every dump preloads the conntrack and tmpfs libraries into its CRIU, a res
   };
   const runc = new Runc(r, {
     root: '/run/x',
-    preload: { uncork: '/u.so', conntrack: '/c.so', tmpfs: '/t.so' },
+    preload: { uncork: '/u.so', conntrack: '/c.so', tmpfs: '/t.so', cgroup: '/g.so' },
   });
   const before = process.env['LD_PRELOAD'];
   try {
@@ -117,7 +117,7 @@ test('every dump preloads the conntrack and tmpfs libraries into its CRIU, a res
     if (before === undefined) delete process.env['LD_PRELOAD'];
     else process.env['LD_PRELOAD'] = before;
   }
-  assert.deepEqual(preloads, ['/t.so /c.so', '/u.so /t.so /c.so', '/t.so']);
+  assert.deepEqual(preloads, ['/t.so /c.so', '/u.so /t.so /c.so', '/g.so /t.so']);
 });
 
 test("a dump to a page server over TLS: runc's --page-server, CRIU's TLS options in the dump's own config file", async () => {

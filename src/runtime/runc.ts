@@ -205,7 +205,7 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
-  /** Libraries preloaded into CRIU (criu-preload.ts): uncork for a page server's dump, conntrack for every dump, tmpfs for every dump and restore. */
+  /** Libraries preloaded into CRIU (criu-preload.ts): uncork for a page server's dump, conntrack for every dump, tmpfs for every dump and restore, cgroup for every restore. */
   private readonly preload: CriuPreloads;
 
   constructor(
@@ -549,8 +549,11 @@ export class Runc implements RuncLike {
     if (o.fileLocks ?? FILE_LOCKS_DEFAULT) args.push('--file-locks');
     if (o.lazyPages) args.push('--lazy-pages');
     const logFile = join(o.workPath, 'runc-restore.log');
-    // an empty tmpfs restored without starting tar and gzip for it (criu-preload.ts)
-    const preloaded = this.preload.tmpfs ? withPreload(this.preload.tmpfs) : undefined;
+    // an empty tmpfs restored without starting tar and gzip for it, no cgroup move into the cgroup the restored
+    // task is in already (criu-preload.ts)
+    let preloaded: NodeJS.ProcessEnv | undefined;
+    for (const lib of [this.preload.tmpfs, this.preload.cgroup])
+      if (lib) preloaded = withPreload(lib, preloaded);
     const env = criuDir ? withCriuDir(criuDir, preloaded) : preloaded;
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',

@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  existsSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -394,4 +395,66 @@ test("a container's tmpfs mounts move with their content, owner, mode and mtime,
     'the masking mount stays read-only',
   );
   assert.equal((await bed.cli(['rm', 'tm'])).code, 0);
+});
+
+test('a process the host put in a nested cgroup of the container is restored there, the others where they were', async (t) => {
+  if (!skipUnlessReady(t)) return;
+  const bed = await startBed(['a', 'b']);
+  t.after(() => bed.down());
+  const run = await bed.cli([
+    'run',
+    '--host',
+    'a',
+    '--name',
+    'cg',
+    '--',
+    '/bin/busybox',
+    'sh',
+    '-c',
+    'sleep 100000 & while :; do sleep 1; done',
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  const init = async () => {
+    const c = (await containers(bed)).find((x) => x.name === 'cg');
+    assert.ok(c?.pid);
+    return c.pid;
+  };
+  const children = (pid: number) =>
+    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  const isSleeper = (p: number) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep\u0000100000');
+  // the pids hierarchy where the host has v1 controllers, else v2: where a cgroup's path is, and its mount
+  const hierarchy = (pid: number) => {
+    const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+    const v1 = lines.find((l) => l.split(':')[1] === 'pids');
+    if (v1) return { line: 'pids', path: v1.split(':')[2]!, mount: '/sys/fs/cgroup/pids' };
+    const v2 = lines.find((l) => l.startsWith('0::'))!;
+    const unified = '/sys/fs/cgroup/unified';
+    return {
+      line: '',
+      path: v2.split(':')[2]!,
+      mount: existsSync(`${unified}/cgroup.procs`) ? unified : '/sys/fs/cgroup',
+    };
+  };
+  const cgroupOf = (pid: number, line: string) =>
+    readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .trim()
+      .split('\n')
+      .find((l) => l.split(':')[1] === line)!
+      .split(':')[2];
+  let pid = await init();
+  const sleeper = await waitFor('the container runs its sleep', () => children(pid).find(isSleeper));
+  const h = hierarchy(pid);
+  mkdirSync(`${h.mount}${h.path}/inner`);
+  writeFileSync(`${h.mount}${h.path}/inner/cgroup.procs`, String(sleeper));
+  assert.equal(cgroupOf(sleeper, h.line), `${h.path}/inner`);
+  const m = await bed.cli(['migrate', 'cg', '--to', 'b', '--strategy', 'cold']);
+  assert.equal(m.code, 0, `${m.stdout}\n${m.stderr}`);
+  pid = await init();
+  const there = hierarchy(pid).path;
+  assert.notEqual(there, h.path, "b's cgroup for the container");
+  const moved = children(pid).find(isSleeper);
+  assert.ok(moved, 'the sleep was restored');
+  assert.equal(cgroupOf(moved, h.line), `${there}/inner`, 'in the nested cgroup, made again on b');
+  assert.equal(cgroupOf(pid, h.line), there, 'the container init in the container cgroup');
+  assert.equal((await bed.cli(['rm', 'cg'])).code, 0);
 });
