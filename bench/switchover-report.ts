@@ -248,7 +248,7 @@ export async function switchoverReport(o: SwitchoverBenchOptions, r: Results): P
   const text = [
     ...failures,
     ...(failures.length ? [''] : []),
-    `switchover as the client sees it (TCP probe every 2 ms, own network namespace, unshaped link, medians of ${o.runs} interleaved runs; floor: the recipe's empty gap, ${fmt(floor)} ms, its freeze ${fmt(floorFreeze)} ms)`,
+    `switchover as the client sees it (TCP probe every 2 ms, own network namespace, unshaped link, medians of ${o.runs} interleaved runs after one of each not counted; floor: the recipe's empty gap, ${fmt(floor)} ms, its freeze ${fmt(floorFreeze)} ms)`,
     table(rows),
     ...(o.shapedMiB.length
       ? ['', `post-copy on links shaped to 1 Gbit/s (medians of ${o.runs} runs)`, table(shaped)]

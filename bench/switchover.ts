@@ -318,6 +318,17 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   }
   try {
     await withBed(o, 'bswi', undefined, async (b) => {
+      // one move of each kind first, not counted: an agent's first migrations run code V8 has not compiled yet
+      // (the first two of a fresh testbed froze 290-310 ms where the rest froze 160-210)
+      const first = o.sizesMiB[0] ?? 0;
+      for (const who of [...o.strategies, 'hand']) {
+        const s = await measure(b, who, first, `wu${who.slice(0, 2)}`).catch(
+          (err: Error): Sample => ({ gapMs: Number.NaN, freezeMs: Number.NaN, ok: false, note: err.message }),
+        );
+        log(
+          `warm-up ${who} ${first} MiB (not counted): gap ${fmt(s.gapMs)} ms, freeze ${fmt(s.freezeMs)} ms`,
+        );
+      }
       for (let run = 0; run < o.runs; run++) {
         for (const mib of o.sizesMiB) {
           // interleaved: each of ferry's strategies, the recipe, Podman; same size, same machine state
