@@ -29,7 +29,7 @@ test('withPreload puts the library first and keeps what the environment preloade
   assert.equal(withPreload('/l.so', { PATH: '/bin' })['PATH'], '/bin');
 });
 
-test("post-copy's lazy-pages daemon gets the library when there is one, and the agent's environment otherwise", async () => {
+test("post-copy's lazy-pages daemon and cold's page server get the library when there is one, and the agent's environment otherwise", async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-uncork-test-'));
   try {
     // a stand-in for criu that writes down what it was preloaded with (stderr: startProcess keeps it)
@@ -46,6 +46,13 @@ test("post-copy's lazy-pages daemon gets the library when there is one, and the 
       // (the shell's loader complains that the stand-in library is not there: only the last line counts)
       assert.equal(withLib.stderr.trim().split('\n').at(-1), `preload=${lib}`);
       assert.equal(without.stderr.trim(), 'preload=');
+      const tls = { ca: '/p/ca.crt', cert: '/p/b.crt', key: '/p/b.key' };
+      const server = await new Criu(runner, fake, { uncork: lib }).pageServer({
+        port: 27002,
+        imagesDir: dir,
+        tls,
+      }).done;
+      assert.equal(server.stderr.trim().split('\n').at(-1), `preload=${lib}`);
     } finally {
       if (before === undefined) delete process.env['LD_PRELOAD'];
       else process.env['LD_PRELOAD'] = before;

@@ -5,8 +5,10 @@
 //   request, and the answer to it, without uncorking, so the kernel holds each for its 200 ms cork ceiling. A cold
 //   move's dump to the destination's page server waits for that answer inside the freeze (200 ms of freeze);
 //   post-copy's lazy-pages daemon closes its connection to the lazy dump after the last page, and the window
-//   (restore to last page) ends 400 ms late. Preloaded into those CRIUs (the dump of either, and the daemon), it
-//   makes TCP_CORK a no-op there (not into a restore, which sets the container's own sockets' cork).
+//   (restore to last page) ends 400 ms late. And CRIU turns Nagle's algorithm off only after its TLS handshake with
+//   the page server, whose small writes then wait for the peer's delayed ACK: 44-50 ms of a cold freeze. Preloaded
+//   into those CRIUs (the dump of either, the daemon, cold's page server), it makes TCP_CORK a no-op there and
+//   their TCP sockets TCP_NODELAY from the start (not into a restore, which sets the container's own sockets').
 // - criu-conntrack (native/criu-conntrack.c): every dump asks the kernel twice for the namespace's tracked
 //   connections, and the kernel walks the host's whole conntrack table for each (9 ms a walk at 262144 buckets);
 //   when the namespace tracks none the library answers for the kernel. Preloaded into every dump.
@@ -27,7 +29,7 @@ export const CGROUP_LIBRARY = '/opt/ferry/lib/criu-cgroup.so';
 
 /** The libraries a host's CRIU runs get, where installed. */
 export interface CriuPreloads {
-  /** Into a dump to or as a page server, and post-copy's lazy-pages daemon. */
+  /** Into a dump to or as a page server, cold's page server, and post-copy's lazy-pages daemon. */
   uncork?: string;
   /** Into every dump. */
   conntrack?: string;

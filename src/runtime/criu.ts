@@ -56,7 +56,7 @@ export function criuTlsOptions(t: CriuTls): [string, string | undefined][] {
 export class Criu {
   readonly path: string;
   private readonly runner: Runner;
-  /** The library preloaded into the lazy-pages daemon: no cork on its page-server socket (criu-preload.ts). */
+  /** The library preloaded into the lazy-pages daemon and a cold move's page server (criu-preload.ts). */
   private readonly uncork: string | undefined;
 
   constructor(runner: Runner, path = 'criu', opts: { uncork?: string } = {}) {
@@ -121,20 +121,25 @@ export class Criu {
    * against an address (it is the source's, which a fence already pins), its CA signature and revocation are.
    */
   pageServer(o: { port: number; imagesDir: string; tls: CriuTls }): StartedProcess {
-    return startProcess([
-      this.path,
-      'page-server',
-      '--images-dir',
-      o.imagesDir,
-      '--work-dir',
-      o.imagesDir,
-      '--port',
-      String(o.port),
-      ...criuTlsOptions(o.tls).flatMap(([k, v]) => (v === undefined ? [`--${k}`] : [`--${k}`, v])),
-      '-o',
-      'page-server.log',
-      '-v2',
-    ]);
+    // its TLS handshake with the dump is not held by Nagle's algorithm (criu-preload.ts)
+    const env = this.uncork ? { env: withPreload(this.uncork) } : {};
+    return startProcess(
+      [
+        this.path,
+        'page-server',
+        '--images-dir',
+        o.imagesDir,
+        '--work-dir',
+        o.imagesDir,
+        '--port',
+        String(o.port),
+        ...criuTlsOptions(o.tls).flatMap(([k, v]) => (v === undefined ? [`--${k}`] : [`--${k}`, v])),
+        '-o',
+        'page-server.log',
+        '-v2',
+      ],
+      env,
+    );
   }
 
   async checkFeature(f: CriuFeature): Promise<{ ok: boolean; message: string }> {
