@@ -76,7 +76,7 @@ export class IncomingMigration {
   /** The held switchover: none, primed (packets for the container wait here), announced (the LAN sends them here). */
   private held: 'none' | 'primed' | 'announced' = 'none';
   private holding: Promise<void> | undefined;
-  /** The restore's runc, started at the hold (staged-restore.ts); undefined when it was not staged. */
+  /** The restore's runc, started once the bundle is in, or at the hold (staged-restore.ts); undefined when it was not staged. */
   private staging: Promise<StagedRestore | undefined> | undefined;
 
   private constructor(deps: IncomingDeps, rec: IncomingRecord) {
@@ -180,7 +180,7 @@ export class IncomingMigration {
     await this.holding;
     this.stopIfAborted();
     this.held = 'primed';
-    // the restore's runc starts now too, beside the source's dump; not waited for (an abort and the restore are)
+    // the restore's runc starts now if the bundle did not start it; not waited for (an abort and the restore are)
     this.staging ??= this.stageRestore();
   }
 
@@ -269,6 +269,12 @@ export class IncomingMigration {
       this.lazy = this.startLazyPages(this.rec.lazy);
     }
     await this.file.save(this.rec);
+    // cold and post-copy freeze right after the bundle is here: the restore's runc starts now, and its start, its
+    // CRIU version check and its mounts are behind it at the freeze (started at the hold they ran beside the dump,
+    // and slowed it where the hosts share CPUs). Pre-copy's rounds may last longer than a staged runc waits: at
+    // its hold.
+    if (part === 'bundle' && !update && (this.rec.lazy || this.rec.pages))
+      this.staging ??= this.stageRestore();
     return { bytes: stats.bytes };
   }
 

@@ -389,7 +389,9 @@ export class MigrationSource {
       async () => {
         await this.faults.reach('source:transfer', name);
         const t0 = this.now();
+        const shared = performance.now();
         const share = await strategy.transfer(ctx);
+        traceStep("source: transfer: the strategy's share", shared, { migration: id });
         const rate = await transferImages(ctx, share, { dir: bundle, before: bundleBefore }, t0);
         if (rate !== undefined) this.rates.set(peer.name, rate);
         // sent: the images are no longer needed here (a rollback thaws), their tmpfs memory goes back now

@@ -1,8 +1,8 @@
 // A destination's restore made ready before the freeze. runc's own work before the restore's CRIU starts (its start,
 // a CRIU run that only asks CRIU's version, the root file system's mount for CRIU, reading the bundle's config.json
-// and the images' descriptors.json) took 25-40 ms of every freeze on the test machine. Staged at the hold, right
-// before the source freezes, runc does all that beside the dump, and its CRIU waits at a gate (runtime/criu-gate.ts)
-// until the images are in.
+// and the images' descriptors.json) took 25-40 ms of every freeze on the test machine. Staged as soon as the bundle
+// is in (cold and post-copy, whose freeze follows; pre-copy at the hold, right before the source freezes), runc does
+// all that before the dump, and its CRIU waits at a gate (runtime/criu-gate.ts) until the images are in.
 //
 // runc reads two files before it waits: config.json, which ferry places (its paths and namespaces made this host's)
 // at staging instead of at the restore, and descriptors.json, which the source's runc writes at the dump from the

@@ -2,6 +2,7 @@
 // ranges over parallel connections, the rest in the framed stream; a strategy's share is sent before or beside it.
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import { traceStep } from '../core/trace.ts';
 import { encodeTree } from '../transport/image-stream/index.ts';
 import { planRanges } from '../transport/ranges.ts';
 import { snapshotTree, type TreeSnapshot, treeChanges } from '../transport/tree-diff.ts';
@@ -32,6 +33,7 @@ export async function transferImages(
   const { peer, id, images, report, sender } = ctx;
   const { streams, compress } = ctx.options;
   const isLog = (rel: string) => rel.endsWith('.log');
+  let traced = performance.now();
   // what this phase sends: the images that do not travel another way (pre-copy's recipes replace its page images)
   // and the strategy's own share
   const total =
@@ -60,8 +62,12 @@ export async function transferImages(
   const onZeroes = (n: number) => {
     zeroBytes += n;
   };
+  traceStep('source: transfer: sizes and ranges', traced, { migration: id });
+  traced = performance.now();
   // the bundle: what changed since it was sent at prepare (a writable rootfs the container wrote to)
   const { removals, unchanged } = treeChanges(bundle.before, await snapshotTree(bundle.dir));
+  traceStep('source: transfer: bundle changes', traced, { migration: id });
+  traced = performance.now();
   const [b, i] = await Promise.all([
     peer.send(
       id,
@@ -87,6 +93,7 @@ export async function transferImages(
     ),
     ...ranges.map((r) => sender.send(r, onBytes)),
   ]);
+  traceStep('source: transfer: streams', traced, { migration: id });
   meter.finish(sent, { total });
   // zero pages count as skipped, not sent
   const streamed = b.bytes + i.bytes - zeroBytes;
