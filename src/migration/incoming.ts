@@ -234,6 +234,7 @@ export class IncomingMigration {
 
   /** The bundle (or an update of it after the dump) or the images, as one framed tree stream. */
   async receive(part: Part, body: Readable, opts: { update?: boolean } = {}): Promise<{ bytes: number }> {
+    traceStep(`incoming: ${part} request`, performance.now(), { migration: this.id });
     this.expect('prepared', 'transfer', 'not receiving');
     const dest = part === 'bundle' ? this.bundle : this.images;
     const update = part === 'bundle' && opts.update === true;
