@@ -41,6 +41,13 @@ export function capabilitiesText(r: CapabilitiesReport): string {
             : `CRIU cgroup library: MISSING (${f.cgroupMoves.path}): every restore moves the restored task into the cgroups it is in already, and the first move waits for an RCU grace period inside the freeze (scripts/setup.sh native builds it)`,
         ]
       : []),
+    ...(f.criuGate
+      ? [
+          f.criuGate.installed
+            ? `CRIU gate library: ${f.criuGate.path}`
+            : `CRIU gate library: MISSING (${f.criuGate.path}): a staged dump's and restore's CRIU start inside the freeze, and a cold dump's TLS handshake with the page server with them (scripts/setup.sh native builds it)`,
+        ]
+      : []),
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

@@ -83,7 +83,7 @@ export interface Gate {
  */
 export async function openGate(
   runner: Runner,
-  o: { mark: string; criu: string; dump?: string; hold?: boolean },
+  o: { mark: string; criu: string; dump?: string; hold?: boolean; library?: GateLibrary },
 ): Promise<Gate | undefined> {
   const dir = writeGate({ ...o, hold: o.hold ?? true });
   if (!dir) return undefined;
@@ -115,13 +115,29 @@ export async function openGate(
   };
 }
 
+/**
+ * The library that holds the run's CRIU inside CRIU instead of in the script (native/criu-gate.c): CRIU then starts
+ * before the freeze and waits where it would first touch the container (a dump) or read the images (a restore).
+ */
+export interface GateLibrary {
+  /** Its absolute path (criu-preload.ts). */
+  path: string;
+  at: 'dump' | 'restore';
+}
+
 /** The gate's directory with its script (see `openGate`), or undefined. */
-function writeGate(o: { mark: string; criu: string; dump?: string; hold: boolean }): string | undefined {
+function writeGate(o: {
+  mark: string;
+  criu: string;
+  dump?: string;
+  hold: boolean;
+  library?: GateLibrary;
+}): string | undefined {
   const dump = o.dump ?? o.criu;
   if (existsSync(o.mark) || !existsSync('/bin/bash')) return undefined;
   if (![o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
   if (![o.mark, o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
-  if ([o.mark, o.criu, dump, tmpdir()].some((p) => p.includes("'"))) return undefined;
+  if ([o.mark, o.criu, dump, tmpdir(), o.library?.path ?? ''].some((p) => p.includes("'"))) return undefined;
   sweepAgentDirs(GATE_PREFIX);
   const dir = mkdtempSync(join(tmpdir(), `${GATE_PREFIX}${process.pid}-`));
   try {
@@ -169,6 +185,7 @@ export async function stageGated(
     criu: string;
     dump?: string;
     restore?: boolean;
+    library?: GateLibrary;
     /** The run's deadline from its release when `go()` names none (runc waits under STAGED_WAIT_MS until then). */
     timeoutMs: number;
   },
@@ -239,6 +256,8 @@ export async function untilOrKill(ended: Promise<unknown>, kill: () => void): Pr
  * FIFO `go` beside the script; anything else (STOP), or the agent `agentPid` gone (looked at every 200 ms while
  * it waits), ends it with nothing dumped. Later CRIUs of this runc run `criu` at once. Built-in commands only, and
  * all of it before the freeze but the `exec`. The programs are absolute paths: the script is itself `criu` in PATH.
+ * With `library` the script does not wait: it starts `dump` at once with the library preloaded and told the gate,
+ * and the library waits for the same word, with the same rules, inside CRIU (native/criu-gate.c).
  */
 export function gateScript(o: {
   dir: string;
@@ -247,11 +266,20 @@ export function gateScript(o: {
   dump: string;
   hold: boolean;
   agentPid: number;
+  library?: GateLibrary;
 }): string {
+  const inCriu = o.hold && o.library !== undefined;
   return [
     '#!/bin/bash',
     `if [[ ! -e '${o.dir}/open' && -e '${o.mark}' ]]; then`,
-    ...(o.hold
+    ...(inCriu && o.library
+      ? [
+          `  export FERRY_CRIU_GATE='${o.dir}' FERRY_CRIU_GATE_AT=${o.library.at} FERRY_CRIU_GATE_AGENT=${o.agentPid}`,
+          // (an installed library's path has no quote, space or colon: criu-preload.ts)
+          `  export LD_PRELOAD="${o.library.path}\${LD_PRELOAD:+ $LD_PRELOAD}"`,
+        ]
+      : []),
+    ...(o.hold && !inCriu
       ? [
           // (a read that timed out as the character came keeps it in `word`: taken, not dropped)
           `  while :; do read -r -N 1 -t 0.2 word <> '${o.dir}/go'; [[ -n "$word" ]] && break; [[ -e /proc/${o.agentPid} ]] || exit 1; done`,

@@ -6,6 +6,7 @@ import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './c
 import {
   CGROUP_LIBRARY,
   CONNTRACK_LIBRARY,
+  GATE_LIBRARY,
   installedLibrary,
   TMPFS_LIBRARY,
   UNCORK_LIBRARY,
@@ -70,6 +71,8 @@ export interface HostFacts {
   tmpfsArchive?: { installed: boolean; path: string };
   /** The library that skips a restore's cgroup moves into the cgroup the task is in already (criu-preload.ts). */
   cgroupMoves?: { installed: boolean; path: string };
+  /** The library that holds a staged run's CRIU inside CRIU, after its start (criu-preload.ts). */
+  criuGate?: { installed: boolean; path: string };
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -185,6 +188,7 @@ export async function gatherFacts(
     conntrackSkip: { installed: installedLibrary(CONNTRACK_LIBRARY) !== undefined, path: CONNTRACK_LIBRARY },
     tmpfsArchive: { installed: installedLibrary(TMPFS_LIBRARY) !== undefined, path: TMPFS_LIBRARY },
     cgroupMoves: { installed: installedLibrary(CGROUP_LIBRARY) !== undefined, path: CGROUP_LIBRARY },
+    criuGate: { installed: installedLibrary(GATE_LIBRARY) !== undefined, path: GATE_LIBRARY },
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import type { FerryError } from '../core/errors.ts';
 import { Faults } from '../core/faults.ts';
 import { GO, gateScript } from './criu-gate.ts';
+import { GATE_LIBRARY, installedLibrary } from './criu-preload.ts';
 import { type ExecOptions, type ExecResult, ProcessRunner, type Runner } from './exec.ts';
 import { lazyCheckpointArgs, quickStatusOf, Runc } from './runc.ts';
 
@@ -446,6 +447,83 @@ test('the gate opens on its word whenever it comes against its 200 ms read timeo
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+/**
+ * The gate with its library (native/criu-gate.c, as `scripts/setup.sh native` installs it): the stand-in for the
+ * run's CRIU starts at once and is held inside, at its SIGALRM handler (a dump) or its first open of an image (a
+ * restore), until the word comes; another word, or the agent gone, ends it there.
+ */
+async function gateInCriu(
+  t: import('node:test').TestContext,
+  at: 'dump' | 'restore',
+  word: string,
+  agentPid = process.pid,
+): Promise<{ code: number | null; started: boolean; passed: boolean } | undefined> {
+  const library = installedLibrary(GATE_LIBRARY);
+  if (!library) {
+    t.skip(`the gate library is not installed (${GATE_LIBRARY}: scripts/setup.sh native)`);
+    return undefined;
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
+  try {
+    const images = await gateScriptDir(dir);
+    await writeFile(join(images, 'inventory.img'), 'x');
+    // bash's `trap ... ALRM` sets a SIGALRM handler with sigaction, as CRIU's dump does; a redirection opens an
+    // image in bash itself (the library takes the gate's environment away from what the held program runs)
+    const touch = at === 'dump' ? 'trap : ALRM' : `: < '${images}/inventory.img'`;
+    await writeFile(join(dir, 'dump'), `#!/bin/bash\n: > '${dir}/started'\n${touch}\n: > '${dir}/passed'\n`, {
+      mode: 0o700,
+    });
+    const script = gateScript({
+      dir,
+      mark: join(images, 'descriptors.json'),
+      criu: '/bin/false',
+      dump: join(dir, 'dump'),
+      hold: true,
+      agentPid,
+      library: { path: library, at },
+    });
+    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
+    const fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
+    try {
+      const run = new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
+        allowFail: true,
+        timeoutMs: 5000,
+      });
+      await new Promise((r) => setTimeout(r, 400));
+      const started = existsSync(join(dir, 'started'));
+      assert.equal(existsSync(join(dir, 'passed')), false, 'held before its word');
+      await fifo.write(word);
+      const r = await run;
+      assert.ok(!r.timedOut);
+      return { code: r.code, started, passed: existsSync(join(dir, 'passed')) };
+    } finally {
+      await fifo.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test("with the gate library a dump's CRIU starts at once and waits inside, at its SIGALRM handler, for its word", async (t) => {
+  const r = await gateInCriu(t, 'dump', GO);
+  if (r) assert.deepEqual(r, { code: 0, started: true, passed: true });
+});
+
+test("with the gate library a restore's CRIU starts at once and waits at its first image for its word", async (t) => {
+  const r = await gateInCriu(t, 'restore', GO);
+  if (r) assert.deepEqual(r, { code: 0, started: true, passed: true });
+});
+
+test('with the gate library another word, or the agent gone, ends the held CRIU before it goes on', async (t) => {
+  const stopped = await gateInCriu(t, 'dump', 's');
+  if (!stopped) return;
+  assert.deepEqual(stopped, { code: 1, started: true, passed: false });
+  const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
+  // (the word comes after the library has seen the agent gone: ended by then)
+  const orphan = await gateInCriu(t, 'restore', GO, gone);
+  assert.deepEqual(orphan, { code: 1, started: true, passed: false });
 });
 
 test('a staged lazy dump: ready only after go(), which hands over the dump; cancelled, it dumps nothing', async () => {

@@ -14,6 +14,7 @@ import { type CriuTls, criuTlsOptions } from './criu.ts';
 import {
   dumpFailingCriu,
   dumpMark,
+  type GateLibrary,
   openGate,
   restoreMark,
   type StagedCheckpoint,
@@ -356,7 +357,14 @@ export class Runc implements RuncLike {
     const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
     return stageGated(
       this.runner,
-      { id, mark: dumpMark(o.imagePath), criu: this.criu, ...dump, timeoutMs: o.timeoutMs ?? 600_000 },
+      {
+        id,
+        mark: dumpMark(o.imagePath),
+        criu: this.criu,
+        ...dump,
+        ...this.gateLibrary('dump'),
+        timeoutMs: o.timeoutMs ?? 600_000,
+      },
       (dir, control) => this.runCheckpoint(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
     );
   }
@@ -409,6 +417,11 @@ export class Runc implements RuncLike {
    * runc's environment for a dump (undefined: the agent's own). A container with a task stopped by a signal under
    * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
    */
+  /** A staged run's CRIU held inside CRIU when the gate library is installed (criu-gate.ts `GateLibrary`). */
+  private gateLibrary(at: GateLibrary['at']): { library?: GateLibrary } {
+    return this.preload.gate ? { library: { path: this.preload.gate, at } } : {};
+  }
+
   private dumpEnv(id: string, extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
     // no walk of the host's conntrack table for a namespace that tracks nothing, no tar and gzip started for an
     // empty tmpfs (criu-preload.ts)
@@ -433,7 +446,12 @@ export class Runc implements RuncLike {
   async stageCheckpointLazy(id: string, o: LazyCheckpointOptions): Promise<StagedLazyDump | undefined> {
     if (!this.criu) return undefined;
     const dump = this.faults.has('criu-fail:dump', id) ? { dump: '/bin/false' } : {};
-    const gate = await openGate(this.runner, { mark: dumpMark(o.imagePath), criu: this.criu, ...dump });
+    const gate = await openGate(this.runner, {
+      mark: dumpMark(o.imagePath),
+      criu: this.criu,
+      ...dump,
+      ...this.gateLibrary('dump'),
+    });
     if (!gate) return undefined;
     const lazy = this.startLazy(id, o, gate.dir);
     let released = false;
@@ -523,6 +541,7 @@ export class Runc implements RuncLike {
         mark: restoreMark(this.root, id),
         criu: this.criu,
         restore: true,
+        ...this.gateLibrary('restore'),
         timeoutMs: o.timeoutMs ?? 600_000,
       },
       (dir, control) => this.runRestore(id, { ...o, timeoutMs: STAGED_WAIT_MS }, dir, control),
