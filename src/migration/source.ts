@@ -335,7 +335,8 @@ export class MigrationSource {
         const settled = await Promise.allSettled([locking, this.host.runc.pause(name), announcing]);
         for (const s of settled) if (s.status === 'rejected') throw s.reason;
         traceStep('source: locked and paused', traced, { migration: id });
-        await this.faults.reach('source:checkpoint', name, 100);
+        // (a kill comes 10 ms into the dump, which takes 30 ms and more: 100 ms could now land after the commit)
+        await this.faults.reach('source:checkpoint', name, 10);
         // (what CRIU has written so far is reported while it writes)
         const dumping = performance.now();
         seized = (await withDumpProgress(images, emit, this.now, () => strategy.dump(ctx))).seized;
@@ -411,9 +412,11 @@ export class MigrationSource {
         progress.restoreRequested = true;
         progress.restoreRequestedAt = Date.now();
         const restoring = peer.restore(id, { neighbours: [], ...strategy.restoreOptions() });
-        // (a hold here holds the answer: the restore runs on meanwhile)
+        // (a hold here holds the answer: the restore runs on meanwhile; a kill comes 5 ms after the request went
+        // out, while the destination restores: an empty container's restore takes 30 ms and more, and the 50 ms
+        // this waited before now came after the commit)
         restoring.catch(() => {});
-        await this.faults.reach('source:restore', name, 50);
+        await this.faults.reach('source:restore', name, 5);
         const r = await restoring;
         if (r.stats) report.criu.restore = r.stats;
         if (r.staged) report.restoreStaged = true;
