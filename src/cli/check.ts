@@ -13,41 +13,11 @@ export function capabilitiesText(r: CapabilitiesReport): string {
     `criu ${f.criuVersion ?? 'missing'}  runc ${f.runcVersion ?? 'missing'}  criu check: ${f.criuCheck.ok ? 'ok' : `FAILED (${f.criuCheck.message})`}`,
     `fs.pipe-max-size ${f.pipeMaxSize}  CRIU kernel-feature cache: ${f.kdat ?? 'unknown'}${f.kdat === 'absent' ? ' (every CRIU run probes the kernel first, ~35 ms; an agent start stages it)' : ''}`,
     ...conntrackLine(f),
-    ...(f.uncork
-      ? [
-          f.uncork.installed
-            ? `CRIU uncork library: ${f.uncork.path}`
-            : `CRIU uncork library: MISSING (${f.uncork.path}): a cold move's freeze waits 200 ms longer, and post-copy's last page 400 ms, for CRIU's corked page-server sockets (scripts/setup.sh native builds it)`,
-        ]
-      : []),
-    ...(f.conntrackSkip
-      ? [
-          f.conntrackSkip.installed
-            ? `CRIU conntrack library: ${f.conntrackSkip.path}`
-            : `CRIU conntrack library: MISSING (${f.conntrackSkip.path}): every dump walks the host's whole conntrack table twice inside the freeze, also for a container that tracks no connections (scripts/setup.sh native builds it)`,
-        ]
-      : []),
-    ...(f.tmpfsArchive
-      ? [
-          f.tmpfsArchive.installed
-            ? `CRIU tmpfs library: ${f.tmpfsArchive.path}`
-            : `CRIU tmpfs library: MISSING (${f.tmpfsArchive.path}): every dump and restore starts tar and gzip for each empty tmpfs of the container, inside the freeze (scripts/setup.sh native builds it)`,
-        ]
-      : []),
-    ...(f.cgroupMoves
-      ? [
-          f.cgroupMoves.installed
-            ? `CRIU cgroup library: ${f.cgroupMoves.path}`
-            : `CRIU cgroup library: MISSING (${f.cgroupMoves.path}): every restore moves the restored task into the cgroups it is in already, and the first move waits for an RCU grace period inside the freeze (scripts/setup.sh native builds it)`,
-        ]
-      : []),
-    ...(f.criuGate
-      ? [
-          f.criuGate.installed
-            ? `CRIU gate library: ${f.criuGate.path}`
-            : `CRIU gate library: MISSING (${f.criuGate.path}): a staged dump's and restore's CRIU start inside the freeze, and a cold dump's TLS handshake with the page server with them (scripts/setup.sh native builds it)`,
-        ]
-      : []),
+    ...(f.criuLibraries ?? []).map((l) =>
+      l.installed
+        ? `CRIU ${l.name} library: ${l.path}`
+        : `CRIU ${l.name} library: MISSING (${l.path}): ${l.without} (scripts/setup.sh native builds it)`,
+    ),
     `capabilities: ${Object.entries(f.capabilities ?? {})
       .map(([k, v]) => `${k.replace('CAP_', '').toLowerCase()} ${v ? 'yes' : 'NO'}`)
       .join(', ')}`,

@@ -62,7 +62,10 @@ test('a large conntrack table is named with its cost to every dump and the setti
   assert.deepEqual(hostFlags(facts()).conntrack, { ok: true }, 'no conntrack in the kernel');
   // with the library a dump walks the table only for a namespace that tracks connections: noted, not a problem
   const skipped = hostFlags(
-    facts({ conntrackBuckets: 262144, conntrackSkip: { installed: true, path: '/l.so' } }),
+    facts({
+      conntrackBuckets: 262144,
+      criuLibraries: [{ name: 'conntrack', path: '/l.so', installed: true, without: '' }],
+    }),
   ).conntrack;
   assert.equal(skipped.ok, true);
   assert.match(skipped.why ?? '', /namespace tracks connections.*nf_conntrack_buckets=16384/);

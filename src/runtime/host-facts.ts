@@ -3,14 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { CRIU_FEATURES, CRIU_MIN_VERSION, type Criu, compareVersions } from './criu.ts';
-import {
-  CGROUP_LIBRARY,
-  CONNTRACK_LIBRARY,
-  GATE_LIBRARY,
-  installedLibrary,
-  TMPFS_LIBRARY,
-  UNCORK_LIBRARY,
-} from './criu-preload.ts';
+import { installedLibrary, PRELOAD_LIBRARIES, type PreloadName } from './criu-preload.ts';
 import { type KdatState, kdatState } from './kdat.ts';
 import type { Runc } from './runc.ts';
 
@@ -51,6 +44,14 @@ export interface HostFlags {
   conntrack: Flag;
 }
 
+/** One library ferry preloads into CRIU, as the host has it; `without`: what a host without it pays. */
+export interface CriuLibraryFact {
+  name: PreloadName;
+  path: string;
+  installed: boolean;
+  without: string;
+}
+
 /** What an agent reports of its host; the api re-exports it as part of the wire contract (api/types.ts). */
 export interface HostFacts {
   host: string;
@@ -63,16 +64,8 @@ export interface HostFacts {
   /** net.netfilter.nf_conntrack_buckets, when the kernel tracks connections (CONNTRACK_BUCKETS_NOTED). */
   conntrackBuckets?: number;
   kdat?: KdatState;
-  /** The library that takes the cork off CRIU's page-server sockets (criu-preload.ts): its path, or absent. */
-  uncork?: { installed: boolean; path: string };
-  /** The library that answers CRIU's conntrack requests for a namespace that tracks none (criu-preload.ts). */
-  conntrackSkip?: { installed: boolean; path: string };
-  /** The library that archives an empty tmpfs without starting tar and gzip (criu-preload.ts). */
-  tmpfsArchive?: { installed: boolean; path: string };
-  /** The library that skips a restore's cgroup moves into the cgroup the task is in already (criu-preload.ts). */
-  cgroupMoves?: { installed: boolean; path: string };
-  /** The library that holds a staged run's CRIU inside CRIU, after its start (criu-preload.ts). */
-  criuGate?: { installed: boolean; path: string };
+  /** The libraries ferry preloads into CRIU (criu-preload.ts): each one's path, whether it is there, its cost. */
+  criuLibraries?: CriuLibraryFact[];
   root: boolean;
   capabilities?: Record<string, boolean>;
   flags?: HostFlags;
@@ -131,7 +124,7 @@ function conntrackFlag(f: HostFacts): Flag {
   const setting =
     'a host that tracks few connections can take sysctl -w net.netfilter.nf_conntrack_buckets=16384 (docs/install.md)';
   // with the library, only a container whose own namespace tracks connections (its rules use conntrack) pays
-  if (f.conntrackSkip?.installed)
+  if (f.criuLibraries?.find((l) => l.name === 'conntrack')?.installed)
     return {
       ok: true,
       why:
@@ -184,11 +177,9 @@ export async function gatherFacts(
     features,
     pipeMaxSize,
     kdat: await kdatState(),
-    uncork: { installed: installedLibrary(UNCORK_LIBRARY) !== undefined, path: UNCORK_LIBRARY },
-    conntrackSkip: { installed: installedLibrary(CONNTRACK_LIBRARY) !== undefined, path: CONNTRACK_LIBRARY },
-    tmpfsArchive: { installed: installedLibrary(TMPFS_LIBRARY) !== undefined, path: TMPFS_LIBRARY },
-    cgroupMoves: { installed: installedLibrary(CGROUP_LIBRARY) !== undefined, path: CGROUP_LIBRARY },
-    criuGate: { installed: installedLibrary(GATE_LIBRARY) !== undefined, path: GATE_LIBRARY },
+    criuLibraries: (
+      Object.entries(PRELOAD_LIBRARIES) as [PreloadName, { path: string; without: string }][]
+    ).map(([name, lib]) => ({ name, ...lib, installed: installedLibrary(lib.path) !== undefined })),
     root: process.getuid?.() === 0,
   };
   if (criuVersion) facts.criuVersion = criuVersion;
