@@ -25,6 +25,16 @@ import { test } from 'node:test';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { type Bed, containers, hostDir, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
+/** A container that sleeps until it is removed (busybox from the host). */
+const SLEEPER = ['/bin/busybox', 'sh', '-c', 'while :; do sleep 1; done'];
+
+/** The host pid of a running container's init. */
+async function runningPid(bed: Bed, name: string): Promise<number> {
+  const c = (await containers(bed)).find((x) => x.name === name);
+  assert.ok(c?.pid, `${name} runs`);
+  return c.pid;
+}
+
 /** One entry of a tree as compared: everything a restore must give back (inode numbers and atimes aside). */
 interface Seen {
   type: string;
@@ -179,18 +189,7 @@ test('every file type and attribute survives a migration and a checkpoint archiv
     rmSync(dir, { recursive: true, force: true });
     await bed.down();
   });
-  const run = await bed.cli([
-    'run',
-    '--host',
-    'a',
-    '--name',
-    'fid',
-    '--',
-    '/bin/busybox',
-    'sh',
-    '-c',
-    'while :; do sleep 1; done',
-  ]);
+  const run = await bed.cli(['run', '--host', 'a', '--name', 'fid', '--', ...SLEEPER]);
   assert.equal(run.code, 0, run.stderr);
   makeFixture(join(hostDir(bed, 'a'), 'containers', 'fid', 'bundle', 'rootfs'));
   const want = snapshot(bundleRootfs(bed, 'a', 'fid'));
@@ -229,18 +228,7 @@ test('a process joined with runc exec stops a migration and a checkpoint before 
     rmSync(dir, { recursive: true, force: true });
     await bed.down();
   });
-  const run = await bed.cli([
-    'run',
-    '--host',
-    'a',
-    '--name',
-    'j',
-    '--',
-    '/bin/busybox',
-    'sh',
-    '-c',
-    'while :; do sleep 1; done',
-  ]);
+  const run = await bed.cli(['run', '--host', 'a', '--name', 'j', '--', ...SLEEPER]);
   assert.equal(run.code, 0, run.stderr);
   const runcRoot = join(hostDir(bed, 'a'), 'runc');
   execFileSync(
@@ -290,9 +278,8 @@ test("a container's tracked connections go with it, and one that tracks none mov
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
-  const sleeper = ['/bin/busybox', 'sh', '-c', 'while :; do sleep 1; done'];
   for (const name of ['ct', 'noct'])
-    assert.equal((await bed.cli(['run', '--host', 'a', '--name', name, '--', ...sleeper])).code, 0);
+    assert.equal((await bed.cli(['run', '--host', 'a', '--name', name, '--', ...SLEEPER])).code, 0);
   const info = async (name: string) => {
     const c = (await containers(bed)).find((x) => x.name === name);
     assert.ok(c?.pid && c.ip, `${name} runs with an address`);
@@ -350,26 +337,10 @@ test("a container's tmpfs mounts move with their content, owner, mode and mtime,
   if (!skipUnlessReady(t)) return;
   const bed = await startBed(['a', 'b']);
   t.after(() => bed.down());
-  const run = await bed.cli([
-    'run',
-    '--host',
-    'a',
-    '--name',
-    'tm',
-    '--',
-    '/bin/busybox',
-    'sh',
-    '-c',
-    'while :; do sleep 1; done',
-  ]);
+  const run = await bed.cli(['run', '--host', 'a', '--name', 'tm', '--', ...SLEEPER]);
   assert.equal(run.code, 0, run.stderr);
-  const pid = async () => {
-    const c = (await containers(bed)).find((x) => x.name === 'tm');
-    assert.ok(c?.pid);
-    return c.pid;
-  };
   // /tmp stays empty (the preloaded tmpfs library archives it: ferry's own path), /dev/shm holds a file (GNU tar's)
-  const root = `/proc/${await pid()}/root`;
+  const root = `/proc/${await runningPid(bed, 'tm')}/root`;
   chmodSync(`${root}/tmp`, 0o1730);
   lchownSync(`${root}/tmp`, 12, 34);
   execFileSync('touch', ['-d', '2024-02-03 04:05:06.789', `${root}/tmp`]);
@@ -384,7 +355,7 @@ test("a container's tmpfs mounts move with their content, owner, mode and mtime,
     const m = await bed.cli(['migrate', 'tm', '--to', to, '--strategy', 'cold']);
     assert.equal(m.code, 0, `${m.stdout}\n${m.stderr}`);
   }
-  const after = `/proc/${await pid()}/root`;
+  const after = `/proc/${await runningPid(bed, 'tm')}/root`;
   // (times to the second: tar's archive keeps no more)
   assert.deepEqual(look(after), before);
   assert.deepEqual(readdirSync(`${after}/tmp`), []);
@@ -414,11 +385,6 @@ test('a process the host put in a nested cgroup of the container is restored the
     'sleep 100000 & while :; do sleep 1; done',
   ]);
   assert.equal(run.code, 0, run.stderr);
-  const init = async () => {
-    const c = (await containers(bed)).find((x) => x.name === 'cg');
-    assert.ok(c?.pid);
-    return c.pid;
-  };
   const children = (pid: number) =>
     readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   const isSleeper = (p: number) => readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('sleep\u0000100000');
@@ -441,7 +407,7 @@ test('a process the host put in a nested cgroup of the container is restored the
       .split('\n')
       .find((l) => l.split(':')[1] === line)!
       .split(':')[2];
-  let pid = await init();
+  let pid = await runningPid(bed, 'cg');
   const sleeper = await waitFor('the container runs its sleep', () => children(pid).find(isSleeper));
   const h = hierarchy(pid);
   mkdirSync(`${h.mount}${h.path}/inner`);
@@ -449,7 +415,7 @@ test('a process the host put in a nested cgroup of the container is restored the
   assert.equal(cgroupOf(sleeper, h.line), `${h.path}/inner`);
   const m = await bed.cli(['migrate', 'cg', '--to', 'b', '--strategy', 'cold']);
   assert.equal(m.code, 0, `${m.stdout}\n${m.stderr}`);
-  pid = await init();
+  pid = await runningPid(bed, 'cg');
   const there = hierarchy(pid).path;
   assert.notEqual(there, h.path, "b's cgroup for the container");
   const moved = children(pid).find(isSleeper);
