@@ -20,6 +20,7 @@
  * (src/runtime/criu-preload.ts) and `ferry check` says when it is not.
  */
 #define _GNU_SOURCE
+#include "preload.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,6 @@
 
 #define PROCS "/cgroup.procs"
 
-typedef int (*openat_fn)(int, const char *, int, ...);
 
 /* `in` with runs of '/' made one and no trailing '/', into out; 0, or -1 when it does not fit */
 static int squeeze(const char *in, size_t len, char *out, size_t size)
@@ -96,30 +96,14 @@ static int noop_move(const char *path, int flags)
 	       !strcmp(path + len - strlen(PROCS), PROCS) && in_this_cgroup(path, len - strlen(PROCS));
 }
 
-static mode_t mode_arg(int flags, va_list ap)
+/* a move into the cgroup this task is in already opens /dev/null instead */
+static void skip_noop_move(const char **path, int *flags)
 {
-	return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+	if (noop_move(*path, *flags)) {
+		*path = "/dev/null";
+		*flags = O_WRONLY | (*flags & O_CLOEXEC);
+	}
 }
 
-/* CRIU calls openat64 (glibc's large-file name, the same call on 64-bit); openat is taken too for other builds */
-#define WRAP(name)                                                                    \
-	int name(int dirfd, const char *path, int flags, ...)                        \
-	{                                                                             \
-		static openat_fn next;                                               \
-		va_list ap;                                                           \
-		mode_t mode;                                                          \
-                                                                                      \
-		va_start(ap, flags);                                                  \
-		mode = mode_arg(flags, ap);                                           \
-		va_end(ap);                                                           \
-		if (!next && !(next = (openat_fn)dlsym(RTLD_NEXT, #name))) {         \
-			errno = ENOSYS;                                               \
-			return -1;                                                    \
-		}                                                                     \
-		if (noop_move(path, flags))                                           \
-			return next(AT_FDCWD, "/dev/null", O_WRONLY | (flags & O_CLOEXEC)); \
-		return next(dirfd, path, flags, mode);                                \
-	}
-
-WRAP(openat)
-WRAP(openat64)
+PRELOAD_OPENAT(openat, skip_noop_move)
+PRELOAD_OPENAT(openat64, skip_noop_move)

@@ -16,6 +16,7 @@
  * (src/runtime/criu-preload.ts) and `ferry check` says when it is not.
  */
 #define _GNU_SOURCE
+#include "preload.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,15 +40,6 @@ static struct {
 	__u32 seq;
 } pending[MAX_PENDING];
 static int npending;
-
-static void *real(const char *name)
-{
-	void *f = dlsym(RTLD_NEXT, name);
-
-	if (!f)
-		errno = ENOSYS;
-	return f;
-}
 
 static int take_pending(int fd, __u32 *seq)
 {
@@ -106,7 +98,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	static sendmsg_fn next;
 	int saved = errno;
 
-	if (!next && !(next = (sendmsg_fn)real("sendmsg")))
+	if (!next && !(next = (sendmsg_fn)preload_next("sendmsg")))
 		return -1;
 	take_pending(fd, NULL);
 	if (npending < MAX_PENDING && is_conntrack_dump(fd, msg) && conntrack_count() == 0) {
@@ -125,7 +117,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	static recvmsg_fn next;
 	__u32 seq;
 
-	if (!next && !(next = (recvmsg_fn)real("recvmsg")))
+	if (!next && !(next = (recvmsg_fn)preload_next("recvmsg")))
 		return -1;
 	if (msg && msg->msg_iovlen >= 1 && msg->msg_iov[0].iov_len >= NLMSG_LENGTH(sizeof(int)) &&
 	    take_pending(fd, &seq)) {

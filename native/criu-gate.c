@@ -21,6 +21,7 @@
  * (src/runtime/criu-gate.ts) and `ferry check` says so.
  */
 #define _GNU_SOURCE
+#include "preload.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -34,8 +35,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef int (*open_fn)(const char *, int, ...);
-typedef int (*openat_fn)(int, const char *, int, ...);
 
 enum point { NONE, DUMP, IMAGES };
 
@@ -101,9 +100,11 @@ static int ends_with(const char *s, const char *tail)
 	return a >= b && !strcmp(s + a - b, tail);
 }
 
-static void maybe_wait(const char *path)
+/* a restore's first image: wait for the word */
+static void wait_at_image(const char **path, int *flags)
 {
-	if (armed == IMAGES && path && ends_with(path, ".img"))
+	(void)flags;
+	if (armed == IMAGES && *path && ends_with(*path, ".img"))
 		wait_for_word();
 }
 
@@ -113,58 +114,14 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
 	static sigaction_fn next;
 
-	if (!next && !(next = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction"))) {
-		errno = ENOSYS;
+	if (!next && !(next = (sigaction_fn)preload_next("sigaction")))
 		return -1;
-	}
 	if (armed == DUMP && sig == SIGALRM && act)
 		wait_for_word();
 	return next(sig, act, old);
 }
 
-static mode_t mode_arg(int flags, va_list ap)
-{
-	return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
-}
-
-#define WRAP_OPEN(name)                                                                \
-	int name(const char *path, int flags, ...)                                    \
-	{                                                                              \
-		static open_fn next;                                                  \
-		va_list ap;                                                            \
-		mode_t mode;                                                           \
-                                                                                       \
-		va_start(ap, flags);                                                   \
-		mode = mode_arg(flags, ap);                                            \
-		va_end(ap);                                                            \
-		if (!next && !(next = (open_fn)dlsym(RTLD_NEXT, #name))) {            \
-			errno = ENOSYS;                                                \
-			return -1;                                                     \
-		}                                                                      \
-		maybe_wait(path);                                                      \
-		return next(path, flags, mode);                                        \
-	}
-
-#define WRAP_OPENAT(name)                                                              \
-	int name(int dirfd, const char *path, int flags, ...)                         \
-	{                                                                              \
-		static openat_fn next;                                                \
-		va_list ap;                                                            \
-		mode_t mode;                                                           \
-                                                                                       \
-		va_start(ap, flags);                                                   \
-		mode = mode_arg(flags, ap);                                            \
-		va_end(ap);                                                            \
-		if (!next && !(next = (openat_fn)dlsym(RTLD_NEXT, #name))) {          \
-			errno = ENOSYS;                                                \
-			return -1;                                                     \
-		}                                                                      \
-		maybe_wait(path);                                                      \
-		return next(dirfd, path, flags, mode);                                 \
-	}
-
-/* CRIU calls the large-file names (open64, openat64); the others are taken too for other builds */
-WRAP_OPEN(open)
-WRAP_OPEN(open64)
-WRAP_OPENAT(openat)
-WRAP_OPENAT(openat64)
+PRELOAD_OPEN(open, wait_at_image)
+PRELOAD_OPEN(open64, wait_at_image)
+PRELOAD_OPENAT(openat, wait_at_image)
+PRELOAD_OPENAT(openat64, wait_at_image)

@@ -21,6 +21,7 @@
  * (src/runtime/criu-preload.ts) and `ferry check` says when it is not.
  */
 #define _GNU_SOURCE
+#include "preload.h"
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -273,9 +274,7 @@ int execvp(const char *file, char *const argv[])
 		if ((dir = match_args(argv, EXTRACT_ARGS)) && extract_empty(dir) == 0)
 			_exit(0);
 	}
-	if (!next && !(next = (execvp_fn)dlsym(RTLD_NEXT, "execvp"))) {
-		errno = ENOSYS;
+	if (!next && !(next = (execvp_fn)preload_next("execvp")))
 		return -1;
-	}
 	return next(file, argv);
 }

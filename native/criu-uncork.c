@@ -22,6 +22,7 @@
  * (src/runtime/criu-preload.ts) and `ferry check` says when it is not.
  */
 #define _GNU_SOURCE
+#include "preload.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -32,15 +33,6 @@ typedef int (*setsockopt_fn)(int, int, int, const void *, socklen_t);
 typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
 
-static void *next_of(const char *name)
-{
-	void *f = dlsym(RTLD_NEXT, name);
-
-	if (!f)
-		errno = ENOSYS;
-	return f;
-}
-
 /* TCP_NODELAY on a TCP socket over IPv4 or IPv6; anything else is left alone. Keeps errno. */
 static void nodelay(int fd)
 {
@@ -48,7 +40,7 @@ static void nodelay(int fd)
 	int saved = errno, v = 0, on = 1;
 	socklen_t len = sizeof(v);
 
-	if (!real && !(real = (setsockopt_fn)next_of("setsockopt")))
+	if (!real && !(real = (setsockopt_fn)preload_next("setsockopt")))
 		goto out;
 	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) || (v != AF_INET && v != AF_INET6))
 		goto out;
@@ -64,7 +56,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	static connect_fn real;
 
-	if (!real && !(real = (connect_fn)next_of("connect")))
+	if (!real && !(real = (connect_fn)preload_next("connect")))
 		return -1;
 	nodelay(fd);
 	return real(fd, addr, len);
@@ -75,7 +67,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 	static accept4_fn real;
 	int sk;
 
-	if (!real && !(real = (accept4_fn)next_of("accept4")))
+	if (!real && !(real = (accept4_fn)preload_next("accept4")))
 		return -1;
 	sk = real(fd, addr, len, flags);
 	if (sk >= 0)
@@ -94,11 +86,7 @@ int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 
 	if (level == SOL_TCP && name == TCP_CORK)
 		return 0;
-	if (!real)
-		real = (setsockopt_fn)dlsym(RTLD_NEXT, "setsockopt");
-	if (!real) {
-		errno = ENOSYS;
+	if (!real && !(real = (setsockopt_fn)preload_next("setsockopt")))
 		return -1;
-	}
 	return real(fd, level, name, value, len);
 }

@@ -281,7 +281,8 @@ install_native() {
   local src lib sum
   for src in "$here"/native/*.c; do
     lib=$NATIVE_LIB_DIR/$(basename "$src" .c).so
-    sum=$(sha256sum "$src" | cut -d' ' -f1)
+    # (the digest covers the headers they share too: a change there rebuilds every library)
+    sum=$(cat "$src" "$here"/native/*.h | sha256sum | cut -d' ' -f1)
     if [[ -f $lib && $(cat "$lib.sha256" 2>/dev/null) == "$sum" ]]; then continue; fi
     need_root
     if ! command -v gcc >/dev/null 2>&1 || [[ ! -f /usr/include/dlfcn.h || ! -f /usr/include/linux/netlink.h ]]; then

@@ -1,7 +1,7 @@
 // Typed wrapper over the runc CLI (runc talks RPC to CRIU for checkpoint/restore).
 // Over 400 lines: one method per runc command, each with its options, its failure's explanation and its test-only
 // fault; what reads runc's files is in runc-state.ts and freezer.ts, the gate of a staged dump or restore in
-// criu-gate.ts.
+// criu-gate.ts, the libraries preloaded into CRIU in criu-preload.ts.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { access, readFile, rm } from 'node:fs/promises';
