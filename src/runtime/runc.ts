@@ -206,7 +206,10 @@ export class Runc implements RuncLike {
   private readonly criu: string | undefined;
   private readonly criuDirs = new CriuDirs();
   private readonly faults: Faults;
-  /** Libraries preloaded into CRIU (criu-preload.ts): uncork for a page server's dump, conntrack for every dump, tmpfs for every dump and restore, cgroup for every restore. */
+  /**
+   * Libraries preloaded into CRIU (criu-preload.ts): uncork into a dump to or as a page server, conntrack into every
+   * dump, tmpfs into every dump and restore, cgroup into every restore, gate into a staged run's CRIU.
+   */
   private readonly preload: CriuPreloads;
 
   constructor(
@@ -413,15 +416,15 @@ export class Runc implements RuncLike {
     }
   }
 
-  /**
-   * runc's environment for a dump (undefined: the agent's own). A container with a task stopped by a signal under
-   * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
-   */
   /** A staged run's CRIU held inside CRIU when the gate library is installed (criu-gate.ts `GateLibrary`). */
   private gateLibrary(at: GateLibrary['at']): { library?: GateLibrary } {
     return this.preload.gate ? { library: { path: this.preload.gate, at } } : {};
   }
 
+  /**
+   * runc's environment for a dump (undefined: the agent's own). A container with a task stopped by a signal under
+   * a cgroup-v1 freezer gets CRIU's ptrace-only seize, without which the dump hangs (runtime/stopped-tasks.ts).
+   */
   private dumpEnv(id: string, extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
     // no walk of the host's conntrack table for a namespace that tracks nothing, no tar and gzip started for an
     // empty tmpfs (criu-preload.ts)
