@@ -86,7 +86,7 @@ export async function startAgent(
   const runner = new ProcessRunner();
   const paths = hostPaths(cfg.stateDir, cfg.imagesDir);
   const faults = new Faults(cfg.faults, { holdDir: join(paths.stateDir, 'faults') });
-  // (uncork: into every CRIU that talks to a page server, cold's dump, post-copy's dump and daemon; conntrack: dumps)
+  // the libraries preloaded into CRIU that this host has (which CRIU runs get which: runtime/criu-preload.ts)
   const preload = installedPreloads();
   const runc = new Runc(runner, {
     root: paths.runcRoot,
