@@ -112,7 +112,7 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
   // ...and keeps cold where post-copy would freeze no less (nothing gained for memory split between the hosts)
   const tight = planStrategy({ ...base, memoryBytes: 1 << 20, maxDowntimeMs: 100 });
   assert.equal(tight.strategy, 'cold');
-  assert.match(tight.reason, /over the 100 ms budget, but post-copy would freeze no less \(~\d+ ms\)/);
+  assert.match(tight.reason, /over the 100 ms budget, but post-copy would not freeze much less \(~\d+ ms\)/);
   const slowHost = { ...DEFAULT_FREEZE_MODEL, fixedMs: 1100, postcopyMs: 1174 };
   assert.equal(planStrategy({ ...base, memoryBytes: 8 << 20, freezeModel: slowHost }).strategy, 'cold');
   // a faster measured link moves the threshold
@@ -120,6 +120,35 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
     planStrategy({ ...base, memoryBytes: 64 << 20, transferRate: 10e9, maxDowntimeMs: 500 }).strategy,
     'cold',
   );
+});
+
+test('auto without a budget given takes post-copy where it freezes for much less, even where cold fits', () => {
+  const caps = assessStrategies(facts());
+  const base = {
+    requested: 'auto' as const,
+    source: caps,
+    destination: caps,
+    sourceHost: 'a',
+    destinationHost: 'b',
+  };
+  // a fast destination, calibrated: cold 64 MiB fits the default budget, post-copy freezes half as long
+  const fast = { fixedMs: 120, postcopyMs: 120, memoryRate: 800e6, lazyRate: 1e10, memoryRateMeasured: true };
+  const mid = planStrategy({ ...base, memoryBytes: 64 << 20, freezeModel: fast });
+  assert.equal(mid.strategy, 'postcopy');
+  assert.match(mid.reason, /within the default 300 ms budget\), post-copy ~\d+ ms; post-copy freezes/);
+  // the same with a budget given: the user accepts that freeze to keep the container whole on one host
+  const given = planStrategy({ ...base, memoryBytes: 64 << 20, freezeModel: fast, maxDowntimeMs: 300 });
+  assert.equal(given.strategy, 'cold');
+  assert.match(
+    given.reason,
+    /the budget given keeps it whole on one host \(post-copy would freeze ~\d+ ms\)/,
+  );
+  // a few milliseconds saved do not pay for the split memory: an empty or small container stays cold
+  for (const mem of [0, 8 << 20]) {
+    const small = planStrategy({ ...base, memoryBytes: mem, freezeModel: fast });
+    assert.equal(small.strategy, 'cold', `${mem} bytes`);
+    assert.match(small.reason, /post-copy would not freeze much less/);
+  }
 });
 
 test('auto without post-copy takes pre-copy, and without both falls back to cold; it says why', () => {

@@ -6,6 +6,7 @@ import {
   DEFAULT_MAX_DOWNTIME_MS,
   DEFAULT_TRANSFER_RATE,
   POSTCOPY_MIN_GAIN,
+  POSTCOPY_MIN_SAVING_MS,
 } from './defaults.ts';
 import {
   DEFAULT_FREEZE_MODEL,
@@ -140,19 +141,30 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
   const cold = estimateColdFreezeMs(mem, p.transferRate, p.freezeModel);
   const postcopy = estimatePostcopyFreezeMs(mem, p.freezeModel);
   const mib = (mem / (1 << 20)).toFixed(0);
-  if (usable.includes('cold') && cold <= budget) {
+  // post-copy splits the memory between the hosts until its last page: worth it only for a clearly shorter freeze
+  const postcopyPays = postcopy <= cold * POSTCOPY_MIN_GAIN && cold - postcopy >= POSTCOPY_MIN_SAVING_MS;
+  const fits = cold <= budget;
+  // a budget the user gave is the freeze they accept for keeping the container whole on one host: cold while it
+  // fits. Without one, the default budget only bounds cold, and a much shorter post-copy freeze wins
+  if (
+    usable.includes('cold') &&
+    fits &&
+    (p.maxDowntimeMs !== undefined || !postcopyPays || !usable.includes('postcopy'))
+  ) {
     return {
       strategy: 'cold',
-      reason: `auto: cold fits the ${budget} ms budget (${mib} MiB, estimated freeze ${cold} ms)`,
+      reason: `auto: cold fits the ${budget} ms budget (${mib} MiB, estimated freeze ${cold} ms)${!usable.includes('postcopy') ? '' : postcopyPays ? `; the budget given keeps it whole on one host (post-copy would freeze ~${postcopy} ms)` : `; post-copy would not freeze much less (~${postcopy} ms)`}`,
     };
   }
-  const over = `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
+  const over = fits
+    ? `cold would freeze ~${cold} ms for ${mib} MiB (within the default ${budget} ms budget), post-copy ~${postcopy} ms`
+    : `cold would freeze ~${cold} ms for ${mib} MiB, over the ${budget} ms budget`;
   // over the budget either way (a slow host's fixed part alone can be): post-copy only pays where it freezes for
-  // less, and otherwise it would split the memory between the hosts until its last page for nothing
-  if (usable.includes('cold') && postcopy >= cold * POSTCOPY_MIN_GAIN) {
+  // clearly less, and otherwise it would split the memory between the hosts until its last page for nothing
+  if (usable.includes('cold') && !postcopyPays) {
     return {
       strategy: 'cold',
-      reason: `auto: ${over}, but post-copy would freeze no less (~${postcopy} ms) and split the memory between the hosts until its last page`,
+      reason: `auto: ${over}, but post-copy would not freeze much less (~${postcopy} ms) and would split the memory between the hosts until its last page`,
     };
   }
   const link = p.transferRate ?? DEFAULT_TRANSFER_RATE;
