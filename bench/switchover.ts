@@ -319,9 +319,11 @@ export async function switchoverBench(o: SwitchoverBenchOptions): Promise<unknow
   try {
     await withBed(o, 'bswi', undefined, async (b) => {
       // one move of each kind first, not counted: an agent's first migrations run code V8 has not compiled yet
-      // (the first two of a fresh testbed froze 290-310 ms where the rest froze 160-210)
+      // (the first two of a fresh testbed froze 290-310 ms where the rest froze 160-210); `auto` goes cold for the
+      // first size and post-copy above it, so post-copy gets its own (its first counted move froze 1.4 × the median)
       const first = o.sizesMiB[0] ?? 0;
-      for (const who of [...o.strategies, 'hand']) {
+      const warm = [...o.strategies, ...(o.strategies.includes('auto') ? ['postcopy'] : []), 'hand'];
+      for (const who of warm) {
         const s = await measure(b, who, first, `wu${who.slice(0, 2)}`).catch(
           (err: Error): Sample => ({ gapMs: Number.NaN, freezeMs: Number.NaN, ok: false, note: err.message }),
         );
