@@ -152,6 +152,8 @@ export async function startAgent(
   });
   const aborted = await incoming.recover();
   if (aborted.length) log.warn({ aborted }, 'aborted incoming migrations left by a previous run');
+  const fences = await fw.removeStalePageServerFences();
+  if (fences) log.warn({ fences }, 'page server fences left by a previous run removed');
   const capabilities = capabilitiesOnce(() => gatherFacts(cfg.host, criu, runc));
   const tls: TlsMaterial = tlsClientOptions(cfg.tls);
   // one keep-alive pool for every destination and the controller: a migration to a destination reuses the

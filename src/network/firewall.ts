@@ -137,6 +137,21 @@ export class Firewall {
     await this.runner.run(this.fenceRule('-D', port, allow, o), { allowFail: true });
   }
 
+  /**
+   * At agent start, once no incoming migration is left: the fences of cold page servers (rules naming a migration)
+   * that a previous run of the agent had not removed yet. Left in place, one would drop the next source that picks
+   * its port. Returns how many went.
+   */
+  async removeStalePageServerFences(): Promise<number> {
+    const r = await this.runner.run(['iptables', '-w', '-S', 'INPUT'], { allowFail: true });
+    let removed = 0;
+    for (const spec of stalePageServerFences(r.stdout)) {
+      const d = await this.runner.run(['iptables', '-w', '-D', ...spec], { allowFail: true });
+      if (d.code === 0) removed++;
+    }
+    return removed;
+  }
+
   private fenceRule(op: string, port: number, allow: string, o: FenceOptions): string[] {
     return [
       'iptables',
@@ -207,4 +222,23 @@ export class Firewall {
     }
     return out;
   }
+}
+
+/** The page servers' fences naming a migration in `iptables -S INPUT` output, as the arguments that delete each. */
+export function stalePageServerFences(listing: string): string[][] {
+  return (
+    listing
+      .split('\n')
+      .filter(
+        (line) => line.startsWith('-A INPUT ') && /--comment "?ferry:page-server:[^\s"]+"?(\s|$)/.test(line),
+      )
+      // (iptables -S quotes a comment; the rule's own argument has no quotes)
+      .map((line) =>
+        line
+          .slice(3)
+          .trim()
+          .split(/\s+/)
+          .map((arg) => arg.replace(/^"(.*)"$/, '$1')),
+      )
+  );
 }
