@@ -91,15 +91,19 @@ test('without soft-dirty, pre-copy is the content-delta kind; post-copy needs us
   assert.match(smallPipe.hybrid.why ?? '', /post-copy part unavailable/);
 });
 
-test('auto: cold while it fits the downtime budget, post-copy beyond, with the numbers in the reason', () => {
-  const caps = assessStrategies(facts());
-  const base = {
+/** An `auto` plan between hosts a and b that both have `caps`. */
+function autoBetween(caps: ReturnType<typeof assessStrategies>) {
+  return {
     requested: 'auto' as const,
     source: caps,
     destination: caps,
     sourceHost: 'a',
     destinationHost: 'b',
   };
+}
+
+test('auto: cold while it fits the downtime budget, post-copy beyond, with the numbers in the reason', () => {
+  const base = autoBetween(assessStrategies(facts()));
   const small = planStrategy({ ...base, memoryBytes: 0 });
   assert.equal(small.strategy, 'cold');
   assert.match(small.reason, /fits the 300 ms budget \(0 MiB, estimated freeze \d+ ms\)/);
@@ -123,14 +127,7 @@ test('auto: cold while it fits the downtime budget, post-copy beyond, with the n
 });
 
 test('auto without a budget given takes post-copy where it freezes for much less, even where cold fits', () => {
-  const caps = assessStrategies(facts());
-  const base = {
-    requested: 'auto' as const,
-    source: caps,
-    destination: caps,
-    sourceHost: 'a',
-    destinationHost: 'b',
-  };
+  const base = autoBetween(assessStrategies(facts()));
   // a fast destination, calibrated: cold 64 MiB fits the default budget, post-copy freezes half as long
   const fast = { fixedMs: 120, postcopyMs: 120, memoryRate: 800e6, lazyRate: 1e10, memoryRateMeasured: true };
   const mid = planStrategy({ ...base, memoryBytes: 64 << 20, freezeModel: fast });
