@@ -212,7 +212,8 @@ export function buildProgram(): Command {
     .addOption(
       new Option(
         '--strategy <s>',
-        'auto: cold while its estimated freeze fits --max-downtime; else pre-copy where its rounds are cheap ' +
+        'auto: cold while its estimated freeze fits --max-downtime (without it given: and post-copy would not ' +
+          'freeze much less); else pre-copy where its rounds are cheap ' +
           '(soft-dirty) and converge at the measured dirty and link rates; else postcopy; else precopy; else cold. ' +
           'cold: dump (streamed while it is written), restore. postcopy: restore at once, memory follows on ' +
           "demand; CAUTION: from the restore until the last page arrives the container's memory is split between " +
