@@ -151,9 +151,14 @@ function choose(p: PlanInput): Omit<Plan, 'predictedFreezeMs'> {
     fits &&
     (p.maxDowntimeMs !== undefined || !postcopyPays || !usable.includes('postcopy'))
   ) {
+    let aside = '';
+    if (usable.includes('postcopy'))
+      aside = postcopyPays
+        ? `; the budget given keeps it whole on one host (post-copy would freeze ~${postcopy} ms)`
+        : `; post-copy would not freeze much less (~${postcopy} ms)`;
     return {
       strategy: 'cold',
-      reason: `auto: cold fits the ${budget} ms budget (${mib} MiB, estimated freeze ${cold} ms)${!usable.includes('postcopy') ? '' : postcopyPays ? `; the budget given keeps it whole on one host (post-copy would freeze ~${postcopy} ms)` : `; post-copy would not freeze much less (~${postcopy} ms)`}`,
+      reason: `auto: cold fits the ${budget} ms budget (${mib} MiB, estimated freeze ${cold} ms)${aside}`,
     };
   }
   const over = fits
