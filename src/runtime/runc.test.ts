@@ -376,29 +376,29 @@ test('a staged dump whose runc failed before the freeze fails at go() with its e
 });
 
 /** A gate script's directory as openGate leaves it, past runc's version check: its images (returned) and FIFO. */
-async function gateScriptDir(dir: string): Promise<string> {
+/**
+ * A staged dump's gate in `dir` as the agent writes it (its FIFO `go`, the images directory with its mark) and its
+ * script at `dir/gate`, holding until the word; returns the images directory.
+ */
+async function writeGate(
+  dir: string,
+  o: { criu: string; dump: string; agentPid: number; library?: { path: string; at: 'dump' | 'restore' } },
+): Promise<string> {
   const images = join(dir, 'images');
   await mkdir(images);
   await writeFile(join(images, 'descriptors.json'), '[]');
   await new ProcessRunner().run(['mkfifo', join(dir, 'go')]);
+  const script = gateScript({ dir, mark: join(images, 'descriptors.json'), hold: true, ...o });
+  await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
   return images;
 }
 
 test('the gate ends the dump, never starting its CRIU, once the agent that staged it is gone', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const images = await gateScriptDir(dir);
     // a pid that is no process: the highest the kernel may hand out, plus one
     const gone = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
-    const script = gateScript({
-      dir,
-      mark: join(images, 'descriptors.json'),
-      criu: '/bin/true',
-      dump: '/bin/true',
-      hold: true,
-      agentPid: gone,
-    });
-    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
+    await writeGate(dir, { criu: '/bin/true', dump: '/bin/true', agentPid: gone });
     const r = await new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
       allowFail: true,
       timeoutMs: 5000,
@@ -413,18 +413,9 @@ test('the gate ends the dump, never starting its CRIU, once the agent that stage
 test('the gate opens on its word whenever it comes against its 200 ms read timeout (a word is one character)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const images = await gateScriptDir(dir);
     const dumped = join(dir, 'dumped');
     await writeFile(join(dir, 'dump'), `#!/bin/sh\necho "$@" > '${dumped}'\n`, { mode: 0o700 });
-    const script = gateScript({
-      dir,
-      mark: join(images, 'descriptors.json'),
-      criu: '/bin/false',
-      dump: join(dir, 'dump'),
-      hold: true,
-      agentPid: process.pid,
-    });
-    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
+    await writeGate(dir, { criu: '/bin/false', dump: join(dir, 'dump'), agentPid: process.pid });
     // the agent's end of the FIFO, as openGate holds it
     const fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
     try {
@@ -467,7 +458,12 @@ async function gateInCriu(
   }
   const dir = await mkdtemp(join(tmpdir(), 'ferry-runc-gate-'));
   try {
-    const images = await gateScriptDir(dir);
+    const images = await writeGate(dir, {
+      criu: '/bin/false',
+      dump: join(dir, 'dump'),
+      agentPid,
+      library: { path: library, at },
+    });
     await writeFile(join(images, 'inventory.img'), 'x');
     // bash's `trap ... ALRM` sets a SIGALRM handler with sigaction, as CRIU's dump does; a redirection opens an
     // image in bash itself (the library takes the gate's environment away from what the held program runs)
@@ -475,16 +471,6 @@ async function gateInCriu(
     await writeFile(join(dir, 'dump'), `#!/bin/bash\n: > '${dir}/started'\n${touch}\n: > '${dir}/passed'\n`, {
       mode: 0o700,
     });
-    const script = gateScript({
-      dir,
-      mark: join(images, 'descriptors.json'),
-      criu: '/bin/false',
-      dump: join(dir, 'dump'),
-      hold: true,
-      agentPid,
-      library: { path: library, at },
-    });
-    await writeFile(join(dir, 'gate'), script, { mode: 0o700 });
     const fifo = await open(join(dir, 'go'), constants.O_RDWR | constants.O_NONBLOCK);
     try {
       const run = new ProcessRunner().run([join(dir, 'gate'), 'swrk', '3'], {
