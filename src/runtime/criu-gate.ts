@@ -135,7 +135,6 @@ function writeGate(o: {
 }): string | undefined {
   const dump = o.dump ?? o.criu;
   if (existsSync(o.mark) || !existsSync('/bin/bash')) return undefined;
-  if (![o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
   if (![o.mark, o.criu, dump].every((p) => p.startsWith('/'))) return undefined;
   if ([o.mark, o.criu, dump, tmpdir(), o.library?.path ?? ''].some((p) => p.includes("'"))) return undefined;
   sweepAgentDirs(GATE_PREFIX);
@@ -268,18 +267,19 @@ export function gateScript(o: {
   agentPid: number;
   library?: GateLibrary;
 }): string {
-  const inCriu = o.hold && o.library !== undefined;
+  // held inside CRIU by the library, else by the script itself
+  const library = o.hold ? o.library : undefined;
   return [
     '#!/bin/bash',
     `if [[ ! -e '${o.dir}/open' && -e '${o.mark}' ]]; then`,
-    ...(inCriu && o.library
+    ...(library
       ? [
-          `  export FERRY_CRIU_GATE='${o.dir}' FERRY_CRIU_GATE_AT=${o.library.at} FERRY_CRIU_GATE_AGENT=${o.agentPid}`,
+          `  export FERRY_CRIU_GATE='${o.dir}' FERRY_CRIU_GATE_AT=${library.at} FERRY_CRIU_GATE_AGENT=${o.agentPid}`,
           // (an installed library's path has no quote, space or colon: criu-preload.ts)
-          `  export LD_PRELOAD="${o.library.path}\${LD_PRELOAD:+ $LD_PRELOAD}"`,
+          `  export LD_PRELOAD="${library.path}\${LD_PRELOAD:+ $LD_PRELOAD}"`,
         ]
       : []),
-    ...(o.hold && !inCriu
+    ...(o.hold && !library
       ? [
           // (a read that timed out as the character came keeps it in `word`: taken, not dropped)
           `  while :; do read -r -N 1 -t 0.2 word <> '${o.dir}/go'; [[ -n "$word" ]] && break; [[ -e /proc/${o.agentPid} ]] || exit 1; done`,

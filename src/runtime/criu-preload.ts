@@ -105,3 +105,13 @@ export function withPreload(library: string, env: NodeJS.ProcessEnv = process.en
   const before = env['LD_PRELOAD']?.trim();
   return { ...env, LD_PRELOAD: before ? `${library} ${before}` : library };
 }
+
+/** `env` with each installed one of `libraries` preloaded; `env` as it is (undefined: the agent's own) when none is. */
+export function withPreloads(
+  libraries: (string | undefined)[],
+  env?: NodeJS.ProcessEnv,
+): NodeJS.ProcessEnv | undefined {
+  let out = env;
+  for (const library of libraries) if (library) out = withPreload(library, out);
+  return out;
+}

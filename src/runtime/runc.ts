@@ -23,7 +23,7 @@ import {
 } from './criu-gate.ts';
 import { criuLogError } from './criu-log.ts';
 import { CriuDirs, resolveExecutable, withCriuDir } from './criu-path.ts';
-import { type CriuPreloads, withPreload } from './criu-preload.ts';
+import { type CriuPreloads, withPreload, withPreloads } from './criu-preload.ts';
 import type { ExecResult, RunControl, Runner } from './exec.ts';
 import { startProcess, tail } from './exec.ts';
 import { freezeRecorded } from './freezer.ts';
@@ -428,8 +428,7 @@ export class Runc implements RuncLike {
   private dumpEnv(id: string, extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv | undefined {
     // no walk of the host's conntrack table for a namespace that tracks nothing, no tar and gzip started for an
     // empty tmpfs (criu-preload.ts)
-    let env = extra;
-    for (const lib of [this.preload.conntrack, this.preload.tmpfs]) if (lib) env = withPreload(lib, env);
+    const env = withPreloads([this.preload.conntrack, this.preload.tmpfs], extra);
     // (the test-only `criu-hang:dump` leaves the switch off: a stopped task then hangs the dump, as any stuck CRIU)
     if (this.faults.has('criu-hang:dump', id) || !stoppedTasks(this.root, id).length) return env;
     return { ...(env ?? process.env), ...PTRACE_ONLY_SEIZE_ENV };
@@ -573,9 +572,7 @@ export class Runc implements RuncLike {
     const logFile = join(o.workPath, 'runc-restore.log');
     // an empty tmpfs restored without starting tar and gzip for it, no cgroup move into the cgroup the restored
     // task is in already (criu-preload.ts)
-    let preloaded: NodeJS.ProcessEnv | undefined;
-    for (const lib of [this.preload.tmpfs, this.preload.cgroup])
-      if (lib) preloaded = withPreload(lib, preloaded);
+    const preloaded = withPreloads([this.preload.tmpfs, this.preload.cgroup]);
     const env = criuDir ? withCriuDir(criuDir, preloaded) : preloaded;
     const r = await this.runner.run(this.argv(logFile, ...args, id), {
       stdio: 'null',
