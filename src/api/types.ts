@@ -338,6 +338,11 @@ export interface PlanResult {
   after: Record<string, number>;
   /** Why containers were skipped (cooldown, not migratable, nothing fits) and which hosts stay above target. */
   notes: string[];
+  /**
+   * A drain's plan only: the containers that stay on the drained host (not migratable, nowhere to go, or the host
+   * is down), sorted. Non-empty means the host will not be empty when the batch is done: `ferry drain` exits 1.
+   */
+  remaining?: string[];
 }
 
 /** POST /v1/rebalance and /v1/drain: the plan, and the batch carrying it out (none on a dry run or an empty plan). */

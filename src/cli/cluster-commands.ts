@@ -103,7 +103,12 @@ export async function drainCommand(host: string, o: Common): Promise<void> {
     if (!o.json) process.stdout.write(`${planText(r.plan)}\n`);
     const done = r.batch ? await follow(ctx, r.batch, o.json === true) : [];
     if (o.json) process.stdout.write(`${JSON.stringify({ ...r, migrations: done })}\n`);
-    if (done.some((m) => m.status === 'failed') || r.plan.notes.some((n) => /fit|cannot/i.test(n)))
-      process.exitCode = 1;
+    // a host that is not empty afterwards is not drained, whatever moved: a script must not power it off
+    const left = r.plan.remaining ?? [];
+    if (left.length > 0 && !o.json)
+      process.stderr.write(
+        `ferry: ${host} is not empty: left on it: ${left.join(', ')} (the notes above say why)\n`,
+      );
+    if (done.some((m) => m.status === 'failed') || left.length > 0) process.exitCode = 1;
   });
 }

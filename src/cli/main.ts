@@ -460,7 +460,7 @@ export function buildProgram(): Command {
 
   program
     .command('drain')
-    .description('move every container off a host (maintenance), respecting capacity')
+    .description('move every container off a host (maintenance), respecting capacity; exits 1 when one stays')
     .argument('<host>')
     .option('--json', 'print JSON')
     .action(

@@ -319,6 +319,7 @@ describe('drain', () => {
     assert.deepEqual(r.before, { v1: 80, v2: 10, v3: 50 });
     assert.deepEqual(r.after, { v1: 0, v2: 40, v3: 75 });
     assert.deepEqual(r.notes, []);
+    assert.deepEqual(r.remaining, []);
     assert.equal(r.moves[0]?.reason, 'draining v1; v3 has the most spare CPU and goes from 50% to 75%');
   });
 
@@ -343,6 +344,7 @@ describe('drain', () => {
       'd on v1: not migratable, left in place',
       'v1 is not empty: 2 container(s) remain',
     ]);
+    assert.deepEqual(r.remaining, ['d', 'f']);
     assert.deepEqual(r.after, { v1: 18.33, v2: 100, v3: 100, v4: 0 });
   });
 
@@ -359,6 +361,7 @@ describe('drain', () => {
     const r = drain('v1', [host('v1', [c('a', 10)], { up: false }), host('v2', [])]);
     assert.deepEqual(r.moves, []);
     assert.deepEqual(r.notes, ['v1 is down: its containers cannot be live-migrated, nothing moved']);
+    assert.deepEqual(r.remaining, ['a']);
   });
 
   test('unknown host and bad input', () => {

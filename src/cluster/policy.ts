@@ -137,6 +137,11 @@ const byName = (a: { name: string }, b: { name: string }): number =>
 /** Decreasing CPU, ties by name. */
 const byCpuDesc = (a: WorkContainer, b: WorkContainer): number => b.cpu - a.cpu || byName(a, b);
 
+/** The names of the containers a host holds, sorted. */
+function namesOn(h: WorkHost): string[] {
+  return h.containers.map((c) => c.name).sort();
+}
+
 function loads(hosts: WorkHost[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const h of hosts) out[h.name] = round(pct(h));
@@ -345,7 +350,7 @@ export function drain(host: string, hosts: HostLoad[], o: { now?: number } = {})
   const notes: string[] = [];
   if (!src.up) {
     notes.push(`${host} is down: its containers cannot be live-migrated, nothing moved`);
-    return { moves, before, after: loads(work), notes };
+    return { moves, before, after: loads(work), notes, remaining: namesOn(src) };
   }
   const receivers = work.filter((h) => h.up && h !== src);
   for (const c of [...src.containers].sort(byCpuDesc)) {
@@ -371,5 +376,5 @@ export function drain(host: string, hosts: HostLoad[], o: { now?: number } = {})
   }
   if (src.containers.length > 0)
     notes.push(`${host} is not empty: ${src.containers.length} container(s) remain`);
-  return { moves, before, after: loads(work), notes };
+  return { moves, before, after: loads(work), notes, remaining: namesOn(src) };
 }

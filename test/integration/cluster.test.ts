@@ -219,6 +219,31 @@ test('controller: a silent host is marked down and excluded; it comes back by he
   );
   await assert.rejects(bed.ctx.controller().request('POST', '/v1/drain', { json: {} }), /malformed request/);
   assert.equal(JSON.stringify((await containers(bed)).map((c) => [c.name, c.host]).sort()), before);
+  // a drain that cannot empty its host exits 1 and names what stays: a container whose process ended is not
+  // migratable (a script powering the host off after the drain must stop there)
+  const ended = await bed.cli(['run', '--host', 'c', '--name', 'ended', '--', '/bin/busybox', 'true']);
+  assert.equal(ended.code, 0, ended.stderr);
+  await waitFor(
+    'the ended container stopped',
+    async () => (await containers(bed)).find((c) => c.name === 'ended' && c.status === 'stopped'),
+    15_000,
+  );
+  await waitFor(
+    'the controller sees it',
+    async () =>
+      (await summary(bed)).hosts.find((h) => h.name === 'c')?.containers.some((c) => c.name === 'ended') ||
+      undefined,
+    15_000,
+  );
+  const left = await bed.cli(['drain', 'c']);
+  assert.equal(left.code, 1, `${left.stdout}\n${left.stderr}`);
+  assert.match(left.stdout, /ended on c: not migratable, left in place/);
+  assert.match(left.stderr, /^ferry: c is not empty: left on it: ended /m);
+  assert.deepEqual(
+    (await containers(bed)).filter((c) => c.host === 'c').map((c) => c.name),
+    ['ended'],
+    'everything else moved off c',
+  );
 });
 
 test('controller: a restart in the middle of a drain resumes it without repeating a move', async (t) => {
