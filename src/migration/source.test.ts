@@ -579,6 +579,16 @@ test('the report says how much memory the frozen source held until the commit', 
   assert.equal(r.sourceHeldBytes, 123 << 20);
 });
 
+test("a rolled-back migration's report says it too, read beside the freeze however slowly", async () => {
+  // the reading ends after the rollback: the report still waits for it (what the thaw-rollback kept frozen)
+  host.memoryBytes = () => new Promise((r) => setTimeout(() => r(77 << 20), 50));
+  peer.fail.restore = new FerryError('FERRY_E_RESTORE_FAILED', 'dest broke');
+  const r = await migrate();
+  assert.equal(r.ok, false);
+  assert.equal(r.rollback?.action, 'thawed');
+  assert.equal(r.sourceHeldBytes, 77 << 20);
+});
+
 test('a second migration of the same container while one runs is refused as busy', async () => {
   let release!: () => void;
   peer.restore = () => {

@@ -110,14 +110,15 @@ export class MigrationSource {
     const report = newReport(req, id, this.host.hostName);
     const runner = new PhaseRunner(report, emit, this.now);
     const { progress } = runner;
-    // set once planned: rollback asks it what only the strategy knows to undo
-    const chosen: { strategy?: Strategy } = {};
+    // set by run: the strategy once planned (rollback asks it what only it knows to undo), and the reading of what
+    // the frozen copy holds, which goes on beside the freeze and which the report waits for however the run ends
+    const leaves: RunLeaves = {};
     const journal = this.journalFor(id, req.name, peer);
     try {
       this.guard?.check(req.name);
       await this.host.exclusive(req.name, 'migration', async () => {
         try {
-          await this.run(req, id, peer, report, runner, emit, chosen, journal);
+          await this.run(req, id, peer, report, runner, emit, leaves, journal);
         } catch (err) {
           const cause = asFerryError(err, PHASE_ERROR[progress.phase], progress.phase);
           if (progress.phase === 'plan') {
@@ -133,7 +134,7 @@ export class MigrationSource {
               id,
               peer,
               progress,
-              strategy: chosen.strategy,
+              strategy: leaves.strategy,
               peerSilent: cause.code === 'FERRY_E_PEER_TIMEOUT',
             },
           );
@@ -174,6 +175,7 @@ export class MigrationSource {
       // the container was busy or unknown before anything started
       report.error = asFerryError(err, 'FERRY_E_INTERNAL', 'plan').toJSON();
     }
+    await leaves.heldReading;
     report.totalMs = Math.round(this.now() - started);
     this.log.info({ report }, report.ok ? 'migration done' : 'migration failed');
     this.onReport?.(report);
@@ -187,7 +189,7 @@ export class MigrationSource {
     report: MigrationReport,
     runner: PhaseRunner,
     emit: (e: MigrationEvent) => void,
-    chosen: { strategy?: Strategy },
+    leaves: RunLeaves,
     journal: StepJournal,
   ): Promise<void> {
     const { progress } = runner;
@@ -212,7 +214,7 @@ export class MigrationSource {
       { postcopy: this.postcopy, cold: this.cold },
       planned.local,
     );
-    chosen.strategy = strategy;
+    leaves.strategy = strategy;
 
     const record = await this.host.readRecord(name);
     if (!record)
@@ -287,8 +289,6 @@ export class MigrationSource {
       );
 
     let detaching: Promise<void> = Promise.resolve();
-    // the report's figure of what the frozen copy holds (read after the dump, awaited after the commit)
-    let heldReading: Promise<void> | undefined;
     await runner.run('checkpoint', async () => {
       // before the freeze: the destination primes the hold its packets will wait in (decision 11), and beside it
       // the lock's process starts here, so that at the pause it only has to read its rules
@@ -379,7 +379,7 @@ export class MigrationSource {
       if (!seized) {
         // the frozen copy keeps its memory until the commit: what a thaw-rollback costs. Read beside the freeze, not
         // in it: a cgroup's memory usage read flushes the kernel's memory statistics (3-8 ms on the test machine)
-        heldReading = this.host
+        leaves.heldReading = this.host
           .memoryBytes(name)
           .then((held) => {
             report.sourceHeldBytes = held;
@@ -457,7 +457,6 @@ export class MigrationSource {
       });
       this.freezes.set(peer.name, calibration);
       await journal.step('committed');
-      await heldReading;
     });
     report.ok = true;
 
@@ -587,6 +586,13 @@ export class MigrationSource {
       throw err;
     }
   }
+}
+
+/** What a run leaves for the rest of its migration whatever its end: see `migrate`. */
+interface RunLeaves {
+  strategy?: Strategy;
+  /** The report's `sourceHeldBytes`, read after the dump beside the freeze (a cgroup read is not free). */
+  heldReading?: Promise<void>;
 }
 
 /** One migration's journal entry as the loop writes it. */
