@@ -247,7 +247,20 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   await page.keyboard.press('Tab'); // -> Migrate
   await page.keyboard.press('Enter');
   const failure = dialog.getByRole('alert', { name: 'result' });
-  await failure.waitFor({ timeout: 120_000 });
+  await failure.waitFor({ timeout: 120_000 }).catch(async (err: Error) => {
+    // what the page showed instead, and where the keys went: the difference between a migration that never ended
+    // and a keystroke that never reached the button
+    const shown = await dialog.innerText().catch(() => '(no dialog)');
+    const focused = await page.evaluate<string>(
+      'document.activeElement?.outerHTML.slice(0, 200) ?? "nothing"',
+    );
+    throw new Error(
+      `no result in the dialog: it shows ${JSON.stringify(shown)}; the focus is on ${focused}`,
+      {
+        cause: err,
+      },
+    );
+  });
   assert.equal(await failure.getByTestId('error-code').innerText(), 'FERRY_E_HOST_UNREACHABLE');
   assert.equal(await failure.getByTestId('error-phase').innerText(), 'plan');
   await failure.getByText('web is still running on b.').waitFor();
