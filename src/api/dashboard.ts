@@ -80,6 +80,8 @@ export type ProgressEvent = Exclude<MigrationEvent, { type: 'result' }>;
 export type DashboardEvent =
   /** The whole cluster, at most once per heartbeat interval (loads, hosts up or down, containers). */
   | { type: 'cluster'; cluster: ClusterSummary; at: number }
+  /** Every migration record, once at the start of each stream (a page that reconnects catches up with it). */
+  | { type: 'history'; migrations: MigrationRecord[]; at: number }
   /** A migration record changed (planned, running, done, failed). */
   | { type: 'migration'; migration: MigrationRecord }
   /** A running migration's phase or byte count, as its source agent reports it. */

@@ -39,7 +39,7 @@ export const post = <T>(path: string, body: unknown) => call<T>('POST', path, bo
 /** Follows the controller's events; the browser reconnects on its own after a drop. */
 export function subscribe(on: (e: DashboardEvent) => void, onState: (open: boolean) => void): () => void {
   const src = new EventSource('/api/events');
-  for (const t of ['cluster', 'migration', 'progress', 'plan'] as const)
+  for (const t of ['cluster', 'history', 'migration', 'progress', 'plan'] as const)
     src.addEventListener(t, (m) => on(JSON.parse((m as MessageEvent<string>).data) as DashboardEvent));
   src.onopen = () => onState(true);
   src.onerror = () => onState(false);

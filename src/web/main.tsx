@@ -34,7 +34,6 @@ function App() {
   useEffect(() => {
     const t = setInterval(() => setNow(Date.now()), 1000);
     void get<{ cluster: ClusterSummary }>('/api/cluster').then((r) => setCluster(r.cluster));
-    void get<MigrationRecord[]>('/api/history').then(setHistory);
     const stop = subscribe(onEvent, setConnected);
     return () => {
       clearInterval(t);
@@ -44,6 +43,8 @@ function App() {
 
   function onEvent(e: DashboardEvent) {
     if (e.type === 'cluster') setCluster(e.cluster);
+    // the stream opens with every record (again after a reconnect): it replaces what the page had
+    else if (e.type === 'history') setHistory(e.migrations);
     else if (e.type === 'migration')
       setHistory((h) => {
         const i = h.findIndex((m) => m.id === e.migration.id);

@@ -12,12 +12,12 @@ import type { DashboardAssets } from './assets.ts';
 import { buildDashboardApp } from './server.ts';
 import { DashboardLogins, LOGIN_TOKEN_TTL_MS } from './sessions.ts';
 
-function fixture() {
+function fixture(o: { history?: () => Promise<unknown[]> } = {}) {
   let now = 1_000_000;
   const calls: string[] = [];
   const controller = Object.assign(new EventEmitter(), {
     summary: async () => ({ hosts: [] }),
-    history: async () => [],
+    history: o.history ?? (async () => []),
     move: async (b: { container: string; to: string }) => {
       calls.push(`move ${b.container} ${b.to}`);
       return { id: 'c1', batch: 'move-00000000' };
@@ -162,27 +162,8 @@ test('dashboard: a state-changing call needs the CSRF token and this origin; a f
   );
 });
 
-test('dashboard: the event stream starts with the cluster, passes migrations on, and does not hold the close', async () => {
-  const f = fixture();
-  const { cookie } = await login(f);
-  await f.app.listen({ host: '127.0.0.1', port: 0 });
-  const port = (f.app.server.address() as AddressInfo).port;
-  const received: string[] = [];
-  const res = await new Promise<IncomingMessage>((resolve, reject) =>
-    get({ host: '127.0.0.1', port, path: '/api/events', headers: { cookie } }, resolve).on('error', reject),
-  );
-  assert.equal(res.headers['content-type'], 'text/event-stream');
-  const until = (what: string) =>
-    new Promise<void>((resolve) => {
-      const check = () => received.join('').includes(what) && resolve();
-      res.on('data', (d: Buffer) => {
-        received.push(d.toString());
-        check();
-      });
-      check();
-    });
-  await until('event: cluster');
-  const migration = {
+test('dashboard: the event stream opens with the cluster and every record, passes migrations on after them, and does not hold the close', async (t) => {
+  const running = {
     id: 'c1',
     container: 'web',
     from: 'a',
@@ -191,8 +172,56 @@ test('dashboard: the event stream starts with the cluster, passes migrations on,
     reason: 'x',
     createdAt: 1,
   };
-  f.controllerEmit({ type: 'migration', migration });
-  await until('event: migration');
-  assert.match(received.join(''), /"container":"web"/);
-  await f.app.close();
+  // the records are read slowly: what happens meanwhile must reach this stream after them, never before
+  let readHistory: () => void = () => {};
+  const historyRead = new Promise<void>((r) => {
+    readHistory = r;
+  });
+  const f = fixture({
+    history: async () => {
+      await historyRead;
+      return [running];
+    },
+  });
+  t.after(() => {
+    readHistory();
+    return f.app.close();
+  });
+  const { cookie } = await login(f);
+  await f.app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (f.app.server.address() as AddressInfo).port;
+  const received: string[] = [];
+  const res = await new Promise<IncomingMessage>((resolve, reject) =>
+    get({ host: '127.0.0.1', port, path: '/api/events', headers: { cookie } }, resolve).on('error', reject),
+  );
+  assert.equal(res.headers['content-type'], 'text/event-stream');
+  res.on('data', (d: Buffer) => received.push(d.toString()));
+  const until = (what: RegExp) => waitUntil(() => what.test(received.join('')));
+  await until(/ferry dashboard events/);
+  f.controllerEmit({ type: 'migration', migration: { ...running, status: 'done' } });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.doesNotMatch(received.join(''), /event: migration/, 'held until the opening picture is out');
+  readHistory();
+  await until(/event: migration/);
+  const events = [...received.join('').matchAll(/^event: (\w+)\ndata: (.*)$/gm)].map((m) => ({
+    type: m[1],
+    data: JSON.parse(m[2]!) as { migrations?: { status: string }[]; migration?: { status: string } },
+  }));
+  // (the migration's end also asks for a new cluster picture, which follows)
+  assert.deepEqual(
+    events.slice(0, 3).map((e) => e.type),
+    ['cluster', 'history', 'migration'],
+  );
+  assert.equal(events[1]!.data.migrations![0]!.status, 'running');
+  assert.equal(events[2]!.data.migration!.status, 'done', 'the newer record comes after');
+  // the close: an open stream does not hold it (t.after closes the app)
 });
+
+/** Waits (up to 5 s) until `ok` holds. */
+async function waitUntil(ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -194,7 +194,8 @@ export function buildDashboardApp(
  * interval at most (the page never polls); migrations, their progress and plans pass through as they happen.
  */
 class EventFanOut {
-  private readonly clients = new Set<ServerResponse>();
+  /** Each open stream, with what waits for its opening picture (undefined once that is written). */
+  private readonly clients = new Map<ServerResponse, string[] | undefined>();
   private readonly listener: (e: ControllerEvent) => void;
   private readonly ping: NodeJS.Timeout;
   private timer: NodeJS.Timeout | undefined;
@@ -213,10 +214,22 @@ class EventFanOut {
     this.ping.unref();
   }
 
+  /**
+   * A new stream (a page loading, or its browser reconnecting after the connection dropped) opens with the whole
+   * picture: the cluster and every migration record. Until that is written, what happens meanwhile is queued for
+   * it, so the page never sees a record older than one it already has: an EventSource reconnects by itself, and a
+   * page that missed a migration's end while it did would show it running forever.
+   */
   add(raw: ServerResponse): void {
-    this.clients.add(raw);
+    this.clients.set(raw, []);
     raw.write(': ferry dashboard events\n\n');
-    void this.snapshot().then((e) => e && this.send(e, raw));
+    void this.opening().then((events) => {
+      const queued = this.clients.get(raw);
+      if (!queued || raw.destroyed) return;
+      for (const e of events) raw.write(frame(e));
+      for (const text of queued) raw.write(text);
+      this.clients.set(raw, undefined);
+    });
   }
 
   remove(raw: ServerResponse): void {
@@ -227,7 +240,7 @@ class EventFanOut {
     this.controller.off('event', this.listener);
     clearInterval(this.ping);
     if (this.timer) clearTimeout(this.timer);
-    for (const c of this.clients) c.end();
+    for (const c of this.clients.keys()) c.end();
     this.clients.clear();
   }
 
@@ -262,13 +275,33 @@ class EventFanOut {
     }
   }
 
-  private send(e: DashboardEvent, only?: ServerResponse): void {
-    const text = `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
-    if (only) only.write(text);
-    else this.write(text);
+  /** The opening picture of a new stream: the cluster, then the migration records (each left out if it fails). */
+  private async opening(): Promise<DashboardEvent[]> {
+    const out: DashboardEvent[] = [];
+    const cluster = await this.snapshot();
+    if (cluster) out.push(cluster);
+    try {
+      out.push({ type: 'history', migrations: await this.controller.history(), at: Date.now() });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'dashboard: no migration history for a new stream');
+    }
+    return out;
+  }
+
+  private send(e: DashboardEvent): void {
+    this.write(frame(e));
   }
 
   private write(text: string): void {
-    for (const c of this.clients) if (!c.destroyed) c.write(text);
+    for (const [c, queued] of this.clients) {
+      if (c.destroyed) continue;
+      if (queued) queued.push(text);
+      else c.write(text);
+    }
   }
+}
+
+/** One event as a server-sent event's frame. */
+function frame(e: DashboardEvent): string {
+  return `event: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
 }
