@@ -2,9 +2,10 @@
 // controller and real agents: log in with the token `ferry dashboard` prints, see the hosts and their load bars,
 // open a container's process tree and hover a process, filter by PID, drag a container to another host (a real
 // migration with runc and CRIU) and see it arrive with its freeze time, see a migration to a stopped agent fail
-// with its code and phase while the container runs on, drain a host, and be refused without a session or from
-// another site. The screenshots in docs/ are taken here (with FERRY_UPDATE_DOCS=1).
+// with its code and phase while the container runs on, drain a host, catch up with a drain it missed while its
+// connection was cut, and be refused without a session or from another site. The screenshots in docs/ are taken here (with FERRY_UPDATE_DOCS=1).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -337,6 +338,42 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
     list.every((c) => c.host === 'a'),
     'nothing moved',
   );
+
+  // a dropped connection: the stream is cut (its socket destroyed in the browser's namespace) and reconnecting is
+  // refused while a drain moves both containers back to b; once the page reconnects, its activity shows the moves
+  // it missed (the stream opens with every record)
+  const dash = new URL(origin);
+  const inClient = (...argv: string[]) =>
+    execFileSync('ip', ['netns', 'exec', bed.state.client.netns, ...argv], { stdio: 'pipe' });
+  const refuse = [
+    'OUTPUT',
+    '-p',
+    'tcp',
+    '-d',
+    dash.hostname,
+    '--dport',
+    dash.port,
+    '-j',
+    'REJECT',
+    '--reject-with',
+    'tcp-reset',
+  ];
+  inClient('iptables', '-I', ...refuse);
+  try {
+    inClient('ss', '-K', 'dst', dash.hostname, 'dport', '=', dash.port);
+    await page.getByText('reconnecting…').waitFor({ timeout: 15_000 });
+    const drained = await bed.cli(['drain', 'a', '--json']);
+    assert.equal(drained.code, 0, drained.stderr);
+    assert.ok(
+      (await containers(bed)).every((c) => c.host === 'b'),
+      'the drain moved both containers to b',
+    );
+    assert.equal(await page.getByText('live', { exact: true }).count(), 0, 'the page was away meanwhile');
+  } finally {
+    inClient('iptables', '-D', ...refuse);
+  }
+  await page.getByText('live', { exact: true }).waitFor({ timeout: 30_000 });
+  await activity.getByRole('button', { name: /idle: a → b — done/ }).waitFor({ timeout: 15_000 });
 
   // logging out ends the session: the page asks for a login, the cookie opens nothing
   await page.getByRole('button', { name: 'Log out' }).click();
