@@ -1,7 +1,7 @@
 // The soak in `make test`: Redis with a connected client migrated a -> b -> a 20 times after a warm-up of 30; over
-// those 20, nothing the agents hold may grow, their memory by 12 MiB at most (bench/soak.ts; `ferry bench soak` runs
-// 200 and allows 5 MiB). The agents run as every soak's do (soakAgentEnv: V8's young generation capped, so that
-// what their RSS shows after the warm-up is what a leak would show).
+// those 20, nothing the agents hold may grow, their memory by 12 MiB at most (bench/soak.ts; `ferry bench soak`
+// counts 200 after 100 and allows 5 MiB). The agents run as every soak's do (soakAgentEnv: V8's young generation
+// capped, so that what their RSS shows after the warm-up is what a leak would show).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { runSoak, soakAgentEnv, soakTable } from '../../bench/soak.ts';
