@@ -1,8 +1,8 @@
 // The soak: a Redis with a client holding one connection, migrated a -> b -> a ... many times. After a warm-up
 // (caches, pools and JIT settle) everything the agents hold is counted (testbed/footprint.ts), and again at the end,
 // with the container back on the same host: every count must be equal, the agents' memory may grow by 5 MiB at
-// most. `make test` runs 20 migrations (test/integration/soak.test.ts), `ferry bench soak` 200 after a warm-up of 100 and writes the
-// figures into docs/reliability.md's "## Soak".
+// most. `make test` runs 20 migrations (test/integration/soak.test.ts), `ferry bench soak` 200 after a warm-up of
+// 100 and writes the figures into docs/reliability.md's "## Soak".
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';

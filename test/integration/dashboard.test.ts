@@ -3,7 +3,8 @@
 // open a container's process tree and hover a process, filter by PID, drag a container to another host (a real
 // migration with runc and CRIU) and see it arrive with its freeze time, see a migration to a stopped agent fail
 // with its code and phase while the container runs on, drain a host, catch up with a drain it missed while its
-// connection was cut, and be refused without a session or from another site. The screenshots in docs/ are taken here (with FERRY_UPDATE_DOCS=1).
+// connection was cut, and be refused without a session or from another site. The screenshots in docs/ are taken
+// here (with FERRY_UPDATE_DOCS=1).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
