@@ -357,6 +357,16 @@ describe('drain', () => {
     assert.deepEqual(moved(drain('v1', hosts)), ['a:v1->v3']);
   });
 
+  test('a host that still lists a container of the same name is named in the note (a heartbeat from before a move)', () => {
+    const r = drain('v1', [host('v1', [c('svc', 0)]), host('v2', [c('svc', 0)])]);
+    assert.deepEqual(r.moves, []);
+    assert.deepEqual(r.notes, [
+      'svc (0% CPU) on v1: no other up host has the CPU and memory for it (v2 already lists a container named svc)',
+      'v1 is not empty: 1 container(s) remain',
+    ]);
+    assert.deepEqual(r.remaining, ['svc']);
+  });
+
   test('a host that is down cannot be drained by live migration', () => {
     const r = drain('v1', [host('v1', [c('a', 10)], { up: false }), host('v2', [])]);
     assert.deepEqual(r.moves, []);

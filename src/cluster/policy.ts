@@ -153,6 +153,16 @@ function fits(h: WorkHost, cpu: number, mem: number, name: string): boolean {
   return h.cpu + cpu <= h.cores * 100 + EPS && h.mem + mem <= h.memCap && !h.names.has(name);
 }
 
+/**
+ * The note for a container no other host can take. A host that lists a container of the same name is named: a
+ * host's last heartbeat can still list one that has just moved away, and no host takes a second of a name.
+ */
+function noRoom(c: WorkContainer, from: string, others: WorkHost[]): string {
+  const named = others.filter((h) => h.names.has(c.name)).map((h) => h.name);
+  const note = `${c.name} (${fmt(c.cpu)} CPU) on ${from}: no other up host has the CPU and memory for it`;
+  return named.length ? `${note} (${named.join(', ')} already lists a container named ${c.name})` : note;
+}
+
 function apply(c: WorkContainer, from: WorkHost, to: WorkHost): void {
   from.containers = from.containers.filter((x) => x !== c);
   from.names.delete(c.name);
@@ -243,7 +253,11 @@ export function rebalance(hosts: HostLoad[], o: RebalanceOptions): PlanResult {
           c,
           anyRoom
             ? `${c.name} (${fmt(c.cpu)} CPU) on ${src.name}: no receiver would stay below ${src.name}'s load of ${fmt(srcPct)}`
-            : `${c.name} (${fmt(c.cpu)} CPU) on ${src.name}: no other up host has the CPU and memory for it`,
+            : noRoom(
+                c,
+                src.name,
+                up.filter((h) => h !== src),
+              ),
         );
         continue;
       }
@@ -360,7 +374,7 @@ export function drain(host: string, hosts: HostLoad[], o: { now?: number } = {})
     }
     const to = mostRoom(receivers, c.cpu, c.mem, c.name);
     if (to === undefined) {
-      notes.push(`${c.name} (${fmt(c.cpu)} CPU) on ${host}: no other up host has the CPU and memory for it`);
+      notes.push(noRoom(c, host, receivers));
       continue;
     }
     const fromPct = pct(to);

@@ -117,14 +117,19 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
   assert.equal(value(c1, 'ferry_controller_leader'), 1);
 
   // a migration by the controller (drain b): once on its source, b, and once on the controller. (A heartbeat can
-  // count svc on b before it reports it running; the drain would leave it in place as not migratable then.)
+  // count svc on b before it reports it running: the drain would leave it in place as not migratable then. And a's
+  // last heartbeat may still list svc: a holds a container of that name then, and the drain finds no room there.)
   await waitFor(
-    'the controller sees svc running on b',
+    'the controller sees svc running on b and gone from a',
     async () => {
       const r = await bed.cli(['cluster', '--json']);
       const s = JSON.parse(r.stdout) as ClusterSummary;
-      const onB = s.hosts.find((h) => h.name === 'b')?.containers ?? [];
-      return onB.some((c) => c.name === 'svc' && c.status === 'running') || undefined;
+      const on = (host: string) => s.hosts.find((h) => h.name === host)?.containers ?? [];
+      return (
+        (on('b').some((c) => c.name === 'svc' && c.status === 'running') &&
+          !on('a').some((c) => c.name === 'svc')) ||
+        undefined
+      );
     },
     15_000,
   );
