@@ -359,6 +359,18 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
     '--reject-with',
     'tcp-reset',
   ];
+  // (the controller's picture first: a host's last heartbeat from before the first drain could still list a
+  // container there, and the drain would find no room for one of that name)
+  await waitFor(
+    'the controller sees both containers on a only',
+    async () => {
+      const r = await bed.cli(['cluster', '--json']);
+      const s = JSON.parse(r.stdout) as { hosts: { name: string; containers: { name: string }[] }[] };
+      const where = s.hosts.flatMap((h) => h.containers.map((c) => `${c.name}@${h.name}`)).sort();
+      return where.join(' ') === 'idle@a web@a' || undefined;
+    },
+    15_000,
+  );
   inClient('iptables', '-I', ...refuse);
   try {
     inClient('ss', '-K', 'dst', dash.hostname, 'dport', '=', dash.port);
