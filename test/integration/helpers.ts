@@ -74,6 +74,7 @@ export async function startBed(
   const env: NodeJS.ProcessEnv = { ...process.env, FERRY_STATE: stateDir };
   const runner = new ProcessRunner();
   const deps = { runner, env, ferryArgv: FERRY_ARGV };
+  // a testbed that fails to come up takes itself down; its state directory goes here
   const state = await testbedUp(
     {
       name,
@@ -84,7 +85,10 @@ export async function startBed(
       ...(opts.bundlePolicy ? { bundlePolicy: opts.bundlePolicy } : {}),
     },
     deps,
-  );
+  ).catch((err: unknown) => {
+    rmSync(stateDir, { recursive: true, force: true });
+    throw err;
+  });
   env['FERRY_CLUSTER'] = state.clusterFile;
   const ctx = await ClusterContext.load(state.clusterFile);
   let downed = false;
