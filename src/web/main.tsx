@@ -33,7 +33,6 @@ function App() {
 
   useEffect(() => {
     const t = setInterval(() => setNow(Date.now()), 1000);
-    void get<{ cluster: ClusterSummary }>('/api/cluster').then((r) => setCluster(r.cluster));
     const stop = subscribe(onEvent, setConnected);
     return () => {
       clearInterval(t);

@@ -15,7 +15,15 @@ import { test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { ProcessRunner } from '../../src/runtime/exec.ts';
 import { startAgent, stopAgent } from '../../src/testbed/testbed.ts';
-import { type Bed, containers, FERRY_ARGV, skipUnlessReady, startBed, waitFor } from './helpers.ts';
+import {
+  type Bed,
+  containers,
+  controllerPlacement,
+  FERRY_ARGV,
+  skipUnlessReady,
+  startBed,
+  waitFor,
+} from './helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 // The screenshots land in docs/ only when asked (FERRY_UPDATE_DOCS=1): a test run leaves the checkout as it was.
@@ -363,12 +371,8 @@ test('dashboard: log in, trees, filter, drag to migrate, a failure shown with th
   // container there, and the drain would find no room for one of that name)
   await waitFor(
     'the controller sees both containers on a only',
-    async () => {
-      const r = await bed.cli(['cluster', '--json']);
-      const s = JSON.parse(r.stdout) as { hosts: { name: string; containers: { name: string }[] }[] };
-      const where = s.hosts.flatMap((h) => h.containers.map((c) => `${c.name}@${h.name}`)).sort();
-      return where.join(' ') === 'idle@a web@a' || undefined;
-    },
+    async () =>
+      (await controllerPlacement(bed)).map((w) => w.split(':')[0]).join(' ') === 'idle@a web@a' || undefined,
     15_000,
   );
   inClient('iptables', '-I', ...refuse);

@@ -200,6 +200,16 @@ export async function containers(bed: Bed): Promise<ContainerInfo[]> {
   return (await bed.ctx.containers()).containers;
 }
 
+/**
+ * Where the controller's picture (each host's last heartbeat) puts every container, as sorted `name@host:status`.
+ * It can lag the agents by a heartbeat: a host can still list a container that has just moved away, and the
+ * controller's plans take it as there (no host takes a second of a name).
+ */
+export async function controllerPlacement(bed: Bed): Promise<string[]> {
+  const s = await bed.ctx.controller().cluster();
+  return s.hosts.flatMap((h) => h.containers.map((c) => `${c.name}@${h.name}:${c.status}`)).sort();
+}
+
 /** Reads a file inside a running container through /proc (all simulated hosts share this kernel). */
 export function readInContainer(pid: number, path: string): string {
   return readFileSync(`/proc/${pid}/root${path}`, 'utf8');

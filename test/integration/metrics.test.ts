@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HttpsClient } from '../../src/api/https-client.ts';
-import type { ClusterSummary, Endpoint } from '../../src/api/types.ts';
+import type { Endpoint } from '../../src/api/types.ts';
 import { ClusterCA, tlsClientOptions } from '../../src/runtime/pki.ts';
 import {
   assertPromtoolAccepts,
@@ -13,7 +13,7 @@ import {
   samples,
   value,
 } from '../support/prometheus.ts';
-import { counterCommand, skipUnlessReady, startBed, waitFor } from './helpers.ts';
+import { controllerPlacement, counterCommand, skipUnlessReady, startBed, waitFor } from './helpers.ts';
 
 test('metrics: a migration by the CLI and one by a drain each count once, on the source agent and the controller', async (t) => {
   if (!skipUnlessReady(t)) return;
@@ -122,14 +122,8 @@ test('metrics: a migration by the CLI and one by a drain each count once, on the
   await waitFor(
     'the controller sees svc running on b and gone from a',
     async () => {
-      const r = await bed.cli(['cluster', '--json']);
-      const s = JSON.parse(r.stdout) as ClusterSummary;
-      const on = (host: string) => s.hosts.find((h) => h.name === host)?.containers ?? [];
-      return (
-        (on('b').some((c) => c.name === 'svc' && c.status === 'running') &&
-          !on('a').some((c) => c.name === 'svc')) ||
-        undefined
-      );
+      const where = await controllerPlacement(bed);
+      return (where.includes('svc@b:running') && !where.some((w) => w.startsWith('svc@a:'))) || undefined;
     },
     15_000,
   );
